@@ -1,0 +1,83 @@
+"""Marked-up copies of checked photos. Writes new files only; originals are never touched.
+
+Boxes are coloured by decision (red block, amber review, green clear); blocked faces carry the
+student id. Copies are JPEG without any metadata (no EXIF, no GPS), written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from optout_guard.types import Decision, FaceMatch, LoadedImage
+
+COLOURS = {Decision.BLOCK: (220, 30, 30), Decision.REVIEW: (255, 170, 0), Decision.CLEAR: (40, 180, 60)}
+MAX_SIDE = 4000  # marked-up copies of panoramas are shrunk to this long side
+
+
+def _label(match: FaceMatch) -> str:
+    if match.decision is Decision.BLOCK:
+        return f"BLOCK {match.student_id}"
+    if match.decision is Decision.REVIEW:
+        if match.candidates:
+            return f"REVIEW {match.student_id}?"
+        return "REVIEW: too small" if "too small" in match.reason else "REVIEW: unclear"
+    return ""
+
+
+def marked_copy_name(image: LoadedImage, page: int, pages_with_faces: int) -> str:
+    """``<stem>.<first 8 of sha256>.jpg`` — unique per content, so two photos with the same file
+    name in different folders never overwrite each other's copy."""
+    stem = Path(image.path).stem or "photo"
+    suffix = f".p{page + 1}" if pages_with_faces > 1 or page > 0 else ""
+    return f"{stem}.{image.sha256[:8]}{suffix}.jpg"
+
+
+def render_page(image: LoadedImage, page: int, matches: list[FaceMatch]) -> Image.Image:
+    canvas = Image.fromarray(image.pages[page])
+    shrink = min(1.0, MAX_SIDE / max(canvas.size))
+    if shrink < 1.0:
+        canvas = canvas.resize((round(canvas.width * shrink), round(canvas.height * shrink)), Image.Resampling.LANCZOS)
+    factor = shrink / image.scale  # original pixels -> pixels of this canvas
+    draw = ImageDraw.Draw(canvas)
+    line = max(2, round(max(canvas.size) / 400))
+    font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 60)))
+    for match in matches:
+        if match.face.page != page:
+            continue
+        box = match.face.box.scaled(factor)
+        colour = COLOURS[match.decision]
+        draw.rectangle([box.x, box.y, box.right, box.bottom], outline=colour, width=line)
+        label = _label(match)
+        if label:
+            left, top, right, bottom = draw.textbbox((box.x, box.y), label, font=font)
+            y = box.y - (bottom - top) - 2 * line if box.y > (bottom - top) + 2 * line else box.bottom + line
+            draw.rectangle([box.x, y, box.x + (right - left) + 2 * line, y + (bottom - top) + 2 * line], fill=colour)
+            draw.text((box.x + line, y + line - (top - box.y)), label, fill=(255, 255, 255), font=font)
+    return canvas
+
+
+def write_marked_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path) -> Path:
+    """Write the marked-up copy (one file per page that has faces; page 1 when none has).
+    Returns the path of the first file written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages = sorted({m.face.page for m in matches}) or [0]
+    written: list[Path] = []
+    for page in pages:
+        target = out_dir / marked_copy_name(image, page, len(pages))
+        canvas = render_page(image, page, matches)
+        fd, tmp = tempfile.mkstemp(prefix=".marked-", suffix=".jpg", dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                canvas.save(fh, format="JPEG", quality=90)  # no exif= argument: nothing of the original's metadata
+            os.chmod(tmp, 0o644)  # a copy for staff to look at, unlike the private index
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written[0]

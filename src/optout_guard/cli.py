@@ -1,0 +1,330 @@
+"""The command line: a thin layer over the library. The only module that prints or exits.
+
+Exit codes (also in the README):
+  0  every photo was checked and allowed
+  1  at least one photo is blocked
+  2  usage, configuration or setup error (bad option, no index, missing models): nothing reliable was checked
+  3  nothing blocked, but at least one photo needs review or could not be checked
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optout_guard import __version__
+from optout_guard.config import Settings, load_settings
+from optout_guard.errors import OptoutGuardError
+from optout_guard.types import ScanResult, Verdict
+
+EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
+VERDICT_STYLE = {Verdict.BLOCK: "bold red", Verdict.REVIEW: "bold yellow", Verdict.ALLOW: "green"}
+
+app = typer.Typer(
+    name="optout-guard",
+    help="Check photos for students on the FERPA directory-information opt-out list. Runs fully offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(func: F) -> F:
+    """Turn library errors into one clear line and exit code 2 (never 0 or 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OptoutGuardError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an unexpected crash must not exit 1 ("blocked")
+            err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}. Nothing was fully checked; please report this.")
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    return load_settings(ctx.obj.get("workspace"), overrides)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"optout-guard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Optional[Path],
+        typer.Option("--workspace", "-w", help="Folder with config.toml, enrollments/ and the index [default: current folder; env OPTOUT_GUARD_WORKSPACE]."),
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    ctx.obj = {"workspace": workspace}
+
+
+# ---- check ---------------------------------------------------------------------------------
+def _progress(total_hint: str) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _faces_cell(result: ScanResult) -> str:
+    if not result.faces:
+        return "0"
+    counts: dict[str, int] = {}
+    for m in result.faces:
+        counts[m.decision.value] = counts.get(m.decision.value, 0) + 1
+    return f"{len(result.faces)} (" + ", ".join(f"{n} {d}" for d, n in counts.items()) + ")"
+
+
+def exit_code(results: list[ScanResult]) -> int:
+    if any(r.verdict is Verdict.BLOCK for r in results):
+        return EXIT_BLOCK
+    if any(r.verdict is Verdict.REVIEW for r in results):
+        return EXIT_REVIEW
+    return EXIT_ALLOW
+
+
+@app.command()
+@_user_errors
+def check(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders (folders are searched recursively).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
+    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Write a marked-up copy of each photo into this folder.")] = None,
+    block_distance: Annotated[Optional[float], typer.Option(help="Block a face this close to a student (overrides config).")] = None,
+    review_distance: Annotated[Optional[float], typer.Option(help="Review a face this close to a student (overrides config).")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="Face detector: centerface or hog (overrides config).")] = None,
+) -> None:
+    """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
+    from optout_guard.pipeline import Guard, Skipped
+    from optout_guard.report import batch_document
+
+    settings = _settings(ctx, block_distance=block_distance, review_distance=review_distance, detector=detector)
+    guard = Guard(settings)
+    _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
+    results: list[ScanResult] = []
+    skipped: list[tuple[str, str]] = []
+    with _progress("photos") as progress:
+        task = progress.add_task("Checking", total=None)
+        for item in guard.check_many(paths, annotate):
+            if isinstance(item, Skipped):
+                skipped.append((item.path, item.reason))
+            else:
+                results.append(item)
+            progress.advance(task)
+
+    if as_json:
+        sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")
+    else:
+        _print_table(results, skipped, annotate)
+    if not results and not skipped:
+        err.print("[yellow]No photos found in the given paths.[/]")
+    raise typer.Exit(exit_code(results))
+
+
+def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], annotate: Path | None) -> None:
+    table = Table(show_lines=False)
+    table.add_column("Verdict")
+    table.add_column("Photo", overflow="fold")
+    table.add_column("Faces")
+    table.add_column("Why", overflow="fold")
+    for r in results:
+        table.add_row(f"[{VERDICT_STYLE[r.verdict]}]{r.verdict.value.upper()}[/]", r.path, _faces_cell(r), "; ".join(r.reasons))
+    out.print(table)
+    counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
+    out.print(
+        f"{len(results)} photos: [red]{counts[Verdict.BLOCK]} blocked[/], [yellow]{counts[Verdict.REVIEW]} to review[/], "
+        f"[green]{counts[Verdict.ALLOW]} allowed[/]" + (f"; {len(skipped)} files skipped (not images)" if skipped else "")
+    )
+    for path, why in skipped:
+        out.print(f"  skipped {path}: {why}")
+    if annotate is not None:
+        out.print(f"Marked-up copies: {annotate}")
+
+
+# ---- gallery -------------------------------------------------------------------------------
+def _open_index(settings: Settings, rebuild: bool = False):  # noqa: ANN202 - FaceIndex
+    from optout_guard.index import FaceIndex
+    from optout_guard.models import embedding_fingerprint
+
+    fingerprint = embedding_fingerprint()
+    if rebuild or not settings.index_file.exists():
+        return FaceIndex(fingerprint)
+    return FaceIndex.load(settings.index_file, fingerprint)
+
+
+@app.command()
+@_user_errors
+def enroll(
+    ctx: typer.Context,
+    directory: Annotated[Optional[Path], typer.Argument(help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments].")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Start a new index (e.g. after a model change) instead of updating.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the enrollment report as JSON.")] = False,
+) -> None:
+    """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
+    from optout_guard.enroll import enroll_folder
+    from optout_guard.models import get_models
+
+    settings = _settings(ctx)
+    root = directory or settings.enrollments
+    index = _open_index(settings, rebuild)
+    with _progress("photos") as progress:
+        task = progress.add_task("Enrolling", total=None)
+        report = enroll_folder(root, index, settings, get_models(), progress=lambda _p: progress.advance(task))
+    index.save(settings.index_file)
+    if as_json:
+        doc = {
+            "schema_version": 1,
+            "index": str(settings.index_file),
+            "students": report.students,
+            "added": [{"student_id": s, "photo": p} for s, p in report.added],
+            "unchanged": report.unchanged,
+            "removed": [{"student_id": s, "photo": p} for s, p in report.removed],
+            "rejected": [{"student_id": s, "photo": p, "reason": r} for s, p, r in report.rejected],
+            "skipped_folders": [{"folder": f, "reason": r} for f, r in report.skipped_folders],
+            "not_protected": report.not_protected,
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        out.print(
+            f"Index {settings.index_file}: {report.students} students; {len(report.added)} photos added, "
+            f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.rejected)} rejected."
+        )
+        for s, p, r in report.rejected:
+            out.print(f"  [yellow]rejected[/] {s}: {p}: {r}")
+        for f, r in report.skipped_folders:
+            out.print(f"  [yellow]skipped folder[/] {f}: {r}")
+        if report.not_protected:
+            out.print(
+                f"[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
+                + ", ".join(report.not_protected)
+            )
+    raise typer.Exit(EXIT_REVIEW if report.not_protected else EXIT_ALLOW)
+
+
+@app.command()
+@_user_errors
+def people(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List enrolled students, how many reference photos each has, and who is not protected."""
+    from optout_guard.index import FaceIndex
+    from optout_guard.models import embedding_fingerprint
+
+    settings = _settings(ctx)
+    index = FaceIndex.load(settings.index_file, embedding_fingerprint())
+    rows = []
+    for sid in index.student_ids():
+        refs = [t for t in index.templates if t.student_id == sid]
+        rejected = [r for r in index.rejections if r.student_id == sid]
+        rows.append(
+            {
+                "student_id": sid,
+                "reference_photos": len(refs),
+                "rejected_photos": len(rejected),
+                "newest_enrolled": max((t.enrolled_at for t in refs), default=None),
+                "protected": bool(refs),
+            }
+        )
+    if as_json:
+        sys.stdout.write(json.dumps({"schema_version": 1, "students": rows}, indent=2) + "\n")
+        return
+    table = Table()
+    for col in ("Student", "Reference photos", "Rejected", "Enrolled", "Status"):
+        table.add_column(col)
+    for row in rows:
+        status = "[green]protected[/]" if row["protected"] else "[bold red]NOT PROTECTED[/]"
+        table.add_row(row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_enrolled"] or "-", status)
+    out.print(table)
+
+
+@app.command()
+@_user_errors
+def remove(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student id to remove from the index.")],
+    delete_photos: Annotated[bool, typer.Option("--delete-photos", help="Also delete the student's reference photo folder.")] = False,
+) -> None:
+    """Remove a student's face templates from the index (and, if asked, their reference photos)."""
+    import shutil
+
+    from optout_guard.enroll import is_valid_student_id
+    from optout_guard.index import FaceIndex
+    from optout_guard.models import embedding_fingerprint
+
+    settings = _settings(ctx)
+    if not is_valid_student_id(student_id):
+        err.print(f"[bold red]error:[/] {student_id!r} is not a valid student id")
+        raise typer.Exit(EXIT_USAGE)
+    index = FaceIndex.load(settings.index_file, embedding_fingerprint())
+    known = student_id in index.students
+    removed = index.remove_student(student_id)
+    index.save(settings.index_file)
+    if not known:
+        err.print(f"[yellow]{student_id} was not in the index; nothing removed.[/]")
+    else:
+        out.print(f"Removed {student_id}: {removed} face template(s) deleted from {settings.index_file}.")
+    folder = settings.enrollments / student_id
+    if delete_photos and folder.is_dir():
+        shutil.rmtree(folder)
+        out.print(f"Deleted reference photos in {folder}.")
+    elif folder.is_dir():
+        out.print(
+            f"Their reference photos are still in {folder}: delete that folder (or use --delete-photos), "
+            "or the next enroll will add them again."
+        )
+    raise typer.Exit(EXIT_ALLOW if known else EXIT_REVIEW)
+
+
+# ---- demo ----------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def demo(
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="Where to build the demo workspace [default: a new temporary folder].")] = None,
+) -> None:
+    """Enroll one person from a sample portrait and check three photos, end to end, offline."""
+    from optout_guard.demo import DEMO_STUDENT, run_demo
+
+    err.print("Building the demo workspace and loading the face models…")
+    run = run_demo(directory)
+    out.print(f"Workspace: {run.workspace}")
+    out.print(f"Enrolled student {DEMO_STUDENT} (Grace Hopper) from {len(run.enroll.added)} reference photo(s).")
+    _print_table(run.results, [], run.annotated)
+    for r in run.results:
+        if r.annotated_path:
+            out.print(f"  {r.verdict.value.upper():6} {r.annotated_path}")
+    out.print(f"Try it yourself: optout-guard --workspace {run.workspace} check {run.workspace / 'photos'}")
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,133 @@
+"""Settings: defaults < workspace ``config.toml`` < ``OPTOUT_GUARD_*`` environment < command-line flags.
+
+Every threshold is a named setting with a documented default (see README "Settings").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optout_guard.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILE = "config.toml"
+STATE_DIR = ".optout-guard"  # private (0700) folder in the workspace that holds the index
+ENV_PREFIX = "OPTOUT_GUARD_"
+DETECTORS = ("centerface", "hog")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Distances between dlib 128-d embeddings (smaller = closer), measured on LFW with 500 people
+    # enrolled from one photo each (scripts/measure_thresholds.py, README "Thresholds"): at 0.40 a
+    # non-enrolled face is wrongly matched 0.25% of the time; at 0.50, 6.7%. Not the folklore 0.6,
+    # where 74% of non-enrolled faces would come close to somebody in a 500-student gallery.
+    block_distance: float = 0.40
+    review_distance: float = 0.50
+    # Faces whose box is narrower than this (original pixels) are "too small to check": review.
+    min_face_px: int = 40
+    # Faces this small are still searched for, so that they can be flagged (never silently dropped).
+    detect_min_face_px: int = 32
+    detector: str = "centerface"
+    detection_threshold: float = 0.5
+    # Aligned-face sharpness (variance of the Laplacian on the 150 px chip) below which a face is
+    # "too blurred to check": review.
+    min_sharpness: float = 8.0
+    # Refuse to decode anything larger than this (decompression bombs); larger JPEGs are decoded at
+    # a reduced scale so that at most max_working_pixels are held in memory.
+    max_image_pixels: int = 250_000_000
+    max_working_pixels: int = 40_000_000
+    max_pages: int = 50
+    workspace: Path = Path(".")
+    enrollments_dir: Path | None = None
+    index_path: Path | None = None
+
+    @property
+    def enrollments(self) -> Path:
+        return self.enrollments_dir or self.workspace / "enrollments"
+
+    @property
+    def index_file(self) -> Path:
+        return self.index_path or self.workspace / STATE_DIR / "index.npz"
+
+    def validate(self) -> Settings:
+        if not 0 < self.block_distance <= self.review_distance:
+            raise ConfigError(
+                f"block_distance ({self.block_distance}) must be > 0 and <= review_distance "
+                f"({self.review_distance}); fix config.toml or the OPTOUT_GUARD_* variables"
+            )
+        if self.detector not in DETECTORS:
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
+        if self.min_face_px < 8 or self.detect_min_face_px < 8:
+            raise ConfigError("min_face_px and detect_min_face_px must be at least 8 pixels")
+        if self.max_working_pixels <= 0 or self.max_image_pixels < self.max_working_pixels:
+            raise ConfigError("max_image_pixels must be >= max_working_pixels > 0")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a TOML or environment value into the field's type, with an error naming the source."""
+    kind = _FIELDS[name].type
+    try:
+        if "Path" in str(kind):
+            return Path(str(value)).expanduser()
+        if kind in ("float", float):
+            return float(value)
+        if kind in ("int", int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("not a whole number")
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: setting {name!r} has a bad value {value!r} ({exc})") from None
+
+
+def load_settings(
+    workspace: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings for a workspace, applying each layer in order of precedence."""
+    environ = os.environ if environ is None else environ
+    ws = Path(workspace or environ.get(ENV_PREFIX + "WORKSPACE") or ".").expanduser()
+    values: dict[str, Any] = {"workspace": ws}
+
+    config_path = ws / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix or delete the file") from None
+        section = data.get("optout_guard", data)
+        for key, value in section.items():
+            if key not in _FIELDS or key == "workspace":
+                raise ConfigError(f"{config_path}: unknown setting {key!r}; see README 'Settings'")
+            values[key] = _coerce(key, value, str(config_path))
+        # Relative paths in the config file are relative to the workspace, not the current directory.
+        for key in ("enrollments_dir", "index_path"):
+            if key in values and not values[key].is_absolute():
+                values[key] = ws / values[key]
+
+    for name in _FIELDS:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None and name != "workspace":
+            values[name] = _coerce(name, env_value, f"environment variable {ENV_PREFIX + name.upper()}")
+
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, f"option --{name.replace('_', '-')}")
+
+    return Settings(**values).validate()

@@ -1,0 +1,88 @@
+"""Faces in, 128-d embeddings out (dlib's ResNet on the full-resolution pixels). No I/O.
+
+Faces too small or too blurred for the embedding to be trusted are not embedded: they come back
+with a reason instead, and the photo goes to review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from optout_guard.config import Settings
+from optout_guard.models import Models
+from optout_guard.types import Face, LoadedImage
+
+CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
+CHIP_PADDING = 0.25
+EMBEDDING_DIM = 128
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Embeddings for the faces that could be judged, and reasons for those that could not.
+
+    ``vectors[i]`` belongs to ``faces[judged[i]]``; ``unjudged`` maps a face index to its reason.
+    """
+
+    vectors: np.ndarray  # (N, 128) float32
+    judged: tuple[int, ...]
+    unjudged: dict[int, str]
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey aligned chip: low means blurred (or featureless)."""
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def face_chips(pixels: np.ndarray, faces: list[Face], scale: float, models: Models) -> list[np.ndarray]:
+    """Aligned 150×150 chips for faces on one page (``scale``: original px per decoded px)."""
+    import dlib
+
+    shapes = dlib.full_object_detections()
+    for face in faces:
+        box = face.box.scaled(1.0 / scale)
+        rect = dlib.rectangle(round(box.x), round(box.y), round(box.right - 1), round(box.bottom - 1))
+        points = dlib.points()
+        for px, py in face.landmarks / np.float32(scale):
+            points.append(dlib.point(round(float(px)), round(float(py))))
+        shapes.append(dlib.full_object_detection(rect, points))
+    return list(dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING))
+
+
+def embed_chips(chips: list[np.ndarray], models: Models) -> np.ndarray:
+    """(N, 128) float32 embeddings of aligned chips, in one batched call."""
+    if not chips:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    vectors = models.embedder.compute_face_descriptor(chips)
+    return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+
+
+def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, models: Models) -> Embeddings:
+    """Embed every face that can be judged; say why for the others."""
+    unjudged: dict[int, str] = {}
+    candidates: list[int] = []
+    for i, face in enumerate(faces):
+        pixels_wide = face.box.w / image.scale  # what the embedder really gets
+        if pixels_wide < settings.min_face_px:
+            unjudged[i] = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
+        else:
+            candidates.append(i)
+
+    chips: list[np.ndarray] = []
+    chip_owner: list[int] = []
+    for page_index, pixels in enumerate(image.pages):
+        on_page = [i for i in candidates if faces[i].page == page_index]
+        if not on_page:
+            continue
+        for i, chip in zip(on_page, face_chips(pixels, [faces[i] for i in on_page], image.scale, models)):
+            value = sharpness(chip)
+            if value < settings.min_sharpness:
+                unjudged[i] = f"face too blurred to check (sharpness {value:.0f}; at least {settings.min_sharpness:.0f} needed)"
+            else:
+                chips.append(chip)
+                chip_owner.append(i)
+    return Embeddings(vectors=embed_chips(chips, models), judged=tuple(chip_owner), unjudged=unjudged)

@@ -1,0 +1,132 @@
+"""Building the gallery from ``enrollments/<student_id>/<photos>`` with a quality gate.
+
+A reference photo is used only if it shows exactly one face that is large and sharp enough to
+embed reliably; otherwise it is rejected with the reason (never "use the first face"). A student
+with no usable photo is reported as *not protected*. Re-running only embeds photos whose content
+changed; templates of photos that were deleted from a student's folder are removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optout_guard.config import Settings
+from optout_guard.detection import detect_faces
+from optout_guard.embedding import embed_faces
+from optout_guard.errors import EnrollmentError, ImageRejected
+from optout_guard.images import load_image, sha256_file
+from optout_guard.index import FaceIndex, Rejection, Template, now_iso
+from optout_guard.models import Models
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A reference photo's face must be at least this wide (original px) — twice the size needed to
+# check a face, so templates are taken from good pixels.
+REFERENCE_MIN_FACE_FACTOR = 2
+
+
+@dataclass
+class EnrollReport:
+    added: list[tuple[str, str]] = field(default_factory=list)  # (student id, photo)
+    unchanged: int = 0
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (student id, photo, reason)
+    removed: list[tuple[str, str]] = field(default_factory=list)  # templates whose photo is gone
+    skipped_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+    not_protected: list[str] = field(default_factory=list)
+    students: int = 0
+
+
+def is_valid_student_id(student_id: str) -> bool:
+    return bool(STUDENT_ID.match(student_id))
+
+
+def _photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".txt")
+
+
+def reference_embedding(path: Path, settings: Settings, models: Models):  # noqa: ANN201 - ndarray | str
+    """The embedding of a reference photo's single face, or the reason it cannot be used."""
+    try:
+        image = load_image(path, settings)
+    except ImageRejected as exc:
+        return exc.reason
+    faces = detect_faces(image, settings, models)
+    if not faces:
+        return "no face found"
+    if len(faces) > 1:
+        return f"{len(faces)} faces found; a reference photo must show only the student"
+    need = settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
+    wide = faces[0].box.w / image.scale
+    if wide < need:
+        return f"face too small for a reference ({wide:.0f} px wide; at least {need} px needed)"
+    embedded = embed_faces(image, faces, settings, models)
+    if embedded.unjudged:
+        return next(iter(embedded.unjudged.values()))
+    return embedded.vectors[0]
+
+
+def enroll_folder(
+    root: Path,
+    index: FaceIndex,
+    settings: Settings,
+    models: Models,
+    progress: Callable[[str], None] | None = None,
+) -> EnrollReport:
+    """Bring ``index`` up to date with the photos under ``root`` (changes are not saved here)."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise EnrollmentError(
+            f"enrollment folder {root} does not exist; create it with one sub-folder per student "
+            "(named by student id) holding that student's reference photos"
+        )
+    report = EnrollReport()
+    seen: dict[tuple[str, str], str] = {}  # (student id, photo) -> sha256 now on disk
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        student_id = folder.name
+        if not is_valid_student_id(student_id):
+            report.skipped_folders.append((str(folder), "folder name is not a valid student id (letters, digits, . _ -)"))
+            continue
+        index.add_student(student_id)
+        for photo in _photos(folder):
+            key = str(photo)
+            if progress:
+                progress(key)
+            try:
+                digest = sha256_file(photo)
+            except OSError as exc:
+                report.rejected.append((student_id, key, f"cannot read the file ({exc.strerror or exc})"))
+                continue
+            seen[(student_id, key)] = digest
+            if index.has_template(student_id, digest):
+                report.unchanged += 1
+                continue
+            earlier = index.rejection_for(student_id, digest)
+            if earlier is not None:
+                report.unchanged += 1
+                report.rejected.append((student_id, key, earlier.reason))
+                continue
+            result = reference_embedding(photo, settings, models)
+            if isinstance(result, str):
+                index.reject(Rejection(student_id, key, digest, result))
+                report.rejected.append((student_id, key, result))
+            else:
+                index.add(Template(student_id, key, digest, now_iso()), result)
+                report.added.append((student_id, key))
+
+    # Templates whose photo was deleted (or changed) under this root are dropped.
+    keep = []
+    for t in index.templates:
+        under_root = Path(t.photo).is_relative_to(root)
+        gone = under_root and seen.get((t.student_id, t.photo)) != t.sha256
+        keep.append(not gone)
+        if gone:
+            report.removed.append((t.student_id, t.photo))
+    index.drop_templates(keep)
+    index.rejections = [
+        r for r in index.rejections if not Path(r.photo).is_relative_to(root) or seen.get((r.student_id, r.photo)) == r.sha256
+    ]
+    report.students = len(index.students)
+    report.not_protected = index.not_protected()
+    return report

@@ -1,0 +1,203 @@
+"""The only place untrusted bytes are decoded.
+
+Every photo goes through :func:`load_image`: format from content (not the extension), EXIF
+orientation applied, any colour mode to 8-bit RGB, every frame of animated/multi-page files, a
+pixel limit checked *before* decoding, and anything truncated or corrupt rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from optout_guard.config import Settings
+from optout_guard.errors import ImageRejected
+from optout_guard.types import LoadedImage
+
+# EXIF orientation tag value -> the transposes that undo it (what ImageOps.exif_transpose does, but
+# applied to every frame of a multi-frame file, not only the first).
+_ORIENTATION = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+_EXIF_ORIENTATION_TAG = 0x0112
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    global _heif_registered
+    if not _heif_registered:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        _heif_registered = True
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_rgb(frame: Image.Image) -> np.ndarray:
+    """Any Pillow mode to an RGB uint8 array, keeping the full tonal range of 16-bit images."""
+    mode = frame.mode
+    if mode.startswith("I") or mode == "F":
+        # 16/32-bit greyscale: a plain convert("RGB") clips everything above 255 to white.
+        arr = np.asarray(frame, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        elif top > 255.0:
+            arr = arr / (257.0 if top <= 65535.0 else top / 255.0)
+        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    has_alpha = "A" in mode or "a" in mode or (mode in ("P", "L", "RGB") and "transparency" in frame.info)
+    if has_alpha:
+        # Transparent areas become white, not black, so dark hair against transparency stays visible.
+        rgba = frame.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(frame.convert("RGB"))
+
+
+def _reject(path: str, reason: str) -> ImageRejected:
+    return ImageRejected(path, reason)
+
+
+def load_image(path: Path | str, settings: Settings) -> LoadedImage:
+    """Decode one untrusted file. Raises :class:`ImageRejected` with a reason a person can act on."""
+    name = str(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise _reject(name, "empty file (0 bytes); if it is still being copied, check it again later")
+        data = Path(path).read_bytes()
+    except ImageRejected:
+        raise
+    except OSError as exc:
+        raise _reject(name, f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable") from None
+    if not data:
+        raise _reject(name, "empty file (0 bytes); if it is still being copied, check it again later")
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    _register_heif()
+    # Our own pixel limit below replaces Pillow's warning; a truncated file must fail, never pad.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise _reject(name, f"too many pixels, refused before decoding ({exc})") from None
+    except UnidentifiedImageError:
+        raise _reject(name, "not an image, or a format optout-guard cannot read") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
+        raise _reject(name, f"unreadable image header ({type(exc).__name__}: {exc})") from None
+
+    with im:
+        fmt = im.format or "unknown"
+        width, height = im.size
+        pixels = width * height
+        if pixels <= 0:
+            raise _reject(name, f"image has no pixels ({width}×{height})")
+        if pixels > settings.max_image_pixels:
+            raise _reject(
+                name,
+                f"too many pixels ({width}×{height} = {pixels / 1e6:.0f} MP; the limit is "
+                f"{settings.max_image_pixels / 1e6:.0f} MP), refused before decoding",
+            )
+        orientation = 1
+        try:
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+        except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, the pixels still count
+            orientation = 1
+
+        n_frames = int(getattr(im, "n_frames", 1) or 1)
+        notes: list[str] = []
+        if n_frames > settings.max_pages:
+            notes.append(f"only the first {settings.max_pages} of {n_frames} frames/pages were checked")
+        if pixels > settings.max_working_pixels and fmt in ("JPEG", "MPO"):
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: a 108 MP photo never exists at full size.
+            # draft() only picks a scale whose result is at least the requested size, so request
+            # the power-of-two reduction that brings the photo under the limit.
+            factor = 2 ** math.ceil(math.log2(math.sqrt(pixels / settings.max_working_pixels)))
+            im.draft(im.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+
+        pages: list[np.ndarray] = []
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                for index in range(min(n_frames, settings.max_pages)):
+                    im.seek(index)
+                    im.load()
+                    frame = im
+                    if frame.size[0] * frame.size[1] > settings.max_working_pixels:
+                        factor = math.sqrt(frame.size[0] * frame.size[1] / settings.max_working_pixels)
+                        target = (max(1, int(frame.size[0] / factor)), max(1, int(frame.size[1] / factor)))
+                        frame = frame.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+                    for transpose in _ORIENTATION.get(orientation, ()):
+                        frame = frame.transpose(transpose)
+                    pages.append(np.ascontiguousarray(_to_rgb(frame)))
+        except MemoryError:
+            raise _reject(name, "not enough memory to decode this image") from None
+        except OSError as exc:
+            text = str(exc)
+            if "truncated" in text or "broken data stream" in text or "unrecognized data stream" in text:
+                raise _reject(
+                    name,
+                    "truncated or corrupt image data (a half-copied file?); copy it again completely and re-check",
+                ) from None
+            raise _reject(name, f"cannot decode the image ({text})") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
+            raise _reject(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
+
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    working = pages[0].shape[1]
+    scale = width / working if working else 1.0
+    return LoadedImage(
+        path=name,
+        sha256=sha256,
+        format=fmt,
+        size=(width, height),
+        pages=tuple(pages),
+        scale=float(scale),
+        notes=tuple(notes),
+    )
+
+
+# Extensions that are photos. In a folder walk, other files are checked only if their content is
+# an image (so that extension-less or mis-named photos are never skipped).
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .webp .gif .tif .tiff .bmp .dib .heic .heif .hif .avif .mpo".split()
+)
+
+
+def looks_like_image(path: Path | str) -> bool:
+    """Cheap test used when walking folders: an image extension, or an image header."""
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path):
+                return True
+    except Image.DecompressionBombError:
+        return True  # an image, and a hostile one: load_image will refuse it with a reason
+    except Exception:  # noqa: BLE001 - anything unreadable as an image is "not an image" here
+        return False

@@ -1,0 +1,193 @@
+"""The enrolled gallery: students' face templates, persisted as one private file.
+
+Format: a NumPy ``.npz`` (no pickles) holding ``embeddings`` (M, 128) float32 and ``meta``, a JSON
+document with the format version, the model fingerprint, one record per template (student id,
+source photo, its sha256, when it was enrolled) and the photos that were rejected (with reasons)
+so that unchanged photos are not re-processed. Written atomically (temp file + rename), mode 0600,
+in a 0700 folder. An index made by another model or format version is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optout_guard.embedding import EMBEDDING_DIM
+from optout_guard.errors import IndexUnusable
+from optout_guard.matching import pairwise_distances, rank_candidates, student_distances
+from optout_guard.types import Candidate
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Template:
+    """Where one stored embedding came from (never the embedding itself: that lives in the array)."""
+
+    student_id: str
+    photo: str  # absolute path of the reference photo when it was enrolled
+    sha256: str
+    enrolled_at: str  # ISO-8601 UTC
+
+
+@dataclass(frozen=True)
+class Rejection:
+    student_id: str
+    photo: str
+    sha256: str
+    reason: str
+
+
+class FaceIndex:
+    """In-memory gallery. Mutations are local until :meth:`save`."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        self.templates: list[Template] = []
+        self.embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
+        self.rejections: list[Rejection] = []
+        self.students: set[str] = set()  # every enrolled student, protected or not
+        self._search_cache: tuple[list[str], np.ndarray] | None = None
+
+    # ---- contents -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    def student_ids(self) -> list[str]:
+        return sorted(self.students)
+
+    def protected_students(self) -> list[str]:
+        return sorted({t.student_id for t in self.templates})
+
+    def not_protected(self) -> list[str]:
+        """Students with no usable reference photo: the index cannot recognise them."""
+        return sorted(self.students - set(self.protected_students()))
+
+    def has_template(self, student_id: str, sha256: str) -> bool:
+        return any(t.student_id == student_id and t.sha256 == sha256 for t in self.templates)
+
+    def rejection_for(self, student_id: str, sha256: str) -> Rejection | None:
+        return next((r for r in self.rejections if r.student_id == student_id and r.sha256 == sha256), None)
+
+    # ---- changes --------------------------------------------------------------------------
+    def add_student(self, student_id: str) -> None:
+        self.students.add(student_id)
+
+    def add(self, template: Template, embedding: np.ndarray) -> None:
+        vector = np.asarray(embedding, np.float32).reshape(1, EMBEDDING_DIM)
+        self.students.add(template.student_id)
+        self.templates.append(template)
+        self.embeddings = np.vstack([self.embeddings, vector])
+        self.rejections = [r for r in self.rejections if not (r.student_id == template.student_id and r.sha256 == template.sha256)]
+        self._search_cache = None
+
+    def reject(self, rejection: Rejection) -> None:
+        self.students.add(rejection.student_id)
+        self.rejections = [r for r in self.rejections if not (r.student_id == rejection.student_id and r.sha256 == rejection.sha256)]
+        self.rejections.append(rejection)
+
+    def drop_templates(self, keep: list[bool]) -> None:
+        self.templates = [t for t, k in zip(self.templates, keep) if k]
+        self.embeddings = self.embeddings[np.asarray(keep, bool)] if len(keep) else self.embeddings
+        self._search_cache = None
+
+    def remove_student(self, student_id: str) -> int:
+        """Forget a student entirely; returns how many templates were deleted."""
+        keep = [t.student_id != student_id for t in self.templates]
+        removed = keep.count(False)
+        self.drop_templates(keep)
+        self.rejections = [r for r in self.rejections if r.student_id != student_id]
+        self.students.discard(student_id)
+        return removed
+
+    # ---- search ---------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, k: int = 3) -> list[tuple[Candidate, ...]]:
+        """The k closest students for each query embedding (closest reference photo per student)."""
+        vectors = np.asarray(vectors, np.float32).reshape(-1, EMBEDDING_DIM)
+        if len(self.templates) == 0 or len(vectors) == 0:
+            return [() for _ in range(len(vectors))]
+        if self._search_cache is None:
+            ids = sorted({t.student_id for t in self.templates})
+            number = {s: i for i, s in enumerate(ids)}
+            owner = np.array([number[t.student_id] for t in self.templates], np.int64)
+            self._search_cache = (ids, owner)
+        ids, owner = self._search_cache
+        per_student = student_distances(pairwise_distances(vectors, self.embeddings), owner, len(ids))
+        return rank_candidates(per_student, ids, k)
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write atomically: a reader sees the old index or the new one, never half of one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": self.fingerprint,
+            "saved_at": now_iso(),
+            "students": sorted(self.students),
+            "templates": [asdict(t) for t in self.templates],
+            "rejections": [asdict(r) for r in self.rejections],
+        }
+        meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, embeddings=self.embeddings.astype(np.float32), meta=meta_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> FaceIndex:
+        path = Path(path)
+        if not path.is_file():
+            raise IndexUnusable(f"no face index at {path}; enroll students first with: optout-guard enroll")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                embeddings = np.asarray(data["embeddings"], np.float32)
+                meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
+            raise IndexUnusable(f"the face index {path} is unreadable ({exc}); re-create it with: optout-guard enroll --rebuild") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexUnusable(
+                f"the face index {path} has format version {meta.get('format_version')}, this optout-guard "
+                f"reads version {FORMAT_VERSION}; re-create it with: optout-guard enroll --rebuild"
+            )
+        if meta.get("model") != fingerprint:
+            raise IndexUnusable(
+                f"the face index {path} was made with another face model ({meta.get('model')}; installed: "
+                f"{fingerprint}); embeddings from different models cannot be compared. Re-create it with: "
+                "optout-guard enroll --rebuild"
+            )
+        templates = [Template(**t) for t in meta["templates"]]
+        if embeddings.shape != (len(templates), EMBEDDING_DIM):
+            raise IndexUnusable(f"the face index {path} is inconsistent; re-create it with: optout-guard enroll --rebuild")
+        index = cls(fingerprint)
+        index.templates = templates
+        index.embeddings = embeddings
+        index.rejections = [Rejection(**r) for r in meta.get("rejections", [])]
+        index.students = set(meta.get("students", [])) | {t.student_id for t in templates}
+        return index
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

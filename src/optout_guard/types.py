@@ -1,0 +1,135 @@
+"""Small frozen values that flow between pipeline stages.
+
+Conventions (one per quantity): boxes and landmarks are in pixels of the EXIF-rotated original
+image; a *distance* is the Euclidean distance between two 128-d embeddings (smaller = closer).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Decision(str, enum.Enum):
+    """What one face means."""
+
+    BLOCK = "block"  # matches an enrolled student
+    REVIEW = "review"  # close to a student, or could not be judged
+    CLEAR = "clear"  # clearly not an enrolled student
+
+
+class Verdict(str, enum.Enum):
+    """What one photo means. Ordered by severity via ``severity``."""
+
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return {"allow": 0, "review": 1, "block": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned face box: left, top, width, height in original pixels."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def right(self) -> float:
+        return self.x + self.w
+
+    @property
+    def bottom(self) -> float:
+        return self.y + self.h
+
+    def scaled(self, factor: float) -> Box:
+        return Box(self.x * factor, self.y * factor, self.w * factor, self.h * factor)
+
+    def as_ints(self) -> tuple[int, int, int, int]:
+        return (round(self.x), round(self.y), round(self.w), round(self.h))
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """Decoded pixels of one photo, ready for detection.
+
+    ``pages`` holds one RGB uint8 (H, W, 3) array per frame/page, EXIF-rotated. Very large photos
+    are decoded at a reduced scale: ``scale`` is original pixels per working pixel (>= 1.0).
+    """
+
+    path: str
+    sha256: str
+    format: str
+    size: tuple[int, int]  # (width, height) of the EXIF-rotated original
+    pages: tuple[np.ndarray, ...]
+    scale: float = 1.0
+    notes: tuple[str, ...] = ()  # things that make the photo need a person (e.g. frames skipped)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face. ``landmarks`` is (5, 2) float32, dlib's 5-point order, original pixels."""
+
+    box: Box
+    score: float
+    landmarks: np.ndarray
+    page: int = 0  # frame of an animated GIF / page of a multi-page TIFF
+
+    @property
+    def size(self) -> float:
+        """Face size in original pixels: the smaller side of the box."""
+        return min(self.box.w, self.box.h)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An enrolled student and how close a face is to them."""
+
+    student_id: str
+    distance: float
+
+
+@dataclass(frozen=True, eq=False)
+class FaceMatch:
+    """The decision for one face, with the closest enrolled students (best first)."""
+
+    face: Face
+    decision: Decision
+    candidates: tuple[Candidate, ...] = ()
+    reason: str = ""
+
+    @property
+    def student_id(self) -> str | None:
+        return self.candidates[0].student_id if self.candidates else None
+
+    @property
+    def distance(self) -> float | None:
+        return self.candidates[0].distance if self.candidates else None
+
+
+@dataclass(frozen=True, eq=False)
+class ScanResult:
+    """Everything known about one checked photo."""
+
+    path: str
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    faces: tuple[FaceMatch, ...] = ()
+    sha256: str | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the EXIF-rotated original
+    pages: int = 1
+    seconds: float = 0.0
+    annotated_path: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def blocked_students(self) -> tuple[str, ...]:
+        ids = [m.student_id for m in self.faces if m.decision is Decision.BLOCK and m.student_id]
+        return tuple(dict.fromkeys(ids))
