@@ -86,7 +86,7 @@ def main() -> None:
         return names[j], float(d[j])
 
     mated_rows = []
-    for (name, _), vec in zip(mated, vectors[len(gallery_paths) : len(gallery_paths) + len(mated)]):
+    for (name, _), vec in zip(mated, vectors[len(gallery_paths) : len(gallery_paths) + len(mated)], strict=True):
         if name not in names:
             continue
         best, dist = search(vec)
@@ -94,7 +94,8 @@ def main() -> None:
     nonmated_dists = [search(v)[1] for v in vectors[len(gallery_paths) + len(mated) :]]
     nonmated_noface = sum(1 for v in vectors[len(gallery_paths) + len(mated) :] if v is None)
 
-    print(f"{len(paths)} photos embedded in {seconds:.0f} s with {args.workers} workers ({seconds / len(paths) * 1000:.0f} ms/photo)")
+    per_photo = seconds / len(paths) * 1000
+    print(f"{len(paths)} photos embedded in {seconds:.0f} s with {args.workers} workers ({per_photo:.0f} ms/photo)")
     print(f"gallery: {len(names)} people enrolled from 1 photo ({len(gallery_paths) - len(names)} reference photos unusable)")
     print(f"mated probes: {len(mated_rows)} ({sum(r['no_face'] for r in mated_rows)} with no judgeable face)")
     print(f"non-mated probes: {len(nonmated_dists)} ({nonmated_noface} with no judgeable face)")

@@ -36,7 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=False)
+# Piped output (a log file, a script) gets a wide table instead of Rich's 80-column default.
+out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,7 +56,9 @@ def _user_errors(func: F) -> F:
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - an unexpected crash must not exit 1 ("blocked")
-            err.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}. Nothing was fully checked; please report this.")
+            err.print(
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}. Nothing was fully checked; please report this."
+            )
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -76,9 +79,15 @@ def main(
     ctx: typer.Context,
     workspace: Annotated[
         Optional[Path],
-        typer.Option("--workspace", "-w", help="Folder with config.toml, enrollments/ and the index [default: current folder; env OPTOUT_GUARD_WORKSPACE]."),
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Folder with config.toml, enrollments/ and the index [default: current folder; env OPTOUT_GUARD_WORKSPACE].",
+        ),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     ctx.obj = {"workspace": workspace}
 
@@ -119,9 +128,15 @@ def check(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Photos or folders (folders are searched recursively).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
-    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="Write a marked-up copy of each photo into this folder.")] = None,
-    block_distance: Annotated[Optional[float], typer.Option(help="Block a face this close to a student (overrides config).")] = None,
-    review_distance: Annotated[Optional[float], typer.Option(help="Review a face this close to a student (overrides config).")] = None,
+    annotate: Annotated[
+        Optional[Path], typer.Option("--annotate", help="Write a marked-up copy of each photo into this folder.")
+    ] = None,
+    block_distance: Annotated[
+        Optional[float], typer.Option(help="Block a face this close to a student (overrides config).")
+    ] = None,
+    review_distance: Annotated[
+        Optional[float], typer.Option(help="Review a face this close to a student (overrides config).")
+    ] = None,
     detector: Annotated[Optional[str], typer.Option(help="Face detector: centerface or hog (overrides config).")] = None,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
@@ -186,8 +201,13 @@ def _open_index(settings: Settings, rebuild: bool = False):  # noqa: ANN202 - Fa
 @_user_errors
 def enroll(
     ctx: typer.Context,
-    directory: Annotated[Optional[Path], typer.Argument(help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments].")] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Start a new index (e.g. after a model change) instead of updating.")] = False,
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments]."),
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Start a new index (e.g. after a model change) instead of updating.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the enrollment report as JSON.")] = False,
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
@@ -225,7 +245,7 @@ def enroll(
             out.print(f"  [yellow]skipped folder[/] {f}: {r}")
         if report.not_protected:
             out.print(
-                f"[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
+                "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
                 + ", ".join(report.not_protected)
             )
     raise typer.Exit(EXIT_REVIEW if report.not_protected else EXIT_ALLOW)
@@ -264,7 +284,9 @@ def people(
         table.add_column(col)
     for row in rows:
         status = "[green]protected[/]" if row["protected"] else "[bold red]NOT PROTECTED[/]"
-        table.add_row(row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_enrolled"] or "-", status)
+        table.add_row(
+            row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_enrolled"] or "-", status
+        )
     out.print(table)
 
 
@@ -273,7 +295,9 @@ def people(
 def remove(
     ctx: typer.Context,
     student_id: Annotated[str, typer.Argument(help="The student id to remove from the index.")],
-    delete_photos: Annotated[bool, typer.Option("--delete-photos", help="Also delete the student's reference photo folder.")] = False,
+    delete_photos: Annotated[
+        bool, typer.Option("--delete-photos", help="Also delete the student's reference photo folder.")
+    ] = False,
 ) -> None:
     """Remove a student's face templates from the index (and, if asked, their reference photos)."""
     import shutil
@@ -310,7 +334,9 @@ def remove(
 @app.command()
 @_user_errors
 def demo(
-    directory: Annotated[Optional[Path], typer.Option("--dir", help="Where to build the demo workspace [default: a new temporary folder].")] = None,
+    directory: Annotated[
+        Optional[Path], typer.Option("--dir", help="Where to build the demo workspace [default: a new temporary folder].")
+    ] = None,
 ) -> None:
     """Enroll one person from a sample portrait and check three photos, end to end, offline."""
     from optout_guard.demo import DEMO_STUDENT, run_demo
@@ -323,6 +349,11 @@ def demo(
     for r in run.results:
         if r.annotated_path:
             out.print(f"  {r.verdict.value.upper():6} {r.annotated_path}")
+    problems = run.unexpected()
+    if problems:
+        err.print("[bold red]The demo did not give the expected verdicts:[/] " + "; ".join(problems))
+        raise typer.Exit(EXIT_REVIEW)
+    out.print("[green]Demo OK:[/] the enrolled person was blocked, the other photos were allowed.")
     out.print(f"Try it yourself: optout-guard --workspace {run.workspace} check {run.workspace / 'photos'}")
 
 

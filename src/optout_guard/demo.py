@@ -24,6 +24,8 @@ from optout_guard.pipeline import Guard
 from optout_guard.types import ScanResult
 
 DEMO_STUDENT = "demo-0001"
+# What each demo photo must come back as; the demo fails (exit 3) when it does not.
+EXPECTED = {"assembly.jpg": "block", "visitor.jpg": "allow", "coffee.jpg": "allow"}
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -50,6 +52,14 @@ class DemoRun:
     annotated: Path
     enroll: EnrollReport
     results: list[ScanResult]
+
+    def unexpected(self) -> list[str]:
+        """Photos whose verdict differs from EXPECTED (empty when the demo worked)."""
+        return [
+            f"{Path(r.path).name}: {r.verdict.value}, expected {EXPECTED[Path(r.path).name]}"
+            for r in self.results
+            if EXPECTED.get(Path(r.path).name) != r.verdict.value
+        ]
 
 
 def build_workspace(workspace: Path) -> list[Path]:

@@ -78,7 +78,7 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
         on_page = [i for i in candidates if faces[i].page == page_index]
         if not on_page:
             continue
-        for i, chip in zip(on_page, face_chips(pixels, [faces[i] for i in on_page], image.scale, models)):
+        for i, chip in zip(on_page, face_chips(pixels, [faces[i] for i in on_page], image.scale, models), strict=True):
             value = sharpness(chip)
             if value < settings.min_sharpness:
                 unjudged[i] = f"face too blurred to check (sharpness {value:.0f}; at least {settings.min_sharpness:.0f} needed)"

@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     """Decode one untrusted file. Raises :class:`ImageRejected` with a reason a person can act on."""
     name = str(path)
     try:
-        if os.path.getsize(path) == 0:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise _reject(name, "not a regular file (a folder, device or pipe)")
+        if info.st_size == 0:
             raise _reject(name, "empty file (0 bytes); if it is still being copied, check it again later")
         data = Path(path).read_bytes()
     except ImageRejected:
@@ -100,9 +104,10 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's own bomb check (at twice its MAX_IMAGE_PIXELS) stays on as a second line.
             im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise _reject(name, f"too many pixels, refused before decoding ({exc})") from None
+    except Image.DecompressionBombError:
+        raise _reject(name, "too many pixels (a decompression bomb?), refused before decoding") from None
     except UnidentifiedImageError:
         raise _reject(name, "not an image, or a format optout-guard cannot read") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
@@ -182,15 +187,18 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
 
 # Extensions that are photos. In a folder walk, other files are checked only if their content is
 # an image (so that extension-less or mis-named photos are never skipped).
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .gif .tif .tiff .bmp .dib .heic .heif .hif .avif .mpo".split()
-)
+IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .jpe .jfif .png .webp .gif .tif .tiff .bmp .dib .heic .heif .hif .avif .mpo".split())
 
 
 def looks_like_image(path: Path | str) -> bool:
     """Cheap test used when walking folders: an image extension, or an image header."""
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
         return True
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # never open a pipe or device just to sniff it
+    except OSError:
+        return False
     _register_heif()
     try:
         with warnings.catch_warnings():

@@ -20,7 +20,7 @@ import numpy as np
 
 from optout_guard.embedding import EMBEDDING_DIM
 from optout_guard.errors import IndexUnusable
-from optout_guard.matching import pairwise_distances, rank_candidates, student_distances
+from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
 from optout_guard.types import Candidate
 
 FORMAT_VERSION = 1
@@ -53,7 +53,7 @@ class FaceIndex:
         self.embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
         self.rejections: list[Rejection] = []
         self.students: set[str] = set()  # every enrolled student, protected or not
-        self._search_cache: tuple[list[str], np.ndarray] | None = None
+        self._search_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
     # ---- contents -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -84,16 +84,20 @@ class FaceIndex:
         self.students.add(template.student_id)
         self.templates.append(template)
         self.embeddings = np.vstack([self.embeddings, vector])
-        self.rejections = [r for r in self.rejections if not (r.student_id == template.student_id and r.sha256 == template.sha256)]
+        self.rejections = [
+            r for r in self.rejections if not (r.student_id == template.student_id and r.sha256 == template.sha256)
+        ]
         self._search_cache = None
 
     def reject(self, rejection: Rejection) -> None:
         self.students.add(rejection.student_id)
-        self.rejections = [r for r in self.rejections if not (r.student_id == rejection.student_id and r.sha256 == rejection.sha256)]
+        self.rejections = [
+            r for r in self.rejections if not (r.student_id == rejection.student_id and r.sha256 == rejection.sha256)
+        ]
         self.rejections.append(rejection)
 
     def drop_templates(self, keep: list[bool]) -> None:
-        self.templates = [t for t, k in zip(self.templates, keep) if k]
+        self.templates = [t for t, k in zip(self.templates, keep, strict=True) if k]
         self.embeddings = self.embeddings[np.asarray(keep, bool)] if len(keep) else self.embeddings
         self._search_cache = None
 
@@ -108,7 +112,7 @@ class FaceIndex:
 
     # ---- search ---------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int = 3) -> list[tuple[Candidate, ...]]:
-        """The k closest students for each query embedding (closest reference photo per student)."""
+        """The k closest students for each query embedding (see ``matching.student_distances``)."""
         vectors = np.asarray(vectors, np.float32).reshape(-1, EMBEDDING_DIM)
         if len(self.templates) == 0 or len(vectors) == 0:
             return [() for _ in range(len(vectors))]
@@ -116,9 +120,9 @@ class FaceIndex:
             ids = sorted({t.student_id for t in self.templates})
             number = {s: i for i, s in enumerate(ids)}
             owner = np.array([number[t.student_id] for t in self.templates], np.int64)
-            self._search_cache = (ids, owner)
-        ids, owner = self._search_cache
-        per_student = student_distances(pairwise_distances(vectors, self.embeddings), owner, len(ids))
+            self._search_cache = (ids, owner, mean_templates(self.embeddings, owner, len(ids)))
+        ids, owner, means = self._search_cache
+        per_student = student_distances(pairwise_distances(vectors, self.embeddings), owner, pairwise_distances(vectors, means))
         return rank_candidates(per_student, ids, k)
 
     # ---- persistence ----------------------------------------------------------------------
@@ -166,7 +170,9 @@ class FaceIndex:
                 embeddings = np.asarray(data["embeddings"], np.float32)
                 meta = json.loads(bytes(data["meta"]).decode("utf-8"))
         except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
-            raise IndexUnusable(f"the face index {path} is unreadable ({exc}); re-create it with: optout-guard enroll --rebuild") from None
+            raise IndexUnusable(
+                f"the face index {path} is unreadable ({exc}); re-create it with: optout-guard enroll --rebuild"
+            ) from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise IndexUnusable(
                 f"the face index {path} has format version {meta.get('format_version')}, this optout-guard "

@@ -59,7 +59,7 @@ def model_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -100,9 +100,7 @@ class Models:
     def embedder(self) -> Any:
         import dlib
 
-        return self._get(
-            "embedder", lambda: dlib.face_recognition_model_v1(str(model_path(EMBEDDER_FILE)))
-        )
+        return self._get("embedder", lambda: dlib.face_recognition_model_v1(str(model_path(EMBEDDER_FILE))))
 
     @property
     def hog(self) -> Any:

@@ -36,29 +36,40 @@ class Batch:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) -> Iterator[Path | Skipped]:
+@dataclass(frozen=True)
+class UnreadableFolder:
+    path: str
+    reason: str
+
+
+def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) -> Iterator[Path | Skipped | UnreadableFolder]:
     """Files named explicitly are always checked; folders are walked recursively (sorted, hidden
-    entries and ``exclude`` folders left out), and files in them that are not images are skipped."""
+    entries and ``exclude`` folders left out), and files in them that are not images are skipped.
+    A folder that cannot be listed is reported, never silently passed over."""
     excluded = {Path(p).resolve() for p in exclude}
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path, onerror=None):
-                here = Path(dirpath)
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    file = here / name
-                    if not file.is_file():
-                        continue
-                    if looks_like_image(file):
-                        yield file
-                    else:
-                        yield Skipped(str(file), "not an image")
-        else:
+        if not path.is_dir():
             # Missing or unreadable files still go to check(), which reports them as review.
             yield path
+            continue
+        errors: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(path, onerror=errors.append):
+            while errors:
+                failed = errors.pop()
+                yield UnreadableFolder(str(failed.filename or dirpath), failed.strerror or str(failed))
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                file = here / name
+                if looks_like_image(file):  # includes broken links named like photos: check() reports them
+                    yield file
+                else:
+                    yield Skipped(str(file), "not an image")
+        for failed in errors:
+            yield UnreadableFolder(str(failed.filename or path), failed.strerror or str(failed))
 
 
 class Guard:
@@ -99,6 +110,12 @@ class Guard:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
             return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=time.perf_counter() - started)
+        if min(image.size) < self.settings.min_face_px:
+            # Any face in so small a picture is too small to judge, and a person could still know it.
+            reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
+            return ScanResult(
+                str(path), Verdict.REVIEW, (reason,), sha256=image.sha256, size=image.size, seconds=time.perf_counter() - started
+            )
         try:
             faces = detect_faces(image, self.settings, self.models)
             embedded = embed_faces(image, faces, self.settings, self.models)
@@ -144,4 +161,10 @@ class Guard:
     def check_many(self, paths: Iterable[Path | str], annotate_dir: Path | None = None) -> Iterator[ScanResult | Skipped]:
         exclude = [annotate_dir] if annotate_dir is not None else []
         for item in collect_photos(paths, exclude=exclude):
-            yield item if isinstance(item, Skipped) else self.check(item, annotate_dir)
+            if isinstance(item, Skipped):
+                yield item
+            elif isinstance(item, UnreadableFolder):
+                why = f"folder could not be read ({item.reason}); the photos in it were not checked"
+                yield ScanResult(item.path, Verdict.REVIEW, (why,))
+            else:
+                yield self.check(item, annotate_dir)

@@ -1,0 +1,98 @@
+"""Shared fixtures.
+
+Photos come from two places:
+- images that installed packages ship (matplotlib's Grace Hopper, scikit-image's astronaut and
+  coffee), so that the core tests pass on any fresh machine;
+- the public test photos in ``../shared/data`` (never copied into this repo). Tests that need them
+  skip when the folder is absent, and fail instead when ``OPTOUT_GUARD_REQUIRE_DATA=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from optout_guard.config import Settings, load_settings
+from optout_guard.demo import DEMO_STUDENT, build_workspace, sample_images
+from optout_guard.enroll import enroll_folder
+from optout_guard.index import FaceIndex
+from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.pipeline import Guard
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("OPTOUT_GUARD_TEST_DATA", ROOT.parent / "shared" / "data"))
+LFW = DATA / "lfw_deepfunneled_color250" / "lfw"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if DATA.is_dir():
+        return DATA
+    if os.environ.get("OPTOUT_GUARD_REQUIRE_DATA") == "1":
+        pytest.fail(f"OPTOUT_GUARD_REQUIRE_DATA=1 but the test photos are not at {DATA}")
+    pytest.skip(f"public test photos not present at {DATA}")
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, Path]:
+    return sample_images()
+
+
+@pytest.fixture(scope="session")
+def models():
+    return get_models()
+
+
+def make_workspace(root: Path, students: dict[str, list[Path]]) -> Settings:
+    """A workspace whose enrollments/<id>/ hold copies of the given photos, enrolled and saved."""
+    for student_id, photos in students.items():
+        folder = root / "enrollments" / student_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for photo in photos:
+            shutil.copy(photo, folder / photo.name)
+    settings = load_settings(root, environ={})
+    index = FaceIndex(embedding_fingerprint())
+    enroll_folder(settings.enrollments, index, settings, get_models())
+    index.save(settings.index_file)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def demo_ws(tmp_path_factory) -> Settings:
+    """The demo's workspace (Grace Hopper enrolled), built from package-shipped portraits."""
+    root = tmp_path_factory.mktemp("demo_ws")
+    build_workspace(root)
+    settings = load_settings(root, environ={})
+    index = FaceIndex(embedding_fingerprint())
+    report = enroll_folder(settings.enrollments, index, settings, get_models())
+    assert report.added and not report.not_protected, report
+    index.save(settings.index_file)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def demo_student() -> str:
+    return DEMO_STUDENT
+
+
+@pytest.fixture(scope="session")
+def lfw_ws(tmp_path_factory, data_dir) -> Settings:
+    """Hugo Chávez (photos 2–5), Colin Powell (1–3) and Barack Obama enrolled from real photos."""
+    root = tmp_path_factory.mktemp("lfw_ws")
+    fr = data_dir / "face_recognition_examples" / "examples"
+    return make_workspace(
+        root,
+        {
+            "hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in range(2, 6)],
+            "colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 4)],
+            "obama": [fr / "obama.jpg", fr / "obama2.jpg"],
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def lfw_guard(lfw_ws) -> Guard:
+    return Guard(lfw_ws)

@@ -1,0 +1,134 @@
+"""The command line: exact exit codes and JSON fields, on the demo workspace (any fresh machine)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from optout_guard.cli import app
+
+runner = CliRunner()
+
+
+def run(ws, *args: str):
+    return runner.invoke(app, ["--workspace", str(ws.workspace), *args], catch_exceptions=False)
+
+
+def photos(ws) -> Path:
+    return ws.workspace / "photos"
+
+
+def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
+    result = run(demo_ws, "check", "--json", "--annotate", str(tmp_path / "marked"), str(photos(demo_ws)))
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1
+    assert doc["summary"] == {"photos": 3, "allow": 2, "review": 0, "block": 1, "skipped": 0}
+    by_name = {Path(p["path"]).name: p for p in doc["photos"]}
+    assembly = by_name["assembly.jpg"]
+    assert assembly["verdict"] == "block" and assembly["students"] == [demo_student]
+    assert len(assembly["faces"]) == 2
+    blocked = [f for f in assembly["faces"] if f["decision"] == "block"]
+    assert len(blocked) == 1 and blocked[0]["student_id"] == demo_student and blocked[0]["distance"] <= 0.42
+    assert set(blocked[0]) == {"box", "page", "detection_score", "decision", "student_id", "distance", "candidates", "reason"}
+    assert len(blocked[0]["box"]) == 4 and all(isinstance(v, int) for v in blocked[0]["box"])
+    assert blocked[0]["box"][0] < 800  # Grace Hopper is on the left half of the 1600 px wide photo
+    assert by_name["coffee.jpg"]["verdict"] == "allow" and by_name["coffee.jpg"]["faces"] == []
+    assert Path(assembly["annotated"]).is_file()
+    # No embeddings anywhere in the output: no long lists of floats.
+    assert all(len(f["candidates"]) <= 3 for p in doc["photos"] for f in p["faces"])
+    assert "embedding" not in result.stdout
+
+
+def test_allow_exit_code_zero(demo_ws):
+    result = run(demo_ws, "check", str(photos(demo_ws) / "visitor.jpg"), str(photos(demo_ws) / "coffee.jpg"))
+    assert result.exit_code == 0, result.output
+    assert "2 allowed" in result.stdout
+
+
+def test_review_exit_code_three_for_unreadable_file(demo_ws, tmp_path):
+    bad = tmp_path / "half.jpg"
+    bad.write_bytes((photos(demo_ws) / "visitor.jpg").read_bytes()[:2000])
+    result = run(demo_ws, "check", "--json", str(bad), str(photos(demo_ws) / "coffee.jpg"))
+    assert result.exit_code == 3
+    doc = json.loads(result.stdout)
+    assert doc["photos"][0]["verdict"] == "review" and "truncated" in doc["photos"][0]["reasons"][0]
+
+
+def test_block_wins_over_review_in_exit_code(demo_ws, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    result = run(demo_ws, "check", str(tmp_path / "empty.jpg"), str(photos(demo_ws) / "assembly.jpg"))
+    assert result.exit_code == 1
+
+
+def test_missing_file_is_review_not_crash(demo_ws, tmp_path):
+    result = run(demo_ws, "check", str(tmp_path / "nope.jpg"))
+    assert result.exit_code == 3 and "cannot read the file" in result.stdout
+
+
+def test_non_images_in_folders_are_skipped_and_listed(demo_ws, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(photos(demo_ws) / "coffee.jpg", folder / "coffee.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+    result = run(demo_ws, "check", "--json", str(folder))
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["summary"]["skipped"] == 1 and doc["skipped"][0]["path"].endswith("notes.txt")
+
+
+def test_setup_errors_exit_two(tmp_path, demo_ws):
+    # No index in this workspace: nothing can be checked.
+    result = runner.invoke(app, ["--workspace", str(tmp_path), "check", str(photos(demo_ws))])
+    assert result.exit_code == 2 and "no face index" in result.output
+    # Bad option values.
+    assert run(demo_ws, "check", "--block-distance", "0.9", str(photos(demo_ws))).exit_code == 2
+    assert run(demo_ws, "check", "--detector", "magic", str(photos(demo_ws))).exit_code == 2
+    assert runner.invoke(app, ["check"]).exit_code == 2  # no paths
+
+
+def test_people_enroll_remove_cycle(tmp_path, samples):
+    ws = tmp_path
+    (ws / "enrollments" / "s-1").mkdir(parents=True)
+    (ws / "enrollments" / "s-2").mkdir()
+    shutil.copy(samples["grace_hopper"], ws / "enrollments" / "s-1" / "2025.jpg")
+    shutil.copy(samples["coffee"], ws / "enrollments" / "s-2" / "coffee.png")
+    base = ["--workspace", str(ws)]
+
+    enrolled = runner.invoke(app, [*base, "enroll", "--json"])
+    assert enrolled.exit_code == 3  # s-2 is not protected: needs attention
+    doc = json.loads(enrolled.stdout)
+    assert doc["not_protected"] == ["s-2"] and doc["rejected"][0]["reason"] == "no face found"
+
+    listed = json.loads(runner.invoke(app, [*base, "people", "--json"]).stdout)
+    assert [(s["student_id"], s["reference_photos"], s["protected"]) for s in listed["students"]] == [
+        ("s-1", 1, True),
+        ("s-2", 0, False),
+    ]
+
+    removed = runner.invoke(app, [*base, "remove", "s-1", "--delete-photos"])
+    assert removed.exit_code == 0 and "1 face template(s) deleted" in removed.stdout
+    assert not (ws / "enrollments" / "s-1").exists()
+    listed = json.loads(runner.invoke(app, [*base, "people", "--json"]).stdout)
+    assert [s["student_id"] for s in listed["students"]] == ["s-2"]
+    assert runner.invoke(app, [*base, "remove", "nobody"]).exit_code == 3
+
+
+def test_console_script_is_installed(demo_ws):
+    exe = Path(sys.executable).with_name("optout-guard")
+    if not exe.exists():
+        pytest.fail(f"console script missing at {exe}: install the package (pip install -e .)")
+    done = subprocess.run(
+        [str(exe), "--workspace", str(demo_ws.workspace), "check", "--json", str(photos(demo_ws) / "assembly.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["photos"][0]["verdict"] == "block"

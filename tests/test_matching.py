@@ -1,0 +1,102 @@
+"""Pure unit tests of the matching arithmetic and the decision rules (numpy in, values out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optout_guard.config import Settings
+from optout_guard.index import FaceIndex, Template
+from optout_guard.matching import (
+    decide_face,
+    mean_templates,
+    one_face_per_student,
+    pairwise_distances,
+    photo_verdict,
+    student_distances,
+)
+from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, Verdict
+
+SETTINGS = Settings(block_distance=0.4, review_distance=0.5)
+
+
+def face(x: float = 0) -> Face:
+    return Face(Box(x, 0, 100, 100), 0.9, np.zeros((5, 2), np.float32))
+
+
+def test_pairwise_distances_match_numpy_norm():
+    rng = np.random.default_rng(0)
+    q, g = rng.normal(size=(4, 128)), rng.normal(size=(7, 128))
+    expected = np.linalg.norm(q[:, None, :] - g[None, :, :], axis=2)
+    np.testing.assert_allclose(pairwise_distances(q, g), expected, atol=1e-9)
+
+
+def test_identical_vectors_have_zero_distance_not_nan():
+    v = np.full((1, 128), 0.1, np.float32)
+    d = pairwise_distances(v, v)
+    assert d.shape == (1, 1) and d[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_student_distance_is_min_of_closest_photo_and_mean():
+    # student 0 has photos at distance 1 and 3 along one axis; the query sits on the first photo.
+    gallery = np.zeros((3, 128))
+    gallery[0, 0], gallery[1, 0], gallery[2, 1] = 1.0, 3.0, 5.0
+    owner = np.array([0, 0, 1])
+    query = np.zeros((1, 128))
+    query[0, 0] = 1.0
+    means = mean_templates(gallery, owner, 2)
+    np.testing.assert_allclose(means[0, 0], 2.0)
+    per = student_distances(pairwise_distances(query, gallery), owner, pairwise_distances(query, means))
+    assert per.shape == (1, 2)
+    assert per[0, 0] == pytest.approx(0.0)  # the closest photo wins over the mean (distance 1)
+    assert per[0, 1] == pytest.approx(np.hypot(1.0, 5.0))
+
+    query2 = np.zeros((1, 128))
+    query2[0, 0] = 2.0  # on the mean: distance 0 to the mean, 1 to each photo
+    per2 = student_distances(pairwise_distances(query2, gallery), owner, pairwise_distances(query2, means))
+    assert per2[0, 0] == pytest.approx(0.0)
+
+
+def test_decisions_follow_thresholds():
+    assert decide_face(face(), (Candidate("a", 0.39),), SETTINGS).decision is Decision.BLOCK
+    assert decide_face(face(), (Candidate("a", 0.40),), SETTINGS).decision is Decision.BLOCK
+    review = decide_face(face(), (Candidate("a", 0.45), Candidate("b", 0.48)), SETTINGS)
+    assert review.decision is Decision.REVIEW and "a or b" in review.reason
+    assert decide_face(face(), (Candidate("a", 0.51),), SETTINGS).decision is Decision.CLEAR
+    assert decide_face(face(), (), SETTINGS).decision is Decision.CLEAR
+
+
+def test_a_student_blocks_at_most_one_face_per_photo():
+    a = FaceMatch(face(0), Decision.BLOCK, (Candidate("s1", 0.30),), "x")
+    b = FaceMatch(face(200), Decision.BLOCK, (Candidate("s1", 0.20),), "y")
+    c = FaceMatch(face(400), Decision.BLOCK, (Candidate("s2", 0.35),), "z")
+    out = one_face_per_student([a, b, c])
+    assert [m.decision for m in out] == [Decision.REVIEW, Decision.BLOCK, Decision.BLOCK]
+    assert "matched another face better" in out[0].reason
+
+
+def test_photo_verdicts_fail_closed():
+    blocked = FaceMatch(face(), Decision.BLOCK, (Candidate("s1", 0.3),), "matches student s1")
+    small = FaceMatch(face(), Decision.REVIEW, (), "face too small to check (20 px wide; at least 40 px needed)")
+    clear = FaceMatch(face(), Decision.CLEAR, (Candidate("s1", 0.7),))
+    assert photo_verdict([clear, blocked, small])[0] is Verdict.BLOCK
+    verdict, reasons = photo_verdict([clear, small])
+    assert verdict is Verdict.REVIEW and "1 face too small to check" in reasons
+    assert photo_verdict([clear])[0] is Verdict.ALLOW
+    assert photo_verdict([]) == (Verdict.ALLOW, ("no faces found",))
+    # A note from the loader (e.g. frames skipped) alone makes a review, never an allow.
+    assert photo_verdict([clear], ("only the first 50 of 90 frames/pages were checked",))[0] is Verdict.REVIEW
+
+
+def test_index_search_ranks_students_and_handles_empty_gallery():
+    index = FaceIndex("test-model")
+    assert index.search(np.zeros((2, 128))) == [(), ()]
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(3, 128)).astype(np.float32) * 0.05
+    for i, v in enumerate(vecs):
+        index.add(Template(f"s{i}", f"/p/{i}.jpg", f"{i:064x}", "2026-01-01T00:00:00+00:00"), v)
+    found = index.search(vecs[[2, 0]])
+    assert found[0][0].student_id == "s2"
+    assert found[1][0].student_id == "s0"
+    assert found[0][0].distance == pytest.approx(0.0, abs=1e-5)
+    assert len(found[0]) == 3 and found[0][1].distance <= found[0][2].distance

@@ -1,0 +1,63 @@
+"""Nothing leaves the machine: enroll and check run with every network call refused in-process."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from optout_guard.cli import app
+
+_NETWORK_EVENTS = ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request")
+_state = {"armed": False, "attempts": []}
+
+
+def _hook(event: str, args: tuple) -> None:
+    if _state["armed"] and event in _NETWORK_EVENTS:
+        _state["attempts"].append(event)
+        raise OSError(f"network access blocked by test: {event}")
+
+
+sys.addaudithook(_hook)  # audit hooks cannot be removed; the flag keeps it idle outside these tests
+
+
+@pytest.fixture
+def no_network():
+    _state["attempts"].clear()
+    _state["armed"] = True
+    try:
+        yield _state["attempts"]
+    finally:
+        _state["armed"] = False
+
+
+def test_the_guard_itself_catches_a_network_attempt(no_network):
+    with pytest.raises(OSError, match="blocked"):
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
+    assert no_network  # so the test below could fail
+
+
+def test_enroll_and_check_make_no_network_calls(tmp_path, samples, no_network):
+    (tmp_path / "enrollments" / "s1").mkdir(parents=True)
+    shutil.copy(samples["grace_hopper"], tmp_path / "enrollments" / "s1" / "ref.jpg")
+    runner = CliRunner()
+    enrolled = runner.invoke(app, ["--workspace", str(tmp_path), "enroll"], catch_exceptions=False)
+    assert enrolled.exit_code == 0, enrolled.output
+    checked = runner.invoke(
+        app,
+        [
+            "--workspace",
+            str(tmp_path),
+            "check",
+            "--annotate",
+            str(tmp_path / "out"),
+            str(samples["grace_hopper"]),
+            str(samples["astronaut"]),
+        ],
+        catch_exceptions=False,
+    )
+    assert checked.exit_code == 1, checked.output  # Grace Hopper blocked against her own reference
+    assert no_network == []
