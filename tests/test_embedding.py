@@ -1,0 +1,57 @@
+"""The numpy ResNet must give dlib's own embeddings (same weights, same network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import LFW
+from optout_guard.config import Settings
+from optout_guard.detection import detect_faces
+from optout_guard.embedding import embed_chips, face_chips
+from optout_guard.errors import ModelUnavailable
+from optout_guard.images import load_image
+from optout_guard.resnet import DlibResNet
+
+
+def chips_of(paths, models):
+    settings = Settings()
+    chips = []
+    for path in paths:
+        image = load_image(path, settings)
+        faces = detect_faces(image, settings, models)
+        chips += face_chips(image.pages[0], faces, image.scale, models)
+    return chips
+
+
+def dlib_reference(chips, models) -> np.ndarray:
+    return np.array([np.asarray(v) for v in models.embedder.compute_face_descriptor(chips)], np.float32)
+
+
+def test_matches_dlib_on_package_portraits(samples, models):
+    chips = chips_of([samples["grace_hopper"], samples["astronaut"]], models)
+    assert len(chips) == 2
+    ours = embed_chips(chips, models)
+    assert ours.shape == (2, 128) and ours.dtype == np.float32
+    assert np.abs(ours - dlib_reference(chips, models)).max() < 1e-3
+
+
+def test_matches_dlib_on_real_faces_in_batches(data_dir, models):
+    paths = [sorted((LFW / name).glob("*.jpg"))[0] for name in ("Hugo_Chavez", "Colin_Powell", "Serena_Williams", "Jackie_Chan")]
+    paths += [data_dir / "dlib_examples" / "examples" / "faces" / "2008_002506.jpg"]  # three faces
+    chips = chips_of(paths, models)
+    assert len(chips) >= 7
+    chips = chips * 3  # more than one batch of 16
+    ours = embed_chips(chips, models)
+    assert np.abs(ours - dlib_reference(chips, models)).max() < 1e-3
+
+
+def test_rejects_a_file_that_is_not_the_resnet(tmp_path):
+    bogus = tmp_path / "model.dat"
+    bogus.write_bytes(b"\x01\x05con_4" + b"\x00" * 100)
+    with pytest.raises(ModelUnavailable):
+        DlibResNet(bogus)
+    truncated = tmp_path / "truncated.dat"
+    truncated.write_bytes(b"\x01\x05con_4\x01\x02\x01\x40\x01\x01\x01\x01\x01\x01" + b"\x00" * 10)
+    with pytest.raises(ModelUnavailable):
+        DlibResNet(truncated)
