@@ -132,3 +132,22 @@ def test_console_script_is_installed(demo_ws):
     )
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["photos"][0]["verdict"] == "block"
+
+
+def test_folders_are_checked_in_parallel_with_identical_results(demo_ws, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3):
+        for name in ("assembly.jpg", "visitor.jpg", "coffee.jpg"):
+            shutil.copy(photos(demo_ws) / name, folder / f"{i}-{name}")
+    (folder / "9-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 half a photo")
+    serial = run(demo_ws, "check", "--json", "--workers", "1", str(folder))
+    parallel = run(demo_ws, "check", "--json", "--workers", "2", str(folder))
+    assert serial.exit_code == parallel.exit_code == 1
+
+    def verdicts(result):
+        doc = json.loads(result.stdout)
+        return [(Path(p["path"]).name, p["verdict"], p["reasons"], [f["box"] for f in p["faces"]]) for p in doc["photos"]]
+
+    assert verdicts(serial) == verdicts(parallel)
+    assert len(verdicts(parallel)) == 10 and verdicts(parallel)[-1][1] == "review"

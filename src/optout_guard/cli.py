@@ -138,19 +138,22 @@ def check(
         Optional[float], typer.Option(help="Review a face this close to a student (overrides config).")
     ] = None,
     detector: Annotated[Optional[str], typer.Option(help="Face detector: centerface or hog (overrides config).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes for folders [default: one per CPU core].")] = None,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
-    from optout_guard.pipeline import Guard, Skipped
+    from optout_guard.pipeline import Guard, Skipped, collect_photos
     from optout_guard.report import batch_document
 
-    settings = _settings(ctx, block_distance=block_distance, review_distance=review_distance, detector=detector)
+    settings = _settings(ctx, block_distance=block_distance, review_distance=review_distance, detector=detector, workers=workers)
     guard = Guard(settings)
     _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
+    items = list(collect_photos(paths, exclude=[annotate] if annotate else []))
+    photos = sum(isinstance(i, Path) for i in items)
     with _progress("photos") as progress:
-        task = progress.add_task("Checking", total=None)
-        for item in guard.check_many(paths, annotate):
+        task = progress.add_task("Checking", total=len(items))
+        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos)):
             if isinstance(item, Skipped):
                 skipped.append((item.path, item.reason))
             else:

@@ -47,6 +47,8 @@ class Settings:
     max_image_pixels: int = 250_000_000
     max_working_pixels: int = 40_000_000
     max_pages: int = 50
+    # Processes for checking folders; 0 = one per CPU core. Small batches always use one.
+    workers: int = 0
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None
@@ -54,6 +56,14 @@ class Settings:
     @property
     def enrollments(self) -> Path:
         return self.enrollments_dir or self.workspace / "enrollments"
+
+    def worker_count(self, photos: int) -> int:
+        """Processes to use for ``photos`` photos: starting a worker costs about a second (it loads
+        the models), so batches under 8 photos run in this process."""
+        if photos < 8:
+            return 1
+        wanted = self.workers or (os.cpu_count() or 1)
+        return max(1, min(wanted, photos))
 
     @property
     def index_file(self) -> Path:
@@ -69,6 +79,8 @@ class Settings:
             raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
         if self.min_face_px < 8 or self.detect_min_face_px < 8:
             raise ConfigError("min_face_px and detect_min_face_px must be at least 8 pixels")
+        if self.workers < 0:
+            raise ConfigError("workers must be 0 (one per CPU core) or a positive number")
         if self.max_working_pixels <= 0 or self.max_image_pixels < self.max_working_pixels:
             raise ConfigError("max_image_pixels must be >= max_working_pixels > 0")
         return self

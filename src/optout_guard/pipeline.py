@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from optout_guard import annotate
@@ -28,12 +28,6 @@ from optout_guard.types import Decision, FaceMatch, ScanResult, Verdict
 class Skipped:
     path: str
     reason: str
-
-
-@dataclass
-class Batch:
-    results: list[ScanResult] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -158,13 +152,91 @@ class Guard:
             annotated_path=annotated,
         )
 
-    def check_many(self, paths: Iterable[Path | str], annotate_dir: Path | None = None) -> Iterator[ScanResult | Skipped]:
+    def check_many(
+        self, paths: Iterable[Path | str], annotate_dir: Path | None = None, workers: int = 1
+    ) -> Iterator[ScanResult | Skipped]:
+        """Check everything under ``paths``, in order. With ``workers`` > 1 photos are checked in
+        that many processes (each loads the models once); results still come back in order."""
         exclude = [annotate_dir] if annotate_dir is not None else []
-        for item in collect_photos(paths, exclude=exclude):
+        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers)
+
+    def check_items(
+        self, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None = None, workers: int = 1
+    ) -> Iterator[ScanResult | Skipped]:
+        """Check what :func:`collect_photos` found (see :meth:`check_many`)."""
+        if workers > 1:
+            yield from _check_in_processes(self.settings, items, annotate_dir, workers)
+            return
+        for item in items:
             if isinstance(item, Skipped):
                 yield item
             elif isinstance(item, UnreadableFolder):
-                why = f"folder could not be read ({item.reason}); the photos in it were not checked"
-                yield ScanResult(item.path, Verdict.REVIEW, (why,))
+                yield _unreadable_folder(item)
             else:
                 yield self.check(item, annotate_dir)
+
+
+def _unreadable_folder(item: UnreadableFolder) -> ScanResult:
+    why = f"folder could not be read ({item.reason}); the photos in it were not checked"
+    return ScanResult(item.path, Verdict.REVIEW, (why,))
+
+
+# ---- several processes: one Guard per worker, loaded once ------------------------------------
+_worker_guard: Guard | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker_guard
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: no thread pools fighting inside each
+    _worker_guard = Guard(settings)
+
+
+def _check_in_worker(path: Path, annotate_dir: Path | None) -> ScanResult:
+    assert _worker_guard is not None
+    return _worker_guard.check(path, annotate_dir)
+
+
+def _check_in_processes(
+    settings: Settings, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None, workers: int
+) -> Iterator[ScanResult | Skipped]:
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    # Workers inherit the environment when they start: one BLAS thread each, since the processes
+    # already use every core (and 2 × N BLAS threads would only contend).
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    pending: deque[tuple[Path | Skipped | UnreadableFolder, Future[ScanResult] | None]] = deque()
+    context = multiprocessing.get_context("spawn")  # fork after BLAS threads started can deadlock
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
+
+            def drain(limit: int) -> Iterator[ScanResult | Skipped]:
+                while len(pending) > limit:
+                    item, future = pending.popleft()
+                    if isinstance(item, Skipped):
+                        yield item
+                    elif isinstance(item, UnreadableFolder):
+                        yield _unreadable_folder(item)
+                    else:
+                        assert future is not None
+                        try:
+                            yield future.result()
+                        except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
+                            why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
+                            yield ScanResult(str(item), Verdict.REVIEW, (why,))
+
+            for item in items:
+                future = pool.submit(_check_in_worker, item, annotate_dir) if isinstance(item, Path) else None
+                pending.append((item, future))
+                yield from drain(4 * workers)  # bounded look-ahead keeps memory flat on big folders
+            yield from drain(0)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
