@@ -38,7 +38,7 @@ class Settings:
     # Faces this small are still searched for, so that they can be flagged (never silently dropped).
     detect_min_face_px: int = 32
     detector: str = "centerface"
-    detection_threshold: float = 0.5
+    detection_threshold: float = 0.4
     # Aligned-face sharpness (variance of the Laplacian on the 150 px chip) below which a face is
     # "too blurred to check": review.
     min_sharpness: float = 8.0

@@ -17,15 +17,18 @@ from optout_guard.config import Settings
 from optout_guard.models import Models
 from optout_guard.types import Box, Face, LoadedImage
 
-# Smallest face (px at the detector's input) each detector finds reliably. CenterFace works on a
-# stride-4 heat map; dlib's HOG scans an 80×80 window and finds little below ~80 px.
-_CENTERFACE_MIN_PX = 16.0
+# Smallest face (px at the detector's input) each detector finds reliably: CenterFace (a stride-4
+# heat map) finds ~96% of faces that are 24 px at its input (scripts/benchmark_groups.py); dlib's
+# HOG scans an 80×80 window and finds little below ~80 px.
+_CENTERFACE_MIN_PX = 24.0
 _HOG_MIN_PX = 80.0
 # Photos are never shrunk below this long side: small photos are cheap at full size.
 _MIN_WORKING_SIDE = 1024
 # Cap on pixels the HOG detector is run on (it slows down linearly and is single-threaded).
 _HOG_MAX_WORKING_PIXELS = 16_000_000
 _NMS_IOU = 0.3
+# Large photos are detected in overlapping tiles of at most this side (detector pixels).
+_TILE = 1024
 
 # CenterFace's box covers forehead to chin; dlib's landmark model was trained on dlib's own, tighter
 # and lower box. These affine factors map one onto the other (fitted on LFW, see
@@ -40,37 +43,101 @@ def working_scale(height: int, width: int, settings: Settings, detector_min_px: 
     return min(scale, 2.0)
 
 
-def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (N, 4: x, y, w, h) and scores (N,) in decoded-pixel coordinates."""
-    height, width = pixels.shape[:2]
-    scale = working_scale(height, width, settings, _CENTERFACE_MIN_PX)
-    # The network needs sides that are multiples of 32.
-    in_w = max(32, int(math.ceil(width * scale / 32.0) * 32))
-    in_h = max(32, int(math.ceil(height * scale / 32.0) * 32))
-    blob = cv2.dnn.blobFromImage(pixels, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
+def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, models: Models) -> tuple[np.ndarray, np.ndarray]:
+    """One network pass: raw CenterFace boxes (x, y, w, h) in ``image`` pixels, and scores."""
+    height, width = image.shape[:2]
+    blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
     net = models.centerface(in_w, in_h)
     net.setInput(blob)
     heatmap, log_size, offset, _ = net.forward(["537", "538", "539", "540"])
     heat = heatmap[0, 0]
-    rows, cols = np.nonzero(heat > settings.detection_threshold)
-    if rows.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    rows, cols = np.nonzero(heat > threshold)
     # Decode centre + offset and log-size at each heat-map peak (stride 4).
     box_h = np.exp(log_size[0, 0, rows, cols]) * 4.0
     box_w = np.exp(log_size[0, 1, rows, cols]) * 4.0
     cy = (rows + offset[0, 0, rows, cols] + 0.5) * 4.0
     cx = (cols + offset[0, 1, rows, cols] + 0.5) * 4.0
-    scores = heat[rows, cols].astype(np.float32)
-    boxes = np.stack([cx - box_w / 2, cy - box_h / 2, box_w, box_h], axis=1)
-    keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), settings.detection_threshold, _NMS_IOU)
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-    boxes = boxes[keep] * np.array([width / in_w, height / in_h, width / in_w, height / in_h])
+    boxes = np.stack([cx - box_w / 2, cy - box_h / 2, box_w, box_h], axis=1).reshape(-1, 4)
+    return boxes * np.array([width / in_w, height / in_h] * 2), heat[rows, cols].astype(np.float32)
+
+
+def _tiles(length: float, overlap: float) -> tuple[int, list[int]]:
+    """Split ``length`` (detector pixels) into the fewest equal tiles of at most _TILE that overlap
+    by ``overlap``: returns the tile side (a multiple of 32) and the tile origins."""
+    count = max(1, math.ceil((length - overlap) / (_TILE - overlap)))
+    side = int(math.ceil((length + (count - 1) * overlap) / count / 32) * 32)
+    if count == 1:
+        return side, [0]
+    step = (length - side) / (count - 1)
+    return side, [round(i * step) for i in range(count)]
+
+
+def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4: x, y, w, h, in dlib's box convention) and scores (N,), in decoded pixels.
+
+    A photo whose working size fits in one tile is one network pass. A larger one is cut into
+    overlapping tiles of one fixed size (so memory stays bounded — one 12 MP pass needs ~1.7 GB —
+    and the network is set up once for every photo), plus one pass over the whole photo shrunk to
+    a tile, which finds the faces too large for a tile's overlap.
+    """
+    height, width = pixels.shape[:2]
+    scale = working_scale(height, width, settings, _CENTERFACE_MIN_PX)
+    work_w, work_h = width * scale, height * scale
+    threshold = settings.detection_threshold
+    found_boxes: list[np.ndarray] = []
+    found_scores: list[np.ndarray] = []
+    if work_w <= _TILE and work_h <= _TILE:
+        # The network needs sides that are multiples of 32.
+        in_w = max(32, int(math.ceil(work_w / 32.0) * 32))
+        in_h = max(32, int(math.ceil(work_h / 32.0) * 32))
+        boxes, scores = _centerface_pass(pixels, in_w, in_h, threshold, models)
+        found_boxes.append(boxes)
+        found_scores.append(scores)
+    else:
+        # Faces the shrunk whole-photo pass finds (at least _CENTERFACE_MIN_PX there) are taken
+        # from it; the tiles must overlap by more than that, so smaller faces are whole in a tile.
+        shrink = _TILE / max(width, height)
+        whole_min = _CENTERFACE_MIN_PX / shrink * scale  # in detector pixels
+        overlap = 1.25 * whole_min
+        tile_w, xs = _tiles(work_w, overlap)
+        tile_h, ys = _tiles(work_h, overlap)
+        for ty in ys:
+            for tx in xs:
+                x0, y0 = round(tx / scale), round(ty / scale)
+                crop = pixels[y0 : y0 + round(tile_h / scale), x0 : x0 + round(tile_w / scale)]
+                ch, cw = crop.shape[:2]
+                boxes, scores = _centerface_pass(crop, tile_w, tile_h, threshold, models)
+                # A face cut by an inner tile edge is whole in the neighbouring tile (or, if large,
+                # in the whole-photo pass): drop the piece.
+                margin = 2.0 / scale
+                cut = np.zeros(len(boxes), bool)
+                if x0 > 0:
+                    cut |= boxes[:, 0] <= margin
+                if y0 > 0:
+                    cut |= boxes[:, 1] <= margin
+                if x0 + cw < width:
+                    cut |= boxes[:, 0] + boxes[:, 2] >= cw - margin
+                if y0 + ch < height:
+                    cut |= boxes[:, 1] + boxes[:, 3] >= ch - margin
+                found_boxes.append(boxes[~cut] + np.array([x0, y0, 0, 0]))
+                found_scores.append(scores[~cut])
+        in_w, in_h = int(math.ceil(width * shrink / 32) * 32), int(math.ceil(height * shrink / 32) * 32)
+        boxes, scores = _centerface_pass(pixels, in_w, in_h, threshold, models)
+        big = boxes[:, 2] * scale >= whole_min  # the tiles find the smaller ones more reliably
+        found_boxes.append(boxes[big])
+        found_scores.append(scores[big])
+    boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
+    scores = np.concatenate(found_scores) if found_scores else np.zeros((0,), np.float32)
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), threshold, _NMS_IOU), np.int64).reshape(-1)
+    boxes, scores = boxes[keep], scores[keep]
     dx, dy, sw, sh = _CF_TO_DLIB
     mapped = np.stack(
         [boxes[:, 0] + dx * boxes[:, 2], boxes[:, 1] + dy * boxes[:, 3], boxes[:, 2] * sw, boxes[:, 3] * sh],
         axis=1,
     )
-    return mapped.astype(np.float32), scores[keep]
+    return mapped.astype(np.float32), scores.astype(np.float32)
 
 
 def _hog(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.ndarray, np.ndarray]:

@@ -78,7 +78,12 @@ def _parse(path: Path) -> tuple[list[tuple[bytes, object]], np.ndarray]:
     fc: np.ndarray | None = None
     while reader.pos < len(data):
         # Layer records start with their version string; search for the next one we know.
-        starts = [(data.find(b"\x01" + bytes([len(n)]) + n, reader.pos), n) for n in _LAYER_NAMES]
+        # Records follow each other with only a few bytes of framing between them, so look close
+        # by first (scanning the whole 22 MB file for every record would take seconds).
+        window = reader.pos + 512
+        starts = [(data.find(b"\x01" + bytes([len(n)]) + n, reader.pos, window), n) for n in _LAYER_NAMES]
+        if all(at < 0 for at, _ in starts):
+            starts = [(data.find(b"\x01" + bytes([len(n)]) + n, reader.pos), n) for n in _LAYER_NAMES]
         starts = [(at, n) for at, n in starts if at >= 0]
         if not starts:
             break

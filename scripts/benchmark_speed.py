@@ -1,0 +1,222 @@
+"""Whole-photo check speed (load → verdict) and memory, and the same photos through face_recognition's CLI.
+
+Photos are made from real ones in ../shared/data (nothing is written into the repository):
+  grid12   4000×3000 grid of dlib's 9 annotated group photos at their own size (faces 37–109 px,
+           ground-truth boxes known, so "faces found" is exact)
+  crowd12  ultralight_crowd_imgs/imgs/11.jpg (26 faces) upscaled to 4000×3000
+  photos2  the 24 ultralight crowd photos scaled to ~2 MP
+  folder   100 photos (~2 MP, crowd and group photos, each a different crop) checked with 1 and
+           with 2 worker processes
+  big12    8 photos of 12 MP checked with 2 workers, for peak memory
+Each run is the real `optout-guard check` command in a subprocess, so start-up and model loading
+are included; peak memory is the largest resident set of that process and its workers.
+
+With --peer, face_recognition's own CLI is installed into a throw-away venv under bench-out/
+(dlib-bin + `pip install --no-deps face_recognition`) and timed on the same grid12 and crowd12
+photos: `face_detection` (faces found) and `face_recognition` (detect + encode + compare).
+
+    .venv/bin/python scripts/benchmark_speed.py --workspace WS [--peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+FACES = DATA / "dlib_examples" / "examples" / "faces"
+CROWD = DATA / "ultralight_crowd_imgs" / "imgs"
+CLI = Path(sys.executable).with_name("optout-guard")
+
+
+def make_grid(out: Path) -> tuple[Path, list[tuple[int, int, int, int]]]:
+    """12 MP grid of the annotated photos, and every ground-truth box in grid coordinates."""
+    boxes_by_file = {}
+    for xml in ("training.xml", "testing.xml"):
+        for image in ET.parse(FACES / xml).getroot().iter("image"):
+            boxes_by_file[image.get("file")] = [
+                (int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height"))) for b in image.iter("box")
+            ]
+    grid = Image.new("RGB", (4000, 3000), (120, 120, 120))
+    truth = []
+    x = y = row_h = 0
+    files = sorted(boxes_by_file) * 10
+    for name in files:
+        tile = Image.open(FACES / name).convert("RGB")
+        if x + tile.width > 4000:
+            x, y, row_h = 0, y + row_h, 0
+        if y + tile.height > 3000:
+            break
+        grid.paste(tile, (x, y))
+        truth += [(x + left, y + top, w, h) for left, top, w, h in boxes_by_file[name]]
+        x, row_h = x + tile.width, max(row_h, tile.height)
+    path = out / "grid12.jpg"
+    grid.save(path, quality=92)
+    return path, truth
+
+
+def scaled(src: Path, size: tuple[int, int], dst: Path, crop: int = 0) -> Path:
+    im = Image.open(src).convert("RGB")
+    if crop:
+        im = im.crop((crop, crop, im.width - crop, im.height - crop))
+    im.resize(size, Image.Resampling.LANCZOS).save(dst, quality=90)
+    return dst
+
+
+def run_cli(args: list[str]) -> tuple[float, int, dict | str]:
+    """Wall seconds, peak RSS in MB (this child and its workers), and parsed JSON output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - started
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) // 1024
+    try:
+        return seconds, peak, json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return seconds, peak, done.stdout
+
+
+def ours(workspace: Path, paths: list[Path], workers: int = 1) -> tuple[float, int, dict]:
+    seconds, peak, doc = run_cli([str(CLI), "--workspace", str(workspace), "check", "--json", "--workers", str(workers), *map(str, paths)])
+    assert isinstance(doc, dict), doc
+    return seconds, peak, doc
+
+
+def found_in_grid(doc: dict, truth) -> int:
+    faces = [f["box"] for p in doc["photos"] for f in p["faces"]]
+
+    def hit(t):
+        x, y, w, h = t
+        return any(x <= fx + fw / 2 <= x + w and y <= fy + fh / 2 <= y + h for fx, fy, fw, fh in faces)
+
+    return sum(hit(t) for t in truth)
+
+
+def peer_venv() -> Path:
+    venv = ROOT / "bench-out" / "face_recognition-venv"
+    if not (venv / "bin" / "face_detection").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        # face_recognition_models imports pkg_resources, which setuptools 81+ no longer has.
+        subprocess.run([*pip, "dlib-bin", "face_recognition_models", "setuptools<81", "click", "pillow", "numpy"], check=True)
+        subprocess.run([*pip, "--no-deps", "face_recognition"], check=True)
+    return venv
+
+
+def peer(venv: Path, known: Path, folder: Path) -> dict[str, float]:
+    started = time.perf_counter()
+    det = subprocess.run([str(venv / "bin" / "face_detection"), str(folder)], capture_output=True, text=True, check=True)
+    det_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([str(venv / "bin" / "face_recognition"), str(known), str(folder)], capture_output=True, text=True, check=True)
+    rec_seconds = time.perf_counter() - started
+    boxes = []
+    for line in det.stdout.splitlines():
+        parts = line.rsplit(",", 4)
+        if len(parts) == 5:
+            top, right, bottom, left = map(int, parts[1:])
+            boxes.append([left, top, right - left, bottom - top])
+    return {"detect_seconds": det_seconds, "recognise_seconds": rec_seconds, "boxes": boxes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, required=True, help="a workspace with an enrolled index")
+    parser.add_argument("--peer", action="store_true", help="also time face_recognition's CLI (installs it in bench-out/)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "speed.json")
+    args = parser.parse_args()
+    figures: dict[str, object] = {"cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "grid").mkdir()
+        grid, truth = make_grid(tmp / "grid")
+        (tmp / "crowd12").mkdir()
+        crowd12 = scaled(CROWD / "11.jpg", (4000, 3000), tmp / "crowd12" / "crowd12.jpg")
+
+        s, peak, doc = ours(args.workspace, [grid])
+        found = found_in_grid(doc, truth)
+        judged = sum(1 for f in doc["photos"][0]["faces"] if f["candidates"])
+        figures["grid12"] = {"seconds": s, "faces_truth": len(truth), "faces_found": found, "faces_detected": len(doc["photos"][0]["faces"]),
+                             "faces_embedded": judged, "peak_mb": peak}
+        print(f"grid12 (4000×3000, {len(truth)} annotated faces 37–109 px): {found}/{len(truth)} found "
+              f"({found / len(truth):.1%}), {s:.2f} s for the whole command, {s / max(1, found) * 1000:.0f} ms per face found")
+
+        s, peak, doc = ours(args.workspace, [crowd12])
+        n = len(doc["photos"][0]["faces"])
+        figures["crowd12"] = {"seconds": s, "faces_found": n, "peak_mb": peak}
+        print(f"crowd12 (4000×3000, 26-face crowd photo upscaled): {n} faces, {s:.2f} s for the whole command")
+
+        two_mp = []
+        (tmp / "two").mkdir()
+        for p in sorted(CROWD.glob("*.jpg")):
+            w, h = Image.open(p).size
+            k = (2_000_000 / (w * h)) ** 0.5
+            two_mp.append(scaled(p, (round(w * k), round(h * k)), tmp / "two" / p.name))
+        s, peak, doc = ours(args.workspace, two_mp)
+        per = [p["seconds"] for p in doc["photos"]]
+        figures["photos2"] = {"photos": len(per), "mean_seconds_in_check": sum(per) / len(per), "wall_seconds": s, "peak_mb": peak,
+                              "faces": sum(len(p["faces"]) for p in doc["photos"])}
+        print(f"photos2 ({len(per)} crowd photos at ~2 MP): {sum(per) / len(per):.2f} s per photo inside check, "
+              f"{s:.1f} s for the whole command, {figures['photos2']['faces']} faces")
+
+        folder = tmp / "folder"
+        folder.mkdir()
+        sources = sorted(CROWD.glob("*.jpg")) + sorted(FACES.glob("20*.jpg"))
+        for i in range(100):
+            src = sources[i % len(sources)]
+            w, h = Image.open(src).size
+            k = (2_000_000 / (w * h)) ** 0.5
+            scaled(src, (round(w * k), round(h * k)), folder / f"{i:03d}.jpg", crop=1 + i // len(sources))
+        runs = {}
+        for workers in (1, 2):
+            s, peak, doc = ours(args.workspace, [folder], workers)
+            runs[workers] = {"seconds": s, "photos_per_second": 100 / s, "peak_mb": peak}
+            print(f"folder of 100 photos (~2 MP), {workers} worker(s): {s:.1f} s, {100 / s:.2f} photos/s, peak {peak} MB")
+        figures["folder100"] = runs
+        print(f"   speed-up with 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}×")
+
+        big = tmp / "big"
+        big.mkdir()
+        for i, src in enumerate(sources[:8]):
+            scaled(src, (4000, 3000), big / f"{i}.jpg")
+        s, peak, doc = ours(args.workspace, [big], 2)
+        figures["big12_folder"] = {"photos": 8, "seconds": s, "peak_mb": peak}
+        print(f"folder of 8 photos at 12 MP, 2 workers: {s:.1f} s, peak memory {peak} MB (largest process)")
+
+        if args.peer:
+            venv = peer_venv()
+            known = tmp / "known"
+            known.mkdir()
+            Image.open(DATA / "face_recognition_examples" / "examples" / "obama.jpg").save(known / "obama.jpg")
+            for label, folder_path, ours_s, ours_found in (
+                ("grid12", grid.parent, figures["grid12"]["seconds"], figures["grid12"]["faces_found"]),
+                ("crowd12", crowd12.parent, figures["crowd12"]["seconds"], figures["crowd12"]["faces_found"]),
+            ):
+                result = peer(venv, known, folder_path)
+                if label == "grid12":
+                    peer_found = found_in_grid({"photos": [{"faces": [{"box": b} for b in result["boxes"]]}]}, truth)
+                else:
+                    peer_found = len(result["boxes"])
+                figures[f"peer_{label}"] = {**{k: v for k, v in result.items() if k != "boxes"}, "faces_found": peer_found}
+                print(f"face_recognition CLI on {label}: face_detection {result['detect_seconds']:.2f} s finding {peer_found} faces; "
+                      f"face_recognition {result['recognise_seconds']:.2f} s.  optout-guard: {ours_s:.2f} s finding {ours_found} → "
+                      f"{result['recognise_seconds'] / ours_s:.2f}× faster overall, per face found "
+                      f"{(result['recognise_seconds'] / max(1, peer_found)) / (ours_s / max(1, ours_found)):.1f}× less time")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1))
+    print(f"figures: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
