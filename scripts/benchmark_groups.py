@@ -101,7 +101,7 @@ def loaded(image: Image.Image, name: str) -> LoadedImage:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images-per-size", type=int, default=3)
+    parser.add_argument("--images-per-size", type=int, default=4)
     parser.add_argument("--enrolled", type=int, default=40)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "groups")
@@ -136,15 +136,17 @@ def main() -> None:
         for p in sorted((DATA / "nonface_negatives" / "skimage_data").iterdir())
         if p.suffix in (".png", ".jpg") and p.name not in ("text.png", "coins.png")
     ]
-    print(f"gallery: {len(enrolled_names)} people, {len(index)} reference photos; faces to place: "
-          f"{len(mated)} enrolled, {len(nonmated)} never enrolled; {len(backgrounds)} backgrounds")
+    print(
+        f"gallery: {len(enrolled_names)} people, {len(index)} reference photos; faces to place: "
+        f"{len(mated)} enrolled, {len(nonmated)} never enrolled; {len(backgrounds)} backgrounds"
+    )
 
     # --- synthetic groups ---------------------------------------------------------------------
     groups = []
     for size in SIZES:
         per_image = min(24, (CANVAS[0] // int(size * 2.6)) * (CANVAS[1] // int(size * 2.6)))
         for k in range(args.images_per_size):
-            n_mated = max(1, per_image // 4)
+            n_mated = max(1, per_image // 3)
             chosen = rng.sample(mated, n_mated) + rng.sample(nonmated, per_image - n_mated)
             image, truth = build_group(backgrounds[(k + size) % len(backgrounds)], chosen, size, rng)
             if size == 48 and k == 0:
@@ -155,8 +157,20 @@ def main() -> None:
     enrolled_set = set(enrolled_names)
     for label, overrides in DETECTORS.items():
         settings = replace(base, **overrides)
-        per_size = {s: {"faces": 0, "found": 0, "mated": 0, "block": 0, "review": 0, "block_any_size": 0,
-                        "nonmated": 0, "false_block": 0, "false_block_any_size": 0} for s in SIZES}
+        per_size = {
+            s: {
+                "faces": 0,
+                "found": 0,
+                "mated": 0,
+                "block": 0,
+                "review": 0,
+                "block_any_size": 0,
+                "nonmated": 0,
+                "false_block": 0,
+                "false_block_any_size": 0,
+            }
+            for s in SIZES
+        }
         seconds = 0.0
         for size, image, truth in groups:
             img = loaded(image, f"group{size}")
@@ -165,7 +179,7 @@ def main() -> None:
             seconds += time.perf_counter() - started
             row = per_size[size]
             if label != "centerface (default)":
-                for identity, box in truth:
+                for _identity, box in truth:
                     row["faces"] += 1
                     row["found"] += any(hit(f.box, box) for f in faces)
                 continue
@@ -204,17 +218,22 @@ def main() -> None:
         print(f"[{label}] recall by face width: {recall}  ({seconds / len(groups):.2f} s detection per 6 MP image)")
         if label == "centerface (default)":
             for s, r in per_size.items():
-                print(f"   {s:4d} px: enrolled {r['mated']:3d} -> block {r['block'] / max(1, r['mated']):6.1%}, "
-                      f"review {r['review'] / max(1, r['mated']):6.1%} | size gate off: block "
-                      f"{r['block_any_size'] / max(1, r['mated']):6.1%} | non-enrolled {r['nonmated']:3d}: false blocks "
-                      f"{r['false_block']} (gate off: {r['false_block_any_size']})")
+                print(
+                    f"   {s:4d} px: enrolled {r['mated']:3d} -> block {r['block'] / max(1, r['mated']):6.1%}, "
+                    f"review {r['review'] / max(1, r['mated']):6.1%} | size gate off: block "
+                    f"{r['block_any_size'] / max(1, r['mated']):6.1%} | non-enrolled {r['nonmated']:3d}: false blocks "
+                    f"{r['false_block']} (gate off: {r['false_block_any_size']})"
+                )
 
     # --- real annotated group photos (dlib imglab boxes) ------------------------------------------
     xml_images = []
     for xml in ("training.xml", "testing.xml"):
         for image in ET.parse(FACES / xml).getroot().iter("image"):
-            boxes = [Box(int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
-                     for b in image.iter("box") if b.get("ignore") != "1"]
+            boxes = [
+                Box(int(b.get("left")), int(b.get("top")), int(b.get("width")), int(b.get("height")))
+                for b in image.iter("box")
+                if b.get("ignore") != "1"
+            ]
             xml_images.append((FACES / image.get("file"), boxes))
     results["dlib_xml"] = {}
     for label, overrides in {**DETECTORS, "dlib cnn (mmod)": {"detector": "cnn"}}.items():
@@ -232,8 +251,10 @@ def main() -> None:
                 total += 1
                 found += any(hit(d, box) for d in dets)
         results["dlib_xml"][label] = {"faces": total, "found": found, "seconds_per_photo": seconds / len(xml_images)}
-        print(f"dlib annotated photos [{label}]: {found}/{total} faces found (all are 37–109 px), "
-              f"{seconds / len(xml_images):.2f} s per photo")
+        print(
+            f"dlib annotated photos [{label}]: {found}/{total} faces found (all are 37–109 px), "
+            f"{seconds / len(xml_images):.2f} s per photo"
+        )
 
     # --- crowd photos: faces found ---------------------------------------------------------------
     crowd = sorted((DATA / "ultralight_crowd_imgs" / "imgs").glob("*.jpg"))
@@ -261,7 +282,9 @@ def cnn_detect(pixels: np.ndarray) -> list[Box]:
     from optout_guard.models import _package_dir
 
     if _cnn is None:
-        _cnn = dlib.cnn_face_detection_model_v1(str(_package_dir("face_recognition_models") / "models" / "mmod_human_face_detector.dat"))
+        _cnn = dlib.cnn_face_detection_model_v1(
+            str(_package_dir("face_recognition_models") / "models" / "mmod_human_face_detector.dat")
+        )
     return [Box(d.rect.left(), d.rect.top(), d.rect.width(), d.rect.height()) for d in _cnn(pixels, 0)]
 
 
@@ -275,13 +298,34 @@ def plot(results: dict, path: Path) -> None:
     sizes = results["sizes"]
     for label, data in results["detectors"].items():
         rows = data["per_size"]
-        ax.plot(sizes, [rows[str(s)]["found"] / max(1, rows[str(s)]["faces"]) if str(s) in rows else
-                        rows[s]["found"] / max(1, rows[s]["faces"]) for s in sizes], marker="o", label=f"detected: {label}")
+        ax.plot(
+            sizes,
+            [
+                rows[str(s)]["found"] / max(1, rows[str(s)]["faces"])
+                if str(s) in rows
+                else rows[s]["found"] / max(1, rows[s]["faces"])
+                for s in sizes
+            ],
+            marker="o",
+            label=f"detected: {label}",
+        )
     rows = results["detectors"]["centerface (default)"]["per_size"]
     get = lambda s, k: rows[s][k] if s in rows else rows[str(s)][k]  # noqa: E731
-    ax.plot(sizes, [get(s, "block") / max(1, get(s, "mated")) for s in sizes], "k--", marker="s", label="enrolled face → block (shipped)")
-    ax.plot(sizes, [get(s, "block_any_size") / max(1, get(s, "mated")) for s in sizes], ":", color="grey", marker="s",
-            label="enrolled face → block (size gate off)")
+    ax.plot(
+        sizes,
+        [get(s, "block") / max(1, get(s, "mated")) for s in sizes],
+        "k--",
+        marker="s",
+        label="enrolled face → block (shipped)",
+    )
+    ax.plot(
+        sizes,
+        [get(s, "block_any_size") / max(1, get(s, "mated")) for s in sizes],
+        ":",
+        color="grey",
+        marker="s",
+        label="enrolled face → block (size gate off)",
+    )
     ax.set_xlabel("face width in the photo (px)")
     ax.set_ylabel("fraction of faces")
     ax.set_ylim(0, 1.02)

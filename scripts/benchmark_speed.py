@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -74,21 +73,29 @@ def scaled(src: Path, size: tuple[int, int], dst: Path, crop: int = 0) -> Path:
     return dst
 
 
-def run_cli(args: list[str]) -> tuple[float, int, dict | str]:
-    """Wall seconds, peak RSS in MB (this child and its workers), and parsed JSON output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+# Runs a command and reports the largest resident set among it and its workers, for this run only.
+_PEAK = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "sys.stderr.write('PEAK_KB=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+)
+
+
+def run_cli(args: list[str], one_core: bool = False) -> tuple[float, int, dict | str]:
+    """Wall seconds, peak RSS in MB (the command and its workers), and parsed JSON output."""
+    prefix = ["taskset", "-c", "0"] if one_core else []
     started = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run([*prefix, sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) // 1024
+    peak = int(done.stderr.rsplit("PEAK_KB=", 1)[1].split()[0]) // 1024
     try:
         return seconds, peak, json.loads(done.stdout)
     except json.JSONDecodeError:
         return seconds, peak, done.stdout
 
 
-def ours(workspace: Path, paths: list[Path], workers: int = 1) -> tuple[float, int, dict]:
-    seconds, peak, doc = run_cli([str(CLI), "--workspace", str(workspace), "check", "--json", "--workers", str(workers), *map(str, paths)])
+def ours(workspace: Path, paths: list[Path], workers: int = 1, one_core: bool = False) -> tuple[float, int, dict]:
+    args = [str(CLI), "--workspace", str(workspace), "check", "--json", "--workers", str(workers), *map(str, paths)]
+    seconds, peak, doc = run_cli(args, one_core)
     assert isinstance(doc, dict), doc
     return seconds, peak, doc
 
@@ -147,10 +154,18 @@ def main() -> None:
         s, peak, doc = ours(args.workspace, [grid])
         found = found_in_grid(doc, truth)
         judged = sum(1 for f in doc["photos"][0]["faces"] if f["candidates"])
-        figures["grid12"] = {"seconds": s, "faces_truth": len(truth), "faces_found": found, "faces_detected": len(doc["photos"][0]["faces"]),
-                             "faces_embedded": judged, "peak_mb": peak}
-        print(f"grid12 (4000×3000, {len(truth)} annotated faces 37–109 px): {found}/{len(truth)} found "
-              f"({found / len(truth):.1%}), {s:.2f} s for the whole command, {s / max(1, found) * 1000:.0f} ms per face found")
+        figures["grid12"] = {
+            "seconds": s,
+            "faces_truth": len(truth),
+            "faces_found": found,
+            "faces_detected": len(doc["photos"][0]["faces"]),
+            "faces_embedded": judged,
+            "peak_mb": peak,
+        }
+        print(
+            f"grid12 (4000×3000, {len(truth)} annotated faces 37–109 px): {found}/{len(truth)} found "
+            f"({found / len(truth):.1%}), {s:.2f} s for the whole command, {s / max(1, found) * 1000:.0f} ms per face found"
+        )
 
         s, peak, doc = ours(args.workspace, [crowd12])
         n = len(doc["photos"][0]["faces"])
@@ -165,10 +180,17 @@ def main() -> None:
             two_mp.append(scaled(p, (round(w * k), round(h * k)), tmp / "two" / p.name))
         s, peak, doc = ours(args.workspace, two_mp)
         per = [p["seconds"] for p in doc["photos"]]
-        figures["photos2"] = {"photos": len(per), "mean_seconds_in_check": sum(per) / len(per), "wall_seconds": s, "peak_mb": peak,
-                              "faces": sum(len(p["faces"]) for p in doc["photos"])}
-        print(f"photos2 ({len(per)} crowd photos at ~2 MP): {sum(per) / len(per):.2f} s per photo inside check, "
-              f"{s:.1f} s for the whole command, {figures['photos2']['faces']} faces")
+        figures["photos2"] = {
+            "photos": len(per),
+            "mean_seconds_in_check": sum(per) / len(per),
+            "wall_seconds": s,
+            "peak_mb": peak,
+            "faces": sum(len(p["faces"]) for p in doc["photos"]),
+        }
+        print(
+            f"photos2 ({len(per)} crowd photos at ~2 MP): {sum(per) / len(per):.2f} s per photo inside check, "
+            f"{s:.1f} s for the whole command, {figures['photos2']['faces']} faces"
+        )
 
         folder = tmp / "folder"
         folder.mkdir()
@@ -179,12 +201,19 @@ def main() -> None:
             k = (2_000_000 / (w * h)) ** 0.5
             scaled(src, (round(w * k), round(h * k)), folder / f"{i:03d}.jpg", crop=1 + i // len(sources))
         runs = {}
-        for workers in (1, 2):
-            s, peak, doc = ours(args.workspace, [folder], workers)
-            runs[workers] = {"seconds": s, "photos_per_second": 100 / s, "peak_mb": peak}
-            print(f"folder of 100 photos (~2 MP), {workers} worker(s): {s:.1f} s, {100 / s:.2f} photos/s, peak {peak} MB")
+        for label, workers, one_core in (
+            ("one core", 1, True),
+            ("1 process, 2 cores", 1, False),
+            ("2 workers, 2 cores", 2, False),
+        ):
+            s, peak, doc = ours(args.workspace, [folder], workers, one_core)
+            runs[label] = {"seconds": s, "photos_per_second": 100 / s, "peak_mb": peak}
+            print(f"folder of 100 photos (~2 MP), {label}: {s:.1f} s, {100 / s:.2f} photos/s, peak {peak} MB")
         figures["folder100"] = runs
-        print(f"   speed-up with 2 workers: {runs[1]['seconds'] / runs[2]['seconds']:.2f}×")
+        print(
+            f"   2 workers vs one core: {runs['one core']['seconds'] / runs['2 workers, 2 cores']['seconds']:.2f}×; "
+            f"vs one process on 2 cores: {runs['1 process, 2 cores']['seconds'] / runs['2 workers, 2 cores']['seconds']:.2f}×"
+        )
 
         big = tmp / "big"
         big.mkdir()
@@ -209,10 +238,12 @@ def main() -> None:
                 else:
                     peer_found = len(result["boxes"])
                 figures[f"peer_{label}"] = {**{k: v for k, v in result.items() if k != "boxes"}, "faces_found": peer_found}
-                print(f"face_recognition CLI on {label}: face_detection {result['detect_seconds']:.2f} s finding {peer_found} faces; "
-                      f"face_recognition {result['recognise_seconds']:.2f} s.  optout-guard: {ours_s:.2f} s finding {ours_found} → "
-                      f"{result['recognise_seconds'] / ours_s:.2f}× faster overall, per face found "
-                      f"{(result['recognise_seconds'] / max(1, peer_found)) / (ours_s / max(1, ours_found)):.1f}× less time")
+                print(
+                    f"face_recognition CLI on {label}: face_detection {result['detect_seconds']:.2f} s finding {peer_found} faces; "
+                    f"face_recognition {result['recognise_seconds']:.2f} s.  optout-guard: {ours_s:.2f} s finding {ours_found} → "
+                    f"{result['recognise_seconds'] / ours_s:.2f}× faster overall, per face found "
+                    f"{(result['recognise_seconds'] / max(1, peer_found)) / (ours_s / max(1, ours_found)):.1f}× less time"
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))
     print(f"figures: {args.out}")

@@ -55,3 +55,20 @@ def test_rejects_a_file_that_is_not_the_resnet(tmp_path):
     truncated.write_bytes(b"\x01\x05con_4\x01\x02\x01\x40\x01\x01\x01\x01\x01\x01" + b"\x00" * 10)
     with pytest.raises(ModelUnavailable):
         DlibResNet(truncated)
+
+
+def test_one_centerface_net_serves_every_input_size(samples, models):
+    """Detection reuses one network across sizes; its output must equal a fresh network's."""
+    import cv2
+
+    from optout_guard.models import CENTERFACE_FILE, model_path
+
+    image = load_image(samples["astronaut"], Settings()).pages[0]
+    for width, height in ((512, 512), (320, 224), (512, 512)):
+        blob = cv2.dnn.blobFromImage(image, 1.0, (width, height), (0, 0, 0), swapRB=False)
+        models.centerface.setInput(blob)
+        shared = models.centerface.forward(["537", "538", "539", "540"])
+        fresh_net = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
+        fresh_net.setInput(blob)
+        fresh = fresh_net.forward(["537", "538", "539", "540"])
+        assert all(np.array_equal(a, b) for a, b in zip(shared, fresh, strict=True))

@@ -47,7 +47,7 @@ def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, 
     """One network pass: raw CenterFace boxes (x, y, w, h) in ``image`` pixels, and scores."""
     height, width = image.shape[:2]
     blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
-    net = models.centerface(in_w, in_h)
+    net = models.centerface
     net.setInput(blob)
     heatmap, log_size, offset, _ = net.forward(["537", "538", "539", "540"])
     heat = heatmap[0, 0]

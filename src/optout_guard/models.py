@@ -116,17 +116,13 @@ class Models:
 
         return self._get("hog", dlib.get_frontal_face_detector)
 
-    def centerface(self, width: int, height: int) -> Any:
-        """One CenterFace network per input size: OpenCV's DNN must not reuse a net across sizes."""
+    @property
+    def centerface(self) -> Any:
+        """The CenterFace network. One net serves every input size: OpenCV 5's DNN re-plans per
+        size correctly (4.x did not, hence the pin), and one net keeps one set of buffers."""
         import cv2
 
-        key = f"centerface-{width}x{height}"
-        if key not in self._cache:
-            # Keep a few sizes only: photos from one camera share a size, odd ones should not pile up.
-            for old in [k for k in self._cache if k.startswith("centerface-")][:-3]:
-                del self._cache[old]
-            self._cache[key] = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
-        return self._cache[key]
+        return self._get("centerface", lambda: cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE))))
 
 
 @functools.lru_cache(maxsize=1)
