@@ -333,6 +333,53 @@ def remove(
     raise typer.Exit(EXIT_ALLOW if known else EXIT_REVIEW)
 
 
+# ---- check folder ------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def watch(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="The check folder staff drop photos into.")],
+    once: Annotated[bool, typer.Option("--once", help="Process what is there now, then exit (for cron and tests).")] = False,
+    polling: Annotated[bool, typer.Option("--polling", help="Poll instead of OS events (network shares).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", help="Also watch sub-folders.")] = False,
+    settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is read.")] = 2.0,
+    rescan: Annotated[float, typer.Option(help="Seconds between full rescans (the safety net for missed events).")] = 60.0,
+) -> None:
+    """Watch a folder: each photo dropped in is moved to allowed/, blocked/ or review/ with a note and a marked-up copy."""
+    import logging
+    import signal
+    import threading
+
+    from optout_guard.pipeline import Guard
+    from optout_guard.watch import CheckFolder, folder_lock
+
+    if not folder.is_dir():
+        err.print(f"[bold red]error:[/] {folder} is not a folder; create it or give the right path")
+        raise typer.Exit(EXIT_USAGE)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = _settings(ctx)
+    guard = Guard(settings)
+    _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
+    lock = folder_lock(folder)
+    try:
+        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive)
+        if once:
+            checker.run_once()
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                checker.run_forever(polling=polling, rescan_every=rescan, stop=stop)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        lock.release()
+    counts = checker.stats.processed
+    filed = sum(counts.values())
+    out.print(f"Filed {filed} photos: {counts['block']} blocked, {counts['review']} to review, {counts['allow']} allowed.")
+    raise typer.Exit(EXIT_REVIEW if checker.stats.errors else EXIT_ALLOW)
+
+
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
 @_user_errors

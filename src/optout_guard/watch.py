@@ -1,0 +1,332 @@
+"""The check folder: staff drop photos in, verdicts come back beside them.
+
+Layout of a watched folder (created on start)::
+
+    Check folder/            drop photos here
+      allowed/               photo.jpg, photo.jpg.marked.jpg, photo.jpg.txt (why)
+      blocked/               …
+      review/                …
+      NOT CHECKED.txt        files here that are not photos (left where they are)
+
+A photo is read only once it has finished arriving (size and modification time unchanged for
+``settle`` seconds); one that still looks cut off (truncated, empty) and was written less than
+``arrival_grace`` seconds ago is given more time before it counts as broken.
+Outputs (marked-up copy, then the note) are written first, atomically, and the original is moved
+last, with a rename inside the same folder tree: a crash at any moment leaves the original either
+still in the inbox (it is simply checked again; same names, so nothing is duplicated) or in its
+verdict folder with its outputs. One bad photo, a vanished file, a permission error or a full disk
+is logged and retried later; it never stops the service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optout_guard.errors import OptoutGuardError
+from optout_guard.images import looks_like_image
+from optout_guard.pipeline import Guard
+from optout_guard.types import ScanResult, Verdict
+
+log = logging.getLogger("optout_guard.watch")
+
+OUTPUT_DIRS = {Verdict.ALLOW: "allowed", Verdict.BLOCK: "blocked", Verdict.REVIEW: "review"}
+NOTE_FILE = "NOT CHECKED.txt"
+LOCK_FILE = ".optout-guard-watch.lock"
+# Names that browsers and copy tools use while a file is still arriving.
+_IN_PROGRESS = re.compile(r"(\.part|\.partial|\.crdownload|\.download|\.tmp|\.filepart|~)$|^~\$", re.IGNORECASE)
+_WHAT_TO_DO = {
+    Verdict.ALLOW: "You may post this photo (as far as the opt-out list is concerned).",
+    Verdict.BLOCK: "Do not post this photo: it shows a student whose family opted out. Use another photo, "
+    "or crop or blur that student (the marked-up copy shows who).",
+    Verdict.REVIEW: "A person needs to look at this photo before it is posted: open the marked-up copy "
+    "(amber boxes) and compare with the student's reference photo, or ask your IT contact.",
+}
+
+
+class AlreadyWatched(OptoutGuardError):
+    """Another optout-guard watch holds this folder's lock."""
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    stable_since: float
+    first_seen: float
+    retry_after: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class WatchStats:
+    processed: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
+    errors: int = 0
+
+
+class CheckFolder:
+    """Watches one folder; :meth:`process_ready` does the work, the rest only finds candidates."""
+
+    def __init__(
+        self,
+        folder: Path,
+        guard: Guard,
+        *,
+        settle: float = 2.0,
+        recursive: bool = False,
+        arrival_grace: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.folder = Path(folder).resolve()
+        self.guard = guard
+        self.settle = settle
+        self.arrival_grace = arrival_grace
+        self.recursive = recursive
+        self.clock = clock
+        self.stats = WatchStats()
+        self._seen: dict[Path, _Seen] = {}
+        self._not_photos: dict[str, str] = {}
+        self._lock = threading.Lock()  # the observer thread adds candidates while we process
+        self._out_dirs = {v: self.folder / name for v, name in OUTPUT_DIRS.items()}
+        # Marked-up copies are drawn here first, then moved beside the photo they belong to.
+        self.staging = self.folder / ".optout-guard-staging"
+
+    # ---- finding candidates -------------------------------------------------------------------
+    def prepare(self) -> None:
+        for path in [*self._out_dirs.values(), self.staging]:
+            path.mkdir(parents=True, exist_ok=True)
+        for leftover in self.staging.iterdir():  # copies drawn before a crash; redrawn when needed
+            leftover.unlink(missing_ok=True)
+
+    def _ignored(self, path: Path) -> bool:
+        try:
+            rel = path.resolve().relative_to(self.folder)
+        except (ValueError, OSError):
+            return True
+        parts = rel.parts
+        if not parts or any(p.startswith(".") for p in parts) or parts[0] in OUTPUT_DIRS.values():
+            return True
+        if len(parts) > 1 and not self.recursive:
+            return True
+        return parts[-1] == NOTE_FILE or bool(_IN_PROGRESS.search(parts[-1]))
+
+    def notice(self, path: Path | str) -> None:
+        """A file may have appeared or changed (from a watchdog event or a rescan)."""
+        path = Path(path)
+        if self._ignored(path):
+            return
+        with self._lock:
+            if path not in self._seen:
+                now = self.clock()
+                self._seen[path] = _Seen(-1, -1, now, now)
+
+    def rescan(self) -> None:
+        """The safety net: notice every file in the folder (network shares drop events)."""
+        iterator = self.folder.rglob("*") if self.recursive else self.folder.iterdir()
+        try:
+            for path in iterator:
+                if path.is_file():
+                    self.notice(path)
+        except OSError as exc:
+            log.warning("could not list %s: %s", self.folder, exc)
+
+    # ---- processing -----------------------------------------------------------------------------
+    def _ready(self) -> list[Path]:
+        """Files whose size and mtime have not changed for ``settle`` seconds."""
+        now = self.clock()
+        ready = []
+        with self._lock:
+            for path, seen in list(self._seen.items()):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    del self._seen[path]  # vanished (moved away, deleted): nothing to do
+                    continue
+                except OSError as exc:
+                    log.warning("cannot look at %s: %s", path, exc)
+                    continue
+                if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
+                    seen.size, seen.mtime_ns, seen.stable_since = st.st_size, st.st_mtime_ns, now
+                    continue
+                if now - seen.stable_since >= self.settle and now >= seen.retry_after:
+                    ready.append(path)
+        return sorted(ready)
+
+    def process_ready(self) -> int:
+        """Check and file every settled photo; returns how many were filed."""
+        done = 0
+        for path in self._ready():
+            try:
+                if self._process(path):
+                    done += 1
+            except Exception as exc:  # noqa: BLE001 - one bad file must never stop the service
+                self.stats.errors += 1
+                seen = self._seen.get(path)
+                if seen is not None:
+                    seen.failures += 1
+                    seen.retry_after = self.clock() + min(300.0, 5.0 * 2**seen.failures)
+                log.error("could not file %s (%s: %s); will retry", path, type(exc).__name__, exc)
+        return done
+
+    def _process(self, path: Path) -> bool:
+        if not looks_like_image(path):
+            self._note_not_photo(path, "not a photo (left where it is)")
+            with self._lock:
+                self._seen.pop(path, None)
+            return False
+        result = self.guard.check(path, annotate_dir=self.staging)
+        seen = self._seen.get(path)
+        if result.verdict is Verdict.REVIEW and seen is not None and _looks_unfinished(result):
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                age = self.arrival_grace
+            if age < self.arrival_grace:  # written moments ago: maybe a copy paused mid-file
+                seen.retry_after = self.clock() + max(self.settle, 1.0)
+                return False
+        self._file(path, result)
+        with self._lock:
+            self._seen.pop(path, None)
+        self._not_photos.pop(path.name, None)
+        self.stats.processed[result.verdict.value] += 1
+        log.info("%s: %s (%s)", path.name, result.verdict.value.upper(), "; ".join(result.reasons))
+        return True
+
+    def _file(self, path: Path, result: ScanResult) -> None:
+        out_dir = self._out_dirs[result.verdict]
+        if self.recursive:  # keep the sub-folder structure under the verdict folder
+            out_dir = out_dir / path.parent.relative_to(self.folder)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = _free_name(out_dir, path.name)
+        marked_name = ""
+        if result.annotated_path:
+            marked_name = f"{target.name}.marked.jpg"  # full name: face.heic and face.bmp differ
+            os.replace(result.annotated_path, out_dir / marked_name)
+        _write_atomic(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name))
+        os.replace(path, target)  # last: until here the original is untouched in the inbox
+
+    def _note_not_photo(self, path: Path, why: str) -> None:
+        if self._not_photos.get(path.name) == why:
+            return
+        self._not_photos[path.name] = why
+        lines = ["These files are not photos, so optout-guard did not check them. They were left here.", ""]
+        lines += [f"- {name}: {reason}" for name, reason in sorted(self._not_photos.items())]
+        try:
+            _write_atomic(self.folder / NOTE_FILE, "\n".join(lines) + "\n")
+        except OSError as exc:
+            log.warning("could not write %s: %s", NOTE_FILE, exc)
+        log.info("%s: not a photo, left alone", path.name)
+
+    # ---- running ----------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Process everything present now (waiting for files still arriving), then return."""
+        self.prepare()
+        self.rescan()
+        done = 0
+        deadline = self.clock() + self.arrival_grace + self.settle + 5
+        while self._seen and self.clock() < deadline:
+            done += self.process_ready()
+            if self._seen:
+                time.sleep(0.1)
+        return done
+
+    def run_forever(self, polling: bool = False, rescan_every: float = 60.0, stop: threading.Event | None = None) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        folder = self
+
+        class Handler(FileSystemEventHandler):
+            def on_created(self, event):  # noqa: ANN001, ANN202
+                if not event.is_directory:
+                    folder.notice(event.src_path)
+
+            def on_modified(self, event):  # noqa: ANN001, ANN202
+                if not event.is_directory:
+                    folder.notice(event.src_path)
+
+            def on_moved(self, event):  # noqa: ANN001, ANN202
+                if not event.is_directory:
+                    folder.notice(event.dest_path)
+
+        self.prepare()
+        observer = PollingObserver(timeout=2) if polling else Observer()
+        observer.schedule(Handler(), str(self.folder), recursive=True)
+        observer.start()
+        stop = stop or threading.Event()
+        self.rescan()  # files that arrived while the service was down
+        next_rescan = self.clock() + rescan_every
+        log.info("watching %s (%s)", self.folder, "polling" if polling else "native events")
+        try:
+            while not stop.is_set():
+                self.process_ready()
+                if self.clock() >= next_rescan:
+                    self.rescan()
+                    next_rescan = self.clock() + rescan_every
+                stop.wait(0.25)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+
+
+def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock
+    """An OS-level lock (released by the OS if the process dies): a second watch is refused."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(folder) / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AlreadyWatched(f"{folder} is already being watched by another optout-guard watch; stop that one first") from None
+    return lock
+
+
+def _looks_unfinished(result: ScanResult) -> bool:
+    text = " ".join(result.reasons)
+    return "truncated" in text or "empty file" in text
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """``name``, or ``stem (2).ext``… if a different photo of that name was already filed."""
+    candidate = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 2
+    while candidate.exists():
+        candidate = folder / f"{stem} ({n}){suffix}"
+        n += 1
+    return candidate
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _note(name: str, result: ScanResult, marked_name: str) -> str:
+    lines = [
+        f"optout-guard: {result.verdict.value.upper()}",
+        f"Photo: {name}",
+        f"Checked: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M')}",
+        "Why:",
+        *[f"  - {reason}" for reason in result.reasons],
+    ]
+    if marked_name:
+        lines.append(f"Marked-up copy: {marked_name} (red = opted-out student, amber = needs a look, green = fine)")
+    lines += ["", _WHAT_TO_DO[result.verdict], ""]
+    return "\n".join(lines)

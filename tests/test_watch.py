@@ -1,0 +1,207 @@
+"""The check folder, on real photos: complete files only, exactly once, crash-safe, one watcher."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LFW, make_workspace
+from optout_guard.pipeline import Guard
+from optout_guard.watch import NOTE_FILE, AlreadyWatched, CheckFolder, folder_lock
+
+CLI = str(Path(sys.executable).with_name("optout-guard"))
+
+
+def photos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != NOTE_FILE)
+
+
+def originals(folder: Path) -> dict[str, list[str]]:
+    """Original photos filed per verdict folder (not the notes and marked-up copies)."""
+    out = {}
+    for verdict in ("allowed", "blocked", "review"):
+        files = [p.name for p in (folder / verdict).rglob("*") if p.is_file()]
+        out[verdict] = sorted(n for n in files if not n.endswith((".txt", ".marked.jpg")))
+    return out
+
+
+def lfw_photos(n: int, skip: set[str] = frozenset()) -> list[Path]:
+    paths = []
+    for person in sorted(LFW.iterdir()):
+        if person.name in skip:
+            continue
+        paths.extend(sorted(person.glob("*.jpg"))[:2])
+        if len(paths) >= n:
+            return paths[:n]
+    return paths
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def running(lfw_ws):
+    """Start a watcher on a new folder in a thread; yields (folder, checker); stops it after."""
+    started = []
+
+    def start(folder: Path, **kw) -> CheckFolder:
+        checker = CheckFolder(folder, Guard(lfw_ws), settle=kw.pop("settle", 0.5), arrival_grace=kw.pop("arrival_grace", 5.0))
+        stop = threading.Event()
+        thread = threading.Thread(target=checker.run_forever, kwargs={"stop": stop, "rescan_every": 2.0, **kw}, daemon=True)
+        thread.start()
+        started.append((stop, thread))
+        return checker
+
+    yield start
+    for stop, thread in started:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def test_once_files_every_photo_and_leaves_other_files(lfw_ws, data_dir, tmp_path):
+    inbox = tmp_path / "Check folder"
+    inbox.mkdir()
+    hugo = [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in (6, 7, 8)]
+    others = lfw_photos(5, skip={"Hugo_Chavez", "Colin_Powell"})
+    for p in hugo + others:
+        shutil.copy(p, inbox / p.name)
+    shutil.copy(data_dir / "odd_inputs" / "truncated.jpg", inbox / "broken.jpg")
+    (inbox / "agenda.docx").write_bytes(b"PK\x03\x04 not a photo")
+    checker = CheckFolder(inbox, Guard(lfw_ws), settle=0.1, arrival_grace=0.0)
+    assert checker.run_once() == 9
+
+    filed = originals(inbox)
+    assert set(filed["blocked"]) >= {p.name for p in hugo}
+    assert filed["review"] == ["broken.jpg"] or "broken.jpg" in filed["review"]
+    assert sum(len(v) for v in filed.values()) == 9  # every photo exactly once
+    assert [p.name for p in photos_in(inbox)] == ["agenda.docx"]  # left alone, not deleted
+    assert "agenda.docx" in (inbox / NOTE_FILE).read_text()
+    note = (inbox / "blocked" / "Hugo_Chavez_0006.jpg.txt").read_text()
+    assert "BLOCK" in note and "hugo" in note and "Do not post" in note
+    assert (inbox / "blocked" / "Hugo_Chavez_0006.jpg.marked.jpg").is_file()
+    assert "truncated" in (inbox / "review" / "broken.jpg.txt").read_text()
+    # Same bytes as before: filing moves, it never rewrites.
+    assert (inbox / "blocked" / "Hugo_Chavez_0006.jpg").read_bytes() == hugo[0].read_bytes()
+
+
+def test_a_file_copied_slowly_is_read_only_when_complete(running, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    checker = running(inbox, settle=1.0)
+    data = (LFW / "Hugo_Chavez" / "Hugo_Chavez_0011.jpg").read_bytes()
+    with open(inbox / "slow.jpg", "wb") as fh:  # 8 chunks, 0.4 s apart, as over a slow share
+        for i in range(8):
+            fh.write(data[i * len(data) // 8 : (i + 1) * len(data) // 8])
+            fh.flush()
+            time.sleep(0.4)
+    assert wait_until(lambda: not (inbox / "slow.jpg").exists(), 30)
+    assert originals(inbox) == {"allowed": [], "blocked": ["slow.jpg"], "review": []}
+    assert checker.stats.processed["block"] == 1 and checker.stats.processed["review"] == 0
+
+
+def test_a_burst_of_200_photos_is_filed_exactly_once(running, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    running(inbox, settle=0.3)
+    sources = lfw_photos(200)
+    for p in sources:
+        shutil.copy(p, inbox / p.name)
+    assert wait_until(lambda: not photos_in(inbox), 240)
+    filed = originals(inbox)
+    names = [n for v in filed.values() for n in v]
+    assert sorted(names) == sorted(p.name for p in sources)  # 200 in, 200 filed, no duplicates
+    notes = [p for v in ("allowed", "blocked", "review") for p in (inbox / v).glob("*.txt")]
+    assert len(notes) == 200
+
+
+def test_a_new_enrollment_is_picked_up_without_restart(tmp_path, data_dir):
+    ws = make_workspace(tmp_path / "ws", {"hugo": [LFW / "Hugo_Chavez" / "Hugo_Chavez_0002.jpg"]})
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    checker = CheckFolder(inbox, Guard(ws), settle=0.1, arrival_grace=0.0)
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0004.jpg", inbox)
+    checker.run_once()
+    assert originals(inbox)["allowed"] == ["Colin_Powell_0004.jpg"]
+    # Enroll Colin Powell (as `optout-guard enroll` would, in another process), same watcher.
+    make_workspace(ws.workspace, {"colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in (1, 2, 3)]})
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0005.jpg", inbox)
+    checker.run_once()
+    assert originals(inbox)["blocked"] == ["Colin_Powell_0005.jpg"]
+
+
+def test_crash_before_the_move_loses_and_duplicates_nothing(lfw_ws, tmp_path, monkeypatch):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(LFW / "Hugo_Chavez" / "Hugo_Chavez_0012.jpg", inbox)
+    checker = CheckFolder(inbox, Guard(lfw_ws), settle=0.1, arrival_grace=0.0)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src).parent == inbox:  # the final move of the original: "the power goes off"
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    checker.prepare()
+    checker.rescan()
+    checker.process_ready()  # first look: records size and time
+    time.sleep(0.2)
+    checker.process_ready()  # settled: checked, outputs written, the move fails
+    assert (inbox / "Hugo_Chavez_0012.jpg").exists() and checker.stats.errors == 1
+    monkeypatch.setattr(os, "replace", real_replace)
+    CheckFolder(inbox, Guard(lfw_ws), settle=0.1, arrival_grace=0.0).run_once()  # "after restart"
+    assert originals(inbox)["blocked"] == ["Hugo_Chavez_0012.jpg"]
+    assert sorted(p.name for p in (inbox / "blocked").iterdir()) == [
+        "Hugo_Chavez_0012.jpg",
+        "Hugo_Chavez_0012.jpg.marked.jpg",
+        "Hugo_Chavez_0012.jpg.txt",
+    ]
+
+
+def test_killed_mid_burst_then_restarted_files_each_photo_once(lfw_ws, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sources = lfw_photos(60)
+    for p in sources:
+        shutil.copy(p, inbox / p.name)
+    args = [CLI, "--workspace", str(lfw_ws.workspace), "watch", str(inbox), "--settle", "0.2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: sum(len(v) for v in originals(inbox).values()) >= 15, 120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # no clean-up of any kind
+        proc.wait()
+    assert len(photos_in(inbox)) < 60
+    done = subprocess.run([*args, "--once"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = [n for v in originals(inbox).values() for n in v]
+    assert sorted(names) == sorted(p.name for p in sources) and not photos_in(inbox)
+
+
+def test_a_second_watch_on_the_same_folder_is_refused(lfw_ws, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lock = folder_lock(inbox)
+    try:
+        with pytest.raises(AlreadyWatched):
+            folder_lock(inbox)
+        args = [CLI, "--workspace", str(lfw_ws.workspace), "watch", str(inbox), "--once"]
+        done = subprocess.run(args, capture_output=True, text=True)
+        assert done.returncode == 2 and "already being watched" in done.stderr
+    finally:
+        lock.release()
+    folder_lock(inbox).release()  # free again once the first watcher is gone
