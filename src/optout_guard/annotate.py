@@ -81,3 +81,13 @@ def write_marked_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Pat
             raise
         written.append(target)
     return written[0]
+
+
+def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, width: int = 360) -> Path:
+    """A small marked-up JPEG (for reports): the first page with faces, boxes drawn, no metadata."""
+    page = min((m.face.page for m in matches), default=0)
+    canvas = render_page(image, page, matches)
+    canvas.thumbnail((width, width * 2), Image.Resampling.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, format="JPEG", quality=85)
+    return path

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from optout_guard import __version__
@@ -378,6 +378,70 @@ def watch(
     filed = sum(counts.values())
     out.print(f"Filed {filed} photos: {counts['block']} blocked, {counts['review']} to review, {counts['allow']} allowed.")
     raise typer.Exit(EXIT_REVIEW if checker.stats.errors else EXIT_ALLOW)
+
+
+# ---- library audit -------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def audit(
+    ctx: typer.Context,
+    library: Annotated[Path, typer.Argument(help="Top folder of the photo library.")],
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write index.html, audit.csv and audit.json here.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes [default: one per CPU core].")] = None,
+) -> None:
+    """Audit a photo library incrementally (only new, changed or affected photos are checked).
+    Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
+    import logging
+    import time
+
+    from optout_guard.audit import changes_since_last_audit, library_rows, report_thumbnail, run_audit
+
+    settings = _settings(ctx, workers=workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("optout_guard.audit")
+    count = settings.worker_count(1000)
+    if err.is_terminal:
+        with Progress(
+            TextColumn("Auditing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("audit", total=None, rate="")
+            started = time.monotonic()
+
+            def progress(done: int, total: int) -> None:
+                rate = done / max(1e-6, time.monotonic() - started)
+                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} photos/s")
+
+            summary = run_audit(library, settings, workers=count, progress=progress)
+    else:
+        state = {"last": time.monotonic(), "started": time.monotonic()}
+
+        def progress(done: int, total: int) -> None:
+            if time.monotonic() - state["last"] >= 10 or done == total:
+                rate = done / max(1e-6, time.monotonic() - state["started"])
+                log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, rate)
+                state["last"] = time.monotonic()
+
+        summary = run_audit(library, settings, workers=count, progress=progress)
+    totals = summary.totals
+    out.print(
+        f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
+        f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
+        f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.seconds:.1f} s."
+    )
+    out.print(f"Library now: [red]{totals.get('block', 0)} blocked[/], [yellow]{totals.get('review', 0)} to review[/], "
+              f"[green]{totals.get('allow', 0)} allowed[/].")  # fmt: skip
+    if report is not None:
+        from optout_guard.report import write_audit_report
+
+        rows = library_rows(settings, library)
+        changes = changes_since_last_audit(settings, library)
+        record = {k: v for k, v in summary.__dict__.items() if k != "changed"}
+        page = write_audit_report(report, str(summary.library), record, rows, changes, report_thumbnail(settings))
+        out.print(f"Report: {page}")
+    if totals.get("block"):
+        raise typer.Exit(EXIT_BLOCK)
+    raise typer.Exit(EXIT_REVIEW if totals.get("review") else EXIT_ALLOW)
 
 
 # ---- demo ----------------------------------------------------------------------------------

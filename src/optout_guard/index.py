@@ -10,6 +10,7 @@ in a 0700 folder. An index made by another model or format version is refused.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import tempfile
@@ -74,6 +75,14 @@ class FaceIndex:
 
     def rejection_for(self, student_id: str, sha256: str) -> Rejection | None:
         return next((r for r in self.rejections if r.student_id == student_id and r.sha256 == sha256), None)
+
+    def gallery_fingerprint(self) -> str:
+        """Identity of the gallery's contents (model + every student's templates): a verdict given
+        against one gallery is stale once this changes."""
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for t in sorted(self.templates, key=lambda t: (t.student_id, t.sha256)):
+            digest.update(f"{t.student_id}\0{t.sha256}\n".encode())
+        return digest.hexdigest()[:32]
 
     # ---- changes --------------------------------------------------------------------------
     def add_student(self, student_id: str) -> None:

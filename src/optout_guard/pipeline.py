@@ -21,7 +21,7 @@ from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex
 from optout_guard.matching import decide_face, one_face_per_student, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.types import Decision, FaceMatch, ScanResult, Verdict
+from optout_guard.types import Decision, Face, FaceMatch, ScanResult, Verdict
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,14 @@ class Guard:
 
     def check(self, path: Path | str, annotate_dir: Path | None = None) -> ScanResult:
         """Check one photo. Never raises for a bad photo: the problem becomes a *review* reason."""
+        return self._check(path, annotate_dir, known_faces=None)
+
+    def recheck(self, path: Path | str, faces: list[Face]) -> ScanResult:
+        """Decide again, against the current gallery, on faces found earlier in this photo (their
+        boxes and landmarks): the faces are re-embedded, detection is not run again."""
+        return self._check(path, None, known_faces=faces)
+
+    def _check(self, path: Path | str, annotate_dir: Path | None, known_faces: list[Face] | None) -> ScanResult:
         started = time.perf_counter()
         index = self.index  # an unusable index is a setup error for the whole run, so it raises
         try:
@@ -111,7 +119,7 @@ class Guard:
                 str(path), Verdict.REVIEW, (reason,), sha256=image.sha256, size=image.size, seconds=time.perf_counter() - started
             )
         try:
-            faces = detect_faces(image, self.settings, self.models)
+            faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
             embedded = embed_faces(image, faces, self.settings, self.models)
             found = index.search(embedded.vectors)
             matches: list[FaceMatch] = []

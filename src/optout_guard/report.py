@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 from optout_guard import __version__
@@ -62,3 +66,123 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
         "photos": [result_to_dict(r) for r in results],
         "skipped": [{"path": p, "reason": why} for p, why in skipped],
     }
+
+
+# ---- the audit report: HTML for people, CSV for spreadsheets, JSON for scripts ---------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}.muted{color:#666;font-size:13px}
+.counts{display:flex;gap:12px;margin:16px 0}.count{padding:10px 16px;border-radius:8px;background:#fff;border:1px solid #ddd}
+.count b{font-size:22px;display:block}.block b{color:#c62828}.review b{color:#b26a00}.allow b{color:#2e7d32}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;overflow:hidden}
+.card img{width:100%;display:block;background:#eee}.card div{padding:8px 10px;font-size:13px;word-break:break-all}
+.tag{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600;font-size:12px}
+.tag.block{background:#c62828}.tag.review{background:#b26a00}.tag.allow{background:#2e7d32}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;font-size:13px;text-align:left}
+"""
+
+
+def write_audit_report(
+    out_dir: Path,
+    library: str,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    changes: dict[str, Any],
+    thumbnail: Any,
+    max_thumbnails: int = 2000,
+) -> Path:
+    """Write index.html (self-contained but for thumbnails in ./thumbs), audit.csv and audit.json.
+    ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo; returns False if it cannot."""
+    import csv
+    import html
+    import io
+
+    out_dir = Path(out_dir)
+    (out_dir / "thumbs").mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(rows):
+        name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
+        row["thumbnail"] = name if i < max_thumbnails and thumbnail(row, out_dir / name) else None
+
+    def cards(verdict: str) -> str:
+        items = [r for r in rows if r["verdict"] == verdict]
+        if not items:
+            return "<p class='muted'>None.</p>"
+        parts = []
+        for r in items:
+            students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
+            img = f"<img src='{html.escape(r['thumbnail'])}' alt='marked-up photo' loading='lazy'>" if r["thumbnail"] else ""
+            who = f"<br>Students: <b>{html.escape(', '.join(students))}</b>" if students else ""
+            why = "<br>".join(html.escape(x) for x in r["reasons"])
+            path = html.escape(r["path"])
+            parts.append(
+                f"<article class='card'>{img}<div><span class='tag {verdict}'>{verdict.upper()}</span> "
+                f"<code>{path}</code>{who}<br>{why}<br><span class='muted'>checked {html.escape(r['checked_at'] or '')}</span>"
+                "</div></article>"
+            )
+        return "<div class='cards'>" + "".join(parts) + "</div>"
+
+    totals = summary.get("totals", {})
+    changed_rows = "".join(
+        f"<tr><td><code>{html.escape(c['path'])}</code></td><td>{html.escape(str(c['before'] or 'new'))}</td>"
+        f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
+        for c in changes["changed"][:500]
+    )
+    deleted = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in changes["deleted"][:500])
+    changes_html = "<p class='muted'>No verdict changed.</p>"
+    if changed_rows:
+        changes_html = "<table><tr><th>Photo</th><th>Was</th><th>Now</th></tr>" + changed_rows + "</table>"
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>Photo library audit</title>
+<style>{_CSS}</style></head><body>
+<h1>Photo library audit: students on the opt-out list</h1>
+<div class="muted">Library <code>{html.escape(library)}</code> · run {summary.get("run_id")} ·
+{html.escape(dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"))} · optout-guard {__version__}</div>
+<div class="counts">
+<div class="count block"><b>{totals.get("block", 0)}</b>blocked: must not be published</div>
+<div class="count review"><b>{totals.get("review", 0)}</b>to review by a person</div>
+<div class="count allow"><b>{totals.get("allow", 0)}</b>allowed</div>
+</div>
+<p class="muted">This run: {summary.get("checked", 0)} photos checked, {summary.get("rechecked", 0)} re-checked against
+changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("moved", 0)} moved,
+{len(changes["deleted"])} deleted; {summary.get("seconds", 0):.0f} s.</p>
+<h2>What changed since the last audit</h2>
+{changes_html}
+{"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
+<h2>Blocked photos</h2>
+<p class="muted">These show a student whose family opted out of directory information. Take them down
+from any public place, or replace them.</p>
+{cards("block")}
+<h2>Photos to review</h2>
+<p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
+{cards("review")}
+</body></html>"""
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["verdict", "path", "students", "reasons", "checked_at"])
+    for r in rows:
+        students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
+        writer.writerow([r["verdict"], r["path"], " ".join(students), " | ".join(r["reasons"]), r["checked_at"]])
+    (out_dir / "audit.csv").write_text(buffer.getvalue(), encoding="utf-8")
+
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": f"optout-guard {__version__}",
+        "library": library,
+        "summary": summary,
+        "changes": changes,
+        "photos": [
+            {k: v for k, v in r.items() if k not in ("faces",)} | {"faces": [_face_public(f) for f in r["faces"]]} for r in rows
+        ],
+    }
+    (out_dir / "audit.json").write_text(
+        json.dumps(doc, indent=1, ensure_ascii=False, default=str), encoding="utf-8", errors="surrogateescape"
+    )
+    return out_dir / "index.html"
+
+
+def _face_public(face: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about a face: where, what, who — not the landmark geometry."""
+    return {k: face.get(k) for k in ("box", "page", "decision", "student_id", "distance", "reason")}

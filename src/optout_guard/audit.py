@@ -1,0 +1,438 @@
+"""The library audit: incremental, resumable, and safe to kill at any moment.
+
+State lives in one SQLite database (WAL mode, on local disk, mode 0600) per library. Each photo is
+remembered by path, size, modification time and sha256, with its verdict, the geometry of its faces
+(boxes and landmarks — not embeddings) and the gallery fingerprint it was checked against:
+
+- unchanged photo, same gallery            → skipped
+- unchanged photo, gallery changed         → its known faces are re-embedded and decided again
+                                             (no detection); photos without faces need nothing
+- new or changed photo                     → full check (a moved/renamed photo is recognised by
+                                             its sha256 and keeps its result)
+- photo gone                               → reported once in that run, then forgotten
+
+Results are committed in small transactions as they arrive, so a killed audit resumes where it
+stopped and ends with the same results as an uninterrupted one. Two audits of one library at once
+are refused (an OS lock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optout_guard.config import Settings
+from optout_guard.errors import OptoutGuardError
+from optout_guard.images import looks_like_image, sha256_file
+from optout_guard.pipeline import Guard
+from optout_guard.types import Box, Face, ScanResult, Verdict
+
+SCHEMA_VERSION = 1
+# Folders that hold no photos of people but system clutter (Windows, macOS, Synology, Samba).
+SYSTEM_DIRS = {"$RECYCLE.BIN", "System Volume Information", "@eaDir", "#recycle", "lost+found", "#snapshot", ".Trash"}
+_COMMIT_EVERY = 2.0  # seconds between commits while results stream in
+
+
+class AuditBusy(OptoutGuardError):
+    """Another audit of this library is running."""
+
+
+@dataclass
+class AuditSummary:
+    run_id: int
+    library: str
+    seen: int = 0
+    checked: int = 0
+    rechecked: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    not_images: int = 0
+    deleted: list[str] = field(default_factory=list)
+    changed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, before, after)
+    totals: dict[str, int] = field(default_factory=dict)  # verdicts over the whole library
+    seconds: float = 0.0
+
+
+def display_path(raw: bytes | str) -> str:
+    """A path as text for people and reports: bytes that are not UTF-8 shown as \\xNN."""
+    raw = raw if isinstance(raw, bytes) else os.fsencode(raw)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ---- storage -------------------------------------------------------------------------------------
+def state_path(settings: Settings, library: Path) -> Path:
+    key = hashlib.sha256(os.fsencode(str(Path(library).resolve()))).hexdigest()[:16]
+    return settings.index_file.parent / f"audit-{key}.sqlite"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fresh = not path.exists()
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    if fresh:
+        os.chmod(path, 0o600)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses at most the last commit
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE IF NOT EXISTS files (
+            path BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
+            verdict TEXT, reasons TEXT, faces TEXT, gallery TEXT, checked_at TEXT,
+            last_run INTEGER, changed_run INTEGER, prev_verdict TEXT);
+        CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
+        CREATE TABLE IF NOT EXISTS runs (
+            id INTEGER PRIMARY KEY, started TEXT, finished TEXT, gallery TEXT, summary TEXT);
+        """
+    )
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    return db
+
+
+def _faces_json(result: ScanResult) -> str:
+    """Geometry and decisions only: boxes, landmarks, page, decision, student id, distance."""
+    return json.dumps(
+        [
+            {
+                "box": [m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h],
+                "landmarks": np.asarray(m.face.landmarks, float).round(1).tolist(),
+                "page": m.face.page,
+                "score": round(m.face.score, 3),
+                "decision": m.decision.value,
+                "student_id": m.student_id,
+                "distance": None if m.distance is None else round(m.distance, 4),
+                "reason": m.reason,
+            }
+            for m in result.faces
+        ]
+    )
+
+
+def faces_from_json(text: str | None) -> list[Face]:
+    return [
+        Face(Box(*f["box"]), f.get("score", 1.0), np.asarray(f["landmarks"], np.float32), f.get("page", 0))
+        for f in json.loads(text or "[]")
+    ]
+
+
+# ---- walking the library -------------------------------------------------------------------------
+def walk_library(library: Path) -> Iterator[tuple[str, os.stat_result] | tuple[str, None]]:
+    """Every regular file under ``library``: hidden and system folders skipped, symbolic links
+    never followed (so nothing outside the library is read), non-UTF-8 names kept as they are."""
+    root = os.fsencode(str(library))
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(b".") and os.fsdecode(d) not in SYSTEM_DIRS)
+        for name in sorted(filenames):
+            if name.startswith(b"."):
+                continue
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):  # symlinks, devices, sockets
+                continue
+            yield os.fsdecode(full), st
+
+
+# ---- the work done in (worker) processes ---------------------------------------------------------
+def _run_task(guard: Guard, kind: str, path: str, faces: str | None) -> ScanResult:
+    if kind == "recheck":
+        return guard.recheck(path, faces_from_json(faces))
+    return guard.check(path)
+
+
+def _task_in_worker(kind: str, path: str, faces: str | None) -> ScanResult:
+    from optout_guard import pipeline
+
+    assert pipeline._worker_guard is not None
+    return _run_task(pipeline._worker_guard, kind, path, faces)
+
+
+def _results(guard: Guard, tasks: list[tuple[str, str, str | None]], workers: int) -> Iterator[tuple[tuple, ScanResult]]:
+    if workers <= 1 or len(tasks) < 8:
+        for task in tasks:
+            yield task, _run_task(guard, *task)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from optout_guard.pipeline import _init_worker
+
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    try:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(guard.settings,)) as pool:
+            pending: list = []
+            for task in tasks:
+                pending.append((task, pool.submit(_task_in_worker, *task)))
+                while len(pending) > 4 * workers:
+                    done_task, future = pending.pop(0)
+                    yield done_task, _safe(future, done_task)
+            for done_task, future in pending:
+                yield done_task, _safe(future, done_task)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _safe(future: Any, task: tuple) -> ScanResult:
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed for its photo
+        return ScanResult(
+            task[1], Verdict.REVIEW, (f"could not be checked (the checking process stopped: {type(exc).__name__})",)
+        )
+
+
+# ---- one audit run ---------------------------------------------------------------------------------
+def run_audit(
+    library: Path,
+    settings: Settings,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    guard: Guard | None = None,
+) -> AuditSummary:
+    from filelock import FileLock, Timeout
+
+    library = Path(library).resolve()
+    if not library.is_dir():
+        raise OptoutGuardError(f"{library} is not a folder; give the photo library's top folder")
+    guard = guard or Guard(settings)
+    gallery = guard.index.gallery_fingerprint()
+    path = state_path(settings, library)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AuditBusy(f"another audit of {library} is running (lock {path}.lock); wait for it to finish") from None
+    try:
+        return _audit(library, settings, guard, gallery, _connect(path), workers, progress)
+    finally:
+        lock.release()
+
+
+def _audit(
+    library: Path,
+    settings: Settings,
+    guard: Guard,
+    gallery: str,
+    db: sqlite3.Connection,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> AuditSummary:
+    started = time.perf_counter()
+    run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
+    summary = AuditSummary(run_id=run, library=str(library))
+    known = {  # path -> (size, mtime_ns, gallery, verdict, faces, sha256)
+        bytes(r[0]): r[1:] for r in db.execute("SELECT path, size, mtime_ns, gallery, verdict, faces, sha256 FROM files")
+    }
+
+    # 1. Walk: what is unchanged, what needs a re-decision, what needs a full check.
+    tasks: list[tuple[str, str, str | None]] = []
+    new_files: list[str] = []
+    seen_unchanged: list[bytes] = []
+    present: set[bytes] = set()
+    for name, st in walk_library(library):
+        if not looks_like_image(name):
+            summary.not_images += 1
+            continue
+        key = os.fsencode(name)
+        present.add(key)
+        summary.seen += 1
+        row = known.get(key)
+        # row: size, mtime_ns, gallery, verdict, faces, sha256
+        if row is None:
+            new_files.append(name)
+        elif (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None:
+            tasks.append(("check", name, None))
+        elif row[2] == gallery:
+            seen_unchanged.append(key)
+        elif row[4] and row[4] != "[]":
+            tasks.append(("recheck", name, row[4]))
+        else:
+            # No faces (or an unreadable file): a changed gallery cannot change its verdict.
+            seen_unchanged.append(key)
+            db.execute("UPDATE files SET gallery=? WHERE path=?", (gallery, key))
+    summary.unchanged = len(seen_unchanged)
+    db.execute("BEGIN")
+    db.executemany("UPDATE files SET last_run=? WHERE path=?", [(run, k) for k in seen_unchanged])
+    # 2. Gone since the last run: moved (same content elsewhere) or deleted.
+    gone = {k: v for k, v in known.items() if k not in present}
+    by_sha = {v[5]: k for k, v in gone.items() if v[5]}
+    for name in new_files:
+        moved_from = None
+        if by_sha:
+            try:
+                moved_from = by_sha.get(sha256_file(name))
+            except OSError:
+                moved_from = None
+        if moved_from is not None and gone[moved_from][2] == gallery:
+            st = os.stat(name)
+            db.execute(
+                "UPDATE files SET path=?, size=?, mtime_ns=?, last_run=? WHERE path=?",
+                (os.fsencode(name), st.st_size, st.st_mtime_ns, run, moved_from),
+            )
+            del gone[moved_from]
+            del by_sha[next(s for s, k in by_sha.items() if k == moved_from)]
+            summary.moved += 1
+        else:
+            tasks.append(("check", name, None))
+    for key in gone:
+        summary.deleted.append(display_path(key))
+    db.executemany("DELETE FROM files WHERE path=?", [(k,) for k in gone])
+    # Recorded now, with the deletion itself: a run killed later still reports them.
+    db.execute("UPDATE runs SET summary=? WHERE id=?", (json.dumps({"deleted": summary.deleted}), run))
+    db.execute("COMMIT")
+
+    # 3. Check, committing as results arrive (a killed audit keeps everything committed so far).
+    total = len(tasks)
+    done = 0
+    last_commit = time.monotonic()
+    db.execute("BEGIN")
+    try:
+        for (kind, name, _), result in _results(guard, tasks, workers):
+            key = os.fsencode(name)
+            before = known.get(key, (None,) * 7)[3]
+            try:
+                st = os.stat(name)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size, mtime = None, None
+            sha = result.sha256
+            changed = before != result.verdict.value
+            db.execute(
+                """INSERT INTO files (path, size, mtime_ns, sha256, verdict, reasons, faces, gallery, checked_at,
+                                      last_run, changed_run, prev_verdict)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,
+                     sha256=excluded.sha256, verdict=excluded.verdict, reasons=excluded.reasons,
+                     faces=excluded.faces, gallery=excluded.gallery, checked_at=excluded.checked_at,
+                     last_run=excluded.last_run,
+                     changed_run=CASE WHEN files.verdict IS excluded.verdict THEN files.changed_run ELSE excluded.changed_run END,
+                     prev_verdict=CASE WHEN files.verdict IS excluded.verdict THEN files.prev_verdict ELSE files.verdict END""",
+                (
+                    key, size, mtime, sha, result.verdict.value, json.dumps(list(result.reasons)), _faces_json(result),
+                    gallery, _now(), run, run, None,
+                ),
+            )  # fmt: skip
+            if changed:
+                summary.changed.append((display_path(name), before, result.verdict.value))
+            if kind == "recheck":
+                summary.rechecked += 1
+            else:
+                summary.checked += 1
+            done += 1
+            if progress:
+                progress(done, total)
+            if time.monotonic() - last_commit >= _COMMIT_EVERY:
+                db.execute("COMMIT")
+                db.execute("BEGIN")
+                last_commit = time.monotonic()
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("COMMIT")  # keep what was finished: the next run resumes from there
+        raise
+
+    summary.totals = {v.value: 0 for v in Verdict}
+    for verdict, count in db.execute("SELECT verdict, COUNT(*) FROM files GROUP BY verdict"):
+        summary.totals[verdict] = count
+    summary.seconds = time.perf_counter() - started
+    record = {k: v for k, v in summary.__dict__.items() if k not in ("changed",)}
+    record["changed"] = summary.changed[:1000]
+    db.execute(
+        "UPDATE runs SET finished=?, summary=? WHERE id=?",
+        (_now(), json.dumps(record), run),
+    )
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return summary
+
+
+def library_rows(settings: Settings, library: Path, verdicts: tuple[str, ...] = ("block", "review")) -> list[dict[str, Any]]:
+    """The current state of the library's photos with these verdicts (for the report)."""
+    db = _connect(state_path(settings, Path(library).resolve()))
+    try:
+        marks = ",".join("?" for _ in verdicts)
+        query = f"SELECT path, verdict, reasons, faces, checked_at, changed_run, sha256 FROM files WHERE verdict IN ({marks})"
+        rows = db.execute(query + " ORDER BY path", verdicts).fetchall()
+    finally:
+        db.close()
+    return [
+        {
+            "path": display_path(bytes(r[0])),
+            "fs_path": os.fsdecode(bytes(r[0])),  # for opening the file; not for display
+            "verdict": r[1],
+            "reasons": json.loads(r[2] or "[]"),
+            "faces": json.loads(r[3] or "[]"),
+            "checked_at": r[4],
+            "changed_run": r[5],
+            "sha256": r[6],
+        }
+        for r in rows
+    ]
+
+
+def changes_since_last_audit(settings: Settings, library: Path) -> dict[str, Any]:
+    """What changed since the last audit that finished before the latest one: photos whose verdict
+    changed (or that are new) and photos that were deleted — including from runs that were killed."""
+    db = _connect(state_path(settings, Path(library).resolve()))
+    try:
+        runs = db.execute("SELECT id, finished, summary FROM runs ORDER BY id").fetchall()
+        latest = runs[-1][0] if runs else 0
+        previous = max((r[0] for r in runs if r[1] and r[0] != latest), default=0)
+        deleted = [p for r in runs if r[0] > previous for p in json.loads(r[2] or "{}").get("deleted", [])]
+        changed = [
+            {"path": display_path(bytes(p)), "verdict": v, "before": b}
+            for p, v, b in db.execute(
+                "SELECT path, verdict, prev_verdict FROM files WHERE changed_run > ? ORDER BY path", (previous,)
+            )
+        ]
+    finally:
+        db.close()
+    return {"since_run": previous, "changed": changed, "deleted": sorted(set(deleted))}
+
+
+def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], bool]:
+    """Draws a report row's photo with its stored faces marked (False when it cannot be read)."""
+    from optout_guard.annotate import write_thumbnail
+    from optout_guard.errors import ImageRejected
+    from optout_guard.images import load_image
+    from optout_guard.types import Candidate, Decision, FaceMatch
+
+    def draw(row: dict[str, Any], out: Path) -> bool:
+        try:
+            image = load_image(row["fs_path"], settings)
+        except ImageRejected:
+            return False
+        matches = []
+        for stored, face in zip(row["faces"], faces_from_json(json.dumps(row["faces"])), strict=True):
+            who = (Candidate(stored["student_id"], stored["distance"] or 0.0),) if stored.get("student_id") else ()
+            matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or ""))
+        try:
+            write_thumbnail(image, matches, out)
+        except OSError:
+            return False
+        return True
+
+    return draw
