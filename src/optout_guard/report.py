@@ -174,12 +174,11 @@ from any public place, or replace them.</p>
         "summary": summary,
         "changes": changes,
         "photos": [
-            {k: v for k, v in r.items() if k not in ("faces",)} | {"faces": [_face_public(f) for f in r["faces"]]} for r in rows
+            {k: v for k, v in r.items() if k not in ("faces", "fs_path")} | {"faces": [_face_public(f) for f in r["faces"]]}
+            for r in rows
         ],
     }
-    (out_dir / "audit.json").write_text(
-        json.dumps(doc, indent=1, ensure_ascii=False, default=str), encoding="utf-8", errors="surrogateescape"
-    )
+    (out_dir / "audit.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     return out_dir / "index.html"
 
 
