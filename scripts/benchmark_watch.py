@@ -78,10 +78,14 @@ def main() -> None:
         stop.set()
         thread.join(timeout=10)
     b = list(waits.values())
-    print(f"settle {args.settle:.1f} s; single photos ({len(singles)}): median {statistics.median(singles):.2f} s, "
-          f"95th percentile {p95(singles):.2f} s")
-    print(f"burst of {len(b)} dropped at once: median {statistics.median(b):.2f} s, 95th percentile {p95(b):.2f} s, "
-          f"last {max(b):.2f} s")
+    print(
+        f"settle {args.settle:.1f} s; single photos ({len(singles)}): median {statistics.median(singles):.2f} s, "
+        f"95th percentile {p95(singles):.2f} s"
+    )
+    print(
+        f"burst of {len(b)} dropped at once: median {statistics.median(b):.2f} s, 95th percentile {p95(b):.2f} s, "
+        f"last {max(b):.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 from optout_guard.config import Settings
 from optout_guard.errors import OptoutGuardError
 from optout_guard.images import looks_like_image, sha256_file
-from optout_guard.pipeline import Guard
+from optout_guard.pipeline import Guard, run_in_workers
 from optout_guard.types import Box, Face, ScanResult, Verdict
 
 SCHEMA_VERSION = 1
@@ -151,57 +151,22 @@ def walk_library(library: Path) -> Iterator[tuple[str, os.stat_result] | tuple[s
 
 
 # ---- the work done in (worker) processes ---------------------------------------------------------
-def _run_task(guard: Guard, kind: str, path: str, faces: str | None) -> ScanResult:
+def _audit_task(guard: Guard, path: str, kind: str, faces: str | None) -> ScanResult:
     if kind == "recheck":
         return guard.recheck(path, faces_from_json(faces))
     return guard.check(path)
 
 
-def _task_in_worker(kind: str, path: str, faces: str | None) -> ScanResult:
-    from optout_guard import pipeline
-
-    assert pipeline._worker_guard is not None
-    return _run_task(pipeline._worker_guard, kind, path, faces)
-
-
 def _results(guard: Guard, tasks: list[tuple[str, str, str | None]], workers: int) -> Iterator[tuple[tuple, ScanResult]]:
+    """(task, result) for every (kind, path, faces) task, in order, in this process or in workers."""
     if workers <= 1 or len(tasks) < 8:
-        for task in tasks:
-            yield task, _run_task(guard, *task)
+        for kind, path, faces in tasks:
+            yield (kind, path, faces), _audit_task(guard, path, kind, faces)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from optout_guard.pipeline import _init_worker
-
-    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    try:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(guard.settings,)) as pool:
-            pending: list = []
-            for task in tasks:
-                pending.append((task, pool.submit(_task_in_worker, *task)))
-                while len(pending) > 4 * workers:
-                    done_task, future = pending.pop(0)
-                    yield done_task, _safe(future, done_task)
-            for done_task, future in pending:
-                yield done_task, _safe(future, done_task)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _safe(future: Any, task: tuple) -> ScanResult:
-    try:
-        return future.result()
-    except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed for its photo
-        return ScanResult(
-            task[1], Verdict.REVIEW, (f"could not be checked (the checking process stopped: {type(exc).__name__})",)
-        )
+    jobs = (((kind, path, faces), (path, kind, faces)) for kind, path, faces in tasks)
+    for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
+        assert result is not None
+        yield task, result
 
 
 # ---- one audit run ---------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from optout_guard import annotate
 from optout_guard.config import Settings
@@ -201,45 +202,45 @@ def _init_worker(settings: Settings) -> None:
     _worker_guard = Guard(settings)
 
 
-def _check_in_worker(path: Path, annotate_dir: Path | None) -> ScanResult:
+def _call_in_worker(fn: Callable[..., ScanResult], args: tuple) -> ScanResult:
     assert _worker_guard is not None
-    return _worker_guard.check(path, annotate_dir)
+    return fn(_worker_guard, *args)
 
 
-def _check_in_processes(
-    settings: Settings, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None, workers: int
-) -> Iterator[ScanResult | Skipped]:
+def run_in_workers(
+    settings: Settings, workers: int, jobs: Iterable[tuple[Any, tuple | None]], fn: Callable[..., ScanResult]
+) -> Iterator[tuple[Any, ScanResult | None]]:
+    """Run ``fn(guard, *args)`` for each ``(key, args)`` job in ``workers`` processes, each holding
+    its own Guard (models loaded once per worker). Yields ``(key, result)`` in job order; a job with
+    ``args`` None is passed through with result None. ``args[0]`` is the photo's path: if the worker
+    dies on it, that photo becomes *review*, never *allow*."""
     import multiprocessing
     from collections import deque
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor
 
     # Workers inherit the environment when they start: one BLAS thread each, since the processes
     # already use every core (and 2 × N BLAS threads would only contend).
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    pending: deque[tuple[Path | Skipped | UnreadableFolder, Future[ScanResult] | None]] = deque()
     context = multiprocessing.get_context("spawn")  # fork after BLAS threads started can deadlock
+    pending: deque[tuple[Any, tuple | None, Any]] = deque()
     try:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
 
-            def drain(limit: int) -> Iterator[ScanResult | Skipped]:
+            def drain(limit: int) -> Iterator[tuple[Any, ScanResult | None]]:
                 while len(pending) > limit:
-                    item, future = pending.popleft()
-                    if isinstance(item, Skipped):
-                        yield item
-                    elif isinstance(item, UnreadableFolder):
-                        yield _unreadable_folder(item)
-                    else:
-                        assert future is not None
-                        try:
-                            yield future.result()
-                        except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
-                            why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
-                            yield ScanResult(str(item), Verdict.REVIEW, (why,))
+                    key, args, future = pending.popleft()
+                    if future is None:
+                        yield key, None
+                        continue
+                    try:
+                        yield key, future.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
+                        why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
+                        yield key, ScanResult(str(args[0]), Verdict.REVIEW, (why,))
 
-            for item in items:
-                future = pool.submit(_check_in_worker, item, annotate_dir) if isinstance(item, Path) else None
-                pending.append((item, future))
+            for key, args in jobs:
+                pending.append((key, args, None if args is None else pool.submit(_call_in_worker, fn, args)))
                 yield from drain(4 * workers)  # bounded look-ahead keeps memory flat on big folders
             yield from drain(0)
     finally:
@@ -248,3 +249,20 @@ def _check_in_processes(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None) -> ScanResult:
+    return guard.check(path, annotate_dir)
+
+
+def _check_in_processes(
+    settings: Settings, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None, workers: int
+) -> Iterator[ScanResult | Skipped]:
+    jobs = ((item, (item, annotate_dir) if isinstance(item, Path) else None) for item in items)
+    for item, result in run_in_workers(settings, workers, jobs, _check_photo):
+        if result is not None:
+            yield result
+        elif isinstance(item, UnreadableFolder):
+            yield _unreadable_folder(item)
+        else:
+            yield item
