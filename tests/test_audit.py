@@ -201,3 +201,39 @@ def test_report_renders_in_a_real_browser_without_network(tmp_path, data_dir):
     assert "opt-out" in heading
     assert len(loaded) >= 5 and all(loaded)
     assert all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file://")]
+
+
+def test_opt_in_embedding_cache_gives_the_same_verdicts_and_is_removed_when_off(tmp_path, data_dir):
+    import stat as stat_module
+
+    from optout_guard.audit import cache_path
+
+    library = tmp_path / "lib"
+    build_library(library, data_dir)
+    refs = {"hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in range(2, 6)]}
+    colin = {"colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 4)]}
+    plain = make_workspace(tmp_path / "plain", refs)
+    cached = make_workspace(tmp_path / "cached", refs)
+    run_audit(library, plain)
+    run_audit(library, cached, embedding_cache=True)
+    cache = cache_path(cached, library.resolve())
+    assert cache.exists() and stat_module.S_IMODE(cache.stat().st_mode) == 0o600
+
+    make_workspace(plain.workspace, colin)
+    make_workspace(cached.workspace, colin)
+    without = run_audit(library, plain)
+    from optout_guard import pipeline
+
+    loads = []
+    real_load = pipeline.load_image
+    pipeline.load_image = lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    try:
+        with_cache = run_audit(library, cached, embedding_cache=True)
+    finally:
+        pipeline.load_image = real_load
+    assert without.rechecked == with_cache.rechecked == 15
+    assert loads == []  # decided from the cache: not one photo was opened again
+    assert verdicts(plain, library) == verdicts(cached, library)
+
+    run_audit(library, cached)  # the cache was not asked for this time: it is deleted
+    assert not cache.exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -117,6 +118,7 @@ def _faces_json(result: ScanResult) -> str:
                 "student_id": m.student_id,
                 "distance": None if m.distance is None else round(m.distance, 4),
                 "reason": m.reason,
+                "judged": bool(m.candidates),  # False: too small/blurred, never embedded
             }
             for m in result.faces
         ]
@@ -151,22 +153,88 @@ def walk_library(library: Path) -> Iterator[tuple[str, os.stat_result] | tuple[s
 
 
 # ---- the work done in (worker) processes ---------------------------------------------------------
-def _audit_task(guard: Guard, path: str, kind: str, faces: str | None) -> ScanResult:
+def _audit_task(guard: Guard, path: str, kind: str, faces: str | None, keep: bool) -> ScanResult:
     if kind == "recheck":
-        return guard.recheck(path, faces_from_json(faces))
-    return guard.check(path)
+        return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep)
+    return guard.check(path, keep_embeddings=keep)
 
 
-def _results(guard: Guard, tasks: list[tuple[str, str, str | None]], workers: int) -> Iterator[tuple[tuple, ScanResult]]:
+def _results(
+    guard: Guard, tasks: list[tuple[str, str, str | None]], workers: int, keep: bool
+) -> Iterator[tuple[tuple, ScanResult]]:
     """(task, result) for every (kind, path, faces) task, in order, in this process or in workers."""
     if workers <= 1 or len(tasks) < 8:
         for kind, path, faces in tasks:
-            yield (kind, path, faces), _audit_task(guard, path, kind, faces)
+            yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep)
         return
-    jobs = (((kind, path, faces), (path, kind, faces)) for kind, path, faces in tasks)
+    jobs = (((kind, path, faces), (path, kind, faces, keep)) for kind, path, faces in tasks)
     for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
         assert result is not None
         yield task, result
+
+
+# ---- the opt-in embedding cache ----------------------------------------------------------------------
+def cache_path(settings: Settings, library: Path) -> Path:
+    state = state_path(settings, library)
+    return state.with_name(state.stem + "-embeddings.sqlite")
+
+
+class EmbeddingCache:
+    """Embeddings of every face in the library, so that a changed opt-out list is checked in seconds.
+
+    OFF by default, and deleted when an audit runs without it: it is biometric data about every
+    pictured student, not only opted-out ones. Same protection as the index: mode 0600 in the
+    private 0700 folder; entries of photos that left the library are deleted at the end of a run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        fresh = not path.exists()
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        if fresh:
+            os.chmod(path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA secure_delete=ON")  # deleted vectors are overwritten, not left in free pages
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT, face INTEGER, vector BLOB, PRIMARY KEY (sha256, face))")
+
+    def get(self, sha256: str) -> dict[int, np.ndarray]:
+        rows = self.db.execute("SELECT face, vector FROM vectors WHERE sha256=?", (sha256,))
+        return {face: np.frombuffer(blob, np.float32) for face, blob in rows}
+
+    def put(self, sha256: str, embeddings: tuple[np.ndarray | None, ...]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+            [(sha256, i, np.asarray(v, np.float32).tobytes()) for i, v in enumerate(embeddings) if v is not None],
+        )
+
+    def keep_only(self, shas: set[str]) -> None:
+        stale = [(s,) for (s,) in self.db.execute("SELECT DISTINCT sha256 FROM vectors") if s not in shas]
+        self.db.executemany("DELETE FROM vectors WHERE sha256=?", stale)
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def delete_cache(path: Path) -> bool:
+    removed = False
+    for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
+        if p.exists():
+            p.unlink()
+            removed = True
+    return removed
+
+
+def _from_cache(guard: Guard, name: str, faces_text: str, sha: str, cache: EmbeddingCache) -> ScanResult | None:
+    """Decide a photo again from cached embeddings; None when the cache does not cover it."""
+    stored = json.loads(faces_text)
+    vectors = cache.get(sha)
+    unjudged = {i: f.get("reason") or "face could not be judged" for i, f in enumerate(stored) if not f.get("judged", True)}
+    if any(i not in vectors for i in range(len(stored)) if i not in unjudged):
+        return None
+    faces = faces_from_json(faces_text)
+    embeddings = [vectors.get(i) for i in range(len(stored))]
+    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged)
+    return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha)
 
 
 # ---- one audit run ---------------------------------------------------------------------------------
@@ -176,6 +244,7 @@ def run_audit(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     guard: Guard | None = None,
+    embedding_cache: bool = False,
 ) -> AuditSummary:
     from filelock import FileLock, Timeout
 
@@ -191,9 +260,16 @@ def run_audit(
         lock.acquire(timeout=0)
     except Timeout:
         raise AuditBusy(f"another audit of {library} is running (lock {path}.lock); wait for it to finish") from None
+    cache = None
     try:
-        return _audit(library, settings, guard, gallery, _connect(path), workers, progress)
+        if embedding_cache:
+            cache = EmbeddingCache(cache_path(settings, library))
+        elif delete_cache(cache_path(settings, library)):
+            pass  # the cache was turned off: its biometric data goes with it
+        return _audit(library, settings, guard, gallery, _connect(path), workers, progress, cache)
     finally:
+        if cache is not None:
+            cache.close()
         lock.release()
 
 
@@ -205,6 +281,7 @@ def _audit(
     db: sqlite3.Connection,
     workers: int,
     progress: Callable[[int, int], None] | None,
+    cache: EmbeddingCache | None = None,
 ) -> AuditSummary:
     started = time.perf_counter()
     run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
@@ -215,6 +292,7 @@ def _audit(
 
     # 1. Walk: what is unchanged, what needs a re-decision, what needs a full check.
     tasks: list[tuple[str, str, str | None]] = []
+    ready: list[tuple[tuple, ScanResult]] = []  # decided from the embedding cache, no image read
     new_files: list[str] = []
     seen_unchanged: list[bytes] = []
     present: set[bytes] = set()
@@ -234,7 +312,11 @@ def _audit(
         elif row[2] == gallery:
             seen_unchanged.append(key)
         elif row[4] and row[4] != "[]":
-            tasks.append(("recheck", name, row[4]))
+            cached = _from_cache(guard, name, row[4], row[5], cache) if cache is not None and row[5] else None
+            if cached is not None:
+                ready.append((("recheck", name, row[4]), cached))
+            else:
+                tasks.append(("recheck", name, row[4]))
         else:
             # No faces (or an unreadable file): a changed gallery cannot change its verdict.
             seen_unchanged.append(key)
@@ -271,12 +353,12 @@ def _audit(
     db.execute("COMMIT")
 
     # 3. Check, committing as results arrive (a killed audit keeps everything committed so far).
-    total = len(tasks)
+    total = len(tasks) + len(ready)
     done = 0
     last_commit = time.monotonic()
     db.execute("BEGIN")
     try:
-        for (kind, name, _), result in _results(guard, tasks, workers):
+        for (kind, name, _), result in itertools.chain(ready, _results(guard, tasks, workers, cache is not None)):
             key = os.fsencode(name)
             before = known.get(key, (None,) * 7)[3]
             try:
@@ -303,6 +385,8 @@ def _audit(
             )  # fmt: skip
             if changed:
                 summary.changed.append((display_path(name), before, result.verdict.value))
+            if cache is not None and sha and result.embeddings is not None:
+                cache.put(sha, result.embeddings)
             if kind == "recheck":
                 summary.rechecked += 1
             else:
@@ -322,6 +406,8 @@ def _audit(
     summary.totals = {v.value: 0 for v in Verdict}
     for verdict, count in db.execute("SELECT verdict, COUNT(*) FROM files GROUP BY verdict"):
         summary.totals[verdict] = count
+    if cache is not None:
+        cache.keep_only({sha for (sha,) in db.execute("SELECT DISTINCT sha256 FROM files WHERE sha256 IS NOT NULL")})
     summary.seconds = time.perf_counter() - started
     record = {k: v for k, v in summary.__dict__.items() if k not in ("changed",)}
     record["changed"] = summary.changed[:1000]

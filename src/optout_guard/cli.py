@@ -388,6 +388,14 @@ def audit(
     library: Annotated[Path, typer.Argument(help="Top folder of the photo library.")],
     report: Annotated[Optional[Path], typer.Option("--report", help="Write index.html, audit.csv and audit.json here.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes [default: one per CPU core].")] = None,
+    embedding_cache: Annotated[
+        bool,
+        typer.Option(
+            "--embedding-cache",
+            help="Keep every face's embedding so that a changed opt-out list is re-checked in seconds. "
+            "Biometric data about every pictured student: off by default, deleted by a run without this flag.",
+        ),
+    ] = False,
 ) -> None:
     """Audit a photo library incrementally (only new, changed or affected photos are checked).
     Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
@@ -412,7 +420,7 @@ def audit(
                 rate = done / max(1e-6, time.monotonic() - started)
                 bar.update(task, completed=done, total=total, rate=f"{rate:.1f} photos/s")
 
-            summary = run_audit(library, settings, workers=count, progress=progress)
+            summary = run_audit(library, settings, workers=count, progress=progress, embedding_cache=embedding_cache)
     else:
         state = {"last": time.monotonic(), "started": time.monotonic()}
 
@@ -422,7 +430,7 @@ def audit(
                 log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, rate)
                 state["last"] = time.monotonic()
 
-        summary = run_audit(library, settings, workers=count, progress=progress)
+        summary = run_audit(library, settings, workers=count, progress=progress, embedding_cache=embedding_cache)
     totals = summary.totals
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optout_guard import annotate
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
@@ -97,18 +99,36 @@ class Guard:
             self._index, self._index_stamp = index, stamp
         return self._index
 
-    def check(self, path: Path | str, annotate_dir: Path | None = None) -> ScanResult:
+    def check(self, path: Path | str, annotate_dir: Path | None = None, keep_embeddings: bool = False) -> ScanResult:
         """Check one photo. Never raises for a bad photo: the problem becomes a *review* reason."""
-        return self._check(path, annotate_dir, known_faces=None)
+        return self._check(path, annotate_dir, None, keep_embeddings)
 
-    def recheck(self, path: Path | str, faces: list[Face]) -> ScanResult:
+    def recheck(self, path: Path | str, faces: list[Face], keep_embeddings: bool = False) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
         boxes and landmarks): the faces are re-embedded, detection is not run again."""
-        return self._check(path, None, known_faces=faces)
+        return self._check(path, None, faces, keep_embeddings)
 
-    def _check(self, path: Path | str, annotate_dir: Path | None, known_faces: list[Face] | None) -> ScanResult:
+    def decide(
+        self, faces: list[Face], embeddings: list[np.ndarray | None], unjudged: dict[int, str], notes: tuple[str, ...] = ()
+    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
+        """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``)."""
+        judged = [i for i in range(len(faces)) if i not in unjudged]
+        found = self.index.search(np.stack([embeddings[i] for i in judged])) if judged else []
+        matches: list[FaceMatch] = []
+        for i, face in enumerate(faces):
+            if i in unjudged:
+                matches.append(FaceMatch(face, Decision.REVIEW, (), unjudged[i]))
+            else:
+                matches.append(decide_face(face, found[judged.index(i)], self.settings))
+        matches = one_face_per_student(matches)
+        verdict, reasons = photo_verdict(matches, notes)
+        return matches, verdict, reasons
+
+    def _check(
+        self, path: Path | str, annotate_dir: Path | None, known_faces: list[Face] | None, keep_embeddings: bool
+    ) -> ScanResult:
         started = time.perf_counter()
-        index = self.index  # an unusable index is a setup error for the whole run, so it raises
+        _ = self.index  # an unusable index is a setup error for the whole run, so it raises
         try:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
@@ -122,16 +142,10 @@ class Guard:
         try:
             faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
             embedded = embed_faces(image, faces, self.settings, self.models)
-            found = index.search(embedded.vectors)
-            matches: list[FaceMatch] = []
-            for i, face in enumerate(faces):
-                if i in embedded.unjudged:
-                    matches.append(FaceMatch(face, Decision.REVIEW, (), embedded.unjudged[i]))
-                else:
-                    candidates = found[embedded.judged.index(i)]
-                    matches.append(decide_face(face, candidates, self.settings))
-            matches = one_face_per_student(matches)
-            verdict, reasons = photo_verdict(matches, image.notes)
+            per_face: list[np.ndarray | None] = [None] * len(faces)
+            for row, i in enumerate(embedded.judged):
+                per_face[i] = embedded.vectors[row]
+            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes)
         except Exception as exc:  # noqa: BLE001 - fail closed: an unexpected error is a review
             return ScanResult(
                 str(path),
@@ -159,6 +173,7 @@ class Guard:
             pages=len(image.pages),
             seconds=time.perf_counter() - started,
             annotated_path=annotated,
+            embeddings=tuple(per_face) if keep_embeddings else None,
         )
 
     def check_many(

@@ -127,7 +127,9 @@ class ScanResult:
     pages: int = 1
     seconds: float = 0.0
     annotated_path: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # One 128-d embedding per face (None where a face was not judged), only when the caller asked
+    # for them (the audit's opt-in cache). Never written to any output, log or report.
+    embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)
 
     @property
     def blocked_students(self) -> tuple[str, ...]:
