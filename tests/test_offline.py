@@ -1,4 +1,5 @@
-"""Nothing leaves the machine: enroll and check run with every network call refused in-process."""
+"""Nothing leaves the machine: enroll, check, watch --once and audit run with every network call
+refused in-process."""
 
 from __future__ import annotations
 
@@ -60,4 +61,19 @@ def test_enroll_and_check_make_no_network_calls(tmp_path, samples, no_network):
         catch_exceptions=False,
     )
     assert checked.exit_code == 1, checked.output  # Grace Hopper blocked against her own reference
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(samples["astronaut"], inbox / "visitor.png")
+    watched = runner.invoke(app, ["--workspace", str(tmp_path), "watch", str(inbox), "--once", "--settle", "0.1"])
+    assert watched.exit_code == 0, watched.output
+    assert (inbox / "allowed" / "visitor.png").exists()
+
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(samples["grace_hopper"], library / "a.jpg")
+    audited = runner.invoke(
+        app, ["--workspace", str(tmp_path), "audit", str(library), "--workers", "1", "--report", str(tmp_path / "r")]
+    )
+    assert audited.exit_code == 1, audited.output
     assert no_network == []
