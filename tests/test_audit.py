@@ -194,6 +194,9 @@ def test_report_renders_in_a_real_browser_without_network(tmp_path, data_dir):
         page.on("request", lambda r: requests.append(r.url))
         page.goto((report / "index.html").as_uri())
         page.wait_for_load_state("load")
+        for image in page.query_selector_all("img"):  # thumbnails load lazily: bring each into view
+            image.scroll_into_view_if_needed()
+        page.wait_for_function("[...document.images].every(i => i.complete)", timeout=10_000)
         loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
         heading = page.inner_text("h1")
         page.screenshot(path=str(report / "screenshot.png"), full_page=True)
