@@ -10,7 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from optout_guard.types import Decision, FaceMatch, LoadedImage
 
@@ -91,3 +92,50 @@ def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, wi
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, format="JPEG", quality=85)
     return path
+
+
+REDACT_MARGIN = 0.35  # grow each face box by this much on every side: hair, ears and chin go too
+REDACT_BLOCKS = 6  # the face becomes a 6×6 mosaic before blurring: nothing left to recognise or sharpen
+
+
+def redact_page(image: LoadedImage, page: int, matches: list[FaceMatch], decisions: set[Decision]) -> Image.Image:
+    """The page with every face whose decision is in ``decisions`` pixelated and blurred."""
+    pixels = np.array(image.pages[page])
+    height, width = pixels.shape[:2]
+    for match in matches:
+        if match.face.page != page or match.decision not in decisions:
+            continue
+        box = match.face.box.scaled(1.0 / image.scale)
+        grow_w, grow_h = box.w * REDACT_MARGIN, box.h * REDACT_MARGIN
+        x0, y0 = max(0, int(box.x - grow_w)), max(0, int(box.y - grow_h * 1.3))
+        x1, y1 = min(width, int(box.right + grow_w)), min(height, int(box.bottom + grow_h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        region = Image.fromarray(pixels[y0:y1, x0:x1])
+        mosaic = region.resize((REDACT_BLOCKS, REDACT_BLOCKS), Image.Resampling.BOX).resize(region.size, Image.Resampling.NEAREST)
+        radius = max(2, (x1 - x0) // REDACT_BLOCKS)
+        pixels[y0:y1, x0:x1] = np.asarray(mosaic.filter(ImageFilter.GaussianBlur(radius)))
+    return Image.fromarray(pixels)
+
+
+def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path, include_review: bool = False) -> Path:
+    """A copy fit to post: blocked faces (and, if asked, faces under review) made unrecognisable;
+    JPEG with no metadata at all (no EXIF, GPS, XMP or embedded thumbnail). One file per page."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    decisions = {Decision.BLOCK, Decision.REVIEW} if include_review else {Decision.BLOCK}
+    written: list[Path] = []
+    for page in range(len(image.pages)):
+        stem = Path(marked_copy_name(image, page, len(image.pages))).stem
+        target = out_dir / f"{stem}.redacted.jpg"
+        fd, tmp = tempfile.mkstemp(prefix=".redacted-", suffix=".jpg", dir=out_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                redact_page(image, page, matches, decisions).save(fh, format="JPEG", quality=90)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written[0]

@@ -139,9 +139,13 @@ def check(
     ] = None,
     detector: Annotated[Optional[str], typer.Option(help="Face detector: centerface or hog (overrides config).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes for folders [default: one per CPU core].")] = None,
+    redact: Annotated[
+        Optional[Path], typer.Option("--redact", help="Write a copy fit to post: blocked faces blurred, all metadata removed.")
+    ] = None,
+    redact_review: Annotated[bool, typer.Option("--redact-review", help="With --redact: blur faces under review too.")] = False,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
-    from optout_guard.pipeline import Guard, Skipped, collect_photos
+    from optout_guard.pipeline import Guard, Redaction, Skipped, collect_photos
     from optout_guard.report import batch_document
 
     settings = _settings(ctx, block_distance=block_distance, review_distance=review_distance, detector=detector, workers=workers)
@@ -149,11 +153,12 @@ def check(
     _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
-    items = list(collect_photos(paths, exclude=[annotate] if annotate else []))
+    items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
+    redaction = Redaction(redact, redact_review) if redact is not None else None
     photos = sum(isinstance(i, Path) for i in items)
     with _progress("photos") as progress:
         task = progress.add_task("Checking", total=len(items))
-        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos)):
+        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos), redact=redaction):
             if isinstance(item, Skipped):
                 skipped.append((item.path, item.reason))
             else:
@@ -164,6 +169,9 @@ def check(
         sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")
     else:
         _print_table(results, skipped, annotate)
+        if redact is not None:
+            also = ", and faces under review" if redact_review else ""
+            out.print(f"Copies fit to post (blocked faces blurred{also}): {redact}")
     if not results and not skipped:
         err.print("[yellow]No photos found in the given paths.[/]")
     raise typer.Exit(exit_code(results))

@@ -34,6 +34,14 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Redaction:
+    """Where to write postable copies, and whether faces under review are blurred too."""
+
+    folder: Path
+    include_review: bool = False
+
+
+@dataclass(frozen=True)
 class UnreadableFolder:
     path: str
     reason: str
@@ -99,14 +107,20 @@ class Guard:
             self._index, self._index_stamp = index, stamp
         return self._index
 
-    def check(self, path: Path | str, annotate_dir: Path | None = None, keep_embeddings: bool = False) -> ScanResult:
+    def check(
+        self,
+        path: Path | str,
+        annotate_dir: Path | None = None,
+        keep_embeddings: bool = False,
+        redact: Redaction | None = None,
+    ) -> ScanResult:
         """Check one photo. Never raises for a bad photo: the problem becomes a *review* reason."""
-        return self._check(path, annotate_dir, None, keep_embeddings)
+        return self._check(path, annotate_dir, None, keep_embeddings, redact)
 
     def recheck(self, path: Path | str, faces: list[Face], keep_embeddings: bool = False) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
         boxes and landmarks): the faces are re-embedded, detection is not run again."""
-        return self._check(path, None, faces, keep_embeddings)
+        return self._check(path, None, faces, keep_embeddings, None)
 
     def decide(
         self, faces: list[Face], embeddings: list[np.ndarray | None], unjudged: dict[int, str], notes: tuple[str, ...] = ()
@@ -125,7 +139,12 @@ class Guard:
         return matches, verdict, reasons
 
     def _check(
-        self, path: Path | str, annotate_dir: Path | None, known_faces: list[Face] | None, keep_embeddings: bool
+        self,
+        path: Path | str,
+        annotate_dir: Path | None,
+        known_faces: list[Face] | None,
+        keep_embeddings: bool,
+        redact: Redaction | None,
     ) -> ScanResult:
         started = time.perf_counter()
         _ = self.index  # an unusable index is a setup error for the whole run, so it raises
@@ -155,14 +174,16 @@ class Guard:
                 size=image.size,
                 seconds=time.perf_counter() - started,
             )
-        annotated = None
-        if annotate_dir is not None:
-            try:
+        annotated = redacted = None
+        try:
+            if annotate_dir is not None:
                 annotated = str(annotate.write_marked_copy(image, matches, annotate_dir))
-            except OSError as exc:
-                reasons = (*reasons, f"the marked-up copy could not be written ({exc})")
-                if verdict is Verdict.ALLOW:
-                    verdict = Verdict.REVIEW
+            if redact is not None:
+                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, redact.include_review))
+        except OSError as exc:
+            reasons = (*reasons, f"a copy could not be written ({exc})")
+            if verdict is Verdict.ALLOW:
+                verdict = Verdict.REVIEW
         return ScanResult(
             path=str(path),
             verdict=verdict,
@@ -173,23 +194,28 @@ class Guard:
             pages=len(image.pages),
             seconds=time.perf_counter() - started,
             annotated_path=annotated,
+            redacted_path=redacted,
             embeddings=tuple(per_face) if keep_embeddings else None,
         )
 
     def check_many(
-        self, paths: Iterable[Path | str], annotate_dir: Path | None = None, workers: int = 1
+        self, paths: Iterable[Path | str], annotate_dir: Path | None = None, workers: int = 1, redact: Redaction | None = None
     ) -> Iterator[ScanResult | Skipped]:
         """Check everything under ``paths``, in order. With ``workers`` > 1 photos are checked in
         that many processes (each loads the models once); results still come back in order."""
-        exclude = [annotate_dir] if annotate_dir is not None else []
-        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers)
+        exclude = [p for p in (annotate_dir, redact.folder if redact else None) if p is not None]
+        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers, redact)
 
     def check_items(
-        self, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None = None, workers: int = 1
+        self,
+        items: Iterable[Path | Skipped | UnreadableFolder],
+        annotate_dir: Path | None = None,
+        workers: int = 1,
+        redact: Redaction | None = None,
     ) -> Iterator[ScanResult | Skipped]:
         """Check what :func:`collect_photos` found (see :meth:`check_many`)."""
         if workers > 1:
-            yield from _check_in_processes(self.settings, items, annotate_dir, workers)
+            yield from _check_in_processes(self.settings, items, annotate_dir, workers, redact)
             return
         for item in items:
             if isinstance(item, Skipped):
@@ -197,7 +223,7 @@ class Guard:
             elif isinstance(item, UnreadableFolder):
                 yield _unreadable_folder(item)
             else:
-                yield self.check(item, annotate_dir)
+                yield self.check(item, annotate_dir, redact=redact)
 
 
 def _unreadable_folder(item: UnreadableFolder) -> ScanResult:
@@ -266,14 +292,18 @@ def run_in_workers(
                 os.environ[key] = value
 
 
-def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None) -> ScanResult:
-    return guard.check(path, annotate_dir)
+def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None, redact: Redaction | None) -> ScanResult:
+    return guard.check(path, annotate_dir, redact=redact)
 
 
 def _check_in_processes(
-    settings: Settings, items: Iterable[Path | Skipped | UnreadableFolder], annotate_dir: Path | None, workers: int
+    settings: Settings,
+    items: Iterable[Path | Skipped | UnreadableFolder],
+    annotate_dir: Path | None,
+    workers: int,
+    redact: Redaction | None,
 ) -> Iterator[ScanResult | Skipped]:
-    jobs = ((item, (item, annotate_dir) if isinstance(item, Path) else None) for item in items)
+    jobs = ((item, (item, annotate_dir, redact) if isinstance(item, Path) else None) for item in items)
     for item, result in run_in_workers(settings, workers, jobs, _check_photo):
         if result is not None:
             yield result

@@ -41,6 +41,7 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "pages": result.pages,
         "faces": [face_to_dict(m) for m in result.faces],
         "annotated": result.annotated_path,
+        "redacted": result.redacted_path,
         "seconds": round(result.seconds, 3),
     }
 
