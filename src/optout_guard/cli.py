@@ -145,6 +145,7 @@ def check(
     redact_review: Annotated[bool, typer.Option("--redact-review", help="With --redact: blur faces under review too.")] = False,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
+    from optout_guard.activity_log import ActivityLog, photo_details
     from optout_guard.pipeline import Guard, Redaction, Skipped, collect_photos
     from optout_guard.report import batch_document
 
@@ -165,6 +166,7 @@ def check(
                 results.append(item)
             progress.advance(task)
 
+    ActivityLog(settings).record("check", photos=[photo_details(r) for r in results])
     if as_json:
         sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")
     else:
@@ -222,6 +224,7 @@ def enroll(
     as_json: Annotated[bool, typer.Option("--json", help="Print the enrollment report as JSON.")] = False,
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
+    from optout_guard.activity_log import ActivityLog
     from optout_guard.enroll import enroll_folder
     from optout_guard.models import get_models
 
@@ -232,6 +235,14 @@ def enroll(
         task = progress.add_task("Enrolling", total=None)
         report = enroll_folder(root, index, settings, get_models(), progress=lambda _p: progress.advance(task))
     index.save(settings.index_file)
+    ActivityLog(settings).record(
+        "enroll",
+        students=report.students,
+        added={s: sum(1 for sid, _ in report.added if sid == s) for s in sorted({sid for sid, _ in report.added})},
+        rejected=len(report.rejected),
+        removed=len(report.removed),
+        not_protected=report.not_protected,
+    )
     if as_json:
         doc = {
             "schema_version": 1,
@@ -313,6 +324,7 @@ def remove(
     """Remove a student's face templates from the index (and, if asked, their reference photos)."""
     import shutil
 
+    from optout_guard.activity_log import ActivityLog
     from optout_guard.enroll import is_valid_student_id
     from optout_guard.index import FaceIndex
     from optout_guard.models import embedding_fingerprint
@@ -325,11 +337,14 @@ def remove(
     known = student_id in index.students
     removed = index.remove_student(student_id)
     index.save(settings.index_file)
+    folder = settings.enrollments / student_id
+    ActivityLog(settings).record(
+        "remove", student_id=student_id, templates_deleted=removed, photos_deleted=bool(delete_photos and folder.is_dir())
+    )
     if not known:
         err.print(f"[yellow]{student_id} was not in the index; nothing removed.[/]")
     else:
         out.print(f"Removed {student_id}: {removed} face template(s) deleted from {settings.index_file}.")
-    folder = settings.enrollments / student_id
     if delete_photos and folder.is_dir():
         shutil.rmtree(folder)
         out.print(f"Deleted reference photos in {folder}.")
@@ -358,6 +373,7 @@ def watch(
     import signal
     import threading
 
+    from optout_guard.activity_log import ActivityLog
     from optout_guard.pipeline import Guard
     from optout_guard.watch import CheckFolder, folder_lock
 
@@ -370,7 +386,7 @@ def watch(
     _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
     lock = folder_lock(folder)
     try:
-        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive)
+        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings))
         if once:
             checker.run_once()
         else:
@@ -410,6 +426,7 @@ def audit(
     import logging
     import time
 
+    from optout_guard.activity_log import ActivityLog
     from optout_guard.audit import changes_since_last_audit, library_rows, report_thumbnail, run_audit
 
     settings = _settings(ctx, workers=workers)
@@ -440,6 +457,17 @@ def audit(
 
         summary = run_audit(library, settings, workers=count, progress=progress, embedding_cache=embedding_cache)
     totals = summary.totals
+    ActivityLog(settings).record(
+        "audit",
+        checked=summary.checked,
+        rechecked=summary.rechecked,
+        unchanged=summary.unchanged,
+        moved=summary.moved,
+        deleted=len(summary.deleted),
+        verdicts_changed=len(summary.changed),
+        totals=totals,
+        embedding_cache=embedding_cache,
+    )
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
@@ -458,6 +486,47 @@ def audit(
     if totals.get("block"):
         raise typer.Exit(EXIT_BLOCK)
     raise typer.Exit(EXIT_REVIEW if totals.get("review") else EXIT_ALLOW)
+
+
+# ---- activity log ------------------------------------------------------------------------------
+log_app = typer.Typer(help="The activity log: who ran what, when, with what result (hash-chained).", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("verify")
+@_user_errors
+def log_verify(ctx: typer.Context) -> None:
+    """Check that no line of the activity log was changed, removed or inserted. Exit 3 if one was."""
+    from optout_guard.activity_log import log_path, verify
+
+    settings = _settings(ctx.parent)
+    result = verify(settings)
+    if result.problem:
+        err.print(f"[bold red]The activity log {log_path(settings)} was tampered with:[/] {result.problem}.")
+        raise typer.Exit(EXIT_REVIEW)
+    out.print(f"The activity log {log_path(settings)} is intact ({result.entries} entries).")
+
+
+@log_app.command("show")
+@_user_errors
+def log_show(
+    ctx: typer.Context,
+    tail: Annotated[int, typer.Option(help="Show only the last N entries.")] = 20,
+) -> None:
+    """Show the latest entries of the activity log."""
+    from collections import deque
+
+    from optout_guard.activity_log import log_path
+
+    path = log_path(_settings(ctx.parent))
+    if not path.exists():
+        out.print("The activity log is empty.")
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in deque(fh, maxlen=tail):
+            entry = json.loads(line)
+            who = f"{entry['user']}@{entry['host']}"
+            out.print(f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}")
 
 
 # ---- demo ----------------------------------------------------------------------------------

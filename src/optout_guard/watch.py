@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from optout_guard.errors import OptoutGuardError
 from optout_guard.images import looks_like_image
@@ -83,12 +84,14 @@ class CheckFolder:
         settle: float = 2.0,
         recursive: bool = False,
         arrival_grace: float = 30.0,
+        activity: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.folder = Path(folder).resolve()
         self.guard = guard
         self.settle = settle
         self.arrival_grace = arrival_grace
+        self.activity = activity  # an ActivityLog: every filed photo is recorded there
         self.recursive = recursive
         self.clock = clock
         self.stats = WatchStats()
@@ -197,6 +200,10 @@ class CheckFolder:
             self._seen.pop(path, None)
         self._not_photos.pop(path.name, None)
         self.stats.processed[result.verdict.value] += 1
+        if self.activity is not None:
+            from optout_guard.activity_log import photo_details
+
+            self.activity.record("watch", **photo_details(result))
         log.info("%s: %s (%s)", path.name, result.verdict.value.upper(), "; ".join(result.reasons))
         return True
 
