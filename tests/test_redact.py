@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -70,3 +73,29 @@ def test_redaction_on_real_photos(lfw_guard, data_dir, tmp_path):
         again = lfw_guard.check(result.redacted_path)
         assert again.verdict is not Verdict.BLOCK, (photo, again.reasons)
         assert not [m for m in again.faces if m.candidates and m.distance <= lfw_guard.settings.review_distance]
+
+
+def test_detection_only_mode_uses_no_templates_and_blurs_every_face(tmp_path, samples):
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+    from optout_guard.config import load_settings
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    canvas = Image.new("RGB", (1000, 500), (200, 200, 200))
+    canvas.paste(Image.open(samples["grace_hopper"]).convert("RGB").resize((300, 352)), (50, 70))
+    canvas.paste(Image.open(samples["astronaut"]).convert("RGB").crop((100, 0, 400, 300)), (600, 100))
+    canvas.save(photos / "two.jpg", quality=92)
+    shutil.copy(samples["coffee"], photos / "coffee.png")
+    runner = CliRunner()
+    base = ["--workspace", str(tmp_path), "check", "--no-recognition", "--json"]
+    result = runner.invoke(app, [*base, "--redact", str(tmp_path / "post"), str(photos)])
+    assert result.exit_code == 3, result.output  # faces found: a person decides
+    doc = json.loads(result.stdout)
+    by_name = {p["path"].split("/")[-1]: p for p in doc["photos"]}
+    assert by_name["two.jpg"]["reasons"] == ["2 faces found (detection-only mode: no recognition)"]
+    assert by_name["coffee.png"]["verdict"] == "allow"
+    assert not load_settings(tmp_path, environ={}).index_file.exists()  # no templates anywhere
+    again = runner.invoke(app, [*base, by_name["two.jpg"]["redacted"]])
+    assert json.loads(again.stdout)["photos"][0]["faces"] == []  # both faces blurred beyond detection

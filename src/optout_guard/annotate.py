@@ -25,6 +25,8 @@ def _label(match: FaceMatch) -> str:
     if match.decision is Decision.REVIEW:
         if match.candidates:
             return f"REVIEW {match.student_id}?"
+        if "detection-only" in match.reason:
+            return "FACE"
         return "REVIEW: too small" if "too small" in match.reason else "REVIEW: unclear"
     return ""
 

@@ -143,15 +143,27 @@ def check(
         Optional[Path], typer.Option("--redact", help="Write a copy fit to post: blocked faces blurred, all metadata removed.")
     ] = None,
     redact_review: Annotated[bool, typer.Option("--redact-review", help="With --redact: blur faces under review too.")] = False,
+    no_recognition: Annotated[
+        bool,
+        typer.Option("--no-recognition", help="Detection only: no face templates used; every face is flagged (and blurred)."),
+    ] = False,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
     from optout_guard.activity_log import ActivityLog, photo_details
     from optout_guard.pipeline import Guard, Redaction, Skipped, collect_photos
     from optout_guard.report import batch_document
 
-    settings = _settings(ctx, block_distance=block_distance, review_distance=review_distance, detector=detector, workers=workers)
+    settings = _settings(
+        ctx,
+        block_distance=block_distance,
+        review_distance=review_distance,
+        detector=detector,
+        workers=workers,
+        recognition=False if no_recognition else None,
+    )
     guard = Guard(settings)
-    _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
+    if settings.recognition:
+        _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
@@ -367,6 +379,7 @@ def watch(
     recursive: Annotated[bool, typer.Option("--recursive", help="Also watch sub-folders.")] = False,
     settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is read.")] = 2.0,
     rescan: Annotated[float, typer.Option(help="Seconds between full rescans (the safety net for missed events).")] = 60.0,
+    no_recognition: Annotated[bool, typer.Option("--no-recognition", help="Detection only: every face is flagged.")] = False,
 ) -> None:
     """Watch a folder: each photo dropped in is moved to allowed/, blocked/ or review/ with a note and a marked-up copy."""
     import logging
@@ -381,9 +394,10 @@ def watch(
         err.print(f"[bold red]error:[/] {folder} is not a folder; create it or give the right path")
         raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = _settings(ctx)
+    settings = _settings(ctx, recognition=False if no_recognition else None)
     guard = Guard(settings)
-    _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
+    if settings.recognition:
+        _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
     lock = folder_lock(folder)
     try:
         checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings))
@@ -430,6 +444,9 @@ def audit(
     from optout_guard.audit import changes_since_last_audit, library_rows, report_thumbnail, run_audit
 
     settings = _settings(ctx, workers=workers)
+    if not settings.recognition:
+        err.print("[bold red]error:[/] the audit searches for enrolled students; it does not run in detection-only mode")
+        raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("optout_guard.audit")
     count = settings.worker_count(1000)

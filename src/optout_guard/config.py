@@ -49,6 +49,9 @@ class Settings:
     max_pages: int = 50
     # Processes for checking folders; 0 = one per CPU core. Small batches always use one.
     workers: int = 0
+    # False = detection-only mode: no face templates at all, every face found is flagged for a
+    # person (and blurred in --redact copies). For states that restrict facial recognition.
+    recognition: bool = True
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None
@@ -95,6 +98,13 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if "Path" in str(kind):
             return Path(str(value)).expanduser()
+        if kind in ("bool", bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError("not true or false")
+            return text in ("1", "true", "yes", "on")
         if kind in ("float", float):
             return float(value)
         if kind in ("int", int):

@@ -97,11 +97,14 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     close = [m for m in matches if m.decision is Decision.REVIEW and m.candidates]
     reasons.extend(m.reason for m in close)
     small = sum(1 for m in unjudged if "too small" in m.reason)
-    blurred = len(unjudged) - small
+    flagged = sum(1 for m in unjudged if "detection-only" in m.reason)
+    blurred = len(unjudged) - small - flagged
     if small:
         reasons.append(f"{small} face{'s' if small > 1 else ''} too small to check")
     if blurred:
         reasons.append(f"{blurred} face{'s' if blurred > 1 else ''} too blurred to check")
+    if flagged:
+        reasons.append(f"{flagged} face{'s' if flagged > 1 else ''} found (detection-only mode: no recognition)")
     reasons.extend(notes)
     if blocked:
         return Verdict.BLOCK, tuple(reasons)

@@ -24,13 +24,16 @@ from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex
 from optout_guard.matching import decide_face, one_face_per_student, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.types import Decision, Face, FaceMatch, ScanResult, Verdict
+from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
 
 
 @dataclass(frozen=True)
 class Skipped:
     path: str
     reason: str
+
+
+DETECTION_ONLY = "face found (detection-only mode: no recognition; a person decides, or post it blurred)"
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ class Guard:
         redact: Redaction | None,
     ) -> ScanResult:
         started = time.perf_counter()
-        _ = self.index  # an unusable index is a setup error for the whole run, so it raises
+        if self.settings.recognition:
+            _ = self.index  # an unusable index is a setup error for the whole run, so it raises
         try:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
@@ -160,6 +164,10 @@ class Guard:
             )
         try:
             faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
+            if not self.settings.recognition:  # detection only: nothing is embedded or compared
+                matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
+                verdict, reasons = photo_verdict(matches, image.notes)
+                return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
             embedded = embed_faces(image, faces, self.settings, self.models)
             per_face: list[np.ndarray | None] = [None] * len(faces)
             for row, i in enumerate(embedded.judged):
@@ -174,12 +182,30 @@ class Guard:
                 size=image.size,
                 seconds=time.perf_counter() - started,
             )
+        return self._finish(
+            path, image, matches, verdict, reasons, started, annotate_dir, redact, tuple(per_face) if keep_embeddings else None
+        )
+
+    def _finish(
+        self,
+        path: Path | str,
+        image: LoadedImage,
+        matches: list[FaceMatch],
+        verdict: Verdict,
+        reasons: tuple[str, ...],
+        started: float,
+        annotate_dir: Path | None,
+        redact: Redaction | None,
+        embeddings: tuple[np.ndarray | None, ...] | None,
+    ) -> ScanResult:
+        """Write the requested copies and assemble the result."""
         annotated = redacted = None
         try:
             if annotate_dir is not None:
                 annotated = str(annotate.write_marked_copy(image, matches, annotate_dir))
             if redact is not None:
-                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, redact.include_review))
+                include_review = redact.include_review or not self.settings.recognition
+                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, include_review))
         except OSError as exc:
             reasons = (*reasons, f"a copy could not be written ({exc})")
             if verdict is Verdict.ALLOW:
@@ -195,7 +221,7 @@ class Guard:
             seconds=time.perf_counter() - started,
             annotated_path=annotated,
             redacted_path=redacted,
-            embeddings=tuple(per_face) if keep_embeddings else None,
+            embeddings=embeddings,
         )
 
     def check_many(
