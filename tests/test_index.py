@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 
@@ -90,3 +91,61 @@ def test_removed_student_leaves_no_template_bytes(tmp_path):
     back = FaceIndex.load(path, FP)
     assert "s1" not in back.student_ids() and all(t.student_id != "s1" for t in back.templates)
     assert all(c.student_id != "s1" for cands in back.search(gone) for c in cands)
+
+
+def test_encrypted_index_round_trip_and_tamper_refusal(tmp_path):
+    from optout_guard.index import new_key
+
+    key = base64.b64decode(new_key())
+    path = tmp_path / "index.npz"
+    index = filled()
+    index.save(path, key)
+    raw = path.read_bytes()
+    assert raw.startswith(b"OPTOUT-GUARD-INDEX-AESGCM-1") and index.embeddings[0].tobytes() not in raw
+    back = FaceIndex.load(path, FP, key)
+    np.testing.assert_array_equal(back.embeddings, index.embeddings)
+
+    with pytest.raises(IndexUnusable, match="is encrypted"):
+        FaceIndex.load(path, FP)  # no key
+    with pytest.raises(IndexUnusable, match="tampered with, or the key is wrong"):
+        FaceIndex.load(path, FP, bytes(32))  # wrong key
+    flipped = bytearray(raw)
+    flipped[len(flipped) // 2] ^= 0x01  # one bit changed anywhere
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(IndexUnusable, match="tampered with"):
+        FaceIndex.load(path, FP, key)
+    filled().save(path)  # a plain index swapped in where an encrypted one belongs
+    with pytest.raises(IndexUnusable, match="not encrypted although a key is configured"):
+        FaceIndex.load(path, FP, key)
+
+
+def test_key_from_file_never_beside_the_index_and_cli_workflow(tmp_path, samples):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+    from optout_guard.config import load_settings
+    from optout_guard.errors import ConfigError
+    from optout_guard.index import index_key
+
+    runner = CliRunner()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert runner.invoke(app, ["key", "new", str(keys / "index.key")]).exit_code == 0
+    assert stat.S_IMODE((keys / "index.key").stat().st_mode) == 0o600
+    assert runner.invoke(app, ["key", "new", str(keys / "index.key")]).exit_code == 2  # never overwritten
+    ws = tmp_path / "ws"
+    (ws / "enrollments" / "S1").mkdir(parents=True)
+    shutil.copy(samples["grace_hopper"], ws / "enrollments" / "S1" / "a.jpg")
+    (ws / "config.toml").write_text(f'index_key_file = "{keys / "index.key"}"\n')
+    assert runner.invoke(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    settings = load_settings(ws, environ={})
+    assert settings.index_file.read_bytes().startswith(b"OPTOUT-GUARD-INDEX-AESGCM-1")
+    checked = runner.invoke(app, ["--workspace", str(ws), "check", str(samples["grace_hopper"])])
+    assert checked.exit_code == 1, checked.output  # the encrypted index is used transparently
+
+    (ws / ".optout-guard" / "stray.key").write_text((keys / "index.key").read_text())
+    (ws / "config.toml").write_text('index_key_file = ".optout-guard/stray.key"\n')
+    with pytest.raises(ConfigError, match="must not be kept beside the index"):
+        index_key(load_settings(ws, environ={}))

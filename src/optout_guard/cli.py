@@ -213,13 +213,13 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
 
 # ---- gallery -------------------------------------------------------------------------------
 def _open_index(settings: Settings, rebuild: bool = False):  # noqa: ANN202 - FaceIndex
-    from optout_guard.index import FaceIndex
+    from optout_guard.index import FaceIndex, open_index
     from optout_guard.models import embedding_fingerprint
 
     fingerprint = embedding_fingerprint()
     if rebuild or not settings.index_file.exists():
         return FaceIndex(fingerprint)
-    return FaceIndex.load(settings.index_file, fingerprint)
+    return open_index(settings)
 
 
 @app.command()
@@ -238,6 +238,7 @@ def enroll(
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
     from optout_guard.activity_log import ActivityLog
     from optout_guard.enroll import enroll_folder
+    from optout_guard.index import save_index
     from optout_guard.models import get_models
 
     settings = _settings(ctx)
@@ -246,7 +247,7 @@ def enroll(
     with _progress("photos") as progress:
         task = progress.add_task("Enrolling", total=None)
         report = enroll_folder(root, index, settings, get_models(), progress=lambda _p: progress.advance(task))
-    index.save(settings.index_file)
+    save_index(index, settings)
     ActivityLog(settings).record(
         "enroll",
         students=report.students,
@@ -292,11 +293,10 @@ def people(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
     """List enrolled students, how many reference photos each has, and who is not protected."""
-    from optout_guard.index import FaceIndex
-    from optout_guard.models import embedding_fingerprint
+    from optout_guard.index import open_index
 
     settings = _settings(ctx)
-    index = FaceIndex.load(settings.index_file, embedding_fingerprint())
+    index = open_index(settings)
     rows = []
     for sid in index.student_ids():
         refs = [t for t in index.templates if t.student_id == sid]
@@ -338,17 +338,16 @@ def remove(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.enroll import is_valid_student_id
-    from optout_guard.index import FaceIndex
-    from optout_guard.models import embedding_fingerprint
+    from optout_guard.index import open_index, save_index
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
         err.print(f"[bold red]error:[/] {student_id!r} is not a valid student id")
         raise typer.Exit(EXIT_USAGE)
-    index = FaceIndex.load(settings.index_file, embedding_fingerprint())
+    index = open_index(settings)
     known = student_id in index.students
     removed = index.remove_student(student_id)
-    index.save(settings.index_file)
+    save_index(index, settings)
     folder = settings.enrollments / student_id
     ActivityLog(settings).record(
         "remove", student_id=student_id, templates_deleted=removed, photos_deleted=bool(delete_photos and folder.is_dir())
@@ -544,6 +543,28 @@ def log_show(
             entry = json.loads(line)
             who = f"{entry['user']}@{entry['host']}"
             out.print(f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}")
+
+
+# ---- index key -----------------------------------------------------------------------------------
+key_app = typer.Typer(help="Encryption of the face index at rest.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("new")
+@_user_errors
+def key_new(path: Annotated[Path, typer.Argument(help="Where to write the new key (not beside the index).")]) -> None:
+    """Write a new random 256-bit key (mode 0600). Then set index_key_file and run: enroll --rebuild."""
+    import os
+
+    from optout_guard.index import new_key
+
+    if path.exists():
+        err.print(f"[bold red]error:[/] {path} exists; a key is never overwritten (the index it opens would be lost)")
+        raise typer.Exit(EXIT_USAGE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new_key() + "\n")
+    out.print(f'New key in {path}. Set index_key_file = "{path}" in config.toml, then run: optout-guard enroll --rebuild')
 
 
 # ---- demo ----------------------------------------------------------------------------------

@@ -55,6 +55,9 @@ class Settings:
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None
+    # Encrypt the index at rest with the base64 256-bit key in this file (kept away from the
+    # index); OPTOUT_GUARD_INDEX_KEY, if set, takes its place.
+    index_key_file: Path | None = None
 
     @property
     def enrollments(self) -> Path:
@@ -138,7 +141,7 @@ def load_settings(
                 raise ConfigError(f"{config_path}: unknown setting {key!r}; see README 'Settings'")
             values[key] = _coerce(key, value, str(config_path))
         # Relative paths in the config file are relative to the workspace, not the current directory.
-        for key in ("enrollments_dir", "index_path"):
+        for key in ("enrollments_dir", "index_path", "index_key_file"):
             if key in values and not values[key].is_absolute():
                 values[key] = ws / values[key]
 

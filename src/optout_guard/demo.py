@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from optout_guard.config import load_settings
 from optout_guard.enroll import EnrollReport, enroll_folder
 from optout_guard.errors import ModelUnavailable
-from optout_guard.index import FaceIndex
+from optout_guard.index import FaceIndex, save_index
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard
 from optout_guard.types import ScanResult
@@ -92,7 +92,7 @@ def run_demo(workspace: Path | None = None) -> DemoRun:
     models = get_models()
     index = FaceIndex(embedding_fingerprint())
     report = enroll_folder(settings.enrollments, index, settings, models)
-    index.save(settings.index_file)
+    save_index(index, settings)
     guard = Guard(settings, models)
     annotated = workspace / "checked"
     results = [guard.check(photo, annotated) for photo in photos]

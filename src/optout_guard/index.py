@@ -9,8 +9,10 @@ in a 0700 folder. An index made by another model or format version is refused.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from optout_guard.config import Settings
 from optout_guard.embedding import EMBEDDING_DIM
-from optout_guard.errors import IndexUnusable
+from optout_guard.errors import ConfigError, IndexUnusable
 from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
 from optout_guard.types import Candidate
 
@@ -135,7 +138,7 @@ class FaceIndex:
         return rank_candidates(per_student, ids, k)
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, key: bytes | None = None) -> None:
         """Write atomically: a reader sees the old index or the new one, never half of one."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -149,10 +152,13 @@ class FaceIndex:
             "rejections": [asdict(r) for r in self.rejections],
         }
         meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, embeddings=self.embeddings.astype(np.float32), meta=meta_bytes)
+        payload = _encrypt(buffer.getvalue(), key) if key is not None else buffer.getvalue()
         fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)  # created 0600
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, embeddings=self.embeddings.astype(np.float32), meta=meta_bytes)
+                fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o600)
@@ -170,12 +176,25 @@ class FaceIndex:
             pass
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> FaceIndex:
+    def load(cls, path: Path, fingerprint: str, key: bytes | None = None) -> FaceIndex:
         path = Path(path)
         if not path.is_file():
             raise IndexUnusable(f"no face index at {path}; enroll students first with: optout-guard enroll")
+        raw = path.read_bytes()
+        if raw.startswith(_MAGIC):
+            if key is None:
+                raise IndexUnusable(
+                    f"the face index {path} is encrypted; set OPTOUT_GUARD_INDEX_KEY or index_key_file to its key"
+                )
+            raw = _decrypt(raw, key, path)
+        elif key is not None:
+            # Refused rather than read: a plain file where an encrypted one belongs may be a swap.
+            raise IndexUnusable(
+                f"the face index {path} is not encrypted although a key is configured (replaced?); "
+                "if you just turned encryption on, re-create it with: optout-guard enroll --rebuild"
+            )
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 embeddings = np.asarray(data["embeddings"], np.float32)
                 meta = json.loads(bytes(data["meta"]).decode("utf-8"))
         except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
@@ -206,3 +225,68 @@ class FaceIndex:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ---- encryption at rest (optional) ---------------------------------------------------------------
+_MAGIC = b"OPTOUT-GUARD-INDEX-AESGCM-1\n"
+
+
+def _encrypt(data: bytes, key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    return _MAGIC + nonce + AESGCM(key).encrypt(nonce, data, _MAGIC)
+
+
+def _decrypt(blob: bytes, key: bytes, path: Path) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = blob[len(_MAGIC) : len(_MAGIC) + 12]
+    try:
+        return AESGCM(key).decrypt(nonce, blob[len(_MAGIC) + 12 :], _MAGIC)
+    except (InvalidTag, ValueError):
+        raise IndexUnusable(
+            f"the face index {path} was tampered with, or the key is wrong: refused. Restore it from a backup "
+            "or re-create it with: optout-guard enroll --rebuild"
+        ) from None
+
+
+def new_key() -> str:
+    """A new random 256-bit key, base64 (for OPTOUT_GUARD_INDEX_KEY or a key file)."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def index_key(settings: Settings) -> bytes | None:
+    """The index key from OPTOUT_GUARD_INDEX_KEY or ``index_key_file``; None when not encrypting."""
+    text = os.environ.get("OPTOUT_GUARD_INDEX_KEY")
+    source = "OPTOUT_GUARD_INDEX_KEY"
+    if not text and settings.index_key_file is not None:
+        key_file = Path(settings.index_key_file).resolve()
+        if key_file.parent == settings.index_file.parent.resolve():
+            raise ConfigError(f"the key file {key_file} must not be kept beside the index it protects; move it elsewhere")
+        try:
+            text = key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the index key file {key_file} ({exc.strerror or exc})") from None
+        source = str(key_file)
+    if not text:
+        return None
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{source} must hold a base64 256-bit key; make one with: optout-guard key new FILE")
+    return key
+
+
+def open_index(settings: Settings) -> FaceIndex:
+    """The workspace's index, decrypted when a key is configured."""
+    from optout_guard.models import embedding_fingerprint
+
+    return FaceIndex.load(settings.index_file, embedding_fingerprint(), index_key(settings))
+
+
+def save_index(index: FaceIndex, settings: Settings) -> None:
+    index.save(settings.index_file, index_key(settings))

@@ -21,7 +21,7 @@ from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.errors import ImageRejected, IndexUnusable
 from optout_guard.images import load_image, looks_like_image
-from optout_guard.index import FaceIndex
+from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_face, one_face_per_student, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
@@ -101,7 +101,7 @@ class Guard:
         except OSError:
             stamp = None
         if self._index is None or stamp != self._index_stamp:
-            index = FaceIndex.load(path, embedding_fingerprint())
+            index = FaceIndex.load(path, embedding_fingerprint(), index_key(self.settings))
             if len(index) == 0:
                 raise IndexUnusable(
                     f"the face index {path} has no usable reference photos, so nobody would be recognised; "
