@@ -205,3 +205,16 @@ def test_a_second_watch_on_the_same_folder_is_refused(lfw_ws, tmp_path):
     finally:
         lock.release()
     folder_lock(inbox).release()  # free again once the first watcher is gone
+
+
+def test_the_check_folder_can_write_postable_copies(lfw_ws, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(LFW / "Hugo_Chavez" / "Hugo_Chavez_0013.jpg", inbox)
+    guard = Guard(lfw_ws)
+    CheckFolder(inbox, guard, settle=0.1, arrival_grace=0.0, redact=True).run_once()
+    postable = inbox / "blocked" / "Hugo_Chavez_0013.jpg.postable.jpg"
+    assert (
+        postable.is_file() and "Hugo_Chavez_0013.jpg.postable.jpg" in (inbox / "blocked" / "Hugo_Chavez_0013.jpg.txt").read_text()
+    )
+    assert guard.check(postable).verdict.value != "block"

@@ -379,6 +379,7 @@ def watch(
     settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is read.")] = 2.0,
     rescan: Annotated[float, typer.Option(help="Seconds between full rescans (the safety net for missed events).")] = 60.0,
     no_recognition: Annotated[bool, typer.Option("--no-recognition", help="Detection only: every face is flagged.")] = False,
+    redact: Annotated[bool, typer.Option("--redact", help="Also write <photo>.postable.jpg: blocked faces blurred.")] = False,
 ) -> None:
     """Watch a folder: each photo dropped in is moved to allowed/, blocked/ or review/ with a note and a marked-up copy."""
     import logging
@@ -399,7 +400,7 @@ def watch(
         _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
     lock = folder_lock(folder)
     try:
-        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings))
+        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
         if once:
             checker.run_once()
         else:

@@ -4,6 +4,7 @@ Layout of a watched folder (created on start)::
 
     Check folder/            drop photos here
       allowed/               photo.jpg, photo.jpg.marked.jpg, photo.jpg.txt (why)
+                             [+ photo.jpg.postable.jpg with --redact: blocked faces blurred]
       blocked/               …
       review/                …
       NOT CHECKED.txt        files here that are not photos (left where they are)
@@ -34,7 +35,7 @@ from typing import Any
 
 from optout_guard.errors import OptoutGuardError
 from optout_guard.images import looks_like_image
-from optout_guard.pipeline import Guard
+from optout_guard.pipeline import Guard, Redaction
 from optout_guard.types import ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
@@ -85,6 +86,7 @@ class CheckFolder:
         recursive: bool = False,
         arrival_grace: float = 30.0,
         activity: Any = None,
+        redact: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.folder = Path(folder).resolve()
@@ -92,6 +94,7 @@ class CheckFolder:
         self.settle = settle
         self.arrival_grace = arrival_grace
         self.activity = activity  # an ActivityLog: every filed photo is recorded there
+        self.redact = redact  # also write <name>.postable.jpg: blocked faces blurred, no metadata
         self.recursive = recursive
         self.clock = clock
         self.stats = WatchStats()
@@ -185,7 +188,8 @@ class CheckFolder:
             with self._lock:
                 self._seen.pop(path, None)
             return False
-        result = self.guard.check(path, annotate_dir=self.staging)
+        redaction = Redaction(self.staging) if self.redact else None
+        result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
         seen = self._seen.get(path)
         if result.verdict is Verdict.REVIEW and seen is not None and _looks_unfinished(result):
             try:
@@ -217,7 +221,11 @@ class CheckFolder:
         if result.annotated_path:
             marked_name = f"{target.name}.marked.jpg"  # full name: face.heic and face.bmp differ
             os.replace(result.annotated_path, out_dir / marked_name)
-        _write_atomic(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name))
+        postable = ""
+        if result.redacted_path:
+            postable = f"{target.name}.postable.jpg"
+            os.replace(result.redacted_path, out_dir / postable)
+        _write_atomic(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable))
         os.replace(path, target)  # last: until here the original is untouched in the inbox
 
     def _note_not_photo(self, path: Path, why: str) -> None:
@@ -325,7 +333,7 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _note(name: str, result: ScanResult, marked_name: str) -> str:
+def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -> str:
     lines = [
         f"optout-guard: {result.verdict.value.upper()}",
         f"Photo: {name}",
@@ -335,5 +343,7 @@ def _note(name: str, result: ScanResult, marked_name: str) -> str:
     ]
     if marked_name:
         lines.append(f"Marked-up copy: {marked_name} (red = opted-out student, amber = needs a look, green = fine)")
+    if postable and result.verdict is Verdict.BLOCK:
+        lines.append(f"Copy you may post instead (the opted-out student blurred, no photo metadata): {postable}")
     lines += ["", _WHAT_TO_DO[result.verdict], ""]
     return "\n".join(lines)
