@@ -158,3 +158,13 @@ def test_looks_like_image_sniffs_content(tmp_path):
     text.write_text("hello")
     assert looks_like_image(noext) and not looks_like_image(text)
     assert looks_like_image(tmp_path / "whatever.JPG")  # by extension: load_image decides later
+
+
+def test_a_file_too_large_to_be_a_photo_is_not_read(tmp_path, monkeypatch):
+    import optout_guard.images as images
+
+    path = tmp_path / "movie.jpg"
+    path.write_bytes(b"\xff\xd8" + b"\0" * 5000)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 4000)
+    with pytest.raises(ImageRejected, match="file too large to be a photo"):
+        load_image(path, S)

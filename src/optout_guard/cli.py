@@ -449,7 +449,7 @@ def audit(
         raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("optout_guard.audit")
-    count = settings.worker_count(1000)
+    count = settings.processes
     if err.is_terminal:
         with Progress(
             TextColumn("Auditing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),

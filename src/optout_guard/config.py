@@ -68,8 +68,12 @@ class Settings:
         the models), so batches under 8 photos run in this process."""
         if photos < 8:
             return 1
-        wanted = self.workers or (os.cpu_count() or 1)
-        return max(1, min(wanted, photos))
+        return max(1, min(self.processes, photos))
+
+    @property
+    def processes(self) -> int:
+        """Worker processes for large jobs: the setting, or one per CPU core."""
+        return self.workers or (os.cpu_count() or 1)
 
     @property
     def index_file(self) -> Path:

@@ -34,6 +34,8 @@ _ORIENTATION = {
     8: (Image.Transpose.ROTATE_90,),
 }
 _EXIF_ORIENTATION_TAG = 0x0112
+# The largest file read as a photo (a 108 MP JPEG is ~30 MB; uncompressed TIFFs can be a few 100 MB).
+MAX_FILE_BYTES = 1_000_000_000
 _heif_registered = False
 
 
@@ -76,26 +78,24 @@ def _to_rgb(frame: Image.Image) -> np.ndarray:
     return np.asarray(frame.convert("RGB"))
 
 
-def _reject(path: str, reason: str) -> ImageRejected:
-    return ImageRejected(path, reason)
-
-
 def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     """Decode one untrusted file. Raises :class:`ImageRejected` with a reason a person can act on."""
     name = str(path)
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            raise _reject(name, "not a regular file (a folder, device or pipe)")
+            raise ImageRejected(name, "not a regular file (a folder, device or pipe)")
         if info.st_size == 0:
-            raise _reject(name, "empty file (0 bytes); if it is still being copied, check it again later")
+            raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
+        if info.st_size > MAX_FILE_BYTES:  # a video or disk image named like a photo: never read whole
+            raise ImageRejected(name, f"file too large to be a photo ({info.st_size / 1e6:.0f} MB); check it by hand")
         data = Path(path).read_bytes()
     except ImageRejected:
         raise
     except OSError as exc:
-        raise _reject(name, f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable") from None
+        raise ImageRejected(name, f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable") from None
     if not data:
-        raise _reject(name, "empty file (0 bytes); if it is still being copied, check it again later")
+        raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
     sha256 = hashlib.sha256(data).hexdigest()
 
     _register_heif()
@@ -107,20 +107,20 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
             # Pillow's own bomb check (at twice its MAX_IMAGE_PIXELS) stays on as a second line.
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise _reject(name, "too many pixels (a decompression bomb?), refused before decoding") from None
+        raise ImageRejected(name, "too many pixels (a decompression bomb?), refused before decoding") from None
     except UnidentifiedImageError:
-        raise _reject(name, "not an image, or a format optout-guard cannot read") from None
+        raise ImageRejected(name, "not an image, or a format optout-guard cannot read") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
-        raise _reject(name, f"unreadable image header ({type(exc).__name__}: {exc})") from None
+        raise ImageRejected(name, f"unreadable image header ({type(exc).__name__}: {exc})") from None
 
     with im:
         fmt = im.format or "unknown"
         width, height = im.size
         pixels = width * height
         if pixels <= 0:
-            raise _reject(name, f"image has no pixels ({width}×{height})")
+            raise ImageRejected(name, f"image has no pixels ({width}×{height})")
         if pixels > settings.max_image_pixels:
-            raise _reject(
+            raise ImageRejected(
                 name,
                 f"too many pixels ({width}×{height} = {pixels / 1e6:.0f} MP; the limit is "
                 f"{settings.max_image_pixels / 1e6:.0f} MP), refused before decoding",
@@ -158,17 +158,17 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
                         frame = frame.transpose(transpose)
                     pages.append(np.ascontiguousarray(_to_rgb(frame)))
         except MemoryError:
-            raise _reject(name, "not enough memory to decode this image") from None
+            raise ImageRejected(name, "not enough memory to decode this image") from None
         except OSError as exc:
             text = str(exc)
             if "truncated" in text or "broken data stream" in text or "unrecognized data stream" in text:
-                raise _reject(
+                raise ImageRejected(
                     name,
                     "truncated or corrupt image data (a half-copied file?); copy it again completely and re-check",
                 ) from None
-            raise _reject(name, f"cannot decode the image ({text})") from None
+            raise ImageRejected(name, f"cannot decode the image ({text})") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
-            raise _reject(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
+            raise ImageRejected(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
 
     if orientation in (5, 6, 7, 8):
         width, height = height, width

@@ -21,15 +21,11 @@ class Decision(str, enum.Enum):
 
 
 class Verdict(str, enum.Enum):
-    """What one photo means. Ordered by severity via ``severity``."""
+    """What one photo means."""
 
     ALLOW = "allow"
     REVIEW = "review"
     BLOCK = "block"
-
-    @property
-    def severity(self) -> int:
-        return {"allow": 0, "review": 1, "block": 2}[self.value]
 
 
 @dataclass(frozen=True)
