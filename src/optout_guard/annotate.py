@@ -72,18 +72,23 @@ def write_marked_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Pat
     written: list[Path] = []
     for page in pages:
         target = out_dir / marked_copy_name(image, page, len(pages))
-        canvas = render_page(image, page, matches)
-        fd, tmp = tempfile.mkstemp(prefix=".marked-", suffix=".jpg", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                canvas.save(fh, format="JPEG", quality=90)  # no exif= argument: nothing of the original's metadata
-            os.chmod(tmp, 0o644)  # a copy for staff to look at, unlike the private index
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(target)
+        written.append(save_jpeg(render_page(image, page, matches), target))
     return written[0]
+
+
+def save_jpeg(canvas: Image.Image, target: Path) -> Path:
+    """Write atomically as a JPEG with no metadata at all (no exif= argument: nothing of the
+    original's EXIF, GPS, XMP or embedded thumbnail), readable by staff (0644)."""
+    fd, tmp = tempfile.mkstemp(prefix=".copy-", suffix=".jpg", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            canvas.save(fh, format="JPEG", quality=90)
+        os.chmod(tmp, 0o644)  # a copy for staff to look at, unlike the private index
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, width: int = 360) -> Path:
@@ -92,8 +97,7 @@ def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, wi
     canvas = render_page(image, page, matches)
     canvas.thumbnail((width, width * 2), Image.Resampling.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="JPEG", quality=85)
-    return path
+    return save_jpeg(canvas, path)
 
 
 REDACT_MARGIN = 0.35  # grow each face box by this much on every side: hair, ears and chin go too
@@ -129,15 +133,5 @@ def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: P
     written: list[Path] = []
     for page in range(len(image.pages)):
         stem = Path(marked_copy_name(image, page, len(image.pages))).stem
-        target = out_dir / f"{stem}.redacted.jpg"
-        fd, tmp = tempfile.mkstemp(prefix=".redacted-", suffix=".jpg", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                redact_page(image, page, matches, decisions).save(fh, format="JPEG", quality=90)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(target)
+        written.append(save_jpeg(redact_page(image, page, matches, decisions), out_dir / f"{stem}.redacted.jpg"))
     return written[0]
