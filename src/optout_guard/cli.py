@@ -546,6 +546,44 @@ def log_show(
             out.print(f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}")
 
 
+# ---- calibration ---------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def calibrate(
+    ctx: typer.Context,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write calibration.json and det.png here.")] = None,
+) -> None:
+    """Measure the thresholds on your own gallery (students with several reference photos)."""
+    from optout_guard.calibration import calibrate as run_calibration
+    from optout_guard.calibration import det_plot
+    from optout_guard.index import open_index
+
+    settings = _settings(ctx)
+    result = run_calibration(open_index(settings), settings)
+    summary = result.summary()
+    out.print(
+        f"{result.students} students, {result.multi_photo_students} with 2 or more reference photos: "
+        f"{result.probes} photos used as probes."
+    )
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    for name, row in result.current.items():
+        missed, alerted = f"{row['fnir']:.1%}", f"{row['fpir']:.1%}"
+        out.print(f"  at {name} = {row['threshold']}: {missed} of enrolled photos missed, {alerted} of other faces alerted")
+    if result.suggested:
+        out.print(
+            "Suggested by the rule (" + summary["rule"] + "): " + ", ".join(f"{k} = {v}" for k, v in result.suggested.items())
+        )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "calibration.json").write_text(json.dumps(summary, indent=2))
+        plotted = det_plot(result, out_dir / "det.png", settings)
+        out.print(
+            f"Written: {out_dir / 'calibration.json'}"
+            + (f", {out_dir / 'det.png'}" if plotted else " (no plot: matplotlib missing)")
+        )
+
+
 # ---- index key -----------------------------------------------------------------------------------
 key_app = typer.Typer(help="Encryption of the face index at rest.", no_args_is_help=True)
 app.add_typer(key_app, name="key")

@@ -1,0 +1,144 @@
+"""Thresholds measured on the district's own gallery (``optout-guard calibrate``).
+
+Students with several reference photos (picture days of different years) give real same-person
+pairs from the district's own children and cameras. Each reference photo is used in turn as a
+probe, exactly as the matcher would see a new photo of that student:
+
+- *mated*: the probe against its own student's other photos (closest photo and mean embedding,
+  the same fusion as ``matching.student_distances``); it is missed at threshold t if that distance
+  is above t or another student comes closer;
+- *non-mated*: the probe against every other student: the closest of them is what a photo of a
+  child who is not enrolled would look like to the matcher (a false alert at t if within t).
+
+Nothing new is written but the summary (JSON) and the plot: no embedding leaves the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optout_guard.config import Settings
+from optout_guard.index import FaceIndex
+from optout_guard.matching import mean_templates, pairwise_distances, student_distances
+
+# Below this many students with 2+ photos the rates are too coarse to set thresholds from: with
+# 30 students and 2 photos each there are 60 probes, so one false alert moves FPIR by 1.7%.
+MIN_MULTI_PHOTO_STUDENTS = 30
+FPIR_TARGET = 0.01  # block where about 1 in 100 faces of other children would be falsely blocked
+FNIR_TARGET = 0.02  # review down to where about 2 in 100 photos of an enrolled student slip through
+
+
+@dataclass
+class Calibration:
+    students: int
+    multi_photo_students: int
+    probes: int
+    mated: np.ndarray  # per probe: distance to its own student (leave-one-out), inf if another is closer
+    nonmated: np.ndarray  # per probe: distance to the closest other student
+    current: dict[str, dict[str, float]] = field(default_factory=dict)
+    suggested: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def rates(self, threshold: float) -> tuple[float, float]:
+        """(FNIR, FPIR) at a distance threshold."""
+        return float(np.mean(self.mated > threshold)), float(np.mean(self.nonmated <= threshold))
+
+    def summary(self) -> dict[str, Any]:
+        def pct(values: np.ndarray) -> dict[str, float]:
+            finite = values[np.isfinite(values)]
+            if not len(finite):
+                return {}
+            return {f"p{q}": round(float(np.percentile(finite, q)), 4) for q in (1, 5, 25, 50, 75, 95, 99)}
+
+        return {
+            "students": self.students,
+            "students_with_2_or_more_photos": self.multi_photo_students,
+            "probes": self.probes,
+            "genuine_distance_percentiles": pct(self.mated),
+            "impostor_distance_percentiles": pct(self.nonmated),
+            "rank1_errors": int(np.sum(~np.isfinite(self.mated))),
+            "at_current_thresholds": self.current,
+            "suggested": self.suggested,
+            "rule": f"block at FPIR <= {FPIR_TARGET:.0%}; review down to FNIR <= {FNIR_TARGET:.0%}",
+            "warnings": self.warnings,
+        }
+
+
+def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
+    ids = sorted({t.student_id for t in index.templates})
+    number = {s: i for i, s in enumerate(ids)}
+    owner = np.array([number[t.student_id] for t in index.templates], np.int64)
+    counts = np.bincount(owner, minlength=len(ids))
+    probes = [j for j in range(len(owner)) if counts[owner[j]] >= 2]
+    mated, nonmated = [], []
+    for j in probes:
+        keep = np.arange(len(owner)) != j  # leave the probe out of the gallery
+        gallery, gallery_owner = index.embeddings[keep], owner[keep]
+        means = mean_templates(gallery, gallery_owner, len(ids))
+        probe = index.embeddings[j : j + 1]
+        per_student = student_distances(pairwise_distances(probe, gallery), gallery_owner, pairwise_distances(probe, means))[0]
+        own = per_student[owner[j]]
+        others = np.delete(per_student, owner[j])
+        closest_other = float(others.min()) if len(others) else float("inf")
+        mated.append(own if own < closest_other else float("inf"))  # rank-1 error counts as a miss
+        nonmated.append(closest_other)
+    result = Calibration(
+        students=len(ids),
+        multi_photo_students=int(np.sum(counts >= 2)),
+        probes=len(probes),
+        mated=np.asarray(mated, float),
+        nonmated=np.asarray(nonmated, float),
+    )
+    if result.multi_photo_students < MIN_MULTI_PHOTO_STUDENTS:
+        result.warnings.append(
+            f"only {result.multi_photo_students} students have 2 or more reference photos; at least "
+            f"{MIN_MULTI_PHOTO_STUDENTS} are needed before these rates mean much (each probe moves them by "
+            f"{100 / max(1, result.probes):.1f} points)"
+        )
+    if result.probes == 0:
+        return result
+    for name, t in (("block_distance", settings.block_distance), ("review_distance", settings.review_distance)):
+        fnir, fpir = result.rates(t)
+        result.current[name] = {"threshold": t, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
+    finite_nonmated = np.sort(result.nonmated[np.isfinite(result.nonmated)])
+    if len(finite_nonmated):
+        allowed = int(np.floor(FPIR_TARGET * len(finite_nonmated)))
+        block = finite_nonmated[allowed] - 1e-4 if allowed < len(finite_nonmated) else finite_nonmated[-1]
+        result.suggested["block_distance"] = round(float(block), 3)
+    finite_mated = np.sort(result.mated[np.isfinite(result.mated)])
+    if len(finite_mated):
+        review = float(np.quantile(finite_mated, min(1.0, 1 - FNIR_TARGET)))
+        result.suggested["review_distance"] = round(max(review, result.suggested.get("block_distance", 0.0)), 3)
+    return result
+
+
+def det_plot(result: Calibration, path: Any, settings: Settings) -> bool:
+    """FNIR vs FPIR over thresholds (log axes), current thresholds marked. False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    thresholds = np.linspace(0.2, 0.8, 121)
+    pairs = np.array([result.rates(t) for t in thresholds])
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    ax.plot(np.maximum(pairs[:, 1], 1e-4), np.maximum(pairs[:, 0], 1e-4), label="this gallery")
+    for name, colour in (("block_distance", "red"), ("review_distance", "orange")):
+        fnir, fpir = result.rates(getattr(settings, name))
+        ax.scatter([max(fpir, 1e-4)], [max(fnir, 1e-4)], color=colour, zorder=3, label=f"{name} = {getattr(settings, name)}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FPIR: faces of other children falsely alerted")
+    ax.set_ylabel("FNIR: photos of an enrolled student missed")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Calibration on {result.probes} reference photos of {result.multi_photo_students} students", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
