@@ -114,6 +114,7 @@ def _faces_json(result: ScanResult) -> str:
                 "landmarks": np.asarray(m.face.landmarks, float).round(1).tolist(),
                 "page": m.face.page,
                 "score": round(m.face.score, 3),
+                "upright": m.face.upright,
                 "decision": m.decision.value,
                 "student_id": m.student_id,
                 "distance": None if m.distance is None else round(m.distance, 4),
@@ -127,7 +128,9 @@ def _faces_json(result: ScanResult) -> str:
 
 def faces_from_json(text: str | None) -> list[Face]:
     return [
-        Face(Box(*f["box"]), f.get("score", 1.0), np.asarray(f["landmarks"], np.float32), f.get("page", 0))
+        Face(
+            Box(*f["box"]), f.get("score", 1.0), np.asarray(f["landmarks"], np.float32), f.get("page", 0), f.get("upright", True)
+        )
         for f in json.loads(text or "[]")
     ]
 

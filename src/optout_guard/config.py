@@ -52,6 +52,9 @@ class Settings:
     # False = detection-only mode: no face templates at all, every face found is flagged for a
     # person (and blurred in --redact copies). For states that restrict facial recognition.
     recognition: bool = True
+    # When a face is found lying on its side or upside down, look again with the photo turned
+    # (photos stored on their side whose EXIF rotation was stripped): three more detections, only then.
+    try_rotations: bool = True
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None

@@ -44,12 +44,13 @@ def working_scale(height: int, width: int, settings: Settings, detector_min_px: 
 
 
 def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, models: Models) -> tuple[np.ndarray, np.ndarray]:
-    """One network pass: raw CenterFace boxes (x, y, w, h) in ``image`` pixels, and scores."""
+    """One network pass: raw CenterFace boxes (x, y, w, h) in ``image`` pixels, and per box its
+    score and whether the face is upright (N, 2)."""
     height, width = image.shape[:2]
     blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
     net = models.centerface
     net.setInput(blob)
-    heatmap, log_size, offset, _ = net.forward(["537", "538", "539", "540"])
+    heatmap, log_size, offset, landmarks = net.forward(["537", "538", "539", "540"])
     heat = heatmap[0, 0]
     rows, cols = np.nonzero(heat > threshold)
     # Decode centre + offset and log-size at each heat-map peak (stride 4).
@@ -58,7 +59,16 @@ def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, 
     cy = (rows + offset[0, 0, rows, cols] + 0.5) * 4.0
     cx = (cols + offset[0, 1, rows, cols] + 0.5) * 4.0
     boxes = np.stack([cx - box_w / 2, cy - box_h / 2, box_w, box_h], axis=1).reshape(-1, 4)
-    return boxes * np.array([width / in_w, height / in_h] * 2), heat[rows, cols].astype(np.float32)
+    # CenterFace's own 5 points (eyes, nose, mouth corners) follow the face's real orientation,
+    # unlike dlib's upright-only landmark model: the mouth below the eyes means an upright face.
+    eye_y = (landmarks[0, 0, rows, cols] + landmarks[0, 2, rows, cols]) / 2 * box_h
+    eye_x = (landmarks[0, 1, rows, cols] + landmarks[0, 3, rows, cols]) / 2 * box_w
+    mouth_y = (landmarks[0, 6, rows, cols] + landmarks[0, 8, rows, cols]) / 2 * box_h
+    mouth_x = (landmarks[0, 7, rows, cols] + landmarks[0, 9, rows, cols]) / 2 * box_w
+    angle = np.degrees(np.arctan2(mouth_y - eye_y, mouth_x - eye_x))  # 90° = mouth straight below eyes
+    upright = ((angle >= 45.0) & (angle <= 135.0)).astype(np.float32)
+    info = np.stack([heat[rows, cols].astype(np.float32), upright], axis=1).reshape(-1, 2)  # score, upright
+    return boxes * np.array([width / in_w, height / in_h] * 2), info
 
 
 def _tiles(length: float, overlap: float) -> tuple[int, list[int]]:
@@ -73,7 +83,8 @@ def _tiles(length: float, overlap: float) -> tuple[int, list[int]]:
 
 
 def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (N, 4: x, y, w, h, in dlib's box convention) and scores (N,), in decoded pixels.
+    """Boxes (N, 4: x, y, w, h, in dlib's box convention) in decoded pixels, and (N, 2) score and
+    upright flag.
 
     A photo whose working size fits in one tile is one network pass. A larger one is cut into
     overlapping tiles of one fixed size (so memory stays bounded — one 12 MP pass needs ~1.7 GB —
@@ -127,11 +138,11 @@ def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple
         found_boxes.append(boxes[big])
         found_scores.append(scores[big])
     boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
-    scores = np.concatenate(found_scores) if found_scores else np.zeros((0,), np.float32)
+    info = np.concatenate(found_scores) if found_scores else np.zeros((0, 2), np.float32)
     if len(boxes) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), threshold, _NMS_IOU), np.int64).reshape(-1)
-    boxes, scores = boxes[keep], scores[keep]
+        return np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32)
+    keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), info[:, 0].tolist(), threshold, _NMS_IOU), np.int64).reshape(-1)
+    boxes, scores = boxes[keep], info[keep]
     dx, dy, sw, sh = _CF_TO_DLIB
     mapped = np.stack(
         [boxes[:, 0] + dx * boxes[:, 2], boxes[:, 1] + dy * boxes[:, 3], boxes[:, 2] * sw, boxes[:, 3] * sh],
@@ -151,7 +162,8 @@ def _hog(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.nda
     boxes = np.array(
         [[r.left(), r.top(), r.right() - r.left() + 1, r.bottom() - r.top() + 1] for r in rects], np.float32
     ).reshape(-1, 4)
-    return boxes / scale, np.asarray(scores, np.float32)
+    info = np.stack([np.asarray(scores, np.float32), np.ones(len(scores), np.float32)], axis=1).reshape(-1, 2)
+    return boxes / scale, info  # HOG only finds upright faces
 
 
 def _landmarks(pixels: np.ndarray, box: np.ndarray, models: Models) -> np.ndarray:
@@ -168,7 +180,7 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
     detector = _centerface if settings.detector == "centerface" else _hog
     faces: list[Face] = []
     for page_index, pixels in enumerate(image.pages):
-        boxes, scores = detector(pixels, settings, models)
+        boxes, info = detector(pixels, settings, models)
         order = np.argsort(-(boxes[:, 2] * boxes[:, 3])) if len(boxes) else []
         for i in order:
             points = _landmarks(pixels, boxes[i], models)
@@ -176,9 +188,10 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
             faces.append(
                 Face(
                     box=Box(x, y, w, h),
-                    score=float(scores[i]),
+                    score=float(info[i, 0]),
                     landmarks=points * np.float32(image.scale),
                     page=page_index,
+                    upright=bool(info[i, 1]),
                 )
             )
     return faces

@@ -21,6 +21,16 @@ EMBEDDING_DIM = 128
 EMBED_BATCH = 16  # faces per forward pass: bounded working memory, most of the batching gain
 
 
+TURNED = "face turned on its side (or upside down): it cannot be checked as it is"
+
+
+def is_upright(face: Face) -> bool:
+    """A face the embedder can be trusted on: the detector saw it upright (CenterFace's own
+    landmarks: mouth below eyes), and its box is not much wider than tall (faces lying on their side
+    get boxes about twice as wide as tall: 2.0–2.2 on insightface's rotation set)."""
+    return face.upright and face.box.w / max(face.box.h, 1e-6) <= 1.5  # narrow boxes: faces cut by the edge
+
+
 @dataclass(frozen=True, eq=False)
 class Embeddings:
     """Embeddings for the faces that could be judged, and reasons for those that could not.
@@ -69,7 +79,11 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
     candidates: list[int] = []
     for i, face in enumerate(faces):
         pixels_wide = face.box.w / image.scale  # what the embedder really gets
-        if pixels_wide < settings.min_face_px:
+        if not is_upright(face):
+            # dlib's landmarks are trained on upright faces: on a face lying on its side they land
+            # anywhere and the embedding means nothing — so it is never compared, only flagged.
+            unjudged[i] = TURNED
+        elif pixels_wide < settings.min_face_px:
             unjudged[i] = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
         else:
             candidates.append(i)

@@ -98,11 +98,16 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     reasons.extend(m.reason for m in close)
     small = sum(1 for m in unjudged if "too small" in m.reason)
     flagged = sum(1 for m in unjudged if "detection-only" in m.reason)
-    blurred = len(unjudged) - small - flagged
+    turned = sum(1 for m in unjudged if "turned on its side" in m.reason)
+    blurred = len(unjudged) - small - flagged - turned
     if small:
         reasons.append(f"{small} face{'s' if small > 1 else ''} too small to check")
     if blurred:
         reasons.append(f"{blurred} face{'s' if blurred > 1 else ''} too blurred to check")
+    if turned:
+        reasons.append(
+            f"{turned} face{'s' if turned > 1 else ''} turned on {'their' if turned > 1 else 'its'} side: cannot be checked"
+        )
     if flagged:
         reasons.append(f"{flagged} face{'s' if flagged > 1 else ''} found (detection-only mode: no recognition)")
     reasons.extend(notes)

@@ -6,6 +6,7 @@ with one photo becomes a *review* verdict with the reason; it never becomes *all
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ import numpy as np
 from optout_guard import annotate
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
-from optout_guard.embedding import embed_faces
+from optout_guard.embedding import embed_faces, is_upright
 from optout_guard.errors import ImageRejected, IndexUnusable
 from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex, index_key
@@ -33,6 +34,10 @@ class Skipped:
     reason: str
 
 
+SIDEWAYS = (
+    "faces were found only with the photo turned (it is stored on its side or upside down and its "
+    "rotation tag is missing); boxes refer to the turned photo: rotate the original and check it again"
+)
 DETECTION_ONLY = "face found (detection-only mode: no recognition; a person decides, or post it blurred)"
 
 
@@ -164,6 +169,10 @@ class Guard:
             )
         try:
             faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
+            # CenterFace finds faces lying on their side or upside down too (and says so): only then
+            # is the photo turned and searched again.
+            if known_faces is None and self.settings.try_rotations and not all(map(is_upright, faces)):
+                image, faces = self._sideways(image, faces)
             if not self.settings.recognition:  # detection only: nothing is embedded or compared
                 matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
                 verdict, reasons = photo_verdict(matches, image.notes)
@@ -185,6 +194,24 @@ class Guard:
         return self._finish(
             path, image, matches, verdict, reasons, started, annotate_dir, redact, tuple(per_face) if keep_embeddings else None
         )
+
+    def _sideways(self, image: LoadedImage, faces: list[Face]) -> tuple[LoadedImage, list[Face]]:
+        """Faces lying on their side or upside down: the photo may be stored turned with
+        its rotation tag lost (some apps strip EXIF). Look again turned 90° both ways and 180°, and
+        keep the way that shows the most upright faces; turned, it is at least *review* (SIDEWAYS)."""
+        best, best_faces, best_upright = image, faces, sum(map(is_upright, faces))
+        for turns in (1, 3, 2):
+            turned = dataclasses.replace(
+                image,
+                pages=tuple(np.ascontiguousarray(np.rot90(page, turns)) for page in image.pages),
+                size=(image.size[1], image.size[0]),
+                notes=(*image.notes, SIDEWAYS),
+            )
+            found = detect_faces(turned, self.settings, self.models)
+            upright = sum(map(is_upright, found))
+            if upright > best_upright:
+                best, best_faces, best_upright = turned, found, upright
+        return best, best_faces
 
     def _finish(
         self,

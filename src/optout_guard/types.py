@@ -77,6 +77,7 @@ class Face:
     score: float
     landmarks: np.ndarray
     page: int = 0  # frame of an animated GIF / page of a multi-page TIFF
+    upright: bool = True  # False: the detector saw it lying on its side or upside down
 
     @property
     def size(self) -> float:
