@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
@@ -46,7 +48,7 @@ def _photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".txt")
 
 
-def reference_embedding(path: Path, settings: Settings, models: Models):  # noqa: ANN201 - ndarray | str
+def reference_embedding(path: Path, settings: Settings, models: Models) -> np.ndarray | str:
     """The embedding of a reference photo's single face, or the reason it cannot be used."""
     try:
         image = load_image(path, settings)
