@@ -169,9 +169,11 @@ class Guard:
             )
         try:
             faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
-            # CenterFace finds faces lying on their side or upside down too (and says so): only then
-            # is the photo turned and searched again.
-            if known_faces is None and self.settings.try_rotations and not all(map(is_upright, faces)):
+            # CenterFace finds faces lying on their side or upside down too (and says so). When most
+            # faces are turned, the photo itself is: search it turned. (A few odd faces in an upright
+            # crowd stay "turned" reviews; turning every crowd photo cost ~35% more time.)
+            turned_faces = sum(1 for f in faces if not is_upright(f))
+            if known_faces is None and self.settings.try_rotations and turned_faces > len(faces) - turned_faces:
                 image, faces = self._sideways(image, faces)
             if not self.settings.recognition:  # detection only: nothing is embedded or compared
                 matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
