@@ -240,13 +240,22 @@ def enroll(
     from optout_guard.enroll import enroll_folder
     from optout_guard.index import save_index
     from optout_guard.models import get_models
+    from optout_guard.optout_list import load_list
 
     settings = _settings(ctx)
     root = directory or settings.enrollments
     index = _open_index(settings, rebuild)
+    optouts = load_list(settings.workspace)
     with _progress("photos") as progress:
         task = progress.add_task("Enrolling", total=None)
-        report = enroll_folder(root, index, settings, get_models(), progress=lambda _p: progress.advance(task))
+        report = enroll_folder(
+            root,
+            index,
+            settings,
+            get_models(),
+            progress=lambda _p: progress.advance(task),
+            optouts=optouts.ids() if optouts is not None else None,
+        )
     save_index(index, settings)
     ActivityLog(settings).record(
         "enroll",
@@ -292,34 +301,39 @@ def people(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """List enrolled students, how many reference photos each has, and who is not protected."""
+    """List enrolled students: reference photos, the newest photo's date, who is not protected or stale."""
     from optout_guard.index import open_index
+    from optout_guard.sync import STALE_DAYS, gallery_status
 
     settings = _settings(ctx)
     index = open_index(settings)
     rows = []
-    for sid in index.student_ids():
-        refs = [t for t in index.templates if t.student_id == sid]
-        rejected = [r for r in index.rejections if r.student_id == sid]
+    for status in gallery_status(index, index.student_ids()):
         rows.append(
             {
-                "student_id": sid,
-                "reference_photos": len(refs),
-                "rejected_photos": len(rejected),
-                "newest_enrolled": max((t.enrolled_at for t in refs), default=None),
-                "protected": bool(refs),
+                "student_id": status.student_id,
+                "reference_photos": status.reference_photos,
+                "rejected_photos": sum(1 for r in index.rejections if r.student_id == status.student_id),
+                "newest_photo": status.newest_photo or None,
+                "protected": status.protected,
+                "stale": status.stale,
             }
         )
     if as_json:
-        sys.stdout.write(json.dumps({"schema_version": 1, "students": rows}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"schema_version": 1, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
         return
     table = Table()
-    for col in ("Student", "Reference photos", "Rejected", "Enrolled", "Status"):
+    for col in ("Student", "Reference photos", "Rejected", "Newest photo", "Status"):
         table.add_column(col)
     for row in rows:
-        status = "[green]protected[/]" if row["protected"] else "[bold red]NOT PROTECTED[/]"
+        if not row["protected"]:
+            status = "[bold red]NOT PROTECTED[/]"
+        elif row["stale"]:
+            status = "[yellow]protected, photo over a year old[/]"
+        else:
+            status = "[green]protected[/]"
         table.add_row(
-            row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_enrolled"] or "-", status
+            row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_photo"] or "-", status
         )
     out.print(table)
 
@@ -365,6 +379,127 @@ def remove(
             "or the next enroll will add them again."
         )
     raise typer.Exit(EXIT_ALLOW if known else EXIT_REVIEW)
+
+
+# ---- district sync -------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def sync(
+    ctx: typer.Context,
+    optout_list: Annotated[Path, typer.Argument(help="The opt-out list exported from your student information system.")],
+    photos: Annotated[
+        Optional[list[Path]],
+        typer.Option("--photos", help="A picture-day folder (PSPA INDEX.TXT, or <student_id>.jpg files). Repeatable."),
+    ] = None,
+    list_format: Annotated[
+        str, typer.Option("--format", help="generic, powerschool, infinite-campus, skyward, synergy, or ids (one id per line).")
+    ] = "generic",
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="Name of the student id column.")] = None,
+    flag_column: Annotated[Optional[str], typer.Option("--flag-column", help="Name of the opt-out flag column.")] = None,
+    release_flag: Annotated[
+        bool, typer.Option("--release-flag", help="The flag column says 'release directory information' (No = opted out).")
+    ] = False,
+    picture_day: Annotated[
+        Optional[str], typer.Option("--picture-day", help="Date the photos were taken, YYYY-MM-DD [default: from each photo].")
+    ] = None,
+    confirm: Annotated[
+        Optional[Path], typer.Option("--confirm", help="The filled-in photos-to-confirm.csv from an earlier sync.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Bring the gallery in line with the opt-out list and this year's picture-day photos.
+
+    Exit 0 when every student on the list is protected and nothing is held; 3 when some student is
+    not protected or a photo is held for confirmation; 2 when the list is unusable (nothing changed)."""
+    import datetime as dt
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.index import save_index
+    from optout_guard.models import get_models
+    from optout_guard.optout_list import parse_list
+    from optout_guard.picture_day import read_confirmed
+    from optout_guard.sync import apply_sync, plan_sync
+    from optout_guard.sync import dry_run as plan_report
+
+    settings = _settings(ctx)
+    if picture_day is not None:
+        try:
+            picture_day = dt.date.fromisoformat(picture_day).isoformat()
+        except ValueError:
+            err.print(f"[bold red]error:[/] --picture-day must be a date like 2026-09-15, not {picture_day!r}")
+            raise typer.Exit(EXIT_USAGE) from None
+    optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout")
+    confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
+    index = _open_index(settings)
+    plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
+    if dry_run:
+        report = plan_report(plan, index)
+    else:
+        with _progress("photos") as progress:
+            task = progress.add_task("Enrolling", total=None)
+            report = apply_sync(plan, index, settings, get_models(), save_index, progress=lambda _p: progress.advance(task))
+        ActivityLog(settings).record(
+            "sync",
+            students_on_list=len(optouts.students),
+            students_added=len(plan.added_students),
+            students_removed=plan.removed_students,
+            photos_copied=len(plan.new_photos),
+            held=len(plan.held),
+            not_protected=report.not_protected,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        _print_sync(report)
+    raise typer.Exit(EXIT_REVIEW if report.not_protected or plan.held else EXIT_ALLOW)
+
+
+def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
+    p = report.plan
+    head = "Dry run: nothing was changed." if not report.applied else "Sync done."
+    out.print(f"[bold]{head}[/] {len(p.optouts.students)} students on the opt-out list ({p.optouts.rows_read} rows read).")
+    if report.not_protected:
+        label = "NOT PROTECTED now" if not report.applied else "NOT PROTECTED"
+        out.print(
+            f"[bold red]{label} ({len(report.not_protected)}):[/] no usable reference photo, photos of them will not be "
+            "blocked: " + ", ".join(report.not_protected)
+        )
+    else:
+        out.print("[green]Every student on the list has a usable reference photo.[/]")
+    if report.stale:
+        out.print(f"[yellow]Newest photo over a year old ({len(report.stale)}):[/] " + ", ".join(report.stale))
+    verb = "will be" if not report.applied else ""
+    out.print(
+        f"Students added {verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
+    )
+    out.print(
+        f"Students removed {verb} (templates and reference photos deleted): {len(p.removed_students)}"
+        + (f" ({', '.join(p.removed_students)})" if p.removed_students else "")
+    )
+    copied = "to copy" if not report.applied else "copied"
+    out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
+    if report.enroll is not None:
+        for s, ph, r in report.enroll.rejected:
+            out.print(f"  [yellow]photo not usable[/] {s}: {ph}: {r}")
+    if p.held:
+        out.print(f"[yellow]Held for a person to confirm ({len(p.held)}):[/]")
+        for h in p.held:
+            who = f"{h.photo.first} {h.photo.last}, grade {h.photo.grade or '?'}"
+            out.print(f"  {h.photo.path.name} ({who}): {h.reason}; could be {', '.join(h.candidates)}")
+        if report.held_file:
+            out.print(
+                f"  Fill in the student_id column (or 'none') in {report.held_file}, "
+                f"then run sync again with --confirm {report.held_file}"
+            )
+    if p.missing_files:
+        out.print(
+            f"[yellow]Listed in INDEX.TXT but not found ({len(p.missing_files)}):[/] "
+            + ", ".join(str(m.path) for m in p.missing_files[:10])
+        )
+    if p.no_new_photo:
+        out.print(f"No new photo in this delivery for {len(p.no_new_photo)} student(s): " + ", ".join(p.no_new_photo[:30]))
+    out.print(f"Photos of students not on the list, left alone: {p.other_students}")
 
 
 # ---- check folder ------------------------------------------------------------------------------

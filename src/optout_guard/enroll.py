@@ -1,9 +1,9 @@
 """Building the gallery from ``enrollments/<student_id>/<photos>`` with a quality gate.
 
-A reference photo is used only if it shows exactly one face that is large and sharp enough to
-embed reliably; otherwise it is rejected with the reason (never "use the first face"). A student
-with no usable photo is reported as *not protected*. Re-running only embeds photos whose content
-changed; templates of photos that were deleted from a student's folder are removed.
+A reference photo is used only if it shows one face that is large and sharp enough to embed
+reliably, and no other face half its size or more; otherwise it is rejected with the reason
+(never "use the first face"). A student with no usable photo is reported as *not protected*.
+Re-running only embeds photos whose content changed; templates of photos that were deleted from a student's folder are removed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.errors import EnrollmentError, ImageRejected
-from optout_guard.images import load_image, sha256_file
+from optout_guard.images import load_image, photo_date, sha256_file
 from optout_guard.index import FaceIndex, Rejection, Template, now_iso
 from optout_guard.models import Models
 
@@ -27,6 +27,9 @@ STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A reference photo's face must be at least this wide (original px) — twice the size needed to
 # check a face, so templates are taken from good pixels.
 REFERENCE_MIN_FACE_FACTOR = 2
+# Other faces in a reference photo are tolerated only when much smaller than the student's (a
+# poster, a passer-by far behind): then there is no doubt whose face the photo is of.
+DOMINANT_FACE_RATIO = 0.5
 
 
 @dataclass
@@ -54,11 +57,12 @@ def reference_embedding(path: Path, settings: Settings, models: Models) -> np.nd
         image = load_image(path, settings)
     except ImageRejected as exc:
         return exc.reason
-    faces = detect_faces(image, settings, models)
+    faces = sorted(detect_faces(image, settings, models), key=lambda f: f.box.w, reverse=True)
     if not faces:
         return "no face found"
-    if len(faces) > 1:
+    if len(faces) > 1 and faces[1].box.w >= DOMINANT_FACE_RATIO * faces[0].box.w:
         return f"{len(faces)} faces found; a reference photo must show only the student"
+    faces = faces[:1]  # the student; any others are small faces far behind (a poster, a passer-by)
     need = settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
     wide = faces[0].box.w / image.scale
     if wide < need:
@@ -75,8 +79,13 @@ def enroll_folder(
     settings: Settings,
     models: Models,
     progress: Callable[[str], None] | None = None,
+    optouts: set[str] | None = None,
 ) -> EnrollReport:
-    """Bring ``index`` up to date with the photos under ``root`` (changes are not saved here)."""
+    """Bring ``index`` up to date with the photos under ``root`` (changes are not saved here).
+
+    ``optouts``: the imported opt-out list, when there is one. It is then authoritative: folders of
+    students not on it are skipped (and any templates of theirs deleted), and students on it with
+    no folder are listed as not protected."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise EnrollmentError(
@@ -89,6 +98,9 @@ def enroll_folder(
         student_id = folder.name
         if not is_valid_student_id(student_id):
             report.skipped_folders.append((str(folder), "folder name is not a valid student id (letters, digits, . _ -)"))
+            continue
+        if optouts is not None and student_id not in optouts:
+            report.skipped_folders.append((str(folder), "not on the opt-out list; run optout-guard sync to remove it"))
             continue
         index.add_student(student_id)
         for photo in _photos(folder):
@@ -114,7 +126,7 @@ def enroll_folder(
                 index.reject(Rejection(student_id, key, digest, result))
                 report.rejected.append((student_id, key, result))
             else:
-                index.add(Template(student_id, key, digest, now_iso()), result)
+                index.add(Template(student_id, key, digest, now_iso(), photo_date(photo)), result)
                 report.added.append((student_id, key))
 
     # Templates whose photo was deleted (or changed) under this root are dropped.
@@ -129,6 +141,13 @@ def enroll_folder(
     index.rejections = [
         r for r in index.rejections if not Path(r.photo).is_relative_to(root) or seen.get((r.student_id, r.photo)) == r.sha256
     ]
+    if optouts is not None:
+        for student_id in sorted(index.students - optouts):
+            removed = [t.photo for t in index.templates if t.student_id == student_id]
+            index.remove_student(student_id)
+            report.removed.extend((student_id, p) for p in removed)
+        for student_id in sorted(optouts):
+            index.add_student(student_id)
     report.students = len(index.students)
     report.not_protected = index.not_protected()
     return report

@@ -7,10 +7,12 @@ pixel limit checked *before* decoding, and anything truncated or corrupt rejecte
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import math
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -209,3 +211,36 @@ def looks_like_image(path: Path | str) -> bool:
         return True  # an image, and a hostile one: load_image will refuse it with a reason
     except Exception:  # noqa: BLE001 - anything unreadable as an image is "not an image" here
         return False
+
+
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 0x9003
+_DATE_TIME = 0x0132
+_NAME_DATE = re.compile(r"^((?:19|20)\d\d)(?:[-_.]?(\d\d)[-_.]?(\d\d))?(?!\d)")
+
+
+def photo_date(path: Path | str) -> str:
+    """When a reference photo was taken, as ``YYYY-MM-DD``: a date at the start of its file name
+    (``2025-09-12_…``, or just the year: ``2025…`` = 1 January), else the camera's EXIF date, else
+    the file's modification date. Only the header is read."""
+    path = Path(path)
+    named = _NAME_DATE.match(path.name)
+    if named:
+        year, month, day = named.group(1), named.group(2) or "01", named.group(3) or "01"
+        try:
+            return dt.date(int(year), int(month), int(day)).isoformat()
+        except ValueError:
+            pass
+    try:
+        _register_heif()
+        with Image.open(path) as im:
+            exif = im.getexif()
+            raw = exif.get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
+        if isinstance(raw, str) and len(raw) >= 10:
+            return dt.date(int(raw[0:4]), int(raw[5:7]), int(raw[8:10])).isoformat()
+    except Exception:  # noqa: BLE001 - no readable date in the header: fall back to the file's date
+        pass
+    try:
+        return dt.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    except OSError:
+        return ""

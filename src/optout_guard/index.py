@@ -38,6 +38,7 @@ class Template:
     photo: str  # absolute path of the reference photo when it was enrolled
     sha256: str
     enrolled_at: str  # ISO-8601 UTC
+    taken: str = ""  # YYYY-MM-DD the reference photo was taken (file name, EXIF or file date); "" unknown
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class FaceIndex:
 
     def rejection_for(self, student_id: str, sha256: str) -> Rejection | None:
         return next((r for r in self.rejections if r.student_id == student_id and r.sha256 == sha256), None)
+
+    def newest_reference(self, student_id: str) -> str:
+        """The date of the student's most recent reference photo (YYYY-MM-DD), "" if unknown/none."""
+        return max((t.taken for t in self.templates if t.student_id == student_id), default="")
 
     def gallery_fingerprint(self) -> str:
         """Identity of the gallery's contents (model + every student's templates): a verdict given

@@ -1,0 +1,289 @@
+"""The district's opt-out list: an export from the student information system (SIS).
+
+Read everything, check everything, and only then hand back a list: a file with any bad row
+(missing or duplicate id, a flag value we do not understand, an id we cannot use as a folder
+name) is refused as a whole, with every problem and its line number, so an import never
+half-applies. Exports come as CSV or tab-separated text, in UTF-8 (with or without a byte-order
+mark), UTF-16 (Excel's "Unicode text") or Windows-1252; the delimiter is detected.
+
+Column names differ by SIS; ``FORMATS`` holds the usual names for each (matched ignoring case,
+spaces and punctuation). The opt-out flag is usually a district-defined field, so its column can
+also be named explicitly. Some districts export a *release* flag instead (release = no means the
+family opted out): ``flag_means="release"``.
+
+The list is kept in the workspace (``optout-list.json``, private) with names and grades: names are
+needed to match picture-day photos and to show a reviewer who may see them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from optout_guard.errors import OptoutGuardError
+
+LIST_FILE = "optout-list.json"
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+_ID = ("student_id", "studentid", "student_number", "student_no", "id", "sis_id", "local_id", "perm_id", "permanent_id")
+_FIRST = ("first_name", "firstname", "first", "legal_first_name", "given_name", "student_first_name")
+_LAST = ("last_name", "lastname", "last", "legal_last_name", "surname", "family_name", "student_last_name")
+_GRADE = ("grade", "grade_level", "gradelevel", "grd", "current_grade")
+_SCHOOL = ("school", "school_name", "schoolname", "school_id", "schoolid", "building", "school_number", "sch")
+_FLAG = (
+    "opt_out",
+    "optout",
+    "opted_out",
+    "directory_opt_out",
+    "directory_info_opt_out",
+    "directory_information_opt_out",
+    "ferpa_opt_out",
+    "ferpa_directory_opt_out",
+    "dir_info_opt_out",
+)
+# Usual column names per SIS (first match wins). The opt-out flag is a district-defined field in
+# most systems: check your export's header and pass --flag-column if it is not found.
+FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
+    "generic": {"id": _ID, "first": _FIRST, "last": _LAST, "grade": _GRADE, "school": _SCHOOL, "flag": _FLAG},
+    "powerschool": {
+        "id": ("student_number", *_ID),
+        "first": ("first_name", *_FIRST),
+        "last": ("last_name", *_LAST),
+        "grade": ("grade_level", *_GRADE),
+        "school": ("schoolid", "school_name", *_SCHOOL),
+        "flag": ("directoryinfooptout", "ferpa_optout", *_FLAG),
+    },
+    "infinite-campus": {
+        "id": ("student_number", "studentnumber", *_ID),
+        "first": ("first_name", "firstname", *_FIRST),
+        "last": ("last_name", "lastname", *_LAST),
+        "grade": ("grade", *_GRADE),
+        "school": ("school_name", "calendar_name", *_SCHOOL),
+        "flag": ("directory_opt_out", "release_directory_info", *_FLAG),
+    },
+    "skyward": {
+        "id": ("other_id", "student_id", "name_id", *_ID),
+        "first": ("first_name", "stu_first_name", *_FIRST),
+        "last": ("last_name", "stu_last_name", *_LAST),
+        "grade": ("grade", "grd_lvl", *_GRADE),
+        "school": ("entity", "school", *_SCHOOL),
+        "flag": ("directory_opt_out", "restrict_directory", *_FLAG),
+    },
+    "synergy": {
+        "id": ("perm_id", "permid", "sis_number", *_ID),
+        "first": ("first_name", *_FIRST),
+        "last": ("last_name", *_LAST),
+        "grade": ("grade", *_GRADE),
+        "school": ("school_name", "school_code", *_SCHOOL),
+        "flag": ("directory_info_opt_out", "release_directory_info", *_FLAG),
+    },
+}
+YES = {"y", "yes", "true", "t", "1", "x", "optout", "optedout", "opt out", "opted out", "on", "checked"}
+NO = {"", "n", "no", "false", "f", "0", "off", "release", "released", "unchecked"}
+
+
+class ListRejected(OptoutGuardError):
+    """The opt-out list has problems; nothing was changed. ``problems``: (line, message)."""
+
+    def __init__(self, path: Path, problems: list[tuple[int, str]]) -> None:
+        shown = "\n".join(f"  line {line}: {msg}" if line else f"  {msg}" for line, msg in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(
+            f"the opt-out list {path} was not imported: {len(problems)} problem(s); fix them and run again "
+            f"(nothing was changed):\n{shown}{more}"
+        )
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Student:
+    student_id: str
+    first: str = ""
+    last: str = ""
+    grade: str = ""
+    school: str = ""
+
+
+@dataclass
+class OptOutList:
+    students: dict[str, Student] = field(default_factory=dict)
+    source: str = ""
+    rows_read: int = 0  # data rows in the export (opted out or not)
+
+    def ids(self) -> set[str]:
+        return set(self.students)
+
+
+def normalise_header(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+def normalise_name(name: str) -> str:
+    """For matching names across systems: no accents, case, spaces, hyphens or apostrophes."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if c.isalnum()).lower()
+
+
+def normalise_grade(grade: str) -> str:
+    g = grade.strip().upper().replace("-", "").replace(" ", "")
+    if g in {"K", "KG", "KN", "KDG", "00", "0"}:
+        return "K"
+    if g in {"PK", "PREK", "P", "PS", "TK"}:
+        return "PK"
+    return g.lstrip("0") or g
+
+
+def read_text(path: Path) -> str:
+    """Decode an export: UTF-8 (BOM or not), UTF-16 with a BOM, else Windows-1252."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _rows(text: str) -> list[list[str]]:
+    sample = text[:8192]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",\t;|")
+    except csv.Error:
+        dialect = csv.excel_tab if "\t" in sample else csv.excel
+    return list(csv.reader(io.StringIO(text, newline=""), dialect))
+
+
+def _column(header: list[str], wanted: tuple[str, ...], explicit: str | None) -> int | None:
+    names = [normalise_header(h) for h in header]
+    for name in (normalise_header(explicit),) if explicit else wanted:
+        if name in names:
+            return names.index(name)
+    return None
+
+
+def parse_list(
+    path: Path,
+    fmt: str = "generic",
+    id_column: str | None = None,
+    flag_column: str | None = None,
+    flag_means: str = "optout",
+) -> OptOutList:
+    """Read and check an SIS export (or a plain list of ids, ``fmt="ids"``). Raises ListRejected."""
+    path = Path(path)
+    if fmt != "ids" and fmt not in FORMATS:
+        raise OptoutGuardError(f"unknown list format {fmt!r}; use one of: ids, {', '.join(FORMATS)}")
+    if flag_means not in ("optout", "release"):
+        raise OptoutGuardError("flag_means must be 'optout' or 'release'")
+    try:
+        text = read_text(path)
+    except OSError as exc:
+        raise OptoutGuardError(f"cannot read the opt-out list {path} ({exc.strerror or exc})") from None
+    problems: list[tuple[int, str]] = []
+    result = OptOutList(source=str(path))
+    first_line: dict[str, int] = {}
+
+    def add(line: int, student: Student) -> None:
+        sid = student.student_id
+        if not sid:
+            problems.append((line, "no student id"))
+        elif not STUDENT_ID.match(sid):
+            problems.append((line, f"student id {sid!r} has characters other than letters, digits, . _ - (or is too long)"))
+        elif sid in first_line:
+            problems.append((line, f"student id {sid} appears twice (first on line {first_line[sid]})"))
+        else:
+            first_line[sid] = line
+            result.students[sid] = student
+
+    if fmt == "ids":
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            value = line.split(",")[0].split("\t")[0].strip().strip('"')
+            if not value or value.startswith("#") or (line_no == 1 and normalise_header(value) in _ID):
+                continue
+            result.rows_read += 1
+            add(line_no, Student(value))
+    else:
+        rows = _rows(text)
+        if not rows:
+            raise ListRejected(path, [(0, "the file is empty")])
+        header, mapping = rows[0], FORMATS[fmt]
+        cols = {key: _column(header, names, None) for key, names in mapping.items()}
+        if id_column:
+            cols["id"] = _column(header, (), id_column)
+        if flag_column:
+            cols["flag"] = _column(header, (), flag_column)
+        if cols["id"] is None:
+            problems.append(
+                (1, f"no student id column (looked for {id_column or ', '.join(mapping['id'][:4])}…); use --id-column")
+            )
+        if cols["flag"] is None:
+            problems.append(
+                (1, f"no opt-out flag column (looked for {flag_column or ', '.join(mapping['flag'][:4])}…); use --flag-column")
+            )
+        if problems:
+            raise ListRejected(path, problems)
+        for line_no, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            result.rows_read += 1
+
+            def cell(key: str, row: list[str] = row) -> str:
+                i = cols.get(key)
+                return row[i].strip() if i is not None and i < len(row) else ""
+
+            if len(row) != len(header):
+                problems.append((line_no, f"{len(row)} columns where the header has {len(header)}"))
+                continue
+            flag = cell("flag").lower()
+            if flag in YES:
+                opted_out = flag_means == "optout"
+            elif flag in NO:
+                opted_out = flag_means == "release" and flag != ""
+            else:
+                problems.append((line_no, f"opt-out flag {cell('flag')!r} is neither yes nor no"))
+                continue
+            if opted_out:
+                add(line_no, Student(cell("id"), cell("first"), cell("last"), cell("grade"), cell("school")))
+            elif not cell("id"):
+                problems.append((line_no, "no student id"))
+    if problems:
+        raise ListRejected(path, problems)
+    return result
+
+
+# ---- kept in the workspace ---------------------------------------------------------------------
+def save_list(optouts: OptOutList, workspace: Path) -> Path:
+    """Write atomically, private (it names children)."""
+    path = Path(workspace) / LIST_FILE
+    doc = {"schema_version": 1, "source": optouts.source, "students": [asdict(s) for s in optouts.students.values()]}
+    fd, tmp = tempfile.mkstemp(prefix=".optout-list-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_list(workspace: Path) -> OptOutList | None:
+    """The list last imported into this workspace, or None if none was."""
+    path = Path(workspace) / LIST_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        students = [Student(**s) for s in doc["students"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OptoutGuardError(
+            f"the saved opt-out list {path} is unreadable ({exc}); import the list again with: optout-guard sync"
+        ) from None
+    return OptOutList({s.student_id: s for s in students}, doc.get("source", ""), len(students))

@@ -1,0 +1,213 @@
+"""The yearly sync: opt-out list + picture-day photos -> enrollments/ -> face index.
+
+``plan_sync`` reads and checks everything (the list, every delivery, the person's confirmations)
+and changes nothing; ``apply_sync`` then applies the plan: copies the matched photos into
+``enrollments/<student_id>/<date>_<name>``, embeds them (the enrollment quality gate), deletes the
+templates *and* reference photos of students no longer on the list, saves the index and the list.
+A dry run is the plan alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optout_guard.config import Settings
+from optout_guard.enroll import EnrollReport, enroll_folder
+from optout_guard.errors import OptoutGuardError
+from optout_guard.images import photo_date, sha256_file
+from optout_guard.index import FaceIndex
+from optout_guard.models import Models
+from optout_guard.optout_list import OptOutList, save_list
+from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery
+
+STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
+HELD_FILE = "photos-to-confirm.csv"
+
+
+@dataclass(frozen=True)
+class NewPhoto:
+    student_id: str
+    source: Path
+    name: str  # file name in enrollments/<student_id>/
+
+
+@dataclass
+class SyncPlan:
+    optouts: OptOutList
+    added_students: list[str]
+    removed_students: list[str]
+    new_photos: list[NewPhoto]
+    already_enrolled_photos: int
+    held: list[Held]
+    missing_files: list[DeliveryPhoto]
+    other_students: int
+    no_new_photo: list[str]  # students on the list with no photo in the deliveries given
+
+
+@dataclass
+class StudentStatus:
+    student_id: str
+    reference_photos: int
+    newest_photo: str  # YYYY-MM-DD, "" if none/unknown
+    protected: bool
+    stale: bool
+
+
+@dataclass
+class SyncReport:
+    plan: SyncPlan
+    applied: bool
+    enroll: EnrollReport | None = None
+    status: list[StudentStatus] = field(default_factory=list)
+    held_file: str | None = None
+
+    @property
+    def not_protected(self) -> list[str]:
+        return [s.student_id for s in self.status if not s.protected]
+
+    @property
+    def stale(self) -> list[str]:
+        return [s.student_id for s in self.status if s.protected and s.stale]
+
+    def as_json(self) -> dict[str, Any]:
+        p = self.plan
+        doc: dict[str, Any] = {
+            "schema_version": 1,
+            "applied": self.applied,
+            "students_on_list": len(p.optouts.students),
+            "not_protected": self.not_protected,
+            "stale": self.stale,
+            "students_added": p.added_students,
+            "students_removed": p.removed_students,
+            "photos_to_add" if not self.applied else "photos_copied": [
+                {"student_id": n.student_id, "photo": str(n.source), "as": n.name} for n in p.new_photos
+            ],
+            "photos_already_enrolled": p.already_enrolled_photos,
+            "held_for_confirmation": [
+                {"photo": str(h.photo.path), "could_be": list(h.candidates), "reason": h.reason} for h in p.held
+            ],
+            "held_file": self.held_file,
+            "listed_but_missing": [str(m.path) for m in p.missing_files],
+            "photos_of_other_students_ignored": p.other_students,
+            "students_without_a_new_photo": p.no_new_photo,
+        }
+        if self.enroll is not None:
+            doc["photos_rejected"] = [{"student_id": s, "photo": ph, "reason": r} for s, ph, r in self.enroll.rejected]
+            doc["templates_deleted"] = len(self.enroll.removed)
+        doc["students"] = [vars(s) for s in self.status]
+        return doc
+
+
+def _enrolled_students(index: FaceIndex, settings: Settings) -> set[str]:
+    root = settings.enrollments
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    return set(index.students) | folders
+
+
+def plan_sync(
+    optouts: OptOutList,
+    deliveries: list[Path],
+    index: FaceIndex,
+    settings: Settings,
+    confirmed: dict[str, str] | None = None,
+    picture_day: str | None = None,
+) -> SyncPlan:
+    """What a sync would do. Reads everything, changes nothing; raises if any input is unusable."""
+    before = _enrolled_students(index, settings)
+    new_photos: list[NewPhoto] = []
+    held: list[Held] = []
+    missing: list[DeliveryPhoto] = []
+    other = already = 0
+    with_photo: set[str] = set()
+    for root in deliveries:
+        found = match_delivery(Path(root), optouts, confirmed)
+        if found.problems:
+            lines = "; ".join(f"line {n}: {m}" for n, m in found.problems[:20])
+            raise OptoutGuardError(f"the picture-day folder {root} was not imported (nothing was changed): {lines}")
+        held += found.held
+        missing += found.missing_files
+        other += found.other_students
+        for student_id, photo in found.matched:
+            with_photo.add(student_id)
+            date = picture_day or photo_date(photo.path)
+            name = f"{date}_{photo.path.name}" if date else photo.path.name
+            target = settings.enrollments / student_id / name
+            if target.exists() and sha256_file(target) == sha256_file(photo.path):
+                already += 1
+            else:
+                new_photos.append(NewPhoto(student_id, photo.path, name))
+    ids = optouts.ids()
+    return SyncPlan(
+        optouts=optouts,
+        added_students=sorted(ids - before),
+        removed_students=sorted(before - ids),
+        new_photos=new_photos,
+        already_enrolled_photos=already,
+        held=held,
+        missing_files=missing,
+        other_students=other,
+        no_new_photo=sorted(ids - with_photo) if deliveries else [],
+    )
+
+
+def gallery_status(index: FaceIndex, students: list[str], today: dt.date | None = None) -> list[StudentStatus]:
+    today = today or dt.date.today()
+    rows = []
+    for sid in sorted(students):
+        refs = [t for t in index.templates if t.student_id == sid]
+        newest = index.newest_reference(sid)
+        try:
+            stale = (today - dt.date.fromisoformat(newest)).days > STALE_DAYS if newest else bool(refs)
+        except ValueError:
+            stale = True
+        rows.append(StudentStatus(sid, len(refs), newest, bool(refs), stale))
+    return rows
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: a half-copied reference photo is never enrolled."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def apply_sync(
+    plan: SyncPlan,
+    index: FaceIndex,
+    settings: Settings,
+    models: Models,
+    save_index: Callable[[FaceIndex, Settings], None],
+    progress: Callable[[str], None] | None = None,
+) -> SyncReport:
+    """Apply a plan made by :func:`plan_sync`. The index is saved in one atomic step."""
+    for new in plan.new_photos:
+        _copy(new.source, settings.enrollments / new.student_id / new.name)
+    settings.enrollments.mkdir(parents=True, exist_ok=True)
+    report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
+    save_index(index, settings)
+    save_list(plan.optouts, settings.workspace)
+    for student_id in plan.removed_students:  # their reference photos go with their templates
+        folder = settings.enrollments / student_id
+        if folder.is_dir() and folder.resolve().parent == settings.enrollments.resolve():
+            shutil.rmtree(folder)
+    held_file = None
+    if plan.held:
+        from optout_guard.picture_day import write_held
+
+        held_path = settings.workspace / HELD_FILE
+        write_held(plan.held, held_path)
+        os.chmod(held_path, 0o600)
+        held_file = str(held_path)
+    return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file)
+
+
+def dry_run(plan: SyncPlan, index: FaceIndex) -> SyncReport:
+    """The plan as a report; the status is the gallery as it is now, before the sync."""
+    return SyncReport(plan, False, None, gallery_status(index, sorted(plan.optouts.ids())))

@@ -1,0 +1,322 @@
+"""District import: the opt-out list (messy SIS exports), picture-day deliveries, the yearly sync."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import LFW
+from optout_guard.cli import app
+from optout_guard.config import Settings
+from optout_guard.enroll import reference_embedding
+from optout_guard.errors import OptoutGuardError
+from optout_guard.images import photo_date
+from optout_guard.index import FaceIndex
+from optout_guard.models import embedding_fingerprint
+from optout_guard.optout_list import ListRejected, OptOutList, Student, load_list, parse_list
+from optout_guard.picture_day import match_delivery, read_confirmed
+
+FIRST = ["Ava", "Liam", "Zoë", "Noah", "José", "Mia", "Amélie", "Ethan", "Chloé", "Mateo", "Siobhán", "Øyvind"]
+LAST = ["García", "O'Brien", "Nguyen", "Smith-Jones", "Müller", "Kowalski", "Núñez", "Lefèvre", "Ahmed", "Kim"]
+
+
+def roster_rows(n: int = 300, seed: int = 7) -> list[dict[str, str]]:
+    """n students, every 7th opted out; names with accents and apostrophes (what real SIS data has)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "Student_Number": f"{100000 + i}",
+                "First_Name": rng.choice(FIRST),
+                "Last_Name": rng.choice(LAST),
+                "Grade_Level": str(rng.choice(["K", "1", "2", "3", "4", "5"])),
+                "SchoolID": "12",
+                "DirectoryInfoOptOut": "Y" if i % 7 == 0 else rng.choice(["N", ""]),
+            }
+        )
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], encoding: str = "utf-8", delimiter: str = ",") -> Path:
+    with open(path, "w", newline="", encoding=encoding) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("utf-8", ","), ("utf-8-sig", ","), ("cp1252", ","), ("utf-16", "\t"), ("utf-8", ";")],
+    ids=["utf8", "utf8-bom", "windows-1252", "excel-unicode-text", "semicolons"],
+)
+def test_sis_export_in_any_usual_encoding(tmp_path, encoding, delimiter):
+    rows = roster_rows()
+    exported = write_csv(tmp_path / "optouts.csv", rows, encoding, delimiter)
+    parsed = parse_list(exported, "powerschool")
+    expected = {r["Student_Number"]: r for r in rows if r["DirectoryInfoOptOut"] == "Y"}
+    assert parsed.rows_read == 300
+    assert set(parsed.students) == set(expected)
+    for sid, row in expected.items():  # accents survive every encoding
+        assert (parsed.students[sid].first, parsed.students[sid].last) == (row["First_Name"], row["Last_Name"])
+        assert parsed.students[sid].grade == row["Grade_Level"]
+
+
+def test_broken_list_is_refused_whole_with_line_numbers(tmp_path):
+    rows = roster_rows(40)
+    rows[5]["Student_Number"] = ""  # line 7 (header is line 1)
+    rows[10]["Student_Number"] = rows[1]["Student_Number"]  # line 12 duplicates line 3
+    rows[10]["DirectoryInfoOptOut"] = rows[1]["DirectoryInfoOptOut"] = "Y"
+    rows[18]["DirectoryInfoOptOut"] = "maybe"  # line 20
+    rows[25]["Student_Number"] = "../etc"  # line 27: not usable as a folder name
+    rows[25]["DirectoryInfoOptOut"] = "Y"
+    rows[5]["DirectoryInfoOptOut"] = "Y"
+    with pytest.raises(ListRejected) as caught:
+        parse_list(write_csv(tmp_path / "bad.csv", rows), "powerschool")
+    lines = sorted(line for line, _ in caught.value.problems)
+    assert lines == [7, 12, 20, 27], caught.value.problems
+    assert "first on line 3" in str(caught.value)
+
+
+def test_missing_columns_are_named(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("Name,Grade\nA,1\n")
+    with pytest.raises(ListRejected, match="no student id column"):
+        parse_list(path)
+    path.write_text("Pupil,Dir Release\n1,No\n2,Yes\n3,\n")
+    parsed = parse_list(path, id_column="Pupil", flag_column="dir release", flag_means="release")
+    assert set(parsed.students) == {"1"}  # release = No means the family opted out
+
+
+def test_plain_list_of_ids(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_text("student_id\n1001\n\n# a comment\n1002\n1001\n")
+    with pytest.raises(ListRejected) as caught:
+        parse_list(path, "ids")
+    assert caught.value.problems == [(6, "student id 1001 appears twice (first on line 2)")]
+    path.write_text("1001\n1002\n")
+    assert set(parse_list(path, "ids").students) == {"1001", "1002"}
+
+
+def pspa_index(folder: Path, rows: list[tuple[str, str, str, str]], header: bool = False) -> None:
+    """INDEX.TXT in the PSPA layout: (file, grade, last, first) per photo, tab-delimited, CRLF."""
+    lines = []
+    if header:
+        lines.append("Volume\tFolder\tFile\tGrade\tLast\tFirst\tHomeroom\tPeriod\tTeacher\tTrack\tDepartment\tTitle\tImage Size")
+    for file, grade, last, first in rows:
+        lines.append(f"SCHOOL2026\tPhotos\t{file}\t{grade}\t{last}\t{first}\t101\t\tSmith\t\t\t\t640x800")
+    (folder / "INDEX.TXT").write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+
+
+def test_name_matching_holds_what_is_not_certain(tmp_path):
+    optouts = OptOutList(
+        {
+            "1": Student("1", "José", "Núñez", "3"),
+            "2": Student("2", "Ava", "Kim", "2"),
+            "3": Student("3", "Ava", "Kim", "4"),  # two opted-out Ava Kims
+            "4": Student("4", "Liam", "Smith", "5"),
+            "5": Student("5", "Mia", "Ahmed", "1"),
+        }
+    )
+    photos = tmp_path / "Photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"):
+        (photos / name).write_bytes(b"jpeg")
+    pspa_index(
+        tmp_path,
+        [
+            ("A.JPG", "03", "NUNEZ", "Jose"),  # case, accents and leading zero differ: still a sure match
+            ("b.jpg", "2", "Kim", "Ava"),  # which Ava Kim? held
+            ("c.jpg", "4", "Smith", "Liam"),  # grade differs from the list: held
+            ("d.jpg", "1", "Ahmed", "Mia"),  # two photos of a Mia Ahmed in the delivery: held
+            ("e.jpg", "1", "Ahmed", "Mia"),
+            ("f.jpg", "2", "Doe", "Jane"),  # not opted out: left alone
+            ("missing.jpg", "2", "Doe", "John"),
+        ],
+        header=True,
+    )
+    found = match_delivery(tmp_path, optouts)
+    assert [(sid, p.path.name) for sid, p in found.matched] == [("1", "a.jpg")]
+    held = {h.photo.path.name: h for h in found.held}
+    assert set(held) == {"b.jpg", "c.jpg", "d.jpg", "e.jpg"}
+    assert held["b.jpg"].candidates == ("2",) and "2 opted-out students" in held["b.jpg"].reason
+    assert "grade 4" in held["c.jpg"].reason
+    assert found.other_students == 1 and [m.path.name for m in found.missing_files] == ["missing.jpg"]
+    # A person's answers: b is student 3 (not the grade-2 one), c is "none", d/e undecided.
+    answers = tmp_path / "answers.csv"
+    answers.write_text(
+        f"student_id,photo\n3,{photos / 'b.jpg'}\nnone,{photos / 'c.jpg'}\n,{photos / 'd.jpg'}\n", encoding="utf-8"
+    )
+    confirmed = read_confirmed(answers, optouts)
+    found = match_delivery(tmp_path, optouts, confirmed)
+    assert sorted((sid, p.path.name) for sid, p in found.matched) == [("1", "a.jpg"), ("3", "b.jpg")]
+    assert sorted(h.photo.path.name for h in found.held) == ["d.jpg", "e.jpg"]
+    answers.write_text(f"student_id,photo\n99,{photos / 'b.jpg'}\n", encoding="utf-8")
+    with pytest.raises(OptoutGuardError, match="99 is not on the opt-out list"):
+        read_confirmed(answers, optouts)
+
+
+def test_photo_date_from_name_then_file(tmp_path):
+    (tmp_path / "2025-09-12_x.jpg").write_bytes(b"x")
+    (tmp_path / "2024 picture day.jpg").write_bytes(b"x")
+    (tmp_path / "plain.jpg").write_bytes(b"x")
+    assert photo_date(tmp_path / "2025-09-12_x.jpg") == "2025-09-12"
+    assert photo_date(tmp_path / "2024 picture day.jpg") == "2024-01-01"
+    assert photo_date(tmp_path / "plain.jpg") == dt.date.today().isoformat()
+
+
+# ---- the yearly workflow on real photos ----------------------------------------------------------
+def lfw_people(count: int, usable: int, models) -> list[str]:
+    """``count`` LFW people with 3+ photos, spread over the alphabet; the first ``usable`` of them
+    have photos 1–3 that pass the reference quality gate (LFW photos often show other people too)."""
+    people = sorted(p.name for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)
+    spread = people[:: max(1, len(people) // (count * 3))]
+    good = [
+        p
+        for p in spread
+        if all(not isinstance(reference_embedding(LFW / p / f"{p}_{n:04d}.jpg", Settings(), models), str) for n in (1, 2, 3))
+    ]
+    assert len(good) >= usable
+    chosen = good[:usable]
+    return chosen + [p for p in spread if p not in chosen][: count - usable]
+
+
+def build_delivery(root: Path, entries: list[tuple[str, int, str]], header: bool) -> Path:
+    """A PSPA delivery of LFW photos: (LFW person, photo number, grade) each."""
+    (root / "Photos").mkdir(parents=True)
+    rows = []
+    for i, (person, number, grade) in enumerate(entries):
+        name = f"IMG_{i:04d}.JPG"
+        (root / "Photos" / name).write_bytes((LFW / person / f"{person}_{number:04d}.jpg").read_bytes())
+        first, _, last = person.partition("_")
+        rows.append((name, grade, last.replace("_", " "), first))
+    pspa_index(root, rows, header)
+    return root
+
+
+def run(ws: Path, *args: str):
+    return CliRunner().invoke(app, ["--workspace", str(ws), *args], catch_exceptions=False)
+
+
+@pytest.mark.data
+def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
+    people = lfw_people(24, 16, models)
+    opted, _others = people[:16], people[16:]
+    no_photo_ids = ["900001", "900002"]
+    rows = [
+        {
+            "Student ID": f"S{i:03d}",
+            "Last Name": p.partition("_")[2].replace("_", " "),
+            "First Name": p.partition("_")[0],
+            "Grade": "3",
+            "Opt Out": "Yes",
+        }
+        for i, p in enumerate(opted)
+    ]
+    rows += [
+        {"Student ID": sid, "Last Name": "Nobody", "First Name": f"N{sid}", "Grade": "2", "Opt Out": "Yes"}
+        for sid in no_photo_ids
+    ]
+    rows += [
+        {"Student ID": f"X{i:03d}", "Last Name": "Other", "First Name": str(i), "Grade": "1", "Opt Out": "No"} for i in range(250)
+    ]
+    listing = write_csv(tmp_path / "export.csv", rows, "cp1252")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    today = dt.date.today()
+    last_year = (today - dt.timedelta(days=420)).isoformat()
+    this_year = (today - dt.timedelta(days=60)).isoformat()
+    # Last year: photo 1 of everybody (opted out or not); this year: photo 2.
+    d1 = build_delivery(tmp_path / "pd-last", [(p, 1, "2") for p in people], header=False)
+    d2 = build_delivery(tmp_path / "pd-this", [(p, 2, "3") for p in people], header=True)
+
+    # A dry run changes nothing.
+    result = run(ws, "sync", str(listing), "--photos", str(d2), "--picture-day", this_year, "--dry-run", "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 3 and doc["applied"] is False
+    assert len(doc["photos_to_add"]) == 16 and doc["photos_of_other_students_ignored"] == 8
+    assert not (ws / "enrollments").exists() and not (ws / ".optout-guard").exists() and not (ws / "optout-list.json").exists()
+
+    # Last year's photos: grade 2 on the photo, 3 on the list -> held for a person, not guessed.
+    result = run(ws, "sync", str(listing), "--photos", str(d1), "--picture-day", last_year, "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 3, result.stdout
+    assert len(doc["held_for_confirmation"]) == 16 and doc["photos_copied"] == []
+    assert sorted(doc["not_protected"]) == sorted([f"S{i:03d}" for i in range(16)] + no_photo_ids)
+    held_file = Path(doc["held_file"])
+    assert held_file.stat().st_mode & 0o777 == 0o600
+    # The person confirms all but one (left blank: still held) and says "none" for another.
+    with open(held_file, newline="", encoding="utf-8") as fh:
+        held = list(csv.DictReader(fh))
+    for row in held:
+        person = next(
+            p for p in opted if p.partition("_")[0] == row["first"] and p.partition("_")[2].replace("_", " ") == row["last"]
+        )
+        row["student_id"] = {0: "", 1: "none"}.get(opted.index(person), row["could_be"])
+    with open(held_file, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(held[0]))
+        writer.writeheader()
+        writer.writerows(held)
+    result = run(ws, "sync", str(listing), "--photos", str(d1), "--picture-day", last_year, "--confirm", str(held_file), "--json")
+    doc = json.loads(result.stdout)
+    assert len(doc["photos_copied"]) == 14 and len(doc["held_for_confirmation"]) == 1
+    assert sorted(doc["not_protected"]) == sorted(["S000", "S001", *no_photo_ids])
+    assert sorted(doc["stale"]) == [f"S{i:03d}" for i in range(2, 16)]  # last year's photo only
+    # Photos of students not on the list were never copied.
+    assert sorted(p.name for p in (ws / "enrollments").iterdir()) == sorted([f"S{i:03d}" for i in range(2, 16)])
+
+    # This year's delivery (grades agree now): a second, dated reference for everyone.
+    result = run(ws, "sync", str(listing), "--photos", str(d2), "--picture-day", this_year, "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 3  # the two students with no photo at all
+    assert len(doc["photos_copied"]) == 16 and doc["held_for_confirmation"] == []
+    assert doc["not_protected"] == no_photo_ids and doc["stale"] == []
+    students = {s["student_id"]: s for s in doc["students"]}
+    assert students["S005"]["reference_photos"] == 2 and students["S005"]["newest_photo"] == this_year
+    assert students["S000"]["reference_photos"] == 1
+    assert (ws / "optout-list.json").stat().st_mode & 0o777 == 0o600
+    assert set(load_list(ws).students) == {f"S{i:03d}" for i in range(16)} | set(no_photo_ids)
+
+    # Running the same sync again changes nothing.
+    doc = json.loads(run(ws, "sync", str(listing), "--photos", str(d2), "--picture-day", this_year, "--json").stdout)
+    assert doc["photos_copied"] == [] and doc["photos_already_enrolled"] == 16
+
+    # A photo of an opted-out student (a third photo) is blocked for that student.
+    check = run(ws, "check", "--json", str(LFW / opted[5] / f"{opted[5]}_0003.jpg"))
+    assert check.exit_code == 1 and json.loads(check.stdout)["photos"][0]["students"] == ["S005"]
+
+    # Two families withdraw their opt-out: their templates and reference photos are deleted.
+    kept = [r for r in rows if r["Student ID"] not in ("S005", "S006")]
+    listing2 = write_csv(tmp_path / "export2.csv", kept, "utf-8-sig")
+    dry = json.loads(run(ws, "sync", str(listing2), "--dry-run", "--json").stdout)
+    assert dry["students_removed"] == ["S005", "S006"] and (ws / "enrollments" / "S005").is_dir()
+    doc = json.loads(run(ws, "sync", str(listing2), "--json").stdout)
+    assert doc["students_removed"] == ["S005", "S006"] and doc["templates_deleted"] == 4
+    index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
+    assert not {"S005", "S006"} & {t.student_id for t in index.templates}
+    assert not {"S005", "S006"} & index.students
+    assert not (ws / "enrollments" / "S005").exists()
+    check = run(ws, "check", "--json", str(LFW / opted[5] / f"{opted[5]}_0003.jpg"))
+    assert json.loads(check.stdout)["photos"][0]["students"] == []
+
+    # A broken export changes nothing at all.
+    before = {p: p.read_bytes() for p in [ws / ".optout-guard" / "index.npz", ws / "optout-list.json"]}
+    broken = [*kept[:50], {**kept[50], "Opt Out": "perhaps"}, *kept[51:]]
+    result = run(ws, "sync", str(write_csv(tmp_path / "broken.csv", broken)), "--photos", str(d2))
+    assert result.exit_code == 2 and "line 52" in result.stderr and "nothing was changed" in result.stderr
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert (ws / "enrollments" / "S007").is_dir()
+
+    # enroll respects the list: a folder of a student not on it is skipped, not enrolled.
+    (ws / "enrollments" / "S005").mkdir()
+    (ws / "enrollments" / "S005" / "x.jpg").write_bytes((LFW / opted[5] / f"{opted[5]}_0001.jpg").read_bytes())
+    doc = json.loads(run(ws, "enroll", "--json").stdout)
+    assert any("not on the opt-out list" in f["reason"] for f in doc["skipped_folders"])
+    assert "S005" not in {a["student_id"] for a in doc["added"]}
