@@ -33,7 +33,7 @@ from optout_guard.embedding import embed_faces
 from optout_guard.enroll import reference_embedding
 from optout_guard.images import load_image
 from optout_guard.index import FaceIndex, Template
-from optout_guard.matching import decide_face
+from optout_guard.matching import decide_faces
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.types import Box, Decision, LoadedImage
 
@@ -187,13 +187,10 @@ def main() -> None:
             for gate_label, gate in (("", settings), ("_any_size", replace(settings, min_face_px=8, min_sharpness=0.0))):
                 embedded = embed_faces(img, faces, gate, models)
                 found = index.search(embedded.vectors)
-                decisions = {}
-                for i, face in enumerate(faces):
-                    if i in embedded.unjudged:
-                        decisions[i] = (Decision.REVIEW, None)
-                    else:
-                        m = decide_face(face, found[embedded.judged.index(i)], gate)
-                        decisions[i] = (m.decision, m.student_id)
+                decisions = {i: (Decision.REVIEW, None) for i in embedded.unjudged}
+                judged = decide_faces([faces[i] for i in embedded.judged], found, gate)  # the product's rule, per photo
+                for i, m in zip(embedded.judged, judged, strict=True):
+                    decisions[i] = (m.decision, m.student_id)
                 for identity, box in truth:
                     match = next((i for i, f in enumerate(faces) if hit(f.box, box)), None)
                     decision, student = decisions.get(match, (None, None)) if match is not None else (None, None)

@@ -8,9 +8,8 @@ import pytest
 from optout_guard.config import Settings
 from optout_guard.index import FaceIndex, Template
 from optout_guard.matching import (
-    decide_face,
+    decide_faces,
     mean_templates,
-    one_face_per_student,
     pairwise_distances,
     photo_verdict,
     student_distances,
@@ -57,22 +56,49 @@ def test_student_distance_is_min_of_closest_photo_and_mean():
     assert per2[0, 0] == pytest.approx(0.0)
 
 
+def decide_one(candidates: tuple[Candidate, ...]) -> FaceMatch:
+    return decide_faces([face()], [candidates], SETTINGS)[0]
+
+
 def test_decisions_follow_thresholds():
-    assert decide_face(face(), (Candidate("a", 0.39),), SETTINGS).decision is Decision.BLOCK
-    assert decide_face(face(), (Candidate("a", 0.40),), SETTINGS).decision is Decision.BLOCK
-    review = decide_face(face(), (Candidate("a", 0.45), Candidate("b", 0.48)), SETTINGS)
-    assert review.decision is Decision.REVIEW and "a or b" in review.reason
-    assert decide_face(face(), (Candidate("a", 0.51),), SETTINGS).decision is Decision.CLEAR
-    assert decide_face(face(), (), SETTINGS).decision is Decision.CLEAR
+    assert decide_one((Candidate("a", 0.39),)).decision is Decision.BLOCK
+    assert decide_one((Candidate("a", 0.40),)).decision is Decision.BLOCK
+    review = decide_one((Candidate("a", 0.45), Candidate("b", 0.58)))
+    assert review.decision is Decision.REVIEW and review.student_id == "a" and "resembles student a" in review.reason
+    assert decide_one((Candidate("a", 0.51),)).decision is Decision.CLEAR
+    assert decide_one(()).decision is Decision.CLEAR
 
 
-def test_a_student_blocks_at_most_one_face_per_photo():
-    a = FaceMatch(face(0), Decision.BLOCK, (Candidate("s1", 0.30),), "x")
-    b = FaceMatch(face(200), Decision.BLOCK, (Candidate("s1", 0.20),), "y")
-    c = FaceMatch(face(400), Decision.BLOCK, (Candidate("s2", 0.35),), "z")
-    out = one_face_per_student([a, b, c])
+def test_siblings_within_the_review_band_are_review_with_both_ids():
+    twin = decide_one((Candidate("a", 0.30), Candidate("b", 0.47), Candidate("c", 0.60)))
+    assert twin.decision is Decision.REVIEW
+    assert "could be student a (0.300) or b (0.470)" in twin.reason
+    both_in_band = decide_one((Candidate("a", 0.45), Candidate("b", 0.48)))
+    assert both_in_band.decision is Decision.REVIEW and "a (0.450) or b (0.480)" in both_in_band.reason
+
+
+def test_a_student_is_at_most_one_face_per_photo():
+    faces = [face(0), face(200), face(400)]
+    out = decide_faces(faces, [(Candidate("s1", 0.30),), (Candidate("s1", 0.20),), (Candidate("s2", 0.35),)], SETTINGS)
     assert [m.decision for m in out] == [Decision.REVIEW, Decision.BLOCK, Decision.BLOCK]
-    assert "matched another face better" in out[0].reason
+    assert "s1, who matched another face in this photo better" in out[0].reason
+    assert [m.student_id for m in out[1:]] == ["s1", "s2"]
+
+
+def test_identities_are_assigned_jointly_not_greedily():
+    # Twins side by side: each face is closest to "its" twin, but the other twin is in the review
+    # band too. Per face that is ambiguous; jointly, each face has its own student: both block.
+    twins = decide_faces(
+        [face(0), face(200)],
+        [(Candidate("a", 0.30), Candidate("b", 0.44)), (Candidate("b", 0.32), Candidate("a", 0.45))],
+        SETTINGS,
+    )
+    assert [(m.decision, m.student_id) for m in twins] == [(Decision.BLOCK, "a"), (Decision.BLOCK, "b")]
+    # Greedy per face would give "a" to face 0 (its closest) and leave face 1 without a student;
+    # the assignment gives face 1 "a" (0.20) and face 0 "b" (0.35): both students found.
+    out = decide_faces([face(0), face(200)], [(Candidate("a", 0.25), Candidate("b", 0.35)), (Candidate("a", 0.20),)], SETTINGS)
+    assert [(m.decision, m.student_id) for m in out] == [(Decision.BLOCK, "b"), (Decision.BLOCK, "a")]
+    assert out[0].candidates[0] == Candidate("b", 0.35)
 
 
 def test_photo_verdicts_fail_closed():

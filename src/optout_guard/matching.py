@@ -49,42 +49,58 @@ def rank_candidates(per_student: np.ndarray, student_ids: list[str], k: int = TO
     return ranked
 
 
-def decide_face(face: Face, candidates: tuple[Candidate, ...], settings: Settings) -> FaceMatch:
-    """Block / review / clear for one embedded face from its closest students."""
-    if not candidates or candidates[0].distance > settings.review_distance:
-        return FaceMatch(face, Decision.CLEAR, candidates)
-    best = candidates[0]
-    if best.distance <= settings.block_distance:
-        return FaceMatch(face, Decision.BLOCK, candidates, f"matches student {best.student_id} (distance {best.distance:.3f})")
-    close = [c.student_id for c in candidates if c.distance <= settings.review_distance]
-    return FaceMatch(
-        face,
-        Decision.REVIEW,
-        candidates,
-        f"resembles student {' or '.join(close)} (distance {best.distance:.3f}); a person should look",
-    )
+def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], settings: Settings) -> list[FaceMatch]:
+    """Block / review / clear for every embedded face of one photo, from its closest students.
 
+    1. Identities are assigned jointly (a student is at most one face of a photo): among the
+       candidates within the review distance, the assignment with the most faces matched and then
+       the smallest total distance (Hungarian algorithm) — so twins standing side by side are each
+       given their own student, where a greedy per-face choice could give both faces to one.
+    2. A face whose assigned student is within the block distance blocks, unless another free
+       candidate is also within the review distance (siblings, look-alikes): then *review* naming
+       both. A face whose students are all taken by faces that match them better is *review*.
+    """
+    from scipy.optimize import linear_sum_assignment
 
-def one_face_per_student(matches: list[FaceMatch]) -> list[FaceMatch]:
-    """A student appears at most once in a photo: when several faces block on the same student,
-    the closest keeps the block and the others go to review (a look-alike, a sibling, a twin)."""
-    best_face: dict[str, int] = {}
-    for i, m in enumerate(matches):
-        if m.decision is Decision.BLOCK and m.student_id is not None:
-            j = best_face.get(m.student_id)
-            if j is None or (m.distance or 0.0) < (matches[j].distance or 0.0):
-                best_face[m.student_id] = i
-    result = []
-    for i, m in enumerate(matches):
-        if m.decision is Decision.BLOCK and best_face.get(m.student_id or "") != i:
-            m = FaceMatch(
-                m.face,
-                Decision.REVIEW,
-                m.candidates,
-                f"also matches student {m.student_id}, who matched another face better; a person should look",
-            )
-        result.append(m)
-    return result
+    near = [tuple(c for c in cands if c.distance <= settings.review_distance) for cands in candidates]
+    students = sorted({c.student_id for cands in near for c in cands})
+    assigned: dict[int, Candidate] = {}
+    if students:
+        column = {sid: j for j, sid in enumerate(students)}
+        forbidden = 1e6  # far above any sum of distances: a pair beyond the review distance is never chosen
+        cost = np.full((len(faces), len(students)), forbidden)
+        for i, cands in enumerate(near):
+            for c in cands:
+                cost[i, column[c.student_id]] = c.distance
+        rows, cols = linear_sum_assignment(cost)
+        for i, j in zip(rows, cols, strict=True):
+            if cost[i, j] < forbidden:
+                assigned[int(i)] = next(c for c in near[i] if c.student_id == students[j])
+    taken = {c.student_id: i for i, c in assigned.items()}
+
+    matches = []
+    for i, (face, cands) in enumerate(zip(faces, candidates, strict=True)):
+        mine = assigned.get(i)
+        if not near[i]:
+            matches.append(FaceMatch(face, Decision.CLEAR, cands))
+        elif mine is None:
+            other = near[i][0].student_id
+            reason = f"also resembles student {other}, who matched another face in this photo better; a person should look"
+            matches.append(FaceMatch(face, Decision.REVIEW, cands, reason))
+        else:
+            ordered = (mine, *(c for c in cands if c.student_id != mine.student_id))
+            rivals = [c for c in near[i] if c.student_id != mine.student_id and taken.get(c.student_id, i) == i]
+            if rivals:
+                both = " or ".join(f"{c.student_id} ({c.distance:.3f})" for c in (mine, rivals[0]))
+                reason = f"could be student {both}: siblings or look-alikes; a person should say which"
+                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason))
+            elif mine.distance <= settings.block_distance:
+                reason = f"matches student {mine.student_id} (distance {mine.distance:.3f})"
+                matches.append(FaceMatch(face, Decision.BLOCK, ordered, reason))
+            else:
+                reason = f"resembles student {mine.student_id} (distance {mine.distance:.3f}); a person should look"
+                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason))
+    return matches
 
 
 def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tuple[Verdict, tuple[str, ...]]:

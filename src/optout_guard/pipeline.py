@@ -23,7 +23,7 @@ from optout_guard.embedding import embed_faces, is_upright
 from optout_guard.errors import ImageRejected, IndexUnusable
 from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex, index_key
-from optout_guard.matching import decide_face, one_face_per_student, photo_verdict
+from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
 
@@ -136,13 +136,10 @@ class Guard:
         """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``)."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
         found = self.index.search(np.stack([embeddings[i] for i in judged])) if judged else []
-        matches: list[FaceMatch] = []
-        for i, face in enumerate(faces):
-            if i in unjudged:
-                matches.append(FaceMatch(face, Decision.REVIEW, (), unjudged[i]))
-            else:
-                matches.append(decide_face(face, found[judged.index(i)], self.settings))
-        matches = one_face_per_student(matches)
+        decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
+        matches = [
+            decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i]) for i, face in enumerate(faces)
+        ]
         verdict, reasons = photo_verdict(matches, notes)
         return matches, verdict, reasons
 
