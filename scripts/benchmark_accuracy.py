@@ -108,9 +108,35 @@ def embed_photo(path: str) -> tuple[str, np.ndarray, np.ndarray]:
     return status, vectors[0], vectors[1]
 
 
-def load_embeddings(paths: list[str], workers: int, cache: Path) -> tuple[list[str], np.ndarray, np.ndarray, float]:
+def embed_photo_plain(path: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """The baseline the issue measured: plain dlib (HOG upsampled once, the face nearest the
+    centre, 5-point landmarks, the same ResNet), no quality gate. No face: "no face"."""
+    from PIL import Image
+
+    models = get_models()
+    nan = np.full(128, np.nan, np.float32)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    rects = models.hog(pixels, 1)
+    if len(rects) == 0:
+        return "no face", nan, nan
+    h, w = pixels.shape[:2]
+    rect = min(rects, key=lambda r: ((r.left() + r.right()) / 2 - w / 2) ** 2 + ((r.top() + r.bottom()) / 2 - h / 2) ** 2)
+    box = np.array([rect.left(), rect.top(), rect.right() - rect.left() + 1, rect.bottom() - rect.top() + 1], np.float32)
+    from optout_guard.detection import _landmarks
+
+    face = Face(Box(*box), 1.0, _landmarks(pixels, box, models))
+    chip = face_chips(pixels, [face], 1.0, models)[0]
+    vectors = embed_chips([chip, np.ascontiguousarray(chip[:, ::-1])], models)
+    return "ok", vectors[0], vectors[1]
+
+
+def load_embeddings(
+    paths: list[str], workers: int, cache: Path, embed: Callable[[str], tuple[str, np.ndarray, np.ndarray]] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, float]:
     settings = Settings()
-    key = f"{CACHE_VERSION}|{embedding_fingerprint()}|{settings.detector}|{settings.detect_min_face_px}|{settings.min_face_px}|{settings.min_sharpness}"
+    embed = embed or embed_photo
+    variant = "" if embed is embed_photo else f"|{embed.__name__}"
+    key = f"{CACHE_VERSION}{variant}|{embedding_fingerprint()}|{settings.detector}|{settings.detect_min_face_px}|{settings.min_face_px}|{settings.min_sharpness}"
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         if str(data["key"]) == key and list(data["paths"]) == paths:
@@ -122,7 +148,7 @@ def load_embeddings(paths: list[str], workers: int, cache: Path) -> tuple[list[s
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker) as pool:
         results = []
-        for i, r in enumerate(pool.map(embed_photo, paths, chunksize=16)):
+        for i, r in enumerate(pool.map(embed, paths, chunksize=16)):
             results.append(r)
             if (i + 1) % 2000 == 0:
                 print(f"  {i + 1} photos, {time.perf_counter() - started:.0f} s", flush=True)
@@ -264,6 +290,7 @@ def main() -> None:
     parser.add_argument("--enrolled", type=int, default=1000)
     parser.add_argument("--probes-per-person", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--baseline", action="store_true", help="also embed every photo the plain dlib way (HOG) and compare")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "accuracy")
     args = parser.parse_args()
     total_started = time.perf_counter()
@@ -285,7 +312,7 @@ def main() -> None:
     }
     print(f"{len(paths_rel)} LFW photos; {embed_seconds:.0f} s to embed ({embed_seconds / len(paths_rel) * 1000:.0f} ms/photo)")
     print("what the pipeline found: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    as_shipped = status_arr == "ok"  # the product would judge this face (others: no face, or review)
+    as_shipped = as_judged = status_arr == "ok"  # the product would judge this face (others: no face, or review)
     averaged = vec + flip
     averaged /= np.linalg.norm(averaged, axis=1, keepdims=True) / np.linalg.norm(vec, axis=1, keepdims=True)
 
@@ -353,8 +380,16 @@ def main() -> None:
     nprng = np.random.default_rng(args.seed)
 
     def run(
-        label: str, k: int, fusion: str, vectors: np.ndarray, mated: list, nonmated_rows: list, cohort: np.ndarray | None = None
+        label: str,
+        k: int,
+        fusion: str,
+        vectors: np.ndarray,
+        mated: list,
+        nonmated_rows: list,
+        cohort: np.ndarray | None = None,
+        usable: np.ndarray | None = None,
     ) -> tuple[dict, np.ndarray, np.ndarray]:
+        as_shipped = as_judged if usable is None else usable
         g_rows, g_owner = [], []
         for pi, n in enumerate(enrolled):
             refs = order[n][: min(k, len(order[n]) - 1)]  # always leave at least one photo to probe with
@@ -440,6 +475,37 @@ def main() -> None:
             f"[{b['fpir_ci95'][0] * 100:.2f}–{b['fpir_ci95'][1] * 100:.2f}]   "
             f"review: FNIR {r['fnir'] * 100:5.1f}% FPIR {r['fpir'] * 100:5.2f}%"
         )
+
+    if args.baseline:
+        p_status, p_vec, _p_flip, p_seconds = load_embeddings(
+            [str(lfw / p) for p in paths_rel], args.workers, args.out / "lfw_embeddings_plain.npz", embed_photo_plain
+        )
+        p_ok = np.array(p_status) == "ok"
+        d = np.full(len(pairs), np.nan)
+        ok = present & p_ok[np.maximum(a, 0)] & p_ok[np.maximum(b, 0)]
+        d[ok] = np.linalg.norm(p_vec[a[ok]] - p_vec[b[ok]], axis=1)
+        mean, std, _ = ten_fold(d, same, folds)
+        baseline = {
+            "photos_without_a_face": int(np.sum(~p_ok)),
+            "seconds": round(p_seconds, 1),
+            "verification_no_face_is_error": round(mean, 5),
+            "verification_std": round(std, 5),
+            "pairs_without_embedding": int(np.sum(~ok)),
+            "watchlist": [],
+        }
+        print(f"\n   baseline, plain dlib (HOG upsample 1, nearest-centre face): {int(np.sum(~p_ok))} photos without a face")
+        print(
+            f"   verification {mean * 100:.2f}% ± {std * 100:.2f} ({int(np.sum(~ok))} pairs without an embedding, counted as errors)"
+        )
+        for label, k, fusion in (("baseline: 1 photo", 1, "min"), ("baseline: 3 photos, min distance", 3, "min")):
+            figures, _md, _nd = run(label, k, fusion, p_vec, mated_same, nonmated, None, p_ok)
+            baseline["watchlist"].append(figures)
+            cells = [
+                f"{f['fnir'] * 100:5.1f}% [{f['fnir_ci95'][0] * 100:4.1f}–{f['fnir_ci95'][1] * 100:4.1f}]"
+                for f in figures["at_fpir"]
+            ]
+            print(f"   {label:<48} " + " ".join(f"{c:>22}" for c in cells))
+        results["baseline_plain_dlib"] = baseline
 
     print("\n   what a one-face photo gets from the product's rule (siblings rule included):")
     for figures in watchlist:

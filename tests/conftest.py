@@ -96,3 +96,21 @@ def lfw_ws(tmp_path_factory, data_dir) -> Settings:
 @pytest.fixture(scope="session")
 def lfw_guard(lfw_ws) -> Guard:
     return Guard(lfw_ws)
+
+
+@pytest.fixture(scope="session")
+def chromium_exe() -> str:
+    """Debian's Chromium, driven by Playwright (no browser download). Skipped when absent, unless
+    OPTOUT_GUARD_REQUIRE_BROWSER=1 (CI)."""
+    pytest.importorskip("playwright.sync_api")
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("OPTOUT_GUARD_REQUIRE_BROWSER") == "1":
+        pytest.fail("OPTOUT_GUARD_REQUIRE_BROWSER=1 but no chromium is installed")
+    pytest.skip("no chromium installed (apt-get install chromium)")
+
+
+# Where browser tests leave their screenshots (gitignored).
+TEST_OUTPUT = Path(os.environ.get("OPTOUT_GUARD_TEST_OUTPUT", ROOT / "test-output"))

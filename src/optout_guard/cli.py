@@ -719,6 +719,105 @@ def calibrate(
         )
 
 
+# ---- review desk ---------------------------------------------------------------------------------
+@app.command()
+@_user_errors
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8765,
+    lan: Annotated[
+        bool, typer.Option("--lan", help="Serve other computers too (all addresses); needs accounts: optout-guard users add.")
+    ] = False,
+    check_folder: Annotated[
+        Optional[list[Path]], typer.Option("--check-folder", help="A check folder whose review/ photos join the queue.")
+    ] = None,
+    audit_library: Annotated[
+        Optional[list[Path]], typer.Option("--audit", help="An audited library whose review photos join the queue.")
+    ] = None,
+    show_names: Annotated[
+        bool, typer.Option("--show-names", help="Show imported student names (local use; on --lan, per account).")
+    ] = False,
+) -> None:
+    """Start the review desk: a local web page to check photos and settle reviews with the keyboard."""
+    from optout_guard.desk import Desk, DeskOptions, require_accounts
+    from optout_guard.desk import serve as run_desk
+
+    settings = _settings(ctx)
+    options = DeskOptions(
+        host="0.0.0.0" if lan else "127.0.0.1",
+        port=port,
+        lan=lan,
+        show_names=show_names and not lan,
+        check_folders=list(check_folder or []),
+        audit_libraries=list(audit_library or []),
+    )
+    if lan:
+        require_accounts(settings.index_file.parent)
+    err.print("Loading the face models and the index…")
+    desk = Desk(settings, options)
+    _ = desk.guard.index  # a missing or unusable index is reported now, not on the first photo
+    if options.check_folders or options.audit_libraries:
+        err.print(f"{desk.import_sources()} face(s) from the check folder / audit added to the review queue.")
+
+    def ready(url: str) -> None:
+        local = url.replace("0.0.0.0", "127.0.0.1")
+        out.print(f"Review desk running: open [bold]{local}[/] in your browser. Stop it with Ctrl+C.")
+        if lan:
+            out.print("Serving the network too: other computers use this computer's address; sign-in required.")
+
+    try:
+        run_desk(desk, on_ready=ready)
+    except KeyboardInterrupt:
+        out.print("Review desk stopped.")
+
+
+users_app = typer.Typer(help="Accounts for the review desk on the network (optout-guard serve --lan).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+@_user_errors
+def users_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    names: Annotated[bool, typer.Option("--can-see-names", help="This account may see students' names.")] = False,
+) -> None:
+    """Add an account (or set a new password). The password is asked for, or read from OPTOUT_GUARD_PASSWORD."""
+    import os
+
+    from optout_guard.users import UserStore
+
+    settings = _settings(ctx)
+    password = os.environ.get("OPTOUT_GUARD_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    UserStore(settings.index_file.parent).add(name, password, names)
+    out.print(f"Account {name} saved{' (may see names)' if names else ''}.")
+
+
+@users_app.command("remove")
+@_user_errors
+def users_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
+    """Remove an account."""
+    from optout_guard.users import UserStore
+
+    settings = _settings(ctx)
+    if not UserStore(settings.index_file.parent).remove(name):
+        err.print(f"[yellow]no account {name}[/]")
+        raise typer.Exit(EXIT_REVIEW)
+    out.print(f"Account {name} removed.")
+
+
+@users_app.command("list")
+@_user_errors
+def users_list(ctx: typer.Context) -> None:
+    """List accounts."""
+    from optout_guard.users import UserStore
+
+    settings = _settings(ctx)
+    store = UserStore(settings.index_file.parent)
+    for name in store.names():
+        out.print(f"{name}{'  (may see names)' if store.can_see_names(name) else ''}")
+
+
 # ---- index key -----------------------------------------------------------------------------------
 key_app = typer.Typer(help="Encryption of the face index at rest.", no_args_is_help=True)
 app.add_typer(key_app, name="key")

@@ -25,6 +25,7 @@ from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
+from optout_guard.review import ReviewBook, book_path, settle_matches
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
 
 
@@ -93,6 +94,14 @@ class Guard:
         self.models = models or get_models()
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
+        self._book: ReviewBook | None = None
+
+    @property
+    def review_book(self) -> ReviewBook | None:
+        """The review desk's decisions, when the desk has been used in this workspace."""
+        if self._book is None and book_path(self.settings).exists():
+            self._book = ReviewBook.open(self.settings)
+        return self._book
 
     @property
     def index(self) -> FaceIndex:
@@ -181,6 +190,12 @@ class Guard:
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
             matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes)
+            book = self.review_book
+            if book is not None:  # what reviewers already said about this photo's faces
+                settled = settle_matches(image.sha256, matches, book)
+                if settled is not matches:
+                    matches = settled
+                    verdict, reasons = photo_verdict(matches, image.notes)
         except Exception as exc:  # noqa: BLE001 - fail closed: an unexpected error is a review
             return ScanResult(
                 str(path),
@@ -247,6 +262,7 @@ class Guard:
             seconds=time.perf_counter() - started,
             annotated_path=annotated,
             redacted_path=redacted,
+            notes=image.notes,
             embeddings=embeddings,
         )
 

@@ -125,6 +125,7 @@ class ScanResult:
     seconds: float = 0.0
     annotated_path: str | None = None
     redacted_path: str | None = None  # a copy fit to post: blocked faces made unrecognisable
+    notes: tuple[str, ...] = ()  # reasons about the photo itself (frames skipped, stored turned), not its faces
     # One 128-d embedding per face (None where a face was not judged), only when the caller asked
     # for them (the audit's opt-in cache). Never written to any output, log or report.
     embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)

@@ -1,0 +1,536 @@
+"""The review desk: a small local web application (``optout-guard serve``).
+
+- *Check photos*: drop photos on the page; verdict, marked-up copy, per face the closest students.
+- *Review queue*: one card per face that needs a person (from the page, the check folder and the
+  audit): the face enlarged beside up to 3 candidates' reference photos. Keyboard-first.
+- Decisions go to the review book (``review.py``) and the activity log; "this student" can add
+  the face as a new dated reference of that student (the index is updated on the spot).
+
+Safety: bound to 127.0.0.1 unless ``lan=True``, which needs accounts (``users.py``: hashed
+passwords) and a login. Every POST carries a CSRF token (Flask-WTF), the session cookie is
+HttpOnly + SameSite=Strict, and the Host header must be the address served (no DNS rebinding).
+No URL takes a file path: photos, faces and references are addressed by hash or id and looked up
+in the book or the index, and a file is served only if it lies inside a folder the desk owns or
+was told about. Pages load nothing from outside (no CDN, no fonts).
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optout_guard.config import Settings
+from optout_guard.errors import ImageRejected, OptoutGuardError
+from optout_guard.review import NONE, Card, ReviewBook
+
+STATIC = Path(__file__).with_name("desk_static")
+UPLOADS = "desk-uploads"
+MARKED = "desk-marked"
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+CROP_PX = 260  # the face is shown this big on a card
+REFERENCE_PX = 200
+
+
+@dataclass
+class DeskOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    lan: bool = False  # serve beyond this computer: login required
+    show_names: bool = False  # localhost only: show imported names (LAN: per account)
+    check_folders: list[Path] = field(default_factory=list)  # check folders whose review/ is queued
+    audit_libraries: list[Path] = field(default_factory=list)  # audited libraries whose reviews are queued
+
+
+class Desk:
+    """Everything the web layer needs: one Guard (models loaded once), the book, the sources."""
+
+    def __init__(self, settings: Settings, options: DeskOptions) -> None:
+        from optout_guard.pipeline import Guard
+
+        self.settings = settings
+        self.options = options
+        self.guard = Guard(settings)
+        self.book = ReviewBook.open(settings)
+        self.lock = threading.RLock()  # one check / one index change at a time
+        self.state = settings.index_file.parent
+        self.uploads = self.state / UPLOADS
+        self.marked = self.state / MARKED
+        for folder in (self.uploads, self.marked):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.roots = [self.uploads, self.marked, settings.enrollments.resolve(), *[p.resolve() for p in options.check_folders]]
+        self.roots += [p.resolve() for p in options.audit_libraries]
+        self._names: dict[str, str] | None = None
+
+    # ---- files ---------------------------------------------------------------------------
+    def allowed(self, path: str | Path) -> Path | None:
+        """The file, if it lies inside a folder the desk may serve from; else None."""
+        try:
+            resolved = Path(path).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not resolved.is_file() or not any(resolved.is_relative_to(root) for root in self.roots):
+            return None
+        return resolved
+
+    def names(self) -> dict[str, str]:
+        if self._names is None:
+            from optout_guard.optout_list import load_list
+
+            optouts = load_list(self.settings.workspace)
+            self._names = {
+                s.student_id: f"{s.first} {s.last}".strip()
+                for s in (optouts.students.values() if optouts else [])
+                if s.first or s.last
+            }
+        return self._names
+
+    # ---- checking --------------------------------------------------------------------------
+    def check_upload(self, name: str, data: bytes, user: str) -> dict[str, Any]:
+        """Check a photo dropped on the page; its review faces become cards."""
+        import hashlib
+
+        from optout_guard.activity_log import ActivityLog, photo_details
+
+        digest = hashlib.sha256(data).hexdigest()
+        suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ""
+        stored = self.uploads / f"{digest}{suffix}"
+        if not stored.exists():
+            tmp = stored.with_name(stored.name + ".part")
+            tmp.write_bytes(data)
+            tmp.chmod(0o600)
+            tmp.replace(stored)
+        with self.lock:
+            result = self.guard.check(stored, annotate_dir=self.marked)
+            self.book.add_result(result, "desk")
+        ActivityLog(self.settings).record("desk-check", reviewer=user, name=Path(name).name, **photo_details(result))
+        return self.result_json(result, Path(name).name)
+
+    def result_json(self, result: Any, name: str) -> dict[str, Any]:
+        faces = []
+        for i, m in enumerate(result.faces):
+            faces.append(
+                {
+                    "face": i,
+                    "decision": m.decision.value,
+                    "reason": m.reason,
+                    "box": [round(v) for v in m.face.box.as_ints()],
+                    "candidates": [self.candidate_json(c.student_id, c.distance) for c in m.candidates],
+                }
+            )
+        card_ids = {c.face: c.id for c in self.book.queue(10_000) if c.sha256 == result.sha256}
+        for f in faces:
+            f["card"] = card_ids.get(f["face"])
+        return {
+            "name": name,
+            "sha256": result.sha256,
+            "verdict": result.verdict.value,
+            "reasons": list(result.reasons),
+            "students": list(result.blocked_students),
+            "marked_url": f"/photo/{result.sha256}/marked.jpg" if result.annotated_path else None,
+            "faces": faces,
+        }
+
+    def candidate_json(self, student_id: str, distance: float, viewer_names: bool = False) -> dict[str, Any]:
+        refs = self.reference_photos(student_id)
+        doc: dict[str, Any] = {
+            "student_id": student_id,
+            "distance": round(distance, 3),
+            "references": [f"/reference/{student_id}/{i}.jpg" for i in range(len(refs))][:2],
+        }
+        if viewer_names and student_id in self.names():
+            doc["name"] = self.names()[student_id]
+        return doc
+
+    def reference_photos(self, student_id: str) -> list[Path]:
+        """The student's reference photos the desk may show, newest first (from enrollments/)."""
+        templates = sorted(
+            (t for t in self.guard.index.templates if t.student_id == student_id), key=lambda t: t.taken, reverse=True
+        )
+        found = []
+        for t in templates:
+            path = self.allowed(t.photo)
+            if path is not None and path.is_relative_to(self.settings.enrollments.resolve()):
+                found.append(path)
+        return found
+
+    # ---- sources: the check folder and the audit ----------------------------------------
+    def import_sources(self, budget_seconds: float = 60.0) -> int:
+        """Queue review photos from the check folders' review/ and the audits' state (new ones only)."""
+        from optout_guard.audit import state_path
+        from optout_guard.images import sha256_file
+        from optout_guard.pipeline import collect_photos
+
+        started, added = time.monotonic(), 0
+        paths: list[tuple[Path, str]] = []
+        for folder in self.options.check_folders:
+            review = folder / "review"
+            if review.is_dir():
+                paths += [
+                    (p, "check folder") for p in collect_photos([review]) if isinstance(p, Path) and ".marked." not in p.name
+                ]
+        for library in self.options.audit_libraries:
+            import sqlite3
+
+            state = state_path(self.settings, library)
+            if state.exists():
+                db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+                try:
+                    rows = db.execute("SELECT path FROM files WHERE verdict = 'review'").fetchall()
+                finally:
+                    db.close()
+                paths += [(Path(p.decode("utf-8", "surrogateescape") if isinstance(p, bytes) else p), "audit") for (p,) in rows]
+        for path, source in paths:
+            if time.monotonic() - started > budget_seconds:
+                break
+            try:
+                digest = sha256_file(path)
+            except OSError:
+                continue
+            if self.book.knows(digest):
+                continue
+            with self.lock:
+                result = self.guard.check(path, annotate_dir=self.marked)
+                added += self.book.add_result(result, source)
+        return added
+
+    # ---- cards -------------------------------------------------------------------------------
+    def card_json(self, card: Card, viewer_names: bool) -> dict[str, Any]:
+        photo = self.book.photo(card.sha256) or {}
+        return {
+            "id": card.id,
+            "sha256": card.sha256,
+            "face": card.face,
+            "reason": card.reason,
+            "source": card.source,
+            "photo_name": Path(card.photo_path).name if card.source != "desk" else "photo checked on this page",
+            "photo_url": f"/photo/{card.sha256}/marked.jpg" if photo.get("marked") else f"/photo/{card.sha256}/original.jpg",
+            "crop_url": f"/face/{card.id}.jpg",
+            "face_px": round(card.box.w),
+            "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in card.candidates[:3]],
+        }
+
+    def face_crop(self, card: Card) -> bytes:
+        """The face, with some context around it, enlarged to CROP_PX (JPEG bytes)."""
+        from PIL import Image
+
+        from optout_guard.images import load_image
+
+        path = self.allowed(card.photo_path)
+        if path is None:
+            raise FileNotFoundError(card.photo_path)
+        image = load_image(path, self.settings)
+        pixels = image.pages[min(card.page, len(image.pages) - 1)]
+        s = image.scale
+        b = card.box
+        margin = 0.35 * max(b.w, b.h)
+        left, top = max(0, int((b.x - margin) / s)), max(0, int((b.y - margin) / s))
+        right = min(pixels.shape[1], int((b.right + margin) / s))
+        bottom = min(pixels.shape[0], int((b.bottom + margin) / s))
+        crop = Image.fromarray(pixels[top:bottom, left:right])
+        crop.thumbnail((CROP_PX, CROP_PX)) if max(crop.size) > CROP_PX else None
+        if max(crop.size) < CROP_PX:
+            factor = CROP_PX / max(crop.size)
+            crop = crop.resize((round(crop.size[0] * factor), round(crop.size[1] * factor)), Image.Resampling.LANCZOS)
+        return _jpeg(crop)
+
+    def thumbnail(self, path: Path, size: int) -> bytes:
+        from PIL import Image
+
+        from optout_guard.images import load_image
+
+        image = load_image(path, self.settings)
+        picture = Image.fromarray(image.pages[0])
+        picture.thumbnail((size, size))
+        return _jpeg(picture)
+
+    # ---- decisions ---------------------------------------------------------------------------
+    def decide(self, card_id: int, answer: str, user: str, add_reference: bool) -> dict[str, Any]:
+        from optout_guard.activity_log import ActivityLog
+
+        card = self.book.card(card_id)
+        if card is None:
+            raise KeyError(card_id)
+        reference = None
+        with self.lock:
+            if answer != NONE and add_reference:
+                reference = self.add_reference(card, answer)
+            decision = self.book.settle(card_id, answer, user, reference)
+        ActivityLog(self.settings).record(
+            "review-decision",
+            reviewer=user,
+            decision=decision,
+            sha256=card.sha256,
+            face=card.face,
+            student_id=answer or None,
+            answer="this student" if answer else "none of them",
+            reference_added=reference is not None,
+        )
+        photo = self.book.photo(card.sha256) or {}
+        return {"decision": decision, "verdict": photo.get("verdict"), "reference_added": reference is not None}
+
+    def add_reference(self, card: Card, student_id: str) -> str:
+        """Embed the face again from the original and add it to the student's templates."""
+        from optout_guard.embedding import embed_faces
+        from optout_guard.enroll import REFERENCE_MIN_FACE_FACTOR
+        from optout_guard.images import load_image, photo_date
+        from optout_guard.index import Template, now_iso, save_index
+        from optout_guard.types import Face
+
+        need = self.settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
+        if card.box.w < need:
+            raise ValueError(f"this face is {card.box.w:.0f} px wide; a reference needs at least {need} px")
+        path = self.allowed(card.photo_path)
+        if path is None:
+            raise FileNotFoundError(card.photo_path)
+        image = load_image(path, self.settings)
+        face = Face(card.box, 1.0, card.landmarks, card.page, True)
+        embedded = embed_faces(image, [face], self.settings, self.guard.models)
+        if not len(embedded.vectors):
+            raise ValueError(next(iter(embedded.unjudged.values()), "the face cannot be used as a reference"))
+        key = f"{card.sha256}#face{card.face}"
+        index = self.guard.index
+        if not index.has_template(student_id, key):
+            index.add(Template(student_id, f"{path}#face{card.face}", key, now_iso(), photo_date(path)), embedded.vectors[0])
+            save_index(index, self.settings)
+        return key
+
+    def undo(self, decision_id: int, user: str) -> dict[str, Any]:
+        from optout_guard.activity_log import ActivityLog
+        from optout_guard.index import save_index
+
+        with self.lock:
+            undone = self.book.undo(decision_id, user)
+            if undone["reference"]:
+                index = self.guard.index
+                keep = [not (t.student_id == undone["student_id"] and t.sha256 == undone["reference"]) for t in index.templates]
+                if not all(keep):
+                    index.drop_templates(keep)
+                    save_index(index, self.settings)
+        ActivityLog(self.settings).record(
+            "review-undo",
+            reviewer=user,
+            decision=decision_id,
+            sha256=undone["sha256"],
+            reference_removed=bool(undone["reference"]),
+        )
+        return undone
+
+
+def _jpeg(picture: Any) -> bytes:
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, "JPEG", quality=88)
+    return buffer.getvalue()
+
+
+# ---- the web layer ---------------------------------------------------------------------------------
+def create_app(desk: Desk) -> Any:
+    from flask import Flask, Response, abort, jsonify, redirect, request, send_file, session, url_for
+    from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+
+    from optout_guard.users import UserStore
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SECRET_KEY=_secret_key(desk.state),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        WTF_CSRF_TIME_LIMIT=None,  # valid for the session: a reviewer's page stays open all day
+        WTF_CSRF_SSL_STRICT=False,  # plain HTTP on a LAN; the token + SameSite cookie still apply
+    )
+    CSRFProtect(app)
+    users = UserStore(desk.state)
+    options = desk.options
+
+    def current_user() -> str | None:
+        if not options.lan:
+            return f"{getpass.getuser()}@local"
+        name = session.get("user")
+        return name if name and users.exists(name) else None
+
+    def may_see_names() -> bool:
+        if not options.lan:
+            return options.show_names
+        name = current_user()
+        return bool(name and users.can_see_names(name))
+
+    @app.before_request
+    def guard_request() -> Any:
+        # Only the address we serve on (a web page elsewhere cannot rebind a name to 127.0.0.1).
+        host = (request.host or "").rsplit(":", 1)[0].strip("[]")
+        if not options.lan and host not in ("127.0.0.1", "localhost", "::1"):
+            abort(403)
+        if options.lan and request.endpoint not in ("login", "static_file") and current_user() is None:
+            if request.path.startswith("/api/"):
+                abort(401)
+            return redirect(url_for("login"))
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> Any:
+        return jsonify(error=f"refused: {exc.description} (reload the page)"), 400
+
+    def page(name: str) -> Response:
+        html = (STATIC / name).read_text(encoding="utf-8").replace("{{csrf}}", generate_csrf())
+        html = html.replace("{{user}}", _escape(current_user() or ""))
+        return Response(html, mimetype="text/html")
+
+    @app.get("/")
+    def index() -> Response:
+        return page("index.html")
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if not options.lan:
+            return redirect(url_for("index"))
+        if request.method == "POST":
+            name, password = request.form.get("user", ""), request.form.get("password", "")
+            if users.verify(name, password):
+                session.clear()
+                session["user"] = name
+                return redirect(url_for("index"))
+            time.sleep(0.5)  # slows down guessing
+            return Response(page("login.html").get_data(as_text=True).replace("<!--error-->", "Wrong name or password."), 401)
+        return page("login.html")
+
+    @app.post("/logout")
+    def logout() -> Any:
+        session.clear()
+        return redirect(url_for("login") if options.lan else url_for("index"))
+
+    @app.get("/static/<name>")
+    def static_file(name: str) -> Any:
+        if name not in ("desk.js", "desk.css"):
+            abort(404)
+        return send_file(STATIC / name, max_age=0)
+
+    @app.get("/api/queue")
+    def api_queue() -> Any:
+        names = may_see_names()
+        cards = [desk.card_json(c, names) for c in desk.book.queue(30)]
+        return jsonify(cards=cards, open=desk.book.open_count(), decisions=desk.book.decisions(10))
+
+    @app.post("/api/refresh")
+    def api_refresh() -> Any:
+        return jsonify(added=desk.import_sources())
+
+    @app.post("/api/check")
+    def api_check() -> Any:
+        files = request.files.getlist("photos")
+        if not files:
+            return jsonify(error="no photos in the request"), 400
+        results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "") for f in files]
+        return jsonify(results=results)
+
+    @app.post("/api/cards/<int:card_id>/decide")
+    def api_decide(card_id: int) -> Any:
+        body = request.get_json(silent=True) or {}
+        answer = str(body.get("student_id") or "") if body.get("answer") == "student" else NONE
+        if body.get("answer") == "skip":
+            desk.book.skip(card_id)
+            return jsonify(skipped=card_id)
+        if body.get("answer") not in ("student", "none"):
+            return jsonify(error="answer must be student, none or skip"), 400
+        try:
+            return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference"))))
+        except KeyError:
+            abort(404)
+        except (ValueError, OptoutGuardError, ImageRejected, FileNotFoundError) as exc:
+            return jsonify(error=str(exc)), 409
+
+    @app.post("/api/decisions/<int:decision_id>/undo")
+    def api_undo(decision_id: int) -> Any:
+        try:
+            return jsonify(desk.undo(decision_id, current_user() or ""))
+        except KeyError:
+            abort(404)
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 409
+
+    @app.get("/face/<int:card_id>.jpg")
+    def face(card_id: int) -> Any:
+        card = desk.book.card(card_id)
+        if card is None:
+            abort(404)
+        try:
+            return Response(desk.face_crop(card), mimetype="image/jpeg")
+        except (FileNotFoundError, ImageRejected):
+            abort(404)
+
+    @app.get("/photo/<sha>/<kind>.jpg")
+    def photo(sha: str, kind: str) -> Any:
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or kind not in ("marked", "original"):
+            abort(404)
+        info = desk.book.photo(sha)
+        if info is None:
+            abort(404)
+        path = desk.allowed(info["marked"]) if kind == "marked" and info["marked"] else desk.allowed(info["path"])
+        if path is None:
+            abort(404)
+        if kind == "marked":
+            return send_file(path, mimetype="image/jpeg", max_age=0)
+        try:
+            return Response(desk.thumbnail(path, 1600), mimetype="image/jpeg")
+        except ImageRejected:
+            abort(404)
+
+    @app.get("/reference/<student_id>/<int:n>.jpg")
+    def reference(student_id: str, n: int) -> Any:
+        refs = desk.reference_photos(student_id)
+        if n >= len(refs):
+            abort(404)
+        try:
+            return Response(desk.thumbnail(refs[n], REFERENCE_PX), mimetype="image/jpeg")
+        except ImageRejected:
+            abort(404)
+
+    return app
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _secret_key(state: Path) -> bytes:
+    """A random key kept (0600) beside the index: sessions survive a restart of the desk."""
+    path = state / "desk-secret"
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def serve(desk: Desk, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the desk with waitress (a production WSGI server, pure Python) until interrupted."""
+    from waitress.server import create_server
+
+    app = create_app(desk)
+    server = create_server(app, host=desk.options.host, port=desk.options.port, threads=4, max_request_body_size=MAX_UPLOAD_BYTES)
+    if on_ready:
+        on_ready(f"http://{desk.options.host}:{server.effective_port}/")
+    server.run()
+
+
+def require_accounts(desk_state: Path) -> None:
+    from optout_guard.users import UserStore
+
+    if not UserStore(desk_state).names():
+        raise OptoutGuardError("serving on the network needs accounts: add one with: optout-guard users add NAME")

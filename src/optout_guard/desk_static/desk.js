@@ -1,0 +1,192 @@
+// optout-guard review desk: plain JavaScript, no external requests.
+"use strict";
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+let cards = [];
+let lastDecision = null;
+let busy = false;
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function api(path, body) {
+  const options = { method: body === undefined ? "GET" : "POST", headers: { "X-CSRFToken": csrf } };
+  if (body instanceof FormData) options.body = body;
+  else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
+  const response = await fetch(path, options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function say(text, error = false) {
+  const message = $("message");
+  message.textContent = text;
+  message.className = error ? "message error" : "message";
+}
+
+// ---- review queue -------------------------------------------------------------------------------
+async function loadQueue() {
+  const data = await api("/api/queue");
+  cards = data.cards;
+  $("open-count").textContent = data.open;
+  renderTrail(data.decisions);
+  showCard();
+}
+
+function showCard() {
+  const card = cards[0];
+  $("card").hidden = !card;
+  $("empty").hidden = !!card;
+  if (!card) return;
+  $("crop").src = card.crop_url;
+  $("reason").textContent = card.reason;
+  $("source").textContent = `${card.photo_name} (${card.source}) · face ${card.face_px} px wide`;
+  $("photo-link").href = card.photo_url;
+  $("add-ref").checked = false;
+  const list = $("candidates");
+  list.replaceChildren();
+  card.candidates.forEach((c, i) => {
+    const refs = el("div", { className: "refs" }, ...c.references.map((url) => el("img", { src: url, alt: `reference photo of ${c.student_id}` })));
+    if (!c.references.length) refs.append(el("span", { textContent: "no reference photo to show" }));
+    const label = el("div", { className: "who-cand" },
+      el("strong", { textContent: c.name ? `${c.name} (${c.student_id})` : `Student ${c.student_id}` }),
+      el("span", { textContent: `distance ${c.distance.toFixed(3)} (smaller = more alike)` }));
+    const button = el("button", { className: "candidate", type: "button", title: `This is student ${c.student_id}` },
+      el("kbd", { textContent: String(i + 1) }), refs, label);
+    button.dataset.student = c.student_id;
+    button.addEventListener("click", () => decide("student", c.student_id));
+    list.append(el("li", {}, button));
+  });
+}
+
+async function decide(answer, studentId) {
+  const card = cards[0];
+  if (!card || busy) return;
+  busy = true;
+  try {
+    const body = { answer, student_id: studentId || null, add_reference: answer === "student" && $("add-ref").checked };
+    const data = await api(`/api/cards/${card.id}/decide`, body);
+    if (answer === "skip") say("Skipped: the card is at the back of the queue.");
+    else {
+      lastDecision = data.decision;
+      $("undo").disabled = false;
+      const what = answer === "student" ? `student ${studentId}` : "none of them";
+      const ref = data.reference_added ? "; the face was added as a reference" : "";
+      say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}.`);
+    }
+    await loadQueue();
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    busy = false;
+  }
+}
+
+async function undo() {
+  if (!lastDecision || busy) return;
+  busy = true;
+  try {
+    await api(`/api/decisions/${lastDecision}/undo`, {});
+    say("Undone: the card is back in the queue.");
+    lastDecision = null;
+    $("undo").disabled = true;
+    await loadQueue();
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    busy = false;
+  }
+}
+
+function renderTrail(decisions) {
+  const trail = $("trail");
+  trail.replaceChildren(...decisions.map((d) => {
+    const what = d.action === "student" ? `student ${d.student_id}` : "none of them";
+    const item = el("li", { textContent: `${d.at.replace("T", " ").slice(0, 16)} ${d.user}: ${what} (photo ${d.sha256.slice(0, 8)})` });
+    if (d.undone_at) item.className = "undone";
+    return item;
+  }));
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey || $("queue").hidden) return;
+  if (event.target instanceof HTMLInputElement && event.target.type !== "checkbox") return;
+  const key = event.key.toLowerCase();
+  const card = cards[0];
+  if (["1", "2", "3"].includes(key) && card && card.candidates[Number(key) - 1]) decide("student", card.candidates[Number(key) - 1].student_id);
+  else if (key === "n" && card) decide("none");
+  else if (key === "s" && card) decide("skip");
+  else if (key === "r" && card) $("add-ref").checked = !$("add-ref").checked;
+  else if (key === "u") undo();
+  else return;
+  event.preventDefault();
+});
+$("none").addEventListener("click", () => decide("none"));
+$("skip").addEventListener("click", () => decide("skip"));
+$("undo").addEventListener("click", undo);
+$("refresh").addEventListener("click", async () => {
+  say("Looking for new photos in the check folder and the audit…");
+  try {
+    const data = await api("/api/refresh", {});
+    say(`${data.added} new face(s) to review.`);
+    await loadQueue();
+  } catch (error) { say(error.message, true); }
+});
+
+// ---- check photos ------------------------------------------------------------------------------
+async function checkFiles(files) {
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("photos", file);
+  const results = $("results");
+  const waiting = el("p", { className: "message", textContent: `Checking ${files.length} photo(s)…` });
+  results.prepend(waiting);
+  try {
+    const data = await api("/api/check", form);
+    waiting.remove();
+    for (const r of data.results.reverse()) results.prepend(renderResult(r));
+    await loadQueue();
+  } catch (error) {
+    waiting.textContent = error.message;
+    waiting.className = "message error";
+  }
+}
+
+function renderResult(r) {
+  const picture = r.marked_url ? el("img", { src: r.marked_url, alt: `marked-up copy of ${r.name}` }) : el("p", { textContent: "no marked-up copy" });
+  const faces = el("ul", { className: "faces" }, ...r.faces.map((f, i) => {
+    const who = f.candidates.length ? ` — closest: ${f.candidates.map((c) => `${c.student_id} (${c.distance.toFixed(3)})`).join(", ")}` : "";
+    return el("li", { textContent: `Face ${i + 1}: ${f.decision}${f.reason ? ": " + f.reason : ""}${who}` });
+  }));
+  const info = el("div", {},
+    el("h2", { textContent: r.name }),
+    el("span", { className: `verdict ${r.verdict}`, textContent: r.verdict }),
+    el("ul", {}, ...r.reasons.map((reason) => el("li", { textContent: reason }))),
+    faces);
+  if (r.faces.some((f) => f.card)) info.append(el("p", { textContent: "Faces that need a person are waiting in the review queue." }));
+  const box = el("article", { className: "result" }, picture, info);
+  box.dataset.verdict = r.verdict;
+  return box;
+}
+
+const drop = $("drop");
+$("files").addEventListener("change", (event) => { checkFiles([...event.target.files]); event.target.value = ""; });
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); checkFiles([...event.dataTransfer.files]); });
+
+// ---- tabs ------------------------------------------------------------------------------------
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.addEventListener("click", () => {
+    for (const other of document.querySelectorAll(".tab")) other.classList.toggle("active", other === tab);
+    $("queue").hidden = tab.dataset.tab !== "queue";
+    $("check").hidden = tab.dataset.tab !== "check";
+  });
+}
+
+loadQueue().catch((error) => say(error.message, true));

@@ -1,0 +1,299 @@
+"""The review book: faces that need a person, and what people decided about them.
+
+Every face a check leaves at *review* becomes a card. A reviewer settles a card as "this student"
+(the face is that opted-out student: the photo is blocked) or "none of them" (the face is not
+any of the students shown: it is cleared for this photo, identified by its content hash, so the
+same photo is not asked again). Decisions can be undone; every decision and undo is kept in the
+book and in the activity log (who, when, photo hash, student id). Nothing here holds a face
+template: "none of them" never stores anything about a child who is not enrolled.
+
+Settlements feed back into every check (``apply_settlements``): a face settled "none" is clear
+only while its closest students are still the ones the reviewer saw; a student enrolled later
+who matches the face makes it a review again. A face settled as a student blocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optout_guard.config import Settings
+from optout_guard.matching import photo_verdict
+from optout_guard.types import Box, Candidate, Decision, FaceMatch, ScanResult, Verdict
+
+BOOK_FILE = "review.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (
+    sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, source TEXT NOT NULL, verdict TEXT, reasons TEXT,
+    marked TEXT, added_at TEXT, updated_at TEXT, base TEXT);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, face INTEGER NOT NULL, box TEXT NOT NULL, landmarks TEXT, page INTEGER,
+    candidates TEXT NOT NULL, reason TEXT, status TEXT NOT NULL DEFAULT 'open', answer TEXT,
+    settled_by TEXT, settled_at TEXT, UNIQUE (sha256, face));
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, user TEXT NOT NULL, sha256 TEXT NOT NULL, face INTEGER NOT NULL,
+    face_id INTEGER NOT NULL, action TEXT NOT NULL, student_id TEXT, reference TEXT, undone_at TEXT, undone_by TEXT);
+CREATE INDEX IF NOT EXISTS faces_status ON faces (status, id);
+"""
+NONE = ""  # the answer "none of them"
+NEAR = 0.6  # candidates this close were shown to the reviewer; a new one this close re-opens a cleared face
+
+
+def book_path(settings: Settings) -> Path:
+    return settings.index_file.parent / BOOK_FILE
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class Settlement:
+    face: int
+    box: Box
+    answer: str  # a student id, or NONE
+    shown: tuple[str, ...]  # the candidates the reviewer saw
+    by: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Card:
+    id: int
+    sha256: str
+    face: int
+    box: Box
+    landmarks: np.ndarray  # (5, 2), for embedding the face again (adding it as a reference)
+    page: int
+    candidates: tuple[Candidate, ...]
+    reason: str
+    photo_path: str
+    source: str
+    marked: str | None
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.right, b.right) - max(a.x, b.x))
+    iy = max(0.0, min(a.bottom, b.bottom) - max(a.y, b.y))
+    inter = ix * iy
+    union = a.w * a.h + b.w * b.h - inter
+    return inter / union if union > 0 else 0.0
+
+
+class ReviewBook:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not self.path.exists()
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        if fresh:
+            os.chmod(self.path, 0o600)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, settings: Settings) -> ReviewBook:
+        return cls(book_path(settings))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- cards in ------------------------------------------------------------------------
+    def knows(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM photos WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def add_result(self, result: ScanResult, source: str) -> int:
+        """Record a checked photo; each of its review faces becomes a card (once per photo content).
+        Returns the number of new cards."""
+        if result.sha256 is None:
+            return 0
+        now = _now()
+        # The verdict the photo has once every review face is settled "none of them": its other
+        # faces and its own notes (a photo that could not be read at all has no face to settle).
+        settled_faces = [m for m in result.faces if m.decision is not Decision.REVIEW]
+        base = photo_verdict(settled_faces, result.notes)[0].value if result.faces else result.verdict.value
+        with self.db:
+            self.db.execute(
+                "INSERT INTO photos VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET path=excluded.path, "
+                "verdict=excluded.verdict, reasons=excluded.reasons, marked=COALESCE(excluded.marked, photos.marked), "
+                "updated_at=excluded.updated_at, base=excluded.base",
+                (
+                    result.sha256,
+                    result.path,
+                    source,
+                    result.verdict.value,
+                    json.dumps(list(result.reasons)),
+                    result.annotated_path,
+                    now,
+                    now,
+                    base,
+                ),
+            )
+            new = 0
+            for i, m in enumerate(result.faces):
+                if m.decision is not Decision.REVIEW:
+                    continue
+                box = json.dumps([m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h])
+                candidates = json.dumps([[c.student_id, c.distance] for c in m.candidates])
+                landmarks = json.dumps(np.asarray(m.face.landmarks, float).round(1).tolist())
+                known = self.db.execute("SELECT 1 FROM faces WHERE sha256=? AND face=?", (result.sha256, i)).fetchone()
+                self.db.execute(
+                    "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason) VALUES (?,?,?,?,?,?,?) "
+                    "ON CONFLICT(sha256, face) DO UPDATE SET candidates=excluded.candidates, reason=excluded.reason "
+                    "WHERE faces.status != 'settled'",
+                    (result.sha256, i, box, landmarks, m.face.page, candidates, m.reason),
+                )
+                new += known is None
+        return new
+
+    # ---- cards out -----------------------------------------------------------------------
+    def _card(self, row: tuple) -> Card:
+        fid, sha, face, box, landmarks, page, cands, reason, path, source, marked = row
+        return Card(
+            fid,
+            sha,
+            face,
+            Box(*json.loads(box)),
+            np.asarray(json.loads(landmarks or "[]"), np.float32).reshape(-1, 2),
+            page or 0,
+            tuple(Candidate(s, float(d)) for s, d in json.loads(cands)),
+            reason or "",
+            path,
+            source,
+            marked,
+        )
+
+    _CARD_SQL = (
+        "SELECT f.id, f.sha256, f.face, f.box, f.landmarks, f.page, f.candidates, f.reason, p.path, p.source, p.marked "
+        "FROM faces f JOIN photos p ON p.sha256 = f.sha256"
+    )
+
+    def queue(self, limit: int = 50) -> list[Card]:
+        """Open cards first, then skipped ones (oldest first)."""
+        rows = self.db.execute(
+            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') ORDER BY f.status = 'skipped', f.id LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._card(r) for r in rows]
+
+    def card(self, face_id: int) -> Card | None:
+        row = self.db.execute(self._CARD_SQL + " WHERE f.id=?", (face_id,)).fetchone()
+        return self._card(row) if row else None
+
+    def open_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE status IN ('open', 'skipped')").fetchone()[0])
+
+    def photo(self, sha256: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT path, source, verdict, reasons, marked FROM photos WHERE sha256=?", (sha256,)).fetchone()
+        if row is None:
+            return None
+        return {"path": row[0], "source": row[1], "verdict": row[2], "reasons": json.loads(row[3] or "[]"), "marked": row[4]}
+
+    # ---- decisions -----------------------------------------------------------------------
+    def settle(self, face_id: int, answer: str, user: str, reference: str | None = None) -> int:
+        """Settle a card: ``answer`` is a student id among its candidates, or NONE. Returns the decision id."""
+        card = self.card(face_id)
+        if card is None:
+            raise KeyError(face_id)
+        if answer != NONE and answer not in {c.student_id for c in card.candidates}:
+            raise ValueError(f"{answer} is not one of this face's candidates")
+        now = _now()
+        with self.db:
+            self.db.execute(
+                "UPDATE faces SET status='settled', answer=?, settled_by=?, settled_at=? WHERE id=?", (answer, user, now, face_id)
+            )
+            cursor = self.db.execute(
+                "INSERT INTO decisions (at, user, sha256, face, face_id, action, student_id, reference) VALUES (?,?,?,?,?,?,?,?)",
+                (now, user, card.sha256, card.face, face_id, "student" if answer else "none", answer or None, reference),
+            )
+            self._refresh_verdict(card.sha256)
+        return int(cursor.lastrowid or 0)
+
+    def skip(self, face_id: int) -> None:
+        self.db.execute("UPDATE faces SET status='skipped' WHERE id=? AND status='open'", (face_id,))
+        # A skipped card goes to the back of the queue.
+        self.db.execute("UPDATE faces SET id=(SELECT MAX(id)+1 FROM faces) WHERE id=? AND status='skipped'", (face_id,))
+
+    def undo(self, decision_id: int, user: str) -> dict[str, Any]:
+        """Undo a decision: its card is open again. Returns the decision (with any reference added)."""
+        row = self.db.execute(
+            "SELECT face_id, sha256, student_id, reference, undone_at FROM decisions WHERE id=?", (decision_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(decision_id)
+        face_id, sha, student, reference, undone = row
+        if undone:
+            raise ValueError("this decision was already undone")
+        now = _now()
+        with self.db:
+            self.db.execute("UPDATE decisions SET undone_at=?, undone_by=? WHERE id=?", (now, user, decision_id))
+            self.db.execute(
+                "UPDATE faces SET status='open', answer=NULL, settled_by=NULL, settled_at=NULL WHERE id=?", (face_id,)
+            )
+            self._refresh_verdict(sha)
+        return {"face_id": face_id, "sha256": sha, "student_id": student, "reference": reference}
+
+    def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, at, user, sha256, face, face_id, action, student_id, reference, undone_at, undone_by "
+            "FROM decisions ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        keys = ("id", "at", "user", "sha256", "face", "face_id", "action", "student_id", "reference", "undone_at", "undone_by")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def settlements(self, sha256: str) -> list[Settlement]:
+        rows = self.db.execute(
+            "SELECT face, box, answer, candidates, settled_by, settled_at FROM faces WHERE sha256=? AND status='settled'",
+            (sha256,),
+        ).fetchall()
+        return [
+            Settlement(face, Box(*json.loads(box)), answer or NONE, tuple(s for s, _ in json.loads(cands)), by or "", at or "")
+            for face, box, answer, cands, by, at in rows
+        ]
+
+    def _refresh_verdict(self, sha256: str) -> None:
+        """The photo's verdict with its settled faces counted (for the page and for reports)."""
+        faces = self.db.execute("SELECT status, answer FROM faces WHERE sha256=?", (sha256,)).fetchall()
+        row = self.db.execute("SELECT verdict, reasons, base FROM photos WHERE sha256=?", (sha256,)).fetchone()
+        if row is None:
+            return
+        if any(status == "settled" and answer for status, answer in faces):
+            verdict = Verdict.BLOCK.value
+        elif any(status != "settled" for status, _ in faces):
+            verdict = Verdict.REVIEW.value
+        else:
+            verdict = row[2] or row[0]
+        self.db.execute("UPDATE photos SET verdict=? WHERE sha256=?", (verdict, sha256))
+
+
+def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> list[FaceMatch]:
+    """A photo's face decisions with people's decisions about its faces applied."""
+    settled = book.settlements(sha256) if matches else []
+    if not settled:
+        return matches
+    result = list(matches)
+    for i, m in enumerate(matches):
+        if m.decision is not Decision.REVIEW:
+            continue  # a block stays a block; a clear needs nobody
+        s = next((s for s in settled if s.face == i and _iou(s.box, m.face.box) > 0.5), None)
+        if s is None:
+            continue
+        if s.answer:
+            chosen = next((c for c in m.candidates if c.student_id == s.answer), Candidate(s.answer, float("nan")))
+            rest = tuple(c for c in m.candidates if c.student_id != s.answer)
+            result[i] = FaceMatch(
+                m.face, Decision.BLOCK, (chosen, *rest), f"confirmed as student {s.answer} by {s.by} ({s.at[:10]})"
+            )
+        elif {c.student_id for c in m.candidates if c.distance <= NEAR} <= set(s.shown):
+            # Cleared only while no student the reviewer did not see has come close (a new enrollment).
+            result[i] = FaceMatch(
+                m.face, Decision.CLEAR, m.candidates, f"none of {', '.join(s.shown)}: cleared by {s.by} ({s.at[:10]})"
+            )
+    return result

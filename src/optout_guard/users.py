@@ -1,0 +1,77 @@
+"""Accounts for the review desk when it serves the network (``optout-guard users``).
+
+One private JSON file (0600, in the workspace's private folder): name -> salted scrypt hash
+(Werkzeug's ``generate_password_hash``) and whether the account may see students' names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from optout_guard.errors import OptoutGuardError
+
+USERS_FILE = "desk-users.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD = 10
+
+
+class UserStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / USERS_FILE
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise OptoutGuardError(f"the desk's account file {self.path} is unreadable ({exc})") from None
+
+    def _write(self, users: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".users-", dir=self.path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(users, fh, indent=1)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def names(self) -> list[str]:
+        return sorted(self._read())
+
+    def exists(self, name: str) -> bool:
+        return name in self._read()
+
+    def can_see_names(self, name: str) -> bool:
+        return bool(self._read().get(name, {}).get("names"))
+
+    def add(self, name: str, password: str, names: bool = False) -> None:
+        from werkzeug.security import generate_password_hash
+
+        if not NAME.match(name):
+            raise OptoutGuardError(f"{name!r} is not a usable account name (letters, digits, . _ @ -)")
+        if len(password) < MIN_PASSWORD:
+            raise OptoutGuardError(f"the password must be at least {MIN_PASSWORD} characters")
+        users = self._read()
+        users[name] = {"hash": generate_password_hash(password, method="scrypt"), "names": names}
+        self._write(users)
+
+    def remove(self, name: str) -> bool:
+        users = self._read()
+        if users.pop(name, None) is None:
+            return False
+        self._write(users)
+        return True
+
+    def verify(self, name: str, password: str) -> bool:
+        from werkzeug.security import check_password_hash
+
+        entry = self._read().get(name)
+        if entry is None:
+            check_password_hash("scrypt:32768:8:1$x$" + "0" * 128, password)  # same time for unknown names
+            return False
+        return check_password_hash(entry["hash"], password)

@@ -1,0 +1,278 @@
+"""The review desk, end to end: a real server (waitress) and a real browser (Debian's Chromium via
+Playwright), on real photos; plus its refusals (path traversal, missing CSRF token, foreign Host,
+no login on the LAN)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LFW, TEST_OUTPUT, make_workspace
+from optout_guard.activity_log import log_path
+from optout_guard.config import load_settings
+from optout_guard.desk import Desk, DeskOptions, create_app
+from optout_guard.index import FaceIndex
+from optout_guard.models import embedding_fingerprint
+from optout_guard.pipeline import Guard
+from optout_guard.users import UserStore
+
+pytestmark = pytest.mark.data
+
+COLIN = LFW / "Colin_Powell" / "Colin_Powell_0004.jpg"  # colin 0.30: block
+HUGO = LFW / "Hugo_Chavez" / "Hugo_Chavez_0009.jpg"  # hugo 0.43: review at the test's block distance
+BLAIR = LFW / "Tony_Blair" / "Tony_Blair_0001.jpg"  # two faces, each 0.60–0.62 from an enrolled person: review
+
+
+def workspace(root: Path):
+    make_workspace(
+        root,
+        {
+            "hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in range(2, 6)],
+            "colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 4)],
+        },
+    )
+    # A strict block distance and a wide review band, so that these photos give review cards.
+    (root / "config.toml").write_text("block_distance = 0.35\nreview_distance = 0.65\n")
+    return load_settings(root, environ={})
+
+
+class Server:
+    def __init__(self, desk: Desk) -> None:
+        from waitress.server import create_server
+
+        self.desk = desk
+        self.server = create_server(create_app(desk), host="127.0.0.1", port=0, threads=4)
+        self.port = self.server.effective_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def raw(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None) -> tuple[int, bytes]:
+        """A request with the path sent exactly as given (no client-side normalisation of ../)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in {"Host": f"127.0.0.1:{self.port}", **(headers or {})}.items():
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, data
+
+
+@pytest.fixture
+def server(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    srv = Server(Desk(settings, DeskOptions(port=0)))
+    yield srv
+    srv.close()
+
+
+def templates_of(settings, student: str) -> int:
+    index = FaceIndex.load(settings.index_file, embedding_fingerprint())
+    return sum(1 for t in index.templates if t.student_id == student)
+
+
+def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    settings = server.desk.settings
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        # bypass_csp: Playwright's own wait_for_function evaluates strings, which the desk's CSP forbids.
+        page = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True).new_page()
+
+        def only_local(route) -> None:  # the network is blocked: anything not local fails
+            requests.append(route.request.url)
+            if route.request.url.startswith(server.url):
+                route.continue_()
+            else:
+                route.abort()
+
+        page.route("**/*", only_local)
+        started = time.perf_counter()
+        page.goto(server.url + "/")
+        page.wait_for_load_state("networkidle")
+        load_seconds = time.perf_counter() - started
+        assert page.is_visible("#empty")  # nothing to review yet
+
+        # 1. Check photos: drop two photos on the page.
+        page.click("#tab-check")
+        page.set_input_files("#files", [str(COLIN), str(HUGO)])
+        page.wait_for_selector("article.result >> nth=1", timeout=60_000)
+        verdicts = page.eval_on_selector_all(
+            "article.result", "els => els.map(e => [e.querySelector('h2').textContent, e.dataset.verdict])"
+        )
+        assert dict(verdicts) == {COLIN.name: "block", HUGO.name: "review"}
+        assert page.eval_on_selector_all("article.result img", "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+        # 2. The review card: the face beside hugo's reference photos; settle it with the keyboard.
+        page.click("#tab-queue")
+        page.wait_for_selector("#card:not([hidden])")
+        assert page.inner_text("#open-count") == "1"
+        assert page.get_attribute("#candidates li:first-child button", "data-student") == "hugo"
+        page.wait_for_function("[...document.images].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)")
+        assert page.eval_on_selector_all("#candidates li:first-child .refs img", "imgs => imgs.length") == 2
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "review-queue.png"))
+        assert templates_of(settings, "hugo") == 4
+        decide_started = time.perf_counter()
+        page.keyboard.press("r")  # keep this face as a new reference
+        page.keyboard.press("1")  # this is student hugo
+        page.wait_for_selector("#message:has-text('Settled as student hugo')")
+        assert "BLOCK" in page.inner_text("#message") and "added as a reference" in page.inner_text("#message")
+        assert templates_of(settings, "hugo") == 5
+        trail = [json.loads(line) for line in log_path(settings).read_text().splitlines()]
+        decision = next(e for e in trail if e["action"] == "review-decision")
+        assert decision["details"]["student_id"] == "hugo" and decision["details"]["reference_added"] is True
+        assert len(decision["details"]["sha256"]) == 64 and decision["details"]["reviewer"].endswith("@local")
+
+        # 3. A photo of a stranger: two faces, each "none of them"; the photo becomes allow.
+        page.click("#tab-check")
+        page.set_input_files("#files", [str(BLAIR)])
+        page.wait_for_selector(f"article.result:has(h2:text('{BLAIR.name}'))")
+        page.click("#tab-queue")
+        page.wait_for_function("document.getElementById('open-count').textContent === '2'")
+        page.keyboard.press("n")
+        page.wait_for_function("document.getElementById('open-count').textContent === '1'")
+        page.keyboard.press("n")
+        page.wait_for_selector("#message:has-text('ALLOW')")
+        cards_per_minute = 3 / ((time.perf_counter() - decide_started) / 60)
+        assert page.is_visible("#empty")
+        # The same photo again is not asked again: cleared by its content hash.
+        page.click("#tab-check")
+        page.set_input_files("#files", [str(BLAIR)])
+        page.wait_for_function(
+            f"[...document.querySelectorAll('article.result h2')].filter(h => h.textContent === '{BLAIR.name}').length === 2"
+        )
+        assert page.eval_on_selector("article.result", "e => e.dataset.verdict") == "allow"
+        assert server.desk.book.open_count() == 0
+
+        # 4. Undo the last decision: its card is back, the photo is review again.
+        page.click("#tab-queue")
+        page.keyboard.press("u")
+        page.wait_for_selector("#message:has-text('Undone')")
+        page.wait_for_selector("#card:not([hidden])")
+        assert page.inner_text("#open-count") == "1"
+        assert page.locator("#trail li.undone").count() == 1
+        browser.close()
+
+    assert requests and all(u.startswith(server.url) for u in requests), [u for u in requests if not u.startswith(server.url)]
+    print(f"\nreview desk: page loaded in {load_seconds:.2f} s; {cards_per_minute:.0f} cards/minute driven by the test")
+
+    # The CLI's check honours the decisions (same workspace, a fresh process-like Guard).
+    guard = Guard(settings)
+    hugo = guard.check(HUGO)
+    assert hugo.verdict.value == "block" and hugo.blocked_students == ("hugo",)  # now one of hugo's references
+    blair = guard.check(BLAIR)
+    assert blair.verdict.value == "review"  # one face cleared, the undone one open again
+    cleared = [m for m in blair.faces if m.decision.value == "clear"]
+    assert len(cleared) == 1 and "cleared by" in cleared[0].reason
+
+
+def test_refuses_traversal_missing_csrf_and_foreign_hosts(server):
+    for path in (
+        "/reference/hugo/../../../../etc/passwd",
+        "/reference/..%2F..%2F..%2Fetc%2Fpasswd/0.jpg",
+        "/photo/..%2F..%2F..%2Fetc%2Fpasswd/marked.jpg",
+        "/photo/" + "0" * 64 + "/marked.jpg",
+        "/static/..%2Fdesk.py",
+        "/static/../desk.py",
+        "/face/999.jpg",
+        "/reference/hugo/7.jpg",
+    ):
+        status, body = server.raw("GET", path)
+        assert status in (403, 404), (path, status)
+        assert b"root:" not in body and b"import" not in body
+    status, body = server.raw("GET", "/reference/hugo/0.jpg")
+    assert status == 200 and body[:2] == b"\xff\xd8"  # a real reference photo is served
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/")
+    csp = conn.getresponse().getheader("Content-Security-Policy")
+    conn.close()
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp  # the page may load nothing from elsewhere
+
+    # A POST without the CSRF token is refused and changes nothing.
+    headers = {"Content-Type": "application/json"}
+    status, body = server.raw("POST", "/api/cards/1/decide", headers, json.dumps({"answer": "none"}).encode())
+    assert status == 400 and b"CSRF" in body
+    status, _ = server.raw("POST", "/api/decisions/1/undo", headers, b"{}")
+    assert status == 400
+    assert server.desk.book.decisions() == []
+    # A page elsewhere that points a name at 127.0.0.1 (DNS rebinding) is refused.
+    status, _ = server.raw("GET", "/api/queue", {"Host": "evil.example:80"})
+    assert status == 403
+
+
+def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
+    import re
+
+    from optout_guard.optout_list import OptOutList, Student, save_list
+
+    settings = workspace(tmp_path / "ws")
+    save_list(
+        OptOutList({"hugo": Student("hugo", "Hugo", "Chávez"), "colin": Student("colin", "Colin", "Powell")}), settings.workspace
+    )
+    users = UserStore(settings.index_file.parent)
+    users.add("teacher", "correct horse battery", names=False)
+    users.add("officer", "staple gun orange tree", names=True)
+    assert (settings.index_file.parent / "desk-users.json").stat().st_mode & 0o777 == 0o600
+    assert "correct horse" not in (settings.index_file.parent / "desk-users.json").read_text()
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True))
+    desk.book.add_result(desk.guard.check(HUGO), "desk")
+    app = create_app(desk)
+    app.config["SERVER_NAME"] = "desk.school.lan"
+
+    def login(client, name, password):
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        return client.post("/login", data={"user": name, "password": password, "csrf_token": token})
+
+    with app.test_client() as client:
+        assert client.get("/").status_code == 302 and "/login" in client.get("/").headers["Location"]
+        assert client.get("/api/queue").status_code == 401
+        assert client.get("/reference/hugo/0.jpg").status_code == 302
+        assert login(client, "teacher", "wrong password!").status_code == 401
+        assert client.post("/login", data={"user": "teacher", "password": "correct horse battery"}).status_code == 400  # no token
+        assert login(client, "teacher", "correct horse battery").status_code == 302
+        cards = client.get("/api/queue").get_json()["cards"]
+        assert cards[0]["candidates"][0]["student_id"] == "hugo" and "name" not in cards[0]["candidates"][0]
+    with app.test_client() as client:
+        login(client, "officer", "staple gun orange tree")
+        cards = client.get("/api/queue").get_json()["cards"]
+        assert cards[0]["candidates"][0]["name"] == "Hugo Chávez"
+
+
+def test_queue_takes_reviews_from_the_check_folder_and_the_audit(tmp_path, data_dir):
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    shutil.copy(HUGO, folder / "review" / HUGO.name)
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(BLAIR, library / BLAIR.name)
+    shutil.copy(COLIN, library / COLIN.name)
+    result = CliRunner().invoke(app, ["--workspace", str(settings.workspace), "audit", str(library)], catch_exceptions=False)
+    assert result.exit_code == 1, result.stdout
+    desk = Desk(settings, DeskOptions(check_folders=[folder], audit_libraries=[library]))
+    assert desk.import_sources() == 3  # hugo's face, and Blair's two
+    assert {c.source for c in desk.book.queue()} == {"check folder", "audit"}
+    assert desk.import_sources() == 0  # known photos are not checked again
