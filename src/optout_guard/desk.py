@@ -390,7 +390,7 @@ def create_app(desk: Desk) -> Any:
 
     def page(name: str) -> Response:
         html = (STATIC / name).read_text(encoding="utf-8").replace("{{csrf}}", generate_csrf())
-        html = html.replace("{{user}}", _escape(current_user() or ""))
+        html = html.replace("{{user}}", _escape(current_user() or "")).replace("{{lan}}", "1" if options.lan else "0")
         return Response(html, mimetype="text/html")
 
     @app.get("/")
