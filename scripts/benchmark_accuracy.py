@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from optout_guard.calibration import FNIR_TARGET as REVIEW_FNIR
+from optout_guard.calibration import FPIR_TARGET as BLOCK_FPIR
+from optout_guard.calibration import threshold_at_fpir
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
@@ -46,11 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LFW_ROOT = ROOT.parent / "shared" / "data" / "lfw_deepfunneled_color250"
 CACHE_VERSION = "3"
 FPIR_POINTS = (0.001, 0.01, 0.05)
-# The rule for the shipped thresholds (README "Thresholds"): block where at most 0.1% of faces of
-# people never enrolled are falsely blocked with ~1,000 people enrolled from 3 photos each; review
-# down to where at most 2% of photos of enrolled people are missed altogether.
-BLOCK_FPIR = 0.001
-REVIEW_FNIR = 0.02
+# The rule for the shipped thresholds (README "Thresholds", calibration.py): block where at most
+# 0.1% of faces of people never enrolled are falsely blocked with ~1,000 people enrolled from 3
+# photos each; review down to where at most 2% of photos of enrolled people are missed altogether.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,15 +174,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def threshold_at_fpir(nonmated: np.ndarray, fpir: float) -> float:
-    """The largest threshold whose FPIR is <= fpir (non-mated: closest-enrolled distances)."""
-    ordered = np.sort(nonmated)
-    allowed = int(np.floor(fpir * len(ordered)))  # false alerts we may have
-    if allowed >= len(ordered):
-        return float(ordered[-1])
-    return float(np.nextafter(ordered[allowed], -np.inf))
 
 
 def fnir_at(mated: np.ndarray, t: float) -> float:
@@ -388,10 +380,15 @@ def main() -> None:
         nonmated_rows: list,
         cohort: np.ndarray | None = None,
         usable: np.ndarray | None = None,
+        people: set[int] | None = None,
     ) -> tuple[dict, np.ndarray, np.ndarray]:
         as_shipped = as_judged if usable is None else usable
+        if people is not None:  # a smaller gallery: only these enrolled people, and probes of them
+            mated = [(pi, i) for pi, i in mated if pi in people]
         g_rows, g_owner = [], []
         for pi, n in enumerate(enrolled):
+            if people is not None and pi not in people:
+                continue
             refs = order[n][: min(k, len(order[n]) - 1)]  # always leave at least one photo to probe with
             refs = [r for r in refs if as_shipped[r]]  # the enrollment quality gate: exactly as `enroll`
             g_rows += refs
@@ -534,6 +531,18 @@ def main() -> None:
         "at_rule_block": rates_at(md, nd, round(block_t, 2)),
         "at_rule_review": rates_at(md, nd, round(review_t, 2)) if np.isfinite(review_t) else None,
     }
+    # The same thresholds with fewer students enrolled (a district's list is often shorter).
+    sizes = []
+    for size in (100, 300, 1000):
+        people = set(random.Random(args.seed + size).sample(range(len(enrolled)), min(size, len(enrolled))))
+        figures, smd, snd = run(f"3 photos, {size} enrolled", 3, "min+mean", vec, mated_same, nonmated, people=people)
+        at_b, at_r = rates_at(smd, snd, rule["block"]), rates_at(smd, snd, rule["review"] or shipped.review_distance)
+        sizes.append({"enrolled": size, "mated_probes": figures["mated_probes"], "at_block": at_b, "at_review": at_r})
+        print(
+            f"   {size:5d} enrolled: at block {rule['block']}: FNIR {at_b['fnir'] * 100:5.1f}% FPIR {at_b['fpir'] * 100:5.2f}%; "
+            f"at review {rule['review']}: FNIR {at_r['fnir'] * 100:5.1f}% FPIR {at_r['fpir'] * 100:5.1f}%"
+        )
+    rule["by_gallery_size"] = sizes
     results["rule"] = rule
     print(f"\n3. Rule: {rule['rule']}: block <= {rule['block']}, review <= {rule['review']}")
     results["total_seconds"] = round(time.perf_counter() - total_started, 1)

@@ -27,8 +27,34 @@ from optout_guard.matching import mean_templates, pairwise_distances, student_di
 # Below this many students with 2+ photos the rates are too coarse to set thresholds from: with
 # 30 students and 2 photos each there are 60 probes, so one false alert moves FPIR by 1.7%.
 MIN_MULTI_PHOTO_STUDENTS = 30
-FPIR_TARGET = 0.01  # block where about 1 in 100 faces of other children would be falsely blocked
-FNIR_TARGET = 0.02  # review down to where about 2 in 100 photos of an enrolled student slip through
+# The rule (README "Thresholds"), the same here and in scripts/benchmark_accuracy.py: block where
+# about 1 in 1,000 faces of other children would be falsely blocked (a class photo of 25 other
+# children is falsely blocked about 2.5% of the time); review down to where about 2 in 100 photos
+# of an enrolled student slip through altogether.
+FPIR_TARGET = 0.001
+FNIR_TARGET = 0.02
+
+
+def threshold_at_fpir(nonmated: np.ndarray, target: float = FPIR_TARGET) -> float:
+    """The largest distance at which at most ``target`` of the non-mated probes are alerted
+    (``nonmated``: each probe's distance to the closest enrolled person). With fewer than
+    1/target probes this is just under the closest impostor: as strict as the data can say."""
+    ordered = np.sort(nonmated[np.isfinite(nonmated)])
+    if not len(ordered):
+        return float("inf")
+    allowed = int(np.floor(target * len(nonmated)))
+    return float(ordered[allowed] - 1e-4) if allowed < len(ordered) else float(ordered[-1])
+
+
+def threshold_at_fnir(mated: np.ndarray, target: float = FNIR_TARGET) -> float | None:
+    """The smallest distance at which at most ``target`` of the mated probes are missed
+    (``mated``: distance to the right person, inf when another person came closer). None when
+    rank-1 errors alone already miss more than ``target``."""
+    ordered = np.sort(mated[np.isfinite(mated)])
+    may_miss = int(np.floor(target * len(mated))) - (len(mated) - len(ordered))
+    if may_miss < 0 or not len(ordered):
+        return None
+    return float(ordered[max(0, len(ordered) - 1 - may_miss)])
 
 
 @dataclass
@@ -103,15 +129,23 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
     for name, t in (("block_distance", settings.block_distance), ("review_distance", settings.review_distance)):
         fnir, fpir = result.rates(t)
         result.current[name] = {"threshold": t, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
-    finite_nonmated = np.sort(result.nonmated[np.isfinite(result.nonmated)])
-    if len(finite_nonmated):
-        allowed = int(np.floor(FPIR_TARGET * len(finite_nonmated)))
-        block = finite_nonmated[allowed] - 1e-4 if allowed < len(finite_nonmated) else finite_nonmated[-1]
-        result.suggested["block_distance"] = round(float(block), 3)
-    finite_mated = np.sort(result.mated[np.isfinite(result.mated)])
-    if len(finite_mated):
-        review = float(np.quantile(finite_mated, min(1.0, 1 - FNIR_TARGET)))
+    block = threshold_at_fpir(result.nonmated)
+    if np.isfinite(block):
+        result.suggested["block_distance"] = round(block, 3)
+    if len(result.nonmated) < 1 / FPIR_TARGET:
+        result.warnings.append(
+            f"{len(result.nonmated)} probes cannot show a {FPIR_TARGET:.1%} false-alert rate (that needs at least "
+            f"{round(1 / FPIR_TARGET)}): the suggested block distance is just under the closest pair of different "
+            "students, as strict as this gallery can say"
+        )
+    review = threshold_at_fnir(result.mated)
+    if review is not None:
         result.suggested["review_distance"] = round(max(review, result.suggested.get("block_distance", 0.0)), 3)
+    else:
+        result.warnings.append(
+            f"another student comes closer than the right one for more than {FNIR_TARGET:.0%} of the probes: "
+            "no review distance can keep misses that low; add more (and more recent) reference photos"
+        )
     return result
 
 
