@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from conftest import LFW, make_workspace
@@ -34,3 +35,17 @@ def test_calibrate_on_a_real_gallery(tmp_path, data_dir):
     assert (tmp_path / "cal" / "det.png").stat().st_size > 1000
     assert ws.index_file.read_bytes() == before  # nothing written into the gallery
     assert "embedding" not in json.dumps(doc)
+
+
+def test_threshold_rules_on_known_distances():
+    from optout_guard.calibration import threshold_at_fnir, threshold_at_fpir
+
+    nonmated = np.array([0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, np.inf])
+    # 11 probes, 10% may be alerted -> 1 false alert allowed: just under the second closest.
+    assert threshold_at_fpir(nonmated, 0.1) == pytest.approx(0.35 - 1e-4)
+    assert threshold_at_fpir(nonmated, 0.001) == pytest.approx(0.30 - 1e-4)  # none allowed
+    mated = np.array([0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, np.inf])
+    # 10 probes, 20% may be missed: the rank-1 error (inf) is one, so one more: review at 0.55.
+    assert threshold_at_fnir(mated, 0.2) == pytest.approx(0.55)
+    assert threshold_at_fnir(mated, 0.1) == pytest.approx(0.60)
+    assert threshold_at_fnir(mated, 0.05) is None  # the rank-1 error alone is 10%
