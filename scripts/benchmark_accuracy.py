@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -35,17 +36,18 @@ import numpy as np
 
 from optout_guard.calibration import FNIR_TARGET as REVIEW_FNIR
 from optout_guard.calibration import FPIR_TARGET as BLOCK_FPIR
-from optout_guard.calibration import threshold_at_fpir
+from optout_guard.calibration import threshold_at_fnir, threshold_at_fpir
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
 from optout_guard.errors import ImageRejected
 from optout_guard.images import load_image
 from optout_guard.matching import mean_templates, pairwise_distances, student_distances
-from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.models import get_models, model_files_fingerprint
 from optout_guard.types import Box, Face
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = "3 photos, min + mean, mirror-averaged (shipped)"  # what optout-guard does, with 3 reference photos
 LFW_ROOT = ROOT.parent / "shared" / "data" / "lfw_deepfunneled_color250"
 CACHE_VERSION = "3"
 FPIR_POINTS = (0.001, 0.01, 0.05)
@@ -137,7 +139,7 @@ def load_embeddings(
     settings = Settings()
     embed = embed or embed_photo
     variant = "" if embed is embed_photo else f"|{embed.__name__}"
-    key = f"{CACHE_VERSION}{variant}|{embedding_fingerprint()}|{settings.detector}|{settings.detect_min_face_px}|{settings.min_face_px}|{settings.min_sharpness}"
+    key = f"{CACHE_VERSION}{variant}|{model_files_fingerprint()}|{settings.detector}|{settings.detect_min_face_px}|{settings.min_face_px}|{settings.min_sharpness}"
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         if str(data["key"]) == key and list(data["paths"]) == paths:
@@ -320,9 +322,10 @@ def main() -> None:
         f"\n1. Verification, LFW pairs.txt ({len(pairs)} pairs, {folds} folds; {len(missing)} pairs name a photo not in this copy)"
     )
     for name, vectors, usable in (
-        ("as shipped (no face / gated face = error)", vec, as_shipped),
-        ("with fall-back for photos without a judged face", vec, np.ones(len(vec), bool)),
-        ("fall-back + flip averaging", averaged, np.ones(len(vec), bool)),
+        ("plain embedding (no face / gated face = error)", vec, as_shipped),
+        ("shipped: mirror-averaged (no face / gated = error)", averaged, as_shipped),
+        ("plain, fall-back for photos without a judged face", vec, np.ones(len(vec), bool)),
+        ("mirror-averaged, with that fall-back", averaged, np.ones(len(vec), bool)),
     ):
         d = np.full(len(pairs), np.nan)
         ok = present & usable[np.maximum(a, 0)] & usable[np.maximum(b, 0)]
@@ -433,24 +436,27 @@ def main() -> None:
             "at_review": rates_at(mated_d, nonmated_d, shipped.review_distance) if cohort is None else None,
             "product_decisions": product if cohort is None else None,
         }
+        seconds[label] = (second, n_second)
         return figures, mated_d, nonmated_d
 
     configs: list[tuple[str, int, str, np.ndarray, list, list, np.ndarray | None]] = [
         ("1 photo (all probes)", 1, "min", vec, mated_all, nonmated, None),
         ("1 photo", 1, "min", vec, mated_same, nonmated, None),
+        ("1 photo, mirror-averaged (shipped)", 1, "min", averaged, mated_same, nonmated, None),
         ("2 photos, min distance", 2, "min", vec, mated_same, nonmated, None),
         ("2 photos, mean embedding", 2, "mean-embedding", vec, mated_same, nonmated, None),
-        ("2 photos, min + mean (shipped)", 2, "min+mean", vec, mated_same, nonmated, None),
+        ("2 photos, min + mean", 2, "min+mean", vec, mated_same, nonmated, None),
+        ("2 photos, min + mean, mirror-averaged (shipped)", 2, "min+mean", averaged, mated_same, nonmated, None),
         ("3 photos, min distance", 3, "min", vec, mated_same, nonmated, None),
         ("3 photos, mean embedding", 3, "mean-embedding", vec, mated_same, nonmated, None),
-        ("3 photos, min + mean (shipped)", 3, "min+mean", vec, mated_same, nonmated, None),
-        ("3 photos, min + mean, flip-averaged", 3, "min+mean", averaged, mated_same, nonmated, None),
-        ("1 photo, flip-averaged", 1, "min", averaged, mated_same, nonmated, None),
+        ("3 photos, min + mean", 3, "min+mean", vec, mated_same, nonmated, None),
+        (SHIPPED, 3, "min+mean", averaged, mated_same, nonmated, None),
         ("1 photo, S-norm (LFW adult cohort; not shipped)", 1, "min", vec, mated_same, nonmated_sn, vec[cohort_rows]),
         ("3 photos, min + mean, S-norm (not shipped)", 3, "min+mean", vec, mated_same, nonmated_sn, vec[cohort_rows]),
     ]
     watchlist = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    seconds: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # distance to the second-closest person
     print(f"\n   {'configuration':<48} {'FNIR@FPIR 0.1%':>22} {'FNIR@1%':>22} {'FNIR@5%':>22}")
     for label, k, fusion, vectors, mated, nm, cohort in configs:
         figures, md, nd = run(label, k, fusion, vectors, mated, nm, cohort)
@@ -466,11 +472,11 @@ def main() -> None:
     for figures in watchlist:
         if figures["at_block"] is None:
             continue
-        b, r = figures["at_block"], figures["at_review"]
+        at_b, at_r = figures["at_block"], figures["at_review"]
         print(
-            f"   {figures['label']:<48} block: FNIR {b['fnir'] * 100:5.1f}% FPIR {b['fpir'] * 100:5.2f}% "
-            f"[{b['fpir_ci95'][0] * 100:.2f}–{b['fpir_ci95'][1] * 100:.2f}]   "
-            f"review: FNIR {r['fnir'] * 100:5.1f}% FPIR {r['fpir'] * 100:5.2f}%"
+            f"   {figures['label']:<48} block: FNIR {at_b['fnir'] * 100:5.1f}% FPIR {at_b['fpir'] * 100:5.2f}% "
+            f"[{at_b['fpir_ci95'][0] * 100:.2f}–{at_b['fpir_ci95'][1] * 100:.2f}]   "
+            f"review: FNIR {at_r['fnir'] * 100:5.1f}% FPIR {at_r['fpir'] * 100:5.2f}%"
         )
 
     if args.baseline:
@@ -517,34 +523,66 @@ def main() -> None:
         )
 
     # ---- 3. the rule ------------------------------------------------------------------------
-    md, nd = curves["3 photos, min + mean (shipped)"]
-    block_t = threshold_at_fpir(nd, BLOCK_FPIR)
-    review_t = (
-        float(np.quantile(md[np.isfinite(md)], 1 - REVIEW_FNIR + np.mean(~np.isfinite(md))))
-        if np.mean(np.isfinite(md)) > 1 - REVIEW_FNIR
-        else float("nan")
-    )
+    # Review: the smallest distance at which at most 2% of photos of enrolled people are missed.
+    # Block: the largest distance (0.01 steps) at which, with that review distance and the
+    # siblings rule (matching.decide_faces), at most 0.1% of never-enrolled faces are blocked.
+    md, nd = curves[SHIPPED]
+    m2, n2 = seconds[SHIPPED]
+    review_at = threshold_at_fnir(md, REVIEW_FNIR)
+    review_t = math.ceil(review_at * 100 - 1e-9) / 100 if review_at is not None else shipped.review_distance  # 0.01 steps, up
+    block_t = 0.0
+    for t in np.arange(0.20, review_t + 1e-9, 0.01):
+        if np.mean((nd <= t) & (n2 > review_t)) <= BLOCK_FPIR:
+            block_t = round(float(t), 2)
+    mb = np.isfinite(md) & (md <= block_t) & (m2 > review_t)
     rule = {
-        "rule": f"block where FPIR <= {BLOCK_FPIR:.1%} (3 photos, {len(enrolled)} enrolled); review down to FNIR <= {REVIEW_FNIR:.0%}",
-        "block": round(block_t, 3),
-        "review": round(review_t, 3) if np.isfinite(review_t) else None,
-        "at_rule_block": rates_at(md, nd, round(block_t, 2)),
-        "at_rule_review": rates_at(md, nd, round(review_t, 2)) if np.isfinite(review_t) else None,
+        "rule": f"review down to FNIR <= {REVIEW_FNIR:.0%}; block where the product's rule falsely blocks <= {BLOCK_FPIR:.1%} "
+        f"of never-enrolled faces ({SHIPPED}, {len(enrolled)} enrolled)",
+        "block": block_t,
+        "review": review_t,
+        "at_rule_block": rates_at(md, nd, block_t),
+        "at_rule_review": rates_at(md, nd, review_t),
+        "product_at_rule": {
+            "enrolled_blocked": round(float(np.mean(mb)), 4),
+            "enrolled_missed": round(float(np.mean(md > review_t)), 4),
+            "never_enrolled_blocked": round(float(np.mean((nd <= block_t) & (n2 > review_t))), 4),
+            "never_enrolled_held_for_review": round(
+                float(np.mean(nd <= review_t) - np.mean((nd <= block_t) & (n2 > review_t))), 4
+            ),
+        },
     }
+    print(f"\n3. Rule: {rule['rule']}: block <= {block_t}, review <= {review_t}")
+    p = rule["product_at_rule"]
+    print(
+        f"   photos of enrolled people: {p['enrolled_blocked'] * 100:.1f}% blocked, {p['enrolled_missed'] * 100:.1f}% missed, "
+        f"the rest review; faces of others: {p['never_enrolled_blocked'] * 100:.2f}% blocked, "
+        f"{p['never_enrolled_held_for_review'] * 100:.1f}% held for review"
+    )
     # The same thresholds with fewer students enrolled (a district's list is often shorter).
     sizes = []
     for size in (100, 300, 1000):
         people = set(random.Random(args.seed + size).sample(range(len(enrolled)), min(size, len(enrolled))))
-        figures, smd, snd = run(f"3 photos, {size} enrolled", 3, "min+mean", vec, mated_same, nonmated, people=people)
-        at_b, at_r = rates_at(smd, snd, rule["block"]), rates_at(smd, snd, rule["review"] or shipped.review_distance)
-        sizes.append({"enrolled": size, "mated_probes": figures["mated_probes"], "at_block": at_b, "at_review": at_r})
+        label = f"3 photos, {size} enrolled"
+        figures, smd, snd = run(label, 3, "min+mean", averaged, mated_same, nonmated, people=people)
+        sm2, sn2 = seconds[label]
+        blocked = np.isfinite(smd) & (smd <= block_t) & (sm2 > review_t)
+        false_block = (snd <= block_t) & (sn2 > review_t)
+        row = {
+            "enrolled": size,
+            "mated_probes": figures["mated_probes"],
+            "enrolled_blocked": round(float(np.mean(blocked)), 4),
+            "enrolled_missed": round(float(np.mean(smd > review_t)), 4),
+            "never_enrolled_blocked": round(float(np.mean(false_block)), 4),
+            "never_enrolled_held_for_review": round(float(np.mean((snd <= review_t) & ~false_block)), 4),
+        }
+        sizes.append(row)
         print(
-            f"   {size:5d} enrolled: at block {rule['block']}: FNIR {at_b['fnir'] * 100:5.1f}% FPIR {at_b['fpir'] * 100:5.2f}%; "
-            f"at review {rule['review']}: FNIR {at_r['fnir'] * 100:5.1f}% FPIR {at_r['fpir'] * 100:5.1f}%"
+            f"   {size:5d} enrolled: photos of enrolled people {row['enrolled_blocked'] * 100:5.1f}% blocked, "
+            f"{row['enrolled_missed'] * 100:4.1f}% missed; faces of others {row['never_enrolled_blocked'] * 100:5.2f}% blocked, "
+            f"{row['never_enrolled_held_for_review'] * 100:5.1f}% held for review"
         )
     rule["by_gallery_size"] = sizes
     results["rule"] = rule
-    print(f"\n3. Rule: {rule['rule']}: block <= {rule['block']}, review <= {rule['review']}")
     results["total_seconds"] = round(time.perf_counter() - total_started, 1)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -559,7 +597,13 @@ def det_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, shipp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ["1 photo", "2 photos, min + mean (shipped)", "3 photos, min + mean (shipped)", "3 photos, min distance"]
+    shown = [
+        "1 photo",
+        "3 photos, min distance",
+        "1 photo, mirror-averaged (shipped)",
+        "2 photos, min + mean, mirror-averaged (shipped)",
+        SHIPPED,
+    ]
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
     grid = np.linspace(0.2, 0.8, 601)
     fnir_of: Callable[[np.ndarray, float], float] = fnir_at

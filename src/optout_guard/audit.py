@@ -198,6 +198,14 @@ class EmbeddingCache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA secure_delete=ON")  # deleted vectors are overwritten, not left in free pages
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT, face INTEGER, vector BLOB, PRIMARY KEY (sha256, face))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        from optout_guard.models import embedding_fingerprint
+
+        made_by = self.db.execute("SELECT value FROM meta WHERE key='embedding'").fetchone()
+        if made_by is None or made_by[0] != embedding_fingerprint():
+            # Vectors made by another model or recipe cannot be compared with today's gallery.
+            self.db.execute("DELETE FROM vectors")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('embedding', ?)", (embedding_fingerprint(),))
 
     def get(self, sha256: str) -> dict[int, np.ndarray]:
         rows = self.db.execute("SELECT face, vector FROM vectors WHERE sha256=?", (sha256,))

@@ -28,10 +28,11 @@ DETECTORS = ("centerface", "hog")
 
 @dataclass(frozen=True)
 class Settings:
-    # Distances between dlib 128-d embeddings (smaller = closer), measured on LFW through this
-    # pipeline (scripts/measure_thresholds.py; README "Thresholds"). Not the folklore 0.6, at which
-    # 74% of non-enrolled faces come within reach of somebody in a 500-person gallery.
-    block_distance: float = 0.42
+    # Distances between embeddings (smaller = closer), set by the rule in README "Thresholds" from
+    # scripts/benchmark_accuracy.py (LFW, 1,000 people enrolled from 3 photos): review down to where
+    # 2% of photos of enrolled people are missed; block where 0.1% of other faces are blocked. Not
+    # the folklore 0.6, at which most faces come within reach of somebody in a large gallery.
+    block_distance: float = 0.40
     review_distance: float = 0.50
     # Faces whose box is narrower than this (original pixels) are "too small to check": review.
     min_face_px: int = 40

@@ -73,6 +73,19 @@ def embed_chips(chips: list[np.ndarray], models: Models) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32).reshape(-1, EMBEDDING_DIM)
 
 
+def embed_mirror_averaged(chips: list[np.ndarray], models: Models) -> np.ndarray:
+    """The product's embedding (``models.EMBEDDING_RECIPE``): the mean of the embeddings of each chip
+    and of its mirror image, scaled back to the first one's length. A face is the same person
+    mirrored, so the average cancels some of one pose's and one lighting's noise."""
+    if not chips:
+        return np.zeros((0, EMBEDDING_DIM), np.float32)
+    both = embed_chips([*chips, *(np.ascontiguousarray(c[:, ::-1]) for c in chips)], models)
+    plain, mirrored = both[: len(chips)], both[len(chips) :]
+    mean = plain + mirrored
+    mean *= np.linalg.norm(plain, axis=1, keepdims=True) / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean.astype(np.float32)
+
+
 def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, models: Models) -> Embeddings:
     """Embed every face that can be judged; say why for the others."""
     unjudged: dict[int, str] = {}
@@ -101,4 +114,4 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
             else:
                 chips.append(chip)
                 chip_owner.append(i)
-    return Embeddings(vectors=embed_chips(chips, models), judged=tuple(chip_owner), unjudged=unjudged)
+    return Embeddings(vectors=embed_mirror_averaged(chips, models), judged=tuple(chip_owner), unjudged=unjudged)
