@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import random
@@ -36,7 +35,7 @@ import numpy as np
 
 from optout_guard.calibration import FNIR_TARGET as REVIEW_FNIR
 from optout_guard.calibration import FPIR_TARGET as BLOCK_FPIR
-from optout_guard.calibration import threshold_at_fnir, threshold_at_fpir
+from optout_guard.calibration import rule_thresholds, threshold_at_fpir
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
@@ -528,12 +527,9 @@ def main() -> None:
     # siblings rule (matching.decide_faces), at most 0.1% of never-enrolled faces are blocked.
     md, nd = curves[SHIPPED]
     m2, n2 = seconds[SHIPPED]
-    review_at = threshold_at_fnir(md, REVIEW_FNIR)
-    review_t = math.ceil(review_at * 100 - 1e-9) / 100 if review_at is not None else shipped.review_distance  # 0.01 steps, up
-    block_t = 0.0
-    for t in np.arange(0.20, review_t + 1e-9, 0.01):
-        if np.mean((nd <= t) & (n2 > review_t)) <= BLOCK_FPIR:
-            block_t = round(float(t), 2)
+    block_at, review_at = rule_thresholds(md, nd, n2)  # the same function as optout-guard calibrate
+    review_t = review_at if review_at is not None else shipped.review_distance
+    block_t = block_at if block_at is not None else 0.0
     mb = np.isfinite(md) & (md <= block_t) & (m2 > review_t)
     rule = {
         "rule": f"review down to FNIR <= {REVIEW_FNIR:.0%}; block where the product's rule falsely blocks <= {BLOCK_FPIR:.1%} "

@@ -15,6 +15,7 @@ Nothing new is written but the summary (JSON) and the plot: no embedding leaves 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,25 @@ MIN_MULTI_PHOTO_STUDENTS = 30
 # of an enrolled student slip through altogether.
 FPIR_TARGET = 0.001
 FNIR_TARGET = 0.02
+
+
+def rule_thresholds(
+    mated: np.ndarray, nonmated: np.ndarray, nonmated_second: np.ndarray, step: float = 0.01
+) -> tuple[float | None, float | None]:
+    """(block, review) by the rule. Review: the smallest distance (rounded up to ``step``) at
+    which at most FNIR_TARGET of the mated probes are missed. Block: the largest distance (in
+    ``step``s) at which the product's decision (``matching.decide_faces``: the closest within
+    block, and no second student within review) blocks at most FPIR_TARGET of the non-mated
+    probes. ``nonmated_second``: each non-mated probe's distance to the second-closest person."""
+    found = threshold_at_fnir(mated)
+    if found is None:
+        return None, None
+    review = math.ceil(found / step - 1e-9) * step
+    block = None
+    for t in np.arange(step, review + 1e-9, step):
+        if np.mean((nonmated <= t) & (nonmated_second > review)) <= FPIR_TARGET:
+            block = round(float(t), 4)
+    return block, round(review, 4)
 
 
 def threshold_at_fpir(nonmated: np.ndarray, target: float = FPIR_TARGET) -> float:
@@ -64,6 +84,7 @@ class Calibration:
     probes: int
     mated: np.ndarray  # per probe: distance to its own student (leave-one-out), inf if another is closer
     nonmated: np.ndarray  # per probe: distance to the closest other student
+    nonmated_second: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... and to the second closest
     current: dict[str, dict[str, float]] = field(default_factory=dict)
     suggested: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -88,7 +109,8 @@ class Calibration:
             "rank1_errors": int(np.sum(~np.isfinite(self.mated))),
             "at_current_thresholds": self.current,
             "suggested": self.suggested,
-            "rule": f"block at FPIR <= {FPIR_TARGET:.0%}; review down to FNIR <= {FNIR_TARGET:.0%}",
+            "rule": f"review down to FNIR <= {FNIR_TARGET:.0%}; block where at most {FPIR_TARGET:.1%} of other students "
+            "would be blocked (closest within block, no second student within review)",
             "warnings": self.warnings,
         }
 
@@ -99,7 +121,7 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
     owner = np.array([number[t.student_id] for t in index.templates], np.int64)
     counts = np.bincount(owner, minlength=len(ids))
     probes = [j for j in range(len(owner)) if counts[owner[j]] >= 2]
-    mated, nonmated = [], []
+    mated, nonmated, nonmated_second = [], [], []
     for j in probes:
         keep = np.arange(len(owner)) != j  # leave the probe out of the gallery
         gallery, gallery_owner = index.embeddings[keep], owner[keep]
@@ -108,15 +130,18 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
         per_student = student_distances(pairwise_distances(probe, gallery), gallery_owner, pairwise_distances(probe, means))[0]
         own = per_student[owner[j]]
         others = np.delete(per_student, owner[j])
-        closest_other = float(others.min()) if len(others) else float("inf")
+        ordered = np.sort(others)
+        closest_other = float(ordered[0]) if len(ordered) else float("inf")
         mated.append(own if own < closest_other else float("inf"))  # rank-1 error counts as a miss
         nonmated.append(closest_other)
+        nonmated_second.append(float(ordered[1]) if len(ordered) > 1 else float("inf"))
     result = Calibration(
         students=len(ids),
         multi_photo_students=int(np.sum(counts >= 2)),
         probes=len(probes),
         mated=np.asarray(mated, float),
         nonmated=np.asarray(nonmated, float),
+        nonmated_second=np.asarray(nonmated_second, float),
     )
     if result.multi_photo_students < MIN_MULTI_PHOTO_STUDENTS:
         result.warnings.append(
@@ -129,22 +154,20 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
     for name, t in (("block_distance", settings.block_distance), ("review_distance", settings.review_distance)):
         fnir, fpir = result.rates(t)
         result.current[name] = {"threshold": t, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
-    block = threshold_at_fpir(result.nonmated)
-    if np.isfinite(block):
-        result.suggested["block_distance"] = round(block, 3)
-    if len(result.nonmated) < 1 / FPIR_TARGET:
-        result.warnings.append(
-            f"{len(result.nonmated)} probes cannot show a {FPIR_TARGET:.1%} false-alert rate (that needs at least "
-            f"{round(1 / FPIR_TARGET)}): the suggested block distance is just under the closest pair of different "
-            "students, as strict as this gallery can say"
-        )
-    review = threshold_at_fnir(result.mated)
-    if review is not None:
-        result.suggested["review_distance"] = round(max(review, result.suggested.get("block_distance", 0.0)), 3)
-    else:
+    block, review = rule_thresholds(result.mated, result.nonmated, result.nonmated_second)
+    if review is None:
         result.warnings.append(
             f"another student comes closer than the right one for more than {FNIR_TARGET:.0%} of the probes: "
             "no review distance can keep misses that low; add more (and more recent) reference photos"
+        )
+    else:
+        result.suggested["review_distance"] = review
+        if block is not None:
+            result.suggested["block_distance"] = block
+    if len(result.nonmated) < 1 / FPIR_TARGET:
+        result.warnings.append(
+            f"{len(result.nonmated)} probes cannot show a {FPIR_TARGET:.1%} false-block rate (that needs at least "
+            f"{round(1 / FPIR_TARGET)}): the suggested block distance is as strict as this gallery can say"
         )
     return result
 
