@@ -41,6 +41,8 @@ class Embeddings:
     vectors: np.ndarray  # (N, 128) float32
     judged: tuple[int, ...]
     unjudged: dict[int, str]
+    chips: tuple[np.ndarray, ...] = ()  # the aligned faces, kept when mirroring was left for later
+    mirrored: tuple[bool, ...] = ()  # per vector: already mirror-averaged
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -73,21 +75,40 @@ def embed_chips(chips: list[np.ndarray], models: Models) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32).reshape(-1, EMBEDDING_DIM)
 
 
+def _average_with_mirror(plain: np.ndarray, chips: list[np.ndarray], models: Models) -> np.ndarray:
+    mirrored = embed_chips([np.ascontiguousarray(c[:, ::-1]) for c in chips], models)
+    mean = plain + mirrored
+    mean *= np.linalg.norm(plain, axis=1, keepdims=True) / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean.astype(np.float32)
+
+
 def embed_mirror_averaged(chips: list[np.ndarray], models: Models) -> np.ndarray:
     """The product's embedding (``models.EMBEDDING_RECIPE``): the mean of the embeddings of each chip
     and of its mirror image, scaled back to the first one's length. A face is the same person
     mirrored, so the average cancels some of one pose's and one lighting's noise."""
     if not chips:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    both = embed_chips([*chips, *(np.ascontiguousarray(c[:, ::-1]) for c in chips)], models)
-    plain, mirrored = both[: len(chips)], both[len(chips) :]
-    mean = plain + mirrored
-    mean *= np.linalg.norm(plain, axis=1, keepdims=True) / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-    return mean.astype(np.float32)
+    return _average_with_mirror(embed_chips(chips, models), chips, models)
 
 
-def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, models: Models) -> Embeddings:
-    """Embed every face that can be judged; say why for the others."""
+def mirror_some(embedded: Embeddings, rows: list[int], models: Models) -> Embeddings:
+    """Mirror-average the vectors in ``rows`` of an ``embed_faces(..., mirror=False)`` result."""
+    rows = [r for r in rows if not embedded.mirrored[r]]
+    if not rows:
+        return embedded
+    vectors = embedded.vectors.copy()
+    vectors[rows] = _average_with_mirror(vectors[rows], [embedded.chips[r] for r in rows], models)
+    mirrored = list(embedded.mirrored)
+    for r in rows:
+        mirrored[r] = True
+    return Embeddings(vectors, embedded.judged, embedded.unjudged, embedded.chips, tuple(mirrored))
+
+
+def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, models: Models, mirror: bool = True) -> Embeddings:
+    """Embed every face that can be judged; say why for the others.
+
+    ``mirror=False`` leaves the (second) mirrored pass for later (:func:`mirror_some`): the check
+    needs it only for faces that come near an enrolled student, most faces in a crowd do not."""
     unjudged: dict[int, str] = {}
     candidates: list[int] = []
     for i, face in enumerate(faces):
@@ -114,4 +135,7 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
             else:
                 chips.append(chip)
                 chip_owner.append(i)
-    return Embeddings(vectors=embed_mirror_averaged(chips, models), judged=tuple(chip_owner), unjudged=unjudged)
+    if mirror:
+        vectors = embed_mirror_averaged(chips, models)
+        return Embeddings(vectors, tuple(chip_owner), unjudged, (), (True,) * len(chips))
+    return Embeddings(embed_chips(chips, models), tuple(chip_owner), unjudged, tuple(chips), (False,) * len(chips))

@@ -60,12 +60,15 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
        candidate is also within the review distance (siblings, look-alikes): then *review* naming
        both. A face whose students are all taken by faces that match them better is *review*.
     """
-    from scipy.optimize import linear_sum_assignment
-
     near = [tuple(c for c in cands if c.distance <= settings.review_distance) for cands in candidates]
     students = sorted({c.student_id for cands in near for c in cands})
     assigned: dict[int, Candidate] = {}
-    if students:
+    shared = sum(len(cands) for cands in near) > len(students)  # some student is near two faces
+    if students and not shared:  # nothing to share: each face's closest near student is the optimum
+        assigned = {i: cands[0] for i, cands in enumerate(near) if cands}
+    elif students:
+        from scipy.optimize import linear_sum_assignment  # imported only when faces compete (~0.4 s)
+
         column = {sid: j for j, sid in enumerate(students)}
         forbidden = 1e6  # far above any sum of distances: a pair beyond the review distance is never chosen
         cost = np.full((len(faces), len(students)), forbidden)

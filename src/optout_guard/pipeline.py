@@ -19,7 +19,7 @@ import numpy as np
 from optout_guard import annotate
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
-from optout_guard.embedding import embed_faces, is_upright
+from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable
 from optout_guard.images import load_image, looks_like_image
 from optout_guard.index import FaceIndex, index_key
@@ -84,6 +84,11 @@ def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) ->
                     yield Skipped(str(file), "not an image")
         for failed in errors:
             yield UnreadableFolder(str(failed.filename or path), failed.strerror or str(failed))
+
+
+# Faces whose plain embedding is within review_distance + this of an enrolled student get the
+# mirrored pass too (the index holds mirror-averaged templates).
+MIRROR_MARGIN = 0.05
 
 
 class Guard:
@@ -185,7 +190,17 @@ class Guard:
                 matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
                 verdict, reasons = photo_verdict(matches, image.notes)
                 return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
-            embedded = embed_faces(image, faces, self.settings, self.models)
+            embedded = embed_faces(image, faces, self.settings, self.models, mirror=False)
+            if len(embedded.vectors):
+                # The mirrored pass only for faces near somebody enrolled: far faces are clear either
+                # way (measured on LFW: the same misses and false alerts as mirroring every face).
+                nearest = self.index.search(embedded.vectors, k=1)
+                near = [
+                    r
+                    for r, found in enumerate(nearest)
+                    if found and found[0].distance <= self.settings.review_distance + MIRROR_MARGIN
+                ]
+                embedded = mirror_some(embedded, near, self.models)
             per_face: list[np.ndarray | None] = [None] * len(faces)
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
