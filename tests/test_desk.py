@@ -152,7 +152,7 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
         page.keyboard.press("n")
         page.wait_for_selector("#message:has-text('ALLOW')")
         cards_per_minute = 3 / ((time.perf_counter() - decide_started) / 60)
-        assert page.is_visible("#empty")
+        page.wait_for_selector("#empty", state="visible")
         # The same photo again is not asked again: cleared by its content hash.
         page.click("#tab-check")
         page.set_input_files("#files", [str(BLAIR)])

@@ -190,8 +190,10 @@ class Guard:
                 matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
                 verdict, reasons = photo_verdict(matches, image.notes)
                 return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
-            embedded = embed_faces(image, faces, self.settings, self.models, mirror=False)
-            if len(embedded.vectors):
+            # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may
+            # bring any face near somebody, and the cache has no pixels to mirror then.
+            embedded = embed_faces(image, faces, self.settings, self.models, mirror=keep_embeddings)
+            if len(embedded.vectors) and not keep_embeddings:
                 # The mirrored pass only for faces near somebody enrolled: far faces are clear either
                 # way (measured on LFW: the same misses and false alerts as mirroring every face).
                 nearest = self.index.search(embedded.vectors, k=1)
