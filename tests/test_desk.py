@@ -50,11 +50,21 @@ class Server:
         self.server = create_server(create_app(desk), host="127.0.0.1", port=0, threads=4)
         self.port = self.server.effective_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:
+            if not self.closing:  # closing the sockets under waitress's select() is how it stops
+                raise
+
     def close(self) -> None:
+        self.closing = True
         self.server.close()
+        self.thread.join(timeout=10)
 
     def raw(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None) -> tuple[int, bytes]:
         """A request with the path sent exactly as given (no client-side normalisation of ../)."""
