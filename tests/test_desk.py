@@ -286,3 +286,16 @@ def test_queue_takes_reviews_from_the_check_folder_and_the_audit(tmp_path, data_
     assert desk.import_sources() == 3  # hugo's face, and Blair's two
     assert {c.source for c in desk.book.queue()} == {"check folder", "audit"}
     assert desk.import_sources() == 0  # known photos are not checked again
+
+    # Settling the check folder's photo files it where it now belongs; undoing brings it back.
+    card = next(c for c in desk.book.queue() if c.source == "check folder")
+    outcome = desk.decide(card.id, card.candidates[0].student_id, "tester@local", add_reference=False)
+    assert outcome["verdict"] == "block" and outcome["moved_to"] == f"blocked/{HUGO.name}"
+    blocked = folder / "blocked"
+    assert (blocked / HUGO.name).read_bytes() == HUGO.read_bytes()  # the original, moved, never changed
+    assert (blocked / f"{HUGO.name}.marked.jpg").is_file() and "BLOCK" in (blocked / f"{HUGO.name}.txt").read_text()
+    assert not list((folder / "review").iterdir())
+    undone = desk.undo(outcome["decision"], "tester@local")
+    assert undone["moved_to"] == f"review/{HUGO.name}"
+    assert (folder / "review" / HUGO.name).is_file() and not (blocked / HUGO.name).exists()
+    assert not (blocked / f"{HUGO.name}.txt").exists()

@@ -272,8 +272,32 @@ class Desk:
             answer="this student" if answer else "none of them",
             reference_added=reference is not None,
         )
+        moved = self.refile(card)
         photo = self.book.photo(card.sha256) or {}
-        return {"decision": decision, "verdict": photo.get("verdict"), "reference_added": reference is not None}
+        return {
+            "decision": decision,
+            "verdict": photo.get("verdict"),
+            "reference_added": reference is not None,
+            "moved_to": moved,
+        }
+
+    def refile(self, card: Card) -> str | None:
+        """A photo from a check folder moves to blocked/ or allowed/ once its review is settled (and
+        back to review/ when a decision is undone), with a new marked copy and note."""
+        from optout_guard.activity_log import ActivityLog
+        from optout_guard.watch import CheckFolder
+
+        path = Path(card.photo_path)
+        for folder in self.options.check_folders:
+            with self.lock:
+                outcome = CheckFolder(folder, self.guard, activity=ActivityLog(self.settings)).refile(path)
+            if outcome is not None:
+                _verdict, where = outcome
+                if where != path.resolve():
+                    self.book.moved(card.sha256, str(where))
+                    return f"{where.parent.name}/{where.name}"
+                return None
+        return None
 
     def add_reference(self, card: Card, student_id: str) -> str:
         """Embed the face again from the original and add it to the student's templates."""

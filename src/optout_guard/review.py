@@ -196,6 +196,10 @@ class ReviewBook:
         return {"path": row[0], "source": row[1], "verdict": row[2], "reasons": json.loads(row[3] or "[]"), "marked": row[4]}
 
     # ---- decisions -----------------------------------------------------------------------
+    def moved(self, sha256: str, path: str) -> None:
+        """The photo now lives elsewhere (the check folder re-filed it)."""
+        self.db.execute("UPDATE photos SET path=?, marked=NULL WHERE sha256=?", (path, sha256))
+
     def settle(self, face_id: int, answer: str, user: str, reference: str | None = None) -> int:
         """Settle a card: ``answer`` is a student id among its candidates, or NONE. Returns the decision id."""
         card = self.card(face_id)

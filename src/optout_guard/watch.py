@@ -211,9 +211,39 @@ class CheckFolder:
         log.info("%s: %s (%s)", path.name, result.verdict.value.upper(), "; ".join(result.reasons))
         return True
 
-    def _file(self, path: Path, result: ScanResult) -> None:
+    def refile(self, path: Path) -> tuple[Verdict, Path] | None:
+        """Check a photo already filed in one of the verdict folders again — after a person settled
+        its faces on the review desk, their decisions count — and move it (with a new marked copy
+        and note) when its verdict changed. Returns (verdict, where it is now); None if ``path`` is
+        not a filed photo of this check folder."""
+        path = Path(path).resolve()
+        home = next((v for v, d in self._out_dirs.items() if path.is_relative_to(d.resolve())), None)
+        if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg")):
+            return None
+        self.staging.mkdir(parents=True, exist_ok=True)
+        redaction = Redaction(self.staging) if self.redact else None
+        result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
+        if result.verdict is home:
+            for staged in (result.annotated_path, result.redacted_path):
+                if staged:
+                    Path(staged).unlink(missing_ok=True)
+            return home, path
+        base = self._out_dirs[home].resolve()
+        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".postable.jpg", ".txt")]
+        target = self._file(path, result, base)
+        for leftover in old:
+            leftover.unlink(missing_ok=True)
+        if self.activity is not None:
+            from optout_guard.activity_log import photo_details
+
+            self.activity.record("watch-refile", previous=home.value, **photo_details(result))
+        return result.verdict, target
+
+    def _file(self, path: Path, result: ScanResult, base: Path | None = None) -> Path:
         out_dir = self._out_dirs[result.verdict]
-        if self.recursive:  # keep the sub-folder structure under the verdict folder
+        if base is not None:  # moving from one verdict folder to another: same sub-folders
+            out_dir = out_dir / path.parent.relative_to(base)
+        elif self.recursive:  # keep the sub-folder structure under the verdict folder
             out_dir = out_dir / path.parent.relative_to(self.folder)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = _free_name(out_dir, path.name)
@@ -227,6 +257,7 @@ class CheckFolder:
             os.replace(result.redacted_path, out_dir / postable)
         _write_atomic(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable))
         os.replace(path, target)  # last: until here the original is untouched in the inbox
+        return target
 
     def _note_not_photo(self, path: Path, why: str) -> None:
         if self._not_photos.get(path.name) == why:

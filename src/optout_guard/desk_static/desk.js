@@ -77,7 +77,8 @@ async function decide(answer, studentId) {
       $("undo").disabled = false;
       const what = answer === "student" ? `student ${studentId}` : "none of them";
       const ref = data.reference_added ? "; the face was added as a reference" : "";
-      say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}.`);
+      const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
+      say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
     }
     await loadQueue();
   } catch (error) {
