@@ -344,6 +344,8 @@ class Desk:
             sha256=undone["sha256"],
             reference_removed=bool(undone["reference"]),
         )
+        card = self.book.card(undone["face_id"])
+        undone["moved_to"] = self.refile(card) if card is not None else None
         return undone
 
 

@@ -92,8 +92,9 @@ async function undo() {
   if (!lastDecision || busy) return;
   busy = true;
   try {
-    await api(`/api/decisions/${lastDecision}/undo`, {});
-    say("Undone: the card is back in the queue.");
+    const data = await api(`/api/decisions/${lastDecision}/undo`, {});
+    const moved = data.moved_to ? ` The check folder moved the photo back to ${data.moved_to}.` : "";
+    say(`Undone: the card is back in the queue.${moved}`);
     lastDecision = null;
     $("undo").disabled = true;
     await loadQueue();
