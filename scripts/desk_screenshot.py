@@ -62,7 +62,7 @@ def main() -> None:
         browser = p.chromium.launch(
             executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
         )
-        page = browser.new_page(viewport={"width": 1180, "height": 560})
+        page = browser.new_page(viewport={"width": 1180, "height": 620})
         started = time.perf_counter()
         page.goto(url)
         page.wait_for_selector("#card:not([hidden])")

@@ -89,6 +89,10 @@ def server(tmp_path, data_dir):
     srv.close()
 
 
+def guard_verdict(settings, photo: Path) -> str:
+    return Guard(settings).check(photo).verdict.value
+
+
 def templates_of(settings, student: str) -> int:
     index = FaceIndex.load(settings.index_file, embedding_fingerprint())
     return sum(1 for t in index.templates if t.student_id == student)
@@ -179,6 +183,13 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
         page.wait_for_selector("#card:not([hidden])")
         assert page.inner_text("#open-count") == "1"
         assert page.locator("#trail li.undone").count() == 1
+        blair_review = guard_verdict(settings, BLAIR)
+
+        # 5. "An opted-out student, not one of those shown" (B): the photo is blocked, no student named.
+        page.keyboard.press("b")
+        page.wait_for_selector("#message:has-text('an opted-out student not shown')")
+        assert "BLOCK" in page.inner_text("#message")
+        page.wait_for_selector("#empty", state="visible")
         browser.close()
 
     assert requests and all(u.startswith(server.url) for u in requests), [u for u in requests if not u.startswith(server.url)]
@@ -188,10 +199,14 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
     guard = Guard(settings)
     hugo = guard.check(HUGO)
     assert hugo.verdict.value == "block" and hugo.blocked_students == ("hugo",)  # now one of hugo's references
+    assert blair_review == "review"  # after the undo: one face cleared, the other open again
     blair = guard.check(BLAIR)
-    assert blair.verdict.value == "review"  # one face cleared, the undone one open again
+    assert blair.verdict.value == "block" and blair.blocked_students == ()  # blocked by a person, nobody named
     cleared = [m for m in blair.faces if m.decision.value == "clear"]
     assert len(cleared) == 1 and "cleared by" in cleared[0].reason
+    assert any("an opted-out student, said" in m.reason for m in blair.faces)
+    trail = [json.loads(line) for line in log_path(settings).read_text().splitlines()]
+    assert trail[-1]["action"] == "review-decision" and trail[-1]["details"]["student_id"] is None
 
 
 def test_refuses_traversal_missing_csrf_and_foreign_hosts(server):

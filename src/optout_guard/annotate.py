@@ -21,7 +21,7 @@ MAX_SIDE = 4000  # marked-up copies of panoramas are shrunk to this long side
 
 def _label(match: FaceMatch) -> str:
     if match.decision is Decision.BLOCK:
-        return f"BLOCK {match.student_id}"
+        return f"BLOCK {match.student_id or '(opted-out student)'}"
     if match.decision is Decision.REVIEW:
         if match.candidates:
             return f"REVIEW {match.student_id}?"

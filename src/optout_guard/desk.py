@@ -28,7 +28,7 @@ from typing import Any
 
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected, OptoutGuardError
-from optout_guard.review import NONE, Card, ReviewBook
+from optout_guard.review import NONE, UNNAMED, Card, ReviewBook
 
 STATIC = Path(__file__).with_name("desk_static")
 UPLOADS = "desk-uploads"
@@ -259,7 +259,7 @@ class Desk:
             raise KeyError(card_id)
         reference = None
         with self.lock:
-            if answer != NONE and add_reference:
+            if answer not in (NONE, UNNAMED) and add_reference:
                 reference = self.add_reference(card, answer)
             decision = self.book.settle(card_id, answer, user, reference)
         ActivityLog(self.settings).record(
@@ -268,8 +268,8 @@ class Desk:
             decision=decision,
             sha256=card.sha256,
             face=card.face,
-            student_id=answer or None,
-            answer="this student" if answer else "none of them",
+            student_id=answer if answer not in (NONE, UNNAMED) else None,
+            answer={NONE: "none of them", UNNAMED: "an opted-out student not shown"}.get(answer, "this student"),
             reference_added=reference is not None,
         )
         moved = self.refile(card)
@@ -469,12 +469,12 @@ def create_app(desk: Desk) -> Any:
     @app.post("/api/cards/<int:card_id>/decide")
     def api_decide(card_id: int) -> Any:
         body = request.get_json(silent=True) or {}
-        answer = str(body.get("student_id") or "") if body.get("answer") == "student" else NONE
+        answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED}.get(str(body.get("answer")), NONE)
         if body.get("answer") == "skip":
             desk.book.skip(card_id)
             return jsonify(skipped=card_id)
-        if body.get("answer") not in ("student", "none"):
-            return jsonify(error="answer must be student, none or skip"), 400
+        if body.get("answer") not in ("student", "none", "unnamed") or (body.get("answer") == "student" and not answer):
+            return jsonify(error="answer must be student (with student_id), unnamed, none or skip"), 400
         try:
             return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference"))))
         except KeyError:

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE INDEX IF NOT EXISTS faces_status ON faces (status, id);
 """
 NONE = ""  # the answer "none of them"
+UNNAMED = "?"  # the answer "an opted-out student, but not one of those shown" (or too small to say which)
 NEAR = 0.6  # candidates this close were shown to the reviewer; a new one this close re-opens a cleared face
 
 
@@ -205,7 +206,7 @@ class ReviewBook:
         card = self.card(face_id)
         if card is None:
             raise KeyError(face_id)
-        if answer != NONE and answer not in {c.student_id for c in card.candidates}:
+        if answer not in (NONE, UNNAMED) and answer not in {c.student_id for c in card.candidates}:
             raise ValueError(f"{answer} is not one of this face's candidates")
         now = _now()
         with self.db:
@@ -214,7 +215,16 @@ class ReviewBook:
             )
             cursor = self.db.execute(
                 "INSERT INTO decisions (at, user, sha256, face, face_id, action, student_id, reference) VALUES (?,?,?,?,?,?,?,?)",
-                (now, user, card.sha256, card.face, face_id, "student" if answer else "none", answer or None, reference),
+                (
+                    now,
+                    user,
+                    card.sha256,
+                    card.face,
+                    face_id,
+                    _action(answer),
+                    answer if answer not in (NONE, UNNAMED) else None,
+                    reference,
+                ),
             )
             self._refresh_verdict(card.sha256)
         return int(cursor.lastrowid or 0)
@@ -277,6 +287,10 @@ class ReviewBook:
         self.db.execute("UPDATE photos SET verdict=? WHERE sha256=?", (verdict, sha256))
 
 
+def _action(answer: str) -> str:
+    return {NONE: "none", UNNAMED: "unnamed student"}.get(answer, "student")
+
+
 def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> list[FaceMatch]:
     """A photo's face decisions with people's decisions about its faces applied."""
     settled = book.settlements(sha256) if matches else []
@@ -289,7 +303,10 @@ def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> l
         s = next((s for s in settled if s.face == i and _iou(s.box, m.face.box) > 0.5), None)
         if s is None:
             continue
-        if s.answer:
+        if s.answer == UNNAMED:
+            # A person saw an opted-out student the matcher did not name: blocked, no student recorded.
+            result[i] = FaceMatch(m.face, Decision.BLOCK, (), f"an opted-out student, said {s.by} ({s.at[:10]})")
+        elif s.answer:
             chosen = next((c for c in m.candidates if c.student_id == s.answer), Candidate(s.answer, float("nan")))
             rest = tuple(c for c in m.candidates if c.student_id != s.answer)
             result[i] = FaceMatch(

@@ -75,7 +75,7 @@ async function decide(answer, studentId) {
     else {
       lastDecision = data.decision;
       $("undo").disabled = false;
-      const what = answer === "student" ? `student ${studentId}` : "none of them";
+      const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown" }[answer] || "none of them";
       const ref = data.reference_added ? "; the face was added as a reference" : "";
       const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
       say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
@@ -108,7 +108,7 @@ async function undo() {
 function renderTrail(decisions) {
   const trail = $("trail");
   trail.replaceChildren(...decisions.map((d) => {
-    const what = d.action === "student" ? `student ${d.student_id}` : "none of them";
+    const what = d.action === "student" ? `student ${d.student_id}` : d.action === "none" ? "none of them" : "an opted-out student not shown";
     const item = el("li", { textContent: `${d.at.replace("T", " ").slice(0, 16)} ${d.user}: ${what} (photo ${d.sha256.slice(0, 8)})` });
     if (d.undone_at) item.className = "undone";
     return item;
@@ -122,6 +122,7 @@ document.addEventListener("keydown", (event) => {
   const card = cards[0];
   if (["1", "2", "3"].includes(key) && card && card.candidates[Number(key) - 1]) decide("student", card.candidates[Number(key) - 1].student_id);
   else if (key === "n" && card) decide("none");
+  else if (key === "b" && card) decide("unnamed");
   else if (key === "s" && card) decide("skip");
   else if (key === "r" && card) $("add-ref").checked = !$("add-ref").checked;
   else if (key === "u") undo();
@@ -129,6 +130,7 @@ document.addEventListener("keydown", (event) => {
   event.preventDefault();
 });
 $("none").addEventListener("click", () => decide("none"));
+$("unnamed").addEventListener("click", () => decide("unnamed"));
 $("skip").addEventListener("click", () => decide("skip"));
 $("undo").addEventListener("click", undo);
 $("refresh").addEventListener("click", async () => {
