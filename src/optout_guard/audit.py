@@ -244,7 +244,7 @@ def _from_cache(guard: Guard, name: str, faces_text: str, sha: str, cache: Embed
         return None
     faces = faces_from_json(faces_text)
     embeddings = [vectors.get(i) for i in range(len(stored))]
-    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged)
+    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha)
     return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha)
 
 

@@ -145,15 +145,24 @@ class Guard:
         return self._check(path, None, faces, keep_embeddings, None)
 
     def decide(
-        self, faces: list[Face], embeddings: list[np.ndarray | None], unjudged: dict[int, str], notes: tuple[str, ...] = ()
+        self,
+        faces: list[Face],
+        embeddings: list[np.ndarray | None],
+        unjudged: dict[int, str],
+        notes: tuple[str, ...] = (),
+        sha256: str | None = None,
     ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
-        """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``)."""
+        """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``),
+        with what reviewers already said about the faces of this photo (``sha256``) applied."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
         found = self.index.search(np.stack([embeddings[i] for i in judged])) if judged else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
         matches = [
             decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i]) for i, face in enumerate(faces)
         ]
+        book = self.review_book
+        if book is not None and sha256 is not None:
+            matches = settle_matches(sha256, matches, book)
         verdict, reasons = photo_verdict(matches, notes)
         return matches, verdict, reasons
 
@@ -206,13 +215,7 @@ class Guard:
             per_face: list[np.ndarray | None] = [None] * len(faces)
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
-            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes)
-            book = self.review_book
-            if book is not None:  # what reviewers already said about this photo's faces
-                settled = settle_matches(image.sha256, matches, book)
-                if settled is not matches:
-                    matches = settled
-                    verdict, reasons = photo_verdict(matches, image.notes)
+            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256)
         except Exception as exc:  # noqa: BLE001 - fail closed: an unexpected error is a review
             return ScanResult(
                 str(path),
