@@ -320,3 +320,12 @@ def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
     doc = json.loads(run(ws, "enroll", "--json").stdout)
     assert any("not on the opt-out list" in f["reason"] for f in doc["skipped_folders"])
     assert "S005" not in {a["student_id"] for a in doc["added"]}
+
+
+def test_plain_folder_of_id_named_photos(tmp_path):
+    optouts = OptOutList({"1001": Student("1001"), "1002": Student("1002")})
+    for name in ("1001.jpg", "1002.JPEG", "2000.jpg", "notes.txt", ".hidden.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = match_delivery(tmp_path, optouts)
+    assert sorted((sid, p.path.name) for sid, p in found.matched) == [("1001", "1001.jpg"), ("1002", "1002.JPEG")]
+    assert found.other_students == 1 and not found.held  # 2000 is not on the list: left alone
