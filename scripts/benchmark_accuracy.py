@@ -640,15 +640,14 @@ def det_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, shipp
     ]
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
     grid = np.linspace(0.2, 0.8, 601)
-    fnir_of: Callable[[np.ndarray, float], float] = fnir_at
     for label in shown:
         md, nd = curves[label]
         fpir = np.array([np.mean(nd <= t) for t in grid])
-        fnir = np.array([fnir_of(md, t) for t in grid])
+        fnir = np.array([fnir_at(md, t) for t in grid])
         keep = (fpir > 0) & (fnir > 0)
         (line,) = ax.plot(fpir[keep], fnir[keep], label=label)
         for t, marker in ((shipped.block_distance, "o"), (shipped.review_distance, "s")):
-            ax.plot([np.mean(nd <= t)], [fnir_of(md, t)], marker, color=line.get_color())
+            ax.plot([np.mean(nd <= t)], [fnir_at(md, t)], marker, color=line.get_color())
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(1e-4, 1)

@@ -56,3 +56,12 @@ def test_student_and_unnamed_answers_block_and_undo_reopens(tmp_path):
     book.undo(d2, "ann")
     assert book.open_count() == 2 and book.photo(SHA)["verdict"] == "review"
     assert settle_matches(SHA, [review(0, Candidate("a", 0.45))], book)[0].decision is Decision.REVIEW
+
+
+def test_skipped_cards_go_to_the_back_in_the_order_skipped(tmp_path):
+    book, (first, second) = book_with_cards(tmp_path)
+    book.skip(first)
+    assert [c.id for c in book.queue()] == [second, first]
+    book.skip(second)
+    assert [c.id for c in book.queue()] == [first, second]  # ids never change: the page's card ids stay valid
+    assert book.open_cards(SHA) == {0: first, 1: second}

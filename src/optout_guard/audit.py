@@ -81,6 +81,19 @@ def state_path(settings: Settings, library: Path) -> Path:
     return settings.index_file.parent / f"audit-{key}.sqlite"
 
 
+def review_paths(settings: Settings, library: Path) -> list[Path]:
+    """Photos the last audit of ``library`` left at *review* (for the review desk); read-only."""
+    path = state_path(settings, library)
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT path FROM files WHERE verdict = 'review'").fetchall()
+    finally:
+        db.close()
+    return [Path(os.fsdecode(p)) for (p,) in rows]
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fresh = not path.exists()

@@ -124,7 +124,7 @@ class Desk:
                     "candidates": [self.candidate_json(c.student_id, c.distance) for c in m.candidates],
                 }
             )
-        card_ids = {c.face: c.id for c in self.book.queue(10_000) if c.sha256 == result.sha256}
+        card_ids = self.book.open_cards(result.sha256) if result.sha256 else {}
         for f in faces:
             f["card"] = card_ids.get(f["face"])
         return {
@@ -163,7 +163,7 @@ class Desk:
     # ---- sources: the check folder and the audit ----------------------------------------
     def import_sources(self, budget_seconds: float = 60.0) -> int:
         """Queue review photos from the check folders' review/ and the audits' state (new ones only)."""
-        from optout_guard.audit import state_path
+        from optout_guard.audit import review_paths
         from optout_guard.images import sha256_file
         from optout_guard.pipeline import collect_photos
 
@@ -176,16 +176,7 @@ class Desk:
                     (p, "check folder") for p in collect_photos([review]) if isinstance(p, Path) and ".marked." not in p.name
                 ]
         for library in self.options.audit_libraries:
-            import sqlite3
-
-            state = state_path(self.settings, library)
-            if state.exists():
-                db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
-                try:
-                    rows = db.execute("SELECT path FROM files WHERE verdict = 'review'").fetchall()
-                finally:
-                    db.close()
-                paths += [(Path(p.decode("utf-8", "surrogateescape") if isinstance(p, bytes) else p), "audit") for (p,) in rows]
+            paths += [(p, "audit") for p in review_paths(self.settings, library)]
         for path, source in paths:
             if time.monotonic() - started > budget_seconds:
                 break
@@ -234,10 +225,8 @@ class Desk:
         right = min(pixels.shape[1], int((b.right + margin) / s))
         bottom = min(pixels.shape[0], int((b.bottom + margin) / s))
         crop = Image.fromarray(pixels[top:bottom, left:right])
-        crop.thumbnail((CROP_PX, CROP_PX)) if max(crop.size) > CROP_PX else None
-        if max(crop.size) < CROP_PX:
-            factor = CROP_PX / max(crop.size)
-            crop = crop.resize((round(crop.size[0] * factor), round(crop.size[1] * factor)), Image.Resampling.LANCZOS)
+        factor = CROP_PX / max(crop.size)  # small faces enlarged, large ones shrunk: one size per card
+        crop = crop.resize((round(crop.size[0] * factor), round(crop.size[1] * factor)), Image.Resampling.LANCZOS)
         return _jpeg(crop)
 
     def thumbnail(self, path: Path, size: int) -> bytes:

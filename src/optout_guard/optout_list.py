@@ -27,10 +27,10 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from optout_guard.enroll import is_valid_student_id
 from optout_guard.errors import OptoutGuardError
 
 LIST_FILE = "optout-list.json"
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _ID = ("student_id", "studentid", "student_number", "student_no", "id", "sis_id", "local_id", "perm_id", "permanent_id")
 _FIRST = ("first_name", "firstname", "first", "legal_first_name", "given_name", "student_first_name")
@@ -193,7 +193,7 @@ def parse_list(
         sid = student.student_id
         if not sid:
             problems.append((line, "no student id"))
-        elif not STUDENT_ID.match(sid):
+        elif not is_valid_student_id(sid):  # it becomes a folder name in enrollments/
             problems.append((line, f"student id {sid!r} has characters other than letters, digits, . _ - (or is too long)"))
         elif sid in first_line:
             problems.append((line, f"student id {sid} appears twice (first on line {first_line[sid]})"))

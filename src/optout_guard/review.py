@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS photos (
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, face INTEGER NOT NULL, box TEXT NOT NULL, landmarks TEXT, page INTEGER,
     candidates TEXT NOT NULL, reason TEXT, status TEXT NOT NULL DEFAULT 'open', answer TEXT,
-    settled_by TEXT, settled_at TEXT, UNIQUE (sha256, face));
+    settled_by TEXT, settled_at TEXT, skipped INTEGER, UNIQUE (sha256, face));
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY, at TEXT NOT NULL, user TEXT NOT NULL, sha256 TEXT NOT NULL, face INTEGER NOT NULL,
     face_id INTEGER NOT NULL, action TEXT NOT NULL, student_id TEXT, reference TEXT, undone_at TEXT, undone_by TEXT);
@@ -179,13 +179,19 @@ class ReviewBook:
     def queue(self, limit: int = 50) -> list[Card]:
         """Open cards first, then skipped ones (oldest first)."""
         rows = self.db.execute(
-            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') ORDER BY f.status = 'skipped', f.id LIMIT ?", (limit,)
+            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') ORDER BY f.status = 'skipped', f.skipped, f.id LIMIT ?",
+            (limit,),
         ).fetchall()
         return [self._card(r) for r in rows]
 
     def card(self, face_id: int) -> Card | None:
         row = self.db.execute(self._CARD_SQL + " WHERE f.id=?", (face_id,)).fetchone()
         return self._card(row) if row else None
+
+    def open_cards(self, sha256: str) -> dict[int, int]:
+        """Face index -> card id of a photo's cards still waiting for a person."""
+        rows = self.db.execute("SELECT face, id FROM faces WHERE sha256=? AND status IN ('open', 'skipped')", (sha256,))
+        return dict(rows.fetchall())
 
     def open_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE status IN ('open', 'skipped')").fetchone()[0])
@@ -230,9 +236,12 @@ class ReviewBook:
         return int(cursor.lastrowid or 0)
 
     def skip(self, face_id: int) -> None:
-        self.db.execute("UPDATE faces SET status='skipped' WHERE id=? AND status='open'", (face_id,))
-        # A skipped card goes to the back of the queue.
-        self.db.execute("UPDATE faces SET id=(SELECT MAX(id)+1 FROM faces) WHERE id=? AND status='skipped'", (face_id,))
+        # A skipped card goes to the back of the queue (behind cards skipped earlier).
+        self.db.execute(
+            "UPDATE faces SET status='skipped', skipped=(SELECT COALESCE(MAX(skipped), 0) + 1 FROM faces) "
+            "WHERE id=? AND status IN ('open', 'skipped')",
+            (face_id,),
+        )
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         """Undo a decision: its card is open again. Returns the decision (with any reference added)."""

@@ -24,7 +24,7 @@ from optout_guard.images import photo_date, sha256_file
 from optout_guard.index import FaceIndex
 from optout_guard.models import Models
 from optout_guard.optout_list import OptOutList, save_list
-from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery
+from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, write_held
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
 HELD_FILE = "photos-to-confirm.csv"
@@ -199,8 +199,6 @@ def apply_sync(
             shutil.rmtree(folder)
     held_file = None
     if plan.held:
-        from optout_guard.picture_day import write_held
-
         held_path = settings.workspace / HELD_FILE
         write_held(plan.held, held_path)
         os.chmod(held_path, 0o600)
