@@ -6,13 +6,13 @@ student id. Copies are JPEG without any metadata (no EXIF, no GPS), written atom
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from optout_guard.fsutil import atomic_write
 from optout_guard.types import Decision, FaceMatch, LoadedImage
 
 COLOURS = {Decision.BLOCK: (220, 30, 30), Decision.REVIEW: (255, 170, 0), Decision.CLEAR: (40, 180, 60)}
@@ -76,19 +76,12 @@ def write_marked_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Pat
     return written[0]
 
 
-def save_jpeg(canvas: Image.Image, target: Path) -> Path:
+def save_jpeg(canvas: Image.Image, target: Path, mode: int = 0o644) -> Path:
     """Write atomically as a JPEG with no metadata at all (no exif= argument: nothing of the
-    original's EXIF, GPS, XMP or embedded thumbnail), readable by staff (0644)."""
-    fd, tmp = tempfile.mkstemp(prefix=".copy-", suffix=".jpg", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            canvas.save(fh, format="JPEG", quality=90)
-        os.chmod(tmp, 0o644)  # a copy for staff to look at, unlike the private index
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    original's EXIF, GPS, XMP or embedded thumbnail); by default readable by staff (0644)."""
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=90)
+    return atomic_write(target, buffer.getvalue(), mode=mode, prefix=".copy-")
 
 
 def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, width: int = 360) -> Path:
@@ -97,7 +90,7 @@ def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, wi
     canvas = render_page(image, page, matches)
     canvas.thumbnail((width, width * 2), Image.Resampling.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_jpeg(canvas, path)
+    return save_jpeg(canvas, path, mode=0o600)  # report thumbnails show children: private
 
 
 REDACT_MARGIN = 0.35  # grow each face box by this much on every side: hair, ears and chin go too
@@ -124,8 +117,8 @@ def redact_page(image: LoadedImage, page: int, matches: list[FaceMatch], decisio
     return Image.fromarray(pixels)
 
 
-def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path, include_review: bool = False) -> Path:
-    """A copy fit to post: blocked faces (and, if asked, faces under review) made unrecognisable;
+def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path, include_review: bool = True) -> Path:
+    """A copy fit to post: blocked faces and faces under review made unrecognisable;
     JPEG with no metadata at all (no EXIF, GPS, XMP or embedded thumbnail). One file per page."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ are refused (an OS lock).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import itertools
 import json
@@ -35,7 +34,8 @@ import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.errors import OptoutGuardError
-from optout_guard.images import looks_like_image, sha256_file
+from optout_guard.fsutil import open_private_db, sha256_with_identity, utc_now
+from optout_guard.images import looks_like_image
 from optout_guard.pipeline import Guard, run_in_workers
 from optout_guard.types import Box, Face, ScanResult, Verdict
 
@@ -43,6 +43,16 @@ SCHEMA_VERSION = 1
 # Folders that hold no photos of people but system clutter (Windows, macOS, Synology, Samba).
 SYSTEM_DIRS = {"$RECYCLE.BIN", "System Volume Information", "@eaDir", "#recycle", "lost+found", "#snapshot", ".Trash"}
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
+_UPSERT = """
+INSERT INTO files (path, size, mtime_ns, sha256, verdict, reasons, faces, gallery, checked_at, last_run, changed_run,
+                   prev_verdict, retry)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256,
+  verdict=excluded.verdict, reasons=excluded.reasons, faces=excluded.faces, gallery=excluded.gallery,
+  checked_at=excluded.checked_at, last_run=excluded.last_run, retry=excluded.retry,
+  changed_run=CASE WHEN files.verdict IS excluded.verdict THEN files.changed_run ELSE excluded.changed_run END,
+  prev_verdict=CASE WHEN files.verdict IS excluded.verdict THEN files.prev_verdict ELSE files.verdict END
+"""
 
 
 class AuditBusy(OptoutGuardError):
@@ -60,6 +70,7 @@ class AuditSummary:
     moved: int = 0
     not_images: int = 0
     deleted: list[str] = field(default_factory=list)
+    links_not_followed: list[str] = field(default_factory=list)
     changed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, before, after)
     totals: dict[str, int] = field(default_factory=dict)  # verdicts over the whole library
     seconds: float = 0.0
@@ -71,8 +82,15 @@ def display_path(raw: bytes | str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+_now = utc_now
+
+
+def _stat_now(name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
 # ---- storage -------------------------------------------------------------------------------------
@@ -95,13 +113,7 @@ def review_paths(settings: Settings, library: Path) -> list[Path]:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fresh = not path.exists()
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    if fresh:
-        os.chmod(path, 0o600)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses at most the last commit
+    db = open_private_db(path)
     db.executescript(
         """
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -115,6 +127,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         """
     )
     db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    if "retry" not in {r[1] for r in db.execute("PRAGMA table_info(files)")}:
+        # 1 = the verdict came from an error (a crash, an unreadable file): checked again by every run.
+        db.execute("ALTER TABLE files ADD COLUMN retry INTEGER NOT NULL DEFAULT 0")
     return db
 
 
@@ -149,11 +164,14 @@ def faces_from_json(text: str | None) -> list[Face]:
 
 
 # ---- walking the library -------------------------------------------------------------------------
-def walk_library(library: Path) -> Iterator[tuple[str, os.stat_result] | tuple[str, None]]:
+def walk_library(library: Path, links: list[str] | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """Every regular file under ``library``: hidden and system folders skipped, symbolic links
-    never followed (so nothing outside the library is read), non-UTF-8 names kept as they are."""
+    never followed (so nothing outside the library is read, and no loop), non-UTF-8 names kept as
+    they are. Every link passed over is added to ``links`` (the report lists them: never silent)."""
     root = os.fsencode(str(library))
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        if links is not None:
+            links.extend(display_path(os.path.join(dirpath, d)) for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(b".") and os.fsdecode(d) not in SYSTEM_DIRS)
         for name in sorted(filenames):
             if name.startswith(b"."):
@@ -163,7 +181,11 @@ def walk_library(library: Path) -> Iterator[tuple[str, os.stat_result] | tuple[s
                 st = os.lstat(full)
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode):  # symlinks, devices, sockets
+            if stat.S_ISLNK(st.st_mode):
+                if links is not None:
+                    links.append(display_path(full))
+                continue
+            if not stat.S_ISREG(st.st_mode):  # devices, sockets, pipes
                 continue
             yield os.fsdecode(full), st
 
@@ -204,11 +226,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, path: Path) -> None:
-        fresh = not path.exists()
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        if fresh:
-            os.chmod(path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = open_private_db(path)
         self.db.execute("PRAGMA secure_delete=ON")  # deleted vectors are overwritten, not left in free pages
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT, face INTEGER, vector BLOB, PRIMARY KEY (sha256, face))")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -310,8 +328,8 @@ def _audit(
     started = time.perf_counter()
     run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
     summary = AuditSummary(run_id=run, library=str(library))
-    known = {  # path -> (size, mtime_ns, gallery, verdict, faces, sha256)
-        bytes(r[0]): r[1:] for r in db.execute("SELECT path, size, mtime_ns, gallery, verdict, faces, sha256 FROM files")
+    known = {  # path -> (size, mtime_ns, gallery, verdict, faces, sha256, retry)
+        bytes(r[0]): r[1:] for r in db.execute("SELECT path, size, mtime_ns, gallery, verdict, faces, sha256, retry FROM files")
     }
 
     # 1. Walk: what is unchanged, what needs a re-decision, what needs a full check.
@@ -320,7 +338,8 @@ def _audit(
     new_files: list[str] = []
     seen_unchanged: list[bytes] = []
     present: set[bytes] = set()
-    for name, st in walk_library(library):
+    walked: dict[str, tuple[int, int]] = {}  # what each file looked like when listed
+    for name, st in walk_library(library, summary.links_not_followed):
         if not looks_like_image(name):
             summary.not_images += 1
             continue
@@ -328,11 +347,12 @@ def _audit(
         present.add(key)
         summary.seen += 1
         row = known.get(key)
-        # row: size, mtime_ns, gallery, verdict, faces, sha256
+        walked[name] = (st.st_size, st.st_mtime_ns)
+        # row: size, mtime_ns, gallery, verdict, faces, sha256, retry
         if row is None:
             new_files.append(name)
-        elif (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None:
-            tasks.append(("check", name, None))
+        elif (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None or row[6]:
+            tasks.append(("check", name, None))  # new bytes, or last time's verdict came from an error
         elif row[2] == gallery:
             seen_unchanged.append(key)
         elif row[4] and row[4] != "[]":
@@ -352,17 +372,18 @@ def _audit(
     gone = {k: v for k, v in known.items() if k not in present}
     by_sha = {v[5]: k for k, v in gone.items() if v[5]}
     for name in new_files:
-        moved_from = None
+        moved_from = identity = None
         if by_sha:
             try:
-                moved_from = by_sha.get(sha256_file(name))
+                sha, identity = sha256_with_identity(name)
+                moved_from = by_sha.get(sha)
             except OSError:
                 moved_from = None
-        if moved_from is not None and gone[moved_from][2] == gallery:
-            st = os.stat(name)
+        if moved_from is not None and identity is not None and gone[moved_from][2] == gallery and not gone[moved_from][6]:
+            # The stat stored is that of the bytes just hashed, not a later one.
             db.execute(
                 "UPDATE files SET path=?, size=?, mtime_ns=?, last_run=? WHERE path=?",
-                (os.fsencode(name), st.st_size, st.st_mtime_ns, run, moved_from),
+                (os.fsencode(name), identity.size, identity.mtime_ns, run, moved_from),
             )
             del gone[moved_from]
             del by_sha[next(s for s, k in by_sha.items() if k == moved_from)]
@@ -380,48 +401,46 @@ def _audit(
     total = len(tasks) + len(ready)
     done = 0
     last_commit = time.monotonic()
+    changed_meanwhile: list[tuple[str, str, str | None]] = []
     db.execute("BEGIN")
     try:
-        for (kind, name, _), result in itertools.chain(ready, _results(guard, tasks, workers, cache is not None)):
-            key = os.fsencode(name)
-            before = known.get(key, (None,) * 7)[3]
-            try:
-                st = os.stat(name)
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size, mtime = None, None
-            sha = result.sha256
-            changed = before != result.verdict.value
-            db.execute(
-                """INSERT INTO files (path, size, mtime_ns, sha256, verdict, reasons, faces, gallery, checked_at,
-                                      last_run, changed_run, prev_verdict)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,
-                     sha256=excluded.sha256, verdict=excluded.verdict, reasons=excluded.reasons,
-                     faces=excluded.faces, gallery=excluded.gallery, checked_at=excluded.checked_at,
-                     last_run=excluded.last_run,
-                     changed_run=CASE WHEN files.verdict IS excluded.verdict THEN files.changed_run ELSE excluded.changed_run END,
-                     prev_verdict=CASE WHEN files.verdict IS excluded.verdict THEN files.prev_verdict ELSE files.verdict END""",
-                (
+        for round_ in range(2):
+            results = itertools.chain(ready, _results(guard, tasks, workers, cache is not None)) if round_ == 0 else \
+                _results(guard, changed_meanwhile, workers, cache is not None)  # fmt: skip
+            again: list[tuple[str, str, str | None]] = []
+            for (kind, name, _), result in results:
+                key = os.fsencode(name)
+                before = known.get(key, (None,) * 7)[3]
+                # The size and time of the very bytes that were checked (a cache decision read none:
+                # the file was unchanged when listed). Never a stat taken after the check.
+                size, mtime = result.identity if result.identity is not None else walked.get(name, (None, None))
+                if result.identity is not None and round_ == 0 and _stat_now(name) not in (result.identity, None):
+                    again.append(("check", name, None))  # changed while it was checked: once more, below
+                sha = result.sha256
+                changed = before != result.verdict.value
+                db.execute(_UPSERT, (
                     key, size, mtime, sha, result.verdict.value, json.dumps(list(result.reasons)), _faces_json(result),
-                    gallery, _now(), run, run, None,
-                ),
-            )  # fmt: skip
-            if changed:
-                summary.changed.append((display_path(name), before, result.verdict.value))
-            if cache is not None and sha and result.embeddings is not None:
-                cache.put(sha, result.embeddings)
-            if kind == "recheck":
-                summary.rechecked += 1
-            else:
-                summary.checked += 1
-            done += 1
-            if progress:
-                progress(done, total)
-            if time.monotonic() - last_commit >= _COMMIT_EVERY:
-                db.execute("COMMIT")
-                db.execute("BEGIN")
-                last_commit = time.monotonic()
+                    gallery, _now(), run, run, None, int(result.retry),
+                ))  # fmt: skip
+                if changed and round_ == 0:
+                    summary.changed.append((display_path(name), before, result.verdict.value))
+                if cache is not None and sha and result.embeddings is not None:
+                    cache.put(sha, result.embeddings)
+                if round_ == 0:
+                    if kind == "recheck":
+                        summary.rechecked += 1
+                    else:
+                        summary.checked += 1
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                if time.monotonic() - last_commit >= _COMMIT_EVERY:
+                    db.execute("COMMIT")
+                    db.execute("BEGIN")
+                    last_commit = time.monotonic()
+            changed_meanwhile = again
+            if not changed_meanwhile:
+                break
         db.execute("COMMIT")
     except BaseException:
         db.execute("COMMIT")  # keep what was finished: the next run resumes from there

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -140,9 +141,12 @@ def check(
     detector: Annotated[Optional[str], typer.Option(help="Face detector: centerface or hog (overrides config).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes for folders [default: one per CPU core].")] = None,
     redact: Annotated[
-        Optional[Path], typer.Option("--redact", help="Write a copy fit to post: blocked faces blurred, all metadata removed.")
+        Optional[Path],
+        typer.Option("--redact", help="Write a copy fit to post: blocked faces and faces under review blurred, no metadata."),
     ] = None,
-    redact_review: Annotated[bool, typer.Option("--redact-review", help="With --redact: blur faces under review too.")] = False,
+    redact_review: Annotated[
+        bool, typer.Option("--redact-review", hidden=True, help="Kept for old scripts: faces under review are always blurred.")
+    ] = False,
     no_recognition: Annotated[
         bool,
         typer.Option("--no-recognition", help="Detection only: no face templates used; every face is flagged (and blurred)."),
@@ -167,7 +171,7 @@ def check(
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
-    redaction = Redaction(redact, redact_review) if redact is not None else None
+    redaction = Redaction(redact) if redact is not None else None
     photos = sum(isinstance(i, Path) for i in items)
     with _progress("photos") as progress:
         task = progress.add_task("Checking", total=len(items))
@@ -184,8 +188,7 @@ def check(
     else:
         _print_table(results, skipped, annotate)
         if redact is not None:
-            also = ", and faces under review" if redact_review else ""
-            out.print(f"Copies fit to post (blocked faces blurred{also}): {redact}")
+            out.print(f"Copies fit to post (every face that is not clear blurred: blocked and under review): {redact}")
     if not results and not skipped:
         err.print("[yellow]No photos found in the given paths.[/]")
     raise typer.Exit(exit_code(results))
@@ -237,32 +240,32 @@ def enroll(
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import enroll_folder
-    from optout_guard.index import save_index
+    from optout_guard.enroll import enroll_folder, enrollment_in_progress
+    from optout_guard.index import edit_index
     from optout_guard.models import get_models
     from optout_guard.optout_list import load_list
 
     settings = _settings(ctx)
     root = directory or settings.enrollments
-    index = _open_index(settings, rebuild)
     optouts = load_list(settings.workspace)
-    with _progress("photos") as progress:
-        task = progress.add_task("Enrolling", total=None)
-        report = enroll_folder(
-            root,
-            index,
-            settings,
-            get_models(),
-            progress=lambda _p: progress.advance(task),
-            optouts=optouts.ids() if optouts is not None else None,
-        )
-    save_index(index, settings)
+    with edit_index(settings, rebuild) as index, enrollment_in_progress(settings):
+        with _progress("photos") as progress:
+            task = progress.add_task("Enrolling", total=None)
+            report = enroll_folder(
+                root,
+                index,
+                settings,
+                get_models(),
+                progress=lambda _p: progress.advance(task),
+                optouts=optouts.ids() if optouts is not None else None,
+            )
     ActivityLog(settings).record(
         "enroll",
         students=report.students,
         added={s: sum(1 for sid, _ in report.added if sid == s) for s in sorted({sid for sid, _ in report.added})},
         rejected=len(report.rejected),
         removed=len(report.removed),
+        removed_by_list=report.removed_by_list,
         not_protected=report.not_protected,
     )
     if as_json:
@@ -276,6 +279,7 @@ def enroll(
             "rejected": [{"student_id": s, "photo": p, "reason": r} for s, p, r in report.rejected],
             "skipped_folders": [{"folder": f, "reason": r} for f, r in report.skipped_folders],
             "not_protected": report.not_protected,
+            "removed_by_list": report.removed_by_list,
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
@@ -292,7 +296,13 @@ def enroll(
                 "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
                 + ", ".join(report.not_protected)
             )
-    raise typer.Exit(EXIT_REVIEW if report.not_protected else EXIT_ALLOW)
+    if report.removed_by_list:
+        # Only after an interrupted sync or a hand-edited list: never quietly (exit 3 below).
+        err.print(
+            f"[bold red]REMOVED from the index[/] because the saved opt-out list no longer names them: "
+            f"{escape(', '.join(report.removed_by_list))}. If that is wrong, run optout-guard sync with the current export."
+        )
+    raise typer.Exit(EXIT_REVIEW if report.not_protected or report.removed_by_list else EXIT_ALLOW)
 
 
 @app.command()
@@ -351,27 +361,29 @@ def remove(
     import shutil
 
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import is_valid_student_id
-    from optout_guard.index import open_index, save_index
+    from optout_guard.index import edit_index
+    from optout_guard.optout_list import is_valid_student_id
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
         err.print(f"[bold red]error:[/] {student_id!r} is not a valid student id")
         raise typer.Exit(EXIT_USAGE)
-    index = open_index(settings)
-    known = student_id in index.students
-    removed = index.remove_student(student_id)
-    save_index(index, settings)
     folder = settings.enrollments / student_id
-    ActivityLog(settings).record(
-        "remove", student_id=student_id, templates_deleted=removed, photos_deleted=bool(delete_photos and folder.is_dir())
-    )
+    photos_deleted = False
+    with edit_index(settings) as index:
+        known = student_id in index.students
+        # Photos first, then the index, then the log: a kill at any point leaves no template that an
+        # enroll would bring back from photos still on disk, and the log never claims what did not happen.
+        if delete_photos and folder.is_dir():
+            shutil.rmtree(folder)
+            photos_deleted = True
+        removed = index.remove_student(student_id)
+    ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
     if not known:
         err.print(f"[yellow]{student_id} was not in the index; nothing removed.[/]")
     else:
         out.print(f"Removed {student_id}: {removed} face template(s) deleted from {settings.index_file}.")
-    if delete_photos and folder.is_dir():
-        shutil.rmtree(folder)
+    if photos_deleted:
         out.print(f"Deleted reference photos in {folder}.")
     elif folder.is_dir():
         out.print(
@@ -415,7 +427,8 @@ def sync(
     import datetime as dt
 
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.index import save_index
+    from optout_guard.enroll import enrollment_in_progress
+    from optout_guard.index import edit_index
     from optout_guard.models import get_models
     from optout_guard.optout_list import parse_list
     from optout_guard.picture_day import read_confirmed
@@ -431,14 +444,16 @@ def sync(
             raise typer.Exit(EXIT_USAGE) from None
     optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout")
     confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
-    index = _open_index(settings)
-    plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
     if dry_run:
+        index = _open_index(settings)
+        plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
         report = plan_report(plan, index)
     else:
-        with _progress("photos") as progress:
-            task = progress.add_task("Enrolling", total=None)
-            report = apply_sync(plan, index, settings, get_models(), save_index, progress=lambda _p: progress.advance(task))
+        with edit_index(settings) as index, enrollment_in_progress(settings):
+            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
+            with _progress("photos") as progress:
+                task = progress.add_task("Enrolling", total=None)
+                report = apply_sync(plan, index, settings, get_models(), progress=lambda _p: progress.advance(task))
         ActivityLog(settings).record(
             "sync",
             students_on_list=len(optouts.students),
@@ -625,6 +640,11 @@ def audit(
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
         f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.seconds:.1f} s."
     )
+    if summary.links_not_followed:
+        err.print(
+            f"[yellow]{len(summary.links_not_followed)} links were not followed (not checked); "
+            "audit their targets on their own:[/] " + escape(", ".join(summary.links_not_followed[:10]))
+        )
     out.print(f"Library now: [red]{totals.get('block', 0)} blocked[/], [yellow]{totals.get('review', 0)} to review[/], "
               f"[green]{totals.get('allow', 0)} allowed[/].")  # fmt: skip
     if report is not None:

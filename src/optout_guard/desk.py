@@ -28,6 +28,8 @@ from typing import Any
 
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected, OptoutGuardError
+from optout_guard.fsutil import atomic_write
+from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import NONE, UNNAMED, Card, ReviewBook
 
 STATIC = Path(__file__).with_name("desk_static")
@@ -102,14 +104,12 @@ class Desk:
         suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ""
         stored = self.uploads / f"{digest}{suffix}"
         if not stored.exists():
-            tmp = stored.with_name(stored.name + ".part")
-            tmp.write_bytes(data)
-            tmp.chmod(0o600)
-            tmp.replace(stored)
+            atomic_write(stored, data)
         with self.lock:
             result = self.guard.check(stored, annotate_dir=self.marked)
             self.book.add_result(result, "desk")
-        ActivityLog(self.settings).record("desk-check", reviewer=user, name=Path(name).name, **photo_details(result))
+        # The log names photos by content hash only: a file name can be a child's name.
+        ActivityLog(self.settings).record("desk-check", reviewer=user, **photo_details(result))
         return self.result_json(result, Path(name).name)
 
     def result_json(self, result: Any, name: str) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class Desk:
     def import_sources(self, budget_seconds: float = 60.0) -> int:
         """Queue review photos from the check folders' review/ and the audits' state (new ones only)."""
         from optout_guard.audit import review_paths
-        from optout_guard.images import sha256_file
+        from optout_guard.fsutil import sha256_file
         from optout_guard.pipeline import collect_photos
 
         started, added = time.monotonic(), 0
@@ -246,6 +246,11 @@ class Desk:
         card = self.book.card(card_id)
         if card is None:
             raise KeyError(card_id)
+        # Validate the answer before anything changes: a refused answer must leave no trace (a face
+        # saved under an id that is not a candidate would become another student's template).
+        if answer not in (NONE, UNNAMED):
+            if not is_valid_student_id(answer) or answer not in {c.student_id for c in card.candidates}:
+                raise ValueError(f"{answer!r} is not one of this face's candidates")
         reference = None
         with self.lock:
             if answer not in (NONE, UNNAMED) and add_reference:
@@ -293,7 +298,7 @@ class Desk:
         from optout_guard.embedding import embed_faces
         from optout_guard.enroll import REFERENCE_MIN_FACE_FACTOR
         from optout_guard.images import load_image, photo_date
-        from optout_guard.index import Template, now_iso, save_index
+        from optout_guard.index import Template, edit_index, now_iso
         from optout_guard.types import Face
 
         need = self.settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
@@ -308,24 +313,23 @@ class Desk:
         if not len(embedded.vectors):
             raise ValueError(next(iter(embedded.unjudged.values()), "the face cannot be used as a reference"))
         key = f"{card.sha256}#face{card.face}"
-        index = self.guard.index
-        if not index.has_template(student_id, key):
-            index.add(Template(student_id, f"{path}#face{card.face}", key, now_iso(), photo_date(path)), embedded.vectors[0])
-            save_index(index, self.settings)
+        with edit_index(self.settings) as index:  # re-read under the lock: an enroll may have saved meanwhile
+            if not index.has_template(student_id, key):
+                index.add(Template(student_id, f"{path}#face{card.face}", key, now_iso(), photo_date(path)), embedded.vectors[0])
         return key
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
-        from optout_guard.index import save_index
+        from optout_guard.index import edit_index
 
         with self.lock:
             undone = self.book.undo(decision_id, user)
             if undone["reference"]:
-                index = self.guard.index
-                keep = [not (t.student_id == undone["student_id"] and t.sha256 == undone["reference"]) for t in index.templates]
-                if not all(keep):
+                with edit_index(self.settings) as index:
+                    keep = [
+                        not (t.student_id == undone["student_id"] and t.sha256 == undone["reference"]) for t in index.templates
+                    ]
                     index.drop_templates(keep)
-                    save_index(index, self.settings)
         ActivityLog(self.settings).record(
             "review-undo",
             reviewer=user,

@@ -13,11 +13,10 @@ import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.models import Models
-from optout_guard.types import Face, LoadedImage
+from optout_guard.types import EMBEDDING_DIM, Face, LoadedImage
 
 CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
 CHIP_PADDING = 0.25
-EMBEDDING_DIM = 128
 EMBED_BATCH = 16  # faces per forward pass: bounded working memory, most of the batching gain
 
 

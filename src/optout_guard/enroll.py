@@ -8,8 +8,8 @@ Re-running only embeds photos whose content changed; templates of photos that we
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +19,12 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.errors import EnrollmentError, ImageRejected
-from optout_guard.images import load_image, photo_date, sha256_file
+from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
+from optout_guard.images import load_image, photo_date
 from optout_guard.index import FaceIndex, Rejection, Template, now_iso
 from optout_guard.models import Models
+from optout_guard.optout_list import is_valid_student_id
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A reference photo's face must be at least this wide (original px) — twice the size needed to
 # check a face, so templates are taken from good pixels.
 REFERENCE_MIN_FACE_FACTOR = 2
@@ -41,10 +42,34 @@ class EnrollReport:
     skipped_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
     not_protected: list[str] = field(default_factory=list)
     students: int = 0
+    # Students the index had that the saved opt-out list does not name (after an interrupted sync).
+    removed_by_list: list[str] = field(default_factory=list)
 
 
-def is_valid_student_id(student_id: str) -> bool:
-    return bool(STUDENT_ID.match(student_id))
+_IN_PROGRESS = "enrollment-in-progress"
+
+
+@contextlib.contextmanager
+def enrollment_in_progress(settings: Settings) -> Iterator[None]:
+    """A marker for the length of an enroll or sync: if the process is killed, the marker stays and
+    ``check`` and ``people`` say that ``enrollments/`` may hold photos the index does not reflect."""
+    marker = private_dir(settings.index_file.parent) / _IN_PROGRESS
+    atomic_write(marker, utc_now() + "\n")
+    yield
+    marker.unlink(missing_ok=True)
+
+
+def interrupted_enrollment(settings: Settings) -> str | None:
+    """A warning when an enroll or sync was stopped before it finished (None when all is well)."""
+    marker = settings.index_file.parent / _IN_PROGRESS
+    try:
+        started = marker.read_text().strip()
+    except OSError:
+        return None
+    return (
+        f"an enroll or sync started {started} did not finish: some students' reference photos may not be "
+        "in the index yet, so they may not be recognised. Run: optout-guard enroll"
+    )
 
 
 def _photos(folder: Path) -> list[Path]:
@@ -146,6 +171,7 @@ def enroll_folder(
             removed = [t.photo for t in index.templates if t.student_id == student_id]
             index.remove_student(student_id)
             report.removed.extend((student_id, p) for p in removed)
+            report.removed_by_list.append(student_id)
         for student_id in sorted(optouts):
             index.add_student(student_id)
     report.students = len(index.students)

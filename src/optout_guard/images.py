@@ -18,10 +18,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected
+from optout_guard.fsutil import FileChangedError, read_with_identity
 from optout_guard.types import LoadedImage
 
 # EXIF orientation tag value -> the transposes that undo it (what ImageOps.exif_transpose does, but
@@ -50,12 +51,72 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+TRUNCATED = "truncated or corrupt image data (a half-copied file?); copy it again completely and re-check"
+# Pages of one multi-page file are decoded one at a time, until this many times max_working_pixels
+# are held; the rest are not checked and the photo is review (a 5-page TIFF of 36 MP pages took 1 GB).
+MAX_PAGES_BUDGET = 2
+# Words of libjpeg's warnings that mean the compressed data is damaged (the picture below the damage
+# is grey or garbage): such a file is never judged as if it were whole.
+_DAMAGED = ("corrupt", "premature end", "extraneous bytes", "huffman", "invalid", "bogus", "unknown marker")
+
+
+def _refuse_damaged_jpeg(name: str, data: bytes) -> None:
+    """Pillow decodes a JPEG with damaged data silently. libjpeg-turbo's warnings, through simplejpeg
+    in strict mode, say when that happened: such a file is *damaged*, never judged as if whole."""
+    import simplejpeg
+
+    try:
+        # The smallest DCT scale: every entropy-coded byte is still decoded (that is where the damage is).
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError as exc:
+        text = str(exc)
+        if "premature end of jpeg file" in text.lower():  # the end is missing: a half-copied file
+            raise ImageRejected(name, TRUNCATED) from None
+        if any(word in text.lower() for word in _DAMAGED):
+            raise ImageRejected(
+                name, f"damaged image data ({text}); parts of the picture may be missing. Get an undamaged copy and re-check"
+            ) from None
+        # Anything else (a JPEG flavour this decoder does not take, e.g. CMYK or arithmetic coding) is
+        # left to Pillow, which still refuses truncated and unreadable files.
+
+
+def _differing_thumbnail(im: Image.Image, first_page: np.ndarray, orientation: int) -> np.ndarray | None:
+    """The EXIF thumbnail (a small JPEG inside the file) when it shows a different picture from the
+    photo, as an RGB array; None when there is none or it matches (the normal case)."""
+    try:
+        exif = im.getexif()
+        ifd1 = exif.get_ifd(ExifTags.IFD.IFD1)
+        offset, length = ifd1.get(0x0201), ifd1.get(0x0202)
+        raw = im.info.get("exif")
+        if not offset or not length or not raw:
+            return None
+        start = 6 if raw[:6] == b"Exif\x00\x00" else 0
+        blob = raw[start + offset : start + offset + length]
+        with Image.open(io.BytesIO(blob)) as thumb_file:
+            thumb = thumb_file.convert("RGB")
+            for transpose in _ORIENTATION.get(orientation, ()):
+                thumb = thumb.transpose(transpose)
+    except Exception:  # noqa: BLE001 - no readable thumbnail: nothing extra to check
+        return None
+    if min(thumb.size) < 8:
+        return None
+    small = np.asarray(thumb.convert("L").resize((32, 32), Image.Resampling.BOX), np.float32)
+    main = np.asarray(Image.fromarray(first_page).convert("L").resize((32, 32), Image.Resampling.BOX), np.float32)
+    # Cameras letterbox a 16:9 photo's 4:3 preview: compare the picture area only.
+    rows = np.where(small.mean(axis=1) > 12)[0]
+    if 0 < len(rows) < 32:
+        box = (0, int(rows[0] * thumb.size[1] / 32), thumb.size[0], int((rows[-1] + 1) * thumb.size[1] / 32))
+        small = np.asarray(thumb.convert("L").crop(box).resize((32, 32), Image.Resampling.BOX), np.float32)
+    if float(np.abs(small - small.mean() - (main - main.mean())).mean()) <= THUMBNAIL_DIFFERENCE:
+        return None
+    return np.ascontiguousarray(np.asarray(thumb))
+
+
+# Mean absolute difference (grey levels, 32×32, brightness-aligned) above which an EXIF thumbnail is
+# "a different picture". Measured on the 23 photos with EXIF thumbnails in ../shared/data: 21 match
+# their photo at 1.4–13.3; two were cropped after the preview was made and their previews show the
+# uncropped scene, with people cut from the photo (carell.jpg 62.7, deepface img1.jpg 80.5).
+THUMBNAIL_DIFFERENCE = 20.0
 
 
 def _to_rgb(frame: Image.Image) -> np.ndarray:
@@ -91,18 +152,30 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
             raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
         if info.st_size > MAX_FILE_BYTES:  # a video or disk image named like a photo: never read whole
             raise ImageRejected(name, f"file too large to be a photo ({info.st_size / 1e6:.0f} MB); check it by hand")
-        data = Path(path).read_bytes()
+        # The identity (size, mtime) of exactly the bytes read: whoever stores a verdict stores that,
+        # not a stat taken later, when the file may already hold other bytes.
+        data, identity = read_with_identity(path, MAX_FILE_BYTES)
     except ImageRejected:
         raise
-    except OSError as exc:
-        raise ImageRejected(name, f"cannot read the file ({exc.strerror or exc}); check that it exists and is readable") from None
+    except FileChangedError:
+        why = "the file kept changing while it was read (still being copied?); check it again later"
+        raise ImageRejected(name, why, transient=True) from None
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        why = f"cannot read the file ({why}); check that it exists and is readable"
+        raise ImageRejected(name, why, transient=True) from None
     if not data:
         raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
     sha256 = hashlib.sha256(data).hexdigest()
+    if data[:2] == b"\xff\xd8":
+        _refuse_damaged_jpeg(name, data)
 
     _register_heif()
     # Our own pixel limit below replaces Pillow's warning; a truncated file must fail, never pad.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Pillow refuses images over twice this with its own bomb error: put that line past ours, so the
+    # documented max_image_pixels is the limit that really applies.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -145,11 +218,21 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
             im.draft(im.mode, (math.ceil(width / factor), math.ceil(height / factor)))
 
         pages: list[np.ndarray] = []
+        held = 0  # working pixels held so far: pages are decoded one by one, within one photo's budget
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 for index in range(min(n_frames, settings.max_pages)):
+                    if index and held >= settings.max_working_pixels * MAX_PAGES_BUDGET:
+                        notes.append(
+                            f"only the first {index} of {n_frames} pages were checked (too many pixels in one file); "
+                            "split the file and check each page"
+                        )
+                        break
                     im.seek(index)
+                    if index and im.size[0] * im.size[1] > settings.max_image_pixels:
+                        notes.append(f"page {index + 1} has too many pixels and was not checked")
+                        continue
                     im.load()
                     frame = im
                     if frame.size[0] * frame.size[1] > settings.max_working_pixels:
@@ -159,19 +242,25 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
                     for transpose in _ORIENTATION.get(orientation, ()):
                         frame = frame.transpose(transpose)
                     pages.append(np.ascontiguousarray(_to_rgb(frame)))
+                    held += pages[-1].shape[0] * pages[-1].shape[1]
+            thumbnail = _differing_thumbnail(im, pages[0], orientation)
         except MemoryError:
-            raise ImageRejected(name, "not enough memory to decode this image") from None
+            raise ImageRejected(name, "not enough memory to decode this image", transient=True) from None
         except OSError as exc:
             text = str(exc)
             if "truncated" in text or "broken data stream" in text or "unrecognized data stream" in text:
-                raise ImageRejected(
-                    name,
-                    "truncated or corrupt image data (a half-copied file?); copy it again completely and re-check",
-                ) from None
+                raise ImageRejected(name, TRUNCATED) from None
             raise ImageRejected(name, f"cannot decode the image ({text})") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
             raise ImageRejected(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
 
+    if thumbnail is not None:
+        # The embedded preview shows another picture than the photo: posting the file publishes it.
+        notes.append(
+            "the photo's embedded preview (EXIF thumbnail) shows a different picture; it was checked as an extra page. "
+            "Post a copy without metadata (optout-guard check --redact)"
+        )
+        pages.append(thumbnail)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     working = pages[0].shape[1]
@@ -184,6 +273,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         pages=tuple(pages),
         scale=float(scale),
         notes=tuple(notes),
+        identity=(identity.size, identity.mtime_ns),
     )
 
 
@@ -194,23 +284,36 @@ IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .jpe .jfif .png .webp .gif .tif .tiff .
 
 def looks_like_image(path: Path | str) -> bool:
     """Cheap test used when walking folders: an image extension, or an image header."""
+    return sniff(path) == "image"
+
+
+def sniff(path: Path | str) -> str:
+    """What a file found in a folder is: "image" (an image extension or header), "other" (a file that
+    was read and is not an image: left alone), or "unreadable" (it could not be read, so nobody knows:
+    it must be checked, which makes it *review*, whatever its name)."""
     if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        return True
+        return "image"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            return False  # never open a pipe or device just to sniff it
+            return "other"  # never open a pipe or device just to sniff it
+        with open(path, "rb") as fh:
+            head = fh.read(64)
     except OSError:
-        return False
+        return "unreadable"
+    if not head:
+        return "other"  # an empty file with a non-image name: nothing in it to post
     _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path):
-                return True
+                return "image"
     except Image.DecompressionBombError:
-        return True  # an image, and a hostile one: load_image will refuse it with a reason
-    except Exception:  # noqa: BLE001 - anything unreadable as an image is "not an image" here
-        return False
+        return "image"  # an image, and a hostile one: load_image will refuse it with a reason
+    except OSError as exc:
+        return "other" if isinstance(exc, UnidentifiedImageError) else "unreadable"
+    except Exception:  # noqa: BLE001 - anything else unreadable as an image is "not an image" here
+        return "other"
 
 
 _EXIF_IFD = 0x8769

@@ -10,22 +10,22 @@ in a 0700 folder. An index made by another model or format version is refused.
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.embedding import EMBEDDING_DIM
 from optout_guard.errors import ConfigError, IndexUnusable
+from optout_guard.fsutil import atomic_write, exclusive, private_dir, remove_stale_temps, utc_now
 from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
-from optout_guard.types import Candidate
+from optout_guard.types import EMBEDDING_DIM, Candidate
 
 FORMAT_VERSION = 1
 
@@ -59,6 +59,8 @@ class FaceIndex:
         self.rejections: list[Rejection] = []
         self.students: set[str] = set()  # every enrolled student, protected or not
         self._search_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self.generation = 0  # bumped by every save; an older copy put back is refused at load
+        self.list_sha = ""  # the saved opt-out list this gallery was last brought in line with
 
     # ---- contents -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -144,14 +146,19 @@ class FaceIndex:
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: Path, key: bytes | None = None) -> None:
-        """Write atomically: a reader sees the old index or the new one, never half of one."""
+        """Write atomically: a reader sees the old index or the new one, never half of one. Each save
+        gets the next generation number, recorded beside the index too (see :func:`load`)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
+        private_dir(path.parent)
+        # A save killed half-way leaves a temp file that may still hold a removed student's templates.
+        remove_stale_temps(path.parent, _TMP_PREFIX)
+        self.generation = max(self.generation, _recorded_generation(path)) + 1
         meta = {
             "format_version": FORMAT_VERSION,
             "model": self.fingerprint,
             "saved_at": now_iso(),
+            "generation": self.generation,
+            "list_sha": self.list_sha,
             "students": sorted(self.students),
             "templates": [asdict(t) for t in self.templates],
             "rejections": [asdict(r) for r in self.rejections],
@@ -160,25 +167,8 @@ class FaceIndex:
         buffer = io.BytesIO()
         np.savez(buffer, embeddings=self.embeddings.astype(np.float32), meta=meta_bytes)
         payload = _encrypt(buffer.getvalue(), key) if key is not None else buffer.getvalue()
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        try:  # make the rename itself durable
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        atomic_write(path, payload, prefix=_TMP_PREFIX)
+        atomic_write(_generation_file(path), f"{self.generation}\n", prefix=_TMP_PREFIX)
 
     @classmethod
     def load(cls, path: Path, fingerprint: str, key: bytes | None = None) -> FaceIndex:
@@ -220,7 +210,19 @@ class FaceIndex:
         templates = [Template(**t) for t in meta["templates"]]
         if embeddings.shape != (len(templates), EMBEDDING_DIM):
             raise IndexUnusable(f"the face index {path} is inconsistent; re-create it with: optout-guard enroll --rebuild")
+        generation = int(meta.get("generation", 0))
+        recorded = _recorded_generation(path)
+        if generation < recorded:
+            # An older copy of the index put back (a restored backup, or on purpose): students
+            # enrolled since would be allowed. Refused; the operator decides.
+            raise IndexUnusable(
+                f"the face index {path} is an older copy (generation {generation}; the latest saved was {recorded}): "
+                "students enrolled since would not be recognised. Restore the latest index, or, if this copy is "
+                f"meant to be used, delete {_generation_file(path)} and run: optout-guard enroll"
+            )
         index = cls(fingerprint)
+        index.generation = generation
+        index.list_sha = str(meta.get("list_sha", ""))
         index.templates = templates
         index.embeddings = embeddings
         index.rejections = [Rejection(**r) for r in meta.get("rejections", [])]
@@ -228,8 +230,19 @@ class FaceIndex:
         return index
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+now_iso = utc_now
+_TMP_PREFIX = ".index-"
+
+
+def _generation_file(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".generation")
+
+
+def _recorded_generation(path: Path) -> int:
+    try:
+        return int(_generation_file(path).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 # ---- encryption at rest (optional) ---------------------------------------------------------------
@@ -295,3 +308,21 @@ def open_index(settings: Settings) -> FaceIndex:
 
 def save_index(index: FaceIndex, settings: Settings) -> None:
     index.save(settings.index_file, index_key(settings))
+
+
+@contextlib.contextmanager
+def edit_index(settings: Settings, rebuild: bool = False, timeout: float = 60.0) -> Iterator[FaceIndex]:
+    """Read-modify-write the workspace's index under one OS lock: the index is read *under* the lock
+    (so a change another process saved meanwhile is never lost) and saved when the block ends
+    without an error (nothing is saved if it raises). ``rebuild`` starts from an empty index."""
+    from optout_guard.models import embedding_fingerprint
+
+    path = settings.index_file
+    with exclusive(path.with_name(path.name + ".lock"), f"the face index {path}", timeout):
+        remove_stale_temps(path.parent, _TMP_PREFIX)
+        if rebuild or not path.exists():
+            index = FaceIndex(embedding_fingerprint())  # its first save still counts on from the old file
+        else:
+            index = open_index(settings)
+        yield index
+        save_index(index, settings)

@@ -18,17 +18,24 @@ needed to match picture-day photos and to show a reviewer who may see them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optout_guard.enroll import is_valid_student_id
 from optout_guard.errors import OptoutGuardError
+from optout_guard.fsutil import atomic_write
+
+# The one student-id rule (folder names, list rows, the desk, `remove`): no path separators, no markup.
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def is_valid_student_id(student_id: str) -> bool:
+    return bool(STUDENT_ID.match(student_id))
+
 
 LIST_FILE = "optout-list.json"
 
@@ -262,16 +269,13 @@ def save_list(optouts: OptOutList, workspace: Path) -> Path:
     """Write atomically, private (it names children)."""
     path = Path(workspace) / LIST_FILE
     doc = {"schema_version": 1, "source": optouts.source, "students": [asdict(s) for s in optouts.students.values()]}
-    fd, tmp = tempfile.mkstemp(prefix=".optout-list-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(doc, indent=1), prefix=".optout-list-")
     return path
+
+
+def list_fingerprint(optouts: OptOutList) -> str:
+    """Identity of the list's students (the index records which list it was brought in line with)."""
+    return hashlib.sha256("\n".join(sorted(optouts.ids())).encode()).hexdigest()[:32]
 
 
 def load_list(workspace: Path) -> OptOutList | None:

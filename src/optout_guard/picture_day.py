@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optout_guard.errors import OptoutGuardError
+from optout_guard.fsutil import atomic_write
 from optout_guard.optout_list import OptOutList, normalise_grade, normalise_header, normalise_name, read_text
 
 INDEX_NAME = "INDEX.TXT"
@@ -200,12 +201,13 @@ CONFIRM_COLUMNS = ("student_id", "photo", "last", "first", "grade", "could_be", 
 
 def write_held(held: list[Held], path: Path) -> None:
     """A CSV a person fills in: the right student id per photo, or ``none`` (blank: still undecided)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CONFIRM_COLUMNS)
-        for h in held:
-            p = h.photo
-            writer.writerow(["", str(p.path.resolve()), p.last, p.first, p.grade, " ".join(h.candidates), h.reason])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(CONFIRM_COLUMNS)
+    for h in held:
+        p = h.photo
+        writer.writerow(["", str(p.path.resolve()), p.last, p.first, p.grade, " ".join(h.candidates), h.reason])
+    atomic_write(path, buffer.getvalue())  # private from the start: it names children
 
 
 def read_confirmed(path: Path, optouts: OptOutList) -> dict[str, str]:

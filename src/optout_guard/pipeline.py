@@ -7,6 +7,7 @@ with one photo becomes a *review* verdict with the reason; it never becomes *all
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,12 +22,14 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable
-from optout_guard.images import load_image, looks_like_image
+from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.review import ReviewBook, book_path, settle_matches
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
+
+log = logging.getLogger("optout_guard.pipeline")
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,19 @@ DETECTION_ONLY = "face found (detection-only mode: no recognition; a person deci
 
 @dataclass(frozen=True)
 class Redaction:
-    """Where to write postable copies, and whether faces under review are blurred too."""
+    """Where to write postable copies. A copy called postable has every face that is not clear
+    blurred: blocked faces and faces under review alike (``include_review`` is kept for callers that
+    say so explicitly; it can no longer be turned off)."""
 
     folder: Path
-    include_review: bool = False
+    include_review: bool = True
 
 
 @dataclass(frozen=True)
 class UnreadableFolder:
     path: str
     reason: str
+    link: bool = False  # a linked folder, deliberately not followed
 
 
 def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) -> Iterator[Path | Skipped | UnreadableFolder]:
@@ -73,12 +79,15 @@ def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) ->
                 failed = errors.pop()
                 yield UnreadableFolder(str(failed.filename or dirpath), failed.strerror or str(failed))
             here = Path(dirpath)
+            for d in sorted(dirnames):
+                if (here / d).is_symlink() and not d.startswith("."):
+                    yield UnreadableFolder(str(here / d), "symbolic link", link=True)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
                 file = here / name
-                if looks_like_image(file):  # includes broken links named like photos: check() reports them
+                if sniff(file) != "other":  # images, and files that cannot be read: check() reports those
                     yield file
                 else:
                     yield Skipped(str(file), "not an image")
@@ -180,12 +189,19 @@ class Guard:
         try:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
-            return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient)
         if min(image.size) < self.settings.min_face_px:
             # Any face in so small a picture is too small to judge, and a person could still know it.
             reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
             return ScanResult(
-                str(path), Verdict.REVIEW, (reason,), sha256=image.sha256, size=image.size, seconds=time.perf_counter() - started
+                str(path),
+                Verdict.REVIEW,
+                (reason,),
+                sha256=image.sha256,
+                size=image.size,
+                identity=image.identity,
+                seconds=time.perf_counter() - started,
             )
         try:
             faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
@@ -216,14 +232,17 @@ class Guard:
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
             matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256)
-        except Exception as exc:  # noqa: BLE001 - fail closed: an unexpected error is a review
+        except Exception as exc:
+            log.exception("checking %s failed", path)  # the traceback goes to the log, the reason to the user
             return ScanResult(
                 str(path),
                 Verdict.REVIEW,
                 (f"could not be checked ({type(exc).__name__}: {exc}); please report this",),
                 sha256=image.sha256,
                 size=image.size,
+                identity=image.identity,
                 seconds=time.perf_counter() - started,
+                retry=True,
             )
         return self._finish(
             path, image, matches, verdict, reasons, started, annotate_dir, redact, tuple(per_face) if keep_embeddings else None
@@ -265,8 +284,7 @@ class Guard:
             if annotate_dir is not None:
                 annotated = str(annotate.write_marked_copy(image, matches, annotate_dir))
             if redact is not None:
-                include_review = redact.include_review or not self.settings.recognition
-                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, include_review))
+                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, include_review=True))
         except OSError as exc:
             reasons = (*reasons, f"a copy could not be written ({exc})")
             if verdict is Verdict.ALLOW:
@@ -283,6 +301,7 @@ class Guard:
             annotated_path=annotated,
             redacted_path=redacted,
             notes=image.notes,
+            identity=image.identity,
             embeddings=embeddings,
         )
 
@@ -316,6 +335,12 @@ class Guard:
 
 def _unreadable_folder(item: UnreadableFolder) -> ScanResult:
     why = f"folder could not be read ({item.reason}); the photos in it were not checked"
+    if item.link:
+        # Links are not followed inside a folder walk (they can lead outside it, or loop); never silently.
+        why = (
+            "a linked folder was not followed, so the photos in it were not checked: "
+            f"check it directly (optout-guard check {item.path}/)"
+        )
     return ScanResult(item.path, Verdict.REVIEW, (why,))
 
 
@@ -366,7 +391,7 @@ def run_in_workers(
                         yield key, future.result()
                     except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
                         why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
-                        yield key, ScanResult(str(args[0]), Verdict.REVIEW, (why,))
+                        yield key, ScanResult(str(args[0]), Verdict.REVIEW, (why,), retry=True)
 
             for key, args in jobs:
                 pending.append((key, args, None if args is None else pool.submit(_call_in_worker, fn, args)))

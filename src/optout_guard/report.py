@@ -10,6 +10,7 @@ from typing import Any
 
 from optout_guard import __version__
 from optout_guard.config import Settings
+from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.types import FaceMatch, ScanResult, Verdict
 
 SCHEMA_VERSION = 1
@@ -99,8 +100,11 @@ def write_audit_report(
     import html
     import io
 
-    out_dir = Path(out_dir)
-    (out_dir / "thumbs").mkdir(parents=True, exist_ok=True)
+    # Children's photos and names: private by default (0600 files in 0700 folders); README says how
+    # to share a report. Every file is written to a temp name and renamed, so a full disk leaves the
+    # previous good report, never an empty one.
+    out_dir = private_dir(Path(out_dir))
+    private_dir(out_dir / "thumbs")
     for i, row in enumerate(rows):
         name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
         row["thumbnail"] = name if i < max_thumbnails and thumbnail(row, out_dir / name) else None
@@ -130,6 +134,14 @@ def write_audit_report(
         for c in changes["changed"][:500]
     )
     deleted = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in changes["deleted"][:500])
+    links = summary.get("links_not_followed") or []
+    links_html = ""
+    if links:
+        items = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in links[:500])
+        links_html = (
+            "<h3>Links not followed (not checked)</h3><p class='muted'>The audit never follows links (they can lead "
+            "outside the library or loop). Audit their targets as libraries of their own.</p><ul>" + items + "</ul>"
+        )
     changes_html = "<p class='muted'>No verdict changed.</p>"
     if changed_rows:
         changes_html = "<table><tr><th>Photo</th><th>Was</th><th>Now</th></tr>" + changed_rows + "</table>"
@@ -150,6 +162,7 @@ changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("mov
 <h2>What changed since the last audit</h2>
 {changes_html}
 {"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
+{links_html}
 <h2>Blocked photos</h2>
 <p class="muted">These show a student whose family opted out of directory information. Take them down
 from any public place, or replace them.</p>
@@ -158,7 +171,7 @@ from any public place, or replace them.</p>
 <p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
 {cards("review")}
 </body></html>"""
-    (out_dir / "index.html").write_text(page, encoding="utf-8")
+    atomic_write(out_dir / "index.html", page)
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -166,7 +179,7 @@ from any public place, or replace them.</p>
     for r in rows:
         students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
         writer.writerow([r["verdict"], r["path"], " ".join(students), " | ".join(r["reasons"]), r["checked_at"]])
-    (out_dir / "audit.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    atomic_write(out_dir / "audit.csv", buffer.getvalue())
 
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -179,7 +192,7 @@ from any public place, or replace them.</p>
             for r in rows
         ],
     }
-    (out_dir / "audit.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    atomic_write(out_dir / "audit.json", json.dumps(doc, indent=1, ensure_ascii=False, default=str))
     return out_dir / "index.html"
 
 

@@ -10,7 +10,6 @@ A dry run is the plan alone.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,10 +19,11 @@ from typing import Any
 from optout_guard.config import Settings
 from optout_guard.enroll import EnrollReport, enroll_folder
 from optout_guard.errors import OptoutGuardError
-from optout_guard.images import photo_date, sha256_file
+from optout_guard.fsutil import atomic_write, private_dir, sha256_file
+from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
 from optout_guard.models import Models
-from optout_guard.optout_list import OptOutList, save_list
+from optout_guard.optout_list import OptOutList, list_fingerprint, save_list
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, write_held
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
@@ -171,11 +171,10 @@ def gallery_status(index: FaceIndex, students: list[str], today: dt.date | None 
 
 
 def _copy(source: Path, target: Path) -> None:
-    """Copy under a temporary name, then rename: a half-copied reference photo is never enrolled."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    """Copy under a temporary name, then rename: a half-copied reference photo is never enrolled.
+    Children's photos are private: 0600 in a 0700 folder."""
+    private_dir(target.parent)
+    atomic_write(target, Path(source).read_bytes(), prefix=f".{target.name}.")
 
 
 def apply_sync(
@@ -183,16 +182,18 @@ def apply_sync(
     index: FaceIndex,
     settings: Settings,
     models: Models,
-    save_index: Callable[[FaceIndex, Settings], None],
     progress: Callable[[str], None] | None = None,
 ) -> SyncReport:
-    """Apply a plan made by :func:`plan_sync`. The index is saved in one atomic step."""
+    """Apply a plan made by :func:`plan_sync` to ``index`` (the caller saves it, under the index lock,
+    *after* this returns). The list is saved first: a sync stopped between the two leaves a list that
+    is newer than the index, and the next enroll follows that list (saying so), never last year's."""
     for new in plan.new_photos:
         _copy(new.source, settings.enrollments / new.student_id / new.name)
     settings.enrollments.mkdir(parents=True, exist_ok=True)
-    report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
-    save_index(index, settings)
     save_list(plan.optouts, settings.workspace)
+    report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
+    report.removed_by_list = []  # removals are this sync's own plan, not a surprise
+    index.list_sha = list_fingerprint(plan.optouts)
     for student_id in plan.removed_students:  # their reference photos go with their templates
         folder = settings.enrollments / student_id
         if folder.is_dir() and folder.resolve().parent == settings.enrollments.resolve():
@@ -201,7 +202,6 @@ def apply_sync(
     if plan.held:
         held_path = settings.workspace / HELD_FILE
         write_held(plan.held, held_path)
-        os.chmod(held_path, 0o600)
         held_file = str(held_path)
     return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+EMBEDDING_DIM = 128  # dlib's ResNet face descriptor
+
 
 class Decision(str, enum.Enum):
     """What one face means."""
@@ -67,6 +69,7 @@ class LoadedImage:
     pages: tuple[np.ndarray, ...]
     scale: float = 1.0
     notes: tuple[str, ...] = ()  # things that make the photo need a person (e.g. frames skipped)
+    identity: tuple[int, int] | None = None  # (size, mtime_ns) of exactly the bytes decoded
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +129,8 @@ class ScanResult:
     annotated_path: str | None = None
     redacted_path: str | None = None  # a copy fit to post: blocked faces made unrecognisable
     notes: tuple[str, ...] = ()  # reasons about the photo itself (frames skipped, stored turned), not its faces
+    identity: tuple[int, int] | None = None  # (size, mtime_ns) of the bytes checked; None if none were read
+    retry: bool = False  # the verdict comes from an error (a crash, an unreadable file): check it again next time
     # One 128-d embedding per face (None where a face was not judged), only when the caller asked
     # for them (the audit's opt-in cache). Never written to any output, log or report.
     embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)

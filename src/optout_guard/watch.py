@@ -4,7 +4,7 @@ Layout of a watched folder (created on start)::
 
     Check folder/            drop photos here
       allowed/               photo.jpg, photo.jpg.marked.jpg, photo.jpg.txt (why)
-                             [+ photo.jpg.postable.jpg with --redact: blocked faces blurred]
+                             [+ photo.jpg.postable.jpg with --redact: blocked and review faces blurred]
       blocked/               …
       review/                …
       NOT CHECKED.txt        files here that are not photos (left where they are)
@@ -21,11 +21,11 @@ is logged and retried later; it never stops the service.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.errors import OptoutGuardError
-from optout_guard.images import looks_like_image
+from optout_guard.fsutil import atomic_write, sha256_file
+from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.types import ScanResult, Verdict
 
@@ -94,7 +95,7 @@ class CheckFolder:
         self.settle = settle
         self.arrival_grace = arrival_grace
         self.activity = activity  # an ActivityLog: every filed photo is recorded there
-        self.redact = redact  # also write <name>.postable.jpg: blocked faces blurred, no metadata
+        self.redact = redact  # also write <name>.postable.jpg: every non-clear face blurred, no metadata
         self.recursive = recursive
         self.clock = clock
         self.stats = WatchStats()
@@ -104,13 +105,20 @@ class CheckFolder:
         self._out_dirs = {v: self.folder / name for v, name in OUTPUT_DIRS.items()}
         # Marked-up copies are drawn here first, then moved beside the photo they belong to.
         self.staging = self.folder / ".optout-guard-staging"
+        self.claimed = self.staging / "claimed"  # originals being checked (moved out of the inbox first)
 
     # ---- finding candidates -------------------------------------------------------------------
     def prepare(self) -> None:
         for path in [*self._out_dirs.values(), self.staging]:
             path.mkdir(parents=True, exist_ok=True)
-        for leftover in self.staging.iterdir():  # copies drawn before a crash; redrawn when needed
-            leftover.unlink(missing_ok=True)
+        # Originals claimed before a crash go back to the inbox (checked again); copies drawn before a
+        # crash are deleted (redrawn when needed).
+        if self.claimed.is_dir():
+            for claimed in sorted(p for p in self.claimed.rglob("*") if p.is_file()):
+                self._unclaim(claimed, self.folder / claimed.relative_to(self.claimed))
+        for leftover in self.staging.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
 
     def _ignored(self, path: Path) -> bool:
         try:
@@ -183,25 +191,43 @@ class CheckFolder:
         return done
 
     def _process(self, path: Path) -> bool:
-        if not looks_like_image(path):
+        kind = sniff(path)
+        if kind == "other":
             self._note_not_photo(path, "not a photo (left where it is)")
             with self._lock:
                 self._seen.pop(path, None)
             return False
-        redaction = Redaction(self.staging) if self.redact else None
-        result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
-        seen = self._seen.get(path)
-        if result.verdict is Verdict.REVIEW and seen is not None and _looks_unfinished(result):
-            try:
-                age = time.time() - path.stat().st_mtime
-            except OSError:
-                age = self.arrival_grace
-            if age < self.arrival_grace:  # written moments ago: maybe a copy paused mid-file
-                seen.retry_after = self.clock() + max(self.settle, 1.0)
-                return False
-        self._file(path, result)
+        # An unreadable file (whatever its name) is checked too: it becomes review, never "not a photo".
+        claimed = self._claim(path)
+        if claimed is None:  # gone since it settled (moved away, deleted): nothing to do
+            with self._lock:
+                self._seen.pop(path, None)
+            return False
+        try:
+            result = self._check_claimed(claimed, path)
+            seen = self._seen.get(path)
+            if result.verdict is Verdict.REVIEW and seen is not None and _looks_unfinished(result):
+                try:
+                    age = time.time() - claimed.stat().st_mtime
+                except OSError:
+                    age = self.arrival_grace
+                if age < self.arrival_grace:  # written moments ago: maybe a copy paused mid-file
+                    for staged in (result.annotated_path, result.redacted_path):
+                        if staged:
+                            Path(staged).unlink(missing_ok=True)
+                    self._unclaim(claimed, path)
+                    seen.retry_after = self.clock() + max(self.settle, 1.0)
+                    return False
+            self._file(claimed, result, origin=path)
+        except BaseException:
+            self._unclaim(claimed, path)  # the original goes back to the inbox, to be checked again
+            raise
         with self._lock:
-            self._seen.pop(path, None)
+            if path.exists():  # something new was put at this name meanwhile: it is checked on its own
+                now = self.clock()
+                self._seen[path] = _Seen(-1, -1, now, now)
+            else:
+                self._seen.pop(path, None)
         self._not_photos.pop(path.name, None)
         self.stats.processed[result.verdict.value] += 1
         if self.activity is not None:
@@ -210,6 +236,47 @@ class CheckFolder:
             self.activity.record("watch", **photo_details(result))
         log.info("%s: %s (%s)", path.name, result.verdict.value.upper(), "; ".join(result.reasons))
         return True
+
+    # ---- claiming: what is checked is exactly what is filed ---------------------------------------
+    def _claim(self, path: Path) -> Path | None:
+        """Move the photo out of the inbox into the private staging folder before reading it, so that
+        a file written, replaced or renamed over at the same name during the check cannot be filed
+        under the verdict of other bytes. A crash leaves it in staging; :meth:`prepare` puts it back."""
+        target = self.claimed / path.relative_to(self.folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def _unclaim(self, claimed: Path, origin: Path) -> None:
+        if not claimed.exists():
+            return
+        origin.parent.mkdir(parents=True, exist_ok=True)
+        back = origin if not origin.exists() else _free_name(origin.parent, origin.name)
+        os.replace(claimed, back)
+
+    def _check_claimed(self, claimed: Path, origin: Path) -> ScanResult:
+        """Check the claimed file; if its bytes are not the ones checked afterwards (a writer still had
+        it open), check again — at most three times, then it is review."""
+        redaction = Redaction(self.staging, include_review=True) if self.redact else None
+        for _ in range(3):
+            result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction)
+            result = dataclasses.replace(result, path=str(origin))
+            try:
+                now = sha256_file(claimed)
+            except OSError:
+                now = None
+            if result.sha256 is None or now == result.sha256:
+                return result
+            for staged in (result.annotated_path, result.redacted_path):
+                if staged:
+                    Path(staged).unlink(missing_ok=True)
+            log.warning("%s changed while it was checked; checking it again", origin.name)
+        why = "the file kept changing while it was checked; copy it again when it is complete"
+        return dataclasses.replace(result, verdict=Verdict.REVIEW, reasons=(*result.reasons, why),
+                                   annotated_path=None, redacted_path=None)  # fmt: skip
 
     def refile(self, path: Path) -> tuple[Verdict, Path] | None:
         """Check a photo already filed in one of the verdict folders again — after a person settled
@@ -221,7 +288,7 @@ class CheckFolder:
         if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg")):
             return None
         self.staging.mkdir(parents=True, exist_ok=True)
-        redaction = Redaction(self.staging) if self.redact else None
+        redaction = Redaction(self.staging, include_review=True) if self.redact else None
         result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
         if result.verdict is home:
             for staged in (result.annotated_path, result.redacted_path):
@@ -239,14 +306,17 @@ class CheckFolder:
             self.activity.record("watch-refile", previous=home.value, **photo_details(result))
         return result.verdict, target
 
-    def _file(self, path: Path, result: ScanResult, base: Path | None = None) -> Path:
+    def _file(self, path: Path, result: ScanResult, base: Path | None = None, origin: Path | None = None) -> Path:
+        """Move ``path`` (a claimed original, or a filed one when ``base`` is its verdict folder) into
+        the folder of its verdict, with its outputs; ``origin`` is where it was dropped."""
+        origin = origin or path
         out_dir = self._out_dirs[result.verdict]
         if base is not None:  # moving from one verdict folder to another: same sub-folders
             out_dir = out_dir / path.parent.relative_to(base)
         elif self.recursive:  # keep the sub-folder structure under the verdict folder
-            out_dir = out_dir / path.parent.relative_to(self.folder)
+            out_dir = out_dir / origin.parent.relative_to(self.folder)
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = _free_name(out_dir, path.name)
+        target = _free_name(out_dir, origin.name)
         marked_name = ""
         if result.annotated_path:
             marked_name = f"{target.name}.marked.jpg"  # full name: face.heic and face.bmp differ
@@ -255,8 +325,8 @@ class CheckFolder:
         if result.redacted_path:
             postable = f"{target.name}.postable.jpg"
             os.replace(result.redacted_path, out_dir / postable)
-        _write_atomic(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable))
-        os.replace(path, target)  # last: until here the original is untouched in the inbox
+        atomic_write(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable), mode=0o644)
+        os.replace(path, target)  # last: until here the original is untouched (in the inbox or staging)
         return target
 
     def _note_not_photo(self, path: Path, why: str) -> None:
@@ -266,7 +336,7 @@ class CheckFolder:
         lines = ["These files are not photos, so optout-guard did not check them. They were left here.", ""]
         lines += [f"- {name}: {reason}" for name, reason in sorted(self._not_photos.items())]
         try:
-            _write_atomic(self.folder / NOTE_FILE, "\n".join(lines) + "\n")
+            atomic_write(self.folder / NOTE_FILE, "\n".join(lines) + "\n", mode=0o644)
         except OSError as exc:
             log.warning("could not write %s: %s", NOTE_FILE, exc)
         log.info("%s: not a photo, left alone", path.name)
@@ -352,18 +422,6 @@ def _free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -> str:
     lines = [
         f"optout-guard: {result.verdict.value.upper()}",
@@ -374,7 +432,9 @@ def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -
     ]
     if marked_name:
         lines.append(f"Marked-up copy: {marked_name} (red = opted-out student, amber = needs a look, green = fine)")
-    if postable and result.verdict is Verdict.BLOCK:
-        lines.append(f"Copy you may post instead (the opted-out student blurred, no photo metadata): {postable}")
+    if postable and result.verdict is not Verdict.ALLOW and not result.notes:
+        lines.append(
+            f"Copy you may post instead (every face that is not clearly fine is blurred, no photo metadata): {postable}"
+        )
     lines += ["", _WHAT_TO_DO[result.verdict], ""]
     return "\n".join(lines)
