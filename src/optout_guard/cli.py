@@ -52,17 +52,26 @@ def _user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except OptoutGuardError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(EXIT_USAGE) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - an unexpected crash must not exit 1 ("blocked")
             err.print(
-                f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}. Nothing was fully checked; please report this."
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}. "
+                "Nothing was fully checked; please report this."
             )
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warn_interrupted_enrollment(settings: Settings) -> None:
+    from optout_guard.enroll import interrupted_enrollment
+
+    warning = interrupted_enrollment(settings)
+    if warning:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}")
 
 
 def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -168,6 +177,7 @@ def check(
     guard = Guard(settings)
     if settings.recognition:
         _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
+        _warn_interrupted_enrollment(settings)
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
@@ -201,7 +211,12 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
     table.add_column("Faces")
     table.add_column("Why", overflow="fold")
     for r in results:
-        table.add_row(f"[{VERDICT_STYLE[r.verdict]}]{r.verdict.value.upper()}[/]", r.path, _faces_cell(r), "; ".join(r.reasons))
+        table.add_row(
+            f"[{VERDICT_STYLE[r.verdict]}]{r.verdict.value.upper()}[/]",
+            escape(r.path),
+            _faces_cell(r),
+            escape("; ".join(r.reasons)),
+        )
     out.print(table)
     counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
     out.print(
@@ -209,9 +224,9 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
         f"[green]{counts[Verdict.ALLOW]} allowed[/]" + (f"; {len(skipped)} files skipped (not images)" if skipped else "")
     )
     for path, why in skipped:
-        out.print(f"  skipped {path}: {why}")
+        out.print(f"  skipped {escape(path)}: {escape(why)}")
     if annotate is not None:
-        out.print(f"Marked-up copies: {annotate}")
+        out.print(f"Marked-up copies: {escape(str(annotate))}")
 
 
 # ---- gallery -------------------------------------------------------------------------------
@@ -248,7 +263,8 @@ def enroll(
     settings = _settings(ctx)
     root = directory or settings.enrollments
     optouts = load_list(settings.workspace)
-    with edit_index(settings, rebuild) as index, enrollment_in_progress(settings):
+    # The marker outlives the save: a kill before the index is saved leaves it, and check/people warn.
+    with enrollment_in_progress(settings), edit_index(settings, rebuild) as index:
         with _progress("photos") as progress:
             task = progress.add_task("Enrolling", total=None)
             report = enroll_folder(
@@ -288,9 +304,9 @@ def enroll(
             f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.rejected)} rejected."
         )
         for s, p, r in report.rejected:
-            out.print(f"  [yellow]rejected[/] {s}: {p}: {r}")
+            out.print(f"  [yellow]rejected[/] {escape(s)}: {escape(p)}: {escape(r)}")
         for f, r in report.skipped_folders:
-            out.print(f"  [yellow]skipped folder[/] {f}: {r}")
+            out.print(f"  [yellow]skipped folder[/] {escape(f)}: {escape(r)}")
         if report.not_protected:
             out.print(
                 "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
@@ -317,6 +333,7 @@ def people(
 
     settings = _settings(ctx)
     index = open_index(settings)
+    _warn_interrupted_enrollment(settings)
     rows = []
     for status in gallery_status(index, index.student_ids()):
         rows.append(
@@ -343,7 +360,11 @@ def people(
         else:
             status = "[green]protected[/]"
         table.add_row(
-            row["student_id"], str(row["reference_photos"]), str(row["rejected_photos"]), row["newest_photo"] or "-", status
+            escape(row["student_id"]),
+            str(row["reference_photos"]),
+            str(row["rejected_photos"]),
+            row["newest_photo"] or "-",
+            status,
         )
     out.print(table)
 
@@ -366,7 +387,7 @@ def remove(
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
-        err.print(f"[bold red]error:[/] {student_id!r} is not a valid student id")
+        err.print(f"[bold red]error:[/] {escape(repr(student_id))} is not a valid student id")
         raise typer.Exit(EXIT_USAGE)
     folder = settings.enrollments / student_id
     photos_deleted = False
@@ -380,7 +401,7 @@ def remove(
         removed = index.remove_student(student_id)
     ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
     if not known:
-        err.print(f"[yellow]{student_id} was not in the index; nothing removed.[/]")
+        err.print(f"[yellow]{escape(student_id)} was not in the index; nothing removed.[/]")
     else:
         out.print(f"Removed {student_id}: {removed} face template(s) deleted from {settings.index_file}.")
     if photos_deleted:
@@ -449,7 +470,7 @@ def sync(
         plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
         report = plan_report(plan, index)
     else:
-        with edit_index(settings) as index, enrollment_in_progress(settings):
+        with enrollment_in_progress(settings), edit_index(settings) as index:
             plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
             with _progress("photos") as progress:
                 task = progress.add_task("Enrolling", total=None)
@@ -496,12 +517,12 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
     if report.enroll is not None:
         for s, ph, r in report.enroll.rejected:
-            out.print(f"  [yellow]photo not usable[/] {s}: {ph}: {r}")
+            out.print(f"  [yellow]photo not usable[/] {escape(s)}: {escape(str(ph))}: {escape(r)}")
     if p.held:
         out.print(f"[yellow]Held for a person to confirm ({len(p.held)}):[/]")
         for h in p.held:
             who = f"{h.photo.first} {h.photo.last}, grade {h.photo.grade or '?'}"
-            out.print(f"  {h.photo.path.name} ({who}): {h.reason}; could be {', '.join(h.candidates)}")
+            out.print(escape(f"  {h.photo.path.name} ({who}): {h.reason}; could be {', '.join(h.candidates)}"))
         if report.held_file:
             out.print(
                 f"  Fill in the student_id column (or 'none') in {report.held_file}, "
@@ -541,7 +562,7 @@ def watch(
     from optout_guard.watch import CheckFolder, folder_lock
 
     if not folder.is_dir():
-        err.print(f"[bold red]error:[/] {folder} is not a folder; create it or give the right path")
+        err.print(f"[bold red]error:[/] {escape(str(folder))} is not a folder; create it or give the right path")
         raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = _settings(ctx, recognition=False if no_recognition else None)
@@ -674,7 +695,7 @@ def log_verify(ctx: typer.Context) -> None:
     settings = _settings(ctx.parent)
     result = verify(settings)
     if result.problem:
-        err.print(f"[bold red]The activity log {log_path(settings)} was tampered with:[/] {result.problem}.")
+        err.print(f"[bold red]The activity log {escape(str(log_path(settings)))} was tampered with:[/] {escape(result.problem)}.")
         raise typer.Exit(EXIT_REVIEW)
     out.print(f"The activity log {log_path(settings)} is intact ({result.entries} entries).")
 
@@ -694,11 +715,15 @@ def log_show(
     if not path.exists():
         out.print("The activity log is empty.")
         return
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for line in deque(fh, maxlen=tail):
-            entry = json.loads(line)
-            who = f"{entry['user']}@{entry['host']}"
-            out.print(f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}")
+            try:
+                entry = json.loads(line)
+                who = f"{entry['user']}@{entry['host']}"
+                text = f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}"
+            except (ValueError, KeyError, TypeError):
+                text = "       (an incomplete or damaged line: run optout-guard log verify)"
+            out.print(escape(text))
 
 
 # ---- calibration ---------------------------------------------------------------------------------
@@ -888,4 +913,10 @@ def demo(
 
 
 def run() -> None:
-    app()
+    try:
+        app()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever escapes (even while printing) is exit 2, never 0 or 1
+        sys.stderr.write(f"optout-guard: unexpected error: {type(exc).__name__}: {exc}. Nothing was fully checked.\n")
+        sys.exit(EXIT_USAGE)

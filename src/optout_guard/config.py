@@ -84,6 +84,15 @@ class Settings:
         return self.index_path or self.workspace / STATE_DIR / "index.npz"
 
     def validate(self) -> Settings:
+        """Every number within a range where the checker still checks: a setting that would switch
+        detection or matching off (detection_threshold 4, say) is refused, never obeyed."""
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(
+                    f"setting {name} = {value} is out of range: it must be between {low} and {high} "
+                    "(fix config.toml, the OPTOUT_GUARD_* variables or the option)"
+                )
         if not 0 < self.block_distance <= self.review_distance:
             raise ConfigError(
                 f"block_distance ({self.block_distance}) must be > 0 and <= review_distance "
@@ -91,13 +100,31 @@ class Settings:
             )
         if self.detector not in DETECTORS:
             raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
-        if self.min_face_px < 8 or self.detect_min_face_px < 8:
-            raise ConfigError("min_face_px and detect_min_face_px must be at least 8 pixels")
-        if self.workers < 0:
-            raise ConfigError("workers must be 0 (one per CPU core) or a positive number")
-        if self.max_working_pixels <= 0 or self.max_image_pixels < self.max_working_pixels:
-            raise ConfigError("max_image_pixels must be >= max_working_pixels > 0")
+        if self.detect_min_face_px > self.min_face_px:
+            raise ConfigError(
+                f"detect_min_face_px ({self.detect_min_face_px}) must not be larger than min_face_px ({self.min_face_px}): "
+                "faces too small to check must still be found, to be flagged"
+            )
+        if self.max_image_pixels < self.max_working_pixels:
+            raise ConfigError("max_image_pixels must be >= max_working_pixels")
         return self
+
+
+# Allowed ranges of the numeric settings (inclusive). Distances: dlib's embeddings are ~unit length,
+# so 1.5 is already "everybody"; detection_threshold above 0.7 loses real faces (CenterFace scores
+# many true faces 0.5–0.8) and would allow photos of students without a word.
+RANGES: dict[str, tuple[float, float]] = {
+    "block_distance": (0.05, 1.5),
+    "review_distance": (0.05, 1.5),
+    "min_face_px": (8, 400),
+    "detect_min_face_px": (8, 400),
+    "detection_threshold": (0.05, 0.7),
+    "min_sharpness": (0.0, 200.0),
+    "max_image_pixels": (1_000_000, 2_000_000_000),
+    "max_working_pixels": (1_000_000, 400_000_000),
+    "max_pages": (1, 1000),
+    "workers": (0, 512),
+}
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -82,6 +82,38 @@ def _tiles(length: float, overlap: float) -> tuple[int, list[int]]:
     return side, [round(i * step) for i in range(count)]
 
 
+def _tiled_pass(
+    pixels: np.ndarray, scale: float, overlap: float, threshold: float, models: Models
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detect in overlapping tiles of at most _TILE detector pixels at ``scale``; boxes in ``pixels``
+    coordinates. Both axes are tiled whatever the shape, so memory is bounded for any dimensions."""
+    height, width = pixels.shape[:2]
+    tile_w, xs = _tiles(width * scale, overlap)
+    tile_h, ys = _tiles(height * scale, overlap)
+    found_boxes, found_scores = [np.zeros((0, 4))], [np.zeros((0, 2), np.float32)]
+    for ty in ys:
+        for tx in xs:
+            x0, y0 = round(tx / scale), round(ty / scale)
+            crop = pixels[y0 : y0 + round(tile_h / scale), x0 : x0 + round(tile_w / scale)]
+            ch, cw = crop.shape[:2]
+            boxes, scores = _centerface_pass(crop, tile_w, tile_h, threshold, models)
+            # A face cut by an inner tile edge is whole in the neighbouring tile (or, if large,
+            # in the whole-photo pass): drop the piece.
+            margin = 2.0 / scale
+            cut = np.zeros(len(boxes), bool)
+            if x0 > 0:
+                cut |= boxes[:, 0] <= margin
+            if y0 > 0:
+                cut |= boxes[:, 1] <= margin
+            if x0 + cw < width:
+                cut |= boxes[:, 0] + boxes[:, 2] >= cw - margin
+            if y0 + ch < height:
+                cut |= boxes[:, 1] + boxes[:, 3] >= ch - margin
+            found_boxes.append(boxes[~cut] + np.array([x0, y0, 0, 0]))
+            found_scores.append(scores[~cut])
+    return np.concatenate(found_boxes), np.concatenate(found_scores)
+
+
 def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4: x, y, w, h, in dlib's box convention) in decoded pixels, and (N, 2) score and
     upright flag.
@@ -110,28 +142,24 @@ def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple
         shrink = _TILE / max(width, height)
         whole_min = _CENTERFACE_MIN_PX / shrink * scale  # in detector pixels
         overlap = 1.25 * whole_min
-        tile_w, xs = _tiles(work_w, overlap)
-        tile_h, ys = _tiles(work_h, overlap)
-        for ty in ys:
-            for tx in xs:
-                x0, y0 = round(tx / scale), round(ty / scale)
-                crop = pixels[y0 : y0 + round(tile_h / scale), x0 : x0 + round(tile_w / scale)]
-                ch, cw = crop.shape[:2]
-                boxes, scores = _centerface_pass(crop, tile_w, tile_h, threshold, models)
-                # A face cut by an inner tile edge is whole in the neighbouring tile (or, if large,
-                # in the whole-photo pass): drop the piece.
-                margin = 2.0 / scale
-                cut = np.zeros(len(boxes), bool)
-                if x0 > 0:
-                    cut |= boxes[:, 0] <= margin
-                if y0 > 0:
-                    cut |= boxes[:, 1] <= margin
-                if x0 + cw < width:
-                    cut |= boxes[:, 0] + boxes[:, 2] >= cw - margin
-                if y0 + ch < height:
-                    cut |= boxes[:, 1] + boxes[:, 3] >= ch - margin
-                found_boxes.append(boxes[~cut] + np.array([x0, y0, 0, 0]))
-                found_scores.append(scores[~cut])
+        if overlap <= _TILE / 2:
+            boxes, scores = _tiled_pass(pixels, scale, overlap, threshold, models)
+            found_boxes.append(boxes)
+            found_scores.append(scores)
+        else:
+            # A very long photo (a full-page screenshot, a panorama strip): one shrunk pass cannot see
+            # faces the tiles' overlap is too small for. Levels of tiles instead, each at a smaller
+            # scale, each finding the faces too large for the level before, until one pass covers all.
+            level, smallest = scale, 0.0
+            overlap = _TILE / 2
+            while max(width, height) * level > _TILE:
+                boxes, scores = _tiled_pass(pixels, level, overlap, threshold, models)
+                keep = boxes[:, 2] * scale >= smallest
+                found_boxes.append(boxes[keep])
+                found_scores.append(scores[keep])
+                smallest = overlap / 1.25 / level * scale  # level-0 detector px: bigger faces from the next level
+                level *= _CENTERFACE_MIN_PX / (overlap / 1.25)
+            shrink, whole_min = level, smallest
         in_w, in_h = int(math.ceil(width * shrink / 32) * 32), int(math.ceil(height * shrink / 32) * 32)
         boxes, scores = _centerface_pass(pixels, in_w, in_h, threshold, models)
         big = boxes[:, 2] * scale >= whole_min  # the tiles find the smaller ones more reliably

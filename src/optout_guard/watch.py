@@ -149,8 +149,23 @@ class CheckFolder:
             for path in iterator:
                 if path.is_file():
                     self.notice(path)
+                    self._say_if_passed_over(path)
+                elif path.is_dir() and not self.recursive:
+                    self._say_if_passed_over(path)
         except OSError as exc:
             log.warning("could not list %s: %s", self.folder, exc)
+
+    def _say_if_passed_over(self, path: Path) -> None:
+        """Things in the check folder that are deliberately not checked are listed in NOT CHECKED.txt,
+        never passed over without a word (a folder dropped in, a hidden file)."""
+        if path.parent != self.folder or path.name in {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, self.staging.name}:
+            return
+        if path.is_dir():
+            self._note_not_photo(
+                path, "a folder: photos in folders are not checked here; put the photos themselves in the check folder"
+            )
+        elif path.name.startswith("."):
+            self._note_not_photo(path, "a hidden file (its name starts with a dot): not checked; rename it to check it")
 
     # ---- processing -----------------------------------------------------------------------------
     def _ready(self) -> list[Path]:
@@ -336,7 +351,7 @@ class CheckFolder:
         lines = ["These files are not photos, so optout-guard did not check them. They were left here.", ""]
         lines += [f"- {name}: {reason}" for name, reason in sorted(self._not_photos.items())]
         try:
-            atomic_write(self.folder / NOTE_FILE, "\n".join(lines) + "\n", mode=0o644)
+            atomic_write(self.folder / NOTE_FILE, _text("\n".join(lines) + "\n"), mode=0o644)
         except OSError as exc:
             log.warning("could not write %s: %s", NOTE_FILE, exc)
         log.info("%s: not a photo, left alone", path.name)
@@ -437,4 +452,10 @@ def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -
             f"Copy you may post instead (every face that is not clearly fine is blurred, no photo metadata): {postable}"
         )
     lines += ["", _WHAT_TO_DO[result.verdict], ""]
-    return "\n".join(lines)
+    return _text("\n".join(lines))
+
+
+def _text(text: str) -> str:
+    """File names that are not valid UTF-8 shown with \\xNN escapes: a note is text, and a photo
+    whose note cannot be written would never be filed."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
