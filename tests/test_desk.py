@@ -257,7 +257,7 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
     users.add("officer", "staple gun orange tree", names=True)
     assert (settings.index_file.parent / "desk-users.json").stat().st_mode & 0o777 == 0o600
     assert "correct horse" not in (settings.index_file.parent / "desk-users.json").read_text()
-    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True))
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
     desk.book.add_result(desk.guard.check(HUGO), "desk")
     app = create_app(desk)
     app.config["SERVER_NAME"] = "desk.school.lan"
@@ -280,6 +280,35 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
         login(client, "officer", "staple gun orange tree")
         cards = client.get("/api/queue").get_json()["cards"]
         assert cards[0]["candidates"][0]["name"] == "Hugo Chávez"
+
+    # Sessions live on the server: a copy of the cookie stops working at logout, and at a password change.
+    with app.test_client() as client:
+        login(client, "teacher", "correct horse battery")
+        cookie = client.get_cookie("session", domain="desk.school.lan").value
+        page = client.get("/").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    with app.test_client() as thief:
+        thief.set_cookie("session", cookie, domain="desk.school.lan")
+        assert thief.get("/api/queue").status_code == 401
+    with app.test_client() as client:
+        login(client, "teacher", "correct horse battery")
+        assert client.get("/api/queue").status_code == 200
+        users.add("teacher", "a brand new password", names=False)
+        assert client.get("/api/queue").status_code == 401
+
+    # Guessing is slowed down: after 5 wrong passwords, even the right one must wait.
+    with app.test_client() as client:
+        for _ in range(5):
+            assert login(client, "officer", "not the password").status_code == 401
+        assert login(client, "officer", "not the password").status_code == 429
+        assert login(client, "officer", "staple gun orange tree").status_code == 429
+
+    # On the LAN too, a Host name nobody configured is refused (DNS rebinding).
+    foreign = create_app(desk)
+    foreign.config["SERVER_NAME"] = "evil.example"
+    with foreign.test_client() as client:
+        assert client.get("/login").status_code == 403
 
 
 def test_queue_takes_reviews_from_the_check_folder_and_the_audit(tmp_path, data_dir):

@@ -484,3 +484,33 @@ def test_detection_only_redaction_still_blurs_every_face(demo_ws, tmp_path):
     settings = load_settings(demo_ws.workspace, {"recognition": False}, environ={})
     result = Guard(settings).check(demo_photo(demo_ws, "assembly.jpg"), redact=Redaction(tmp_path))
     assert result.redacted_path and all(m.decision is Decision.REVIEW for m in result.faces)
+
+
+def test_desk_uploads_have_a_budget_and_a_relative_workspace_is_served(demo_ws, tmp_path, monkeypatch):
+    from optout_guard.desk import Desk, DeskOptions
+
+    ws = copy_workspace(demo_ws, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    relative = load_settings("ws", environ={})
+    assert relative.workspace.is_absolute() and relative.index_file.is_absolute()
+    desk = Desk(relative, DeskOptions(port=0, upload_budget_bytes=400_000, upload_days=30))
+    photos = [demo_photo(ws, n).read_bytes() for n in ("assembly.jpg", "coffee.jpg", "visitor.jpg")]
+    for i, data in enumerate(photos * 2):
+        desk.check_upload(f"p{i}.jpg", data + bytes([i]), "t")  # six different files
+        kept = sum(p.stat().st_size for p in (*desk.uploads.iterdir(), *desk.marked.iterdir()))
+        assert kept <= 400_000
+    newest = max(desk.uploads.iterdir(), key=lambda p: p.stat().st_mtime)
+    assert desk.allowed(newest) == newest  # served (a relative workspace used to answer 404)
+    with pytest.raises(Exception, match="larger than the desk keeps"):
+        desk.check_upload("huge.jpg", b"\xff\xd8" + bytes(500_000), "t")
+
+
+def test_a_face_cut_by_the_edge_is_never_cleared(lfw_guard, tmp_path):
+    photo = LFW / "Hugo_Chavez" / "Hugo_Chavez_0006.jpg"
+    whole = lfw_guard.check(photo)
+    face = max(whole.faces, key=lambda m: m.face.box.w).face
+    cut = tmp_path / "cut.jpg"
+    Image.open(photo).crop((int(face.box.x + 0.45 * face.box.w), 0, 250, 250)).save(cut)
+    result = lfw_guard.check(cut)
+    assert result.verdict is not Verdict.ALLOW
+    assert any(m.decision is not Decision.CLEAR for m in result.faces)

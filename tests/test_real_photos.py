@@ -30,11 +30,13 @@ def test_other_people_are_not_blocked(lfw_guard):
     results = [lfw_guard.check(sorted(p.glob("*.jpg"))[0]) for p in people]
     assert len(results) == 40
     assert not [r.path for r in results if r.verdict is Verdict.BLOCK]
-    # The few reviews are background faces too small/blurred to judge, never a resemblance.
+    # The few reviews are background faces too small/blurred/cut by the edge to judge, never a resemblance.
     for r in results:
         if r.verdict is Verdict.REVIEW:
-            assert all(any(k in why for k in ("too small", "too blurred", "turned on")) for why in r.reasons), r.reasons
-    assert sum(r.verdict is Verdict.ALLOW for r in results) >= 35
+            reasons = ("too small", "too blurred", "turned on", "cut by the edge")
+            assert all(any(k in why for k in reasons) for why in r.reasons), r.reasons
+    # 35 before faces cut by the edge were held (issue 15; README: ~6% of LFW portraits show one).
+    assert sum(r.verdict is Verdict.ALLOW for r in results) >= 32
 
 
 def test_two_people_only_the_enrolled_one_is_marked(lfw_guard, data_dir, tmp_path):

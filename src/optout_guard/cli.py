@@ -782,6 +782,10 @@ def serve(
     show_names: Annotated[
         bool, typer.Option("--show-names", help="Show imported student names (local use; on --lan, per account).")
     ] = False,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--allowed-host", help="With --lan: a host name the desk answers to (e.g. your HTTPS proxy's). Repeatable."),
+    ] = None,
 ) -> None:
     """Start the review desk: a local web page to check photos and settle reviews with the keyboard."""
     from optout_guard.desk import Desk, DeskOptions, require_accounts
@@ -795,6 +799,7 @@ def serve(
         show_names=show_names and not lan,
         check_folders=list(check_folder or []),
         audit_libraries=list(audit_library or []),
+        allowed_hosts=tuple(allowed_host or ()),
     )
     if lan:
         require_accounts(settings.index_file.parent)

@@ -161,7 +161,9 @@ def load_settings(
 ) -> Settings:
     """Build settings for a workspace, applying each layer in order of precedence."""
     environ = os.environ if environ is None else environ
-    ws = Path(workspace or environ.get(ENV_PREFIX + "WORKSPACE") or ".").expanduser()
+    # Absolute once, here: every path derived from it (the desk's served folders, the audit's state
+    # key) must not depend on the current directory later.
+    ws = Path(workspace or environ.get(ENV_PREFIX + "WORKSPACE") or ".").expanduser().absolute()
     values: dict[str, Any] = {"workspace": ws}
 
     config_path = ws / CONFIG_FILE

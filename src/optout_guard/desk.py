@@ -28,7 +28,7 @@ from typing import Any
 
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected, OptoutGuardError
-from optout_guard.fsutil import atomic_write
+from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import NONE, UNNAMED, Card, ReviewBook
 
@@ -48,6 +48,9 @@ class DeskOptions:
     show_names: bool = False  # localhost only: show imported names (LAN: per account)
     check_folders: list[Path] = field(default_factory=list)  # check folders whose review/ is queued
     audit_libraries: list[Path] = field(default_factory=list)  # audited libraries whose reviews are queued
+    allowed_hosts: tuple[str, ...] = ()  # LAN: host names the desk answers to besides addresses
+    upload_budget_bytes: int = 2_000_000_000  # photos checked on the page are kept up to this much in all…
+    upload_days: int = 30  # …and this long; older ones are deleted (their decisions stay, by hash)
 
 
 class Desk:
@@ -65,7 +68,9 @@ class Desk:
         self.uploads = self.state / UPLOADS
         self.marked = self.state / MARKED
         for folder in (self.uploads, self.marked):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(folder)
+        self.uploads, self.marked = self.uploads.resolve(), self.marked.resolve()
+        self.prune_uploads()  # the retention rule applies from the start, not only when photos arrive
         self.roots = [self.uploads, self.marked, settings.enrollments.resolve(), *[p.resolve() for p in options.check_folders]]
         self.roots += [p.resolve() for p in options.audit_libraries]
         self._names: dict[str, str] | None = None
@@ -104,13 +109,33 @@ class Desk:
         suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ""
         stored = self.uploads / f"{digest}{suffix}"
         if not stored.exists():
+            self.prune_uploads(incoming=len(data))
             atomic_write(stored, data)
         with self.lock:
             result = self.guard.check(stored, annotate_dir=self.marked)
             self.book.add_result(result, "desk")
+            self.prune_uploads()  # the marked copy counts too
         # The log names photos by content hash only: a file name can be a child's name.
         ActivityLog(self.settings).record("desk-check", reviewer=user, **photo_details(result))
         return self.result_json(result, Path(name).name)
+
+    def prune_uploads(self, incoming: int = 0) -> int:
+        """Keep the page's uploads within their age and size budget: older than ``upload_days`` go,
+        then the oldest until the new photo fits. Raises when one photo alone exceeds the budget."""
+        if incoming > self.options.upload_budget_bytes:
+            raise OptoutGuardError("this photo is larger than the desk keeps; check it with optout-guard check instead")
+        files = [p for p in (*self.uploads.iterdir(), *self.marked.iterdir()) if p.is_file()]
+        files.sort(key=lambda p: p.stat().st_mtime)
+        cutoff = time.time() - self.options.upload_days * 86400
+        total = sum(p.stat().st_size for p in files)
+        removed = 0
+        for p in files[:-2] if not incoming else files:  # never the photo just checked and its marked copy
+            if p.stat().st_mtime >= cutoff and total + incoming <= self.options.upload_budget_bytes:
+                break
+            total -= p.stat().st_size
+            p.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def result_json(self, result: Any, name: str) -> dict[str, Any]:
         faces = []
@@ -368,11 +393,23 @@ def create_app(desk: Desk) -> Any:
     users = UserStore(desk.state)
     options = desk.options
 
+    # Server-side sessions: the cookie only names one (signed); logout, a password change or a
+    # re-created account ends it here, whatever copy of the cookie is still around.
+    live: dict[str, tuple[str, str]] = {}  # session id -> (account, its epoch when signed in)
+    failures = SignInThrottle()
+
     def current_user() -> str | None:
         if not options.lan:
             return f"{getpass.getuser()}@local"
-        name = session.get("user")
-        return name if name and users.exists(name) else None
+        sid = session.get("sid")
+        signed_in = live.get(sid) if isinstance(sid, str) else None
+        if signed_in is None:
+            return None
+        name, epoch = signed_in
+        if users.epoch(name) != epoch:
+            live.pop(sid, None)
+            return None
+        return name
 
     def may_see_names() -> bool:
         if not options.lan:
@@ -386,6 +423,8 @@ def create_app(desk: Desk) -> Any:
         host = (request.host or "").rsplit(":", 1)[0].strip("[]")
         if not options.lan and host not in ("127.0.0.1", "localhost", "::1"):
             abort(403)
+        if options.lan and not _lan_host_allowed(host, options.allowed_hosts):
+            abort(403)  # a name we were not told about: DNS rebinding from a web page
         if options.lan and request.endpoint not in ("login", "static_file") and current_user() is None:
             if request.path.startswith("/api/"):
                 abort(401)
@@ -422,16 +461,26 @@ def create_app(desk: Desk) -> Any:
             return redirect(url_for("index"))
         if request.method == "POST":
             name, password = request.form.get("user", ""), request.form.get("password", "")
+            client = request.remote_addr or "?"
+            wait = failures.wait(name, client)
+            if wait > 0:
+                text = f"Too many wrong passwords: try again in {int(wait) + 1} s."
+                return Response(page("login.html").get_data(as_text=True).replace("<!--error-->", text), 429)
             if users.verify(name, password):
+                failures.success(name, client)
                 session.clear()
-                session["user"] = name
+                sid = secrets.token_urlsafe(24)
+                live[sid] = (name, users.epoch(name) or "")
+                session["sid"] = sid
                 return redirect(url_for("index"))
+            failures.failure(name, client)
             time.sleep(0.5)  # slows down guessing
             return Response(page("login.html").get_data(as_text=True).replace("<!--error-->", "Wrong name or password."), 401)
         return page("login.html")
 
     @app.post("/logout")
     def logout() -> Any:
+        live.pop(str(session.get("sid")), None)
         session.clear()
         return redirect(url_for("login") if options.lan else url_for("index"))
 
@@ -522,6 +571,47 @@ def create_app(desk: Desk) -> Any:
             abort(404)
 
     return app
+
+
+class SignInThrottle:
+    """Back-off after wrong passwords, per account and per address: 5 free tries, then a wait that
+    doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes)."""
+
+    FREE = 5
+    LONGEST = 900.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.state: dict[str, tuple[int, float]] = {}  # key -> (failures, not before)
+
+    def wait(self, name: str, client: str) -> float:
+        now = self.clock()
+        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in (f"u:{name}", f"a:{client}")))
+
+    def failure(self, name: str, client: str) -> None:
+        for key in (f"u:{name}", f"a:{client}"):
+            count = self.state.get(key, (0, 0.0))[0] + 1
+            delay = 0.0 if count < self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE))
+            self.state[key] = (count, self.clock() + delay)
+
+    def success(self, name: str, client: str) -> None:
+        self.state.pop(f"u:{name}", None)
+        self.state.pop(f"a:{client}", None)
+
+
+def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """On the LAN the desk answers to an address typed as such, to this computer's own name, and to
+    the names given with --allowed-host (e.g. the district's HTTPS proxy): never to any other name."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    names = {"localhost", socket.gethostname().lower(), *(h.lower() for h in allowed)}
+    return host.lower() in names
 
 
 def _escape(text: str) -> str:

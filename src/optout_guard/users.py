@@ -7,13 +7,13 @@ One private JSON file (0600, in the workspace's private folder): name -> salted 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 from optout_guard.errors import OptoutGuardError
+from optout_guard.fsutil import atomic_write, private_dir
 
 USERS_FILE = "desk-users.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -33,18 +33,19 @@ class UserStore:
             raise OptoutGuardError(f"the desk's account file {self.path} is unreadable ({exc})") from None
 
     def _write(self, users: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".users-", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(users, fh, indent=1)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        private_dir(self.path.parent)
+        atomic_write(self.path, json.dumps(users, indent=1), prefix=".users-")
 
     def names(self) -> list[str]:
         return sorted(self._read())
 
     def exists(self, name: str) -> bool:
         return name in self._read()
+
+    def epoch(self, name: str) -> str | None:
+        """The account's current epoch (None: no such account)."""
+        entry = self._read().get(name)
+        return None if entry is None else str(entry.get("epoch", ""))
 
     def can_see_names(self, name: str) -> bool:
         return bool(self._read().get(name, {}).get("names"))
@@ -57,7 +58,9 @@ class UserStore:
         if len(password) < MIN_PASSWORD:
             raise OptoutGuardError(f"the password must be at least {MIN_PASSWORD} characters")
         users = self._read()
-        users[name] = {"hash": generate_password_hash(password, method="scrypt"), "names": names}
+        # A new epoch on every add (a new password, a re-created account): sessions signed in before
+        # carry the old one and stop working at once.
+        users[name] = {"hash": generate_password_hash(password, method="scrypt"), "names": names, "epoch": secrets.token_hex(16)}
         self._write(users)
 
     def remove(self, name: str) -> bool:
