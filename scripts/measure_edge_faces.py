@@ -17,8 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from optout_guard.config import load_settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import is_upright, partly_visible
@@ -29,7 +27,7 @@ from optout_guard.models import get_models
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def cut_series(people_count: int, settings, models) -> None:  # noqa: ANN001
+def cut_series(people_count: int, settings, models) -> None:
     import random
     import tempfile
 
@@ -55,7 +53,7 @@ def cut_series(people_count: int, settings, models) -> None:  # noqa: ANN001
         probes.append((person.name, photos[2]))
     tmp = Path(tempfile.mkdtemp()) / "cut.jpg"
     rows: dict[float, dict[str, int]] = {}
-    for student, photo in probes:
+    for _student, photo in probes:
         whole = Image.open(photo)
         centred = [f for f in detect_faces(load_image(photo, settings), settings, models) if abs(f.box.x + f.box.w / 2 - 125) < 40]
         if not centred:
