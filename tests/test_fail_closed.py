@@ -514,3 +514,14 @@ def test_a_face_cut_by_the_edge_is_never_cleared(lfw_guard, tmp_path):
     result = lfw_guard.check(cut)
     assert result.verdict is not Verdict.ALLOW
     assert any(m.decision is not Decision.CLEAR for m in result.faces)
+
+
+def test_a_heif_thumbnail_showing_someone_else_is_checked(demo_ws, monkeypatch, samples, data_dir):
+    import optout_guard.images as images
+
+    heic = data_dir / "odd_inputs" / "face.heic"
+    grace = Image.open(samples["grace_hopper"]).convert("RGB").resize((160, 200))
+    # pillow-heif cannot write thumbnail items: stand in for the file's own preview reader.
+    monkeypatch.setattr(images, "_heif_thumbnails", lambda data: [grace])
+    result = Guard(demo_ws).check(heic)
+    assert any("embedded preview" in r for r in result.reasons) and result.verdict is not Verdict.ALLOW

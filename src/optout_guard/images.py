@@ -80,36 +80,57 @@ def _refuse_damaged_jpeg(name: str, data: bytes) -> None:
         # left to Pillow, which still refuses truncated and unreadable files.
 
 
-def _differing_thumbnail(im: Image.Image, first_page: np.ndarray, orientation: int) -> np.ndarray | None:
-    """The EXIF thumbnail (a small JPEG inside the file) when it shows a different picture from the
-    photo, as an RGB array; None when there is none or it matches (the normal case)."""
+def _embedded_previews(im: Image.Image, data: bytes, orientation: int) -> list[Image.Image]:
+    """The small previews a file carries besides its picture: the EXIF thumbnail (IFD1, a JPEG inside
+    the EXIF block) and HEIF thumbnail items. Unreadable previews are skipped (nothing to show)."""
+    previews: list[Image.Image] = []
     try:
-        exif = im.getexif()
-        ifd1 = exif.get_ifd(ExifTags.IFD.IFD1)
-        offset, length = ifd1.get(0x0201), ifd1.get(0x0202)
-        raw = im.info.get("exif")
-        if not offset or not length or not raw:
-            return None
-        start = 6 if raw[:6] == b"Exif\x00\x00" else 0
-        blob = raw[start + offset : start + offset + length]
-        with Image.open(io.BytesIO(blob)) as thumb_file:
-            thumb = thumb_file.convert("RGB")
+        ifd1 = im.getexif().get_ifd(ExifTags.IFD.IFD1)
+        offset, length, raw = ifd1.get(0x0201), ifd1.get(0x0202), im.info.get("exif")
+        if offset and length and raw:
+            start = 6 if raw[:6] == b"Exif\x00\x00" else 0
+            with Image.open(io.BytesIO(raw[start + offset : start + offset + length])) as thumb_file:
+                thumb = thumb_file.convert("RGB")
             for transpose in _ORIENTATION.get(orientation, ()):
                 thumb = thumb.transpose(transpose)
-    except Exception:  # noqa: BLE001 - no readable thumbnail: nothing extra to check
-        return None
-    if min(thumb.size) < 8:
-        return None
-    small = np.asarray(thumb.convert("L").resize((32, 32), Image.Resampling.BOX), np.float32)
+            previews.append(thumb)
+    except Exception:  # noqa: BLE001 - no readable EXIF thumbnail
+        pass
+    if (im.format or "") in ("HEIF", "AVIF"):
+        previews.extend(_heif_thumbnails(data))
+    return previews
+
+
+def _heif_thumbnails(data: bytes) -> list[Image.Image]:
+    import pillow_heif
+
+    found: list[Image.Image] = []
+    try:
+        primary = pillow_heif.open_heif(io.BytesIO(data))[0]
+        for i in range(len(primary.info.get("thumbnails", []))):
+            t = primary.get_thumbnail(i)
+            found.append(Image.frombytes(t.mode, t.size, t.data, "raw", t.mode, t.stride).convert("RGB"))
+    except Exception:  # noqa: BLE001 - no readable HEIF thumbnail
+        pass
+    return found
+
+
+def _differing_thumbnail(im: Image.Image, data: bytes, first_page: np.ndarray, orientation: int) -> np.ndarray | None:
+    """An embedded preview that shows a different picture from the photo, as an RGB array; None
+    when there is none or every preview matches (the normal case)."""
     main = np.asarray(Image.fromarray(first_page).convert("L").resize((32, 32), Image.Resampling.BOX), np.float32)
-    # Cameras letterbox a 16:9 photo's 4:3 preview: compare the picture area only.
-    rows = np.where(small.mean(axis=1) > 12)[0]
-    if 0 < len(rows) < 32:
-        box = (0, int(rows[0] * thumb.size[1] / 32), thumb.size[0], int((rows[-1] + 1) * thumb.size[1] / 32))
-        small = np.asarray(thumb.convert("L").crop(box).resize((32, 32), Image.Resampling.BOX), np.float32)
-    if float(np.abs(small - small.mean() - (main - main.mean())).mean()) <= THUMBNAIL_DIFFERENCE:
-        return None
-    return np.ascontiguousarray(np.asarray(thumb))
+    for thumb in _embedded_previews(im, data, orientation):
+        if min(thumb.size) < 8:
+            continue
+        small = np.asarray(thumb.convert("L").resize((32, 32), Image.Resampling.BOX), np.float32)
+        # Cameras letterbox a 16:9 photo's 4:3 preview: compare the picture area only.
+        rows = np.where(small.mean(axis=1) > 12)[0]
+        if 0 < len(rows) < 32:
+            box = (0, int(rows[0] * thumb.size[1] / 32), thumb.size[0], int((rows[-1] + 1) * thumb.size[1] / 32))
+            small = np.asarray(thumb.convert("L").crop(box).resize((32, 32), Image.Resampling.BOX), np.float32)
+        if float(np.abs(small - small.mean() - (main - main.mean())).mean()) > THUMBNAIL_DIFFERENCE:
+            return np.ascontiguousarray(np.asarray(thumb.convert("RGB")))
+    return None
 
 
 # Mean absolute difference (grey levels, 32×32, brightness-aligned) above which an EXIF thumbnail is
@@ -243,7 +264,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
                         frame = frame.transpose(transpose)
                     pages.append(np.ascontiguousarray(_to_rgb(frame)))
                     held += pages[-1].shape[0] * pages[-1].shape[1]
-            thumbnail = _differing_thumbnail(im, pages[0], orientation)
+            thumbnail = _differing_thumbnail(im, data, pages[0], orientation)
         except MemoryError:
             raise ImageRejected(name, "not enough memory to decode this image", transient=True) from None
         except OSError as exc:
@@ -257,7 +278,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     if thumbnail is not None:
         # The embedded preview shows another picture than the photo: posting the file publishes it.
         notes.append(
-            "the photo's embedded preview (EXIF thumbnail) shows a different picture; it was checked as an extra page. "
+            "the photo's embedded preview (EXIF or HEIF thumbnail) shows a different picture; it was checked as an extra page. "
             "Post a copy without metadata (optout-guard check --redact)"
         )
         pages.append(thumbnail)
