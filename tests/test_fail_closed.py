@@ -525,3 +525,13 @@ def test_a_heif_thumbnail_showing_someone_else_is_checked(demo_ws, monkeypatch, 
     monkeypatch.setattr(images, "_heif_thumbnails", lambda data: [grace])
     result = Guard(demo_ws).check(heic)
     assert any("embedded preview" in r for r in result.reasons) and result.verdict is not Verdict.ALLOW
+
+
+def test_faces_in_an_extremely_compressed_jpeg_are_not_cleared(demo_ws, tmp_path):
+    grace = Image.open(demo_photo(demo_ws, "assembly.jpg")).convert("RGB")
+    for quality, expected in ((4, Verdict.REVIEW), (30, Verdict.BLOCK)):
+        photo = tmp_path / f"q{quality}.jpg"
+        grace.save(photo, quality=quality)
+        result = Guard(demo_ws).check(photo)
+        assert result.verdict is expected, (quality, result.reasons)
+    assert any("strongly compressed" in m.reason for m in Guard(demo_ws).check(tmp_path / "q4.jpg").faces)

@@ -133,7 +133,9 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
     candidates: list[int] = []
     for i, face in enumerate(faces):
         pixels_wide = face.box.w / image.scale  # what the embedder really gets
-        if not is_upright(face):
+        if image.faces_unjudgeable:
+            unjudged[i] = image.faces_unjudgeable
+        elif not is_upright(face):
             # dlib's landmarks are trained on upright faces: on a face lying on its side they land
             # anywhere and the embedding means nothing — so it is never compared, only flagged.
             unjudged[i] = TURNED

@@ -70,6 +70,7 @@ class LoadedImage:
     scale: float = 1.0
     notes: tuple[str, ...] = ()  # things that make the photo need a person (e.g. frames skipped)
     identity: tuple[int, int] | None = None  # (size, mtime_ns) of exactly the bytes decoded
+    faces_unjudgeable: str = ""  # why no face in it can be judged (e.g. extreme JPEG compression)
 
 
 @dataclass(frozen=True, eq=False)

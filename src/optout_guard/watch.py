@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.errors import OptoutGuardError
-from optout_guard.fsutil import atomic_write, sha256_file
+from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.types import ScanResult, Verdict
@@ -119,6 +119,11 @@ class CheckFolder:
         for leftover in self.staging.iterdir():
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
+        # Notes and copies half-written when the service was killed (temp names, never finished).
+        for out_dir in self._out_dirs.values():
+            for folder in (out_dir, *(p for p in out_dir.rglob("*") if p.is_dir())):
+                remove_stale_temps(folder, ".tmp-")
+                remove_stale_temps(folder, ".copy-")
 
     def _ignored(self, path: Path) -> bool:
         try:
