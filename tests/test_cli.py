@@ -67,8 +67,12 @@ def test_block_wins_over_review_in_exit_code(demo_ws, tmp_path):
     assert result.exit_code == 1
 
 
-def test_missing_file_is_review_not_crash(demo_ws, tmp_path):
+def test_missing_file_is_a_usage_error_and_a_broken_link_is_review(demo_ws, tmp_path):
+    # Issue 20: a path that does not exist is a typo (exit 2), not a photo to review.
     result = run(demo_ws, "check", str(tmp_path / "nope.jpg"))
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "gone.jpg")  # exists as a name, cannot be read
+    result = run(demo_ws, "check", str(tmp_path / "link.jpg"))
     assert result.exit_code == 3 and "cannot read the file" in result.stdout
 
 

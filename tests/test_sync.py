@@ -297,7 +297,10 @@ def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
     listing2 = write_csv(tmp_path / "export2.csv", kept, "utf-8-sig")
     dry = json.loads(run(ws, "sync", str(listing2), "--dry-run", "--json").stdout)
     assert dry["students_removed"] == ["S005", "S006"] and (ws / "enrollments" / "S005").is_dir()
-    doc = json.loads(run(ws, "sync", str(listing2), "--json").stdout)
+    # 2 of 18 is more than 10% of the list: a person confirms the exact number first.
+    refused = run(ws, "sync", str(listing2), "--json")
+    assert refused.exit_code == 2 and "--confirm-removals 2" in refused.stderr and load_list(ws).students.get("S005")
+    doc = json.loads(run(ws, "sync", str(listing2), "--confirm-removals", "2", "--json").stdout)
     assert doc["students_removed"] == ["S005", "S006"] and doc["templates_deleted"] == 4
     index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
     assert not {"S005", "S006"} & {t.student_id for t in index.templates}

@@ -59,6 +59,22 @@ class AuditBusy(OptoutGuardError):
     """Another audit of this library is running."""
 
 
+class LibraryLooksUnmounted(OptoutGuardError):
+    """Most (or all) photos the library had are gone at once: an unmounted share, not deletions."""
+
+
+# A run that finds more than this share of the library's photos gone (and at least MIN_GONE of
+# them), or all of them, stops without recording anything: a share that did not mount looks
+# exactly like a library whose photos were all deleted, and forgetting every result would hide
+# blocked photos until the next full audit.
+MAX_GONE_SHARE = 0.2
+MIN_GONE = 10
+
+
+def _looks_unmounted(known: int, gone: int) -> bool:
+    return gone == known or (gone >= MIN_GONE and gone > MAX_GONE_SHARE * known)
+
+
 @dataclass
 class AuditSummary:
     run_id: int
@@ -287,13 +303,19 @@ def run_audit(
     progress: Callable[[int, int], None] | None = None,
     guard: Guard | None = None,
     embedding_cache: bool = False,
+    accept_deletions: bool = False,
+    recheck_all: bool = False,
 ) -> AuditSummary:
+    """Audit ``library`` (see the module's docstring). ``accept_deletions``: record the photos gone
+    even when so many are gone that the library looks unmounted; ``recheck_all``: check every photo
+    again, whatever was stored (after a repaired install, say)."""
     from filelock import FileLock, Timeout
 
     library = Path(library).resolve()
     if not library.is_dir():
         raise OptoutGuardError(f"{library} is not a folder; give the photo library's top folder")
     guard = guard or Guard(settings)
+    guard.require_models()  # a broken install: exit 2 now, not every photo recorded as review
     gallery = guard.index.gallery_fingerprint()
     path = state_path(settings, library)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -308,7 +330,9 @@ def run_audit(
             cache = EmbeddingCache(cache_path(settings, library))
         elif delete_cache(cache_path(settings, library)):
             pass  # the cache was turned off: its biometric data goes with it
-        return _audit(library, settings, guard, gallery, _connect(path), workers, progress, cache)
+        return _audit(
+            library, settings, guard, gallery, _connect(path), workers, progress, cache, accept_deletions, recheck_all
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -324,6 +348,8 @@ def _audit(
     workers: int,
     progress: Callable[[int, int], None] | None,
     cache: EmbeddingCache | None = None,
+    accept_deletions: bool = False,
+    recheck_all: bool = False,
 ) -> AuditSummary:
     started = time.perf_counter()
     run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
@@ -351,7 +377,7 @@ def _audit(
         # row: size, mtime_ns, gallery, verdict, faces, sha256, retry
         if row is None:
             new_files.append(name)
-        elif (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None or row[6]:
+        elif recheck_all or (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None or row[6]:
             tasks.append(("check", name, None))  # new bytes, or last time's verdict came from an error
         elif row[2] == gallery:
             seen_unchanged.append(key)
@@ -390,6 +416,15 @@ def _audit(
             summary.moved += 1
         else:
             tasks.append(("check", name, None))
+    if gone and not accept_deletions and _looks_unmounted(len(known), len(gone)):
+        db.execute("ROLLBACK")
+        db.execute("DELETE FROM runs WHERE id=?", (run,))
+        db.close()
+        raise LibraryLooksUnmounted(
+            f"{len(gone)} of the {len(known)} photos last seen in {library} are gone: the library looks unmounted or "
+            "emptied, so nothing was recorded (the saved results are kept). Check that the share is mounted; if the "
+            "photos really were deleted, run the audit again with --accept-deletions"
+        )
     for key in gone:
         summary.deleted.append(display_path(key))
     db.executemany("DELETE FROM files WHERE path=?", [(k,) for k in gone])

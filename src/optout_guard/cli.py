@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -174,7 +175,12 @@ def check(
         workers=workers,
         recognition=False if no_recognition else None,
     )
+    missing = [str(p) for p in paths if not os.path.lexists(p)]
+    if missing:  # a mistyped path is a usage error, not a photo to review
+        err.print(f"[bold red]error:[/] no such file or folder: {escape(', '.join(missing))}")
+        raise typer.Exit(EXIT_USAGE)
     guard = Guard(settings)
+    guard.require_models()  # a broken install is exit 2 before any photo
     if settings.recognition:
         _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
         _warn_interrupted_enrollment(settings)
@@ -318,7 +324,61 @@ def enroll(
             f"[bold red]REMOVED from the index[/] because the saved opt-out list no longer names them: "
             f"{escape(', '.join(report.removed_by_list))}. If that is wrong, run optout-guard sync with the current export."
         )
-    raise typer.Exit(EXIT_REVIEW if report.not_protected or report.removed_by_list else EXIT_ALLOW)
+    if report.uncovered and not as_json:
+        err.print(
+            f"[bold red]NOT PROTECTED: {len(report.uncovered)} folder(s) in enrollments/ are not on the opt-out list[/] "
+            f"({escape(', '.join(report.uncovered))}): if the family opted out, run optout-guard add ID PHOTO…; "
+            "otherwise delete the folder."
+        )
+    raise typer.Exit(EXIT_REVIEW if report.not_protected or report.removed_by_list or report.uncovered else EXIT_ALLOW)
+
+
+@app.command()
+@_user_errors
+def add(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(help="The student's id (as in the student information system).")],
+    photos: Annotated[list[Path], typer.Argument(help="One or more reference photos of the student.")],
+    first: Annotated[Optional[str], typer.Option("--first", help="First name (kept in the private opt-out list).")] = None,
+    last: Annotated[Optional[str], typer.Option("--last", help="Last name.")] = None,
+    school: Annotated[Optional[str], typer.Option("--school", help="School.")] = None,
+    grade: Annotated[Optional[str], typer.Option("--grade", help="Grade.")] = None,
+) -> None:
+    """Protect one student now (an opt-out form handed in mid-year). Kept by every later sync until the
+    SIS export lists the student, or until optout-guard remove. Exit 3 if no photo was usable."""
+    import getpass
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.enroll import enrollment_in_progress
+    from optout_guard.index import edit_index
+    from optout_guard.models import get_models
+    from optout_guard.optout_list import Student, is_valid_student_id
+    from optout_guard.sync import add_student
+
+    settings = _settings(ctx)
+    if not is_valid_student_id(student_id):
+        err.print(f"[bold red]error:[/] {escape(repr(student_id))} is not a valid student id (letters, digits, . _ -)")
+        raise typer.Exit(EXIT_USAGE)
+    missing = [str(p) for p in photos if not p.is_file()]
+    if missing:
+        err.print(f"[bold red]error:[/] no such photo: {escape(', '.join(missing))}")
+        raise typer.Exit(EXIT_USAGE)
+    student = Student(student_id, first or "", last or "", grade or "", school or "")
+    with enrollment_in_progress(settings), edit_index(settings) as index:
+        report = add_student(student, list(photos), index, settings, get_models(), getpass.getuser())
+        templates = sum(1 for t in index.templates if t.student_id == student_id)
+    ActivityLog(settings).record("add", student_id=student_id, photos=len(photos), templates=templates)
+    for s_id, photo, why in report.rejected:
+        if s_id == student_id:
+            out.print(f"  [yellow]photo not usable[/] {escape(photo)}: {escape(why)}")
+    if templates:
+        out.print(f"[green]{escape(student_id)} is protected now[/] ({templates} reference photo(s)); recorded as a local "
+                  "addition to the opt-out list, kept until the SIS export lists them.")  # fmt: skip
+        raise typer.Exit(EXIT_ALLOW)
+    err.print(
+        f"[bold red]{escape(student_id)} is NOT PROTECTED:[/] none of the photos could be used; add a clear, recent portrait."
+    )
+    raise typer.Exit(EXIT_REVIEW)
 
 
 @app.command()
@@ -329,10 +389,12 @@ def people(
 ) -> None:
     """List enrolled students: reference photos, the newest photo's date, who is not protected or stale."""
     from optout_guard.index import open_index
-    from optout_guard.sync import STALE_DAYS, gallery_status
+    from optout_guard.optout_list import load_list
+    from optout_guard.sync import STALE_DAYS, gallery_status, protection_source
 
     settings = _settings(ctx)
     index = open_index(settings)
+    optouts = load_list(settings.workspace)
     _warn_interrupted_enrollment(settings)
     rows = []
     for status in gallery_status(index, index.student_ids()):
@@ -344,13 +406,14 @@ def people(
                 "newest_photo": status.newest_photo or None,
                 "protected": status.protected,
                 "stale": status.stale,
+                "protection_from": protection_source(status.student_id, optouts),
             }
         )
     if as_json:
         sys.stdout.write(json.dumps({"schema_version": 1, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
         return
     table = Table()
-    for col in ("Student", "Reference photos", "Rejected", "Newest photo", "Status"):
+    for col in ("Student", "Reference photos", "Rejected", "Newest photo", "Status", "On the list through"):
         table.add_column(col)
     for row in rows:
         if not row["protected"]:
@@ -365,6 +428,7 @@ def people(
             str(row["rejected_photos"]),
             row["newest_photo"] or "-",
             status,
+            escape(row["protection_from"]),
         )
     out.print(table)
 
@@ -383,7 +447,7 @@ def remove(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.index import edit_index
-    from optout_guard.optout_list import is_valid_student_id
+    from optout_guard.optout_list import is_valid_student_id, list_fingerprint, load_list, save_list
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
@@ -398,6 +462,11 @@ def remove(
         if delete_photos and folder.is_dir():
             shutil.rmtree(folder)
             photos_deleted = True
+        optouts = load_list(settings.workspace)
+        if optouts is not None and optouts.students.pop(student_id, None) is not None:
+            optouts.copied.pop(student_id, None)
+            save_list(optouts, settings.workspace)  # the list before the index, as in a sync
+            index.list_sha = list_fingerprint(optouts)
         removed = index.remove_student(student_id)
     ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
     if not known:
@@ -439,6 +508,13 @@ def sync(
         Optional[Path], typer.Option("--confirm", help="The filled-in photos-to-confirm.csv from an earlier sync.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
+    confirm_removals: Annotated[
+        Optional[int],
+        typer.Option(
+            "--confirm-removals",
+            help="The exact number of students this export removes, when it removes more than 5 or 10% of the list.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Bring the gallery in line with the opt-out list and this year's picture-day photos.
@@ -470,8 +546,21 @@ def sync(
         plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
         report = plan_report(plan, index)
     else:
+        plan = plan_sync(optouts, list(photos or []), _open_index(settings), settings, confirmed, picture_day)
+        if plan.removals_need_confirmation and confirm_removals != len(plan.removed_students):
+            # A partial or filtered export looks exactly like this: nothing is changed without a person.
+            err.print(
+                f"[bold red]This export would remove {len(plan.removed_students)} students[/] from the opt-out list "
+                f"(templates deleted, their photos no longer blocked): {escape(', '.join(plan.removed_students))}."
+            )
+            err.print(
+                "Nothing was changed. An export of one school or grade, or a cut-off file, looks like this. If these "
+                f"families really withdrew their opt-out, run the same command with --confirm-removals "
+                f"{len(plan.removed_students)}."
+            )
+            raise typer.Exit(EXIT_USAGE)
         with enrollment_in_progress(settings), edit_index(settings) as index:
-            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
+            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)  # under the lock
             with _progress("photos") as progress:
                 task = progress.add_task("Enrolling", total=None)
                 report = apply_sync(plan, index, settings, get_models(), progress=lambda _p: progress.advance(task))
@@ -480,6 +569,7 @@ def sync(
             students_on_list=len(optouts.students),
             students_added=len(plan.added_students),
             students_removed=plan.removed_students,
+            export_sha256=optouts.export_sha256,
             photos_copied=len(plan.new_photos),
             held=len(plan.held),
             not_protected=report.not_protected,
@@ -495,6 +585,15 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     p = report.plan
     head = "Dry run: nothing was changed." if not report.applied else "Sync done."
     out.print(f"[bold]{head}[/] {len(p.optouts.students)} students on the opt-out list ({p.optouts.rows_read} rows read).")
+    verb = "will be" if not report.applied else ""
+    if p.removed_students:  # first: the change that unprotects students
+        out.print(
+            f"[bold yellow]Students removed {verb} ({len(p.removed_students)}):[/] "
+            + escape(", ".join(p.removed_students))
+            + " — their templates are deleted and the reference photos sync copied; photos put there by hand stay."
+        )
+    if p.kept_local:
+        out.print(f"Added locally and not in this export, kept: {escape(', '.join(p.kept_local))}")
     if report.not_protected:
         label = "NOT PROTECTED now" if not report.applied else "NOT PROTECTED"
         out.print(
@@ -505,13 +604,8 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
         out.print("[green]Every student on the list has a usable reference photo.[/]")
     if report.stale:
         out.print(f"[yellow]Newest photo over a year old ({len(report.stale)}):[/] " + ", ".join(report.stale))
-    verb = "will be" if not report.applied else ""
     out.print(
         f"Students added {verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
-    )
-    out.print(
-        f"Students removed {verb} (templates and reference photos deleted): {len(p.removed_students)}"
-        + (f" ({', '.join(p.removed_students)})" if p.removed_students else "")
     )
     copied = "to copy" if not report.applied else "copied"
     out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
@@ -567,6 +661,7 @@ def watch(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = _settings(ctx, recognition=False if no_recognition else None)
     guard = Guard(settings)
+    guard.require_models()  # a broken install: refuse to start (never file everything into review/)
     if settings.recognition:
         _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
     lock = folder_lock(folder)
@@ -605,6 +700,16 @@ def audit(
             "Biometric data about every pictured student: off by default, deleted by a run without this flag.",
         ),
     ] = False,
+    accept_deletions: Annotated[
+        bool,
+        typer.Option(
+            "--accept-deletions",
+            help="Record photos as deleted even when so many are gone that the library looks unmounted.",
+        ),
+    ] = False,
+    recheck_all: Annotated[
+        bool, typer.Option("--recheck-all", help="Check every photo again, whatever was stored (e.g. after fixing the install).")
+    ] = False,
 ) -> None:
     """Audit a photo library incrementally (only new, changed or affected photos are checked).
     Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
@@ -633,7 +738,10 @@ def audit(
                 rate = done / max(1e-6, time.monotonic() - started)
                 bar.update(task, completed=done, total=total, rate=f"{rate:.1f} photos/s")
 
-            summary = run_audit(library, settings, workers=count, progress=progress, embedding_cache=embedding_cache)
+            summary = run_audit(
+                library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
+                accept_deletions=accept_deletions, recheck_all=recheck_all,
+            )  # fmt: skip
     else:
         state = {"last": time.monotonic(), "started": time.monotonic()}
 
@@ -643,7 +751,10 @@ def audit(
                 log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, rate)
                 state["last"] = time.monotonic()
 
-        summary = run_audit(library, settings, workers=count, progress=progress, embedding_cache=embedding_cache)
+        summary = run_audit(
+            library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
+            accept_deletions=accept_deletions, recheck_all=recheck_all,
+        )  # fmt: skip
     totals = summary.totals
     ActivityLog(settings).record(
         "audit",

@@ -62,6 +62,7 @@ class Desk:
         self.settings = settings
         self.options = options
         self.guard = Guard(settings)
+        self.guard.require_models()
         self.book = ReviewBook.open(settings)
         self.lock = threading.RLock()  # one check / one index change at a time
         self.state = settings.index_file.parent
@@ -322,6 +323,7 @@ class Desk:
         """Embed the face again from the original and add it to the student's templates."""
         from optout_guard.embedding import embed_faces
         from optout_guard.enroll import REFERENCE_MIN_FACE_FACTOR
+        from optout_guard.fsutil import sha256_file
         from optout_guard.images import load_image, photo_date
         from optout_guard.index import Template, edit_index, now_iso
         from optout_guard.types import Face
@@ -337,10 +339,15 @@ class Desk:
         embedded = embed_faces(image, [face], self.settings, self.guard.models)
         if not len(embedded.vectors):
             raise ValueError(next(iter(embedded.unjudged.values()), "the face cannot be used as a reference"))
-        key = f"{card.sha256}#face{card.face}"
+        # Kept as a dated reference photo of the student (a private crop of the face), so that every
+        # later enroll --rebuild and sync keeps it like any other reference photo.
+        taken = photo_date(path)
+        target = private_dir(self.settings.enrollments / student_id) / f"{taken}_desk-{card.sha256[:12]}-face{card.face}.jpg"
+        atomic_write(target, _face_crop_jpeg(image, card))
+        key = sha256_file(target)
         with edit_index(self.settings) as index:  # re-read under the lock: an enroll may have saved meanwhile
             if not index.has_template(student_id, key):
-                index.add(Template(student_id, f"{path}#face{card.face}", key, now_iso(), photo_date(path)), embedded.vectors[0])
+                index.add(Template(student_id, str(target.resolve()), key, now_iso(), taken), embedded.vectors[0])
         return key
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
@@ -354,6 +361,9 @@ class Desk:
                     keep = [
                         not (t.student_id == undone["student_id"] and t.sha256 == undone["reference"]) for t in index.templates
                     ]
+                    for template, kept in zip(index.templates, keep, strict=True):
+                        if not kept and Path(template.photo).is_relative_to(self.settings.enrollments.resolve()):
+                            Path(template.photo).unlink(missing_ok=True)  # the crop the desk saved
                     index.drop_templates(keep)
         ActivityLog(self.settings).record(
             "review-undo",
@@ -365,6 +375,20 @@ class Desk:
         card = self.book.card(undone["face_id"])
         undone["moved_to"] = self.refile(card) if card is not None else None
         return undone
+
+
+def _face_crop_jpeg(image: Any, card: Card) -> bytes:
+    """The face with half its width around it, from the decoded page, as a JPEG without metadata."""
+    from PIL import Image
+
+    page = image.pages[card.page]
+    box = card.box.scaled(1.0 / image.scale)
+    margin = 0.5 * max(box.w, box.h)
+    x0, y0 = max(0, int(box.x - margin)), max(0, int(box.y - margin))
+    x1, y1 = min(page.shape[1], int(box.right + margin)), min(page.shape[0], int(box.bottom + margin))
+    buffer = io.BytesIO()
+    Image.fromarray(page[y0:y1, x0:x1]).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
 
 
 def _jpeg(picture: Any) -> bytes:

@@ -44,6 +44,7 @@ class EnrollReport:
     students: int = 0
     # Students the index had that the saved opt-out list does not name (after an interrupted sync).
     removed_by_list: list[str] = field(default_factory=list)
+    uncovered: list[str] = field(default_factory=list)  # folders in enrollments/ that no list covers
 
 
 _IN_PROGRESS = "enrollment-in-progress"
@@ -125,7 +126,15 @@ def enroll_folder(
             report.skipped_folders.append((str(folder), "folder name is not a valid student id (letters, digits, . _ -)"))
             continue
         if optouts is not None and student_id not in optouts:
-            report.skipped_folders.append((str(folder), "not on the opt-out list; run optout-guard sync to remove it"))
+            # Never silently: a family may have opted out mid-year and somebody put the photos here.
+            report.skipped_folders.append(
+                (
+                    str(folder),
+                    f"not on the opt-out list, so NOT protected: if the family opted out, run "
+                    f"optout-guard add {student_id} PHOTO…; if not, delete the folder",
+                )
+            )
+            report.uncovered.append(student_id)
             continue
         index.add_student(student_id)
         for photo in _photos(folder):

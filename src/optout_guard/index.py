@@ -174,7 +174,10 @@ class FaceIndex:
     def load(cls, path: Path, fingerprint: str, key: bytes | None = None) -> FaceIndex:
         path = Path(path)
         if not path.is_file():
-            raise IndexUnusable(f"no face index at {path}; enroll students first with: optout-guard enroll")
+            raise IndexUnusable(
+                f"no face index at {path} (workspace {path.parent.parent}). If your workspace is elsewhere, give it "
+                "with --workspace DIR (or OPTOUT_GUARD_WORKSPACE); otherwise enroll students first: optout-guard enroll"
+            )
         raw = path.read_bytes()
         if raw.startswith(_MAGIC):
             if key is None:

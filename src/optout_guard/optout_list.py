@@ -116,6 +116,11 @@ class Student:
     last: str = ""
     grade: str = ""
     school: str = ""
+    # Where the opt-out comes from: "" = the SIS export; "local" = added with `optout-guard add`
+    # (a form handed in mid-year), kept by every sync until the export lists the student.
+    source: str = ""
+    added_at: str = ""  # local additions: when (ISO UTC) …
+    added_by: str = ""  # … and by whom
 
 
 @dataclass
@@ -123,9 +128,16 @@ class OptOutList:
     students: dict[str, Student] = field(default_factory=dict)
     source: str = ""
     rows_read: int = 0  # data rows in the export (opted out or not)
+    export_sha256: str = ""  # the export file's hash (recorded with every removal it causes)
+    # Reference photos `sync` copied, per student (file names in enrollments/<id>/): only these are
+    # ever deleted by a sync; photos put there by hand stay.
+    copied: dict[str, list[str]] = field(default_factory=dict)
 
     def ids(self) -> set[str]:
         return set(self.students)
+
+    def local_additions(self) -> dict[str, Student]:
+        return {sid: s for sid, s in self.students.items() if s.source == "local"}
 
 
 def normalise_header(name: str) -> str:
@@ -193,7 +205,7 @@ def parse_list(
     except OSError as exc:
         raise OptoutGuardError(f"cannot read the opt-out list {path} ({exc.strerror or exc})") from None
     problems: list[tuple[int, str]] = []
-    result = OptOutList(source=str(path))
+    result = OptOutList(source=str(path), export_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
     first_line: dict[str, int] = {}
 
     def add(line: int, student: Student) -> None:
@@ -268,7 +280,13 @@ def parse_list(
 def save_list(optouts: OptOutList, workspace: Path) -> Path:
     """Write atomically, private (it names children)."""
     path = Path(workspace) / LIST_FILE
-    doc = {"schema_version": 1, "source": optouts.source, "students": [asdict(s) for s in optouts.students.values()]}
+    doc = {
+        "schema_version": 1,
+        "source": optouts.source,
+        "export_sha256": optouts.export_sha256,
+        "students": [asdict(s) for s in optouts.students.values()],
+        "copied": optouts.copied,
+    }
     atomic_write(path, json.dumps(doc, indent=1), prefix=".optout-list-")
     return path
 
@@ -286,8 +304,11 @@ def load_list(workspace: Path) -> OptOutList | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         students = [Student(**s) for s in doc["students"]]
+        copied = {str(k): [str(n) for n in v] for k, v in dict(doc.get("copied", {})).items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OptoutGuardError(
             f"the saved opt-out list {path} is unreadable ({exc}); import the list again with: optout-guard sync"
         ) from None
-    return OptOutList({s.student_id: s for s in students}, doc.get("source", ""), len(students))
+    return OptOutList(
+        {s.student_id: s for s in students}, doc.get("source", ""), len(students), doc.get("export_sha256", ""), copied
+    )

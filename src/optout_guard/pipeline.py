@@ -21,7 +21,7 @@ from optout_guard import annotate
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces, is_upright, mirror_some
-from optout_guard.errors import ImageRejected, IndexUnusable
+from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
 from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
@@ -109,6 +109,21 @@ class Guard:
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
         self._book: ReviewBook | None = None
+
+    def require_models(self) -> None:
+        """Load every model this run needs now, before any photo: a broken install is a set-up
+        error (exit 2, "re-install"), never a run of photos all sent to review."""
+        try:
+            _ = self.models.centerface if self.settings.detector == "centerface" else self.models.hog
+            _ = self.models.landmarks
+            if self.settings.recognition:
+                _ = self.models.resnet
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged model file is a broken install too
+            raise ModelUnavailable(
+                f"a face model could not be loaded ({type(exc).__name__}: {exc}); re-run the README install command"
+            ) from None
 
     @property
     def review_book(self) -> ReviewBook | None:
@@ -232,7 +247,9 @@ class Guard:
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
             matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256)
-        except Exception as exc:
+        except ModelUnavailable:
+            raise  # a broken install stops the run (exit 2); it is not a property of this photo
+        except Exception as exc:  # fail closed: an unexpected error is a review
             log.exception("checking %s failed", path)  # the traceback goes to the log, the reason to the user
             return ScanResult(
                 str(path),

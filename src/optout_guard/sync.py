@@ -9,8 +9,8 @@ A dry run is the plan alone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +19,19 @@ from typing import Any
 from optout_guard.config import Settings
 from optout_guard.enroll import EnrollReport, enroll_folder
 from optout_guard.errors import OptoutGuardError
-from optout_guard.fsutil import atomic_write, private_dir, sha256_file
+from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
 from optout_guard.models import Models
-from optout_guard.optout_list import OptOutList, list_fingerprint, save_list
+from optout_guard.optout_list import OptOutList, Student, list_fingerprint, load_list, save_list
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, write_held
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
 HELD_FILE = "photos-to-confirm.csv"
+# A sync may remove at most this many students, and this share of the saved list, without
+# --confirm-removals N (the exact number).
+MAX_SILENT_REMOVALS = 5
+MAX_SILENT_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,15 @@ class SyncPlan:
     missing_files: list[DeliveryPhoto]
     other_students: int
     no_new_photo: list[str]  # students on the list with no photo in the deliveries given
+    kept_local: list[str] = field(default_factory=list)  # added with `optout-guard add`, not in the export: kept
+    previous: OptOutList | None = None  # the list saved before this sync
+
+    @property
+    def removals_need_confirmation(self) -> bool:
+        """More than a small share of the list would go at once: a partial or filtered export (one
+        school, one grade, a truncated file) looks exactly like this, so a person must confirm."""
+        before = len(self.previous.students) if self.previous is not None else len(self.removed_students)
+        return len(self.removed_students) > MAX_SILENT_REMOVALS or len(self.removed_students) > MAX_SILENT_SHARE * before
 
 
 @dataclass
@@ -142,11 +155,21 @@ def plan_sync(
                 already += 1
             else:
                 new_photos.append(NewPhoto(student_id, photo.path, name))
+    previous = load_list(settings.workspace)
+    # Students added by hand mid-year stay protected until the SIS export lists them (then the
+    # export's entry replaces theirs) or a person removes them.
+    kept_local = {}
+    if previous is not None:
+        kept_local = {sid: s for sid, s in previous.local_additions().items() if sid not in optouts.students}
+        optouts.copied = {sid: names for sid, names in previous.copied.items() if sid in optouts.students or sid in kept_local}
+    optouts.students.update(kept_local)
     ids = optouts.ids()
     return SyncPlan(
         optouts=optouts,
         added_students=sorted(ids - before),
         removed_students=sorted(before - ids),
+        kept_local=sorted(kept_local),
+        previous=previous,
         new_photos=new_photos,
         already_enrolled_photos=already,
         held=held,
@@ -189,21 +212,65 @@ def apply_sync(
     is newer than the index, and the next enroll follows that list (saying so), never last year's."""
     for new in plan.new_photos:
         _copy(new.source, settings.enrollments / new.student_id / new.name)
+        names = plan.optouts.copied.setdefault(new.student_id, [])
+        if new.name not in names:
+            names.append(new.name)
     settings.enrollments.mkdir(parents=True, exist_ok=True)
     save_list(plan.optouts, settings.workspace)
     report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
     report.removed_by_list = []  # removals are this sync's own plan, not a surprise
     index.list_sha = list_fingerprint(plan.optouts)
-    for student_id in plan.removed_students:  # their reference photos go with their templates
+    copied_before = plan.previous.copied if plan.previous is not None else {}
+    for student_id in plan.removed_students:  # the photos sync copied go with their templates
         folder = settings.enrollments / student_id
-        if folder.is_dir() and folder.resolve().parent == settings.enrollments.resolve():
-            shutil.rmtree(folder)
+        if not folder.is_dir() or folder.resolve().parent != settings.enrollments.resolve():
+            continue
+        for name in copied_before.get(student_id, []):
+            (folder / name).unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        # Photos put there by hand are never deleted by a sync: enroll lists the folder until a person decides.
     held_file = None
     if plan.held:
         held_path = settings.workspace / HELD_FILE
         write_held(plan.held, held_path)
         held_file = str(held_path)
     return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file)
+
+
+def add_student(
+    student: Student, photos: list[Path], index: FaceIndex, settings: Settings, models: Models, user: str
+) -> EnrollReport:
+    """Protect one student now (an opt-out form handed in mid-year): copy the photos into
+    ``enrollments/<id>/`` (dated, private), record the student on the saved opt-out list as a local
+    addition (kept by every sync until the SIS export lists them), and enroll. The list is saved
+    before the index, as in a sync. The caller holds the index lock and saves the index."""
+    folder = settings.enrollments / student.student_id
+    for photo in photos:
+        date = photo_date(photo)
+        name = f"{date}_{Path(photo).name}" if date and not Path(photo).name.startswith(date) else Path(photo).name
+        _copy(Path(photo), folder / name)
+    optouts = load_list(settings.workspace)
+    if optouts is not None:
+        if student.student_id not in optouts.students:  # already listed by the SIS: theirs stays
+            optouts.students[student.student_id] = dataclasses.replace(
+                student, source="local", added_at=utc_now(), added_by=user
+            )
+        save_list(optouts, settings.workspace)
+        index.list_sha = list_fingerprint(optouts)
+    return enroll_folder(settings.enrollments, index, settings, models, optouts=optouts.ids() if optouts is not None else None)
+
+
+def protection_source(student_id: str, optouts: OptOutList | None) -> str:
+    """Where a student's protection comes from, for ``people``."""
+    if optouts is None:
+        return "enrollments folder (no opt-out list imported)"
+    student = optouts.students.get(student_id)
+    if student is None:
+        return "not on the opt-out list"
+    if student.source == "local":
+        return f"added locally {student.added_at[:10]} by {student.added_by}".strip()
+    return "opt-out list (SIS export)"
 
 
 def dry_run(plan: SyncPlan, index: FaceIndex) -> SyncReport:
