@@ -126,7 +126,11 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
 
         # 1. Check photos: drop two photos on the page.
         page.click("#tab-check")
-        page.set_input_files("#files", [str(COLIN), str(HUGO)])
+        # The drop area works from the keyboard: focus it and press Enter to choose photos.
+        page.focus("#drop")
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files([str(COLIN), str(HUGO)])
         page.wait_for_selector("article.result >> nth=1", timeout=60_000)
         verdicts = page.eval_on_selector_all(
             "article.result", "els => els.map(e => [e.querySelector('h2').textContent, e.dataset.verdict])"

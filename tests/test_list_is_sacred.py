@@ -193,3 +193,23 @@ def test_a_face_added_on_the_desk_survives_a_rebuild(tmp_path, data_dir):
     assert len([t for t in open_index(ws).templates if t.student_id == "hugo"]) == 5  # was 4: the desk's face was lost
     desk.undo(desk.book.decisions(1)[0]["id"], "reviewer")
     assert not saved[0].exists()
+
+
+def test_check_folder_results_open_to_whoever_can_open_the_check_folder(demo_ws, tmp_path):
+    import os
+    import stat
+
+    from optout_guard.pipeline import Guard
+    from optout_guard.watch import CheckFolder
+
+    inbox = tmp_path / "Photo check"
+    inbox.mkdir()
+    os.chmod(inbox, 0o2770)  # a staff group's share
+    old = os.umask(0o077)  # a strict service umask
+    try:
+        CheckFolder(inbox, Guard(demo_ws), settle=0.0, arrival_grace=0.0).run_once()
+    finally:
+        os.umask(old)
+    for name in ("allowed", "blocked", "review"):
+        assert stat.S_IMODE((inbox / name).stat().st_mode) & 0o770 == 0o770
+    assert stat.S_IMODE((inbox / ".optout-guard-staging").stat().st_mode) == 0o700

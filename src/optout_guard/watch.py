@@ -21,6 +21,7 @@ is logged and retried later; it never stops the service.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -111,6 +112,14 @@ class CheckFolder:
     def prepare(self) -> None:
         for path in [*self._out_dirs.values(), self.staging]:
             path.mkdir(parents=True, exist_ok=True)
+        # Staff who can open the check folder can open its results, whatever the service's umask;
+        # staging (originals being checked) is for the service only.
+        mode = self.folder.stat().st_mode & 0o777
+        for path in self._out_dirs.values():
+            with contextlib.suppress(OSError):
+                os.chmod(path, mode)
+        with contextlib.suppress(OSError):
+            os.chmod(self.staging, 0o700)
         # Originals claimed before a crash go back to the inbox (checked again); copies drawn before a
         # crash are deleted (redrawn when needed).
         if self.claimed.is_dir():

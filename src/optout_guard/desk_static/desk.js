@@ -182,6 +182,10 @@ const drop = $("drop");
 $("files").addEventListener("change", (event) => { checkFiles([...event.target.files]); event.target.value = ""; });
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+// The drop area is a button for the keyboard too: Enter or Space opens the file chooser.
+drop.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("files").click(); }
+});
 drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); checkFiles([...event.dataTransfer.files]); });
 
 // ---- tabs ------------------------------------------------------------------------------------
