@@ -36,7 +36,9 @@ def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
     assert len(assembly["faces"]) == 2
     blocked = [f for f in assembly["faces"] if f["decision"] == "block"]
     assert len(blocked) == 1 and blocked[0]["student_id"] == demo_student and blocked[0]["distance"] <= 0.42
-    assert set(blocked[0]) == {"box", "page", "detection_score", "decision", "student_id", "distance", "candidates", "reason"}
+    keys = {"box", "page", "detection_score", "decision", "student_id", "distance", "candidates", "reason", "code"}
+    assert set(blocked[0]) == keys
+    assert blocked[0]["code"] == "match"
     assert len(blocked[0]["box"]) == 4 and all(isinstance(v, int) for v in blocked[0]["box"])
     assert blocked[0]["box"][0] < 800  # Grace Hopper is on the left half of the 1600 px wide photo
     assert by_name["coffee.jpg"]["verdict"] == "allow" and by_name["coffee.jpg"]["faces"] == []

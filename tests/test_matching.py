@@ -14,7 +14,7 @@ from optout_guard.matching import (
     photo_verdict,
     student_distances,
 )
-from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, Verdict
+from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, ReasonCode, Verdict
 
 SETTINGS = Settings(block_distance=0.4, review_distance=0.5)
 
@@ -103,7 +103,8 @@ def test_identities_are_assigned_jointly_not_greedily():
 
 def test_photo_verdicts_fail_closed():
     blocked = FaceMatch(face(), Decision.BLOCK, (Candidate("s1", 0.3),), "matches student s1")
-    small = FaceMatch(face(), Decision.REVIEW, (), "face too small to check (20 px wide; at least 40 px needed)")
+    too_small = "face too small to check (20 px wide; at least 40 px needed)"
+    small = FaceMatch(face(), Decision.REVIEW, (), too_small, ReasonCode.TOO_SMALL)
     clear = FaceMatch(face(), Decision.CLEAR, (Candidate("s1", 0.7),))
     assert photo_verdict([clear, blocked, small])[0] is Verdict.BLOCK
     verdict, reasons = photo_verdict([clear, small])
@@ -112,6 +113,12 @@ def test_photo_verdicts_fail_closed():
     assert photo_verdict([]) == (Verdict.ALLOW, ("no faces found",))
     # A note from the loader (e.g. frames skipped) alone makes a review, never an allow.
     assert photo_verdict([clear], ("only the first 50 of 90 frames/pages were checked",))[0] is Verdict.REVIEW
+    # Decisions follow codes, not wording: a reworded message counts the same; each kind is named.
+    reworded = FaceMatch(face(), Decision.REVIEW, (), "this face is tiny", ReasonCode.TOO_SMALL)
+    cut = FaceMatch(face(), Decision.REVIEW, (), "half a face", ReasonCode.CUT_BY_EDGE)
+    verdict, reasons = photo_verdict([small, reworded, cut])
+    assert verdict is Verdict.REVIEW
+    assert reasons == ("2 faces too small to check", "1 face cut by the photo's edge: cannot be cleared")
 
 
 def test_index_search_ranks_students_and_handles_empty_gallery():

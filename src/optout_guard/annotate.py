@@ -13,10 +13,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from optout_guard.fsutil import atomic_write
-from optout_guard.types import Decision, FaceMatch, LoadedImage
+from optout_guard.types import Decision, FaceMatch, LoadedImage, ReasonCode
 
 COLOURS = {Decision.BLOCK: (220, 30, 30), Decision.REVIEW: (255, 170, 0), Decision.CLEAR: (40, 180, 60)}
 MAX_SIDE = 4000  # marked-up copies of panoramas are shrunk to this long side
+
+
+_UNJUDGED_LABEL = {
+    ReasonCode.DETECTION_ONLY: "FACE",
+    ReasonCode.TOO_SMALL: "REVIEW: too small",
+    ReasonCode.TOO_BLURRED: "REVIEW: blurred",
+    ReasonCode.TURNED: "REVIEW: turned",
+    ReasonCode.CUT_BY_EDGE: "REVIEW: cut off",
+    ReasonCode.TOO_COMPRESSED: "REVIEW: compressed",
+}
 
 
 def _label(match: FaceMatch) -> str:
@@ -25,9 +35,7 @@ def _label(match: FaceMatch) -> str:
     if match.decision is Decision.REVIEW:
         if match.candidates:
             return f"REVIEW {match.student_id}?"
-        if "detection-only" in match.reason:
-            return "FACE"
-        return "REVIEW: too small" if "too small" in match.reason else "REVIEW: unclear"
+        return _UNJUDGED_LABEL.get(match.code, "REVIEW: unclear")
     return ""
 
 

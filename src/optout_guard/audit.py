@@ -37,7 +37,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import open_private_db, sha256_with_identity, utc_now
 from optout_guard.images import looks_like_image
 from optout_guard.pipeline import Guard, run_in_workers
-from optout_guard.types import Box, Face, ScanResult, Verdict
+from optout_guard.types import Box, Face, ReasonCode, ScanResult, Unjudged, Verdict
 
 SCHEMA_VERSION = 1
 # Folders that hold no photos of people but system clutter (Windows, macOS, Synology, Samba).
@@ -163,6 +163,7 @@ def _faces_json(result: ScanResult) -> str:
                 "student_id": m.student_id,
                 "distance": None if m.distance is None else round(m.distance, 4),
                 "reason": m.reason,
+                "code": m.code.value,
                 "judged": bool(m.candidates),  # False: too small/blurred, never embedded
             }
             for m in result.faces
@@ -286,7 +287,11 @@ def _from_cache(guard: Guard, name: str, faces_text: str, sha: str, cache: Embed
     """Decide a photo again from cached embeddings; None when the cache does not cover it."""
     stored = json.loads(faces_text)
     vectors = cache.get(sha)
-    unjudged = {i: f.get("reason") or "face could not be judged" for i, f in enumerate(stored) if not f.get("judged", True)}
+    unjudged = {
+        i: Unjudged(ReasonCode(f.get("code", "not_judged")), f.get("reason") or "face could not be judged")
+        for i, f in enumerate(stored)
+        if not f.get("judged", True)
+    }
     if any(i not in vectors for i in range(len(stored)) if i not in unjudged):
         return None
     faces = faces_from_json(faces_text)
@@ -547,7 +552,7 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
     from optout_guard.annotate import write_thumbnail
     from optout_guard.errors import ImageRejected
     from optout_guard.images import load_image
-    from optout_guard.types import Candidate, Decision, FaceMatch
+    from optout_guard.types import Candidate, Decision, FaceMatch, ReasonCode
 
     def draw(row: dict[str, Any], out: Path) -> bool:
         try:
@@ -557,7 +562,8 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
         matches = []
         for stored, face in zip(row["faces"], faces_from_json(json.dumps(row["faces"])), strict=True):
             who = (Candidate(stored["student_id"], stored["distance"] or 0.0),) if stored.get("student_id") else ()
-            matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or ""))
+            code = ReasonCode(stored.get("code", "not_judged"))
+            matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or "", code))
         try:
             write_thumbnail(image, matches, out)
         except OSError:

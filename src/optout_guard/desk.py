@@ -338,7 +338,8 @@ class Desk:
         face = Face(card.box, 1.0, card.landmarks, card.page, True)
         embedded = embed_faces(image, [face], self.settings, self.guard.models)
         if not len(embedded.vectors):
-            raise ValueError(next(iter(embedded.unjudged.values()), "the face cannot be used as a reference"))
+            reason = next(iter(embedded.unjudged.values()), None)
+            raise ValueError(reason.text if reason else "the face cannot be used as a reference")
         # Kept as a dated reference photo of the student (a private crop of the face), so that every
         # later enroll --rebuild and sync keeps it like any other reference photo.
         taken = photo_date(path)

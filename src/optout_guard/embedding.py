@@ -13,7 +13,7 @@ import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.models import Models
-from optout_guard.types import EMBEDDING_DIM, Face, LoadedImage
+from optout_guard.types import EMBEDDING_DIM, Face, LoadedImage, ReasonCode, Unjudged
 
 CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
 CHIP_PADDING = 0.25
@@ -54,7 +54,7 @@ class Embeddings:
 
     vectors: np.ndarray  # (N, 128) float32
     judged: tuple[int, ...]
-    unjudged: dict[int, str]
+    unjudged: dict[int, Unjudged]
     chips: tuple[np.ndarray, ...] = ()  # the aligned faces, kept when mirroring was left for later
     mirrored: tuple[bool, ...] = ()  # per vector: already mirror-averaged
 
@@ -129,20 +129,21 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
 
     ``mirror=False`` leaves the (second) mirrored pass for later (:func:`mirror_some`): the check
     needs it only for faces that come near an enrolled student, most faces in a crowd do not."""
-    unjudged: dict[int, str] = {}
+    unjudged: dict[int, Unjudged] = {}
     candidates: list[int] = []
     for i, face in enumerate(faces):
         pixels_wide = face.box.w / image.scale  # what the embedder really gets
         if image.faces_unjudgeable:
-            unjudged[i] = image.faces_unjudgeable
+            unjudged[i] = Unjudged(ReasonCode.TOO_COMPRESSED, image.faces_unjudgeable)
         elif not is_upright(face):
             # dlib's landmarks are trained on upright faces: on a face lying on its side they land
             # anywhere and the embedding means nothing — so it is never compared, only flagged.
-            unjudged[i] = TURNED
+            unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
         elif pixels_wide < settings.min_face_px:
-            unjudged[i] = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
+            why = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
+            unjudged[i] = Unjudged(ReasonCode.TOO_SMALL, why)
         elif partly_visible(face, *_page_size(image, face.page)):
-            unjudged[i] = PARTLY_VISIBLE
+            unjudged[i] = Unjudged(ReasonCode.CUT_BY_EDGE, PARTLY_VISIBLE)
         else:
             candidates.append(i)
 
@@ -155,7 +156,8 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
         for i, chip in zip(on_page, face_chips(pixels, [faces[i] for i in on_page], image.scale, models), strict=True):
             value = sharpness(chip)
             if value < settings.min_sharpness:
-                unjudged[i] = f"face too blurred to check (sharpness {value:.0f}; at least {settings.min_sharpness:.0f} needed)"
+                why = f"face too blurred to check (sharpness {value:.0f}; at least {settings.min_sharpness:.0f} needed)"
+                unjudged[i] = Unjudged(ReasonCode.TOO_BLURRED, why)
             else:
                 chips.append(chip)
                 chip_owner.append(i)

@@ -95,7 +95,7 @@ def reference_embedding(path: Path, settings: Settings, models: Models) -> np.nd
         return f"face too small for a reference ({wide:.0f} px wide; at least {need} px needed)"
     embedded = embed_faces(image, faces, settings, models)
     if embedded.unjudged:
-        return next(iter(embedded.unjudged.values()))
+        return next(iter(embedded.unjudged.values())).text
     return embedded.vectors[0]
 
 

@@ -13,11 +13,12 @@ class ImageRejected(OptoutGuardError):
     A rejected photo is never allowed: the pipeline turns this into a *review* verdict.
     """
 
-    def __init__(self, path: str, reason: str, transient: bool = False) -> None:
+    def __init__(self, path: str, reason: str, transient: bool = False, code: str = "unreadable") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         self.transient = transient  # a passing problem (could not read, changing, memory): check it again
+        self.code = code  # a types.ReasonCode value: empty_file, truncated or unreadable
 
 
 class ModelUnavailable(OptoutGuardError):

@@ -71,6 +71,7 @@ def jpeg_quality(im: Image.Image) -> float | None:
     return 100.0 if scale <= 0 else ((200.0 - scale) / 2 if scale <= 100 else 5000.0 / scale)
 
 
+EMPTY = "empty file (0 bytes); if it is still being copied, check it again later"
 TRUNCATED = "truncated or corrupt image data (a half-copied file?); copy it again completely and re-check"
 # Pages of one multi-page file are decoded one at a time, until this many times max_working_pixels
 # are held; the rest are not checked and the photo is review (a 5-page TIFF of 36 MP pages took 1 GB).
@@ -91,7 +92,7 @@ def _refuse_damaged_jpeg(name: str, data: bytes) -> None:
     except ValueError as exc:
         text = str(exc)
         if "premature end of jpeg file" in text.lower():  # the end is missing: a half-copied file
-            raise ImageRejected(name, TRUNCATED) from None
+            raise ImageRejected(name, TRUNCATED, code="truncated") from None
         if any(word in text.lower() for word in _DAMAGED):
             raise ImageRejected(
                 name, f"damaged image data ({text}); parts of the picture may be missing. Get an undamaged copy and re-check"
@@ -190,7 +191,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         if not stat.S_ISREG(info.st_mode):
             raise ImageRejected(name, "not a regular file (a folder, device or pipe)")
         if info.st_size == 0:
-            raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
+            raise ImageRejected(name, EMPTY, code="empty_file")
         if info.st_size > MAX_FILE_BYTES:  # a video or disk image named like a photo: never read whole
             raise ImageRejected(name, f"file too large to be a photo ({info.st_size / 1e6:.0f} MB); check it by hand")
         # The identity (size, mtime) of exactly the bytes read: whoever stores a verdict stores that,
@@ -206,7 +207,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         why = f"cannot read the file ({why}); check that it exists and is readable"
         raise ImageRejected(name, why, transient=True) from None
     if not data:
-        raise ImageRejected(name, "empty file (0 bytes); if it is still being copied, check it again later")
+        raise ImageRejected(name, EMPTY, code="empty_file")
     sha256 = hashlib.sha256(data).hexdigest()
     if data[:2] == b"\xff\xd8":
         _refuse_damaged_jpeg(name, data)
@@ -296,7 +297,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         except OSError as exc:
             text = str(exc)
             if "truncated" in text or "broken data stream" in text or "unrecognized data stream" in text:
-                raise ImageRejected(name, TRUNCATED) from None
+                raise ImageRejected(name, TRUNCATED, code="truncated") from None
             raise ImageRejected(name, f"cannot decode the image ({text})") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
             raise ImageRejected(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None

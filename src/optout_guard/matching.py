@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.types import Candidate, Decision, Face, FaceMatch, Verdict
+from optout_guard.types import Candidate, Decision, Face, FaceMatch, ReasonCode, Verdict
 
 TOP_CANDIDATES = 3  # closest students kept per face (shown to a reviewer)
 
@@ -85,25 +85,36 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
     for i, (face, cands) in enumerate(zip(faces, candidates, strict=True)):
         mine = assigned.get(i)
         if not near[i]:
-            matches.append(FaceMatch(face, Decision.CLEAR, cands))
+            matches.append(FaceMatch(face, Decision.CLEAR, cands, "", ReasonCode.CLEAR))
         elif mine is None:
             other = near[i][0].student_id
             reason = f"also resembles student {other}, who matched another face in this photo better; a person should look"
-            matches.append(FaceMatch(face, Decision.REVIEW, cands, reason))
+            matches.append(FaceMatch(face, Decision.REVIEW, cands, reason, ReasonCode.CONTESTED))
         else:
             ordered = (mine, *(c for c in cands if c.student_id != mine.student_id))
             rivals = [c for c in near[i] if c.student_id != mine.student_id and taken.get(c.student_id, i) == i]
             if rivals:
                 both = " or ".join(f"{c.student_id} ({c.distance:.3f})" for c in (mine, rivals[0]))
                 reason = f"could be student {both}: siblings or look-alikes; a person should say which"
-                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason))
+                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason, ReasonCode.SIBLINGS))
             elif mine.distance <= settings.block_distance:
                 reason = f"matches student {mine.student_id} (distance {mine.distance:.3f})"
-                matches.append(FaceMatch(face, Decision.BLOCK, ordered, reason))
+                matches.append(FaceMatch(face, Decision.BLOCK, ordered, reason, ReasonCode.MATCH))
             else:
                 reason = f"resembles student {mine.student_id} (distance {mine.distance:.3f}); a person should look"
-                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason))
+                matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason, ReasonCode.LOOKALIKE))
     return matches
+
+
+# How a photo's reasons name faces that could not be judged, per code (one face, several faces).
+_UNJUDGED_TEXT: dict[ReasonCode, tuple[str, str]] = {
+    ReasonCode.TOO_SMALL: ("too small to check", "too small to check"),
+    ReasonCode.TOO_BLURRED: ("too blurred to check", "too blurred to check"),
+    ReasonCode.TURNED: ("turned on its side: cannot be checked", "turned on their side: cannot be checked"),
+    ReasonCode.CUT_BY_EDGE: ("cut by the photo's edge: cannot be cleared", "cut by the photo's edge: cannot be cleared"),
+    ReasonCode.TOO_COMPRESSED: ("too strongly compressed to check", "too strongly compressed to check"),
+    ReasonCode.DETECTION_ONLY: ("found (detection-only mode: no recognition)", "found (detection-only mode: no recognition)"),
+}
 
 
 def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tuple[Verdict, tuple[str, ...]]:
@@ -115,20 +126,16 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     unjudged = [m for m in matches if m.decision is Decision.REVIEW and not m.candidates]
     close = [m for m in matches if m.decision is Decision.REVIEW and m.candidates]
     reasons.extend(m.reason for m in close)
-    small = sum(1 for m in unjudged if "too small" in m.reason)
-    flagged = sum(1 for m in unjudged if "detection-only" in m.reason)
-    turned = sum(1 for m in unjudged if "turned on its side" in m.reason)
-    blurred = len(unjudged) - small - flagged - turned
-    if small:
-        reasons.append(f"{small} face{'s' if small > 1 else ''} too small to check")
-    if blurred:
-        reasons.append(f"{blurred} face{'s' if blurred > 1 else ''} too blurred to check")
-    if turned:
-        reasons.append(
-            f"{turned} face{'s' if turned > 1 else ''} turned on {'their' if turned > 1 else 'its'} side: cannot be checked"
-        )
-    if flagged:
-        reasons.append(f"{flagged} face{'s' if flagged > 1 else ''} found (detection-only mode: no recognition)")
+    counts: dict[ReasonCode, int] = {}
+    for m in unjudged:
+        counts[m.code] = counts.get(m.code, 0) + 1
+    for code, (one, many) in _UNJUDGED_TEXT.items():
+        n = counts.pop(code, 0)
+        if n:
+            reasons.append(f"1 face {one}" if n == 1 else f"{n} faces {many}")
+    if counts:  # any other reason a face was not judged
+        n = sum(counts.values())
+        reasons.append("1 face could not be judged" if n == 1 else f"{n} faces could not be judged")
     reasons.extend(notes)
     if blocked:
         return Verdict.BLOCK, tuple(reasons)

@@ -27,7 +27,7 @@ from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.review import ReviewBook, book_path, settle_matches
-from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ScanResult, Verdict
+from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
 
 log = logging.getLogger("optout_guard.pipeline")
 
@@ -172,7 +172,7 @@ class Guard:
         self,
         faces: list[Face],
         embeddings: list[np.ndarray | None],
-        unjudged: dict[int, str],
+        unjudged: dict[int, Unjudged],
         notes: tuple[str, ...] = (),
         sha256: str | None = None,
     ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
@@ -182,7 +182,8 @@ class Guard:
         found = self.index.search(np.stack([embeddings[i] for i in judged])) if judged else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
         matches = [
-            decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i]) for i, face in enumerate(faces)
+            decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i].text, unjudged[i].code)
+            for i, face in enumerate(faces)
         ]
         book = self.review_book
         if book is not None and sha256 is not None:
@@ -205,7 +206,8 @@ class Guard:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
             seconds = time.perf_counter() - started
-            return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient)
+            problem = ReasonCode(exc.code)
+            return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
         if min(image.size) < self.settings.min_face_px:
             # Any face in so small a picture is too small to judge, and a person could still know it.
             reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
@@ -227,7 +229,7 @@ class Guard:
             if known_faces is None and self.settings.try_rotations and turned_faces > len(faces) - turned_faces:
                 image, faces = self._sideways(image, faces)
             if not self.settings.recognition:  # detection only: nothing is embedded or compared
-                matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY) for f in faces]
+                matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY, ReasonCode.DETECTION_ONLY) for f in faces]
                 verdict, reasons = photo_verdict(matches, image.notes)
                 return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
             # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may

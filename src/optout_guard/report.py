@@ -27,6 +27,7 @@ def face_to_dict(match: FaceMatch) -> dict[str, Any]:
         "distance": None if match.distance is None else round(match.distance, 4),
         "candidates": [{"student_id": c.student_id, "distance": round(c.distance, 4)} for c in match.candidates],
         "reason": match.reason or None,
+        "code": match.code.value,  # the reason as a stable code (types.ReasonCode): match, too_small, cut_by_edge, …
     }
 
 

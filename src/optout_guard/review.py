@@ -26,7 +26,7 @@ import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.matching import photo_verdict
-from optout_guard.types import Box, Candidate, Decision, FaceMatch, ScanResult, Verdict
+from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Verdict
 
 BOOK_FILE = "review.sqlite"
 SCHEMA = """
@@ -314,16 +314,26 @@ def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> l
             continue
         if s.answer == UNNAMED:
             # A person saw an opted-out student the matcher did not name: blocked, no student recorded.
-            result[i] = FaceMatch(m.face, Decision.BLOCK, (), f"an opted-out student, said {s.by} ({s.at[:10]})")
+            result[i] = FaceMatch(
+                m.face, Decision.BLOCK, (), f"an opted-out student, said {s.by} ({s.at[:10]})", ReasonCode.REVIEWER_UNNAMED
+            )
         elif s.answer:
             chosen = next((c for c in m.candidates if c.student_id == s.answer), Candidate(s.answer, float("nan")))
             rest = tuple(c for c in m.candidates if c.student_id != s.answer)
             result[i] = FaceMatch(
-                m.face, Decision.BLOCK, (chosen, *rest), f"confirmed as student {s.answer} by {s.by} ({s.at[:10]})"
+                m.face,
+                Decision.BLOCK,
+                (chosen, *rest),
+                f"confirmed as student {s.answer} by {s.by} ({s.at[:10]})",
+                ReasonCode.REVIEWER_CONFIRMED,
             )
         elif {c.student_id for c in m.candidates if c.distance <= NEAR} <= set(s.shown):
             # Cleared only while no student the reviewer did not see has come close (a new enrollment).
             result[i] = FaceMatch(
-                m.face, Decision.CLEAR, m.candidates, f"none of {', '.join(s.shown)}: cleared by {s.by} ({s.at[:10]})"
+                m.face,
+                Decision.CLEAR,
+                m.candidates,
+                f"none of {', '.join(s.shown)}: cleared by {s.by} ({s.at[:10]})",
+                ReasonCode.REVIEWER_CLEARED,
             )
     return result

@@ -22,6 +22,40 @@ class Decision(str, enum.Enum):
     CLEAR = "clear"  # clearly not an enrolled student
 
 
+class ReasonCode(str, enum.Enum):
+    """Why a face got its decision, or why a file needs a person. Code decides on these; the text a
+    person reads is rendered from them at the edge (so rewording a message changes no verdict)."""
+
+    # faces
+    MATCH = "match"  # block: closest to one student, within the block distance
+    LOOKALIKE = "lookalike"  # review: close to a student, not close enough to block
+    SIBLINGS = "siblings"  # review: two students equally close
+    CONTESTED = "contested"  # review: resembles a student another face matched better
+    CLEAR = "clear"
+    TOO_SMALL = "too_small"
+    TOO_BLURRED = "too_blurred"
+    TURNED = "turned"
+    CUT_BY_EDGE = "cut_by_edge"
+    TOO_COMPRESSED = "too_compressed"
+    DETECTION_ONLY = "detection_only"
+    REVIEWER_CONFIRMED = "reviewer_confirmed"
+    REVIEWER_UNNAMED = "reviewer_unnamed"
+    REVIEWER_CLEARED = "reviewer_cleared"
+    NOT_JUDGED = "not_judged"  # any other face that could not be judged
+    # files
+    EMPTY_FILE = "empty_file"
+    TRUNCATED = "truncated"
+    UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class Unjudged:
+    """A face that could not be judged: the code, and the sentence for a person."""
+
+    code: ReasonCode
+    text: str
+
+
 class Verdict(str, enum.Enum):
     """What one photo means."""
 
@@ -105,6 +139,7 @@ class FaceMatch:
     decision: Decision
     candidates: tuple[Candidate, ...] = ()
     reason: str = ""
+    code: ReasonCode = ReasonCode.NOT_JUDGED
 
     @property
     def student_id(self) -> str | None:
@@ -132,6 +167,7 @@ class ScanResult:
     notes: tuple[str, ...] = ()  # reasons about the photo itself (frames skipped, stored turned), not its faces
     identity: tuple[int, int] | None = None  # (size, mtime_ns) of the bytes checked; None if none were read
     retry: bool = False  # the verdict comes from an error (a crash, an unreadable file): check it again next time
+    problem: ReasonCode | None = None  # what is wrong with the file itself (empty, truncated, unreadable), if anything
     # One 128-d embedding per face (None where a face was not judged), only when the caller asked
     # for them (the audit's opt-in cache). Never written to any output, log or report.
     embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)

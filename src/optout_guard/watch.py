@@ -38,7 +38,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
-from optout_guard.types import ScanResult, Verdict
+from optout_guard.types import ReasonCode, ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
 
@@ -436,8 +436,7 @@ def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock
 
 
 def _looks_unfinished(result: ScanResult) -> bool:
-    text = " ".join(result.reasons)
-    return "truncated" in text or "empty file" in text
+    return result.problem in (ReasonCode.TRUNCATED, ReasonCode.EMPTY_FILE)
 
 
 def _free_name(folder: Path, name: str) -> Path:
