@@ -347,3 +347,66 @@ def test_queue_takes_reviews_from_the_check_folder_and_the_audit(tmp_path, data_
     assert undone["moved_to"] == f"review/{HUGO.name}"
     assert (folder / "review" / HUGO.name).is_file() and not (blocked / HUGO.name).exists()
     assert not (blocked / f"{HUGO.name}.txt").exists()
+
+
+def test_decisions_stick_and_the_queue_serves_staff_first(tmp_path, data_dir):
+    """Issue 20, items 6–8: who cleared a face stays visible; clearing a face that would block asks
+    once more; a photo already queued keeps its card when checked again on the page; the import runs
+    in the background; staff's photos come before the audit's backlog."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from optout_guard.audit import library_rows
+    from optout_guard.cli import app
+
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    shutil.copy(BLAIR, folder / "review" / BLAIR.name)
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(HUGO, library / HUGO.name)
+    assert CliRunner().invoke(app, ["--workspace", str(settings.workspace), "audit", str(library)]).exit_code == 3
+    desk = Desk(settings, DeskOptions(check_folders=[folder], audit_libraries=[library]))
+    assert desk.start_import() and not desk.start_import()  # one import at a time, in the background
+    deadline = time.monotonic() + 60
+    while desk.importing["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert desk.importing["done"] == desk.importing["total"] == 2 and desk.importing["added"] == 3
+    queue = desk.book.queue()
+    assert [c.source for c in queue] == ["check folder", "check folder", "audit"]  # staff first
+
+    # The same photo dropped on the page: one photo, one set of cards, its own name kept.
+    desk.check_upload("again.jpg", BLAIR.read_bytes(), "tester")
+    assert [desk.card_json(c, False)["photo_name"] for c in desk.book.queue()][:2] == [BLAIR.name, BLAIR.name]
+
+    # N on a face that would block on its own asks once more (here: a block distance wider than the card's).
+    hugo = next(c for c in desk.book.queue() if c.source == "audit")
+    (settings.workspace / "config.toml").write_text("block_distance = 0.45\nreview_distance = 0.65\n")
+    strict = Desk(load_settings(settings.workspace, environ={}), DeskOptions())
+    app_ = create_app(strict)
+    with app_.test_client() as client:
+        page = client.get("/").get_data(as_text=True)
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+        asked = client.post(f"/api/cards/{hugo.id}/decide", json={"answer": "none"}, headers={"X-CSRFToken": token})
+        assert asked.status_code == 409 and "block distance" in asked.get_json()["confirm"]
+        body = {"answer": "none", "confirm": True}
+        done = client.post(f"/api/cards/{hugo.id}/decide", json=body, headers={"X-CSRFToken": token})
+        assert done.status_code == 200
+    (settings.workspace / "config.toml").write_text("block_distance = 0.35\nreview_distance = 0.65\n")
+
+    # Blair's two faces cleared: the note in the check folder and the audit say who cleared them.
+    for card in [c for c in desk.book.queue() if c.source == "check folder"]:
+        desk.decide(card.id, "", "tester", add_reference=False)
+    note = (folder / "allowed" / f"{BLAIR.name}.txt").read_text()
+    assert "cleared by tester" in note
+    # The next audit decides again the photo a reviewer settled (it is unchanged on disk), and its
+    # report lists the day's decisions per reviewer.
+    audited = CliRunner().invoke(
+        app, ["--workspace", str(settings.workspace), "audit", str(library), "--report", str(tmp_path / "report")]
+    )
+    assert audited.exit_code == 0, audited.output
+    assert library_rows(settings, library) == []  # Hugo's photo: cleared by a person, no longer review
+    report = (tmp_path / "report" / "index.html").read_text()
+    assert "Decisions by reviewers" in report and "cleared (none of the students shown)" in report

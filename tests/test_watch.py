@@ -108,7 +108,8 @@ def test_a_file_copied_slowly_is_read_only_when_complete(running, tmp_path):
             fh.write(data[i * len(data) // 8 : (i + 1) * len(data) // 8])
             fh.flush()
             time.sleep(0.4)
-    assert wait_until(lambda: not (inbox / "slow.jpg").exists(), 30)
+    # Gone from the inbox when its check starts, filed when it ends.
+    assert wait_until(lambda: not (inbox / "slow.jpg").exists() and sum(map(len, originals(inbox).values())) == 1, 30)
     assert originals(inbox) == {"allowed": [], "blocked": ["slow.jpg"], "review": []}
     assert checker.stats.processed["block"] == 1 and checker.stats.processed["review"] == 0
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
+from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 
 LOG_FILE = "activity.jsonl"
@@ -74,18 +75,32 @@ def log_key(settings: Settings) -> bytes:
     if index_secret is not None:
         return hmac.new(index_secret, b"optout-guard activity log", hashlib.sha256).digest()
     path = settings.index_file.parent / KEY_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        pass
+    key = _read_key(path)
+    if key is not None:
+        return key
     private_dir(path.parent)
+    # Made whole under a temp name, then linked into place: the link fails if another process made
+    # the key first, and nobody ever reads a key file that is still being written.
+    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+    atomic_write(tmp, os.urandom(32).hex() + "\n")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.link(tmp, path)
     except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())  # another process made it first
-    with os.fdopen(fd, "w") as fh:
-        fh.write(os.urandom(32).hex() + "\n")
-    return bytes.fromhex(path.read_text().strip())
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    key = _read_key(path)
+    if key is None:
+        raise OptoutGuardError(f"the activity log's key {path} is unreadable; restore it from a backup")
+    return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return key if len(key) == 32 else None
 
 
 def _head_path(path: Path) -> Path:

@@ -370,6 +370,10 @@ def _audit(
     seen_unchanged: list[bytes] = []
     present: set[bytes] = set()
     walked: dict[str, tuple[int, int]] = {}  # what each file looked like when listed
+    # Photos a reviewer decided about since the last run are decided again (with those decisions).
+    last_start = db.execute("SELECT MAX(started) FROM runs WHERE id < ? AND finished IS NOT NULL", (run,)).fetchone()[0]
+    book = guard.review_book
+    decided = book.decided_since(last_start or "") if book is not None else set()
     for name, st in walk_library(library, summary.links_not_followed):
         if not looks_like_image(name):
             summary.not_images += 1
@@ -384,9 +388,9 @@ def _audit(
             new_files.append(name)
         elif recheck_all or (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None or row[6]:
             tasks.append(("check", name, None))  # new bytes, or last time's verdict came from an error
-        elif row[2] == gallery:
+        elif row[2] == gallery and row[5] not in decided:
             seen_unchanged.append(key)
-        elif row[4] and row[4] != "[]":
+        elif row[4] and row[4] != "[]":  # a new gallery, or a reviewer decided about its faces since
             cached = _from_cache(guard, name, row[4], row[5], cache) if cache is not None and row[5] else None
             if cached is not None:
                 ready.append((("recheck", name, row[4]), cached))

@@ -785,7 +785,18 @@ def audit(
         rows = library_rows(settings, library)
         changes = changes_since_last_audit(settings, library)
         record = {k: v for k, v in summary.__dict__.items() if k != "changed"}
-        page = write_audit_report(report, str(summary.library), record, rows, changes, report_thumbnail(settings))
+        decisions = []
+        from optout_guard.review import ReviewBook, book_path
+
+        if book_path(settings).exists():  # what reviewers decided lately, per reviewer, in the report
+            book = ReviewBook.open(settings)
+            try:
+                decisions = book.decisions(500)
+            finally:
+                book.close()
+        page = write_audit_report(
+            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions
+        )
         out.print(f"Report: {page}")
     if totals.get("block"):
         raise typer.Exit(EXIT_BLOCK)
@@ -918,7 +929,7 @@ def serve(
     desk = Desk(settings, options)
     _ = desk.guard.index  # a missing or unusable index is reported now, not on the first photo
     if options.check_folders or options.audit_libraries:
-        err.print(f"{desk.import_sources()} face(s) from the check folder / audit added to the review queue.")
+        desk.start_import()  # in the background: the page shows its progress and refreshes itself
 
     def ready(url: str) -> None:
         local = url.replace("0.0.0.0", "127.0.0.1")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import logging
 import secrets
 import threading
 import time
@@ -33,6 +34,7 @@ from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import NONE, UNNAMED, Card, ReviewBook
 
 STATIC = Path(__file__).with_name("desk_static")
+log = logging.getLogger("optout_guard.desk")
 UPLOADS = "desk-uploads"
 MARKED = "desk-marked"
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -51,6 +53,10 @@ class DeskOptions:
     allowed_hosts: tuple[str, ...] = ()  # LAN: host names the desk answers to besides addresses
     upload_budget_bytes: int = 2_000_000_000  # photos checked on the page are kept up to this much in all…
     upload_days: int = 30  # …and this long; older ones are deleted (their decisions stay, by hash)
+
+
+class NeedsConfirmation(OptoutGuardError):
+    """A decision that needs the reviewer to say yes once more (clearing a face that would block)."""
 
 
 class Desk:
@@ -75,6 +81,7 @@ class Desk:
         self.roots = [self.uploads, self.marked, settings.enrollments.resolve(), *[p.resolve() for p in options.check_folders]]
         self.roots += [p.resolve() for p in options.audit_libraries]
         self._names: dict[str, str] | None = None
+        self.importing: dict[str, Any] = {"running": False, "done": 0, "total": 0, "added": 0}
 
     # ---- files ---------------------------------------------------------------------------
     def allowed(self, path: str | Path) -> Path | None:
@@ -187,7 +194,26 @@ class Desk:
         return found
 
     # ---- sources: the check folder and the audit ----------------------------------------
-    def import_sources(self, budget_seconds: float = 60.0) -> int:
+    def start_import(self) -> bool:
+        """Import from the check folders and audits in the background (the page shows the progress
+        and refreshes itself); False if an import is already running."""
+        with self.lock:
+            if self.importing["running"]:
+                return False
+            self.importing.update(running=True, done=0, total=0, added=0)
+
+        def work() -> None:
+            try:
+                self.import_sources(budget_seconds=None)
+            except Exception:
+                log.exception("importing review photos failed")
+            finally:
+                self.importing["running"] = False
+
+        threading.Thread(target=work, name="desk-import", daemon=True).start()
+        return True
+
+    def import_sources(self, budget_seconds: float | None = 60.0) -> int:
         """Queue review photos from the check folders' review/ and the audits' state (new ones only)."""
         from optout_guard.audit import review_paths
         from optout_guard.fsutil import sha256_file
@@ -203,8 +229,10 @@ class Desk:
                 ]
         for library in self.options.audit_libraries:
             paths += [(p, "audit") for p in review_paths(self.settings, library)]
+        self.importing["total"] = len(paths)
         for path, source in paths:
-            if time.monotonic() - started > budget_seconds:
+            self.importing["done"] += 1
+            if budget_seconds is not None and time.monotonic() - started > budget_seconds:
                 break
             try:
                 digest = sha256_file(path)
@@ -215,6 +243,7 @@ class Desk:
             with self.lock:
                 result = self.guard.check(path, annotate_dir=self.marked)
                 added += self.book.add_result(result, source)
+            self.importing["added"] = added
         return added
 
     # ---- cards -------------------------------------------------------------------------------
@@ -266,7 +295,7 @@ class Desk:
         return _jpeg(picture)
 
     # ---- decisions ---------------------------------------------------------------------------
-    def decide(self, card_id: int, answer: str, user: str, add_reference: bool) -> dict[str, Any]:
+    def decide(self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
 
         card = self.book.card(card_id)
@@ -277,6 +306,13 @@ class Desk:
         if answer not in (NONE, UNNAMED):
             if not is_valid_student_id(answer) or answer not in {c.student_id for c in card.candidates}:
                 raise ValueError(f"{answer!r} is not one of this face's candidates")
+        if answer == NONE and not confirmed and card.candidates and card.candidates[0].distance <= self.settings.block_distance:
+            # Pressing N through a queue clears faces that match a student outright: ask once more.
+            c = card.candidates[0]
+            raise NeedsConfirmation(
+                f"This face is within the block distance of student {c.student_id} ({c.distance:.3f}): optout-guard "
+                "would block it on its own. Clear it anyway?"
+            )
         reference = None
         with self.lock:
             if answer not in (NONE, UNNAMED) and add_reference:
@@ -519,11 +555,11 @@ def create_app(desk: Desk) -> Any:
     def api_queue() -> Any:
         names = may_see_names()
         cards = [desk.card_json(c, names) for c in desk.book.queue(30)]
-        return jsonify(cards=cards, open=desk.book.open_count(), decisions=desk.book.decisions(10))
+        return jsonify(cards=cards, open=desk.book.open_count(), decisions=desk.book.decisions(10), importing=desk.importing)
 
     @app.post("/api/refresh")
     def api_refresh() -> Any:
-        return jsonify(added=desk.import_sources())
+        return jsonify(started=desk.start_import(), importing=desk.importing)
 
     @app.post("/api/check")
     def api_check() -> Any:
@@ -543,7 +579,11 @@ def create_app(desk: Desk) -> Any:
         if body.get("answer") not in ("student", "none", "unnamed") or (body.get("answer") == "student" and not answer):
             return jsonify(error="answer must be student (with student_id), unnamed, none or skip"), 400
         try:
-            return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference"))))
+            return jsonify(
+                desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))
+            )
+        except NeedsConfirmation as exc:
+            return jsonify(error=str(exc), confirm=str(exc)), 409
         except KeyError:
             abort(404)
         except (ValueError, OptoutGuardError, ImageRejected, FileNotFoundError) as exc:

@@ -137,10 +137,13 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
         n = sum(counts.values())
         reasons.append("1 face could not be judged" if n == 1 else f"{n} faces could not be judged")
     reasons.extend(notes)
+    # What a person decided stays visible: "none of …: cleared by NAME (DATE)" (blocks that a person
+    # confirmed already say "confirmed as student … by NAME").
+    cleared = tuple(m.reason for m in matches if m.code is ReasonCode.REVIEWER_CLEARED)
     if blocked:
-        return Verdict.BLOCK, tuple(reasons)
+        return Verdict.BLOCK, (*reasons, *cleared)
     if reasons:
-        return Verdict.REVIEW, tuple(reasons)
+        return Verdict.REVIEW, (*reasons, *cleared)
     if not matches:
         return Verdict.ALLOW, ("no faces found",)
-    return Verdict.ALLOW, (f"{len(matches)} face{'s' if len(matches) > 1 else ''}, none of them an enrolled student",)
+    return Verdict.ALLOW, (f"{len(matches)} face{'s' if len(matches) > 1 else ''}, none of them an enrolled student", *cleared)

@@ -94,6 +94,7 @@ def write_audit_report(
     changes: dict[str, Any],
     thumbnail: Any,
     max_thumbnails: int = 2000,
+    decisions: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write index.html (self-contained but for thumbnails in ./thumbs), audit.csv and audit.json.
     ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo; returns False if it cannot."""
@@ -143,6 +144,7 @@ def write_audit_report(
             "<h3>Links not followed (not checked)</h3><p class='muted'>The audit never follows links (they can lead "
             "outside the library or loop). Audit their targets as libraries of their own.</p><ul>" + items + "</ul>"
         )
+    decisions_html = _decisions_html(decisions or [], {r.get("sha256"): r["path"] for r in rows})
     changes_html = "<p class='muted'>No verdict changed.</p>"
     if changed_rows:
         changes_html = "<table><tr><th>Photo</th><th>Was</th><th>Now</th></tr>" + changed_rows + "</table>"
@@ -164,6 +166,7 @@ changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("mov
 {changes_html}
 {"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
 {links_html}
+{decisions_html}
 <h2>Blocked photos</h2>
 <p class="muted">These show a student whose family opted out of directory information. Take them down
 from any public place, or replace them.</p>
@@ -195,6 +198,32 @@ from any public place, or replace them.</p>
     }
     atomic_write(out_dir / "audit.json", json.dumps(doc, indent=1, ensure_ascii=False, default=str))
     return out_dir / "index.html"
+
+
+_ANSWER = {"student": "confirmed as student {sid}", "none": "cleared (none of the students shown)",
+           "unnamed student": "blocked: an opted-out student not shown"}  # fmt: skip
+
+
+def _decisions_html(decisions: list[dict[str, Any]], paths: dict[Any, str]) -> str:
+    """Reviewers' decisions (newest first), grouped by reviewer and day: who cleared or confirmed what."""
+    import html
+
+    if not decisions:
+        return ""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for d in decisions:
+        what = _ANSWER.get(d["action"], d["action"]).format(sid=d.get("student_id") or "")
+        if d.get("undone_at"):
+            what += f" — undone by {d.get('undone_by') or '?'}"
+        photo = paths.get(d["sha256"]) or f"photo {str(d['sha256'])[:12]}…"
+        when = html.escape(str(d["at"])[11:16])
+        item = f"<li>{when} <code>{html.escape(photo)}</code> face {d['face'] + 1}: {html.escape(what)}</li>"
+        groups.setdefault((str(d["at"])[:10], d["user"]), []).append(item)
+    parts = [
+        f"<h3>{html.escape(day)} · {html.escape(user)} ({len(items)})</h3><ul>{''.join(items)}</ul>"
+        for (day, user), items in groups.items()
+    ]
+    return "<h2>Decisions by reviewers</h2>" + "".join(parts)
 
 
 def _face_public(face: dict[str, Any]) -> dict[str, Any]:

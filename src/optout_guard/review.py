@@ -120,14 +120,20 @@ class ReviewBook:
         # faces and its own notes (a photo that could not be read at all has no face to settle).
         settled_faces = [m for m in result.faces if m.decision is not Decision.REVIEW]
         base = photo_verdict(settled_faces, result.notes)[0].value if result.faces else result.verdict.value
+        # One photo, one set of cards, whichever way it arrived: a photo already queued from the check
+        # folder and then dropped on the page keeps its place, name and source while its file is there.
+        known = self.db.execute("SELECT path, source FROM photos WHERE sha256=?", (result.sha256,)).fetchone()
+        path = result.path
+        if known is not None and known[0] != result.path and os.path.exists(known[0]):
+            path, source = known[0], known[1]
         with self.db:
             self.db.execute(
                 "INSERT INTO photos VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET path=excluded.path, "
-                "verdict=excluded.verdict, reasons=excluded.reasons, marked=COALESCE(excluded.marked, photos.marked), "
-                "updated_at=excluded.updated_at, base=excluded.base",
+                "source=excluded.source, verdict=excluded.verdict, reasons=excluded.reasons, "
+                "marked=COALESCE(excluded.marked, photos.marked), updated_at=excluded.updated_at, base=excluded.base",
                 (
                     result.sha256,
-                    result.path,
+                    path,
                     source,
                     result.verdict.value,
                     json.dumps(list(result.reasons)),
@@ -177,9 +183,12 @@ class ReviewBook:
     )
 
     def queue(self, limit: int = 50) -> list[Card]:
-        """Open cards first, then skipped ones (oldest first)."""
+        """Open cards first, then skipped ones; among them staff's photos (the check folder, the page)
+        before the audit's backlog, then likely hits (closest candidate first), then oldest first."""
         rows = self.db.execute(
-            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') ORDER BY f.status = 'skipped', f.skipped, f.id LIMIT ?",
+            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') ORDER BY f.status = 'skipped', f.skipped, "
+            "p.source = 'audit', json_extract(f.candidates, '$[0][1]') IS NULL, json_extract(f.candidates, '$[0][1]'), "
+            "f.id LIMIT ?",
             (limit,),
         ).fetchall()
         return [self._card(r) for r in rows]
@@ -261,6 +270,13 @@ class ReviewBook:
             )
             self._refresh_verdict(sha)
         return {"face_id": face_id, "sha256": sha, "student_id": student, "reference": reference}
+
+    def decided_since(self, when: str) -> set[str]:
+        """Content hashes of photos with a decision (or an undo) at or after ``when`` (ISO UTC)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT sha256 FROM decisions WHERE at >= ? OR (undone_at IS NOT NULL AND undone_at >= ?)", (when, when)
+        )
+        return {sha for (sha,) in rows}
 
     def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -3,6 +3,7 @@
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 let cards = [];
+let shownId = null; // the card on screen: a refresh that brings the same card leaves it as it is
 let lastDecision = null;
 let busy = false;
 
@@ -19,7 +20,11 @@ async function api(path, body) {
   else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(data.error || `${response.status} ${response.statusText}`);
+    error.data = data;
+    throw error;
+  }
   return data;
 }
 
@@ -34,12 +39,21 @@ async function loadQueue() {
   const data = await api("/api/queue");
   cards = data.cards;
   $("open-count").textContent = data.open;
+  const same = cards.length && cards[0].id === shownId;
   renderTrail(data.decisions);
-  showCard();
+  const imp = data.importing || {};
+  $("importing").textContent = imp.running
+    ? `Looking for photos to review in the check folder and the audit: ${imp.done} of ${imp.total} looked at, ${imp.added} face(s) added…`
+    : "";
+  if (!same) showCard(); // never reset what the reviewer is doing (e.g. R ticked) on a timed refresh
 }
+
+// The queue refreshes itself (a background import adds cards; other reviewers settle them).
+setInterval(() => { if (!busy && !document.hidden) loadQueue().catch(() => {}); }, 5000);
 
 function showCard() {
   const card = cards[0];
+  shownId = card ? card.id : null;
   $("card").hidden = !card;
   $("empty").hidden = !!card;
   if (!card) return;
@@ -70,7 +84,14 @@ async function decide(answer, studentId) {
   busy = true;
   try {
     const body = { answer, student_id: studentId || null, add_reference: answer === "student" && $("add-ref").checked };
-    const data = await api(`/api/cards/${card.id}/decide`, body);
+    let data;
+    try {
+      data = await api(`/api/cards/${card.id}/decide`, body);
+    } catch (error) {
+      // Clearing a face that would be blocked on its own: the reviewer is asked once more.
+      if (!(error.data && error.data.confirm) || !window.confirm(error.data.confirm)) throw error;
+      data = await api(`/api/cards/${card.id}/decide`, { ...body, confirm: true });
+    }
     if (answer === "skip") say("Skipped: the card is at the back of the queue.");
     else {
       lastDecision = data.decision;
@@ -137,7 +158,7 @@ $("refresh").addEventListener("click", async () => {
   say("Looking for new photos in the check folder and the audit…");
   try {
     const data = await api("/api/refresh", {});
-    say(`${data.added} new face(s) to review.`);
+    say(data.started ? "Looking for new photos to review…" : "Already looking for new photos…");
     await loadQueue();
   } catch (error) { say(error.message, true); }
 });
