@@ -127,9 +127,9 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
         # 1. Check photos: drop two photos on the page.
         page.click("#tab-check")
         # The drop area works from the keyboard: focus it and press Enter to choose photos.
-        page.focus("#drop")
+        page.wait_for_selector("#drop", state="visible")
         with page.expect_file_chooser() as chooser:
-            page.keyboard.press("Enter")
+            page.press("#drop", "Enter")
         chooser.value.set_files([str(COLIN), str(HUGO)])
         page.wait_for_selector("article.result >> nth=1", timeout=60_000)
         verdicts = page.eval_on_selector_all(
@@ -410,3 +410,37 @@ def test_decisions_stick_and_the_queue_serves_staff_first(tmp_path, data_dir):
     assert library_rows(settings, library) == []  # Hugo's photo: cleared by a person, no longer review
     report = (tmp_path / "report" / "index.html").read_text()
     assert "Decisions by reviewers" in report and "cleared (none of the students shown)" in report
+
+
+def test_a_mid_year_opt_out_from_the_desk(tmp_path, data_dir, samples):
+    import re
+
+    from optout_guard.optout_list import OptOutList, Student, load_list, save_list
+
+    settings = workspace(tmp_path / "ws")
+    save_list(OptOutList({"hugo": Student("hugo"), "colin": Student("colin")}), settings.workspace)
+    users = UserStore(settings.index_file.parent)
+    users.add("teacher", "correct horse battery", names=False)
+    users.add("officer", "staple gun orange tree", names=True)
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
+    app = create_app(desk)
+    app.config["SERVER_NAME"] = "desk.school.lan"
+    photo = samples["grace_hopper"].read_bytes()
+
+    def add_as(name: str, password: str):
+        with app.test_client() as client:
+            page = client.get("/login").get_data(as_text=True)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            client.post("/login", data={"user": name, "password": password, "csrf_token": token})
+            token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+            data = {"student_id": "S-NEW-999", "first": "Grace", "photos": (io.BytesIO(photo), "Grace at the fair.jpg")}
+            return client.post("/api/students", data=data, headers={"X-CSRFToken": token}, content_type="multipart/form-data")
+
+    import io
+
+    assert add_as("teacher", "correct horse battery").status_code == 403  # not trusted with names
+    answer = add_as("officer", "staple gun orange tree")
+    assert answer.status_code == 200 and answer.get_json()["protected"], answer.get_json()
+    assert load_list(settings.workspace).students["S-NEW-999"].added_by == "officer"
+    assert guard_verdict(settings, samples["grace_hopper"]) == "block"
+    assert "fair" not in log_path(settings).read_text()  # the upload's name is not kept

@@ -27,7 +27,7 @@ from typing import Any
 
 from optout_guard.config import Settings
 from optout_guard.errors import OptoutGuardError
-from optout_guard.fsutil import atomic_write, private_dir
+from optout_guard.fsutil import atomic_write, private_dir, utc_now
 
 LOG_FILE = "activity.jsonl"
 HEAD_FILE = "activity.head"
@@ -177,7 +177,7 @@ class ActivityLog:
         entry = {
             "v": 2,
             "seq": (previous["seq"] + 1) if previous else 1,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": utc_now(),
             "user": self.user,
             "host": self.host,
             "action": action,

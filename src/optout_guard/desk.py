@@ -127,6 +127,36 @@ class Desk:
         ActivityLog(self.settings).record("desk-check", reviewer=user, **photo_details(result))
         return self.result_json(result, Path(name).name)
 
+    def add_student(self, fields: dict[str, str], photos: list[tuple[str, bytes]], user: str) -> dict[str, Any]:
+        """A family opted out today: protect the student now (as ``optout-guard add``)."""
+        import tempfile
+
+        from optout_guard.activity_log import ActivityLog
+        from optout_guard.enroll import enrollment_in_progress
+        from optout_guard.index import edit_index
+        from optout_guard.optout_list import Student
+        from optout_guard.sync import add_student
+
+        student_id = fields.get("student_id", "").strip()
+        if not is_valid_student_id(student_id):
+            raise ValueError(f"{student_id!r} is not a valid student id (letters, digits, . _ -)")
+        if not photos:
+            raise ValueError("add at least one photo of the student")
+        student = Student(student_id, *(fields.get(k, "").strip() for k in ("first", "last", "grade", "school")))
+        with tempfile.TemporaryDirectory(dir=self.state) as tmp:  # private folder: children's photos
+            paths = []
+            for i, (name, data) in enumerate(photos):
+                suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ".jpg"
+                path = Path(tmp) / f"photo-{i + 1}{suffix}"  # the upload's own name is not kept
+                atomic_write(path, data)
+                paths.append(path)
+            with self.lock, enrollment_in_progress(self.settings), edit_index(self.settings) as index:
+                report = add_student(student, paths, index, self.settings, self.guard.models, user)
+                templates = sum(1 for t in index.templates if t.student_id == student_id)
+        ActivityLog(self.settings).record("add", student_id=student_id, photos=len(photos), templates=templates, reviewer=user)
+        rejected = [why for sid, _photo, why in report.rejected if sid == student_id]
+        return {"student_id": student_id, "protected": templates > 0, "reference_photos": templates, "rejected": rejected}
+
     def prune_uploads(self, incoming: int = 0) -> int:
         """Keep the page's uploads within their age and size budget: older than ``upload_days`` go,
         then the oldest until the new photo fits. Raises when one photo alone exceeds the budget."""
@@ -569,6 +599,17 @@ def create_app(desk: Desk) -> Any:
         results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "") for f in files]
         return jsonify(results=results)
 
+    @app.post("/api/students")
+    def api_add_student() -> Any:
+        # Adding a student changes who is protected: on the network only accounts trusted with names may.
+        if options.lan and not may_see_names():
+            return jsonify(error="this account may not add students; ask the privacy officer"), 403
+        photos = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos")]
+        try:
+            return jsonify(desk.add_student(dict(request.form), photos, current_user() or ""))
+        except (ValueError, OptoutGuardError) as exc:
+            return jsonify(error=str(exc)), 400
+
     @app.post("/api/cards/<int:card_id>/decide")
     def api_decide(card_id: int) -> Any:
         body = request.get_json(silent=True) or {}
@@ -687,8 +728,7 @@ def _secret_key(state: Path) -> bytes:
     """A random key kept (0600) beside the index: sessions survive a restart of the desk."""
     path = state / "desk-secret"
     if not path.exists():
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        atomic_write(path, secrets.token_bytes(32))  # private from the start, never half-written
     return path.read_bytes()
 
 

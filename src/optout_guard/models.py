@@ -11,7 +11,6 @@ pulls in video libraries; we only locate their data files.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.errors import ModelUnavailable
+from optout_guard.fsutil import sha256_file
 
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -61,11 +61,7 @@ def model_path(name: str) -> Path:
 
 @functools.cache
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 # How a face's embedding is made from the model's output: the aligned face and its mirror image

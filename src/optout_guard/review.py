@@ -14,10 +14,8 @@ who matches the face makes it a review again. A face settled as a student blocks
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from optout_guard.config import Settings
+from optout_guard.fsutil import open_private_db, utc_now
 from optout_guard.matching import photo_verdict
 from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Verdict
 
@@ -51,8 +50,7 @@ def book_path(settings: Settings) -> Path:
     return settings.index_file.parent / BOOK_FILE
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+_now = utc_now
 
 
 @dataclass(frozen=True)
@@ -91,12 +89,7 @@ def _iou(a: Box, b: Box) -> float:
 class ReviewBook:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not self.path.exists()
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-        if fresh:
-            os.chmod(self.path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = open_private_db(self.path, check_same_thread=False)  # created 0600, never chmodded after
         self.db.executescript(SCHEMA)
 
     @classmethod

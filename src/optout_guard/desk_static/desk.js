@@ -209,6 +209,20 @@ drop.addEventListener("keydown", (event) => {
 });
 drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); checkFiles([...event.dataTransfer.files]); });
 
+// ---- a mid-year opt-out -------------------------------------------------------------------------
+$("add-student").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const out = $("add-result");
+  out.textContent = "Adding…";
+  try {
+    const data = await api("/api/students", new FormData(event.target));
+    out.textContent = data.protected
+      ? `Student ${data.student_id} is protected now (${data.reference_photos} reference photo(s)).`
+      : `Student ${data.student_id} is NOT protected: ${data.rejected.join("; ") || "no photo could be used"}.`;
+    if (data.protected) event.target.reset();
+  } catch (error) { out.textContent = error.message; }
+});
+
 // ---- tabs ------------------------------------------------------------------------------------
 for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => {
