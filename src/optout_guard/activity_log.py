@@ -190,7 +190,7 @@ class ActivityLog:
             fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _write_head(self.path, key, entry["seq"], entry["hash"])
+        _write_head(self.path, key, int(entry["seq"]), str(entry["hash"]))
 
     def _quarantine_tail(self, good_end: int, key: bytes, previous: dict[str, Any] | None) -> None:
         """A crash or a full disk tore the last line: keep its bytes aside, cut the log back to its

@@ -410,8 +410,8 @@ def _audit(
         moved_from = identity = None
         if by_sha:
             try:
-                sha, identity = sha256_with_identity(name)
-                moved_from = by_sha.get(sha)
+                digest, identity = sha256_with_identity(name)
+                moved_from = by_sha.get(digest)
             except OSError:
                 moved_from = None
         if moved_from is not None and identity is not None and gone[moved_from][2] == gallery and not gone[moved_from][6]:

@@ -498,7 +498,7 @@ def create_app(desk: Desk) -> Any:
             return None
         name, epoch = signed_in
         if users.epoch(name) != epoch:
-            live.pop(sid, None)
+            live.pop(str(sid), None)
             return None
         return name
 

@@ -203,8 +203,8 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         why = "the file kept changing while it was read (still being copied?); check it again later"
         raise ImageRejected(name, why, transient=True) from None
     except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        why = f"cannot read the file ({why}); check that it exists and is readable"
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        why = f"cannot read the file ({detail}); check that it exists and is readable"
         raise ImageRejected(name, why, transient=True) from None
     if not data:
         raise ImageRejected(name, EMPTY, code="empty_file")
