@@ -20,6 +20,7 @@ from optout_guard.desk import Desk, DeskOptions, create_app
 from optout_guard.index import FaceIndex
 from optout_guard.models import embedding_fingerprint
 from optout_guard.pipeline import Guard
+from optout_guard.types import ReasonCode
 from optout_guard.users import UserStore
 
 pytestmark = pytest.mark.data
@@ -167,6 +168,12 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
         page.wait_for_function("document.getElementById('open-count').textContent === '2'")
         page.keyboard.press("n")
         page.wait_for_function("document.getElementById('open-count').textContent === '1'")
+        # Blair's second face is cut by the photo's edge: one card for the whole photo, and a key
+        # that does nothing there says why.
+        page.wait_for_selector("#card-title:has-text('Photo to settle')")
+        page.keyboard.press("1")
+        page.wait_for_selector("#message:has-text('whole photo')")
+        page.screenshot(path=str(TEST_OUTPUT / "photo-card.png"))
         page.keyboard.press("n")
         page.wait_for_selector("#message:has-text('ALLOW')")
         cards_per_minute = 3 / ((time.perf_counter() - decide_started) / 60)
@@ -208,7 +215,8 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
     assert blair.verdict.value == "block" and blair.blocked_students == ()  # blocked by a person, nobody named
     cleared = [m for m in blair.faces if m.decision.value == "clear"]
     assert len(cleared) == 1 and "cleared by" in cleared[0].reason
-    assert any("an opted-out student, said" in m.reason for m in blair.faces)
+    # (Blair's second face is cut by the photo's edge, so its card is the photo card: B there blocks the photo.)
+    assert any(m.code is ReasonCode.REVIEWER_UNNAMED and "said" in m.reason for m in blair.faces)
     trail = [json.loads(line) for line in log_path(settings).read_text().splitlines()]
     assert trail[-1]["action"] == "review-decision" and trail[-1]["details"]["student_id"] is None
 
@@ -444,3 +452,31 @@ def test_a_mid_year_opt_out_from_the_desk(tmp_path, data_dir, samples):
     assert load_list(settings.workspace).students["S-NEW-999"].added_by == "officer"
     assert guard_verdict(settings, samples["grace_hopper"]) == "block"
     assert "fair" not in log_path(settings).read_text()  # the upload's name is not kept
+
+
+def test_a_crowd_photo_is_one_photo_card_not_one_card_per_small_face(tmp_path, data_dir):
+    """Issue 16: reviews with no resemblance (faces too small, blurred, turned, cut off; notes) get one
+    card for the whole photo; N clears the photo, B blocks it; keys that do nothing say why (browser
+    test below)."""
+    from optout_guard.review import NONE, PHOTO, UNNAMED
+
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions(port=0))
+    crowd = data_dir / "ultralight_crowd_imgs" / "imgs" / "1.jpg"
+    result = desk.check_upload("crowd.jpg", crowd.read_bytes(), "t")
+    unjudged = [f for f in result["faces"] if f["decision"] == "review" and not f.get("candidates")]
+    assert len(unjudged) >= 5, result  # many faces too small to check …
+    cards = desk.book.queue(200)
+    photo_cards = [c for c in cards if c.face == PHOTO]
+    resemblances = sum(1 for f in result["faces"] if f.get("candidates") and f["decision"] == "review")
+    assert len(photo_cards) == 1 and len(cards) == 1 + resemblances
+    card = photo_cards[0]
+    assert "too small" in card.reason and desk.card_json(card, False)["kind"] == "photo"
+    with pytest.raises(ValueError):
+        desk.decide(card.id, NONE, "t", add_reference=True)  # a whole photo is no reference
+    desk.decide(card.id, UNNAMED, "t", add_reference=False)
+    assert guard_verdict(settings, crowd) == "block"
+    desk.undo(desk.book.decisions(1)[0]["id"], "t")
+    desk.decide(card.id, NONE, "t", add_reference=False)
+    after = Guard(settings).check(crowd)
+    assert not [m for m in after.faces if m.decision.value == "review" and not m.candidates]  # all answered

@@ -31,7 +31,7 @@ from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
-from optout_guard.review import NONE, UNNAMED, Card, ReviewBook
+from optout_guard.review import NONE, PHOTO, UNNAMED, Card, ReviewBook
 
 STATIC = Path(__file__).with_name("desk_static")
 log = logging.getLogger("optout_guard.desk")
@@ -279,15 +279,19 @@ class Desk:
     # ---- cards -------------------------------------------------------------------------------
     def card_json(self, card: Card, viewer_names: bool) -> dict[str, Any]:
         photo = self.book.photo(card.sha256) or {}
+        whole = card.face == PHOTO
+        marked = f"/photo/{card.sha256}/marked.jpg" if photo.get("marked") else None
         return {
             "id": card.id,
+            "kind": "photo" if whole else "face",
             "sha256": card.sha256,
             "face": card.face,
             "reason": card.reason,
             "source": card.source,
             "photo_name": Path(card.photo_path).name if card.source != "desk" else "photo checked on this page",
             "photo_url": f"/photo/{card.sha256}/marked.jpg" if photo.get("marked") else f"/photo/{card.sha256}/original.jpg",
-            "crop_url": f"/face/{card.id}.jpg",
+            # A photo card shows the whole photo with the faces in question boxed (the marked-up copy).
+            "crop_url": (marked or f"/face/{card.id}.jpg") if whole else f"/face/{card.id}.jpg",
             "face_px": round(card.box.w),
             "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in card.candidates[:3]],
         }
@@ -336,6 +340,8 @@ class Desk:
         if answer not in (NONE, UNNAMED):
             if not is_valid_student_id(answer) or answer not in {c.student_id for c in card.candidates}:
                 raise ValueError(f"{answer!r} is not one of this face's candidates")
+        if card.face == PHOTO and add_reference:
+            raise ValueError("a whole photo cannot be a reference photo")
         if answer == NONE and not confirmed and card.candidates and card.candidates[0].distance <= self.settings.block_distance:
             # Pressing N through a queue clears faces that match a student outright: ask once more.
             c = card.candidates[0]

@@ -26,7 +26,7 @@ from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.review import ReviewBook, book_path, settle_matches
+from optout_guard.review import NONE, UNNAMED, ReviewBook, book_path, settle_matches
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
 
 log = logging.getLogger("optout_guard.pipeline")
@@ -186,9 +186,15 @@ class Guard:
             for i, face in enumerate(faces)
         ]
         book = self.review_book
+        whole = None
         if book is not None and sha256 is not None:
             matches = settle_matches(sha256, matches, book)
+            whole = book.photo_answer(sha256)
+        if whole is not None and whole.answer == NONE:
+            notes = ()  # a person looked at the whole photo: its notes are answered
         verdict, reasons = photo_verdict(matches, notes)
+        if whole is not None and whole.answer == UNNAMED and verdict is not Verdict.BLOCK:
+            verdict, reasons = Verdict.BLOCK, (f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})",)
         return matches, verdict, reasons
 
     def _check(

@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS faces_status ON faces (status, id);
 NONE = ""  # the answer "none of them"
 UNNAMED = "?"  # the answer "an opted-out student, but not one of those shown" (or too small to say which)
 NEAR = 0.6  # candidates this close were shown to the reviewer; a new one this close re-opens a cleared face
+PHOTO = -1  # the face number of a photo card: the whole photo (faces too small, blurred, turned, cut off; notes)
 
 
 def book_path(settings: Settings) -> Path:
@@ -111,8 +112,9 @@ class ReviewBook:
         now = _now()
         # The verdict the photo has once every review face is settled "none of them": its other
         # faces and its own notes (a photo that could not be read at all has no face to settle).
+        # (Without the notes and the faces nobody could judge: the photo card settles those.)
         settled_faces = [m for m in result.faces if m.decision is not Decision.REVIEW]
-        base = photo_verdict(settled_faces, result.notes)[0].value if result.faces else result.verdict.value
+        base = photo_verdict(settled_faces)[0].value if result.faces else result.verdict.value
         # One photo, one set of cards, whichever way it arrived: a photo already queued from the check
         # folder and then dropped on the page keeps its place, name and source while its file is there.
         known = self.db.execute("SELECT path, source FROM photos WHERE sha256=?", (result.sha256,)).fetchone()
@@ -138,8 +140,8 @@ class ReviewBook:
             )
             new = 0
             for i, m in enumerate(result.faces):
-                if m.decision is not Decision.REVIEW:
-                    continue
+                if m.decision is not Decision.REVIEW or not m.candidates:
+                    continue  # faces nobody could judge share the photo's one card (below)
                 box = json.dumps([m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h])
                 candidates = json.dumps([[c.student_id, c.distance] for c in m.candidates])
                 landmarks = json.dumps(np.asarray(m.face.landmarks, float).round(1).tolist())
@@ -151,7 +153,23 @@ class ReviewBook:
                     (result.sha256, i, box, landmarks, m.face.page, candidates, m.reason),
                 )
                 new += known is None
+            # One photo card for everything that is not a resemblance: faces too small, blurred,
+            # turned or cut off, and the photo's own notes. A person answers for the whole photo.
+            unjudged = [m for m in result.faces if m.decision is Decision.REVIEW and not m.candidates]
+            if (unjudged or result.notes) and result.size is not None:
+                why = [r for r in result.reasons if not any(r == m.reason for m in result.faces if m.candidates)]
+                known = self.db.execute("SELECT 1 FROM faces WHERE sha256=? AND face=?", (result.sha256, PHOTO)).fetchone()
+                self.db.execute(
+                    "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason) VALUES (?,?,?,?,?,?,?) "
+                    "ON CONFLICT(sha256, face) DO UPDATE SET reason=excluded.reason WHERE faces.status != 'settled'",
+                    (result.sha256, PHOTO, json.dumps([0, 0, *result.size]), "[]", 0, "[]", "; ".join(why)),
+                )
+                new += known is None
         return new
+
+    def photo_answer(self, sha256: str) -> Settlement | None:
+        """What a person said about a whole photo (its photo card), if anything."""
+        return next((s for s in self.settlements(sha256) if s.face == PHOTO), None)
 
     # ---- cards out -----------------------------------------------------------------------
     def _card(self, row: tuple) -> Card:
@@ -315,9 +333,18 @@ def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> l
     if not settled:
         return matches
     result = list(matches)
+    whole = next((s for s in settled if s.face == PHOTO), None)
     for i, m in enumerate(matches):
         if m.decision is not Decision.REVIEW:
             continue  # a block stays a block; a clear needs nobody
+        if not m.candidates:  # a face nobody could judge: the photo card's answer counts
+            if whole is not None and whole.answer == UNNAMED:
+                why = f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})"
+                result[i] = FaceMatch(m.face, Decision.BLOCK, (), why, ReasonCode.REVIEWER_UNNAMED)
+            elif whole is not None and whole.answer == NONE:
+                why = f"no opted-out student in this photo, said {whole.by} ({whole.at[:10]})"
+                result[i] = FaceMatch(m.face, Decision.CLEAR, (), why, ReasonCode.REVIEWER_CLEARED)
+            continue
         s = next((s for s in settled if s.face == i and _iou(s.box, m.face.box) > 0.5), None)
         if s is None:
             continue

@@ -58,8 +58,20 @@ function showCard() {
   $("empty").hidden = !!card;
   if (!card) return;
   $("crop").src = card.crop_url;
+  $("crop").classList.toggle("whole", card.kind === "photo");
   $("reason").textContent = card.reason;
-  $("source").textContent = `${card.photo_name} (${card.source}) · face ${card.face_px} px wide`;
+  $("card-title").textContent = card.kind === "photo" ? "Photo to settle" : "Face to settle";
+  $("question").textContent = card.kind === "photo"
+    ? "Does this photo show a student on the opt-out list? (the faces in question are boxed)"
+    : "Is it one of these opted-out students?";
+  $("none").textContent = card.kind === "photo" ? "No opted-out student here " : "None of them ";
+  $("none").append(el("kbd", { textContent: "N" }));
+  $("unnamed").textContent = card.kind === "photo" ? "An opted-out student is here " : "An opted-out student, not shown ";
+  $("unnamed").append(el("kbd", { textContent: "B" }));
+  $("source").textContent = card.kind === "photo"
+    ? `${card.photo_name} (${card.source})`
+    : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide`;
+  document.querySelector(".add-ref").hidden = card.kind === "photo"; // a whole photo is no reference
   $("photo-link").href = card.photo_url;
   $("add-ref").checked = false;
   const list = $("candidates");
@@ -141,10 +153,16 @@ document.addEventListener("keydown", (event) => {
   if (event.target instanceof HTMLInputElement && event.target.type !== "checkbox") return;
   const key = event.key.toLowerCase();
   const card = cards[0];
-  if (["1", "2", "3"].includes(key) && card && card.candidates[Number(key) - 1]) decide("student", card.candidates[Number(key) - 1].student_id);
+  if (["1", "2", "3"].includes(key) && card && !card.candidates[Number(key) - 1]) {
+    // A key that does nothing says why.
+    say(card.kind === "photo"
+      ? "This card is about the whole photo: press N (no opted-out student here) or B (an opted-out student is here)."
+      : `There is no student ${key} on this card.`, true);
+  } else if (["1", "2", "3"].includes(key) && card) decide("student", card.candidates[Number(key) - 1].student_id);
   else if (key === "n" && card) decide("none");
   else if (key === "b" && card) decide("unnamed");
   else if (key === "s" && card) decide("skip");
+  else if (key === "r" && card && card.kind === "photo") say("A whole photo cannot be a reference photo.", true);
   else if (key === "r" && card) $("add-ref").checked = !$("add-ref").checked;
   else if (key === "u") undo();
   else return;
