@@ -145,7 +145,8 @@ def test_watch_redact_blurs_faces_under_review_too(demo_ws, tmp_path):
     CheckFolder(inbox, Guard(ws), settle=0.0, arrival_grace=0.0, redact=True).run_once()
     postable = inbox / "review" / "visitor.jpg.postable.jpg"
     assert postable.exists()
-    assert "Copy you may post instead" in (inbox / "review" / "visitor.jpg.txt").read_text()
+    note = (inbox / "review" / "visitor.jpg.txt").read_text()
+    assert "Copy you may post instead" in note and "1 face blurred (1 resembling a student)" in note
     again = Guard(ws).check(postable)
     assert not any(m.candidates for m in again.faces)  # no face left that resembles anybody
 

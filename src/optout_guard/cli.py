@@ -37,6 +37,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help is plain text: "[default: …]" in a help string is shown as written, not eaten as markup.
+    rich_markup_mode=None,
 )
 # Piped output (a log file, a script) gets a wide table instead of Rich's 80-column default.
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
@@ -137,7 +139,7 @@ def exit_code(results: list[ScanResult]) -> int:
 @_user_errors
 def check(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Photos or folders (folders are searched recursively).")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATHS", help="Photos or folders (folders are searched recursively).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")] = False,
     annotate: Annotated[
         Optional[Path], typer.Option("--annotate", help="Write a marked-up copy of each photo into this folder.")
@@ -252,7 +254,9 @@ def enroll(
     ctx: typer.Context,
     directory: Annotated[
         Optional[Path],
-        typer.Argument(help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments]."),
+        typer.Argument(
+            metavar="[DIRECTORY]", help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments]."
+        ),
     ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Start a new index (e.g. after a model change) instead of updating.")
@@ -337,8 +341,10 @@ def enroll(
 @_user_errors
 def add(
     ctx: typer.Context,
-    student_id: Annotated[str, typer.Argument(help="The student's id (as in the student information system).")],
-    photos: Annotated[list[Path], typer.Argument(help="One or more reference photos of the student.")],
+    student_id: Annotated[str, typer.Argument(
+        metavar="STUDENT_ID", help="The student's id (as in the student information system)."
+    )],
+    photos: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="One or more reference photos of the student.")],
     first: Annotated[Optional[str], typer.Option("--first", help="First name (kept in the private opt-out list).")] = None,
     last: Annotated[Optional[str], typer.Option("--last", help="Last name.")] = None,
     school: Annotated[Optional[str], typer.Option("--school", help="School.")] = None,
@@ -437,7 +443,7 @@ def people(
 @_user_errors
 def remove(
     ctx: typer.Context,
-    student_id: Annotated[str, typer.Argument(help="The student id to remove from the index.")],
+    student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID", help="The student id to remove from the index.")],
     delete_photos: Annotated[
         bool, typer.Option("--delete-photos", help="Also delete the student's reference photo folder.")
     ] = False,
@@ -488,7 +494,9 @@ def remove(
 @_user_errors
 def sync(
     ctx: typer.Context,
-    optout_list: Annotated[Path, typer.Argument(help="The opt-out list exported from your student information system.")],
+    optout_list: Annotated[Path, typer.Argument(
+        metavar="LIST", help="The opt-out list exported from your student information system."
+    )],
     photos: Annotated[
         Optional[list[Path]],
         typer.Option("--photos", help="A picture-day folder (PSPA INDEX.TXT, or <student_id>.jpg files). Repeatable."),
@@ -637,7 +645,7 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
 @_user_errors
 def watch(
     ctx: typer.Context,
-    folder: Annotated[Path, typer.Argument(help="The check folder staff drop photos into.")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="The check folder staff drop photos into.")],
     once: Annotated[bool, typer.Option("--once", help="Process what is there now, then exit (for cron and tests).")] = False,
     polling: Annotated[bool, typer.Option("--polling", help="Poll instead of OS events (network shares).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", help="Also watch sub-folders.")] = False,
@@ -689,7 +697,7 @@ def watch(
 @_user_errors
 def audit(
     ctx: typer.Context,
-    library: Annotated[Path, typer.Argument(help="Top folder of the photo library.")],
+    library: Annotated[Path, typer.Argument(metavar="LIBRARY", help="Top folder of the photo library.")],
     report: Annotated[Optional[Path], typer.Option("--report", help="Write index.html, audit.csv and audit.json here.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes [default: one per CPU core].")] = None,
     embedding_cache: Annotated[
@@ -804,7 +812,11 @@ def audit(
 
 
 # ---- activity log ------------------------------------------------------------------------------
-log_app = typer.Typer(help="The activity log: who ran what, when, with what result (hash-chained).", no_args_is_help=True)
+log_app = typer.Typer(
+    help="The activity log: who ran what, when, with what result (hash-chained).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(log_app, name="log")
 
 
@@ -943,7 +955,11 @@ def serve(
         out.print("Review desk stopped.")
 
 
-users_app = typer.Typer(help="Accounts for the review desk on the network (optout-guard serve --lan).", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Accounts for the review desk on the network (optout-guard serve --lan).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(users_app, name="users")
 
 
@@ -951,7 +967,7 @@ app.add_typer(users_app, name="users")
 @_user_errors
 def users_add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     names: Annotated[bool, typer.Option("--can-see-names", help="This account may see students' names.")] = False,
 ) -> None:
     """Add an account (or set a new password). The password is asked for, or read from OPTOUT_GUARD_PASSWORD."""
@@ -967,7 +983,7 @@ def users_add(
 
 @users_app.command("remove")
 @_user_errors
-def users_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
+def users_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")]) -> None:
     """Remove an account."""
     from optout_guard.users import UserStore
 
@@ -991,13 +1007,15 @@ def users_list(ctx: typer.Context) -> None:
 
 
 # ---- index key -----------------------------------------------------------------------------------
-key_app = typer.Typer(help="Encryption of the face index at rest.", no_args_is_help=True)
+key_app = typer.Typer(help="Encryption of the face index at rest.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(key_app, name="key")
 
 
 @key_app.command("new")
 @_user_errors
-def key_new(path: Annotated[Path, typer.Argument(help="Where to write the new key (not beside the index).")]) -> None:
+def key_new(path: Annotated[Path, typer.Argument(
+    metavar="PATH", help="Where to write the new key (not beside the index)."
+)]) -> None:
     """Write a new random 256-bit key (mode 0600). Then set index_key_file and run: enroll --rebuild."""
     import os
 

@@ -38,7 +38,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
-from optout_guard.types import ReasonCode, ScanResult, Verdict
+from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
 
@@ -461,8 +461,20 @@ def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -
     if marked_name:
         lines.append(f"Marked-up copy: {marked_name} (red = opted-out student, amber = needs a look, green = fine)")
     if postable and result.verdict is not Verdict.ALLOW and not result.notes:
+        blurred = [m for m in result.faces if m.decision is not Decision.CLEAR]
+        why = ", ".join(
+            f"{n} {what}"
+            for what, n in (
+                ("opted-out student" + ("s" if sum(m.decision is Decision.BLOCK for m in blurred) > 1 else ""),
+                 sum(m.decision is Decision.BLOCK for m in blurred)),
+                ("resembling a student", sum(m.decision is Decision.REVIEW and bool(m.candidates) for m in blurred)),
+                ("that could not be checked", sum(m.decision is Decision.REVIEW and not m.candidates for m in blurred)),
+            )
+            if n
+        )  # fmt: skip
         lines.append(
-            f"Copy you may post instead (every face that is not clearly fine is blurred, no photo metadata): {postable}"
+            f"Copy you may post instead, without waiting for a reviewer: {postable} — {len(blurred)} "
+            f"face{'s' if len(blurred) != 1 else ''} blurred ({why}); no photo metadata."
         )
     lines += ["", _WHAT_TO_DO[result.verdict], ""]
     return _text("\n".join(lines))
