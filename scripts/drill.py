@@ -144,14 +144,21 @@ def drill_sync(root: Path, photos: dict[str, Path]) -> Drill:
     return drill
 
 
+def _with_photos(where: Path, photos: dict[str, Path], enroll: bool = False) -> Path:
+    """A workspace whose enrollments/<id>/ref.jpg hold ``photos`` (enrolled when asked)."""
+    for sid, photo in photos.items():
+        (where / "enrollments" / sid).mkdir(parents=True)
+        shutil.copy(photo, where / "enrollments" / sid / "ref.jpg")
+    if enroll:
+        cli(where, "enroll")
+    return where
+
+
 def drill_enroll(root: Path, photos: dict[str, Path]) -> Drill:
     drill = Drill("enroll killed at every rename")
 
     def fresh(where: Path) -> Path:
-        for sid, photo in photos.items():
-            (where / "enrollments" / sid).mkdir(parents=True)
-            shutil.copy(photo, where / "enrollments" / sid / "ref.jpg")
-        return where
+        return _with_photos(where, photos)
 
     ws = fresh(root / "enroll-probe")
     with kill_at_rename(None) as count:
@@ -176,11 +183,7 @@ def drill_remove(root: Path, photos: dict[str, Path]) -> Drill:
     drill = Drill("remove --delete-photos killed at every rename")
 
     def fresh(where: Path) -> Path:
-        for sid, photo in photos.items():
-            (where / "enrollments" / sid).mkdir(parents=True)
-            shutil.copy(photo, where / "enrollments" / sid / "ref.jpg")
-        cli(where, "enroll")
-        return where
+        return _with_photos(where, photos, enroll=True)
 
     ws = fresh(root / "remove-probe")
     with kill_at_rename(None) as count:
@@ -200,10 +203,8 @@ def drill_remove(root: Path, photos: dict[str, Path]) -> Drill:
 
 # ---- races ---------------------------------------------------------------------------------------------
 def _workspace_with(root: Path, photos: dict[str, Path]) -> Settings:
-    for sid, photo in photos.items():
-        (root / "enrollments" / sid).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, root / "enrollments" / sid / "ref.jpg")
-    assert cli(root, "enroll") == 0
+    _with_photos(root, photos, enroll=True)
+    assert protected(root) == set(photos)
     return load_settings(root, environ={})
 
 

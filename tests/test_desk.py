@@ -90,6 +90,29 @@ def server(tmp_path, data_dir):
     srv.close()
 
 
+def sources(tmp_path: Path, in_review: list[Path], in_library: list[Path]):
+    """A workspace, a check folder with ``in_review`` photos in review/, and a library."""
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    for photo in in_review:
+        shutil.copy(photo, folder / "review" / photo.name)
+    library = tmp_path / "library"
+    library.mkdir()
+    for photo in in_library:
+        shutil.copy(photo, library / photo.name)
+    return settings, folder, library
+
+
+def sign_in(client, name: str, password: str):
+    """Sign in through the login form (with its CSRF token), as a browser would."""
+    import re
+
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"user": name, "password": password, "csrf_token": token})
+
+
 def guard_verdict(settings, photo: Path) -> str:
     return Guard(settings).check(photo).verdict.value
 
@@ -274,10 +297,7 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
     app = create_app(desk)
     app.config["SERVER_NAME"] = "desk.school.lan"
 
-    def login(client, name, password):
-        page = client.get("/login").get_data(as_text=True)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        return client.post("/login", data={"user": name, "password": password, "csrf_token": token})
+    login = sign_in
 
     with app.test_client() as client:
         assert client.get("/").status_code == 302 and "/login" in client.get("/").headers["Location"]
@@ -328,14 +348,7 @@ def test_queue_takes_reviews_from_the_check_folder_and_the_audit(tmp_path, data_
 
     from optout_guard.cli import app
 
-    settings = workspace(tmp_path / "ws")
-    folder = tmp_path / "check"
-    (folder / "review").mkdir(parents=True)
-    shutil.copy(HUGO, folder / "review" / HUGO.name)
-    library = tmp_path / "library"
-    library.mkdir()
-    shutil.copy(BLAIR, library / BLAIR.name)
-    shutil.copy(COLIN, library / COLIN.name)
+    settings, folder, library = sources(tmp_path, in_review=[HUGO], in_library=[BLAIR, COLIN])
     result = CliRunner().invoke(app, ["--workspace", str(settings.workspace), "audit", str(library)], catch_exceptions=False)
     assert result.exit_code == 1, result.stdout
     desk = Desk(settings, DeskOptions(check_folders=[folder], audit_libraries=[library]))
@@ -368,13 +381,7 @@ def test_decisions_stick_and_the_queue_serves_staff_first(tmp_path, data_dir):
     from optout_guard.audit import library_rows
     from optout_guard.cli import app
 
-    settings = workspace(tmp_path / "ws")
-    folder = tmp_path / "check"
-    (folder / "review").mkdir(parents=True)
-    shutil.copy(BLAIR, folder / "review" / BLAIR.name)
-    library = tmp_path / "library"
-    library.mkdir()
-    shutil.copy(HUGO, library / HUGO.name)
+    settings, folder, library = sources(tmp_path, in_review=[BLAIR], in_library=[HUGO])
     assert CliRunner().invoke(app, ["--workspace", str(settings.workspace), "audit", str(library)]).exit_code == 3
     desk = Desk(settings, DeskOptions(check_folders=[folder], audit_libraries=[library]))
     assert desk.start_import() and not desk.start_import()  # one import at a time, in the background
@@ -437,9 +444,7 @@ def test_a_mid_year_opt_out_from_the_desk(tmp_path, data_dir, samples):
 
     def add_as(name: str, password: str):
         with app.test_client() as client:
-            page = client.get("/login").get_data(as_text=True)
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-            client.post("/login", data={"user": name, "password": password, "csrf_token": token})
+            sign_in(client, name, password)
             token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
             data = {"student_id": "S-NEW-999", "first": "Grace", "photos": (io.BytesIO(photo), "Grace at the fair.jpg")}
             return client.post("/api/students", data=data, headers={"X-CSRFToken": token}, content_type="multipart/form-data")
