@@ -293,7 +293,7 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
     assert (settings.index_file.parent / "desk-users.json").stat().st_mode & 0o777 == 0o600
     assert "correct horse" not in (settings.index_file.parent / "desk-users.json").read_text()
     desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
-    desk.book.add_result(desk.guard.check(HUGO), "desk")
+    desk.check_upload(HUGO.name, HUGO.read_bytes(), "t")  # a photo checked on the page
     app = create_app(desk)
     app.config["SERVER_NAME"] = "desk.school.lan"
 
@@ -485,3 +485,36 @@ def test_a_crowd_photo_is_one_photo_card_not_one_card_per_small_face(tmp_path, d
     desk.decide(card.id, NONE, "t", add_reference=False)
     after = Guard(settings).check(crowd)
     assert not [m for m in after.faces if m.decision.value == "review" and not m.candidates]  # all answered
+
+
+def test_skipped_cards_come_back_and_unserved_cards_are_held_back(tmp_path, data_dir):
+    import re
+
+    settings, folder, library = sources(tmp_path, in_review=[BLAIR], in_library=[HUGO])
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+
+    assert CliRunner().invoke(app, ["--workspace", str(settings.workspace), "audit", str(library)]).exit_code == 3
+    full = Desk(settings, DeskOptions(check_folders=[folder], audit_libraries=[library]))
+    full.import_sources()
+
+    def queue(desk: Desk) -> dict:
+        with create_app(desk).test_client() as client:
+            return client.get("/api/queue").get_json()
+
+    everything = queue(full)
+    assert everything["held_back"] == 0 and len(everything["cards"]) == 3
+    # The same review book, a desk started without --audit: the audit's card waits, it is not broken.
+    partial = queue(Desk(settings, DeskOptions(check_folders=[folder])))
+    assert partial["held_back"] == 1 and {c["source"] for c in partial["cards"]} == {"check folder"}
+
+    # Skip a likely hit: it can be brought back at once.
+    first = everything["cards"][0]["id"]
+    full.book.skip(first)
+    assert queue(full)["skipped"] == 1 and queue(full)["cards"][-1]["id"] == first
+    with create_app(full).test_client() as client:
+        token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+        assert client.post("/api/skipped/reopen", headers={"X-CSRFToken": token}).get_json()["reopened"] == 1
+    again = queue(full)
+    assert again["skipped"] == 0 and again["cards"][0]["id"] == first

@@ -590,8 +590,22 @@ def create_app(desk: Desk) -> Any:
     @app.get("/api/queue")
     def api_queue() -> Any:
         names = may_see_names()
-        cards = [desk.card_json(c, names) for c in desk.book.queue(30)]
-        return jsonify(cards=cards, open=desk.book.open_count(), decisions=desk.book.decisions(10), importing=desk.importing)
+        # Cards whose photo this desk does not serve now (started without that --audit or check
+        # folder, a share not mounted) are held back, not shown broken; they return with their source.
+        served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None]
+        cards = [desk.card_json(c, names) for c in served[:30]]
+        return jsonify(
+            cards=cards,
+            open=desk.book.open_count(),
+            held_back=desk.book.open_count() - len(served) if len(served) < 300 else 0,
+            skipped=desk.book.skipped_count(),
+            decisions=desk.book.decisions(10),
+            importing=desk.importing,
+        )
+
+    @app.post("/api/skipped/reopen")
+    def api_reopen_skipped() -> Any:
+        return jsonify(reopened=desk.book.reopen_skipped())
 
     @app.post("/api/refresh")
     def api_refresh() -> Any:

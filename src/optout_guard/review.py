@@ -263,6 +263,14 @@ class ReviewBook:
             (face_id,),
         )
 
+    def skipped_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE status='skipped'").fetchone()[0])
+
+    def reopen_skipped(self) -> int:
+        """Bring every skipped card back to its place in the queue (a skipped real hit is never lost)."""
+        cursor = self.db.execute("UPDATE faces SET status='open', skipped=NULL WHERE status='skipped'")
+        return cursor.rowcount
+
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         """Undo a decision: its card is open again. Returns the decision (with any reference added)."""
         row = self.db.execute(

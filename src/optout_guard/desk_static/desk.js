@@ -41,6 +41,11 @@ async function loadQueue() {
   $("open-count").textContent = data.open;
   const same = cards.length && cards[0].id === shownId;
   renderTrail(data.decisions);
+  $("reopen-skipped").hidden = !data.skipped;
+  $("skipped-count").textContent = data.skipped;
+  $("held-back").textContent = data.held_back
+    ? `${data.held_back} card(s) wait for photos this desk does not serve now (start it with their --audit or --check-folder).`
+    : "";
   const imp = data.importing || {};
   $("importing").textContent = imp.running
     ? `Looking for photos to review in the check folder and the audit: ${imp.done} of ${imp.total} looked at, ${imp.added} face(s) added…`
@@ -226,6 +231,15 @@ drop.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("files").click(); }
 });
 drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); checkFiles([...event.dataTransfer.files]); });
+
+$("reopen-skipped").addEventListener("click", async () => {
+  try {
+    const data = await api("/api/skipped/reopen", {});
+    say(`${data.reopened} skipped card(s) are back in the queue.`);
+    shownId = null;
+    await loadQueue();
+  } catch (error) { say(error.message, true); }
+});
 
 // ---- a mid-year opt-out -------------------------------------------------------------------------
 $("add-student").addEventListener("submit", async (event) => {
