@@ -157,3 +157,11 @@ def test_folders_are_checked_in_parallel_with_identical_results(demo_ws, tmp_pat
 
     assert verdicts(serial) == verdicts(parallel)
     assert len(verdicts(parallel)) == 10 and verdicts(parallel)[-1][1] == "review"
+
+
+def test_check_names_the_copies_it_wrote(demo_ws, tmp_path):
+    result = run(demo_ws, "check", str(photos(demo_ws) / "assembly.jpg"), "--annotate", str(tmp_path / "a"),
+                 "--redact", str(tmp_path / "r"))  # fmt: skip
+    text = "".join(result.stdout.split())
+    written = [p for p in (tmp_path / "a").iterdir()] + [p for p in (tmp_path / "r").iterdir()]
+    assert len(written) == 2 and all("".join(str(p).split()) in text for p in written)

@@ -206,7 +206,7 @@ def check(
     else:
         _print_table(results, skipped, annotate)
         if redact is not None:
-            out.print(f"Copies fit to post (every face that is not clear blurred: blocked and under review): {redact}")
+            out.print("Copies fit to post blur every face that is not clearly fine (blocked and under review).")
     if not results and not skipped:
         err.print("[yellow]No photos found in the given paths.[/]")
     raise typer.Exit(exit_code(results))
@@ -233,8 +233,11 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
     )
     for path, why in skipped:
         out.print(f"  skipped {escape(path)}: {escape(why)}")
-    if annotate is not None:
-        out.print(f"Marked-up copies: {escape(str(annotate))}")
+    # The copies written, by name (a person looks for the file, not for the folder).
+    for r in results:
+        for label, copy in (("marked-up", r.annotated_path), ("fit to post", r.redacted_path)):
+            if copy:
+                out.print(f"  {label} copy of {escape(Path(r.path).name)}: {escape(copy)}")
 
 
 # ---- gallery -------------------------------------------------------------------------------
@@ -593,10 +596,10 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     p = report.plan
     head = "Dry run: nothing was changed." if not report.applied else "Sync done."
     out.print(f"[bold]{head}[/] {len(p.optouts.students)} students on the opt-out list ({p.optouts.rows_read} rows read).")
-    verb = "will be" if not report.applied else ""
+    verb = " will be" if not report.applied else ""  # "Students added: 3" / "Students added will be: 3"
     if p.removed_students:  # first: the change that unprotects students
         out.print(
-            f"[bold yellow]Students removed {verb} ({len(p.removed_students)}):[/] "
+            f"[bold yellow]Students removed{verb} ({len(p.removed_students)}):[/] "
             + escape(", ".join(p.removed_students))
             + " — their templates are deleted and the reference photos sync copied; photos put there by hand stay."
         )
@@ -613,7 +616,7 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     if report.stale:
         out.print(f"[yellow]Newest photo over a year old ({len(report.stale)}):[/] " + ", ".join(report.stale))
     out.print(
-        f"Students added {verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
+        f"Students added{verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
     )
     copied = "to copy" if not report.applied else "copied"
     out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
@@ -889,8 +892,10 @@ def calibrate(
             "Suggested by the rule (" + summary["rule"] + "): " + ", ".join(f"{k} = {v}" for k, v in result.suggested.items())
         )
     if out_dir is not None:
+        from optout_guard.fsutil import atomic_write
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "calibration.json").write_text(json.dumps(summary, indent=2))
+        atomic_write(out_dir / "calibration.json", json.dumps(summary, indent=2), mode=0o644)
         plotted = det_plot(result, out_dir / "det.png", settings)
         out.print(
             f"Written: {out_dir / 'calibration.json'}"
