@@ -281,9 +281,16 @@ class Desk:
         photo = self.book.photo(card.sha256) or {}
         whole = card.face == PHOTO
         marked = f"/photo/{card.sha256}/marked.jpg" if photo.get("marked") else None
+        # The photo's other faces waiting for a person: shown together, settled together ("A").
+        group = [
+            {"id": other.id, "crop_url": f"/face/{other.id}.jpg", "student_id": other.candidates[0].student_id}
+            for other in (self.book.card(i) for i in self.book.open_cards(card.sha256).values())
+            if other is not None and other.id != card.id and other.face != PHOTO and other.candidates
+        ]
         return {
             "id": card.id,
             "kind": "photo" if whole else "face",
+            "group": group if not whole else [],
             "sha256": card.sha256,
             "face": card.face,
             "reason": card.reason,
@@ -329,6 +336,23 @@ class Desk:
         return _jpeg(picture)
 
     # ---- decisions ---------------------------------------------------------------------------
+    def decide_photo(self, sha256: str, user: str, confirmed: bool = False) -> dict[str, Any]:
+        """"None of these" for every open resemblance card of one photo at once (a group photo whose
+        faces all need a person); the same confirmation rule as one by one."""
+        open_cards = [self.book.card(cid) for cid in self.book.open_cards(sha256).values()]
+        faces = [c for c in open_cards if c is not None and c.face != PHOTO and c.candidates]
+        if not faces:
+            raise KeyError(sha256)
+        close = [c for c in faces if c.candidates[0].distance <= self.settings.block_distance]
+        if close and not confirmed:
+            raise NeedsConfirmation(
+                f"{len(close)} of these faces are within the block distance of a student: optout-guard would block "
+                "them on its own. Clear them all anyway?"
+            )
+        decisions = [self.decide(c.id, NONE, user, add_reference=False, confirmed=True)["decision"] for c in faces]
+        photo = self.book.photo(sha256) or {}
+        return {"decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict")}
+
     def decide(self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
 
@@ -602,6 +626,16 @@ def create_app(desk: Desk) -> Any:
             decisions=desk.book.decisions(10),
             importing=desk.importing,
         )
+
+    @app.post("/api/photos/<sha>/none")
+    def api_photo_none(sha: str) -> Any:
+        body = request.get_json(silent=True) or {}
+        try:
+            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm"))))
+        except NeedsConfirmation as exc:
+            return jsonify(error=str(exc), confirm=str(exc)), 409
+        except KeyError:
+            abort(404)
 
     @app.post("/api/skipped/reopen")
     def api_reopen_skipped() -> Any:

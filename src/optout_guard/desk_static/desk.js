@@ -77,6 +77,14 @@ function showCard() {
     ? `${card.photo_name} (${card.source})`
     : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide`;
   document.querySelector(".add-ref").hidden = card.kind === "photo"; // a whole photo is no reference
+  // A group photo: its other faces that need a person, beside this one; one key settles them all.
+  const group = card.group || [];
+  $("group").hidden = !group.length;
+  $("group-count").textContent = String(group.length);
+  $("group-total").textContent = String(group.length + 1);
+  $("group-faces").replaceChildren(...group.map((g) => el("figure", {},
+    el("img", { src: g.crop_url, alt: "another face of this photo" }),
+    el("figcaption", { textContent: `closest: ${g.student_id}` }))));
   $("photo-link").href = card.photo_url;
   $("add-ref").checked = false;
   const list = $("candidates");
@@ -118,6 +126,30 @@ async function decide(answer, studentId) {
       const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
       say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
     }
+    await loadQueue();
+  } catch (error) {
+    say(error.message, true);
+  } finally {
+    busy = false;
+  }
+}
+
+async function settleGroup() {
+  const card = cards[0];
+  if (!card || busy || !(card.group || []).length) return;
+  busy = true;
+  try {
+    const path = `/api/photos/${card.sha256}/none`;
+    let data;
+    try {
+      data = await api(path, {});
+    } catch (error) {
+      if (!(error.data && error.data.confirm) || !window.confirm(error.data.confirm)) throw error;
+      data = await api(path, { confirm: true });
+    }
+    lastDecision = data.decisions[data.decisions.length - 1];
+    $("undo").disabled = false;
+    say(`Settled ${data.settled} faces as none of them: the photo is now ${String(data.verdict).toUpperCase()}.`);
     await loadQueue();
   } catch (error) {
     say(error.message, true);
@@ -170,6 +202,8 @@ document.addEventListener("keydown", (event) => {
   else if (key === "r" && card && card.kind === "photo") say("A whole photo cannot be a reference photo.", true);
   else if (key === "r" && card) $("add-ref").checked = !$("add-ref").checked;
   else if (key === "u") undo();
+  else if (key === "a" && card && (card.group || []).length) settleGroup();
+  else if (key === "a" && card) say("Only this face of the photo waits for a person: press N for none of them.", true);
   else return;
   event.preventDefault();
 });
@@ -232,6 +266,7 @@ drop.addEventListener("keydown", (event) => {
 });
 drop.addEventListener("drop", (event) => { event.preventDefault(); drop.classList.remove("over"); checkFiles([...event.dataTransfer.files]); });
 
+$("group-none").addEventListener("click", settleGroup);
 $("reopen-skipped").addEventListener("click", async () => {
   try {
     const data = await api("/api/skipped/reopen", {});
