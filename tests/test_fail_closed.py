@@ -29,7 +29,7 @@ from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, edit_index, open_index
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard, Redaction
-from optout_guard.types import Decision, ScanResult, Verdict
+from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
 from optout_guard.watch import NOTE_FILE, CheckFolder
 
 runner = CliRunner()
@@ -536,3 +536,20 @@ def test_faces_in_an_extremely_compressed_jpeg_are_not_cleared(demo_ws, tmp_path
         result = Guard(demo_ws).check(photo)
         assert result.verdict is expected, (quality, result.reasons)
     assert any("strongly compressed" in m.reason for m in Guard(demo_ws).check(tmp_path / "q4.jpg").faces)
+
+
+def test_a_face_lying_on_its_side_among_upright_ones_is_judged(demo_ws, tmp_path, samples):
+    """Issue 16, part 1: a turned face is turned upright on its own and judged; with the setting off
+    it is review, as before."""
+    grace = Image.open(samples["grace_hopper"]).convert("RGB")
+    astronaut = Image.open(samples["astronaut"]).convert("RGB").resize((400, 400))
+    canvas = Image.new("RGB", (1000, 520), (210, 210, 210))
+    canvas.paste(astronaut, (20, 60))
+    canvas.paste(grace.resize((360, 480)).rotate(90, expand=True), (480, 80))
+    photo = tmp_path / "lying.jpg"
+    canvas.save(photo, quality=92)
+    judged = Guard(demo_ws).check(photo)
+    assert judged.verdict is Verdict.BLOCK, judged.reasons
+    off = load_settings(demo_ws.workspace, {"judge_turned_faces": False}, environ={})
+    flagged = Guard(off).check(photo)
+    assert flagged.verdict is Verdict.REVIEW and any(m.code is ReasonCode.TURNED for m in flagged.faces)

@@ -56,6 +56,9 @@ class Settings:
     # When a face is found lying on its side or upside down, look again with the photo turned
     # (photos stored on their side whose EXIF rotation was stripped): three more detections, only then.
     try_rotations: bool = True
+    # A face lying on its side or upside down among upright ones: turn its own region upright and
+    # judge it (measured in README "Turned faces"); false = such faces are review, as before.
+    judge_turned_faces: bool = True
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None

@@ -67,7 +67,8 @@ def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, 
     mouth_x = (landmarks[0, 7, rows, cols] + landmarks[0, 9, rows, cols]) / 2 * box_w
     angle = np.degrees(np.arctan2(mouth_y - eye_y, mouth_x - eye_x))  # 90° = mouth straight below eyes
     upright = ((angle >= 45.0) & (angle <= 135.0)).astype(np.float32)
-    info = np.stack([heat[rows, cols].astype(np.float32), upright], axis=1).reshape(-1, 2)  # score, upright
+    # score, upright, tilt (degrees the face is turned from upright; 0 = upright)
+    info = np.stack([heat[rows, cols].astype(np.float32), upright, (angle - 90.0).astype(np.float32)], axis=1).reshape(-1, 3)
     return boxes * np.array([width / in_w, height / in_h] * 2), info
 
 
@@ -90,7 +91,7 @@ def _tiled_pass(
     height, width = pixels.shape[:2]
     tile_w, xs = _tiles(width * scale, overlap)
     tile_h, ys = _tiles(height * scale, overlap)
-    found_boxes, found_scores = [np.zeros((0, 4))], [np.zeros((0, 2), np.float32)]
+    found_boxes, found_scores = [np.zeros((0, 4))], [np.zeros((0, 3), np.float32)]
     for ty in ys:
         for tx in xs:
             x0, y0 = round(tx / scale), round(ty / scale)
@@ -166,9 +167,9 @@ def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple
         found_boxes.append(boxes[big])
         found_scores.append(scores[big])
     boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
-    info = np.concatenate(found_scores) if found_scores else np.zeros((0, 2), np.float32)
+    info = np.concatenate(found_scores) if found_scores else np.zeros((0, 3), np.float32)
     if len(boxes) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32)
+        return np.zeros((0, 4), np.float32), np.zeros((0, 3), np.float32)
     keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), info[:, 0].tolist(), threshold, _NMS_IOU), np.int64).reshape(-1)
     boxes, scores = boxes[keep], info[keep]
     dx, dy, sw, sh = _CF_TO_DLIB
@@ -190,7 +191,8 @@ def _hog(pixels: np.ndarray, settings: Settings, models: Models) -> tuple[np.nda
     boxes = np.array(
         [[r.left(), r.top(), r.right() - r.left() + 1, r.bottom() - r.top() + 1] for r in rects], np.float32
     ).reshape(-1, 4)
-    info = np.stack([np.asarray(scores, np.float32), np.ones(len(scores), np.float32)], axis=1).reshape(-1, 2)
+    n = len(scores)
+    info = np.stack([np.asarray(scores, np.float32), np.ones(n, np.float32), np.zeros(n, np.float32)], axis=1).reshape(-1, 3)
     return boxes / scale, info  # HOG only finds upright faces
 
 
@@ -220,6 +222,7 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
                     landmarks=points * np.float32(image.scale),
                     page=page_index,
                     upright=bool(info[i, 1]),
+                    tilt=float(info[i, 2]),
                 )
             )
     return faces

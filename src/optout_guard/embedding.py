@@ -118,6 +118,39 @@ def mirror_some(embedded: Embeddings, rows: list[int], models: Models) -> Embedd
     return Embeddings(vectors, embedded.judged, embedded.unjudged, embedded.chips, tuple(mirrored))
 
 
+def turned_face_chip(pixels: np.ndarray, face: Face, scale: float, settings: Settings, models: Models) -> np.ndarray | None:
+    """The aligned chip of a face lying on its side or upside down: its region is cut out, turned by
+    the face's tilt (either way, since the sign depends on the eye order), and the face is found
+    again there; it counts only if it is found upright near the middle. None when that fails."""
+    from optout_guard.detection import detect_faces
+
+    box = face.box.scaled(1.0 / scale)
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    side = int(1.8 * max(box.w, box.h)) + 2
+    x0, y0 = int(cx - side / 2), int(cy - side / 2)
+    crop = pixels[max(0, y0) : max(0, y0 + side), max(0, x0) : max(0, x0 + side)]
+    if crop.size == 0:
+        return None
+    top, left = max(0, -y0), max(0, -x0)
+    crop = cv2.copyMakeBorder(
+        crop, top, side - crop.shape[0] - top, left, side - crop.shape[1] - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+    )
+    for angle in (face.tilt, -face.tilt):
+        matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
+        rotated = np.ascontiguousarray(cv2.warpAffine(crop, matrix, (side, side)))
+        view = LoadedImage("", "", "", (side, side), (rotated,))
+        centred = [f for f in detect_faces(view, settings, models) if _near_middle(f, side)]
+        found = [f for f in centred if is_upright(f)]
+        if found:
+            best = max(found, key=lambda f: f.box.w * f.box.h)
+            return face_chips(rotated, [best], 1.0, models)[0]
+    return None
+
+
+def _near_middle(face: Face, side: float) -> bool:
+    return abs(face.box.x + face.box.w / 2 - side / 2) < side / 4 and abs(face.box.y + face.box.h / 2 - side / 2) < side / 4
+
+
 def _page_size(image: LoadedImage, page: int) -> tuple[float, float]:
     """(width, height) of one page in original pixels."""
     height, width = image.pages[min(page, len(image.pages) - 1)].shape[:2]
@@ -131,14 +164,20 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
     needs it only for faces that come near an enrolled student, most faces in a crowd do not."""
     unjudged: dict[int, Unjudged] = {}
     candidates: list[int] = []
+    turned: list[int] = []  # faces lying on their side or upside down: turned upright one by one
     for i, face in enumerate(faces):
         pixels_wide = face.box.w / image.scale  # what the embedder really gets
         if image.faces_unjudgeable:
             unjudged[i] = Unjudged(ReasonCode.TOO_COMPRESSED, image.faces_unjudgeable)
         elif not is_upright(face):
             # dlib's landmarks are trained on upright faces: on a face lying on its side they land
-            # anywhere and the embedding means nothing — so it is never compared, only flagged.
-            unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
+            # anywhere and the embedding would mean nothing. The face's own region is turned upright
+            # (CenterFace's eye and mouth points say how far) and found again there; if that fails,
+            # it is never compared, only flagged.
+            if settings.judge_turned_faces and min(face.box.w, face.box.h) / image.scale >= settings.min_face_px:
+                turned.append(i)
+            else:
+                unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
         elif pixels_wide < settings.min_face_px:
             why = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
             unjudged[i] = Unjudged(ReasonCode.TOO_SMALL, why)
@@ -151,9 +190,17 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
     chip_owner: list[int] = []
     for page_index, pixels in enumerate(image.pages):
         on_page = [i for i in candidates if faces[i].page == page_index]
-        if not on_page:
+        if not on_page and not any(faces[i].page == page_index for i in turned):
             continue
-        for i, chip in zip(on_page, face_chips(pixels, [faces[i] for i in on_page], image.scale, models), strict=True):
+        page_chips = face_chips(pixels, [faces[i] for i in on_page], image.scale, models) if on_page else []
+        for i in (i for i in turned if faces[i].page == page_index):
+            chip = turned_face_chip(pixels, faces[i], image.scale, settings, models)
+            if chip is None:
+                unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
+            else:
+                on_page.append(i)
+                page_chips.append(chip)
+        for i, chip in zip(on_page, page_chips, strict=True):
             value = sharpness(chip)
             if value < settings.min_sharpness:
                 why = f"face too blurred to check (sharpness {value:.0f}; at least {settings.min_sharpness:.0f} needed)"

@@ -116,6 +116,7 @@ class Face:
     landmarks: np.ndarray
     page: int = 0  # frame of an animated GIF / page of a multi-page TIFF
     upright: bool = True  # False: the detector saw it lying on its side or upside down
+    tilt: float = 0.0  # degrees the face is turned from upright (CenterFace's eye and mouth points)
 
     @property
     def size(self) -> float:
