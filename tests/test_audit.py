@@ -155,10 +155,12 @@ def test_report_is_written_for_people_and_scripts(tmp_path, data_dir):
     assert done.returncode == 1, done.stderr  # something is blocked: needs attention
     html = (report / "index.html").read_text()
     assert "Blocked photos" in html and "Hugo_Chavez_0021.jpg" in html and "caf\\xe9 concert.jpg" in html
+    assert html.index("Blocked photos") < html.index("Photos to review") < html.index("What changed")  # what matters first
     assert "http://" not in html and "https://" not in html  # nothing external
     thumbs = list((report / "thumbs").glob("*.jpg"))
     assert len(thumbs) >= 5 and all(f"thumbs/{t.name}" in html for t in thumbs)
-    csv_text = (report / "audit.csv").read_text()
+    assert (report / "audit.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads it as UTF-8
+    csv_text = (report / "audit.csv").read_text(encoding="utf-8-sig")
     assert csv_text.splitlines()[0] == "verdict,path,students,reasons,checked_at" and "hugo" in csv_text
     import json
 

@@ -130,10 +130,13 @@ def write_audit_report(
         return "<div class='cards'>" + "".join(parts) + "</div>"
 
     totals = summary.get("totals", {})
+    # Only the changes that matter to a reader: a photo newly blocked or held, or cleared (a new photo
+    # that is simply allowed is not news); long lists are folded.
+    mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
     changed_rows = "".join(
         f"<tr><td><code>{html.escape(c['path'])}</code></td><td>{html.escape(str(c['before'] or 'new'))}</td>"
         f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
-        for c in changes["changed"][:500]
+        for c in mattering[:500]
     )
     deleted = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in changes["deleted"][:500])
     links = summary.get("links_not_followed") or []
@@ -148,6 +151,8 @@ def write_audit_report(
     changes_html = "<p class='muted'>No verdict changed.</p>"
     if changed_rows:
         changes_html = "<table><tr><th>Photo</th><th>Was</th><th>Now</th></tr>" + changed_rows + "</table>"
+        if len(mattering) > 20:
+            changes_html = f"<details><summary>{len(mattering)} photos changed verdict</summary>{changes_html}</details>"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>Photo library audit</title>
 <style>{_CSS}</style></head><body>
@@ -162,11 +167,6 @@ def write_audit_report(
 <p class="muted">This run: {summary.get("checked", 0)} photos checked, {summary.get("rechecked", 0)} re-checked against
 changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("moved", 0)} moved,
 {len(changes["deleted"])} deleted; {summary.get("seconds", 0):.0f} s.</p>
-<h2>What changed since the last audit</h2>
-{changes_html}
-{"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
-{links_html}
-{decisions_html}
 <h2>Blocked photos</h2>
 <p class="muted">These show a student whose family opted out of directory information. Take them down
 from any public place, or replace them.</p>
@@ -174,6 +174,11 @@ from any public place, or replace them.</p>
 <h2>Photos to review</h2>
 <p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
 {cards("review")}
+<h2>What changed since the last audit</h2>
+{changes_html}
+{"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
+{links_html}
+{decisions_html}
 </body></html>"""
     atomic_write(out_dir / "index.html", page)
 
@@ -181,9 +186,12 @@ from any public place, or replace them.</p>
     writer = csv.writer(buffer)
     writer.writerow(["verdict", "path", "students", "reasons", "checked_at"])
     for r in rows:
-        students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
+        # Blocked students, and for review rows the students the held faces resemble.
+        held = [f for f in r["faces"] if f.get("decision") in ("block", "review") and f.get("student_id")]
+        students = sorted({f["student_id"] for f in held})
         writer.writerow([r["verdict"], r["path"], " ".join(students), " | ".join(r["reasons"]), r["checked_at"]])
-    atomic_write(out_dir / "audit.csv", buffer.getvalue())
+    # With a byte-order mark: Excel then opens it as UTF-8 (accented names and paths intact).
+    atomic_write(out_dir / "audit.csv", "\ufeff" + buffer.getvalue())
 
     doc = {
         "schema_version": SCHEMA_VERSION,
