@@ -553,3 +553,14 @@ def test_a_face_lying_on_its_side_among_upright_ones_is_judged(demo_ws, tmp_path
     off = load_settings(demo_ws.workspace, {"judge_turned_faces": False}, environ={})
     flagged = Guard(off).check(photo)
     assert flagged.verdict is Verdict.REVIEW and any(m.code is ReasonCode.TURNED for m in flagged.faces)
+
+
+def test_holding_faces_cut_by_the_edge_is_a_setting(lfw_guard, tmp_path):
+    photo = LFW / "Hugo_Chavez" / "Hugo_Chavez_0006.jpg"
+    face = max(lfw_guard.check(photo).faces, key=lambda m: m.face.box.w).face
+    cut = tmp_path / "cut.jpg"
+    Image.open(photo).crop((int(face.box.x + 0.45 * face.box.w), 0, 250, 250)).save(cut)
+    held = lfw_guard.check(cut)
+    assert any(m.code is ReasonCode.CUT_BY_EDGE for m in held.faces)
+    off = Guard(load_settings(lfw_guard.settings.workspace, {"hold_faces_cut_by_edge": False}, environ={}))
+    assert not any(m.code is ReasonCode.CUT_BY_EDGE for m in off.check(cut).faces)

@@ -59,6 +59,9 @@ class Settings:
     # A face lying on its side or upside down among upright ones: turn its own region upright and
     # judge it (measured in README "Turned faces"); false = such faces are review, as before.
     judge_turned_faces: bool = True
+    # A face cut by the photo's edge is review, never cleared (measured: half faces of enrolled
+    # people are cleared 12–43% of the time); false = judged as they are (README "Faces cut by the edge").
+    hold_faces_cut_by_edge: bool = True
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None

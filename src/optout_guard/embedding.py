@@ -181,7 +181,7 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
         elif pixels_wide < settings.min_face_px:
             why = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
             unjudged[i] = Unjudged(ReasonCode.TOO_SMALL, why)
-        elif partly_visible(face, *_page_size(image, face.page)):
+        elif settings.hold_faces_cut_by_edge and partly_visible(face, *_page_size(image, face.page)):
             unjudged[i] = Unjudged(ReasonCode.CUT_BY_EDGE, PARTLY_VISIBLE)
         else:
             candidates.append(i)
