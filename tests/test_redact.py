@@ -54,7 +54,7 @@ def test_redacted_copy_no_longer_matches_and_keeps_other_faces(demo_ws, demo_stu
 def test_review_faces_are_blurred_only_when_asked(demo_ws, tmp_path, samples):
     guard = Guard(demo_ws)
     photo = demo_ws.workspace / "photos" / "visitor.jpg"  # one clear face
-    result = guard.check(photo, redact=Redaction(tmp_path / "a", include_review=True))
+    result = guard.check(photo, redact=Redaction(tmp_path / "a"))
     assert result.verdict is Verdict.ALLOW
     same = np.abs(
         np.asarray(Image.open(result.redacted_path), float) - np.asarray(Image.open(photo).convert("RGB"), float)

@@ -125,12 +125,12 @@ def redact_page(image: LoadedImage, page: int, matches: list[FaceMatch], decisio
     return Image.fromarray(pixels)
 
 
-def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path, include_review: bool = True) -> Path:
+def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path) -> Path:
     """A copy fit to post: blocked faces and faces under review made unrecognisable;
     JPEG with no metadata at all (no EXIF, GPS, XMP or embedded thumbnail). One file per page."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    decisions = {Decision.BLOCK, Decision.REVIEW} if include_review else {Decision.BLOCK}
+    decisions = {Decision.BLOCK, Decision.REVIEW}
     written: list[Path] = []
     for page in range(len(image.pages)):
         stem = Path(marked_copy_name(image, page, len(image.pages))).stem

@@ -456,7 +456,7 @@ def remove(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.index import edit_index
-    from optout_guard.optout_list import is_valid_student_id, list_fingerprint, load_list, save_list
+    from optout_guard.optout_list import is_valid_student_id, load_list, save_list
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
@@ -475,7 +475,6 @@ def remove(
         if optouts is not None and optouts.students.pop(student_id, None) is not None:
             optouts.copied.pop(student_id, None)
             save_list(optouts, settings.workspace)  # the list before the index, as in a sync
-            index.list_sha = list_fingerprint(optouts)
         removed = index.remove_student(student_id)
     ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
     if not known:

@@ -349,11 +349,15 @@ class Desk:
                 f"{len(close)} of these faces are within the block distance of a student: optout-guard would block "
                 "them on its own. Clear them all anyway?"
             )
-        decisions = [self.decide(c.id, NONE, user, add_reference=False, confirmed=True)["decision"] for c in faces]
+        # Settled one by one (each in the log), the photo refiled once at the end, not once per face.
+        decisions = [self.decide(c.id, NONE, user, add_reference=False, confirmed=True, refile=False)["decision"] for c in faces]
+        moved = self.refile(faces[-1])
         photo = self.book.photo(sha256) or {}
-        return {"decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict")}
+        return {"decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict"), "moved_to": moved}
 
-    def decide(self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False) -> dict[str, Any]:
+    def decide(
+        self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False, refile: bool = True
+    ) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
 
         card = self.book.card(card_id)
@@ -388,7 +392,7 @@ class Desk:
             answer={NONE: "none of them", UNNAMED: "an opted-out student not shown"}.get(answer, "this student"),
             reference_added=reference is not None,
         )
-        moved = self.refile(card)
+        moved = self.refile(card) if refile else None
         photo = self.book.photo(card.sha256) or {}
         return {
             "decision": decision,

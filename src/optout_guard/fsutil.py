@@ -102,9 +102,6 @@ class FileIdentity:
     def of(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def same_as(self, st: os.stat_result) -> bool:
-        return self == FileIdentity.of(st)
-
 
 def read_with_identity(path: Path | str, limit: int | None = None) -> tuple[bytes, FileIdentity]:
     """The file's bytes and the identity of exactly those bytes (stat of the open file before and

@@ -60,7 +60,6 @@ class FaceIndex:
         self.students: set[str] = set()  # every enrolled student, protected or not
         self._search_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self.generation = 0  # bumped by every save; an older copy put back is refused at load
-        self.list_sha = ""  # the saved opt-out list this gallery was last brought in line with
 
     # ---- contents -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -158,7 +157,6 @@ class FaceIndex:
             "model": self.fingerprint,
             "saved_at": now_iso(),
             "generation": self.generation,
-            "list_sha": self.list_sha,
             "students": sorted(self.students),
             "templates": [asdict(t) for t in self.templates],
             "rejections": [asdict(r) for r in self.rejections],
@@ -225,7 +223,6 @@ class FaceIndex:
             )
         index = cls(fingerprint)
         index.generation = generation
-        index.list_sha = str(meta.get("list_sha", ""))
         index.templates = templates
         index.embeddings = embeddings
         index.rejections = [Rejection(**r) for r in meta.get("rejections", [])]

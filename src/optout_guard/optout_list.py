@@ -291,11 +291,6 @@ def save_list(optouts: OptOutList, workspace: Path) -> Path:
     return path
 
 
-def list_fingerprint(optouts: OptOutList) -> str:
-    """Identity of the list's students (the index records which list it was brought in line with)."""
-    return hashlib.sha256("\n".join(sorted(optouts.ids())).encode()).hexdigest()[:32]
-
-
 def load_list(workspace: Path) -> OptOutList | None:
     """The list last imported into this workspace, or None if none was."""
     path = Path(workspace) / LIST_FILE

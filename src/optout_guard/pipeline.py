@@ -26,7 +26,7 @@ from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.review import NONE, UNNAMED, ReviewBook, book_path, settle_matches
+from optout_guard.review import NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
 
 log = logging.getLogger("optout_guard.pipeline")
@@ -48,11 +48,9 @@ DETECTION_ONLY = "face found (detection-only mode: no recognition; a person deci
 @dataclass(frozen=True)
 class Redaction:
     """Where to write postable copies. A copy called postable has every face that is not clear
-    blurred: blocked faces and faces under review alike (``include_review`` is kept for callers that
-    say so explicitly; it can no longer be turned off)."""
+    blurred: blocked faces and faces under review alike."""
 
     folder: Path
-    include_review: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,8 +186,9 @@ class Guard:
         book = self.review_book
         whole = None
         if book is not None and sha256 is not None:
-            matches = settle_matches(sha256, matches, book)
-            whole = book.photo_answer(sha256)
+            settled = book.settlements(sha256)  # read once: the faces' answers and the whole photo's
+            matches = settle_matches(sha256, matches, book, settled)
+            whole = next((s for s in settled if s.face == PHOTO), None)
         if whole is not None and whole.answer == NONE:
             notes = ()  # a person looked at the whole photo: its notes are answered
         verdict, reasons = photo_verdict(matches, notes)
@@ -309,7 +308,7 @@ class Guard:
             if annotate_dir is not None:
                 annotated = str(annotate.write_marked_copy(image, matches, annotate_dir))
             if redact is not None:
-                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder, include_review=True))
+                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder))
         except OSError as exc:
             reasons = (*reasons, f"a copy could not be written ({exc})")
             if verdict is Verdict.ALLOW:

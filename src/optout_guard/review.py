@@ -167,9 +167,7 @@ class ReviewBook:
                 new += known is None
         return new
 
-    def photo_answer(self, sha256: str) -> Settlement | None:
-        """What a person said about a whole photo (its photo card), if anything."""
-        return next((s for s in self.settlements(sha256) if s.face == PHOTO), None)
+
 
     # ---- cards out -----------------------------------------------------------------------
     def _card(self, row: tuple) -> Card:
@@ -335,9 +333,13 @@ def _action(answer: str) -> str:
     return {NONE: "none", UNNAMED: "unnamed student"}.get(answer, "student")
 
 
-def settle_matches(sha256: str, matches: list[FaceMatch], book: ReviewBook) -> list[FaceMatch]:
-    """A photo's face decisions with people's decisions about its faces applied."""
-    settled = book.settlements(sha256) if matches else []
+def settle_matches(
+    sha256: str, matches: list[FaceMatch], book: ReviewBook, settled: list[Settlement] | None = None
+) -> list[FaceMatch]:
+    """A photo's face decisions with people's decisions about its faces applied (``settled``: the
+    photo's settlements, when the caller has read them already)."""
+    if settled is None:
+        settled = book.settlements(sha256) if matches else []
     if not settled:
         return matches
     result = list(matches)

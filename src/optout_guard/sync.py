@@ -23,7 +23,7 @@ from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
 from optout_guard.models import Models
-from optout_guard.optout_list import OptOutList, Student, list_fingerprint, load_list, save_list
+from optout_guard.optout_list import OptOutList, Student, load_list, save_list
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, write_held
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
@@ -219,7 +219,6 @@ def apply_sync(
     save_list(plan.optouts, settings.workspace)
     report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
     report.removed_by_list = []  # removals are this sync's own plan, not a surprise
-    index.list_sha = list_fingerprint(plan.optouts)
     copied_before = plan.previous.copied if plan.previous is not None else {}
     for student_id in plan.removed_students:  # the photos sync copied go with their templates
         folder = settings.enrollments / student_id
@@ -257,7 +256,6 @@ def add_student(
                 student, source="local", added_at=utc_now(), added_by=user
             )
         save_list(optouts, settings.workspace)
-        index.list_sha = list_fingerprint(optouts)
     return enroll_folder(settings.enrollments, index, settings, models, optouts=optouts.ids() if optouts is not None else None)
 
 

@@ -289,7 +289,7 @@ class CheckFolder:
     def _check_claimed(self, claimed: Path, origin: Path) -> ScanResult:
         """Check the claimed file; if its bytes are not the ones checked afterwards (a writer still had
         it open), check again — at most three times, then it is review."""
-        redaction = Redaction(self.staging, include_review=True) if self.redact else None
+        redaction = Redaction(self.staging) if self.redact else None
         for _ in range(3):
             result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction)
             result = dataclasses.replace(result, path=str(origin))
@@ -317,7 +317,7 @@ class CheckFolder:
         if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg")):
             return None
         self.staging.mkdir(parents=True, exist_ok=True)
-        redaction = Redaction(self.staging, include_review=True) if self.redact else None
+        redaction = Redaction(self.staging) if self.redact else None
         result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
         if result.verdict is home:
             for staged in (result.annotated_path, result.redacted_path):
