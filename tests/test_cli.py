@@ -28,7 +28,7 @@ def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
     result = run(demo_ws, "check", "--json", "--annotate", str(tmp_path / "marked"), str(photos(demo_ws)))
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["summary"] == {"photos": 3, "allow": 2, "review": 0, "block": 1, "skipped": 0}
     by_name = {Path(p["path"]).name: p for p in doc["photos"]}
     assembly = by_name["assembly.jpg"]
@@ -36,9 +36,11 @@ def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
     assert len(assembly["faces"]) == 2
     blocked = [f for f in assembly["faces"] if f["decision"] == "block"]
     assert len(blocked) == 1 and blocked[0]["student_id"] == demo_student and blocked[0]["distance"] <= 0.42
-    keys = {"box", "page", "detection_score", "decision", "student_id", "distance", "candidates", "reason", "code"}
+    keys = {"box", "page", "detection_score", "decision", "student_id", "distance", "candidates", "reason", "code", "thresholds"}
     assert set(blocked[0]) == keys
     assert blocked[0]["code"] == "match"
+    assert blocked[0]["thresholds"] == {"source": "settings"}  # no cohort in the demo
+    assert assembly["scope"] == "district"
     assert len(blocked[0]["box"]) == 4 and all(isinstance(v, int) for v in blocked[0]["box"])
     assert blocked[0]["box"][0] < 800  # Grace Hopper is on the left half of the 1600 px wide photo
     assert by_name["coffee.jpg"]["verdict"] == "allow" and by_name["coffee.jpg"]["faces"] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from optout_guard.matching import (
     photo_verdict,
     student_distances,
 )
-from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, ReasonCode, Verdict
+from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, Limits, ReasonCode, Verdict
 
 SETTINGS = Settings(block_distance=0.4, review_distance=0.5)
 
@@ -70,11 +72,31 @@ def test_decisions_follow_thresholds():
 
 
 def test_siblings_within_the_review_band_are_review_with_both_ids():
-    twin = decide_one((Candidate("a", 0.30), Candidate("b", 0.47), Candidate("c", 0.60)))
+    # Within the look-alike margin (0.15) of each other: a person says which.
+    twin = decide_one((Candidate("a", 0.30), Candidate("b", 0.44), Candidate("c", 0.60)))
     assert twin.decision is Decision.REVIEW
-    assert "could be student a (0.300) or b (0.470)" in twin.reason
+    assert "could be student a (0.300) or b (0.440)" in twin.reason
     both_in_band = decide_one((Candidate("a", 0.45), Candidate("b", 0.48)))
     assert both_in_band.decision is Decision.REVIEW and "a (0.450) or b (0.480)" in both_in_band.reason
+
+
+def test_relaxed_lookalike_rule_blocks_when_the_next_student_is_clearly_further():
+    clear_winner = decide_one((Candidate("a", 0.30), Candidate("b", 0.47), Candidate("c", 0.60)))
+    assert clear_winner.decision is Decision.BLOCK and clear_winner.student_id == "a"
+    just_inside = decide_one((Candidate("a", 0.30), Candidate("b", 0.4499)))
+    assert just_inside.decision is Decision.REVIEW
+    at_margin = decide_one((Candidate("a", 0.30), Candidate("b", 0.45)))
+    assert at_margin.decision is Decision.BLOCK
+    # The old rule (any second student within review stops a block) is margin 1.5.
+    old = replace(SETTINGS, lookalike_margin=1.5)
+    assert decide_faces([face()], [(Candidate("a", 0.30), Candidate("b", 0.47))], old)[0].decision is Decision.REVIEW
+
+
+def test_candidates_carry_their_own_thresholds():
+    strict = Limits(0.30, 0.40, "cohort, 2 reference photos")
+    assert decide_one((Candidate("a", 0.35, limits=strict),)).decision is Decision.REVIEW
+    assert decide_one((Candidate("a", 0.45, limits=strict),)).decision is Decision.CLEAR
+    assert decide_one((Candidate("a", 0.45),)).decision is Decision.REVIEW  # settings: 0.40 / 0.50
 
 
 def test_a_student_is_at_most_one_face_per_photo():

@@ -37,6 +37,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import open_private_db, sha256_with_identity, utc_now
 from optout_guard.images import looks_like_image
 from optout_guard.pipeline import Guard, run_in_workers
+from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
 from optout_guard.types import Box, Face, ReasonCode, ScanResult, Unjudged, Verdict
 
 SCHEMA_VERSION = 1
@@ -208,21 +209,27 @@ def walk_library(library: Path, links: list[str] | None = None) -> Iterator[tupl
 
 
 # ---- the work done in (worker) processes ---------------------------------------------------------
-def _audit_task(guard: Guard, path: str, kind: str, faces: str | None, keep: bool) -> ScanResult:
+def _audit_task(
+    guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
+) -> ScanResult:
     if kind == "recheck":
-        return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep)
-    return guard.check(path, keep_embeddings=keep)
+        return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
+    return guard.check(path, keep_embeddings=keep, scope=scope)
 
 
 def _results(
-    guard: Guard, tasks: list[tuple[str, str, str | None]], workers: int, keep: bool
+    guard: Guard,
+    tasks: list[tuple[str, str, str | None]],
+    workers: int,
+    keep: bool,
+    scope_of: Callable[[str], Scope] = lambda _name: WHOLE_DISTRICT,
 ) -> Iterator[tuple[tuple, ScanResult]]:
     """(task, result) for every (kind, path, faces) task, in order, in this process or in workers."""
     if workers <= 1 or len(tasks) < 8:
         for kind, path, faces in tasks:
-            yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep)
+            yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep, scope_of(path))
         return
-    jobs = (((kind, path, faces), (path, kind, faces, keep)) for kind, path, faces in tasks)
+    jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in tasks)
     for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
         assert result is not None
         yield task, result
@@ -283,7 +290,9 @@ def delete_cache(path: Path) -> bool:
     return removed
 
 
-def _from_cache(guard: Guard, name: str, faces_text: str, sha: str, cache: EmbeddingCache) -> ScanResult | None:
+def _from_cache(
+    guard: Guard, name: str, faces_text: str, sha: str, cache: EmbeddingCache, scope: Scope = WHOLE_DISTRICT
+) -> ScanResult | None:
     """Decide a photo again from cached embeddings; None when the cache does not cover it."""
     stored = json.loads(faces_text)
     vectors = cache.get(sha)
@@ -296,8 +305,46 @@ def _from_cache(guard: Guard, name: str, faces_text: str, sha: str, cache: Embed
         return None
     faces = faces_from_json(faces_text)
     embeddings = [vectors.get(i) for i in range(len(stored))]
-    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha)
-    return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha)
+    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha, scope=scope)
+    return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha, scope="" if scope.is_district else scope.name)
+
+
+class LibraryScopes:
+    """Which scope each library path is checked with: the ``library_paths`` globs of config.toml's
+    [scopes] (README "Scopes"); the rest district-wide. A scope that names nobody, or a school the
+    list does not know, stops the audit (exit 2) rather than check a folder against nobody."""
+
+    def __init__(self, library: Path, settings: Settings, guard: Guard, gallery: str) -> None:
+        from optout_guard.optout_list import load_list
+
+        self.library = library
+        self.gallery = gallery
+        self.named = {n: d for n, d in named_scopes(settings.workspace).items() if d.library_paths}
+        self.scopes: dict[str, Scope] = {}
+        if self.named:
+            optouts = load_list(settings.workspace)
+            enrolled = set(guard.index.protected_students())
+            self.scopes = {n: resolve_scope(n, None, enrolled, optouts, self.named) for n in self.named}
+
+    def scope(self, name: str) -> Scope:
+        if not self.named:
+            return WHOLE_DISTRICT
+        try:
+            relative = os.path.relpath(name, self.library)
+        except ValueError:
+            return WHOLE_DISTRICT
+        found = scope_for_library_path(relative, self.named)
+        return self.scopes[found] if found else WHOLE_DISTRICT
+
+    def gallery_of(self, name: str) -> str:
+        """The gallery key stored with a row: the gallery, and the scope's students when scoped (a
+        photo whose scope changed is decided again, like one whose gallery changed)."""
+        scope = self.scope(name)
+        if scope.is_district:
+            return self.gallery
+        assert scope.students is not None
+        digest = hashlib.sha256("\n".join(sorted(scope.students)).encode()).hexdigest()[:12]
+        return f"{self.gallery}:{digest}"
 
 
 # ---- one audit run ---------------------------------------------------------------------------------
@@ -335,8 +382,9 @@ def run_audit(
             cache = EmbeddingCache(cache_path(settings, library))
         elif delete_cache(cache_path(settings, library)):
             pass  # the cache was turned off: its biometric data goes with it
+        scopes = LibraryScopes(library, settings, guard, gallery)
         return _audit(
-            library, settings, guard, gallery, _connect(path), workers, progress, cache, accept_deletions, recheck_all
+            library, settings, guard, scopes, _connect(path), workers, progress, cache, accept_deletions, recheck_all
         )
     finally:
         if cache is not None:
@@ -348,7 +396,7 @@ def _audit(
     library: Path,
     settings: Settings,
     guard: Guard,
-    gallery: str,
+    scopes: LibraryScopes,
     db: sqlite3.Connection,
     workers: int,
     progress: Callable[[int, int], None] | None,
@@ -357,6 +405,7 @@ def _audit(
     recheck_all: bool = False,
 ) -> AuditSummary:
     started = time.perf_counter()
+    gallery = scopes.gallery
     run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
     summary = AuditSummary(run_id=run, library=str(library))
     known = {  # path -> (size, mtime_ns, gallery, verdict, faces, sha256, retry)
@@ -388,10 +437,11 @@ def _audit(
             new_files.append(name)
         elif recheck_all or (row[0], row[1]) != (st.st_size, st.st_mtime_ns) or row[3] is None or row[6]:
             tasks.append(("check", name, None))  # new bytes, or last time's verdict came from an error
-        elif row[2] == gallery and row[5] not in decided:
+        elif row[2] == scopes.gallery_of(name) and row[5] not in decided:
             seen_unchanged.append(key)
         elif row[4] and row[4] != "[]":  # a new gallery, or a reviewer decided about its faces since
-            cached = _from_cache(guard, name, row[4], row[5], cache) if cache is not None and row[5] else None
+            scope = scopes.scope(name)
+            cached = _from_cache(guard, name, row[4], row[5], cache, scope) if cache is not None and row[5] else None
             if cached is not None:
                 ready.append((("recheck", name, row[4]), cached))
             else:
@@ -399,7 +449,7 @@ def _audit(
         else:
             # No faces (or an unreadable file): a changed gallery cannot change its verdict.
             seen_unchanged.append(key)
-            db.execute("UPDATE files SET gallery=? WHERE path=?", (gallery, key))
+            db.execute("UPDATE files SET gallery=? WHERE path=?", (scopes.gallery_of(name), key))
     summary.unchanged = len(seen_unchanged)
     db.execute("BEGIN")
     db.executemany("UPDATE files SET last_run=? WHERE path=?", [(run, k) for k in seen_unchanged])
@@ -414,7 +464,8 @@ def _audit(
                 moved_from = by_sha.get(digest)
             except OSError:
                 moved_from = None
-        if moved_from is not None and identity is not None and gone[moved_from][2] == gallery and not gone[moved_from][6]:
+        same_gallery = moved_from is not None and gone[moved_from][2] == scopes.gallery_of(name)
+        if moved_from is not None and identity is not None and same_gallery and not gone[moved_from][6]:
             # The stat stored is that of the bytes just hashed, not a later one.
             db.execute(
                 "UPDATE files SET path=?, size=?, mtime_ns=?, last_run=? WHERE path=?",
@@ -449,8 +500,8 @@ def _audit(
     db.execute("BEGIN")
     try:
         for round_ in range(2):
-            results = itertools.chain(ready, _results(guard, tasks, workers, cache is not None)) if round_ == 0 else \
-                _results(guard, changed_meanwhile, workers, cache is not None)  # fmt: skip
+            results = itertools.chain(ready, _results(guard, tasks, workers, cache is not None, scopes.scope)) \
+                if round_ == 0 else _results(guard, changed_meanwhile, workers, cache is not None, scopes.scope)  # fmt: skip
             again: list[tuple[str, str, str | None]] = []
             for (kind, name, _), result in results:
                 key = os.fsencode(name)
@@ -464,7 +515,7 @@ def _audit(
                 changed = before != result.verdict.value
                 db.execute(_UPSERT, (
                     key, size, mtime, sha, result.verdict.value, json.dumps(list(result.reasons)), _faces_json(result),
-                    gallery, _now(), run, run, None, int(result.retry),
+                    scopes.gallery_of(name), _now(), run, run, None, int(result.retry),
                 ))  # fmt: skip
                 if changed and round_ == 0:
                     summary.changed.append((display_path(name), before, result.verdict.value))

@@ -34,6 +34,7 @@ MIN_MULTI_PHOTO_STUDENTS = 30
 # of an enrolled student slip through altogether.
 FPIR_TARGET = 0.001
 FNIR_TARGET = 0.02
+MIN_REVIEW_BAND = 0.03  # suggestions keep review at least this far beyond block
 
 
 def rule_thresholds(
@@ -161,13 +162,21 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
             "no review distance can keep misses that low; add more (and more recent) reference photos"
         )
     else:
+        few = len(result.nonmated) < 1 / FPIR_TARGET
+        if block is not None and few and block > settings.block_distance:
+            # Too few probes to show a 0.1% false-block rate: never loosen blocking past the
+            # benchmark's bound on so little evidence (a 12-student gallery once suggested 0.49).
+            block = settings.block_distance
+        if block is not None and review - block < MIN_REVIEW_BAND:
+            block = round(review - MIN_REVIEW_BAND, 4)  # always a band where a person looks
         result.suggested["review_distance"] = review
-        if block is not None:
+        if block is not None and block > 0:
             result.suggested["block_distance"] = block
     if len(result.nonmated) < 1 / FPIR_TARGET:
         result.warnings.append(
             f"{len(result.nonmated)} probes cannot show a {FPIR_TARGET:.1%} false-block rate (that needs at least "
-            f"{round(1 / FPIR_TARGET)}): the suggested block distance is as strict as this gallery can say"
+            f"{round(1 / FPIR_TARGET)}): the suggested block distance is as strict as this gallery can say, and never "
+            f"looser than the benchmark's {settings.block_distance}"
         )
     return result
 

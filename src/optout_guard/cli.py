@@ -26,6 +26,7 @@ from rich.table import Table
 from optout_guard import __version__
 from optout_guard.config import Settings, load_settings
 from optout_guard.errors import OptoutGuardError
+from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import ScanResult, Verdict
 
 EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
@@ -163,6 +164,16 @@ def check(
         bool,
         typer.Option("--no-recognition", help="Detection only: no face templates used; every face is flagged (and blurred)."),
     ] = False,
+    scope: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scope",
+            metavar="NAME",
+            help="Check against one school's opted-out students (as the list names the school) or a [scopes] entry "
+            "of config.toml [default: the whole district].",
+        ),
+    ] = None,
+    grade: Annotated[Optional[str], typer.Option("--grade", metavar="GRADE", help="Only students of this grade.")] = None,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
     from optout_guard.activity_log import ActivityLog, photo_details
@@ -183,9 +194,11 @@ def check(
         raise typer.Exit(EXIT_USAGE)
     guard = Guard(settings)
     guard.require_models()  # a broken install is exit 2 before any photo
+    chosen = WHOLE_DISTRICT
     if settings.recognition:
         _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
         _warn_interrupted_enrollment(settings)
+        chosen = _scope(settings, guard.index, scope, grade)
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
@@ -193,7 +206,7 @@ def check(
     photos = sum(isinstance(i, Path) for i in items)
     with _progress("photos") as progress:
         task = progress.add_task("Checking", total=len(items))
-        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos), redact=redaction):
+        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos), redact=redaction, scope=chosen):
             if isinstance(item, Skipped):
                 skipped.append((item.path, item.reason))
             else:
@@ -205,6 +218,8 @@ def check(
         sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")
     else:
         _print_table(results, skipped, annotate)
+        if not chosen.is_district:
+            out.print(f"Checked against {escape(chosen.describe())}, not the whole district.")
         if redact is not None:
             out.print("Copies fit to post blur every face that is not clearly fine (blocked and under review).")
     if not results and not skipped:
@@ -240,6 +255,16 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
                 out.print(f"  {label} copy of {escape(Path(r.path).name)}: {escape(copy)}")
 
 
+def _scope(settings: Settings, index, name: str | None, grade: str | None) -> Scope:  # noqa: ANN001 - FaceIndex
+    """The scope named on the command line (exit 2 when unknown or naming nobody enrolled)."""
+    from optout_guard.optout_list import load_list
+    from optout_guard.scope import named_scopes, resolve_scope
+
+    return resolve_scope(
+        name, grade, set(index.protected_students()), load_list(settings.workspace), named_scopes(settings.workspace)
+    )
+
+
 # ---- gallery -------------------------------------------------------------------------------
 def _open_index(settings: Settings, rebuild: bool = False):  # noqa: ANN202 - FaceIndex
     from optout_guard.index import FaceIndex, open_index
@@ -265,10 +290,19 @@ def enroll(
         bool, typer.Option("--rebuild", help="Start a new index (e.g. after a model change) instead of updating.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the enrollment report as JSON.")] = False,
+    cohort: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--cohort",
+            metavar="DIR",
+            help="Photos of children who did NOT opt out (one face each, e.g. a picture-day delivery): embedded in "
+            "memory to set hub penalties and thresholds, then discarded (README 'Cohort').",
+        ),
+    ] = None,
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import enroll_folder, enrollment_in_progress
+    from optout_guard.enroll import calibrate_with_cohort, enroll_folder, enrollment_in_progress
     from optout_guard.index import edit_index
     from optout_guard.models import get_models
     from optout_guard.optout_list import load_list
@@ -276,6 +310,17 @@ def enroll(
     settings = _settings(ctx)
     root = directory or settings.enrollments
     optouts = load_list(settings.workspace)
+    cohort_photos: list[Path] = []
+    if cohort is not None:
+        from optout_guard.picture_day import PHOTO_SUFFIXES
+
+        if not cohort.is_dir():
+            err.print(f"[bold red]error:[/] the cohort folder {escape(str(cohort))} does not exist; give a folder of photos")
+            raise typer.Exit(EXIT_USAGE)
+        cohort_photos = sorted(
+            p for p in cohort.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")
+        )
+    cohort_report = None
     # The marker outlives the save: a kill before the index is saved leaves it, and check/people warn.
     with enrollment_in_progress(settings), edit_index(settings, rebuild) as index:
         with _progress("photos") as progress:
@@ -288,6 +333,15 @@ def enroll(
                 progress=lambda _p: progress.advance(task),
                 optouts=optouts.ids() if optouts is not None else None,
             )
+            if cohort is not None:
+                cohort_report = calibrate_with_cohort(
+                    cohort_photos,
+                    index,
+                    settings,
+                    get_models(),
+                    f"{cohort.name} ({len(cohort_photos)} photos)",
+                    progress=lambda _p: progress.advance(task),
+                )
     ActivityLog(settings).record(
         "enroll",
         students=report.students,
@@ -310,6 +364,8 @@ def enroll(
             "not_protected": report.not_protected,
             "removed_by_list": report.removed_by_list,
         }
+        if cohort_report is not None:
+            doc["cohort"] = _cohort_json(cohort_report)
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         out.print(
@@ -325,6 +381,8 @@ def enroll(
                 "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
                 + ", ".join(report.not_protected)
             )
+        if cohort_report is not None:
+            _print_cohort(cohort_report)
     if report.removed_by_list:
         # Only after an interrupted sync or a hand-edited list: never quietly (exit 3 below).
         err.print(
@@ -344,9 +402,9 @@ def enroll(
 @_user_errors
 def add(
     ctx: typer.Context,
-    student_id: Annotated[str, typer.Argument(
-        metavar="STUDENT_ID", help="The student's id (as in the student information system)."
-    )],
+    student_id: Annotated[
+        str, typer.Argument(metavar="STUDENT_ID", help="The student's id (as in the student information system).")
+    ],
     photos: Annotated[list[Path], typer.Argument(metavar="PHOTOS", help="One or more reference photos of the student.")],
     first: Annotated[Optional[str], typer.Option("--first", help="First name (kept in the private opt-out list).")] = None,
     last: Annotated[Optional[str], typer.Option("--last", help="Last name.")] = None,
@@ -496,9 +554,9 @@ def remove(
 @_user_errors
 def sync(
     ctx: typer.Context,
-    optout_list: Annotated[Path, typer.Argument(
-        metavar="LIST", help="The opt-out list exported from your student information system."
-    )],
+    optout_list: Annotated[
+        Path, typer.Argument(metavar="LIST", help="The opt-out list exported from your student information system.")
+    ],
     photos: Annotated[
         Optional[list[Path]],
         typer.Option("--photos", help="A picture-day folder (PSPA INDEX.TXT, or <student_id>.jpg files). Repeatable."),
@@ -640,6 +698,40 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     if p.no_new_photo:
         out.print(f"No new photo in this delivery for {len(p.no_new_photo)} student(s): " + ", ".join(p.no_new_photo[:30]))
     out.print(f"Photos of students not on the list, left alone: {p.other_students}")
+    if report.cohort is not None:
+        _print_cohort(report.cohort)
+
+
+def _cohort_json(report) -> dict:  # noqa: ANN001 - CohortReport
+    c = report.calibration
+    return {
+        "photos": report.photos,
+        "faces_used": report.used,
+        "calibrated": c is not None,
+        "skipped_because": report.skipped_because,
+        "held_share_before": round(c.held_share, 4) if c else None,
+        "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
+        "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
+    }
+
+
+def _print_cohort(report) -> None:  # noqa: ANN001 - CohortReport
+    """One paragraph on what the cohort did: its photos were used in memory only."""
+    c = report.calibration
+    if c is None:
+        out.print(f"Cohort not used ({escape(report.skipped_because)}): thresholds unchanged.")
+        return
+    limits = "; ".join(f"{g} reference photo(s): block {b:.3f}, review {r:.3f}" for g, (b, r) in c.thresholds.items())
+    hubs = sum(1 for v in c.penalties.values() if v > 0)
+    out.print(
+        f"Cohort: {report.used} faces of children not on the list (embedded in memory, nothing kept but the numbers below). "
+        f"{c.held_share:.0%} of them came within the review distance of some enrolled student"
+        + (
+            f" (target {c.review_share:.0%}): {hubs} students get a hub penalty; {limits}."
+            if c.penalties and hubs
+            else f", within the target of {c.review_share:.0%}: thresholds and penalties unchanged."
+        )
+    )
 
 
 # ---- check folder ------------------------------------------------------------------------------
@@ -884,8 +976,28 @@ def calibrate(
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/] {warning}")
     for name, row in result.current.items():
-        missed, alerted = f"{row['fnir']:.1%}", f"{row['fpir']:.1%}"
-        out.print(f"  at {name} = {row['threshold']}: {missed} of enrolled photos missed, {alerted} of other faces alerted")
+        share, alerted = f"{row['fnir']:.1%}", f"{row['fpir']:.1%}"
+        if name == "block_distance":  # beyond block is not a miss: it is review, or a miss beyond review
+            out.print(
+                f"  at {name} = {row['threshold']}: {share} of enrolled photos not blocked outright (held for review, or "
+                f"missed), {alerted} of other students' photos would be blocked"
+            )
+        else:
+            out.print(
+                f"  at {name} = {row['threshold']}: {share} of enrolled photos missed (neither blocked nor held), "
+                f"{alerted} of other students' photos held for review or blocked"
+            )
+    index = open_index(settings)
+    if index.cohort is not None and settings.cohort:
+        c = index.cohort
+        limits = "; ".join(f"{g} reference photo(s): block {b}, review {r}" for g, (b, r) in c.thresholds.items())
+        out.print(
+            f"Thresholds in use from the cohort ({escape(c.source)}, {c.faces} faces, {c.made_at[:10]}): {limits}. "
+            f"{c.held_share:.0%} of the cohort came within review of somebody before (target {c.review_share:.0%})."
+        )
+        summary["cohort"] = {k: v for k, v in c.as_json().items() if k != "penalties"}
+    else:
+        out.print("No cohort calibration in the index: every face is judged with the settings' thresholds.")
     if result.suggested:
         out.print(
             "Suggested by the rule (" + summary["rule"] + "): " + ", ".join(f"{k} = {v}" for k, v in result.suggested.items())
@@ -1017,9 +1129,9 @@ app.add_typer(key_app, name="key")
 
 @key_app.command("new")
 @_user_errors
-def key_new(path: Annotated[Path, typer.Argument(
-    metavar="PATH", help="Where to write the new key (not beside the index)."
-)]) -> None:
+def key_new(
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Where to write the new key (not beside the index).")],
+) -> None:
     """Write a new random 256-bit key (mode 0600). Then set index_key_file and run: enroll --rebuild."""
     import os
 

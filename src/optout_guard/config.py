@@ -34,6 +34,18 @@ class Settings:
     # the folklore 0.6, at which most faces come within reach of somebody in a large gallery.
     block_distance: float = 0.40
     review_distance: float = 0.50
+    # A face within the block distance of one student still blocks when another student is also
+    # within the review distance, if that other student is at least this much further (README
+    # "Look-alikes"); closer than that, the face is review naming both. 1.5 = never (the old rule).
+    lookalike_margin: float = 0.15
+    # Use the district's cohort (picture-day photos of students who did NOT opt out, embedded in
+    # memory at sync/enroll and discarded): hub penalties and thresholds per number of reference
+    # photos, stored in the index as numbers only (README "Cohort"). false = never embed a cohort and
+    # ignore what an index holds from one.
+    cohort: bool = True
+    # Share of other children a cohort calibration lets come within the review distance of some
+    # enrolled student (the review load it aims at, per face).
+    cohort_review_share: float = 0.10
     # Faces whose box is narrower than this (original pixels) are "too small to check": review.
     min_face_px: int = 40
     # Faces this small are still searched for, so that they can be flagged (never silently dropped).
@@ -122,6 +134,8 @@ class Settings:
 RANGES: dict[str, tuple[float, float]] = {
     "block_distance": (0.05, 1.5),
     "review_distance": (0.05, 1.5),
+    "lookalike_margin": (0.0, 1.5),
+    "cohort_review_share": (0.01, 0.5),
     "min_face_px": (8, 400),
     "detect_min_face_px": (8, 400),
     "detection_threshold": (0.05, 0.7),
@@ -180,6 +194,8 @@ def load_settings(
             raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix or delete the file") from None
         section = data.get("optout_guard", data)
         for key, value in section.items():
+            if key == "scopes" and isinstance(value, dict):
+                continue  # named scopes: read by scope.named_scopes
             if key not in _FIELDS or key == "workspace":
                 raise ConfigError(f"{config_path}: unknown setting {key!r}; see README 'Settings'")
             values[key] = _coerce(key, value, str(config_path))

@@ -9,12 +9,14 @@ Re-running only embeds photos whose content changed; templates of photos that we
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from optout_guard.cohort import MAX_COHORT, MIN_COHORT, CohortCalibration, calibrate_cohort, cohort_digest
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
@@ -185,4 +187,75 @@ def enroll_folder(
             index.add_student(student_id)
     report.students = len(index.students)
     report.not_protected = index.not_protected()
+    return report
+
+
+@dataclass
+class CohortReport:
+    """What a cohort calibration did (no face data: counts and the numbers kept)."""
+
+    photos: int = 0  # cohort photos offered
+    used: int = 0  # faces embedded (one per usable photo)
+    calibration: CohortCalibration | None = None
+    skipped_because: str = ""  # why nothing was calibrated ("" when it was)
+
+
+def calibrate_with_cohort(
+    photos: list[Path],
+    index: FaceIndex,
+    settings: Settings,
+    models: Models,
+    source: str,
+    progress: Callable[[str], None] | None = None,
+) -> CohortReport:
+    """Embed a cohort of children who are *not* opted out (in memory), reduce it to hub penalties
+    and thresholds per reference count (``cohort.calibrate_cohort``), store those numbers in
+    ``index`` and drop the embeddings. Nothing of the cohort is written anywhere: no embedding, no
+    crop, no file name (only their count and a digest of their hashes, to tell cohorts apart)."""
+    report = CohortReport(photos=len(photos))
+    if not settings.cohort:
+        report.skipped_because = "the cohort setting is off"
+        return report
+    if len(photos) > MAX_COHORT:  # enough for stable numbers; sampled the same way every time
+        photos = random.Random(0).sample(sorted(photos), MAX_COHORT)
+    vectors: list[np.ndarray] = []
+    hashes: list[str] = []
+    for photo in photos:
+        if progress:
+            progress(str(photo))
+        try:
+            digest = sha256_file(photo)
+        except OSError:
+            continue
+        found = reference_embedding(photo, settings, models)
+        if not isinstance(found, str):
+            vectors.append(found)
+            hashes.append(digest)
+    report.used = len(vectors)
+    if len(vectors) < MIN_COHORT:
+        report.skipped_because = f"only {len(vectors)} usable cohort faces (at least {MIN_COHORT} needed)"
+        return report
+    if len(index.templates) == 0:
+        report.skipped_because = "nobody is enrolled yet"
+        return report
+    counts: dict[str, int] = {}
+    for t in index.templates:
+        counts[t.student_id] = counts.get(t.student_id, 0) + 1
+    cohort = np.stack(vectors)
+    try:
+        report.calibration = index.cohort = calibrate_cohort(
+            index.embeddings,
+            [t.student_id for t in index.templates],
+            counts,
+            cohort,
+            block_bound=settings.block_distance,
+            review_bound=settings.review_distance,
+            review_share=settings.cohort_review_share,
+            digest=cohort_digest(hashes),
+            made_at=utc_now(),
+            source=source,
+        )
+    finally:
+        cohort[:] = 0  # the cohort's embeddings end here
+        vectors.clear()
     return report

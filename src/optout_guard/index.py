@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from optout_guard.cohort import CohortCalibration
 from optout_guard.config import Settings
 from optout_guard.errors import ConfigError, IndexUnusable
 from optout_guard.fsutil import atomic_write, exclusive, private_dir, remove_stale_temps, utc_now
 from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
-from optout_guard.types import EMBEDDING_DIM, Candidate
+from optout_guard.types import EMBEDDING_DIM, Candidate, Limits
 
 FORMAT_VERSION = 1
 
@@ -59,7 +61,19 @@ class FaceIndex:
         self.rejections: list[Rejection] = []
         self.students: set[str] = set()  # every enrolled student, protected or not
         self._search_cache: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._cohort: CohortCalibration | None = None
+        self._judging_cache: dict[tuple, tuple[np.ndarray, list[Limits | None]]] = {}
         self.generation = 0  # bumped by every save; an older copy put back is refused at load
+
+    @property
+    def cohort(self) -> CohortCalibration | None:
+        """Numbers from the district's cohort (hub penalties, thresholds per reference count)."""
+        return self._cohort
+
+    @cohort.setter
+    def cohort(self, value: CohortCalibration | None) -> None:
+        self._cohort = value
+        self._judging_cache = {}
 
     # ---- contents -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -85,12 +99,34 @@ class FaceIndex:
         """The date of the student's most recent reference photo (YYYY-MM-DD), "" if unknown/none."""
         return max((t.taken for t in self.templates if t.student_id == student_id), default="")
 
+    def references(self, student_id: str) -> int:
+        """How many reference photos (templates) the student has."""
+        return sum(1 for t in self.templates if t.student_id == student_id)
+
+    def limits_for(self, student_id: str, settings: Settings) -> Limits:
+        """The thresholds that judge faces near this student: the cohort's for the student's
+        number of references when the index has a cohort calibration (and ``cohort`` is on),
+        else the settings'."""
+        if settings.cohort and self.cohort is not None:
+            found = self.cohort.limits(self.references(student_id))
+            if found is not None:
+                return found
+        return Limits(settings.block_distance, settings.review_distance)
+
+    def penalty_for(self, student_id: str, settings: Settings) -> float | None:
+        """The student's hub penalty; None when no cohort covered the student (penalty 0 then)."""
+        if not settings.cohort or self.cohort is None:
+            return None
+        return self.cohort.penalties.get(student_id)
+
     def gallery_fingerprint(self) -> str:
-        """Identity of the gallery's contents (model + every student's templates): a verdict given
-        against one gallery is stale once this changes."""
+        """Identity of the gallery's contents (model + every student's templates + the cohort
+        numbers that judge them): a verdict given against one gallery is stale once this changes."""
         digest = hashlib.sha256(self.fingerprint.encode())
         for t in sorted(self.templates, key=lambda t: (t.student_id, t.sha256)):
             digest.update(f"{t.student_id}\0{t.sha256}\n".encode())
+        if self.cohort is not None:
+            digest.update(json.dumps(self.cohort.as_json(), sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
     # ---- changes --------------------------------------------------------------------------
@@ -106,6 +142,7 @@ class FaceIndex:
             r for r in self.rejections if not (r.student_id == template.student_id and r.sha256 == template.sha256)
         ]
         self._search_cache = None
+        self._judging_cache = {}
 
     def reject(self, rejection: Rejection) -> None:
         self.students.add(rejection.student_id)
@@ -118,6 +155,7 @@ class FaceIndex:
         self.templates = [t for t, k in zip(self.templates, keep, strict=True) if k]
         self.embeddings = self.embeddings[np.asarray(keep, bool)] if len(keep) else self.embeddings
         self._search_cache = None
+        self._judging_cache = {}
 
     def remove_student(self, student_id: str) -> int:
         """Forget a student entirely; returns how many templates were deleted."""
@@ -126,11 +164,23 @@ class FaceIndex:
         self.drop_templates(keep)
         self.rejections = [r for r in self.rejections if r.student_id != student_id]
         self.students.discard(student_id)
+        if self.cohort is not None and student_id in self.cohort.penalties:
+            # Clean removal: nothing derived from the student's face stays behind.
+            penalties = {k: v for k, v in self.cohort.penalties.items() if k != student_id}
+            self.cohort = dataclasses.replace(self.cohort, penalties=penalties)
         return removed
 
     # ---- search ---------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int = 3) -> list[tuple[Candidate, ...]]:
-        """The k closest students for each query embedding (see ``matching.student_distances``)."""
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int = 3,
+        settings: Settings | None = None,
+        only: frozenset[str] | None = None,
+    ) -> list[tuple[Candidate, ...]]:
+        """The k closest students for each query embedding (see ``matching.student_distances``).
+        With ``settings``, distances carry the students' hub penalties and candidates their
+        thresholds (cohort, when on); ``only``: the students of a scope (others are not searched)."""
         vectors = np.asarray(vectors, np.float32).reshape(-1, EMBEDDING_DIM)
         if len(self.templates) == 0 or len(vectors) == 0:
             return [() for _ in range(len(vectors))]
@@ -141,7 +191,27 @@ class FaceIndex:
             self._search_cache = (ids, owner, mean_templates(self.embeddings, owner, len(ids)))
         ids, owner, means = self._search_cache
         per_student = student_distances(pairwise_distances(vectors, self.embeddings), owner, pairwise_distances(vectors, means))
-        return rank_candidates(per_student, ids, k)
+        if only is not None:
+            per_student[:, [i for i, s in enumerate(ids) if s not in only]] = np.inf
+        penalties, limits = self._judging(ids, settings) if settings is not None else (None, None)
+        return rank_candidates(per_student, ids, k, penalties, limits)
+
+    def _judging(self, ids: list[str], settings: Settings) -> tuple[np.ndarray, list[Limits | None]]:
+        """Per searched student: hub penalty and thresholds (computed once per gallery and settings)."""
+        key = (settings.cohort, settings.block_distance, settings.review_distance)
+        cached = self._judging_cache.get(key)
+        if cached is None:
+            counts: dict[str, int] = {}
+            for t in self.templates:
+                counts[t.student_id] = counts.get(t.student_id, 0) + 1
+            use = settings.cohort and self.cohort is not None
+            assert self.cohort is not None or not use
+            penalties = np.array([(self.cohort.penalties.get(s, 0.0) if use else 0.0) for s in ids])  # type: ignore[union-attr]
+            limits: list[Limits | None] = [
+                (self.cohort.limits(counts.get(s, 1)) if use else None) for s in ids  # type: ignore[union-attr]
+            ]
+            cached = self._judging_cache[key] = (penalties, limits)
+        return cached
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: Path, key: bytes | None = None) -> None:
@@ -160,6 +230,7 @@ class FaceIndex:
             "students": sorted(self.students),
             "templates": [asdict(t) for t in self.templates],
             "rejections": [asdict(r) for r in self.rejections],
+            "cohort": self.cohort.as_json() if self.cohort is not None else None,
         }
         meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -227,6 +298,8 @@ class FaceIndex:
         index.embeddings = embeddings
         index.rejections = [Rejection(**r) for r in meta.get("rejections", [])]
         index.students = set(meta.get("students", [])) | {t.student_id for t in templates}
+        if meta.get("cohort"):
+            index.cohort = CohortCalibration.from_json(meta["cohort"])
         return index
 
 

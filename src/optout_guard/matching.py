@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.types import Candidate, Decision, Face, FaceMatch, ReasonCode, Verdict
+from optout_guard.types import Candidate, Decision, Face, FaceMatch, Limits, ReasonCode, Verdict
 
 TOP_CANDIDATES = 3  # closest students kept per face (shown to a reviewer)
 
@@ -39,14 +39,34 @@ def student_distances(distances: np.ndarray, owner: np.ndarray, to_means: np.nda
     return per_student.T
 
 
-def rank_candidates(per_student: np.ndarray, student_ids: list[str], k: int = TOP_CANDIDATES) -> list[tuple[Candidate, ...]]:
-    """The k closest students for each face, closest first."""
+def rank_candidates(
+    per_student: np.ndarray,
+    student_ids: list[str],
+    k: int = TOP_CANDIDATES,
+    penalties: np.ndarray | None = None,
+    limits: list[Limits | None] | None = None,
+) -> list[tuple[Candidate, ...]]:
+    """The k closest students for each face, closest first. ``penalties`` (S,) are added to each
+    student's distance before ranking (hub penalty); ``limits`` (S,) the thresholds judging each."""
     k = min(k, per_student.shape[1])
+    pen = np.zeros(per_student.shape[1]) if penalties is None else np.asarray(penalties, np.float64)
+    adjusted = per_student + pen[None, :]
     ranked: list[tuple[Candidate, ...]] = []
-    for row in per_student:
+    for row in adjusted:
         order = np.argsort(row, kind="stable")[:k]
-        ranked.append(tuple(Candidate(student_ids[j], float(row[j])) for j in order if np.isfinite(row[j])))
+        ranked.append(
+            tuple(
+                Candidate(student_ids[j], float(row[j]), float(pen[j]), limits[j] if limits else None)
+                for j in order
+                if np.isfinite(row[j])
+            )
+        )
     return ranked
+
+
+def limits_of(candidate: Candidate, settings: Settings) -> Limits:
+    """The thresholds that judge a face near this student."""
+    return candidate.limits or Limits(settings.block_distance, settings.review_distance)
 
 
 def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], settings: Settings) -> list[FaceMatch]:
@@ -57,10 +77,14 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
        the smallest total distance (Hungarian algorithm) — so twins standing side by side are each
        given their own student, where a greedy per-face choice could give both faces to one.
     2. A face whose assigned student is within the block distance blocks, unless another free
-       candidate is also within the review distance (siblings, look-alikes): then *review* naming
-       both. A face whose students are all taken by faces that match them better is *review*.
+       candidate within the review distance is less than ``lookalike_margin`` further away
+       (siblings, look-alikes): then *review* naming both. A face whose students are all taken by
+       faces that match them better is *review*.
+
+    Each student is judged with their own thresholds (``Candidate.limits``: by number of reference
+    photos, from the district's cohort) when the index has them, else the settings'.
     """
-    near = [tuple(c for c in cands if c.distance <= settings.review_distance) for cands in candidates]
+    near = [tuple(c for c in cands if c.distance <= limits_of(c, settings).review) for cands in candidates]
     students = sorted({c.student_id for cands in near for c in cands})
     assigned: dict[int, Candidate] = {}
     shared = sum(len(cands) for cands in near) > len(students)  # some student is near two faces
@@ -93,11 +117,16 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
         else:
             ordered = (mine, *(c for c in cands if c.student_id != mine.student_id))
             rivals = [c for c in near[i] if c.student_id != mine.student_id and taken.get(c.student_id, i) == i]
+            blocks = mine.distance <= limits_of(mine, settings).block
+            # Relaxed look-alike rule (README "Look-alikes"): a rival clearly further away does not
+            # stop a block; measured on LFW, it never made a block name the wrong person.
+            if blocks and all(c.distance >= mine.distance + settings.lookalike_margin for c in rivals):
+                rivals = []
             if rivals:
                 both = " or ".join(f"{c.student_id} ({c.distance:.3f})" for c in (mine, rivals[0]))
                 reason = f"could be student {both}: siblings or look-alikes; a person should say which"
                 matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason, ReasonCode.SIBLINGS))
-            elif mine.distance <= settings.block_distance:
+            elif blocks:
                 reason = f"matches student {mine.student_id} (distance {mine.distance:.3f})"
                 matches.append(FaceMatch(face, Decision.BLOCK, ordered, reason, ReasonCode.MATCH))
             else:

@@ -15,6 +15,7 @@ twice in the delivery — is *held* for a person to confirm, never guessed.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,9 @@ class DeliveryMatch:
     matched: list[tuple[str, DeliveryPhoto]] = field(default_factory=list)  # (student id, photo)
     held: list[Held] = field(default_factory=list)
     missing_files: list[DeliveryPhoto] = field(default_factory=list)  # listed, but no such file
-    other_students: int = 0  # photos of students not on the list: left alone
+    other_students: int = 0  # photos of students not on the list: left alone (never copied) …
+    # … but usable, in memory only, as the district's cohort (README "Cohort"): certain matches only
+    others: list[Path] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -142,9 +145,36 @@ def read_delivery(root: Path) -> tuple[list[DeliveryPhoto], list[DeliveryPhoto],
     return photos, missing, problems
 
 
-def match_delivery(root: Path, optouts: OptOutList, confirmed: dict[str, str] | None = None) -> DeliveryMatch:
+def school_year(date: dt.date) -> int:
+    """The calendar year a school year starts in (a school year starts in July or later)."""
+    return date.year if date.month >= 7 else date.year - 1
+
+
+def shift_grade(grade: str, years: int) -> str:
+    """The grade a student in ``grade`` will be in ``years`` school years later (PK -> K -> 1 …);
+    unchanged when it is not a plain grade."""
+    g = normalise_grade(grade)
+    order = {"PK": -1, "K": 0}
+    if g in order:
+        value = order[g]
+    elif g.isdigit():
+        value = int(g)
+    else:
+        return g
+    value += years
+    return {-1: "PK", 0: "K"}.get(value, str(value)) if value >= -1 else g
+
+
+def match_delivery(
+    root: Path,
+    optouts: OptOutList,
+    confirmed: dict[str, str] | None = None,
+    years_before: int = 0,
+) -> DeliveryMatch:
     """Which delivery photos show which opted-out students. ``confirmed``: photo path -> student id
-    (a person's answers for photos held earlier; an empty id means "none of them")."""
+    (a person's answers for photos held earlier; an empty id means "none of them").
+    ``years_before``: school years between the delivery and the list (an earlier year's delivery
+    says the grade students were in *then*: compared shifted by that many years)."""
     photos, missing, problems = read_delivery(root)
     result = DeliveryMatch(missing_files=missing, problems=problems)
     confirmed = confirmed or {}
@@ -163,20 +193,22 @@ def match_delivery(root: Path, optouts: OptOutList, confirmed: dict[str, str] | 
             if answer:
                 result.matched.append((answer, photo))
             else:
-                result.other_students += 1
+                result.other_students += 1  # a person said "none": not a cohort photo (it was doubtful)
             continue
         if photo.student_id:
             if photo.student_id in optouts.students:
                 result.matched.append((photo.student_id, photo))
             else:
                 result.other_students += 1
+                result.others.append(photo.path)
             continue
         key = normalise_name(photo.last) + "|" + normalise_name(photo.first)
         ids = by_name.get(key, []) if photo.last or photo.first else []
         if not ids:
             result.other_students += 1
+            result.others.append(photo.path)
             continue
-        grade = normalise_grade(photo.grade)
+        grade = shift_grade(photo.grade, years_before)
         same_grade = [i for i in ids if normalise_grade(optouts.students[i].grade) == grade or not optouts.students[i].grade]
         if len(ids) > 1:
             reason = f"{len(ids)} opted-out students are called {photo.first} {photo.last}"
@@ -185,8 +217,11 @@ def match_delivery(root: Path, optouts: OptOutList, confirmed: dict[str, str] | 
             reason = f"{photos_by_name[key]} photos in this delivery are of a {photo.first} {photo.last}"
             result.held.append(Held(photo, tuple(ids), reason))
         elif not same_grade:
+            years = f"{years_before} school year{'s' if years_before != 1 else ''}"
+            then = f" (grade {grade} now, {years} later)" if years_before else ""
             reason = (
-                f"name matches, but the photo says grade {photo.grade or '?'} and the list grade {optouts.students[ids[0]].grade}"
+                f"name matches, but the photo says grade {photo.grade or '?'}{then} and the list grade "
+                f"{optouts.students[ids[0]].grade}"
             )
             result.held.append(Held(photo, tuple(ids), reason))
         else:

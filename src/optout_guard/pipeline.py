@@ -24,9 +24,10 @@ from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
 from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
-from optout_guard.matching import decide_faces, photo_verdict
+from optout_guard.matching import decide_faces, limits_of, photo_verdict
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.review import NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
+from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
 
 log = logging.getLogger("optout_guard.pipeline")
@@ -157,14 +158,20 @@ class Guard:
         annotate_dir: Path | None = None,
         keep_embeddings: bool = False,
         redact: Redaction | None = None,
+        scope: Scope = WHOLE_DISTRICT,
     ) -> ScanResult:
-        """Check one photo. Never raises for a bad photo: the problem becomes a *review* reason."""
-        return self._check(path, annotate_dir, None, keep_embeddings, redact)
+        """Check one photo against the students of ``scope``. Never raises for a bad photo: the
+        problem becomes a *review* reason."""
+        result = self._check(path, annotate_dir, None, keep_embeddings, redact, scope)
+        return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
 
-    def recheck(self, path: Path | str, faces: list[Face], keep_embeddings: bool = False) -> ScanResult:
+    def recheck(
+        self, path: Path | str, faces: list[Face], keep_embeddings: bool = False, scope: Scope = WHOLE_DISTRICT
+    ) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
         boxes and landmarks): the faces are re-embedded, detection is not run again."""
-        return self._check(path, None, faces, keep_embeddings, None)
+        result = self._check(path, None, faces, keep_embeddings, None, scope)
+        return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
 
     def decide(
         self,
@@ -173,11 +180,13 @@ class Guard:
         unjudged: dict[int, Unjudged],
         notes: tuple[str, ...] = (),
         sha256: str | None = None,
+        scope: Scope = WHOLE_DISTRICT,
     ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
         """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``),
         with what reviewers already said about the faces of this photo (``sha256``) applied."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
-        found = self.index.search(np.stack([embeddings[i] for i in judged])) if judged else []
+        vectors = np.stack([embeddings[i] for i in judged]) if judged else None
+        found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
         matches = [
             decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i].text, unjudged[i].code)
@@ -203,6 +212,7 @@ class Guard:
         known_faces: list[Face] | None,
         keep_embeddings: bool,
         redact: Redaction | None,
+        scope: Scope = WHOLE_DISTRICT,
     ) -> ScanResult:
         started = time.perf_counter()
         if self.settings.recognition:
@@ -243,17 +253,17 @@ class Guard:
             if len(embedded.vectors) and not keep_embeddings:
                 # The mirrored pass only for faces near somebody enrolled: far faces are clear either
                 # way (measured on LFW: the same misses and false alerts as mirroring every face).
-                nearest = self.index.search(embedded.vectors, k=1)
+                nearest = self.index.search(embedded.vectors, k=1, settings=self.settings, only=scope.students)
                 near = [
                     r
                     for r, found in enumerate(nearest)
-                    if found and found[0].distance <= self.settings.review_distance + MIRROR_MARGIN
+                    if found and found[0].distance <= limits_of(found[0], self.settings).review + MIRROR_MARGIN
                 ]
                 embedded = mirror_some(embedded, near, self.models)
             per_face: list[np.ndarray | None] = [None] * len(faces)
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
-            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256)
+            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256, scope)
         except ModelUnavailable:
             raise  # a broken install stops the run (exit 2); it is not a property of this photo
         except Exception as exc:  # fail closed: an unexpected error is a review
@@ -330,12 +340,17 @@ class Guard:
         )
 
     def check_many(
-        self, paths: Iterable[Path | str], annotate_dir: Path | None = None, workers: int = 1, redact: Redaction | None = None
+        self,
+        paths: Iterable[Path | str],
+        annotate_dir: Path | None = None,
+        workers: int = 1,
+        redact: Redaction | None = None,
+        scope: Scope = WHOLE_DISTRICT,
     ) -> Iterator[ScanResult | Skipped]:
         """Check everything under ``paths``, in order. With ``workers`` > 1 photos are checked in
         that many processes (each loads the models once); results still come back in order."""
         exclude = [p for p in (annotate_dir, redact.folder if redact else None) if p is not None]
-        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers, redact)
+        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers, redact, scope)
 
     def check_items(
         self,
@@ -343,10 +358,11 @@ class Guard:
         annotate_dir: Path | None = None,
         workers: int = 1,
         redact: Redaction | None = None,
+        scope: Scope = WHOLE_DISTRICT,
     ) -> Iterator[ScanResult | Skipped]:
         """Check what :func:`collect_photos` found (see :meth:`check_many`)."""
         if workers > 1:
-            yield from _check_in_processes(self.settings, items, annotate_dir, workers, redact)
+            yield from _check_in_processes(self.settings, items, annotate_dir, workers, redact, scope)
             return
         for item in items:
             if isinstance(item, Skipped):
@@ -354,7 +370,7 @@ class Guard:
             elif isinstance(item, UnreadableFolder):
                 yield _unreadable_folder(item)
             else:
-                yield self.check(item, annotate_dir, redact=redact)
+                yield self.check(item, annotate_dir, redact=redact, scope=scope)
 
 
 def _unreadable_folder(item: UnreadableFolder) -> ScanResult:
@@ -429,8 +445,8 @@ def run_in_workers(
                 os.environ[key] = value
 
 
-def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None, redact: Redaction | None) -> ScanResult:
-    return guard.check(path, annotate_dir, redact=redact)
+def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None, redact: Redaction | None, scope: Scope) -> ScanResult:
+    return guard.check(path, annotate_dir, redact=redact, scope=scope)
 
 
 def _check_in_processes(
@@ -439,8 +455,9 @@ def _check_in_processes(
     annotate_dir: Path | None,
     workers: int,
     redact: Redaction | None,
+    scope: Scope,
 ) -> Iterator[ScanResult | Skipped]:
-    jobs = ((item, (item, annotate_dir, redact) if isinstance(item, Path) else None) for item in items)
+    jobs = ((item, (item, annotate_dir, redact, scope) if isinstance(item, Path) else None) for item in items)
     for item, result in run_in_workers(settings, workers, jobs, _check_photo):
         if result is not None:
             yield result

@@ -13,7 +13,7 @@ from optout_guard.config import Settings
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.types import FaceMatch, ScanResult, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "scope" per photo; per face "thresholds" and each candidate's "hub_penalty"
 
 
 def face_to_dict(match: FaceMatch) -> dict[str, Any]:
@@ -25,10 +25,25 @@ def face_to_dict(match: FaceMatch) -> dict[str, Any]:
         "decision": match.decision.value,
         "student_id": match.student_id if match.decision.value != "clear" else None,
         "distance": None if match.distance is None else round(match.distance, 4),
-        "candidates": [{"student_id": c.student_id, "distance": round(c.distance, 4)} for c in match.candidates],
+        "candidates": [
+            {"student_id": c.student_id, "distance": round(c.distance, 4), "hub_penalty": round(c.penalty, 4)}
+            for c in match.candidates
+        ],
         "reason": match.reason or None,
         "code": match.code.value,  # the reason as a stable code (types.ReasonCode): match, too_small, cut_by_edge, …
+        # The thresholds that judged this face (the nearest student's): the settings', or the
+        # district cohort's for that student's number of reference photos.
+        "thresholds": _thresholds(match),
     }
+
+
+def _thresholds(match: FaceMatch) -> dict[str, Any] | None:
+    if not match.candidates:
+        return None
+    limits = match.candidates[0].limits
+    if limits is None:
+        return {"source": "settings"}
+    return {"block": limits.block, "review": limits.review, "source": limits.source}
 
 
 def result_to_dict(result: ScanResult) -> dict[str, Any]:
@@ -45,6 +60,7 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "annotated": result.annotated_path,
         "redacted": result.redacted_path,
         "seconds": round(result.seconds, 3),
+        "scope": result.scope or "district",  # the students it was checked against (README "Scopes")
     }
 
 
@@ -62,6 +78,8 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
         "settings": {
             "block_distance": settings.block_distance,
             "review_distance": settings.review_distance,
+            "lookalike_margin": settings.lookalike_margin,
+            "cohort": settings.cohort,
             "min_face_px": settings.min_face_px,
             "detector": settings.detector,
         },

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
-from optout_guard.enroll import EnrollReport, enroll_folder
+from optout_guard.enroll import CohortReport, EnrollReport, calibrate_with_cohort, enroll_folder
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
 from optout_guard.models import Models
 from optout_guard.optout_list import OptOutList, Student, load_list, save_list
-from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, write_held
+from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, school_year, write_held
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
 HELD_FILE = "photos-to-confirm.csv"
@@ -54,6 +54,10 @@ class SyncPlan:
     no_new_photo: list[str]  # students on the list with no photo in the deliveries given
     kept_local: list[str] = field(default_factory=list)  # added with `optout-guard add`, not in the export: kept
     previous: OptOutList | None = None  # the list saved before this sync
+    # Photos of students who did not opt out (the deliveries' other photos): the cohort, embedded
+    # in memory at apply time and dropped (README "Cohort"); never copied.
+    cohort_photos: list[Path] = field(default_factory=list)
+    picture_day: str | None = None
 
     @property
     def removals_need_confirmation(self) -> bool:
@@ -79,6 +83,7 @@ class SyncReport:
     enroll: EnrollReport | None = None
     status: list[StudentStatus] = field(default_factory=list)
     held_file: str | None = None
+    cohort: CohortReport | None = None
 
     @property
     def not_protected(self) -> list[str]:
@@ -114,6 +119,18 @@ class SyncReport:
             doc["photos_rejected"] = [{"student_id": s, "photo": ph, "reason": r} for s, ph, r in self.enroll.rejected]
             doc["templates_deleted"] = len(self.enroll.removed)
         doc["students"] = [vars(s) for s in self.status]
+        doc["cohort_photos"] = len(p.cohort_photos)
+        if self.cohort is not None:
+            c = self.cohort.calibration
+            doc["cohort"] = {
+                "photos": self.cohort.photos,
+                "faces_used": self.cohort.used,
+                "calibrated": c is not None,
+                "skipped_because": self.cohort.skipped_because,
+                "held_share_before": round(c.held_share, 4) if c else None,
+                "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
+                "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
+            }
         return doc
 
 
@@ -138,8 +155,14 @@ def plan_sync(
     missing: list[DeliveryPhoto] = []
     other = already = 0
     with_photo: set[str] = set()
+    cohort: list[Path] = []
+    # An earlier year's delivery (back-filling) says the grades students were in then.
+    years_before = 0
+    if picture_day:
+        years_before = max(0, school_year(dt.date.today()) - school_year(dt.date.fromisoformat(picture_day)))
     for root in deliveries:
-        found = match_delivery(Path(root), optouts, confirmed)
+        found = match_delivery(Path(root), optouts, confirmed, years_before)
+        cohort += found.others
         if found.problems:
             lines = "; ".join(f"line {n}: {m}" for n, m in found.problems[:20])
             raise OptoutGuardError(f"the picture-day folder {root} was not imported (nothing was changed): {lines}")
@@ -176,6 +199,8 @@ def plan_sync(
         missing_files=missing,
         other_students=other,
         no_new_photo=sorted(ids - with_photo) if deliveries else [],
+        cohort_photos=cohort,
+        picture_day=picture_day,
     )
 
 
@@ -234,7 +259,13 @@ def apply_sync(
         held_path = settings.workspace / HELD_FILE
         write_held(plan.held, held_path)
         held_file = str(held_path)
-    return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file)
+    cohort = None
+    if plan.cohort_photos:
+        when = f"picture day {plan.picture_day}" if plan.picture_day else "picture day"
+        cohort = calibrate_with_cohort(
+            plan.cohort_photos, index, settings, models, f"{when} ({len(plan.cohort_photos)} photos)", progress
+        )
+    return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file, cohort)
 
 
 def add_student(

@@ -125,11 +125,25 @@ class Face:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The distances that judge faces near one student, and where they come from."""
+
+    block: float
+    review: float
+    source: str = "settings"  # "settings", or e.g. "cohort, 2 references" (README "Cohort")
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """An enrolled student and how close a face is to them."""
+    """An enrolled student and how close a face is to them.
+
+    ``distance`` is what is compared with the thresholds: the embedding distance plus the student's
+    hub penalty (``penalty``, 0 without a cohort). ``limits`` None: the settings' thresholds."""
 
     student_id: str
     distance: float
+    penalty: float = 0.0
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +183,7 @@ class ScanResult:
     identity: tuple[int, int] | None = None  # (size, mtime_ns) of the bytes checked; None if none were read
     retry: bool = False  # the verdict comes from an error (a crash, an unreadable file): check it again next time
     problem: ReasonCode | None = None  # what is wrong with the file itself (empty, truncated, unreadable), if anything
+    scope: str = ""  # the scope the photo was checked against ("" = the whole district)
     # One 128-d embedding per face (None where a face was not judged), only when the caller asked
     # for them (the audit's opt-in cache). Never written to any output, log or report.
     embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)

@@ -38,6 +38,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
+from optout_guard.scope import WHOLE_DISTRICT, Scope, folder_scope
 from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
@@ -286,12 +287,20 @@ class CheckFolder:
         back = origin if not origin.exists() else _free_name(origin.parent, origin.name)
         os.replace(claimed, back)
 
+    def scope_of(self, relative: Path) -> Scope:
+        """A photo in a sub-folder named after a school or a [scopes] entry is checked against that
+        scope's students (``Photo check/Lincoln Elementary/``); anything else district-wide."""
+        if len(relative.parts) < 2 or not self.guard.settings.recognition:
+            return WHOLE_DISTRICT
+        return folder_scope(relative.parts[0], set(self.guard.index.protected_students()), self.guard.settings.workspace)
+
     def _check_claimed(self, claimed: Path, origin: Path) -> ScanResult:
         """Check the claimed file; if its bytes are not the ones checked afterwards (a writer still had
         it open), check again — at most three times, then it is review."""
         redaction = Redaction(self.staging) if self.redact else None
+        scope = self.scope_of(origin.relative_to(self.folder))
         for _ in range(3):
-            result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction)
+            result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction, scope=scope)
             result = dataclasses.replace(result, path=str(origin))
             try:
                 now = sha256_file(claimed)
@@ -318,7 +327,8 @@ class CheckFolder:
             return None
         self.staging.mkdir(parents=True, exist_ok=True)
         redaction = Redaction(self.staging) if self.redact else None
-        result = self.guard.check(path, annotate_dir=self.staging, redact=redaction)
+        scope = self.scope_of(path.relative_to(self._out_dirs[home].resolve()))
+        result = self.guard.check(path, annotate_dir=self.staging, redact=redaction, scope=scope)
         if result.verdict is home:
             for staged in (result.annotated_path, result.redacted_path):
                 if staged:
@@ -455,6 +465,8 @@ def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -
         f"optout-guard: {result.verdict.value.upper()}",
         f"Photo: {name}",
         f"Checked: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M')}",
+        "Checked against: "
+        + (f"the opted-out students of {result.scope}" if result.scope else "every opted-out student in the district"),
         "Why:",
         *[f"  - {reason}" for reason in result.reasons],
     ]

@@ -1,0 +1,196 @@
+"""Scoped galleries: check a school's photos against that school's opted-out students.
+
+False alerts grow with the number of students enrolled (each enrolled child is one more face that
+somebody else's face can resemble), so a photo from Lincoln Elementary's account is best checked
+against Lincoln's opted-out students, not the whole district's. A scope is
+
+- a **school** named in the opt-out list (``--scope "Lincoln Elementary"``), optionally narrowed
+  by ``--grade``; students the list gives no school (or no grade) are in every scope, so that an
+  incomplete export never leaves a student unprotected;
+- or a **named scope** in ``config.toml``::
+
+      [scopes."Varsity soccer"]
+      roster = "rosters/varsity-soccer.csv"   # student ids, first column (a team, a club)
+      library_paths = ["Athletics/Soccer/**"]  # audit: library folders checked with this scope
+
+      [scopes."Lincoln Elementary"]
+      school = "Lincoln Elementary"            # the school as the list spells it (any case)
+      grade = "5"                              # optional
+      library_paths = ["Lincoln/**"]
+
+The default is the whole district. A scope that names nobody enrolled, or a school the list does
+not know, is an error (exit 2): an empty gallery would allow everybody.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from optout_guard.errors import ConfigError
+from optout_guard.optout_list import OptOutList, normalise_grade, normalise_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DISTRICT = "district"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which enrolled students a photo is checked against. ``students`` None: all of them."""
+
+    name: str = DISTRICT
+    students: frozenset[str] | None = None
+
+    @property
+    def is_district(self) -> bool:
+        return self.students is None
+
+    def describe(self) -> str:
+        if self.students is None:
+            return "the whole district"
+        return f"{self.name} ({len(self.students)} student{'' if len(self.students) == 1 else 's'} on the list)"
+
+
+WHOLE_DISTRICT = Scope()
+
+
+@dataclass(frozen=True)
+class NamedScope:
+    name: str
+    school: str = ""
+    grade: str = ""
+    roster: Path | None = None
+    library_paths: tuple[str, ...] = ()
+
+
+def named_scopes(workspace: Path) -> dict[str, NamedScope]:
+    """The ``[scopes.NAME]`` tables of the workspace's config.toml (relative paths: the workspace's)."""
+    path = Path(workspace) / "config.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    found: dict[str, NamedScope] = {}
+    for name, table in dict(data.get("scopes", {})).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [scopes.{name!r}] must be a table (school = …, grade = …, roster = …)")
+        unknown = set(table) - {"school", "grade", "roster", "library_paths"}
+        if unknown:
+            raise ConfigError(
+                f"{path}: scope {name!r} has unknown keys {sorted(unknown)}; use school, grade, roster, library_paths"
+            )
+        roster = table.get("roster")
+        roster_path = None
+        if roster:
+            roster_path = Path(str(roster)).expanduser()
+            roster_path = roster_path if roster_path.is_absolute() else Path(workspace) / roster_path
+        if not (table.get("school") or table.get("grade") or roster_path):
+            raise ConfigError(f"{path}: scope {name!r} names no school, grade or roster")
+        paths = table.get("library_paths", [])
+        if isinstance(paths, str):
+            paths = [paths]
+        found[str(name)] = NamedScope(
+            str(name), str(table.get("school", "")), str(table.get("grade", "")), roster_path, tuple(map(str, paths))
+        )
+    return found
+
+
+def _roster_ids(path: Path) -> set[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the roster {path} ({exc.strerror or exc}); fix the scope in config.toml") from None
+    ids = set()
+    for line in text.splitlines():
+        value = line.replace("\t", ",").split(",")[0].strip().strip('"')
+        if value and not value.startswith("#") and value.lower() not in {"id", "student_id", "student id", "student number"}:
+            ids.add(value)
+    return ids
+
+
+def resolve_scope(
+    name: str | None,
+    grade: str | None,
+    enrolled: set[str],
+    optouts: OptOutList | None,
+    named: dict[str, NamedScope] | None = None,
+) -> Scope:
+    """The scope a user named (``--scope``/``--grade``, a check-folder sub-folder, an audit path).
+    ``enrolled``: the students with templates. Raises ConfigError (exit 2) for an unknown scope or
+    one naming no enrolled student."""
+    named = named or {}
+    if not name and not grade:
+        return WHOLE_DISTRICT
+    if name and name.strip().lower() == DISTRICT and not grade:
+        return WHOLE_DISTRICT
+    students = dict(optouts.students) if optouts else {}
+    label = name or ""
+    school, roster = "", None
+    if name and name.strip().lower() != DISTRICT:
+        wanted = next((n for n in named if normalise_name(n) == normalise_name(name)), None)
+        if wanted is not None:
+            scope_def = named[wanted]
+            label, school, roster = wanted, scope_def.school, scope_def.roster
+            grade = grade or scope_def.grade or None
+        else:
+            school = name
+        if school:
+            schools = {normalise_name(s.school): s.school for s in students.values() if s.school}
+            if normalise_name(school) not in schools:
+                known = sorted(set(schools.values()) | set(named))
+                raise ConfigError(
+                    f"unknown scope {name!r}: no student on the opt-out list is at a school of that name, and "
+                    f"config.toml has no such [scopes] entry. Known: {', '.join(known) or 'none (import a list with sync)'}"
+                )
+    chosen = set(enrolled)
+    if roster is not None:
+        chosen &= _roster_ids(roster)
+    if school:
+        # Students without a school are in every scope: an incomplete export never unprotects anyone.
+        key = normalise_name(school)
+        chosen = {s for s in chosen if s not in students or not students[s].school or normalise_name(students[s].school) == key}
+    if grade:
+        label = f"{label}, grade {grade}" if label else f"grade {grade}"
+        g = normalise_grade(grade)
+        chosen = {s for s in chosen if s not in students or not students[s].grade or normalise_grade(students[s].grade) == g}
+    if not chosen:
+        raise ConfigError(
+            f"the scope {label!r} names no enrolled student: an empty gallery would allow everybody. "
+            "Check the name (optout-guard people shows each student's school and grade) or check district-wide"
+        )
+    return Scope(label, frozenset(chosen))
+
+
+def scope_for_library_path(relative: str, named: dict[str, NamedScope]) -> str | None:
+    """The named scope whose ``library_paths`` match a path relative to the library (first wins)."""
+    posix = PurePosixPath(relative.replace("\\", "/")).as_posix()
+    for scope_def in named.values():
+        for pattern in scope_def.library_paths:
+            if fnmatch.fnmatch(posix, pattern) or fnmatch.fnmatch(posix, pattern.rstrip("*").rstrip("/") + "/*"):
+                return scope_def.name
+    return None
+
+
+def scope_json(scope: Scope) -> dict[str, Any]:
+    return {"name": scope.name, "students": None if scope.students is None else len(scope.students)}
+
+
+def folder_scope(name: str, enrolled: set[str], workspace: Path) -> Scope:
+    """The scope of a check-folder sub-folder (``Photo check/Lincoln Elementary/``): the school or
+    named scope it is called after; any other folder name is checked district-wide (more students,
+    never fewer). The list and config.toml are read each time: a sync or an edit counts at once."""
+    from optout_guard.optout_list import load_list
+
+    try:
+        return resolve_scope(name, None, enrolled, load_list(workspace), named_scopes(workspace))
+    except ConfigError:
+        return WHOLE_DISTRICT
