@@ -10,7 +10,7 @@ import sys
 import pytest
 
 LIGHT = ["types", "errors", "config", "fsutil", "optout_list", "matching", "index", "review", "activity_log", "report",
-         "calibration", "picture_day", "users", "desk"]  # fmt: skip
+         "calibration", "picture_day", "users", "desk", "cohort", "scope"]  # fmt: skip
 
 
 @pytest.mark.parametrize("module", LIGHT)

@@ -163,6 +163,31 @@ def test_name_matching_holds_what_is_not_certain(tmp_path):
         read_confirmed(answers, optouts)
 
 
+def test_last_years_delivery_is_matched_with_grades_shifted(tmp_path):
+    """Back-filling: the photographer's index says the grades of 2024-25; the list says today's."""
+    from optout_guard.picture_day import shift_grade
+
+    assert [shift_grade(g, 1) for g in ("PK", "K", "KG", "00", "4", "12")] == ["K", "1", "1", "1", "5", "13"]
+    assert shift_grade("K", 2) == "2" and shift_grade("Adult", 1) == "ADULT"
+    optouts = OptOutList(
+        {
+            "1": Student("1", "Ana", "Ruiz", "1"),  # kindergarten in the photo
+            "2": Student("2", "Ben", "Ode", "5"),
+            "3": Student("3", "Cal", "Ito", "5"),  # the photo says 3: two years back, not one -> held
+        }
+    )
+    (tmp_path / "Photos").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / "Photos" / name).write_bytes(b"jpeg")
+    rows = [("a.jpg", "K", "Ruiz", "Ana"), ("b.jpg", "4", "Ode", "Ben"), ("c.jpg", "3", "Ito", "Cal"), ("d.jpg", "2", "Roe", "D")]
+    pspa_index(tmp_path, rows, header=True)
+    assert len(match_delivery(tmp_path, optouts).held) == 3  # without the shift every student is held
+    found = match_delivery(tmp_path, optouts, years_before=1)
+    assert sorted((sid, p.path.name) for sid, p in found.matched) == [("1", "a.jpg"), ("2", "b.jpg")]
+    assert [h.photo.path.name for h in found.held] == ["c.jpg"] and "1 school year later" in found.held[0].reason
+    assert [p.name for p in found.others] == ["d.jpg"]  # not opted out: the cohort (in memory only)
+
+
 def test_photo_date_from_name_then_file(tmp_path):
     (tmp_path / "2025-09-12_x.jpg").write_bytes(b"x")
     (tmp_path / "2024 picture day.jpg").write_bytes(b"x")
@@ -234,7 +259,8 @@ def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
     last_year = (today - dt.timedelta(days=420)).isoformat()
     this_year = (today - dt.timedelta(days=60)).isoformat()
     # Last year: photo 1 of everybody (opted out or not); this year: photo 2.
-    d1 = build_delivery(tmp_path / "pd-last", [(p, 1, "2") for p in people], header=False)
+    d1 = build_delivery(tmp_path / "pd-last", [(p, 1, "1") for p in people], header=False)  # grades mistyped
+    d1_right = build_delivery(tmp_path / "pd-last-ok", [(p, 1, "2") for p in people], header=False)
     d2 = build_delivery(tmp_path / "pd-this", [(p, 2, "3") for p in people], header=True)
 
     # A dry run changes nothing.
@@ -244,7 +270,12 @@ def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
     assert len(doc["photos_to_add"]) == 16 and doc["photos_of_other_students_ignored"] == 8
     assert not (ws / "enrollments").exists() and not (ws / ".optout-guard").exists() and not (ws / "optout-list.json").exists()
 
-    # Last year's photos: grade 2 on the photo, 3 on the list -> held for a person, not guessed.
+    # Last year's delivery says last year's grades (2 then, 3 now): matched, grades shifted by a year.
+    dry = json.loads(
+        run(ws, "sync", str(listing), "--photos", str(d1_right), "--picture-day", last_year, "--dry-run", "--json").stdout
+    )
+    assert len(dry["photos_to_add"]) == 16 and dry["held_for_confirmation"] == []
+    # A delivery whose grades do not fit even shifted (1 on the photo, 2 expected) -> held, not guessed.
     result = run(ws, "sync", str(listing), "--photos", str(d1), "--picture-day", last_year, "--json")
     doc = json.loads(result.stdout)
     assert result.exit_code == 3, result.stdout

@@ -465,22 +465,31 @@ def people(
     _warn_interrupted_enrollment(settings)
     rows = []
     for status in gallery_status(index, index.student_ids()):
+        listed = optouts.students.get(status.student_id) if optouts is not None else None
+        penalty = index.penalty_for(status.student_id, settings)
+        limits = index.limits_for(status.student_id, settings)
         rows.append(
             {
                 "student_id": status.student_id,
+                "school": listed.school if listed else None,
+                "grade": listed.grade if listed else None,
                 "reference_photos": status.reference_photos,
                 "rejected_photos": sum(1 for r in index.rejections if r.student_id == status.student_id),
                 "newest_photo": status.newest_photo or None,
                 "protected": status.protected,
                 "stale": status.stale,
                 "protection_from": protection_source(status.student_id, optouts),
+                # None: no cohort covered this student (enrolled after it, or none): penalty 0
+                "hub_penalty": None if penalty is None else round(penalty, 4),
+                "thresholds": {"block": limits.block, "review": limits.review, "source": limits.source},
             }
         )
     if as_json:
-        sys.stdout.write(json.dumps({"schema_version": 1, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
         return
     table = Table()
-    for col in ("Student", "Reference photos", "Rejected", "Newest photo", "Status", "On the list through"):
+    columns = ("Student", "School, grade", "Reference photos", "Rejected", "Newest photo", "Status", "On the list through")
+    for col in (*columns, "Cohort"):
         table.add_column(col)
     for row in rows:
         if not row["protected"]:
@@ -489,15 +498,30 @@ def people(
             status = "[yellow]protected, photo over a year old[/]"
         else:
             status = "[green]protected[/]"
+        if index.cohort is None or not settings.cohort:
+            cohort = "-"
+        elif row["hub_penalty"] is None:
+            cohort = "[yellow]not in the last cohort (penalty 0)[/]"
+        else:
+            cohort = f"penalty {row['hub_penalty']:.3f}" if row["hub_penalty"] else "no penalty"
+        where = ", ".join(x for x in (row["school"], f"grade {row['grade']}" if row["grade"] else "") if x)
         table.add_row(
             escape(row["student_id"]),
+            escape(where or "-"),
             str(row["reference_photos"]),
             str(row["rejected_photos"]),
             row["newest_photo"] or "-",
             status,
             escape(row["protection_from"]),
+            cohort,
         )
     out.print(table)
+    if index.cohort is not None and settings.cohort:
+        c = index.cohort
+        out.print(
+            f"Cohort: {escape(c.source)}, {c.faces} faces, {c.made_at[:10]}; thresholds per number of reference photos: "
+            + "; ".join(f"{g}: block {b}, review {r}" for g, (b, r) in c.thresholds.items())
+        )
 
 
 @app.command()

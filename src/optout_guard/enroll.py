@@ -220,12 +220,15 @@ def calibrate_with_cohort(
         photos = random.Random(0).sample(sorted(photos), MAX_COHORT)
     vectors: list[np.ndarray] = []
     hashes: list[str] = []
+    references = {t.sha256 for t in index.templates}
     for photo in photos:
         if progress:
             progress(str(photo))
         try:
             digest = sha256_file(photo)
         except OSError:
+            continue
+        if digest in references:  # an enrolled student's own reference photo is not "another child"
             continue
         found = reference_embedding(photo, settings, models)
         if not isinstance(found, str):
