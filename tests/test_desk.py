@@ -5,7 +5,9 @@ no login on the LAN)."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import re
 import shutil
 import threading
 import time
@@ -580,3 +582,31 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
           f"now: {cards_now} cards ({grouped} faces shown on the first), {presses} key presses")
     assert presses <= 2 < held_faces
     assert Guard(load_settings(settings.workspace, environ={})).check(photo).verdict.value == "allow"
+
+
+def test_the_check_page_checks_against_a_chosen_scope(tmp_path, data_dir):
+    """Issue 13: the check page's scope picker offers the list's schools and [scopes]; an unknown
+    scope is refused (400), never an empty gallery; the result says which scope was used."""
+    from optout_guard.optout_list import OptOutList, Student, save_list
+
+    settings = workspace(tmp_path / "ws")
+    save_list(
+        OptOutList({"colin": Student("colin", school="Lincoln"), "hugo": Student("hugo", school="Washington")}),
+        settings.workspace,
+    )
+    desk = Desk(settings, DeskOptions())
+    client = create_app(desk).test_client()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    assert client.get("/api/scopes").get_json()["scopes"] == ["Lincoln", "Washington"]
+    photo = LFW / "Colin_Powell" / "Colin_Powell_0004.jpg"
+
+    def check(scope: str):
+        data = {"photos": (io.BytesIO(photo.read_bytes()), "colin.jpg"), "scope": scope}
+        return client.post("/api/check", data=data, headers={"X-CSRFToken": token}, content_type="multipart/form-data")
+
+    district = check("").get_json()["results"][0]
+    assert district["verdict"] == "block" and district["scope"] == "the whole district"
+    other = check("Washington").get_json()["results"][0]
+    assert other["scope"] == "Washington" and other["verdict"] != "block"
+    refused = check("Jefferson")
+    assert refused.status_code == 400 and "unknown scope" in refused.get_json()["error"]

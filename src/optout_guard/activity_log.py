@@ -254,5 +254,9 @@ def verify(settings: Settings) -> Verification:
 
 
 def photo_details(result: Any) -> dict[str, Any]:
-    """What the log says about one checked photo: its content hash, verdict and blocked students."""
-    return {"sha256": result.sha256, "verdict": result.verdict.value, "students": list(result.blocked_students)}
+    """What the log says about one checked photo: its content hash, verdict, blocked students and
+    the scope it was checked against (when not the whole district)."""
+    details = {"sha256": result.sha256, "verdict": result.verdict.value, "students": list(result.blocked_students)}
+    if getattr(result, "scope", ""):
+        details["scope"] = result.scope
+    return details

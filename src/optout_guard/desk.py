@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
-from optout_guard.errors import ImageRejected, OptoutGuardError
+from optout_guard.errors import ConfigError, ImageRejected, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import NONE, PHOTO, UNNAMED, Card, ReviewBook
@@ -107,11 +107,32 @@ class Desk:
         return self._names
 
     # ---- checking --------------------------------------------------------------------------
-    def check_upload(self, name: str, data: bytes, user: str) -> dict[str, Any]:
-        """Check a photo dropped on the page; its review faces become cards."""
+    def scopes(self) -> list[str]:
+        """What the check page's scope picker offers: the schools on the list and config.toml's
+        [scopes] (checking against a scope is never the default: the district is)."""
+        from optout_guard.optout_list import load_list
+        from optout_guard.scope import named_scopes
+
+        optouts = load_list(self.settings.workspace)
+        schools = {s.school for s in optouts.students.values() if s.school} if optouts is not None else set()
+        return sorted(schools | set(named_scopes(self.settings.workspace)), key=str.lower)
+
+    def check_upload(self, name: str, data: bytes, user: str, scope_name: str = "") -> dict[str, Any]:
+        """Check a photo dropped on the page (against ``scope_name``, "" = the district); its review
+        faces become cards. An unknown scope raises (the page says so; nothing is checked)."""
         import hashlib
 
         from optout_guard.activity_log import ActivityLog, photo_details
+        from optout_guard.optout_list import load_list
+        from optout_guard.scope import named_scopes, resolve_scope
+
+        scope = resolve_scope(
+            scope_name or None,
+            None,
+            set(self.guard.index.protected_students()),
+            load_list(self.settings.workspace),
+            named_scopes(self.settings.workspace),
+        )
 
         digest = hashlib.sha256(data).hexdigest()
         suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ""
@@ -120,7 +141,7 @@ class Desk:
             self.prune_uploads(incoming=len(data))
             atomic_write(stored, data)
         with self.lock:
-            result = self.guard.check(stored, annotate_dir=self.marked)
+            result = self.guard.check(stored, annotate_dir=self.marked, scope=scope)
             self.book.add_result(result, "desk")
             self.prune_uploads()  # the marked copy counts too
         # The log names photos by content hash only: a file name can be a child's name.
@@ -198,6 +219,7 @@ class Desk:
             "students": list(result.blocked_students),
             "marked_url": f"/photo/{result.sha256}/marked.jpg" if result.annotated_path else None,
             "faces": faces,
+            "scope": result.scope or "the whole district",
         }
 
     def candidate_json(self, student_id: str, distance: float, viewer_names: bool = False) -> dict[str, Any]:
@@ -654,8 +676,16 @@ def create_app(desk: Desk) -> Any:
         files = request.files.getlist("photos")
         if not files:
             return jsonify(error="no photos in the request"), 400
-        results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "") for f in files]
+        scope = request.form.get("scope", "")
+        try:
+            results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope) for f in files]
+        except ConfigError as exc:  # an unknown scope: nothing checked against an empty gallery
+            return jsonify(error=str(exc)), 400
         return jsonify(results=results)
+
+    @app.get("/api/scopes")
+    def api_scopes() -> Any:
+        return jsonify(scopes=desk.scopes())
 
     @app.post("/api/students")
     def api_add_student() -> Any:

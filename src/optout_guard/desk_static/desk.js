@@ -221,10 +221,19 @@ $("refresh").addEventListener("click", async () => {
 });
 
 // ---- check photos ------------------------------------------------------------------------------
+async function loadScopes() {
+  try {
+    const data = await api("/api/scopes");
+    for (const name of data.scopes) $("scope").append(el("option", { value: name, textContent: name }));
+  } catch (error) { /* the picker stays "the whole district" */ }
+}
+loadScopes();
+
 async function checkFiles(files) {
   if (!files.length) return;
   const form = new FormData();
   for (const file of files) form.append("photos", file);
+  form.append("scope", $("scope").value);
   const results = $("results");
   const waiting = el("p", { className: "message", textContent: `Checking ${files.length} photo(s)…` });
   results.prepend(waiting);
@@ -248,6 +257,7 @@ function renderResult(r) {
   const info = el("div", {},
     el("h2", { textContent: r.name }),
     el("span", { className: `verdict ${r.verdict}`, textContent: r.verdict }),
+    el("p", { className: "muted", textContent: `Checked against: ${r.scope}` }),
     el("ul", {}, ...r.reasons.map((reason) => el("li", { textContent: reason }))),
     faces);
   if (r.faces.some((f) => f.card)) info.append(el("p", { textContent: "Faces that need a person are waiting in the review queue." }));
