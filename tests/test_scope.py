@@ -166,6 +166,10 @@ def test_audit_maps_library_paths_to_scopes(school_ws, tmp_path):
         Path(r["path"]).parent.parent.name: r["verdict"] for r in library_rows(settings, library, ("block", "review", "allow"))
     }
     assert rows["Lincoln"] == "block" and rows["Washington"] != "block"
+    scopes = {
+        Path(r["path"]).parent.parent.name: r["scope"] for r in library_rows(settings, library, ("block", "review", "allow"))
+    }
+    assert scopes == {"Lincoln": "", "Washington": "Washington"}  # the report says which scope checked it
     # The scope's mapping changes: the photo is decided again (like a gallery change).
     (workspace / "config.toml").write_text("")
     run_audit(library, load_settings(workspace, environ={}))

@@ -567,6 +567,14 @@ def library_rows(settings: Settings, library: Path, verdicts: tuple[str, ...] = 
         rows = db.execute(query + " ORDER BY path", verdicts).fetchall()
     finally:
         db.close()
+    named = {n: d for n, d in named_scopes(settings.workspace).items() if d.library_paths}
+    library = Path(library).resolve()
+
+    def scope_of(name: str) -> str:
+        if not named:
+            return ""
+        return scope_for_library_path(os.path.relpath(name, library), named) or ""
+
     return [
         {
             "path": display_path(bytes(r[0])),
@@ -577,6 +585,7 @@ def library_rows(settings: Settings, library: Path, verdicts: tuple[str, ...] = 
             "checked_at": r[4],
             "changed_run": r[5],
             "sha256": r[6],
+            "scope": scope_of(os.fsdecode(bytes(r[0]))),  # "" = the whole district
         }
         for r in rows
     ]

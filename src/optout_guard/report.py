@@ -138,6 +138,8 @@ def write_audit_report(
             students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
             img = f"<img src='{html.escape(r['thumbnail'])}' alt='marked-up photo' loading='lazy'>" if r["thumbnail"] else ""
             who = f"<br>Students: <b>{html.escape(', '.join(students))}</b>" if students else ""
+            if r.get("scope"):
+                who += f"<br><span class='muted'>checked against the students of {html.escape(r['scope'])}</span>"
             why = "<br>".join(html.escape(x) for x in r["reasons"])
             path = html.escape(r["path"])
             parts.append(
