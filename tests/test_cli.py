@@ -28,7 +28,7 @@ def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
     result = run(demo_ws, "check", "--json", "--annotate", str(tmp_path / "marked"), str(photos(demo_ws)))
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 2
+    assert doc["schema_version"] == 3
     assert doc["summary"] == {"photos": 3, "allow": 2, "review": 0, "block": 1, "skipped": 0}
     by_name = {Path(p["path"]).name: p for p in doc["photos"]}
     assembly = by_name["assembly.jpg"]

@@ -259,4 +259,6 @@ def photo_details(result: Any) -> dict[str, Any]:
     details = {"sha256": result.sha256, "verdict": result.verdict.value, "students": list(result.blocked_students)}
     if getattr(result, "scope", ""):
         details["scope"] = result.scope
+    if getattr(result, "clip", None) is not None:
+        details["kind"] = "clip"
     return details

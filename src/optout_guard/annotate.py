@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from optout_guard.fsutil import atomic_write
-from optout_guard.types import Decision, FaceMatch, LoadedImage, ReasonCode
+from optout_guard.types import Box, Decision, FaceMatch, LoadedImage, ReasonCode
 
 COLOURS = {Decision.BLOCK: (220, 30, 30), Decision.REVIEW: (255, 170, 0), Decision.CLEAR: (40, 180, 60)}
 MAX_SIDE = 4000  # marked-up copies of panoramas are shrunk to this long side
@@ -29,7 +29,8 @@ _UNJUDGED_LABEL = {
 }
 
 
-def _label(match: FaceMatch) -> str:
+def label_for(match: FaceMatch) -> str:
+    """The label drawn on a face's box (empty for a clear face)."""
     if match.decision is Decision.BLOCK:
         return f"BLOCK {match.student_id or '(opted-out student)'}"
     if match.decision is Decision.REVIEW:
@@ -62,7 +63,7 @@ def render_page(image: LoadedImage, page: int, matches: list[FaceMatch]) -> Imag
         box = match.face.box.scaled(factor)
         colour = COLOURS[match.decision]
         draw.rectangle([box.x, box.y, box.right, box.bottom], outline=colour, width=line)
-        label = _label(match)
+        label = label_for(match)
         if label:
             left, top, right, bottom = draw.textbbox((box.x, box.y), label, font=font)
             y = box.y - (bottom - top) - 2 * line if box.y > (bottom - top) + 2 * line else box.bottom + line
@@ -107,12 +108,15 @@ REDACT_BLOCKS = 6  # the face becomes a 6×6 mosaic before blurring: nothing lef
 
 def redact_page(image: LoadedImage, page: int, matches: list[FaceMatch], decisions: set[Decision]) -> Image.Image:
     """The page with every face whose decision is in ``decisions`` pixelated and blurred."""
-    pixels = np.array(image.pages[page])
+    boxes = [m.face.box.scaled(1.0 / image.scale) for m in matches if m.face.page == page and m.decision in decisions]
+    return Image.fromarray(blur_regions(np.array(image.pages[page]), boxes))
+
+
+def blur_regions(pixels: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    """``pixels`` (modified in place and returned) with every box, grown by REDACT_MARGIN (more
+    above: hair), turned into a blurred mosaic: nothing left to recognise or sharpen."""
     height, width = pixels.shape[:2]
-    for match in matches:
-        if match.face.page != page or match.decision not in decisions:
-            continue
-        box = match.face.box.scaled(1.0 / image.scale)
+    for box in boxes:
         grow_w, grow_h = box.w * REDACT_MARGIN, box.h * REDACT_MARGIN
         x0, y0 = max(0, int(box.x - grow_w)), max(0, int(box.y - grow_h * 1.3))
         x1, y1 = min(width, int(box.right + grow_w)), min(height, int(box.bottom + grow_h))
@@ -122,7 +126,7 @@ def redact_page(image: LoadedImage, page: int, matches: list[FaceMatch], decisio
         mosaic = region.resize((REDACT_BLOCKS, REDACT_BLOCKS), Image.Resampling.BOX).resize(region.size, Image.Resampling.NEAREST)
         radius = max(2, (x1 - x0) // REDACT_BLOCKS)
         pixels[y0:y1, x0:x1] = np.asarray(mosaic.filter(ImageFilter.GaussianBlur(radius)))
-    return Image.fromarray(pixels)
+    return pixels
 
 
 def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: Path) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 from optout_guard.config import Settings
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import open_private_db, sha256_with_identity, utc_now
-from optout_guard.images import looks_like_image
+from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
 from optout_guard.types import Box, Face, ReasonCode, ScanResult, Unjudged, Verdict
@@ -46,11 +46,11 @@ SYSTEM_DIRS = {"$RECYCLE.BIN", "System Volume Information", "@eaDir", "#recycle"
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
 _UPSERT = """
 INSERT INTO files (path, size, mtime_ns, sha256, verdict, reasons, faces, gallery, checked_at, last_run, changed_run,
-                   prev_verdict, retry)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   prev_verdict, retry, kind)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256,
   verdict=excluded.verdict, reasons=excluded.reasons, faces=excluded.faces, gallery=excluded.gallery,
-  checked_at=excluded.checked_at, last_run=excluded.last_run, retry=excluded.retry,
+  checked_at=excluded.checked_at, last_run=excluded.last_run, retry=excluded.retry, kind=excluded.kind,
   changed_run=CASE WHEN files.verdict IS excluded.verdict THEN files.changed_run ELSE excluded.changed_run END,
   prev_verdict=CASE WHEN files.verdict IS excluded.verdict THEN files.prev_verdict ELSE files.verdict END
 """
@@ -86,6 +86,7 @@ class AuditSummary:
     unchanged: int = 0
     moved: int = 0
     not_images: int = 0
+    clips: int = 0  # video clips among the files seen (checked like photos)
     deleted: list[str] = field(default_factory=list)
     links_not_followed: list[str] = field(default_factory=list)
     changed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, before, after)
@@ -144,9 +145,13 @@ def _connect(path: Path) -> sqlite3.Connection:
         """
     )
     db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    if "retry" not in {r[1] for r in db.execute("PRAGMA table_info(files)")}:
+    columns = {r[1] for r in db.execute("PRAGMA table_info(files)")}
+    if "retry" not in columns:
         # 1 = the verdict came from an error (a crash, an unreadable file): checked again by every run.
         db.execute("ALTER TABLE files ADD COLUMN retry INTEGER NOT NULL DEFAULT 0")
+    if "kind" not in columns:
+        db.execute("ALTER TABLE files ADD COLUMN kind TEXT NOT NULL DEFAULT 'photo'")  # 'photo' or 'clip'
+
     return db
 
 
@@ -424,9 +429,12 @@ def _audit(
     book = guard.review_book
     decided = book.decided_since(last_start or "") if book is not None else set()
     for name, st in walk_library(library, summary.links_not_followed):
-        if not looks_like_image(name):
+        kind = sniff(name)
+        if kind not in ("image", "clip"):
             summary.not_images += 1
             continue
+        if kind == "clip":
+            summary.clips += 1
         key = os.fsencode(name)
         present.add(key)
         summary.seen += 1
@@ -515,7 +523,7 @@ def _audit(
                 changed = before != result.verdict.value
                 db.execute(_UPSERT, (
                     key, size, mtime, sha, result.verdict.value, json.dumps(list(result.reasons)), _faces_json(result),
-                    scopes.gallery_of(name), _now(), run, run, None, int(result.retry),
+                    scopes.gallery_of(name), _now(), run, run, None, int(result.retry), result.kind,
                 ))  # fmt: skip
                 if changed and round_ == 0:
                     summary.changed.append((display_path(name), before, result.verdict.value))
@@ -558,13 +566,17 @@ def _audit(
     return summary
 
 
-def library_rows(settings: Settings, library: Path, verdicts: tuple[str, ...] = ("block", "review")) -> list[dict[str, Any]]:
-    """The current state of the library's photos with these verdicts (for the report)."""
+def library_rows(
+    settings: Settings, library: Path, verdicts: tuple[str, ...] = ("block", "review"), kind: str | None = None
+) -> list[dict[str, Any]]:
+    """The current state of the library's photos with these verdicts (for the report); ``kind``
+    "clip" or "photo" for only those."""
     db = _connect(state_path(settings, Path(library).resolve()))
     try:
         marks = ",".join("?" for _ in verdicts)
-        query = f"SELECT path, verdict, reasons, faces, checked_at, changed_run, sha256 FROM files WHERE verdict IN ({marks})"
-        rows = db.execute(query + " ORDER BY path", verdicts).fetchall()
+        columns = "path, verdict, reasons, faces, checked_at, changed_run, sha256, kind"
+        query = f"SELECT {columns} FROM files WHERE verdict IN ({marks})" + (" AND kind = ?" if kind else "")
+        rows = db.execute(query + " ORDER BY path", (*verdicts, *((kind,) if kind else ()))).fetchall()
     finally:
         db.close()
     named = {n: d for n, d in named_scopes(settings.workspace).items() if d.library_paths}
@@ -586,6 +598,7 @@ def library_rows(settings: Settings, library: Path, verdicts: tuple[str, ...] = 
             "changed_run": r[5],
             "sha256": r[6],
             "scope": scope_of(os.fsdecode(bytes(r[0]))),  # "" = the whole district
+            "kind": r[7],  # "photo" or "clip"
         }
         for r in rows
     ]

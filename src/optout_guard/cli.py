@@ -896,7 +896,8 @@ def audit(
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
-        f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.seconds:.1f} s."
+        f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.clips} of the photos are video "
+        f"clips; {summary.seconds:.1f} s."
     )
     if summary.links_not_followed:
         err.print(
@@ -920,8 +921,9 @@ def audit(
                 decisions = book.decisions(500)
             finally:
                 book.close()
+        clips = library_rows(settings, library, ("block", "review", "allow"), kind="clip")
         page = write_audit_report(
-            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions
+            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions, clips=clips
         )
         out.print(f"Report: {page}")
     if totals.get("block"):

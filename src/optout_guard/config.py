@@ -74,6 +74,10 @@ class Settings:
     # A face cut by the photo's edge is review, never cleared (measured: half faces of enrolled
     # people are cleared 12–43% of the time); false = judged as they are (README "Faces cut by the edge").
     hold_faces_cut_by_edge: bool = True
+    # Clips: frames examined per second (plus the first frame after every scene cut), and how much of
+    # a clip is checked (a longer clip is checked up to this and is review: "only the first N min").
+    clip_frames_per_second: float = 3.0
+    max_clip_seconds: int = 600
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None
@@ -144,6 +148,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_working_pixels": (1_000_000, 400_000_000),
     "max_pages": (1, 1000),
     "workers": (0, 512),
+    "clip_frames_per_second": (1.0, 30.0),
+    "max_clip_seconds": (10, 36_000),
 }
 
 

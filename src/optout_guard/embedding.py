@@ -162,6 +162,19 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
 
     ``mirror=False`` leaves the (second) mirrored pass for later (:func:`mirror_some`): the check
     needs it only for faces that come near an enrolled student, most faces in a crowd do not."""
+    chips, chip_owner, unjudged = judgeable_chips(image, faces, settings, models)
+    if mirror:
+        vectors = embed_mirror_averaged(chips, models)
+        return Embeddings(vectors, tuple(chip_owner), unjudged, (), (True,) * len(chips))
+    return Embeddings(embed_chips(chips, models), tuple(chip_owner), unjudged, tuple(chips), (False,) * len(chips))
+
+
+def judgeable_chips(
+    image: LoadedImage, faces: list[Face], settings: Settings, models: Models
+) -> tuple[list[np.ndarray], list[int], dict[int, Unjudged]]:
+    """The quality gate without the embedder: the aligned chips of the faces that can be judged
+    (``chips[k]`` is ``faces[owner[k]]``) and why the others cannot. A clip gates every face it
+    sees but embeds only each track's best few (``video``)."""
     unjudged: dict[int, Unjudged] = {}
     candidates: list[int] = []
     turned: list[int] = []  # faces lying on their side or upside down: turned upright one by one
@@ -208,7 +221,4 @@ def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, model
             else:
                 chips.append(chip)
                 chip_owner.append(i)
-    if mirror:
-        vectors = embed_mirror_averaged(chips, models)
-        return Embeddings(vectors, tuple(chip_owner), unjudged, (), (True,) * len(chips))
-    return Embeddings(embed_chips(chips, models), tuple(chip_owner), unjudged, tuple(chips), (False,) * len(chips))
+    return chips, chip_owner, unjudged

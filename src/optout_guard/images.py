@@ -337,11 +337,15 @@ def looks_like_image(path: Path | str) -> bool:
 
 
 def sniff(path: Path | str) -> str:
-    """What a file found in a folder is: "image" (an image extension or header), "other" (a file that
-    was read and is not an image: left alone), or "unreadable" (it could not be read, so nobody knows:
-    it must be checked, which makes it *review*, whatever its name)."""
-    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        return "image"
+    """What a file found in a folder is: "image" (an image extension or header), "clip" (a video
+    container, by its header or a video extension), "other" (a file that was read and is neither:
+    left alone), or "unreadable" (it could not be read, so nobody knows: it must be checked, which
+    makes it *review*, whatever its name)."""
+    from optout_guard.media.clip import CLIP_EXTENSIONS, looks_like_clip
+
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"  # not even opened (a walk of millions of files); a clip named .jpg is review
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return "other"  # never open a pipe or device just to sniff it
@@ -349,6 +353,10 @@ def sniff(path: Path | str) -> str:
             head = fh.read(64)
     except OSError:
         return "unreadable"
+    if looks_like_clip(head, suffix):
+        return "clip"  # whatever its name (or none)
+    if suffix in CLIP_EXTENSIONS:
+        return "clip"  # named as a clip but not recognised: checked as one (a damaged clip is review)
     if not head:
         return "other"  # an empty file with a non-image name: nothing in it to post
     _register_heif()

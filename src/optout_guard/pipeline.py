@@ -160,16 +160,24 @@ class Guard:
         redact: Redaction | None = None,
         scope: Scope = WHOLE_DISTRICT,
     ) -> ScanResult:
-        """Check one photo against the students of ``scope``. Never raises for a bad photo: the
-        problem becomes a *review* reason."""
-        result = self._check(path, annotate_dir, None, keep_embeddings, redact, scope)
+        """Check one photo (or video clip) against the students of ``scope``. Never raises for a bad
+        file: the problem becomes a *review* reason."""
+        if sniff(path) == "clip":
+            from optout_guard.video import check_clip  # PyAV is loaded only when a clip comes
+
+            result = check_clip(self, path, annotate_dir, redact, scope)
+        else:
+            result = self._check(path, annotate_dir, None, keep_embeddings, redact, scope)
         return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
 
     def recheck(
         self, path: Path | str, faces: list[Face], keep_embeddings: bool = False, scope: Scope = WHOLE_DISTRICT
     ) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
-        boxes and landmarks): the faces are re-embedded, detection is not run again."""
+        boxes and landmarks): the faces are re-embedded, detection is not run again. A clip is
+        checked again whole (its tracks are not stored)."""
+        if sniff(path) == "clip":
+            return self.check(path, keep_embeddings=keep_embeddings, scope=scope)
         result = self._check(path, None, faces, keep_embeddings, None, scope)
         return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
 

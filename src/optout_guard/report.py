@@ -13,7 +13,9 @@ from optout_guard.config import Settings
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.types import FaceMatch, ScanResult, Verdict
 
-SCHEMA_VERSION = 2  # 2: "scope" per photo; per face "thresholds" and each candidate's "hub_penalty"
+# 2: "scope" per photo; per face "thresholds" and each candidate's "hub_penalty". 3: "kind" (photo or
+# clip); clips add "clip" (duration, frames examined…) and "tracks" (per track: first/last time + the face's fields).
+SCHEMA_VERSION = 3
 
 
 def face_to_dict(match: FaceMatch) -> dict[str, Any]:
@@ -47,8 +49,9 @@ def _thresholds(match: FaceMatch) -> dict[str, Any] | None:
 
 
 def result_to_dict(result: ScanResult) -> dict[str, Any]:
-    return {
+    doc = {
         "path": result.path,
+        "kind": result.kind,  # "photo" or "clip"
         "verdict": result.verdict.value,
         "reasons": list(result.reasons),
         "students": list(result.blocked_students),
@@ -62,6 +65,23 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "scope": result.scope or "district",  # the students it was checked against (README "Scopes")
     }
+    if result.clip is not None:
+        c = result.clip
+        doc["clip"] = {
+            "duration": round(c.duration, 2),
+            "checked_seconds": round(c.checked_seconds, 2),
+            "frames_examined": c.frames_examined,
+            "sample_every": round(c.sample_every, 3),
+            "rotation": c.rotation,
+            "has_audio": c.has_audio,
+        }
+        # One entry per track (``faces`` holds the same decisions, each in its track's best frame).
+        doc["tracks"] = [
+            face_to_dict(m) | {"first": round(t.first, 2), "last": round(t.last, 2), "best_frame_time": round(t.best_time, 2),
+                               "frames_seen": t.seen}
+            for m, t in zip(result.faces, c.tracks, strict=True)
+        ]  # fmt: skip
+    return doc
 
 
 def summary(results: list[ScanResult], skipped: int = 0) -> dict[str, int]:
@@ -90,6 +110,26 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
 
 
 # ---- the audit report: HTML for people, CSV for spreadsheets, JSON for scripts ---------------------
+def _clips_html(clips: list[dict[str, Any]]) -> str:
+    """Every video clip in the library, whatever its verdict (blocked and review ones are also among
+    the cards above): a clip is the most-posted kind of media, and none may pass unseen."""
+    import html
+
+    if not clips:
+        return ""
+    rows = "".join(
+        f"<tr><td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td>"
+        f"<td><code>{html.escape(c['path'])}</code></td><td>{html.escape('; '.join(c['reasons']))}</td></tr>"
+        for c in clips
+    )
+    return (
+        f"<h2>Video clips ({len(clips)})</h2><p class='muted'>Each clip was checked frame by frame; a clip "
+        "under review is watched by a person (optout-guard check CLIP --annotate DIR draws its contact sheet).</p>"
+        f"<table><tr><th>Verdict</th><th>Clip</th><th>Why</th></tr>{rows}</table>"
+    )
+
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}.muted{color:#666;font-size:13px}
@@ -113,6 +153,7 @@ def write_audit_report(
     thumbnail: Any,
     max_thumbnails: int = 2000,
     decisions: list[dict[str, Any]] | None = None,
+    clips: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write index.html (self-contained but for thumbnails in ./thumbs), audit.csv and audit.json.
     ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo; returns False if it cannot."""
@@ -194,6 +235,7 @@ from any public place, or replace them.</p>
 <h2>Photos to review</h2>
 <p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
 {cards("review")}
+{_clips_html(clips or [])}
 <h2>What changed since the last audit</h2>
 {changes_html}
 {"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}

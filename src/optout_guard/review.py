@@ -107,7 +107,9 @@ class ReviewBook:
     def add_result(self, result: ScanResult, source: str) -> int:
         """Record a checked photo; each of its review faces becomes a card (once per photo content).
         Returns the number of new cards."""
-        if result.sha256 is None:
+        if result.sha256 is None or result.clip is not None:
+            # A clip's tracks have no photo to crop a card from: a clip under review is watched
+            # (its contact sheet shows why), not settled face by face on the desk.
             return 0
         now = _now()
         # The verdict the photo has once every review face is settled "none of them": its other

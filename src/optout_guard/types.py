@@ -46,6 +46,8 @@ class ReasonCode(str, enum.Enum):
     EMPTY_FILE = "empty_file"
     TRUNCATED = "truncated"
     UNREADABLE = "unreadable"
+    CLIP_DAMAGED = "clip_damaged"  # a clip that could not be (fully) decoded
+    CLIP_TOO_LONG = "clip_too_long"  # only the first part of a clip was checked
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,30 @@ class FaceMatch:
         return self.candidates[0].distance if self.candidates else None
 
 
+@dataclass(frozen=True)
+class Track:
+    """One face followed through a clip (``ScanResult.faces[i]`` is its decision, in its best frame)."""
+
+    first: float  # seconds: first and last time it was seen
+    last: float
+    best_time: float  # the frame its box and the contact sheet come from
+    seen: int  # sampled frames it was found in
+    judged: int  # of which good enough to judge (embedded: the best few)
+
+
+@dataclass(frozen=True)
+class ClipSummary:
+    """What was examined in a clip."""
+
+    duration: float  # seconds (container)
+    checked_seconds: float  # how far it was decoded and examined
+    frames_examined: int
+    sample_every: float
+    rotation: int
+    has_audio: bool
+    tracks: tuple[Track, ...]  # parallel to ScanResult.faces
+
+
 @dataclass(frozen=True, eq=False)
 class ScanResult:
     """Everything known about one checked photo."""
@@ -184,6 +210,11 @@ class ScanResult:
     retry: bool = False  # the verdict comes from an error (a crash, an unreadable file): check it again next time
     problem: ReasonCode | None = None  # what is wrong with the file itself (empty, truncated, unreadable), if anything
     scope: str = ""  # the scope the photo was checked against ("" = the whole district)
+    clip: ClipSummary | None = None  # set for video clips: ``faces`` are then one decision per track
+
+    @property
+    def kind(self) -> str:
+        return "clip" if self.clip is not None else "photo"
     # One 128-d embedding per face (None where a face was not judged), only when the caller asked
     # for them (the audit's opt-in cache). Never written to any output, log or report.
     embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)

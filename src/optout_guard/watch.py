@@ -323,7 +323,7 @@ class CheckFolder:
         not a filed photo of this check folder."""
         path = Path(path).resolve()
         home = next((v for v, d in self._out_dirs.items() if path.is_relative_to(d.resolve())), None)
-        if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg")):
+        if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg", ".postable.mp4")):
             return None
         self.staging.mkdir(parents=True, exist_ok=True)
         redaction = Redaction(self.staging) if self.redact else None
@@ -335,7 +335,7 @@ class CheckFolder:
                     Path(staged).unlink(missing_ok=True)
             return home, path
         base = self._out_dirs[home].resolve()
-        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".postable.jpg", ".txt")]
+        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".postable.jpg", ".postable.mp4", ".txt")]
         target = self._file(path, result, base)
         for leftover in old:
             leftover.unlink(missing_ok=True)
@@ -362,7 +362,7 @@ class CheckFolder:
             os.replace(result.annotated_path, out_dir / marked_name)
         postable = ""
         if result.redacted_path:
-            postable = f"{target.name}.postable.jpg"
+            postable = f"{target.name}.postable{Path(result.redacted_path).suffix}"  # .jpg, or .mp4 for a clip
             os.replace(result.redacted_path, out_dir / postable)
         atomic_write(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable), mode=0o644)
         os.replace(path, target)  # last: until here the original is untouched (in the inbox or staging)
@@ -446,7 +446,8 @@ def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock
 
 
 def _looks_unfinished(result: ScanResult) -> bool:
-    return result.problem in (ReasonCode.TRUNCATED, ReasonCode.EMPTY_FILE)
+    # A clip still being copied looks damaged (its index, at the end of an MP4, is not there yet).
+    return result.problem in (ReasonCode.TRUNCATED, ReasonCode.EMPTY_FILE, ReasonCode.CLIP_DAMAGED)
 
 
 def _free_name(folder: Path, name: str) -> Path:

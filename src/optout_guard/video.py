@@ -1,0 +1,363 @@
+"""Checking a video clip: sampled frames → faces → tracks → one decision per track → one verdict.
+
+A clip is not a pile of photos. Frames are sampled at ``clip_frames_per_second`` (plus the first
+frame after every scene cut), faces are found in each and linked into *tracks* (box overlap from
+one sample to the next; a scene cut ends every track), and each track is decided once, from its
+best few frames (largest, most confident faces that pass the quality gate; their embeddings
+averaged): one person on screen = one decision = one line of output = at most one review,
+however long they stay. Every face is quality-gated, only the best few per track are embedded,
+which is what makes a clip cheap. Fail closed: a clip that cannot be opened, or breaks off
+part-way, is *review* with the reason; one longer than ``max_clip_seconds`` is checked up to there
+and is *review* ("only the first N minutes were checked").
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from optout_guard import annotate
+from optout_guard.detection import detect_faces
+from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
+from optout_guard.fsutil import sha256_with_identity
+from optout_guard.matching import decide_faces, photo_verdict
+from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, sample_frames, write_blurred_copy
+from optout_guard.scope import WHOLE_DISTRICT, Scope
+from optout_guard.types import (
+    Box,
+    ClipSummary,
+    Decision,
+    Face,
+    FaceMatch,
+    LoadedImage,
+    ReasonCode,
+    ScanResult,
+    Track,
+    Unjudged,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from optout_guard.pipeline import Guard, Redaction
+
+log = logging.getLogger(__name__)
+
+WORKING_SIDE = 1280  # frames are examined at most this large (a 1080p frame: 1280×720, one detector pass)
+BEST_FRAMES = 3  # a track is judged from (the average of) its best this many faces
+KEEP_CHIPS = 6  # aligned faces kept per track while the clip streams by (bounded memory)
+LINK_GAP = 1.0  # seconds a face may go unseen (turned away, covered) and still be the same track
+REDACT_HOLD = 0.5  # seconds a blurred box is held before a track's first and after its last sighting
+CROP_SIDE = 320  # contact-sheet tile
+
+
+@dataclass
+class _Sighting:
+    time: float
+    face: Face
+    chip: np.ndarray | None
+    unjudged: Unjudged | None
+    quality: float
+
+
+@dataclass
+class _Track:
+    boxes: list[tuple[float, Box]] = field(default_factory=list)
+    best: list[_Sighting] = field(default_factory=list)  # judgeable sightings, best first (≤ KEEP_CHIPS)
+    top: _Sighting | None = None  # the best sighting of all (judgeable or not): its box is the track's
+    crop: tuple[np.ndarray, Box] | None = None  # the top sighting's neighbourhood, for the contact sheet
+    codes: collections.Counter[ReasonCode] = field(default_factory=collections.Counter)
+    texts: dict[ReasonCode, str] = field(default_factory=dict)
+    seen: int = 0
+
+    @property
+    def first(self) -> float:
+        return self.boxes[0][0]
+
+    @property
+    def last(self) -> float:
+        return self.boxes[-1][0]
+
+    def add(self, s: _Sighting, pixels: np.ndarray, scale: float) -> None:
+        self.boxes.append((s.time, s.face.box))
+        self.seen += 1
+        if s.chip is not None:
+            self.best.append(s)
+            self.best.sort(key=lambda x: -x.quality)
+            del self.best[KEEP_CHIPS:]
+        elif s.unjudged is not None:
+            self.codes[s.unjudged.code] += 1
+            self.texts.setdefault(s.unjudged.code, s.unjudged.text)
+        better = self.top is None or (s.chip is not None, s.quality) > (self.top.chip is not None, self.top.quality)
+        if better:
+            self.top = s
+            self.crop = _crop(pixels, s.face.box, scale)
+
+    def box_at(self, t: float) -> Box | None:
+        """Where the face is at time ``t`` (linear between sightings; held REDACT_HOLD s at the ends)."""
+        if t < self.first - REDACT_HOLD or t > self.last + REDACT_HOLD:
+            return None
+        times = [b[0] for b in self.boxes]
+        i = int(np.searchsorted(times, t))
+        if i <= 0:
+            return self.boxes[0][1]
+        if i >= len(self.boxes):
+            return self.boxes[-1][1]
+        (t0, a), (t1, b) = self.boxes[i - 1], self.boxes[i]
+        if t1 - t0 > LINK_GAP * 2:  # a long gap: both boxes (the face may have moved either way)
+            return _union(a, b)
+        w = (t - t0) / max(t1 - t0, 1e-6)
+        return Box(*(float(x * (1 - w) + y * w) for x, y in zip((a.x, a.y, a.w, a.h), (b.x, b.y, b.w, b.h), strict=True)))
+
+
+def _union(a: Box, b: Box) -> Box:
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    return Box(x0, y0, max(a.right, b.right) - x0, max(a.bottom, b.bottom) - y0)
+
+
+def _crop(pixels: np.ndarray, box: Box, scale: float) -> tuple[np.ndarray, Box]:
+    """The face's neighbourhood (its box in working pixels, grown), and the box within the crop."""
+    b = box.scaled(1.0 / scale)
+    h, w = pixels.shape[:2]
+    grow = max(b.w, b.h) * 0.9
+    x0, y0 = max(0, int(b.x - grow)), max(0, int(b.y - grow))
+    x1, y1 = min(w, int(b.right + grow)), min(h, int(b.bottom + grow))
+    crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
+    return crop, Box(b.x - x0, b.y - y0, b.w, b.h)
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.right, b.right) - max(a.x, b.x))
+    iy = max(0.0, min(a.bottom, b.bottom) - max(a.y, b.y))
+    inter = ix * iy
+    return inter / max(a.w * a.h + b.w * b.h - inter, 1e-6)
+
+
+def _close(a: Box, b: Box) -> bool:
+    """Same face moved a little between samples (fast motion: little overlap left)."""
+    dx = (a.x + a.w / 2) - (b.x + b.w / 2)
+    dy = (a.y + a.h / 2) - (b.y + b.h / 2)
+    size = max(a.w, b.w)
+    return (dx * dx + dy * dy) ** 0.5 < 0.8 * size and 0.5 <= a.w / max(b.w, 1e-6) <= 2.0
+
+
+def _link(live: list[_Track], faces: list[Face]) -> list[_Track | None]:
+    """For each face, the live track it continues (greedy by overlap), or None: a new track."""
+    pairs = sorted(
+        ((_iou(t.boxes[-1][1], f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)), reverse=True
+    )
+    chosen: list[_Track | None] = [None] * len(faces)
+    used: set[int] = set()
+    for overlap, ti, fi in pairs:
+        if ti in used or chosen[fi] is not None:
+            continue
+        if overlap >= 0.2 or _close(live[ti].boxes[-1][1], faces[fi].box):
+            chosen[fi] = live[ti]
+            used.add(ti)
+    return chosen
+
+
+def check_clip(
+    guard: Guard,
+    path: Path | str,
+    annotate_dir: Path | None = None,
+    redact: Redaction | None = None,
+    scope: Scope = WHOLE_DISTRICT,
+) -> ScanResult:
+    """Check one clip (see the module's docstring). Never raises for a bad clip: it becomes review."""
+    started = time.perf_counter()
+    settings = guard.settings
+    if settings.recognition:
+        _ = guard.index  # an unusable index stops the run (as for photos)
+    try:
+        sha, identity = sha256_with_identity(path)
+    except OSError as exc:
+        reason = f"cannot be read ({exc.strerror or exc}); check that the file is complete and readable"
+        return ScanResult(str(path), Verdict.REVIEW, (reason,), retry=True, problem=ReasonCode.UNREADABLE)
+    ident = (identity.size, identity.mtime_ns)
+    try:
+        info = probe(path)
+    except ClipUnreadable as exc:
+        return ScanResult(
+            str(path), Verdict.REVIEW, (f"video clip: {exc}; a person must watch it",), sha256=sha, identity=ident,
+            seconds=time.perf_counter() - started, problem=ReasonCode.CLIP_DAMAGED,
+        )  # fmt: skip
+    every = 1.0 / settings.clip_frames_per_second
+    notes: list[str] = []
+    broken: list[float] = []
+
+    def on_error(reason: str, at: float) -> None:
+        notes.append(f"{reason}; the rest of the clip was not checked")
+        broken.append(at)
+
+    tracks: list[_Track] = []
+    live: list[_Track] = []
+    frames = 0
+    checked_until = 0.0
+    try:
+        for frame in sample_frames(path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error):
+            frames += 1
+            checked_until = frame.time
+            _examine(frame, tracks, live, guard, sha)
+    except ClipUnreadable as exc:
+        notes.append(f"video clip: {exc}")
+    if not frames and not notes:
+        notes.append("no frame of the clip could be decoded; a person must watch it")
+    if info.duration > settings.max_clip_seconds + every:
+        minutes = settings.max_clip_seconds / 60
+        notes.append(
+            f"only the first {minutes:g} minute{'s' if minutes != 1 else ''} of this {format_time(info.duration)} clip "
+            "were checked; a person must watch the rest"
+        )
+    matches = [_decide(t, guard, scope) for t in tracks]
+    verdict, reasons = photo_verdict(matches, tuple(notes))
+    if not matches and verdict is Verdict.ALLOW:
+        reasons = (f"no faces found in {frames} frames examined ({format_time(checked_until)} of video)",)
+    summary = ClipSummary(
+        duration=info.duration,
+        checked_seconds=checked_until,
+        frames_examined=frames,
+        sample_every=every,
+        rotation=info.rotation,
+        has_audio=info.has_audio,
+        tracks=tuple(Track(t.first, t.last, t.top.time if t.top else t.first, t.seen, len(t.best)) for t in tracks),
+    )
+    annotated = redacted = None
+    try:
+        if annotate_dir is not None:
+            annotated = str(write_contact_sheet(path, sha, tracks, matches, Path(annotate_dir)))
+        if redact is not None and not broken:
+            redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder)))
+        elif redact is not None:
+            reasons = (*reasons, "no blurred copy: the clip could not be decoded to the end")
+    except Exception as exc:
+        log.exception("writing a copy of %s failed", path)
+        reasons = (*reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
+        if verdict is Verdict.ALLOW:
+            verdict = Verdict.REVIEW
+    problem = ReasonCode.CLIP_DAMAGED if broken or not frames else None
+    return ScanResult(
+        path=str(path),
+        verdict=verdict,
+        reasons=reasons,
+        faces=tuple(matches),
+        sha256=sha,
+        size=(info.width, info.height),
+        pages=1,
+        seconds=time.perf_counter() - started,
+        annotated_path=annotated,
+        redacted_path=redacted,
+        notes=tuple(notes),
+        identity=ident,
+        problem=problem,
+        clip=summary,
+    )
+
+
+def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guard, sha: str) -> None:
+    """Find the faces of one sampled frame, gate them, and add them to their tracks."""
+    settings, models = guard.settings, guard.models
+    height, width = frame.pixels.shape[:2]
+    image = LoadedImage("", sha, "clip", (round(width * frame.scale), round(height * frame.scale)), (frame.pixels,), frame.scale)
+    faces = detect_faces(image, settings, models)
+    if settings.recognition:
+        chips, owners, unjudged = judgeable_chips(image, faces, settings, models)
+    else:
+        chips, owners = [], []
+        only = Unjudged(ReasonCode.DETECTION_ONLY, "found (detection-only mode: no recognition)")
+        unjudged = dict.fromkeys(range(len(faces)), only)
+    chip_of = dict(zip(owners, chips, strict=True))
+    if frame.cut:
+        live.clear()  # a new scene: nobody continues across a cut
+    live[:] = [t for t in live if frame.time - t.last <= LINK_GAP + 1e-6]
+    for face, track in zip(faces, _link(live, faces), strict=True):
+        i = faces.index(face)
+        if track is None:
+            track = _Track()
+            tracks.append(track)
+            live.append(track)
+        quality = face.box.w * face.score
+        track.add(_Sighting(frame.time, face, chip_of.get(i), unjudged.get(i), quality), frame.pixels, frame.scale)
+
+
+def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
+    """One decision per track: its best few judgeable faces, embeddings averaged, searched once."""
+    assert track.top is not None
+    face = track.top.face
+    span = f"{format_time(track.first)}–{format_time(track.last)}" if track.last - track.first >= 1 else format_time(track.first)
+    if not track.best:
+        code, _ = track.codes.most_common(1)[0] if track.codes else (ReasonCode.NOT_JUDGED, 0)
+        text = track.texts.get(code, "face could not be judged")
+        return FaceMatch(face, Decision.REVIEW, (), f"{text} (at {span})", code)
+    best = track.best[:BEST_FRAMES]
+    vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.models)
+    norm = float(np.mean(np.linalg.norm(vectors, axis=1)))
+    fused = vectors.mean(axis=0)
+    fused *= norm / max(float(np.linalg.norm(fused)), 1e-9)  # the length of one embedding, as the gallery's
+    found = guard.index.search(fused[None, :], settings=guard.settings, only=scope.students)
+    match = decide_faces([best[0].face], found, guard.settings)[0]
+    if match.decision is Decision.CLEAR:
+        return match
+    return dataclasses.replace(match, reason=f"{match.reason} — at {span}")
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+def write_contact_sheet(path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path) -> Path:
+    """One JPEG per clip: the best frame of every track that is not clear, boxed and labelled with its
+    time on screen (all tracks when every one is clear), so a person sees in one picture why."""
+    shown = [(t, m) for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR] or list(
+        zip(tracks, matches, strict=True)
+    )
+    columns = max(1, min(4, len(shown)))
+    rows = max(1, -(-len(shown) // columns))
+    label_h = 44
+    sheet = Image.new("RGB", (columns * CROP_SIDE, rows * (CROP_SIDE + label_h)), (30, 30, 30))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=15)
+    for n, (track, match) in enumerate(shown):
+        x, y = (n % columns) * CROP_SIDE, (n // columns) * (CROP_SIDE + label_h)
+        colour = annotate.COLOURS[match.decision]
+        if track.crop is not None:
+            crop, box = track.crop
+            tile = Image.fromarray(crop)
+            factor = min(CROP_SIDE / max(tile.size), 4.0)
+            tile = tile.resize((max(1, round(tile.width * factor)), max(1, round(tile.height * factor))))
+            ox, oy = x + (CROP_SIDE - tile.width) // 2, y + (CROP_SIDE - tile.height) // 2
+            sheet.paste(tile, (ox, oy))
+            b = box.scaled(factor)
+            draw.rectangle([ox + b.x, oy + b.y, ox + b.right, oy + b.bottom], outline=colour, width=3)
+        span = (
+            f"{format_time(track.first)} - {format_time(track.last)}"
+            if track.last - track.first >= 1
+            else format_time(track.first)
+        )
+        label = annotate.label_for(match) or "clear"
+        draw.rectangle([x, y + CROP_SIDE, x + CROP_SIDE - 2, y + CROP_SIDE + label_h - 2], fill=colour)
+        draw.text((x + 6, y + CROP_SIDE + 4), label[:34], fill=(255, 255, 255), font=font)
+        draw.text((x + 6, y + CROP_SIDE + 23), f"on screen {span}", fill=(255, 255, 255), font=font)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(path).stem or "clip"
+    return annotate.save_jpeg(sheet, out_dir / f"{stem}.{sha[:8]}.jpg")
+
+
+def write_redacted_clip(path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path) -> Path:
+    """The clip with every track that is not clear blurred in every frame it is on screen (boxes
+    interpolated between sightings and held a moment before and after, grown by a margin), audio
+    copied, no metadata."""
+    hidden = [t for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR]
+
+    def boxes_at(t: float) -> list[Box]:
+        return [b for b in (tr.box_at(t) for tr in hidden) if b is not None]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(path).stem or "clip"
+    target = out_dir / f"{stem}.{sha[:8]}.redacted.mp4"
+    write_blurred_copy(path, target, boxes_at, annotate.blur_regions)
+    return target

@@ -1,0 +1,94 @@
+"""Test clips made from still photos with PyAV: faces that appear, move and leave at known times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Appearance:
+    photo: Path  # a portrait; its middle part is pasted
+    start: float  # seconds on screen
+    end: float
+    width: int = 200  # pasted width (px of the stored frame)
+    x: float = 0.3  # left edge, as a share of the frame width, at ``start`` …
+    x_end: float | None = None  # … moving linearly to this share at ``end``
+    y: float = 0.25
+    crop: tuple[int, int, int, int] | None = (40, 30, 210, 230)  # of a 250 px LFW photo; None: the whole photo
+
+
+def make_clip(
+    path: Path,
+    appearances: list[Appearance],
+    seconds: float,
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 30,
+    audio: bool = True,
+    rotation: int = 0,
+    codec: str = "libx264",
+    container: str = "mp4",
+) -> Path:
+    """Write a clip: a grey-blue backdrop with a slow gradient, the given faces pasted while on
+    screen, an audio tone. ``rotation``: the stored picture is turned and a display matrix says so
+    (as phones record portrait video)."""
+    import av
+
+    width, height = size
+    backdrop = np.zeros((height, width, 3), np.uint8)
+    backdrop[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
+    pasted = {}
+    for a in appearances:
+        picture = Image.open(a.photo).convert("RGB")
+        pasted[a] = picture.crop(a.crop) if a.crop else picture
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream(codec, rate=fps)
+        video.width, video.height = (height, width) if rotation in (90, 270) else (width, height)
+        video.pix_fmt = "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
+        if codec == "libx264":
+            video.options = {"preset": "ultrafast", "crf": "23"}
+        tone = None
+        if audio:
+            tone = out.add_stream("aac", rate=44100)
+            tone.layout = "mono"
+        for n in range(int(seconds * fps)):
+            t = n / fps
+            frame = backdrop.copy()
+            for a in appearances:
+                if a.start <= t < a.end:
+                    share = (t - a.start) / max(a.end - a.start, 1e-6)
+                    x = a.x + ((a.x_end if a.x_end is not None else a.x) - a.x) * share
+                    face = pasted[a].resize((a.width, round(a.width * pasted[a].height / pasted[a].width)))
+                    x0, y0 = int(x * width), int(a.y * height)
+                    region = frame[y0 : y0 + face.height, x0 : x0 + face.width]
+                    region[:] = np.asarray(face)[: region.shape[0], : region.shape[1]]
+            if rotation:
+                # Stored turned clockwise; the display matrix turns it back counter-clockwise.
+                frame = np.ascontiguousarray(np.rot90(frame, -rotation // 90))
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = n
+            vf.time_base = Fraction(1, fps)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if tone is not None:
+            samples = 1024
+            total = int(seconds * 44100)
+            for start in range(0, total, samples):
+                t = (np.arange(start, start + samples) / 44100.0).astype(np.float32)
+                wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+                af = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
+                af.sample_rate = 44100
+                af.pts = start
+                for packet in tone.encode(af):
+                    out.mux(packet)
+            for packet in tone.encode():
+                out.mux(packet)
+    return path
