@@ -32,6 +32,7 @@ def make_clip(
     rotation: int = 0,
     codec: str = "libx264",
     container: str = "mp4",
+    cuts: tuple[float, ...] = (),
 ) -> Path:
     """Write a clip: a grey-blue backdrop with a slow gradient, the given faces pasted while on
     screen, an audio tone. ``rotation``: the stored picture is turned and a display matrix says so
@@ -41,6 +42,12 @@ def make_clip(
     width, height = size
     backdrop = np.zeros((height, width, 3), np.uint8)
     backdrop[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
+    # After each cut, another scene: a differently coloured backdrop.
+    scenes = [backdrop]
+    for k in range(len(cuts)):
+        other = np.zeros_like(backdrop)
+        other[:] = (np.array([200, 90, 40]) if k % 2 == 0 else np.array([30, 160, 90]))[None, None, :]
+        scenes.append(other)
     pasted = {}
     for a in appearances:
         picture = Image.open(a.photo).convert("RGB")
@@ -59,7 +66,7 @@ def make_clip(
             tone.layout = "mono"
         for n in range(int(seconds * fps)):
             t = n / fps
-            frame = backdrop.copy()
+            frame = scenes[sum(1 for c in cuts if t >= c)].copy()
             for a in appearances:
                 if a.start <= t < a.end:
                     share = (t - a.start) / max(a.end - a.start, 1e-6)

@@ -73,3 +73,24 @@ def test_two_processes_writing_at_once_keep_the_chain(tmp_path):
         p.join(60)
     result = verify(load_settings(tmp_path, environ={}))
     assert result.problem is None and result.entries == 80
+
+
+def test_log_show_is_a_table_and_json_for_scripts(demo_ws, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.cli import app
+    from optout_guard.config import load_settings
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_ws.workspace, root)
+    ws = load_settings(root, environ={})
+    ActivityLog(ws).record("check", photos=[{"sha256": "ab" * 32, "verdict": "allow", "students": []}])
+    table = CliRunner().invoke(app, ["--workspace", str(root), "log", "show"], catch_exceptions=False)
+    assert table.exit_code == 0 and "check" in table.stdout and "photos: 1" in table.stdout
+    assert '"details"' not in table.stdout  # not raw JSON
+    lines = CliRunner().invoke(app, ["--workspace", str(root), "log", "show", "--json"]).stdout.splitlines()
+    assert json.loads(lines[-1])["action"] == "check"

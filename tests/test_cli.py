@@ -167,3 +167,12 @@ def test_check_names_the_copies_it_wrote(demo_ws, tmp_path):
     text = "".join(result.stdout.split())
     written = [p for p in (tmp_path / "a").iterdir()] + [p for p in (tmp_path / "r").iterdir()]
     assert len(written) == 2 and all("".join(str(p).split()) in text for p in written)
+
+
+def test_workspace_option_may_follow_the_command():
+    from optout_guard.cli import hoist_workspace
+
+    assert hoist_workspace(["check", "-w", "/ws", "a.jpg"]) == ["-w", "/ws", "check", "a.jpg"]
+    assert hoist_workspace(["people", "--workspace=/ws", "--json"]) == ["--workspace=/ws", "people", "--json"]
+    assert hoist_workspace(["-w", "/ws", "check", "a.jpg"]) == ["-w", "/ws", "check", "a.jpg"]
+    assert hoist_workspace(["check", "--", "-w"]) == ["check", "--", "-w"]  # a file named -w stays a file

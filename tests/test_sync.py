@@ -363,3 +363,27 @@ def test_plain_folder_of_id_named_photos(tmp_path):
     found = match_delivery(tmp_path, optouts)
     assert sorted((sid, p.path.name) for sid, p in found.matched) == [("1001", "1001.jpg"), ("1002", "1002.JPEG")]
     assert found.other_students == 1 and not found.held  # 2000 is not on the list: left alone
+
+
+def test_a_new_photo_nobody_can_use_is_said_and_exits_3(tmp_path, samples):
+    """Issue 18: 'copied: 1' next to 'photo not usable' and exit 0 hid that a student's only new
+    photo was refused; the summary now counts usable photos and the exit code asks for a person."""
+    from PIL import Image
+
+    (tmp_path / "list.txt").write_text("S1\n")
+    first, second = tmp_path / "pd2025", tmp_path / "pd2026"
+    first.mkdir()
+    second.mkdir()
+    Image.open(samples["grace_hopper"]).convert("RGB").save(first / "S1.jpg")
+    Image.open(samples["coffee"]).convert("RGB").save(second / "S1.jpg")  # no face at all
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    ok = run(ws, "sync", str(tmp_path / "list.txt"), "--format", "ids", "--photos", str(first), "--picture-day", "2025-09-10")
+    assert ok.exit_code == 0, ok.output
+    result = run(ws, "sync", str(tmp_path / "list.txt"), "--format", "ids", "--photos", str(second), "--picture-day",
+                 "2026-09-10", "--json")  # fmt: skip
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 3 and doc["not_protected"] == []  # still protected by last year's photo …
+    assert doc["photos_usable"] == 0 and doc["students_whose_new_photos_were_all_rejected"] == ["S1"]
+    text = run(ws, "sync", str(tmp_path / "list.txt"), "--format", "ids", "--photos", str(second), "--picture-day", "2026-09-10")
+    assert text.exit_code == 0  # nothing new this time: the refused photo is known, not new

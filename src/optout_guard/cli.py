@@ -365,7 +365,7 @@ def enroll(
             "removed_by_list": report.removed_by_list,
         }
         if cohort_report is not None:
-            doc["cohort"] = _cohort_json(cohort_report)
+            doc["cohort"] = cohort_report.as_json()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         out.print(
@@ -670,7 +670,8 @@ def sync(
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:
         _print_sync(report)
-    raise typer.Exit(EXIT_REVIEW if report.not_protected or plan.held else EXIT_ALLOW)
+    needs_a_person = report.not_protected or plan.held or report.no_usable_new_photo
+    raise typer.Exit(EXIT_REVIEW if needs_a_person else EXIT_ALLOW)
 
 
 def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
@@ -700,10 +701,24 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
         f"Students added{verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
     )
     copied = "to copy" if not report.applied else "copied"
-    out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
+    if report.enroll is not None:
+        bad = len(report.new_photos_rejected)
+        out.print(
+            f"Picture-day photos {copied}: {len(p.new_photos)}, of which {len(p.new_photos) - bad} usable as references"
+            + (f" and {bad} not usable (kept in enrollments/, listed below)" if bad else "")
+            + f"; already enrolled: {p.already_enrolled_photos}"
+        )
+    else:
+        out.print(f"Picture-day photos {copied}: {len(p.new_photos)}; already enrolled: {p.already_enrolled_photos}")
     if report.enroll is not None:
         for s, ph, r in report.enroll.rejected:
             out.print(f"  [yellow]photo not usable[/] {escape(s)}: {escape(str(ph))}: {escape(r)}")
+        if report.no_usable_new_photo:
+            out.print(
+                f"[yellow]No usable new photo for {len(report.no_usable_new_photo)} student(s)[/] (their older photos, if "
+                f"any, still protect them; give a better portrait with optout-guard add): "
+                + escape(", ".join(report.no_usable_new_photo))
+            )
     if p.held:
         out.print(f"[yellow]Held for a person to confirm ({len(p.held)}):[/]")
         for h in p.held:
@@ -724,19 +739,6 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     out.print(f"Photos of students not on the list, left alone: {p.other_students}")
     if report.cohort is not None:
         _print_cohort(report.cohort)
-
-
-def _cohort_json(report) -> dict:  # noqa: ANN001 - CohortReport
-    c = report.calibration
-    return {
-        "photos": report.photos,
-        "faces_used": report.used,
-        "calibrated": c is not None,
-        "skipped_because": report.skipped_because,
-        "held_share_before": round(c.held_share, 4) if c else None,
-        "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
-        "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
-    }
 
 
 def _print_cohort(report) -> None:  # noqa: ANN001 - CohortReport
@@ -959,8 +961,9 @@ def log_verify(ctx: typer.Context) -> None:
 def log_show(
     ctx: typer.Context,
     tail: Annotated[int, typer.Option(help="Show only the last N entries.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON lines (for scripts).")] = False,
 ) -> None:
-    """Show the latest entries of the activity log."""
+    """Show the latest entries of the activity log (a table; --json for scripts)."""
     from collections import deque
 
     from optout_guard.activity_log import log_path
@@ -970,14 +973,39 @@ def log_show(
         out.print("The activity log is empty.")
         return
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in deque(fh, maxlen=tail):
-            try:
-                entry = json.loads(line)
-                who = f"{entry['user']}@{entry['host']}"
-                text = f"{entry['seq']:>6} {entry['time']} {who} {entry['action']} {json.dumps(entry['details'])[:200]}"
-            except (ValueError, KeyError, TypeError):
-                text = "       (an incomplete or damaged line: run optout-guard log verify)"
-            out.print(escape(text))
+        lines = list(deque(fh, maxlen=tail))
+    if as_json:
+        for line in lines:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+        return
+    table = Table()
+    for column in ("#", "When", "Who", "What", "Details"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            details = entry["details"]
+            summary = (
+                ", ".join(f"{k}: {_short(v)}" for k, v in details.items() if k not in ("hmac", "prev"))
+                if isinstance(details, dict)
+                else str(details)
+            )
+            when = str(entry["time"])[:19].replace("T", " ")
+            who = escape(f"{entry['user']}@{entry['host']}")
+            table.add_row(str(entry["seq"]), when, who, escape(str(entry["action"])), escape(summary[:300]))
+        except (ValueError, KeyError, TypeError):
+            table.add_row("", "", "", "[red]damaged[/]", "an incomplete or damaged line: run optout-guard log verify")
+    out.print(table)
+
+
+def _short(value: Any) -> str:
+    """A log detail in a table cell: lists and long values shortened."""
+    if isinstance(value, list):
+        return f"{len(value)} ({', '.join(map(str, value[:3]))}{', …' if len(value) > 3 else ''})" if value else "none"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in list(value.items())[:4]) + ("…" if len(value) > 4 else "") + "}"
+    text = str(value)
+    return text[:16] + "…" if len(text) > 24 and all(c in "0123456789abcdef" for c in text) else text
 
 
 # ---- calibration ---------------------------------------------------------------------------------
@@ -1199,7 +1227,31 @@ def demo(
     out.print(f"Try it yourself: optout-guard --workspace {run.workspace} check {run.workspace / 'photos'}")
 
 
+def hoist_workspace(args: list[str]) -> list[str]:
+    """``optout-guard check -w WS photo.jpg`` works like ``optout-guard -w WS check photo.jpg``: the
+    workspace option is the whole program's, but people type it after the command too."""
+    head: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in ("-w", "--workspace") and i + 1 < len(args) and rest:
+            head += [arg, args[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--workspace=") and rest:
+            head.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return head + rest
+
+
 def run() -> None:
+    sys.argv[1:] = hoist_workspace(sys.argv[1:])
     try:
         app()
     except SystemExit:

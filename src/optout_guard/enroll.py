@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -198,6 +199,18 @@ class CohortReport:
     used: int = 0  # faces embedded (one per usable photo)
     calibration: CohortCalibration | None = None
     skipped_because: str = ""  # why nothing was calibrated ("" when it was)
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.calibration
+        return {
+            "photos": self.photos,
+            "faces_used": self.used,
+            "calibrated": c is not None,
+            "skipped_because": self.skipped_because,
+            "held_share_before": round(c.held_share, 4) if c else None,
+            "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
+            "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
+        }
 
 
 def calibrate_with_cohort(

@@ -93,6 +93,23 @@ class SyncReport:
     def stale(self) -> list[str]:
         return [s.student_id for s in self.status if s.protected and s.stale]
 
+    @property
+    def new_photos_rejected(self) -> list[tuple[str, str, str]]:
+        """(student, file, reason) of this sync's new photos the quality gate refused."""
+        if self.enroll is None:
+            return []
+        new = {(n.student_id, n.name) for n in self.plan.new_photos}
+        return [(sid, ph, why) for sid, ph, why in self.enroll.rejected if (sid, Path(ph).name) in new]
+
+    @property
+    def no_usable_new_photo(self) -> list[str]:
+        """Students given new photos this sync of which none was usable (exit 3: a person must act)."""
+        rejected = {(sid, Path(ph).name) for sid, ph, _ in self.new_photos_rejected}
+        given: dict[str, list[str]] = {}
+        for n in self.plan.new_photos:
+            given.setdefault(n.student_id, []).append(n.name)
+        return sorted(sid for sid, names in given.items() if all((sid, name) in rejected for name in names))
+
     def as_json(self) -> dict[str, Any]:
         p = self.plan
         doc: dict[str, Any] = {
@@ -120,17 +137,11 @@ class SyncReport:
             doc["templates_deleted"] = len(self.enroll.removed)
         doc["students"] = [vars(s) for s in self.status]
         doc["cohort_photos"] = len(p.cohort_photos)
+        if self.enroll is not None:
+            doc["photos_usable"] = len(p.new_photos) - len(self.new_photos_rejected)
+            doc["students_whose_new_photos_were_all_rejected"] = self.no_usable_new_photo
         if self.cohort is not None:
-            c = self.cohort.calibration
-            doc["cohort"] = {
-                "photos": self.cohort.photos,
-                "faces_used": self.cohort.used,
-                "calibrated": c is not None,
-                "skipped_because": self.cohort.skipped_because,
-                "held_share_before": round(c.held_share, 4) if c else None,
-                "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
-                "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
-            }
+            doc["cohort"] = self.cohort.as_json()
         return doc
 
 
