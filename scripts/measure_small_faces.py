@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="group images per size / blur level")
     parser.add_argument("--enrolled", type=int, default=80)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="face widths, comma-separated")
+    parser.add_argument("--blurs", default=",".join(map(str, BLURS)), help="blur sigmas at 64 px ('' for none)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench-out" / "small-faces")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -56,7 +58,7 @@ def main() -> None:
     people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(LFW.iterdir()) if p.is_dir()}
     three = sorted(n for n, ph in people.items() if len(ph) >= 3)
     enrolled = rng.sample(three, args.enrolled)
-    others = rng.sample(sorted(set(people) - set(enrolled)), 600)
+    others = rng.sample(sorted(set(people) - set(enrolled)), 1200)
     index = FaceIndex(embedding_fingerprint())
     for name in enrolled:
         for ref in people[name][:2]:
@@ -111,13 +113,13 @@ def main() -> None:
         return summarise(label, rows, rng)
 
     results = {"sizes": {}, "blur_at_64px": {}}
-    for size in SIZES:
+    for size in (int(x) for x in args.sizes.split(",") if x):
         results["sizes"][size] = run(f"{size}px", size, 0.0)
-    for blur in BLURS:
+    for blur in (float(x) for x in args.blurs.split(",") if x):
         results["blur_at_64px"][blur] = run(f"blur{blur}", 64, blur)
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "small_faces.json").write_text(json.dumps(results, indent=1, default=float))
+    (args.out / f"small_faces_{args.enrolled}.json").write_text(json.dumps(results, indent=1, default=float))
     print(f"{results['seconds']:.0f} s; figures in {args.out / 'small_faces.json'}")
 
 

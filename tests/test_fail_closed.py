@@ -564,3 +564,24 @@ def test_holding_faces_cut_by_the_edge_is_a_setting(lfw_guard, tmp_path):
     assert any(m.code is ReasonCode.CUT_BY_EDGE for m in held.faces)
     off = Guard(load_settings(lfw_guard.settings.workspace, {"hold_faces_cut_by_edge": False}, environ={}))
     assert not any(m.code is ReasonCode.CUT_BY_EDGE for m in off.check(cut).faces)
+
+
+def test_unidentifiable_below_px_is_a_policy_that_is_off_by_default_and_says_so(demo_ws, samples, tmp_path):
+    """Issue 16: tiny faces are review by default; a district may declare them unidentifiable
+    (clear), and the verdict then says how many faces that policy cleared."""
+    from PIL import Image
+
+    canvas = Image.new("RGB", (900, 600), (190, 200, 210))
+    hopper = Image.open(samples["grace_hopper"]).convert("RGB")
+    canvas.paste(hopper.resize((64, 75)), (400, 250))  # her face is ~30 px wide here
+    photo = tmp_path / "bleachers.jpg"
+    canvas.save(photo, quality=95)
+    default = Guard(demo_ws).check(photo)
+    assert default.verdict is Verdict.REVIEW and any("too small to check" in r for r in default.reasons)
+    ws = copy_workspace(demo_ws, tmp_path)
+    (ws.workspace / "config.toml").write_text("unidentifiable_below_px = 36\n")
+    policy = Guard(load_settings(ws.workspace, environ={})).check(photo)
+    assert policy.verdict is Verdict.ALLOW
+    assert any("too small to identify anyone (district policy)" in r for r in policy.reasons)
+    (ws.workspace / "config.toml").write_text("unidentifiable_below_px = 48\n")  # above min_face_px: refused
+    assert cli(ws, "check", str(photo)).exit_code == 2

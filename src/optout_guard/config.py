@@ -48,6 +48,10 @@ class Settings:
     cohort_review_share: float = 0.10
     # Faces whose box is narrower than this (original pixels) are "too small to check": review.
     min_face_px: int = 40
+    # District policy, off (0) by default: faces narrower than this many pixels (original photo) are
+    # treated as identifying nobody and are *clear*, not review. README "Small faces" gives the
+    # measured share of such faces dlib still recognises at each size: read it before turning it on.
+    unidentifiable_below_px: int = 0
     # Faces this small are still searched for, so that they can be flagged (never silently dropped).
     detect_min_face_px: int = 32
     detector: str = "centerface"
@@ -127,6 +131,11 @@ class Settings:
                 f"detect_min_face_px ({self.detect_min_face_px}) must not be larger than min_face_px ({self.min_face_px}): "
                 "faces too small to check must still be found, to be flagged"
             )
+        if self.unidentifiable_below_px > self.min_face_px:
+            raise ConfigError(
+                f"unidentifiable_below_px ({self.unidentifiable_below_px}) must not be larger than min_face_px "
+                f"({self.min_face_px}): faces in between would be neither checked nor held"
+            )
         if self.max_image_pixels < self.max_working_pixels:
             raise ConfigError("max_image_pixels must be >= max_working_pixels")
         return self
@@ -142,6 +151,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "cohort_review_share": (0.01, 0.5),
     "min_face_px": (8, 400),
     "detect_min_face_px": (8, 400),
+    "unidentifiable_below_px": (0, 40),
     "detection_threshold": (0.05, 0.7),
     "min_sharpness": (0.0, 200.0),
     "max_image_pixels": (1_000_000, 2_000_000_000),

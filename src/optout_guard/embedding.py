@@ -191,6 +191,10 @@ def judgeable_chips(
                 turned.append(i)
             else:
                 unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
+        elif settings.unidentifiable_below_px and face.box.w < settings.unidentifiable_below_px:
+            # A district policy (off by default): faces this small identify nobody (README "Small faces").
+            why = f"face too small to identify anyone ({face.box.w:.0f} px wide; policy: unidentifiable_below_px)"
+            unjudged[i] = Unjudged(ReasonCode.UNIDENTIFIABLE, why)
         elif pixels_wide < settings.min_face_px:
             why = f"face too small to check ({pixels_wide:.0f} px wide; at least {settings.min_face_px} px needed)"
             unjudged[i] = Unjudged(ReasonCode.TOO_SMALL, why)

@@ -197,7 +197,7 @@ class Guard:
         found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
         matches = [
-            decided[i] if i in decided else FaceMatch(face, Decision.REVIEW, (), unjudged[i].text, unjudged[i].code)
+            decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)
         ]
         book = self.review_book
@@ -379,6 +379,12 @@ class Guard:
                 yield _unreadable_folder(item)
             else:
                 yield self.check(item, annotate_dir, redact=redact, scope=scope)
+
+
+def unjudged_decision(unjudged: Unjudged) -> Decision:
+    """A face that could not be judged is review — unless the district's policy says faces that
+    small identify nobody (``unidentifiable_below_px``): then it is clear."""
+    return Decision.CLEAR if unjudged.code is ReasonCode.UNIDENTIFIABLE else Decision.REVIEW
 
 
 def _unreadable_folder(item: UnreadableFolder) -> ScanResult:

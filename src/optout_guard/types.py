@@ -33,6 +33,7 @@ class ReasonCode(str, enum.Enum):
     CONTESTED = "contested"  # review: resembles a student another face matched better
     CLEAR = "clear"
     TOO_SMALL = "too_small"
+    UNIDENTIFIABLE = "unidentifiable"  # clear by district policy: smaller than unidentifiable_below_px
     TOO_BLURRED = "too_blurred"
     TURNED = "turned"
     CUT_BY_EDGE = "cut_by_edge"

@@ -295,7 +295,9 @@ def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
     if not track.best:
         code, _ = track.codes.most_common(1)[0] if track.codes else (ReasonCode.NOT_JUDGED, 0)
         text = track.texts.get(code, "face could not be judged")
-        return FaceMatch(face, Decision.REVIEW, (), f"{text} (at {span})", code)
+        from optout_guard.pipeline import unjudged_decision
+
+        return FaceMatch(face, unjudged_decision(Unjudged(code, text)), (), f"{text} (at {span})", code)
     best = track.best[:BEST_FRAMES]
     vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.models)
     norm = float(np.mean(np.linalg.norm(vectors, axis=1)))
