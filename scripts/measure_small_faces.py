@@ -120,7 +120,7 @@ def main() -> None:
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"small_faces_{args.enrolled}.json").write_text(json.dumps(results, indent=1, default=float))
-    print(f"{results['seconds']:.0f} s; figures in {args.out / 'small_faces.json'}")
+    print(f"{results['seconds']:.0f} s; figures in {args.out / f'small_faces_{args.enrolled}.json'}")
 
 
 def summarise(label: str, rows: list[dict], rng: random.Random) -> dict:

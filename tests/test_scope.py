@@ -66,6 +66,17 @@ def test_named_scopes_from_config_roster_and_library_paths(tmp_path):
     assert load_settings(tmp_path, environ={}).block_distance == 0.40  # [scopes] is not a setting
 
 
+def test_a_named_scope_may_name_a_homeroom_and_the_export_keeps_it(tmp_path):
+    from optout_guard.optout_list import parse_list
+
+    export = tmp_path / "export.csv"
+    export.write_text("Student ID,Grade,School,Homeroom,Opt Out\na1,5,Lincoln,Room 12,Y\na2,5,Lincoln,Room 14,Y\n")
+    optouts = parse_list(export)
+    assert optouts.students["a1"].section == "Room 12"
+    (tmp_path / "config.toml").write_text('[scopes.Room12]\nschool = "Lincoln"\nsection = "room 12"\n')
+    assert resolve_scope("Room12", None, {"a1", "a2"}, optouts, named_scopes(tmp_path)).students == {"a1"}
+
+
 def test_search_leaves_out_students_outside_the_scope():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(3, 128)).astype(np.float32)

@@ -473,6 +473,7 @@ def people(
                 "student_id": status.student_id,
                 "school": listed.school if listed else None,
                 "grade": listed.grade if listed else None,
+                "section": listed.section if listed else None,
                 "reference_photos": status.reference_photos,
                 "rejected_photos": sum(1 for r in index.rejections if r.student_id == status.student_id),
                 "newest_photo": status.newest_photo or None,
@@ -488,8 +489,8 @@ def people(
         sys.stdout.write(json.dumps({"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
         return
     table = Table()
-    columns = ("Student", "School, grade", "Reference photos", "Rejected", "Newest photo", "Status", "On the list through")
-    for col in (*columns, "Cohort"):
+    columns = ("Student", "School, grade, section", "Reference photos", "Rejected", "Newest photo", "Status")
+    for col in (*columns, "On the list through", "Cohort"):
         table.add_column(col)
     for row in rows:
         if not row["protected"]:
@@ -504,7 +505,8 @@ def people(
             cohort = "[yellow]not in the last cohort (penalty 0)[/]"
         else:
             cohort = f"penalty {row['hub_penalty']:.3f}" if row["hub_penalty"] else "no penalty"
-        where = ", ".join(x for x in (row["school"], f"grade {row['grade']}" if row["grade"] else "") if x)
+        grade = f"grade {row['grade']}" if row["grade"] else ""
+        where = ", ".join(x for x in (row["school"], grade, row["section"]) if x)
         table.add_row(
             escape(row["student_id"]),
             escape(where or "-"),

@@ -44,6 +44,7 @@ _FIRST = ("first_name", "firstname", "first", "legal_first_name", "given_name", 
 _LAST = ("last_name", "lastname", "last", "legal_last_name", "surname", "family_name", "student_last_name")
 _GRADE = ("grade", "grade_level", "gradelevel", "grd", "current_grade")
 _SCHOOL = ("school", "school_name", "schoolname", "school_id", "schoolid", "building", "school_number", "sch")
+_SECTION = ("homeroom", "home_room", "homeroom_teacher", "section", "advisory")
 _FLAG = (
     "opt_out",
     "optout",
@@ -58,13 +59,22 @@ _FLAG = (
 # Usual column names per SIS (first match wins). The opt-out flag is a district-defined field in
 # most systems: check your export's header and pass --flag-column if it is not found.
 FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
-    "generic": {"id": _ID, "first": _FIRST, "last": _LAST, "grade": _GRADE, "school": _SCHOOL, "flag": _FLAG},
+    "generic": {
+        "id": _ID,
+        "first": _FIRST,
+        "last": _LAST,
+        "grade": _GRADE,
+        "school": _SCHOOL,
+        "section": _SECTION,
+        "flag": _FLAG,
+    },
     "powerschool": {
         "id": ("student_number", *_ID),
         "first": ("first_name", *_FIRST),
         "last": ("last_name", *_LAST),
         "grade": ("grade_level", *_GRADE),
         "school": ("schoolid", "school_name", *_SCHOOL),
+        "section": _SECTION,
         "flag": ("directoryinfooptout", "ferpa_optout", *_FLAG),
     },
     "infinite-campus": {
@@ -73,6 +83,7 @@ FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
         "last": ("last_name", "lastname", *_LAST),
         "grade": ("grade", *_GRADE),
         "school": ("school_name", "calendar_name", *_SCHOOL),
+        "section": _SECTION,
         "flag": ("directory_opt_out", "release_directory_info", *_FLAG),
     },
     "skyward": {
@@ -81,6 +92,7 @@ FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
         "last": ("last_name", "stu_last_name", *_LAST),
         "grade": ("grade", "grd_lvl", *_GRADE),
         "school": ("entity", "school", *_SCHOOL),
+        "section": _SECTION,
         "flag": ("directory_opt_out", "restrict_directory", *_FLAG),
     },
     "synergy": {
@@ -89,6 +101,7 @@ FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
         "last": ("last_name", *_LAST),
         "grade": ("grade", *_GRADE),
         "school": ("school_name", "school_code", *_SCHOOL),
+        "section": _SECTION,
         "flag": ("directory_info_opt_out", "release_directory_info", *_FLAG),
     },
 }
@@ -116,6 +129,7 @@ class Student:
     last: str = ""
     grade: str = ""
     school: str = ""
+    section: str = ""  # homeroom / section, when the export has one (a scope may name it)
     # Where the opt-out comes from: "" = the SIS export; "local" = added with `optout-guard add`
     # (a form handed in mid-year), kept by every sync until the export lists the student.
     source: str = ""
@@ -268,7 +282,7 @@ def parse_list(
                 problems.append((line_no, f"opt-out flag {cell('flag')!r} is neither yes nor no"))
                 continue
             if opted_out:
-                add(line_no, Student(cell("id"), cell("first"), cell("last"), cell("grade"), cell("school")))
+                add(line_no, Student(cell("id"), cell("first"), cell("last"), cell("grade"), cell("school"), cell("section")))
             elif not cell("id"):
                 problems.append((line_no, "no student id"))
     if problems:

@@ -16,6 +16,7 @@ against Lincoln's opted-out students, not the whole district's. A scope is
       [scopes."Lincoln Elementary"]
       school = "Lincoln Elementary"            # the school as the list spells it (any case)
       grade = "5"                              # optional
+      section = "Room 12"                      # optional: the homeroom / section column of the export
       library_paths = ["Lincoln/**"]
 
 The default is the whole district. A scope that names nobody enrolled, or a school the list does
@@ -66,6 +67,7 @@ class NamedScope:
     name: str
     school: str = ""
     grade: str = ""
+    section: str = ""
     roster: Path | None = None
     library_paths: tuple[str, ...] = ()
 
@@ -83,23 +85,28 @@ def named_scopes(workspace: Path) -> dict[str, NamedScope]:
     for name, table in dict(data.get("scopes", {})).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [scopes.{name!r}] must be a table (school = …, grade = …, roster = …)")
-        unknown = set(table) - {"school", "grade", "roster", "library_paths"}
+        unknown = set(table) - {"school", "grade", "section", "roster", "library_paths"}
         if unknown:
             raise ConfigError(
-                f"{path}: scope {name!r} has unknown keys {sorted(unknown)}; use school, grade, roster, library_paths"
+                f"{path}: scope {name!r} has unknown keys {sorted(unknown)}; use school, grade, section, roster, library_paths"
             )
         roster = table.get("roster")
         roster_path = None
         if roster:
             roster_path = Path(str(roster)).expanduser()
             roster_path = roster_path if roster_path.is_absolute() else Path(workspace) / roster_path
-        if not (table.get("school") or table.get("grade") or roster_path):
-            raise ConfigError(f"{path}: scope {name!r} names no school, grade or roster")
+        if not (table.get("school") or table.get("grade") or table.get("section") or roster_path):
+            raise ConfigError(f"{path}: scope {name!r} names no school, grade, section or roster")
         paths = table.get("library_paths", [])
         if isinstance(paths, str):
             paths = [paths]
         found[str(name)] = NamedScope(
-            str(name), str(table.get("school", "")), str(table.get("grade", "")), roster_path, tuple(map(str, paths))
+            str(name),
+            str(table.get("school", "")),
+            str(table.get("grade", "")),
+            str(table.get("section", "")),
+            roster_path,
+            tuple(map(str, paths)),
         )
     return found
 
@@ -134,12 +141,12 @@ def resolve_scope(
         return WHOLE_DISTRICT
     students = dict(optouts.students) if optouts else {}
     label = name or ""
-    school, roster = "", None
+    school, section, roster = "", "", None
     if name and name.strip().lower() != DISTRICT:
         wanted = next((n for n in named if normalise_name(n) == normalise_name(name)), None)
         if wanted is not None:
             scope_def = named[wanted]
-            label, school, roster = wanted, scope_def.school, scope_def.roster
+            label, school, section, roster = wanted, scope_def.school, scope_def.section, scope_def.roster
             grade = grade or scope_def.grade or None
         else:
             school = name
@@ -158,6 +165,9 @@ def resolve_scope(
         # Students without a school are in every scope: an incomplete export never unprotects anyone.
         key = normalise_name(school)
         chosen = {s for s in chosen if s not in students or not students[s].school or normalise_name(students[s].school) == key}
+    if section:
+        key = normalise_name(section)
+        chosen = {s for s in chosen if s not in students or not students[s].section or normalise_name(students[s].section) == key}
     if grade:
         label = f"{label}, grade {grade}" if label else f"grade {grade}"
         g = normalise_grade(grade)
