@@ -578,8 +578,10 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
     finally:
         server.close()
     assert server.desk.book.open_count() == 0 and grouped >= 5
-    print(f"\ngroup photo of 20 portraits: {held_faces} faces held; before: {held_faces} cards and {held_faces} key presses; "
-          f"now: {cards_now} cards ({grouped} faces shown on the first), {presses} key presses")
+    print(
+        f"\ngroup photo of 20 portraits: {held_faces} faces held; before: {held_faces} cards and {held_faces} key presses; "
+        f"now: {cards_now} cards ({grouped} faces shown on the first), {presses} key presses"
+    )
     assert presses <= 2 < held_faces
     assert Guard(load_settings(settings.workspace, environ={})).check(photo).verdict.value == "allow"
 
@@ -610,3 +612,66 @@ def test_the_check_page_checks_against_a_chosen_scope(tmp_path, data_dir):
     assert other["scope"] == "Washington" and other["verdict"] != "block"
     refused = check("Jefferson")
     assert refused.status_code == 400 and "unknown scope" in refused.get_json()["error"]
+
+
+def test_a_clip_track_is_one_card_with_its_best_frame_and_the_answer_counts(tmp_path, data_dir):
+    """Issue 14: a person on screen who resembles a student is one card, however long they stay;
+    the card shows the track's best frame; "none of them" clears the clip on the next check."""
+    from clips import Appearance, make_clip
+    from optout_guard.types import Verdict
+
+    settings = workspace(tmp_path / "ws")  # block 0.35, review 0.65: Hugo's photo 9 is review
+    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False)
+    desk = Desk(settings, DeskOptions())
+    client = create_app(desk).test_client()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    result = desk.check_upload("concert.mp4", clip.read_bytes(), "t")
+    assert result["verdict"] == "review" and result["marked_url"]  # the contact sheet is the picture
+    cards = client.get("/api/queue").get_json()["cards"]
+    assert len(cards) == 1  # one track, one card (about 9 sampled frames)
+    card = cards[0]
+    assert card["kind"] == "face" and 0.9 <= card["clip_time"] <= 4.1 and "hugo" in {c["student_id"] for c in card["candidates"]}
+    crop = client.get(card["crop_url"])
+    assert crop.status_code == 200 and crop.data[:2] == b"\xff\xd8"  # the face, from the clip's best frame
+    assert client.get(card["photo_url"]).status_code == 200
+    as_reference = {"answer": "student", "student_id": "hugo", "add_reference": True}
+    refused = client.post(f"/api/cards/{card['id']}/decide", json=as_reference, headers={"X-CSRFToken": token})
+    assert refused.status_code == 409 and "not kept as a reference" in refused.get_json()["error"]
+    answer = client.post(f"/api/cards/{card['id']}/decide", json={"answer": "none"}, headers={"X-CSRFToken": token})
+    assert answer.status_code == 200, answer.get_json()
+    assert Guard(settings).check(clip).verdict is Verdict.ALLOW  # the reviewer's answer applies to the clip
+
+
+def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
+    """Issue 14: a clip dropped on the check page; its track waits as one card (its best frame,
+    titled as a person in a clip, the time shown) and N settles it."""
+    from playwright.sync_api import sync_playwright
+
+    from clips import Appearance, make_clip
+
+    settings = workspace(tmp_path / "ws")
+    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False)
+    server = Server(Desk(settings, DeskOptions(port=0)))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            )
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
+            page.goto(server.url + "/")
+            page.click("#tab-check")
+            page.set_input_files("#files", [str(clip)])
+            page.wait_for_selector("article.result", timeout=60_000)
+            page.click("#tab-queue")
+            page.wait_for_selector("#card-title:has-text('Person in a video clip')")
+            assert "frame at 0:0" in page.inner_text("#source")
+            assert page.evaluate("document.getElementById('crop').naturalWidth") > 0  # the frame's face loaded
+            assert not page.is_visible("label.add-ref")  # a frame of a clip is no reference photo
+            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(TEST_OUTPUT / "clip-card.png"))
+            page.keyboard.press("n")
+            page.wait_for_function("document.getElementById('open-count').textContent === '0'")
+            browser.close()
+    finally:
+        server.close()
+    assert server.desk.book.open_count() == 0

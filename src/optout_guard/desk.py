@@ -322,6 +322,7 @@ class Desk:
             # A photo card shows the whole photo with the faces in question boxed (the marked-up copy).
             "crop_url": (marked or f"/face/{card.id}.jpg") if whole else f"/face/{card.id}.jpg",
             "face_px": round(card.box.w),
+            "clip_time": card.time,  # a clip's track: the time of the frame shown (None for photos)
             "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in card.candidates[:3]],
         }
 
@@ -334,9 +335,14 @@ class Desk:
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
-        image = load_image(path, self.settings)
-        pixels = image.pages[min(card.page, len(image.pages) - 1)]
-        s = image.scale
+        if card.time is not None:  # a clip's track: its best frame
+            from optout_guard.media.clip import frame_at
+
+            pixels, s = frame_at(path, card.time), 1.0
+        else:
+            image = load_image(path, self.settings)
+            pixels = image.pages[min(card.page, len(image.pages) - 1)]
+            s = image.scale
         b = card.box
         margin = 0.35 * max(b.w, b.h)
         left, top = max(0, int((b.x - margin) / s)), max(0, int((b.y - margin) / s))
@@ -350,10 +356,14 @@ class Desk:
     def thumbnail(self, path: Path, size: int) -> bytes:
         from PIL import Image
 
-        from optout_guard.images import load_image
+        from optout_guard.images import load_image, sniff
 
-        image = load_image(path, self.settings)
-        picture = Image.fromarray(image.pages[0])
+        if sniff(path) == "clip":  # a clip without its contact sheet: its first frame
+            from optout_guard.media.clip import frame_at
+
+            picture = Image.fromarray(frame_at(path, 0.0))
+        else:
+            picture = Image.fromarray(load_image(path, self.settings).pages[0])
         picture.thumbnail((size, size))
         return _jpeg(picture)
 
@@ -451,6 +461,8 @@ class Desk:
         from optout_guard.types import Face
 
         need = self.settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
+        if card.time is not None:
+            raise ValueError("a frame of a video clip is not kept as a reference photo; add a portrait of the student instead")
         if card.box.w < need:
             raise ValueError(f"this face is {card.box.w:.0f} px wide; a reference needs at least {need} px")
         path = self.allowed(card.photo_path)

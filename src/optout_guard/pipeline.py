@@ -200,6 +200,12 @@ class Guard:
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)
         ]
+        return self.with_reviews(matches, notes, sha256)
+
+    def with_reviews(
+        self, matches: list[FaceMatch], notes: tuple[str, ...], sha256: str | None
+    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
+        """What reviewers already said about this photo's (or clip's) faces applied, then the verdict."""
         book = self.review_book
         whole = None
         if book is not None and sha256 is not None:

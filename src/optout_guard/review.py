@@ -77,6 +77,7 @@ class Card:
     photo_path: str
     source: str
     marked: str | None
+    time: float | None = None  # a clip's track: seconds of the frame the box is in (None: a photo)
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -92,6 +93,8 @@ class ReviewBook:
         self.path = Path(path)
         self.db = open_private_db(self.path, check_same_thread=False)  # created 0600, never chmodded after
         self.db.executescript(SCHEMA)
+        if "time" not in {r[1] for r in self.db.execute("PRAGMA table_info(faces)")}:
+            self.db.execute("ALTER TABLE faces ADD COLUMN time REAL")  # a clip track's best frame (seconds)
 
     @classmethod
     def open(cls, settings: Settings) -> ReviewBook:
@@ -107,10 +110,10 @@ class ReviewBook:
     def add_result(self, result: ScanResult, source: str) -> int:
         """Record a checked photo; each of its review faces becomes a card (once per photo content).
         Returns the number of new cards."""
-        if result.sha256 is None or result.clip is not None:
-            # A clip's tracks have no photo to crop a card from: a clip under review is watched
-            # (its contact sheet shows why), not settled face by face on the desk.
+        if result.sha256 is None:
             return 0
+        # A clip's faces are its tracks: each card shows the track's best frame (``time``).
+        times = [t.best_time for t in result.clip.tracks] if result.clip is not None else [None] * len(result.faces)
         now = _now()
         # The verdict the photo has once every review face is settled "none of them": its other
         # faces and its own notes (a photo that could not be read at all has no face to settle).
@@ -149,10 +152,10 @@ class ReviewBook:
                 landmarks = json.dumps(np.asarray(m.face.landmarks, float).round(1).tolist())
                 known = self.db.execute("SELECT 1 FROM faces WHERE sha256=? AND face=?", (result.sha256, i)).fetchone()
                 self.db.execute(
-                    "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason) VALUES (?,?,?,?,?,?,?) "
+                    "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason, time) VALUES (?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(sha256, face) DO UPDATE SET candidates=excluded.candidates, reason=excluded.reason "
                     "WHERE faces.status != 'settled'",
-                    (result.sha256, i, box, landmarks, m.face.page, candidates, m.reason),
+                    (result.sha256, i, box, landmarks, m.face.page, candidates, m.reason, times[i]),
                 )
                 new += known is None
             # One photo card for everything that is not a resemblance: faces too small, blurred,
@@ -173,7 +176,7 @@ class ReviewBook:
 
     # ---- cards out -----------------------------------------------------------------------
     def _card(self, row: tuple) -> Card:
-        fid, sha, face, box, landmarks, page, cands, reason, path, source, marked = row
+        fid, sha, face, box, landmarks, page, cands, reason, path, source, marked, time = row
         return Card(
             fid,
             sha,
@@ -186,10 +189,12 @@ class ReviewBook:
             path,
             source,
             marked,
+            time,
         )
 
     _CARD_SQL = (
-        "SELECT f.id, f.sha256, f.face, f.box, f.landmarks, f.page, f.candidates, f.reason, p.path, p.source, p.marked "
+        "SELECT f.id, f.sha256, f.face, f.box, f.landmarks, f.page, f.candidates, f.reason, p.path, p.source, p.marked, "
+        "f.time "
         "FROM faces f JOIN photos p ON p.sha256 = f.sha256"
     )
 

@@ -28,7 +28,7 @@ from optout_guard import annotate
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.fsutil import sha256_with_identity
-from optout_guard.matching import decide_faces, photo_verdict
+from optout_guard.matching import decide_faces
 from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
@@ -217,7 +217,8 @@ def check_clip(
             "were checked; a person must watch the rest"
         )
     matches = [_decide(t, guard, scope) for t in tracks]
-    verdict, reasons = photo_verdict(matches, tuple(notes))
+    # What reviewers said about this clip's tracks (cards on the desk) counts, as for photos.
+    matches, verdict, reasons = guard.with_reviews(matches, tuple(notes), sha)
     if not matches and verdict is Verdict.ALLOW:
         reasons = (f"no faces found in {frames} frames examined ({format_time(checked_until)} of video)",)
     summary = ClipSummary(

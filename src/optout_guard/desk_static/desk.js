@@ -65,7 +65,8 @@ function showCard() {
   $("crop").src = card.crop_url;
   $("crop").classList.toggle("whole", card.kind === "photo");
   $("reason").textContent = card.reason;
-  $("card-title").textContent = card.kind === "photo" ? "Photo to settle" : "Face to settle";
+  const inClip = card.clip_time !== null && card.clip_time !== undefined;
+  $("card-title").textContent = card.kind === "photo" ? "Photo to settle" : inClip ? "Person in a video clip" : "Face to settle";
   $("question").textContent = card.kind === "photo"
     ? "Does this photo show a student on the opt-out list? (the faces in question are boxed)"
     : "Is it one of these opted-out students?";
@@ -75,8 +76,9 @@ function showCard() {
   $("unnamed").append(el("kbd", { textContent: "B" }));
   $("source").textContent = card.kind === "photo"
     ? `${card.photo_name} (${card.source})`
-    : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide`;
-  document.querySelector(".add-ref").hidden = card.kind === "photo"; // a whole photo is no reference
+    : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide` + (inClip ? ` · frame at ${clock(card.clip_time)}` : "");
+  // A whole photo, or a frame of a clip, is no reference photo.
+  document.querySelector(".add-ref").hidden = card.kind === "photo" || inClip;
   // A group photo: its other faces that need a person, beside this one; one key settles them all.
   const group = card.group || [];
   $("group").hidden = !group.length;
@@ -219,6 +221,11 @@ $("refresh").addEventListener("click", async () => {
     await loadQueue();
   } catch (error) { say(error.message, true); }
 });
+
+function clock(seconds) {
+  const s = Math.floor(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
 
 // ---- check photos ------------------------------------------------------------------------------
 async function loadScopes() {

@@ -172,6 +172,32 @@ def sample_frames(
             return
 
 
+def frame_at(path: Path | str, seconds: float) -> np.ndarray:
+    """The upright RGB frame shown at ``seconds`` (full size), for a review card."""
+    import av
+
+    with _open(path) as container:
+        if not container.streams.video:
+            raise ClipUnreadable("the file has no video stream")
+        stream = container.streams.video[0]
+        base = float(stream.time_base) if stream.time_base else 1 / 30
+        start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+        with contextlib.suppress(av.error.FFmpegError):
+            container.seek(int((start + max(0.0, seconds - 1.0)) / base), stream=stream, backward=True)
+        last = None
+        try:
+            for frame in container.decode(stream):
+                last = frame
+                if frame.pts is not None and float(frame.pts * base) - start >= seconds - 1e-3:
+                    break
+        except av.error.FFmpegError as exc:
+            if last is None:
+                raise ClipUnreadable(f"the clip cannot be decoded ({_why(exc)})") from None
+        if last is None:
+            raise ClipUnreadable("no frame at that time")
+        return _upright(last.to_ndarray(format="rgb24"), _rotation(stream, last))
+
+
 def format_time(seconds: float) -> str:
     """0:07, 1:02:03."""
     seconds = max(0, int(seconds))
