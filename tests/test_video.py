@@ -162,3 +162,37 @@ def test_a_clip_made_from_package_portraits_blocks(demo_ws, demo_student, sample
     result = Guard(demo_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == (demo_student,)
     assert any("0:03" in r for r in result.reasons)
+
+
+def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(colin_ws, one_second, tmp_path):
+    """The audit keeps a clip's geometry (each track's best sightings: time, box, landmarks — no
+    embedding); when the opt-out list changes, only those frames are decoded again."""
+    import sqlite3
+
+    from optout_guard.audit import run_audit, state_path
+    from optout_guard.config import load_settings
+    from optout_guard.video import recheck_clip
+
+    root = tmp_path / "ws"
+    shutil.copytree(colin_ws.workspace, root)
+    ws = load_settings(root, environ={})
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(one_second, library / "assembly.mp4")
+    assert run_audit(library, ws).checked == 1
+    # Hugo (the stranger on screen 2-15 s) opts out: enrolled from three other photos.
+    make_workspace(root, {"hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in (3, 4, 5)]})
+    summary = run_audit(library, ws)
+    assert summary.rechecked == 1 and summary.checked == 0
+    db = sqlite3.connect(state_path(ws, library))
+    verdict, reasons, faces = db.execute("SELECT verdict, reasons, faces FROM files").fetchone()
+    db.close()
+    full = Guard(ws).check(library / "assembly.mp4")
+    assert set(full.blocked_students) == {"colin", "hugo"}, full.reasons
+    assert verdict == "block", reasons
+    assert all(s in reasons for s in ("colin", "hugo"))
+    stored = json.loads(faces)
+    assert all("embedding" not in json.dumps(f) for f in stored) and all(f["track"]["best"] is not None for f in stored)
+    again = recheck_clip(Guard(ws), library / "assembly.mp4", stored)
+    assert set(again.blocked_students) == {"colin", "hugo"}
+    assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip

@@ -156,10 +156,22 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _faces_json(result: ScanResult) -> str:
-    """Geometry and decisions only: boxes, landmarks, page, decision, student id, distance."""
+    """Geometry and decisions only: boxes, landmarks, page, decision, student id, distance. For a
+    clip, per track also its times and the geometry of the sightings it was decided from."""
+    tracks = result.clip.tracks if result.clip is not None else None
     return json.dumps(
         [
-            {
+            ({
+                "clip_size": list(result.size) if result.size else None,
+                "track": {
+                    "first": t.first, "last": t.last, "best_time": t.best_time, "seen": t.seen, "judged": t.judged,
+                    "best": [
+                        {"time": when, "box": [f.box.x, f.box.y, f.box.w, f.box.h],
+                         "landmarks": np.asarray(f.landmarks, float).round(2).tolist()}
+                        for when, f in t.best
+                    ],
+                },
+            } if tracks is not None and (t := tracks[i]) else {}) | {
                 "box": [m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h],
                 "landmarks": np.asarray(m.face.landmarks, float).round(1).tolist(),
                 "page": m.face.page,
@@ -172,9 +184,9 @@ def _faces_json(result: ScanResult) -> str:
                 "code": m.code.value,
                 "judged": bool(m.candidates),  # False: too small/blurred, never embedded
             }
-            for m in result.faces
+            for i, m in enumerate(result.faces)
         ]
-    )
+    )  # fmt: skip
 
 
 def faces_from_json(text: str | None) -> list[Face]:
@@ -217,6 +229,10 @@ def walk_library(library: Path, links: list[str] | None = None) -> Iterator[tupl
 def _audit_task(
     guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
 ) -> ScanResult:
+    if kind == "recheck" and faces and '"track"' in faces:
+        from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
+
+        return recheck_clip(guard, path, json.loads(faces), scope)
     if kind == "recheck":
         return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
     return guard.check(path, keep_embeddings=keep, scope=scope)

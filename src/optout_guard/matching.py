@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.types import Candidate, Decision, Face, FaceMatch, Limits, ReasonCode, Verdict
+from optout_guard.types import Candidate, Decision, Face, FaceMatch, Limits, ReasonCode, Unjudged, Verdict
 
 TOP_CANDIDATES = 3  # closest students kept per face (shown to a reviewer)
 
@@ -133,6 +133,12 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
                 reason = f"resembles student {mine.student_id} (distance {mine.distance:.3f}); a person should look"
                 matches.append(FaceMatch(face, Decision.REVIEW, ordered, reason, ReasonCode.LOOKALIKE))
     return matches
+
+
+def unjudged_decision(unjudged: Unjudged) -> Decision:
+    """A face that could not be judged is review — unless the district's policy says faces that
+    small identify nobody (``unidentifiable_below_px``): then it is clear."""
+    return Decision.CLEAR if unjudged.code is ReasonCode.UNIDENTIFIABLE else Decision.REVIEW
 
 
 # How a photo's reasons name faces that could not be judged, per code (one face, several faces).

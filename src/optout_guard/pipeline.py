@@ -24,7 +24,7 @@ from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
 from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
-from optout_guard.matching import decide_faces, limits_of, photo_verdict
+from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.review import NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
 from optout_guard.scope import WHOLE_DISTRICT, Scope
@@ -385,12 +385,6 @@ class Guard:
                 yield _unreadable_folder(item)
             else:
                 yield self.check(item, annotate_dir, redact=redact, scope=scope)
-
-
-def unjudged_decision(unjudged: Unjudged) -> Decision:
-    """A face that could not be judged is review — unless the district's policy says faces that
-    small identify nobody (``unidentifiable_below_px``): then it is clear."""
-    return Decision.CLEAR if unjudged.code is ReasonCode.UNIDENTIFIABLE else Decision.REVIEW
 
 
 def _unreadable_folder(item: UnreadableFolder) -> ScanResult:

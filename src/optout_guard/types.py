@@ -177,6 +177,9 @@ class Track:
     best_time: float  # the frame its box and the contact sheet come from
     seen: int  # sampled frames it was found in
     judged: int  # of which good enough to judge (embedded: the best few)
+    # The sightings it was decided from: (seconds, face geometry). Kept by the audit (geometry only)
+    # so that a changed opt-out list re-decides the track from those frames, without a full decode.
+    best: tuple[tuple[float, Face], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from optout_guard import annotate
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.fsutil import sha256_with_identity
-from optout_guard.matching import decide_faces
+from optout_guard.matching import decide_faces, unjudged_decision
 from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
@@ -47,6 +47,7 @@ from optout_guard.types import (
 
 if TYPE_CHECKING:
     from optout_guard.pipeline import Guard, Redaction
+
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,11 @@ class _Track:
             return _union(a, b)
         w = (t - t0) / max(t1 - t0, 1e-6)
         return Box(*(float(x * (1 - w) + y * w) for x, y in zip((a.x, a.y, a.w, a.h), (b.x, b.y, b.w, b.h), strict=True)))
+
+
+def _span(first: float, last: float, dash: str = "–") -> str:
+    """When a person was on screen: "0:12–0:15", or "0:12" for under a second."""
+    return f"{format_time(first)}{dash}{format_time(last)}" if last - first >= 1 else format_time(first)
 
 
 def _union(a: Box, b: Box) -> Box:
@@ -228,7 +234,17 @@ def check_clip(
         sample_every=every,
         rotation=info.rotation,
         has_audio=info.has_audio,
-        tracks=tuple(Track(t.first, t.last, t.top.time if t.top else t.first, t.seen, len(t.best)) for t in tracks),
+        tracks=tuple(
+            Track(
+                t.first,
+                t.last,
+                t.top.time if t.top else t.first,
+                t.seen,
+                len(t.best),
+                tuple((b.time, b.face) for b in t.best[:BEST_FRAMES]),  # the sightings the decision used
+            )
+            for t in tracks
+        ),
     )
     annotated = redacted = None
     try:
@@ -288,24 +304,84 @@ def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guar
         track.add(_Sighting(frame.time, face, chip_of.get(i), unjudged.get(i), quality), frame.pixels, frame.scale)
 
 
-def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
-    """One decision per track: its best few judgeable faces, embeddings averaged, searched once."""
-    assert track.top is not None
-    face = track.top.face
-    span = f"{format_time(track.first)}–{format_time(track.last)}" if track.last - track.first >= 1 else format_time(track.first)
-    if not track.best:
-        code, _ = track.codes.most_common(1)[0] if track.codes else (ReasonCode.NOT_JUDGED, 0)
-        text = track.texts.get(code, "face could not be judged")
-        from optout_guard.pipeline import unjudged_decision
+def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
+    """Decide a clip's tracks again against today's gallery from what the audit kept (geometry
+    only: each track's best sightings' times, boxes and landmarks): only those frames are decoded.
+    Tracks nobody could judge keep their reason; anything unexpected falls back to a full check."""
+    from optout_guard.embedding import face_chips
+    from optout_guard.media.clip import frame_at
 
-        return FaceMatch(face, unjudged_decision(Unjudged(code, text)), (), f"{text} (at {span})", code)
-    best = track.best[:BEST_FRAMES]
-    vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.models)
+    started = time.perf_counter()
+    try:
+        sha, identity = sha256_with_identity(path)
+        matches: list[FaceMatch] = []
+        tracks: list[Track] = []
+        frames: dict[float, np.ndarray] = {}
+        for entry in stored:
+            t = entry["track"]
+            sightings = [
+                (float(s["time"]), Face(Box(*s["box"]), 1.0, np.asarray(s["landmarks"], np.float32))) for s in t["best"]
+            ]
+            box = Box(*entry["box"])
+            top = Face(box, entry.get("score", 1.0), np.asarray(entry["landmarks"], np.float32))
+            track = Track(t["first"], t["last"], t["best_time"], t["seen"], t["judged"], tuple(sightings))
+            tracks.append(track)
+            if not sightings:
+                code = ReasonCode(entry.get("code", "not_judged"))
+                why = entry.get("reason") or "face could not be judged"
+                matches.append(FaceMatch(top, unjudged_decision(Unjudged(code, why)), (), why, code))
+                continue
+            chips = []
+            for when, face in sightings:
+                if when not in frames:
+                    frames[when] = frame_at(path, when, WORKING_SIDE)
+                pixels = frames[when]
+                # Boxes are stored in the clip's upright original pixels; the frame is at working size.
+                chips.append(face_chips(pixels, [face], _working_scale(pixels, entry.get("clip_size")), guard.models)[0])
+            vectors = embed_mirror_averaged(chips, guard.models)
+            match = _fused_decision(vectors, sightings[0][1], guard, scope)
+            if match.decision is not Decision.CLEAR:
+                match = dataclasses.replace(match, reason=f"{match.reason} — at {_span(track.first, track.last)}")
+            matches.append(match)
+    except Exception:  # noqa: BLE001 - the stored geometry does not fit (a re-encoded file?): check it whole
+        log.info("re-deciding %s from its stored tracks failed; checking it whole", path)
+        return guard.check(path, scope=scope)
+    matches, verdict, reasons = guard.with_reviews(matches, (), sha)
+    summary = ClipSummary(0.0, max((t.last for t in tracks), default=0.0), len(frames), 0.0, 0, False, tuple(tracks))
+    return ScanResult(
+        str(path), verdict, reasons, tuple(matches), sha256=sha, identity=(identity.size, identity.mtime_ns),
+        seconds=time.perf_counter() - started, clip=summary,
+    )  # fmt: skip
+
+
+def _working_scale(pixels: np.ndarray, size: list | None) -> float:
+    """Original pixels per working pixel of a frame decoded at working size (``size``: the clip's
+    upright original width and height, as the check recorded it)."""
+    if not size:
+        return 1.0
+    return max(float(size[0]) / pixels.shape[1], float(size[1]) / pixels.shape[0])
+
+
+def _fused_decision(vectors: np.ndarray, face: Face, guard: Guard, scope: Scope) -> FaceMatch:
     norm = float(np.mean(np.linalg.norm(vectors, axis=1)))
     fused = vectors.mean(axis=0)
     fused *= norm / max(float(np.linalg.norm(fused)), 1e-9)  # the length of one embedding, as the gallery's
     found = guard.index.search(fused[None, :], settings=guard.settings, only=scope.students)
-    match = decide_faces([best[0].face], found, guard.settings)[0]
+    return decide_faces([face], found, guard.settings)[0]
+
+
+def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
+    """One decision per track: its best few judgeable faces, embeddings averaged, searched once."""
+    assert track.top is not None
+    face = track.top.face
+    span = _span(track.first, track.last)
+    if not track.best:
+        code, _ = track.codes.most_common(1)[0] if track.codes else (ReasonCode.NOT_JUDGED, 0)
+        text = track.texts.get(code, "face could not be judged")
+        return FaceMatch(face, unjudged_decision(Unjudged(code, text)), (), f"{text} (at {span})", code)
+    best = track.best[:BEST_FRAMES]
+    vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.models)
+    match = _fused_decision(vectors, best[0].face, guard, scope)
     if match.decision is Decision.CLEAR:
         return match
     return dataclasses.replace(match, reason=f"{match.reason} — at {span}")

@@ -172,8 +172,9 @@ def sample_frames(
             return
 
 
-def frame_at(path: Path | str, seconds: float) -> np.ndarray:
-    """The upright RGB frame shown at ``seconds`` (full size), for a review card."""
+def frame_at(path: Path | str, seconds: float, max_side: int | None = None) -> np.ndarray:
+    """The upright RGB frame shown at ``seconds`` — full size, or at most ``max_side`` on the long
+    side scaled exactly as :func:`sample_frames` scales it (the same pixels a check saw)."""
     import av
 
     with _open(path) as container:
@@ -195,7 +196,12 @@ def frame_at(path: Path | str, seconds: float) -> np.ndarray:
                 raise ClipUnreadable(f"the clip cannot be decoded ({_why(exc)})") from None
         if last is None:
             raise ClipUnreadable("no frame at that time")
-        return _upright(last.to_ndarray(format="rgb24"), _rotation(stream, last))
+        if max_side is None:
+            return _upright(last.to_ndarray(format="rgb24"), _rotation(stream, last))
+        w, h = last.width, last.height
+        scale = max(1.0, max(w, h) / max_side)
+        out_w, out_h = int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
+        return _upright(last.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray(), _rotation(stream, last))
 
 
 def format_time(seconds: float) -> str:
