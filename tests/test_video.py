@@ -149,6 +149,10 @@ def test_the_check_folder_and_the_audit_take_clips(colin_ws, one_second, tmp_pat
     clips = library_rows(colin_ws, library, ("block", "review", "allow"), kind="clip")
     assert [(Path(c["path"]).name, c["verdict"]) for c in clips] == [("assembly.mp4", "block")]
     assert run_audit(library, colin_ws).unchanged == 2  # incremental: unchanged clips are not decoded again
+    from optout_guard.audit import report_thumbnail
+
+    assert report_thumbnail(colin_ws)(clips[0], tmp_path / "thumb.jpg")  # the report shows its contact sheet
+    assert (tmp_path / "thumb.jpg").read_bytes()[:2] == b"\xff\xd8"
 
 
 def test_a_clip_made_from_package_portraits_blocks(demo_ws, demo_student, samples, tmp_path):

@@ -648,6 +648,20 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
     from optout_guard.types import Candidate, Decision, FaceMatch, ReasonCode
 
     def draw(row: dict[str, Any], out: Path) -> bool:
+        if row.get("kind") == "clip":  # the clip's contact sheet, from the stored tracks' best frames
+            from PIL import Image
+
+            from optout_guard.annotate import save_jpeg
+            from optout_guard.video import stored_contact_sheet
+
+            try:
+                sheet = stored_contact_sheet(row["fs_path"], [f for f in row["faces"] if "track" in f])
+            except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
+                return False
+            sheet.thumbnail((360, 720), Image.Resampling.LANCZOS)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_jpeg(sheet, out, mode=0o600)
+            return True
         try:
             image = load_image(row["fs_path"], settings)
         except ImageRejected:

@@ -33,6 +33,7 @@ from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, s
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
     Box,
+    Candidate,
     ClipSummary,
     Decision,
     Face,
@@ -391,6 +392,31 @@ def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
 def write_contact_sheet(path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path) -> Path:
     """One JPEG per clip: the best frame of every track that is not clear, boxed and labelled with its
     time on screen (all tracks when every one is clear), so a person sees in one picture why."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(path).stem or "clip"
+    return annotate.save_jpeg(render_contact_sheet(tracks, matches), out_dir / f"{stem}.{sha[:8]}.jpg")
+
+
+def stored_contact_sheet(path: Path | str, stored: list[dict]) -> Image.Image:
+    """The contact sheet again from what the audit stored (for the report's thumbnail): each track's
+    best frame decoded on its own, no full decode."""
+    from optout_guard.media.clip import frame_at
+
+    tracks, matches = [], []
+    for entry in stored:
+        t = entry["track"]
+        box = Box(*entry["box"])
+        pixels = frame_at(path, float(t["best_time"]), WORKING_SIDE)
+        track = _Track(boxes=[(float(t["first"]), box), (float(t["last"]), box)])
+        track.crop = _crop(pixels, box, _working_scale(pixels, entry.get("clip_size")))
+        who = (Candidate(entry["student_id"], float(entry.get("distance") or 0.0)),) if entry.get("student_id") else ()
+        face = Face(box, 1.0, np.asarray(entry["landmarks"], np.float32))
+        tracks.append(track)
+        matches.append(FaceMatch(face, Decision(entry["decision"]), who, entry.get("reason") or "", ReasonCode(entry["code"])))
+    return render_contact_sheet(tracks, matches)
+
+
+def render_contact_sheet(tracks: list[_Track], matches: list[FaceMatch]) -> Image.Image:
     shown = [(t, m) for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR] or list(
         zip(tracks, matches, strict=True)
     )
@@ -421,9 +447,7 @@ def write_contact_sheet(path: Path | str, sha: str, tracks: list[_Track], matche
         draw.rectangle([x, y + CROP_SIDE, x + CROP_SIDE - 2, y + CROP_SIDE + label_h - 2], fill=colour)
         draw.text((x + 6, y + CROP_SIDE + 4), label[:34], fill=(255, 255, 255), font=font)
         draw.text((x + 6, y + CROP_SIDE + 23), f"on screen {span}", fill=(255, 255, 255), font=font)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(path).stem or "clip"
-    return annotate.save_jpeg(sheet, out_dir / f"{stem}.{sha[:8]}.jpg")
+    return sheet
 
 
 def write_redacted_clip(path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path) -> Path:
