@@ -378,10 +378,12 @@ def run_audit(
     embedding_cache: bool = False,
     accept_deletions: bool = False,
     recheck_all: bool = False,
+    cluster: str | None = None,
 ) -> AuditSummary:
     """Audit ``library`` (see the module's docstring). ``accept_deletions``: record the photos gone
     even when so many are gone that the library looks unmounted; ``recheck_all``: check every photo
-    again, whatever was stored (after a repaired install, say)."""
+    again, whatever was stored (after a repaired install, say); ``cluster``: run the checks on a Dask
+    cluster ("local:N" or "tls://HOST:PORT"; README "Running the audit on a cluster")."""
     from filelock import FileLock, Timeout
 
     library = Path(library).resolve()
@@ -397,19 +399,25 @@ def run_audit(
         lock.acquire(timeout=0)
     except Timeout:
         raise AuditBusy(f"another audit of {library} is running (lock {path}.lock); wait for it to finish") from None
-    cache = None
+    cache = engine = None
     try:
         if embedding_cache:
             cache = EmbeddingCache(cache_path(settings, library))
         elif delete_cache(cache_path(settings, library)):
             pass  # the cache was turned off: its biometric data goes with it
         scopes = LibraryScopes(library, settings, guard, gallery)
+        if cluster:
+            from optout_guard.cluster import Cluster  # Dask is imported only here
+
+            engine = Cluster(cluster, settings, guard)
         return _audit(
-            library, settings, guard, scopes, _connect(path), workers, progress, cache, accept_deletions, recheck_all
+            library, settings, guard, scopes, _connect(path), workers, progress, cache, accept_deletions, recheck_all, engine
         )
     finally:
         if cache is not None:
             cache.close()
+        if engine is not None:
+            engine.close()
         lock.release()
 
 
@@ -424,6 +432,7 @@ def _audit(
     cache: EmbeddingCache | None = None,
     accept_deletions: bool = False,
     recheck_all: bool = False,
+    engine: Any = None,
 ) -> AuditSummary:
     started = time.perf_counter()
     gallery = scopes.gallery
@@ -524,8 +533,10 @@ def _audit(
     db.execute("BEGIN")
     try:
         for round_ in range(2):
-            results = itertools.chain(ready, _results(guard, tasks, workers, cache is not None, scopes.scope)) \
-                if round_ == 0 else _results(guard, changed_meanwhile, workers, cache is not None, scopes.scope)  # fmt: skip
+            todo = tasks if round_ == 0 else changed_meanwhile
+            checked = engine.results(todo, cache is not None, scopes.scope) if engine is not None else \
+                _results(guard, todo, workers, cache is not None, scopes.scope)
+            results = itertools.chain(ready, checked) if round_ == 0 else checked  # fmt: skip
             again: list[tuple[str, str, str | None]] = []
             for (kind, name, _), result in results:
                 key = os.fsencode(name)

@@ -840,6 +840,15 @@ def audit(
     recheck_all: Annotated[
         bool, typer.Option("--recheck-all", help="Check every photo again, whatever was stored (e.g. after fixing the install).")
     ] = False,
+    cluster: Annotated[
+        Optional[str],
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Run the checks on a Dask cluster: local:N (N processes here) or tls://HOST:8786 (your optout-guard "
+            "scheduler); needs optout-guard[cluster] and an encrypted index.",
+        ),
+    ] = None,
 ) -> None:
     """Audit a photo library incrementally (only new, changed or affected photos are checked).
     Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
@@ -870,7 +879,7 @@ def audit(
 
             summary = run_audit(
                 library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
-                accept_deletions=accept_deletions, recheck_all=recheck_all,
+                accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
             )  # fmt: skip
     else:
         state = {"last": time.monotonic(), "started": time.monotonic()}
@@ -883,7 +892,7 @@ def audit(
 
         summary = run_audit(
             library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
-            accept_deletions=accept_deletions, recheck_all=recheck_all,
+            accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
         )  # fmt: skip
     totals = summary.totals
     ActivityLog(settings).record(
@@ -896,6 +905,7 @@ def audit(
         verdicts_changed=len(summary.changed),
         totals=totals,
         embedding_cache=embedding_cache,
+        cluster=cluster or "",
     )
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
@@ -1068,6 +1078,32 @@ def calibrate(
             f"Written: {out_dir / 'calibration.json'}"
             + (f", {out_dir / 'det.png'}" if plotted else " (no plot: matplotlib missing)")
         )
+
+
+# ---- the audit on a cluster -----------------------------------------------------------------------
+@app.command()
+@_user_errors
+def scheduler(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (the cluster's network only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8786,
+) -> None:
+    """Run the Dask scheduler for `audit --cluster` (hardened: no dashboard; TLS with OPTOUT_GUARD_TLS_*)."""
+    from optout_guard.cluster import serve
+
+    serve("scheduler", host, port)
+
+
+@app.command()
+@_user_errors
+def worker(
+    scheduler_address: Annotated[
+        str, typer.Option("--scheduler", metavar="ADDRESS", help="The scheduler, e.g. tls://audit-server:8786.")
+    ],
+) -> None:
+    """Run a Dask worker for `audit --cluster` (install the same optout-guard here; the index key too)."""
+    from optout_guard.cluster import serve
+
+    serve("worker", scheduler_address)
 
 
 # ---- review desk ---------------------------------------------------------------------------------

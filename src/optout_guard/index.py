@@ -247,7 +247,13 @@ class FaceIndex:
                 f"no face index at {path} (workspace {path.parent.parent}). If your workspace is elsewhere, give it "
                 "with --workspace DIR (or OPTOUT_GUARD_WORKSPACE); otherwise enroll students first: optout-guard enroll"
             )
-        raw = path.read_bytes()
+        return cls.from_bytes(path.read_bytes(), fingerprint, key, path)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, fingerprint: str, key: bytes | None, path: Path | str) -> FaceIndex:
+        """An index from its stored bytes (``path`` names it in messages and for the rollback check;
+        a copy received by a cluster worker is checked against nothing on disk)."""
+        path = Path(path)
         if raw.startswith(_MAGIC):
             if key is None:
                 raise IndexUnusable(

@@ -102,8 +102,11 @@ MIRROR_MARGIN = 0.05
 class Guard:
     """Holds the models and the index for the life of a process (a watch service, an audit worker)."""
 
-    def __init__(self, settings: Settings, models: Models | None = None, index: FaceIndex | None = None) -> None:
+    def __init__(
+        self, settings: Settings, models: Models | None = None, index: FaceIndex | None = None, use_review_book: bool = True
+    ) -> None:
         self.settings = settings
+        self.use_review_book = use_review_book  # False on a cluster worker: the coordinator applies decisions
         self.models = models or get_models()
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
@@ -127,7 +130,7 @@ class Guard:
     @property
     def review_book(self) -> ReviewBook | None:
         """The review desk's decisions, when the desk has been used in this workspace."""
-        if self._book is None and book_path(self.settings).exists():
+        if self._book is None and self.use_review_book and book_path(self.settings).exists():
             self._book = ReviewBook.open(self.settings)
         return self._book
 

@@ -1,0 +1,235 @@
+"""The audit on several machines: Dask distributed runs the checks, the coordinator keeps the state.
+
+Only imported with ``audit --cluster`` (or ``optout-guard scheduler`` / ``worker``): without it Dask
+is never loaded. What stays on the coordinator (the machine running ``audit``): the listing, the
+SQLite state, the report, the activity log, the review book and the lock. What goes to a worker:
+batches of paths (a few dozen photos per task: Dask costs milliseconds of coordinator time per
+task) and, once per worker, the index **as stored** — AES-GCM ciphertext, decrypted only in the
+worker's memory with a key provisioned on that worker. Each batch carries the coordinator's gallery
+fingerprint; a worker holding another gallery answers *review*, never a decision against the wrong
+list. Reviewers' decisions are applied on the coordinator, so a cluster audit and a local audit give
+the same verdicts.
+
+The hardened Dask settings (``HARDENED``) are applied to every client, scheduler and worker this
+module starts: no ``MALLOC_TRIM_THRESHOLD_`` in worker processes (measured: it made this workload
+page-fault constantly, ~2× slower), HTTP routes of scheduler and workers emptied (Dask's dashboard
+and info pages would serve logs and call stacks with photo paths, unauthenticated).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from optout_guard.config import Settings
+from optout_guard.errors import ConfigError
+from optout_guard.scope import Scope
+from optout_guard.types import ScanResult, Verdict
+
+BATCH = 32  # photos per task
+PLUGIN = "optout-guard"
+HARDENED: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ": {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1},
+    "distributed.scheduler.http.routes": [],
+    "distributed.worker.http.routes": [],
+    "distributed.admin.system-monitor.gil.enabled": False,
+}
+
+Task = tuple[str, str, str | None]  # (kind, path, stored faces JSON)
+
+
+def require_key(settings: Settings) -> bytes:
+    """Cluster mode ships the index only encrypted: without a key it refuses to start."""
+    from optout_guard.index import index_key
+
+    key = index_key(settings)
+    if key is None:
+        raise ConfigError(
+            "audit --cluster needs an encrypted index (the index travels to the workers as stored, and a decrypted "
+            "copy could be spilled to a worker's disk): make a key with optout-guard key new FILE, set index_key_file "
+            "(or OPTOUT_GUARD_INDEX_KEY), run optout-guard enroll --rebuild, and provision the same key on every worker"
+        )
+    return key
+
+
+class GuardPlugin(WorkerPlugin):
+    """Loads the models and the (encrypted) index once per worker process."""
+
+    name = PLUGIN
+
+    def __init__(self, settings: Settings, index_blob: bytes, fingerprint: str) -> None:
+        self.settings = settings
+        self.index_blob = index_blob
+        self.fingerprint = fingerprint
+        self.guard: Any = None
+
+    def setup(self, worker: Any) -> None:
+        import cv2
+
+        from optout_guard.index import FaceIndex, index_key
+        from optout_guard.pipeline import Guard
+
+        cv2.setNumThreads(1)
+        # The key comes from the worker's own environment or key file, never from the coordinator.
+        index = FaceIndex.from_bytes(self.index_blob, self.fingerprint, index_key(self.settings), "<from the coordinator>")
+        self.index_blob = b""
+        # Reviewers' decisions are applied on the coordinator (the review book lives there).
+        self.guard = Guard(replace(self.settings, workers=1), index=index, use_review_book=False)
+        self.guard.require_models()
+
+    def teardown(self, worker: Any) -> None:
+        self.guard = None
+
+
+def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tuple[Task, ScanResult]]:
+    """Runs on a worker: check a batch with the worker's Guard (loaded once by GuardPlugin)."""
+    from distributed import get_worker
+
+    from optout_guard.audit import _audit_task
+
+    plugin = get_worker().plugins[PLUGIN]
+    guard = plugin.guard
+    out = []
+    for task, keep, scope in tasks:
+        kind, path, faces = task
+        if guard is None or guard.index.gallery_fingerprint() != gallery:
+            why = "checked by a worker holding another opt-out list; check it again"
+            out.append((task, ScanResult(path, Verdict.REVIEW, (why,), retry=True)))
+            continue
+        out.append((task, _audit_task(guard, path, kind, faces, keep, scope)))
+    return out
+
+
+class Cluster:
+    """A connection to a Dask cluster (or a local one) ready to check batches of photos."""
+
+    def __init__(self, spec: str, settings: Settings, guard: Any) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        self._config = dask.config.set(HARDENED)
+        self._config.__enter__()
+        self.local = None
+        key = require_key(settings)
+        del key  # only checked: workers decrypt with their own copy
+        if spec.startswith("local:"):
+            try:
+                n = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"--cluster {spec!r}: use local:N with N workers, or tls://HOST:PORT") from None
+            self.local = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0", local_directory=str(settings.index_file.parent / "dask-workers"),
+                silence_logs=40,
+            )  # fmt: skip
+            self.client = Client(self.local)
+        elif spec.startswith(("tls://", "tcp://")):
+            security = _security(settings) if spec.startswith("tls://") else None
+            host = spec.split("://", 1)[1].rsplit(":", 1)[0]
+            if spec.startswith("tcp://") and host not in ("127.0.0.1", "localhost"):
+                raise ConfigError("--cluster over plain tcp:// is for this machine only; across machines use tls:// (README)")
+            self.client = Client(spec, security=security, timeout=30)
+        else:
+            raise ConfigError(f"--cluster {spec!r}: use local:N, or tls://HOST:PORT of your optout-guard scheduler")
+        blob = settings.index_file.read_bytes()  # ciphertext, exactly as stored
+        from optout_guard.models import embedding_fingerprint
+
+        self.client.register_plugin(GuardPlugin(settings, blob, embedding_fingerprint()), name=PLUGIN)
+        self.gallery = guard.index.gallery_fingerprint()
+        self.coordinator = guard
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def results(
+        self, tasks: list[Task], keep: bool, scope_of: Callable[[str], Scope], batch: int | None = None
+    ) -> Iterator[tuple[Task, ScanResult]]:
+        """Every task checked on the cluster, in the order they finish (a bounded number of batches
+        in flight), with reviewers' decisions applied here. A batch whose worker died is redone by
+        Dask; if it fails for good, its photos are *review* (retried next run), never allow."""
+        from distributed import as_completed
+
+        batch = batch or BATCH
+        batches = [[(t, keep, scope_of(t[1])) for t in tasks[i : i + batch]] for i in range(0, len(tasks), batch)]
+        pending = iter(batches)
+        in_flight = max(2, 4 * max(1, self.workers))
+        futures = {}
+        for items in (b for _, b in zip(range(in_flight), pending, strict=False)):
+            futures[self.client.submit(check_batch, items, self.gallery, pure=False, retries=3)] = items
+        done = as_completed(list(futures))
+        for future in done:
+            items = futures.pop(future)
+            try:
+                results = future.result()
+            except Exception as exc:  # noqa: BLE001 - a batch that could not be run fails closed
+                why = f"could not be checked on the cluster ({type(exc).__name__}); check it again"
+                results = [(t, ScanResult(t[1], Verdict.REVIEW, (why,), retry=True)) for t, _, _ in items]
+            for task, result in results:
+                yield task, self._with_reviews(result)
+            nxt = next(pending, None)
+            if nxt is not None:
+                f = self.client.submit(check_batch, nxt, self.gallery, pure=False, retries=3)
+                futures[f] = nxt
+                done.add(f)
+
+    def _with_reviews(self, result: ScanResult) -> ScanResult:
+        if not result.faces or result.sha256 is None:
+            return result
+        matches, verdict, reasons = self.coordinator.with_reviews(list(result.faces), result.notes, result.sha256)
+        return replace(result, faces=tuple(matches), verdict=verdict, reasons=reasons)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+            if self.local is not None:
+                self.local.close()
+        finally:
+            self._config.__exit__(None, None, None)
+
+
+def _security(settings: Settings) -> Any:
+    """Mutual TLS from the district CA: OPTOUT_GUARD_TLS_CA, _TLS_CERT, _TLS_KEY (files)."""
+    from distributed.security import Security
+
+    ca, cert, key = (os.environ.get(f"OPTOUT_GUARD_TLS_{n}") for n in ("CA", "CERT", "KEY"))
+    if not (ca and cert and key):
+        raise ConfigError(
+            "a tls:// cluster needs OPTOUT_GUARD_TLS_CA, OPTOUT_GUARD_TLS_CERT and OPTOUT_GUARD_TLS_KEY (the district CA, "
+            "this machine's certificate and its key): see README 'Running the audit on a cluster'"
+        )
+    for f in (ca, cert, key):
+        if not Path(f).is_file():
+            raise ConfigError(f"TLS file {f} does not exist")
+    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
+def serve(role: str, address: str, port: int = 8786) -> None:
+    """``optout-guard scheduler`` / ``worker``: Dask's own, with the hardened settings, TLS when the
+    OPTOUT_GUARD_TLS_* files are set, and no dashboard."""
+    import dask
+
+    with dask.config.set(HARDENED):
+        tls = all(os.environ.get(f"OPTOUT_GUARD_TLS_{n}") for n in ("CA", "CERT", "KEY"))
+        # --no-dashboard alone still serves plain HTTP on 0.0.0.0 (measured): bind it to loopback too.
+        args: list[str] = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+        if tls:
+            args += [
+                "--tls-ca-file", os.environ["OPTOUT_GUARD_TLS_CA"], "--tls-cert", os.environ["OPTOUT_GUARD_TLS_CERT"],
+                "--tls-key", os.environ["OPTOUT_GUARD_TLS_KEY"],
+            ]  # fmt: skip
+        if role == "scheduler":
+            from distributed.cli.dask_scheduler import main
+
+            scheme = "tls" if tls else "tcp"
+            main([*args, "--host", address or "127.0.0.1", "--port", str(port), "--protocol", scheme], standalone_mode=False)
+        else:
+            from distributed.cli.dask_worker import main
+
+            local = address.split("://", 1)[-1].startswith(("127.", "localhost"))
+            main([*args, "--nthreads", "1", *(["--host", "127.0.0.1"] if local else []), address], standalone_mode=False)

@@ -1,0 +1,215 @@
+"""The audit on a Dask cluster (issue 17): the same verdicts as a local audit, every photo exactly
+once after a killed worker, no index on a worker's disk, nothing listening beyond 127.0.0.1, and
+no Dask at all without --cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import LFW, ROOT, make_workspace
+from optout_guard.audit import library_rows, run_audit
+from optout_guard.cli import app
+from optout_guard.config import load_settings
+from optout_guard.enroll import enroll_folder
+from optout_guard.index import FaceIndex, new_key, save_index
+from optout_guard.models import embedding_fingerprint, get_models
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def key() -> str:
+    return new_key()
+
+
+@pytest.fixture
+def encrypted_ws(tmp_path, data_dir, key, monkeypatch):
+    """Hugo Chávez and Colin Powell enrolled, the index encrypted (the key in the environment, as a
+    worker node would have it provisioned)."""
+    monkeypatch.setenv("OPTOUT_GUARD_INDEX_KEY", key)
+    plain = make_workspace(
+        tmp_path / "ws",
+        {
+            "hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in range(2, 6)],
+            "colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 4)],
+        },
+    )
+    plain.index_file.unlink()
+    plain.index_file.with_name("index.npz.generation").unlink(missing_ok=True)
+    settings = load_settings(plain.workspace, environ=os.environ)
+    index = FaceIndex(embedding_fingerprint())
+    enroll_folder(settings.enrollments, index, settings, get_models())
+    save_index(index, settings)
+    return settings
+
+
+def library(root: Path, photos: int = 24) -> Path:
+    root.mkdir(parents=True)
+    people = ["Hugo_Chavez", "Colin_Powell", "Tony_Blair", "Gerhard_Schroeder"]
+    for n in range(photos):
+        person = people[n % len(people)]
+        src = LFW / person / f"{person}_{6 + n // len(people):04d}.jpg"
+        shutil.copy(src, root / f"{n:03d}_{src.name}")
+    return root
+
+
+def rows(settings, lib: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {
+        Path(r["path"]).name: (r["verdict"], tuple(r["reasons"]))
+        for r in library_rows(settings, lib, ("block", "review", "allow"))
+    }
+
+
+def twin(settings, tmp_path: Path, name: str):
+    """A second workspace with the same index (the audit state is per workspace)."""
+    root = tmp_path / name
+    shutil.copytree(settings.workspace, root)
+    return load_settings(root, environ=os.environ)
+
+
+def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(encrypted_ws, tmp_path, key):
+    lib = library(tmp_path / "lib")
+    here = twin(encrypted_ws, tmp_path, "local")
+    run_audit(lib, here, workers=1)
+    summary = run_audit(lib, encrypted_ws, cluster="local:2")
+    assert summary.checked == 24
+    assert rows(encrypted_ws, lib) == rows(here, lib)
+    assert {v for v, _ in rows(here, lib).values()} >= {"block", "allow"}
+    # No worker wrote the index (or any part of it) to disk.
+    index_bytes = encrypted_ws.index_file.read_bytes()
+    work = encrypted_ws.index_file.parent / "dask-workers"
+    for path in (p for p in work.rglob("*") if p.is_file()) if work.exists() else []:
+        data = path.read_bytes()
+        assert index_bytes[64:128] not in data and b"embeddings.npy" not in data, path
+    # An unchanged library: nothing goes to the cluster at all.
+    assert run_audit(lib, encrypted_ws, cluster="local:2").unchanged == 24
+
+
+def test_cluster_mode_refuses_an_unencrypted_index(tmp_path, data_dir):
+    ws = make_workspace(tmp_path / "ws", {"hugo": [LFW / "Hugo_Chavez" / "Hugo_Chavez_0002.jpg"]})
+    lib = library(tmp_path / "lib", 4)
+    result = CliRunner().invoke(
+        app, ["--workspace", str(ws.workspace), "audit", str(lib), "--cluster", "local:1"], env={"OPTOUT_GUARD_INDEX_KEY": ""}
+    )
+    assert result.exit_code == 2 and "encrypted index" in result.output
+
+
+def test_every_photo_exactly_once_after_a_worker_is_killed(encrypted_ws, tmp_path, monkeypatch):
+    import optout_guard.cluster as cluster
+
+    monkeypatch.setattr(cluster, "BATCH", 2)  # many small tasks, so that a kill lands mid-audit
+    lib = library(tmp_path / "lib", 40)
+    here = twin(encrypted_ws, tmp_path, "local")
+    run_audit(lib, here, workers=1)
+    killed: list[int] = []
+    real_results = cluster.Cluster.results
+
+    def results_with_a_kill(self, tasks, keep, scope_of, batch=None):
+        pids = self.client.run(os.getpid)
+        seen = 0
+        for item in real_results(self, tasks, keep, scope_of, batch):
+            seen += 1
+            if seen == 6 and not killed:  # a worker dies with batches in flight
+                victim = next(iter(pids.values()))
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+            yield item
+
+    monkeypatch.setattr(cluster.Cluster, "results", results_with_a_kill)
+    summary = run_audit(lib, encrypted_ws, cluster="local:2")
+    assert killed and summary.checked == 40
+    got = rows(encrypted_ws, lib)
+    assert len(got) == 40 and got == rows(here, lib)
+
+
+def test_nothing_listens_beyond_localhost_and_audit_without_cluster_never_imports_dask(encrypted_ws, tmp_path, key):
+    lib = library(tmp_path / "lib", 4)
+    # A real scheduler and worker, as an IT person starts them (here without TLS, on 127.0.0.1).
+    env = {**os.environ, "OPTOUT_GUARD_INDEX_KEY": key, "PYTHONUNBUFFERED": "1"}
+    exe = [sys.executable, "-c", "from optout_guard.cli import run; run()"]
+    scheduler = subprocess.Popen([*exe, "scheduler", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    address = None
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in scheduler.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            address = next((ln.split("at:")[-1].strip() for ln in lines if "Scheduler at:" in ln), None)
+            time.sleep(0.2)
+        assert address and address.startswith("tcp://127.0.0.1:"), lines
+        worker = subprocess.Popen([*exe, "worker", "--scheduler", address], env=env, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        result = CliRunner().invoke(app, ["--workspace", str(encrypted_ws.workspace), "audit", str(lib), "--cluster", address])
+        assert result.exit_code in (1, 3), result.output
+        listening = _listening(scheduler.pid) + _listening(worker.pid)
+        assert listening and all(ip in ("127.0.0.1", "::1") for ip, _ in listening), listening
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    code = (
+        "import sys, json; from pathlib import Path; from optout_guard.audit import run_audit; "
+        "from optout_guard.config import load_settings; "
+        f"run_audit(Path({str(lib)!r}), load_settings({str(encrypted_ws.workspace)!r})); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of a process and its children (Linux /proc)."""
+    pids = {pid}
+    for _ in range(3):
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((child / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in pids:
+                pids.add(int(child.name))
+    inodes = set()
+    for p in pids:
+        try:
+            for fd in Path(f"/proc/{p}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            hex_ip, hex_port = local.split(":")
+            if width == 8:
+                ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            else:
+                ip = "::1" if hex_ip == "00000000000000000000000001000000" else ("::" if set(hex_ip) == {"0"} else hex_ip)
+            found.append((ip, int(hex_port, 16)))
+    return found
