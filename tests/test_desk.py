@@ -538,6 +538,23 @@ def group_photo(tmp_path: Path) -> Path:
     return path
 
 
+def desk_page(p, chromium_exe: str, server: Server):
+    """A headless Chromium on the desk's first page: (browser, page)."""
+    browser = p.chromium.launch(
+        executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    )
+    page = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
+    page.goto(server.url + "/")
+    return browser, page
+
+
+def drop_on_check_page(page, path: Path) -> None:
+    """Check a file on the desk's check page and wait for its result."""
+    page.click("#tab-check")
+    page.set_input_files("#files", [str(path)])
+    page.wait_for_selector("article.result", timeout=60_000)
+
+
 def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir, chromium_exe):
     """Issue 16: the faces of one photo that need a person are shown together and settled with one
     key. Measured here: the cards and key presses needed, one per face before, now."""
@@ -549,14 +566,8 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
     photo = group_photo(tmp_path)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-            )
-            page = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
-            page.goto(server.url + "/")
-            page.click("#tab-check")
-            page.set_input_files("#files", [str(photo)])
-            page.wait_for_selector("article.result", timeout=60_000)
+            browser, page = desk_page(p, chromium_exe, server)
+            drop_on_check_page(page, photo)
             cards_now = server.desk.book.open_count()
             held_faces = sum(1 for m in Guard(server.desk.settings).check(photo).faces if m.decision.value == "review")
             page.click("#tab-queue")
@@ -654,14 +665,8 @@ def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
     server = Server(Desk(settings, DeskOptions(port=0)))
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-            )
-            page = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
-            page.goto(server.url + "/")
-            page.click("#tab-check")
-            page.set_input_files("#files", [str(clip)])
-            page.wait_for_selector("article.result", timeout=60_000)
+            browser, page = desk_page(p, chromium_exe, server)
+            drop_on_check_page(page, clip)
             page.click("#tab-queue")
             page.wait_for_selector("#card-title:has-text('Person in a video clip')")
             assert "frame at 0:0" in page.inner_text("#source")
@@ -675,3 +680,34 @@ def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
     finally:
         server.close()
     assert server.desk.book.open_count() == 0
+
+
+def test_a_photo_card_may_approve_the_blurred_copy_and_an_undecodable_file_has_a_card(tmp_path, data_dir):
+    """Issue 16, part 4: P on a photo card approves posting the blurred copy (the original stays
+    review, and says so); a file that cannot be decoded gets a card too (before: no card at all),
+    showing what to do, and the person's answer counts."""
+    from optout_guard.review import BLURRED, NONE, PHOTO
+
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions(port=0))
+    crowd = data_dir / "ultralight_crowd_imgs" / "imgs" / "1.jpg"
+    desk.check_upload("crowd.jpg", crowd.read_bytes(), "t")
+    card = next(c for c in desk.book.queue(200) if c.face == PHOTO)
+    desk.check_upload("hugo.jpg", HUGO.read_bytes(), "t")  # a resemblance: a face card
+    with pytest.raises(ValueError, match="only a whole photo"):
+        desk.decide(next(c for c in desk.book.queue(200) if c.face != PHOTO).id, BLURRED, "t", add_reference=False)
+    desk.decide(card.id, BLURRED, "t", add_reference=False)
+    stored = next(p for p in (desk.book.photo(card.sha256),) if p)
+    assert stored["verdict"] == "review"  # the original still needs a person: nobody said who is in it
+    again = Guard(settings).check(desk.uploads / f"{card.sha256}.jpg")
+    assert again.verdict.value == "review" and any("blurred copy may be posted, said t" in r for r in again.reasons)
+
+    broken = (LFW / "Tony_Blair" / "Tony_Blair_0001.jpg").read_bytes()[:3000]  # cut off: not decodable
+    result = desk.check_upload("cut.jpg", broken, "t")
+    assert result["verdict"] == "review"
+    card = next(c for c in desk.book.queue(200) if c.sha256 == result["sha256"])
+    as_json = desk.card_json(card, False)
+    assert card.face == PHOTO and as_json["undecodable"] and desk.face_crop(card)[:2] == b"\xff\xd8"
+    desk.decide(card.id, NONE, "t", add_reference=False)
+    answered = Guard(settings).check(desk.uploads / f"{card.sha256}.jpg")
+    assert answered.verdict.value == "allow" and "who opened it" in answered.reasons[-1]

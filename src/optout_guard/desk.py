@@ -31,7 +31,7 @@ from optout_guard.config import Settings
 from optout_guard.errors import ConfigError, ImageRejected, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
-from optout_guard.review import NONE, PHOTO, UNNAMED, Card, ReviewBook
+from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, Card, ReviewBook
 
 STATIC = Path(__file__).with_name("desk_static")
 log = logging.getLogger("optout_guard.desk")
@@ -323,11 +323,13 @@ class Desk:
             "crop_url": (marked or f"/face/{card.id}.jpg") if whole else f"/face/{card.id}.jpg",
             "face_px": round(card.box.w),
             "clip_time": card.time,  # a clip's track: the time of the frame shown (None for photos)
+            "undecodable": whole and card.box.w == 0,  # a file with no picture to show: open it elsewhere
             "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in card.candidates[:3]],
         }
 
     def face_crop(self, card: Card) -> bytes:
-        """The face, with some context around it, enlarged to CROP_PX (JPEG bytes)."""
+        """The face, with some context around it, enlarged to CROP_PX (JPEG bytes). A whole-photo
+        card of a file that cannot be decoded shows what to do instead."""
         from PIL import Image
 
         from optout_guard.images import load_image
@@ -335,6 +337,9 @@ class Desk:
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
+        if card.face == PHOTO and card.box.w == 0:
+            name = Path(card.photo_path).name
+            return _placeholder(f"{name} could not be decoded here. Open it in another program and answer for it.")
         if card.time is not None:  # a clip's track: its best frame
             from optout_guard.media.clip import frame_at
 
@@ -397,7 +402,9 @@ class Desk:
             raise KeyError(card_id)
         # Validate the answer before anything changes: a refused answer must leave no trace (a face
         # saved under an id that is not a candidate would become another student's template).
-        if answer not in (NONE, UNNAMED):
+        if answer == BLURRED and card.face != PHOTO:
+            raise ValueError("only a whole photo can be answered 'post the blurred copy'")
+        if answer not in (NONE, UNNAMED, BLURRED):
             if not is_valid_student_id(answer) or answer not in {c.student_id for c in card.candidates}:
                 raise ValueError(f"{answer!r} is not one of this face's candidates")
         if card.face == PHOTO and add_reference:
@@ -411,7 +418,7 @@ class Desk:
             )
         reference = None
         with self.lock:
-            if answer not in (NONE, UNNAMED) and add_reference:
+            if answer not in (NONE, UNNAMED, BLURRED) and add_reference:
                 reference = self.add_reference(card, answer)
             decision = self.book.settle(card_id, answer, user, reference)
         ActivityLog(self.settings).record(
@@ -420,8 +427,10 @@ class Desk:
             decision=decision,
             sha256=card.sha256,
             face=card.face,
-            student_id=answer if answer not in (NONE, UNNAMED) else None,
-            answer={NONE: "none of them", UNNAMED: "an opted-out student not shown"}.get(answer, "this student"),
+            student_id=answer if answer not in (NONE, UNNAMED, BLURRED) else None,
+            answer={NONE: "none of them", UNNAMED: "an opted-out student not shown", BLURRED: "post the blurred copy"}.get(
+                answer, "this student"
+            ),
             reference_added=reference is not None,
         )
         moved = self.refile(card) if refile else None
@@ -524,6 +533,19 @@ def _face_crop_jpeg(image: Any, card: Card) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(page[y0:y1, x0:x1]).save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
+
+
+def _placeholder(text: str) -> bytes:
+    """A plain card picture with a sentence on it (for a file that has no picture to show)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.new("RGB", (CROP_PX, CROP_PX), (235, 235, 235))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, CROP_PX // 18))
+    draw.multiline_text((12, 12), "\n".join(textwrap.wrap(text, 24)), fill=(60, 60, 60), font=font)
+    return _jpeg(picture)
 
 
 def _jpeg(picture: Any) -> bytes:
@@ -713,12 +735,16 @@ def create_app(desk: Desk) -> Any:
     @app.post("/api/cards/<int:card_id>/decide")
     def api_decide(card_id: int) -> Any:
         body = request.get_json(silent=True) or {}
-        answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED}.get(str(body.get("answer")), NONE)
+        answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED, "blurred": BLURRED}.get(
+            str(body.get("answer")), NONE
+        )
         if body.get("answer") == "skip":
             desk.book.skip(card_id)
             return jsonify(skipped=card_id)
-        if body.get("answer") not in ("student", "none", "unnamed") or (body.get("answer") == "student" and not answer):
-            return jsonify(error="answer must be student (with student_id), unnamed, none or skip"), 400
+        if body.get("answer") not in ("student", "none", "unnamed", "blurred") or (
+            body.get("answer") == "student" and not answer
+        ):
+            return jsonify(error="answer must be student (with student_id), unnamed, none, blurred or skip"), 400
         try:
             return jsonify(
                 desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))

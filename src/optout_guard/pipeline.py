@@ -22,11 +22,12 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
+from optout_guard.fsutil import sha256_file
 from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.review import NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
+from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
 
@@ -220,6 +221,8 @@ class Guard:
         verdict, reasons = photo_verdict(matches, notes)
         if whole is not None and whole.answer == UNNAMED and verdict is not Verdict.BLOCK:
             verdict, reasons = Verdict.BLOCK, (f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})",)
+        if whole is not None and whole.answer == BLURRED and verdict is Verdict.REVIEW:
+            reasons = (*reasons, f"the blurred copy may be posted, said {whole.by} ({whole.at[:10]}); not this original")
         return matches, verdict, reasons
 
     def _check(
@@ -239,7 +242,8 @@ class Guard:
         except ImageRejected as exc:
             seconds = time.perf_counter() - started
             problem = ReasonCode(exc.code)
-            return ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
+            result = ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
+            return self._undecodable_answered(result)
         if min(image.size) < self.settings.min_face_px:
             # Any face in so small a picture is too small to judge, and a person could still know it.
             reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
@@ -298,6 +302,24 @@ class Guard:
         return self._finish(
             path, image, matches, verdict, reasons, started, annotate_dir, redact, tuple(per_face) if keep_embeddings else None
         )
+
+    def _undecodable_answered(self, result: ScanResult) -> ScanResult:
+        """A file that could not be decoded keeps its content hash (so that it can have a card on the
+        desk), and a person's answer for it counts: they opened it elsewhere and said."""
+        try:
+            sha = sha256_file(result.path)
+        except OSError:
+            return result
+        result = dataclasses.replace(result, sha256=sha)
+        book = self.review_book
+        whole = next((s for s in book.settlements(sha) if s.face == PHOTO), None) if book is not None else None
+        if whole is None or whole.answer == BLURRED:
+            return result
+        if whole.answer == UNNAMED:
+            why = f"an opted-out student is in this file, said {whole.by} ({whole.at[:10]}), who opened it"
+            return dataclasses.replace(result, verdict=Verdict.BLOCK, reasons=(*result.reasons, why), retry=False)
+        why = f"no opted-out student in it, said {whole.by} ({whole.at[:10]}), who opened it"
+        return dataclasses.replace(result, verdict=Verdict.ALLOW, reasons=(*result.reasons, why), retry=False)
 
     def _sideways(self, image: LoadedImage, faces: list[Face]) -> tuple[LoadedImage, list[Face]]:
         """Faces lying on their side or upside down: the photo may be stored turned with

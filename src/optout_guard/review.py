@@ -43,6 +43,9 @@ CREATE INDEX IF NOT EXISTS faces_status ON faces (status, id);
 """
 NONE = ""  # the answer "none of them"
 UNNAMED = "?"  # the answer "an opted-out student, but not one of those shown" (or too small to say which)
+# A photo card's answer "post the blurred copy": nobody could say who the unjudged faces are, but the
+# copy with every one of them blurred may be posted. The original stays *review*.
+BLURRED = "~blurred"
 NEAR = 0.6  # candidates this close were shown to the reviewer; a new one this close re-opens a cleared face
 PHOTO = -1  # the face number of a photo card: the whole photo (faces too small, blurred, turned, cut off; notes)
 
@@ -161,13 +164,16 @@ class ReviewBook:
             # One photo card for everything that is not a resemblance: faces too small, blurred,
             # turned or cut off, and the photo's own notes. A person answers for the whole photo.
             unjudged = [m for m in result.faces if m.decision is Decision.REVIEW and not m.candidates]
-            if (unjudged or result.notes) and result.size is not None:
+            # A file that could not be decoded at all (damaged, cut off) gets a card too: a person
+            # opens it elsewhere and answers for it (before, such reviews had nowhere to go).
+            undecodable = not result.faces and result.verdict is Verdict.REVIEW and result.size is None
+            if (unjudged or result.notes or undecodable) and (result.size is not None or undecodable):
                 why = [r for r in result.reasons if not any(r == m.reason for m in result.faces if m.candidates)]
                 known = self.db.execute("SELECT 1 FROM faces WHERE sha256=? AND face=?", (result.sha256, PHOTO)).fetchone()
                 self.db.execute(
                     "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason) VALUES (?,?,?,?,?,?,?) "
                     "ON CONFLICT(sha256, face) DO UPDATE SET reason=excluded.reason WHERE faces.status != 'settled'",
-                    (result.sha256, PHOTO, json.dumps([0, 0, *result.size]), "[]", 0, "[]", "; ".join(why)),
+                    (result.sha256, PHOTO, json.dumps([0, 0, *(result.size or (0, 0))]), "[]", 0, "[]", "; ".join(why)),
                 )
                 new += known is None
         return new
@@ -237,7 +243,9 @@ class ReviewBook:
         card = self.card(face_id)
         if card is None:
             raise KeyError(face_id)
-        if answer not in (NONE, UNNAMED) and answer not in {c.student_id for c in card.candidates}:
+        if answer == BLURRED and card.face != PHOTO:
+            raise ValueError("only a whole photo's card can be answered 'post the blurred copy'")
+        if answer not in (NONE, UNNAMED, BLURRED) and answer not in {c.student_id for c in card.candidates}:
             raise ValueError(f"{answer} is not one of this face's candidates")
         now = _now()
         with self.db:
@@ -253,7 +261,7 @@ class ReviewBook:
                     card.face,
                     face_id,
                     _action(answer),
-                    answer if answer not in (NONE, UNNAMED) else None,
+                    answer if answer not in (NONE, UNNAMED, BLURRED) else None,
                     reference,
                 ),
             )
@@ -327,9 +335,10 @@ class ReviewBook:
         row = self.db.execute("SELECT verdict, reasons, base FROM photos WHERE sha256=?", (sha256,)).fetchone()
         if row is None:
             return
-        if any(status == "settled" and answer for status, answer in faces):
+        if any(status == "settled" and answer and answer != BLURRED for status, answer in faces):
             verdict = Verdict.BLOCK.value
-        elif any(status != "settled" for status, _ in faces):
+        elif any(status != "settled" or answer == BLURRED for status, answer in faces):
+            # (an approved blurred copy leaves the original under review: nobody said who is in it)
             verdict = Verdict.REVIEW.value
         else:
             verdict = row[2] or row[0]
@@ -337,7 +346,7 @@ class ReviewBook:
 
 
 def _action(answer: str) -> str:
-    return {NONE: "none", UNNAMED: "unnamed student"}.get(answer, "student")
+    return {NONE: "none", UNNAMED: "unnamed student", BLURRED: "post blurred copy"}.get(answer, "student")
 
 
 def settle_matches(

@@ -74,6 +74,8 @@ function showCard() {
   $("none").append(el("kbd", { textContent: "N" }));
   $("unnamed").textContent = card.kind === "photo" ? "An opted-out student is here " : "An opted-out student, not shown ";
   $("unnamed").append(el("kbd", { textContent: "B" }));
+  // Only a whole photo nobody could judge has a blurred copy to post (not a file that cannot be opened).
+  $("blurred").hidden = card.kind !== "photo" || !!card.undecodable;
   $("source").textContent = card.kind === "photo"
     ? `${card.photo_name} (${card.source})`
     : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide` + (inClip ? ` · frame at ${clock(card.clip_time)}` : "");
@@ -123,7 +125,8 @@ async function decide(answer, studentId) {
     else {
       lastDecision = data.decision;
       $("undo").disabled = false;
-      const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown" }[answer] || "none of them";
+      const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown",
+                     blurred: "post the blurred copy (the original stays under review)" }[answer] || "none of them";
       const ref = data.reference_added ? "; the face was added as a reference" : "";
       const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
       say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
@@ -200,6 +203,8 @@ document.addEventListener("keydown", (event) => {
   } else if (["1", "2", "3"].includes(key) && card) decide("student", card.candidates[Number(key) - 1].student_id);
   else if (key === "n" && card) decide("none");
   else if (key === "b" && card) decide("unnamed");
+  else if (key === "p" && card && card.kind === "photo") decide("blurred");
+  else if (key === "p" && card) say("P is for a whole photo's card: the blurred copy of a photo nobody could judge.", true);
   else if (key === "s" && card) decide("skip");
   else if (key === "r" && card && card.kind === "photo") say("A whole photo cannot be a reference photo.", true);
   else if (key === "r" && card) $("add-ref").checked = !$("add-ref").checked;
@@ -211,6 +216,7 @@ document.addEventListener("keydown", (event) => {
 });
 $("none").addEventListener("click", () => decide("none"));
 $("unnamed").addEventListener("click", () => decide("unnamed"));
+$("blurred").addEventListener("click", () => decide("blurred"));
 $("skip").addEventListener("click", () => decide("skip"));
 $("undo").addEventListener("click", undo);
 $("refresh").addEventListener("click", async () => {
