@@ -83,7 +83,7 @@ def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(enc
     here = twin(encrypted_ws, tmp_path, "local")
     run_audit(lib, here, workers=1)
     summary = run_audit(lib, encrypted_ws, cluster="local:2")
-    assert summary.checked == 24
+    assert summary.checked == 24 and summary.cluster_workers == 2
     assert rows(encrypted_ws, lib) == rows(here, lib)
     assert {v for v, _ in rows(here, lib).values()} >= {"block", "allow"}
     # No worker wrote the index (or any part of it) to disk.
@@ -106,31 +106,36 @@ def test_cluster_mode_refuses_an_unencrypted_index(tmp_path, data_dir):
 
 
 def test_every_photo_exactly_once_after_a_worker_is_killed(encrypted_ws, tmp_path, monkeypatch):
+    """The fault drill: a worker SIGKILLed at five different moments of an audit (a fresh audit each
+    time): every photo ends up in the state exactly once, with the local audit's verdict."""
+    import random
+
     import optout_guard.cluster as cluster
 
     monkeypatch.setattr(cluster, "BATCH", 2)  # many small tasks, so that a kill lands mid-audit
     lib = library(tmp_path / "lib", 40)
     here = twin(encrypted_ws, tmp_path, "local")
     run_audit(lib, here, workers=1)
-    killed: list[int] = []
+    expected = rows(here, lib)
     real_results = cluster.Cluster.results
+    moments = random.Random(17).sample(range(2, 30), 5)
+    for n, moment in enumerate(moments):
+        killed: list[int] = []
 
-    def results_with_a_kill(self, tasks, keep, scope_of, batch=None):
-        pids = self.client.run(os.getpid)
-        seen = 0
-        for item in real_results(self, tasks, keep, scope_of, batch):
-            seen += 1
-            if seen == 6 and not killed:  # a worker dies with batches in flight
-                victim = next(iter(pids.values()))
-                os.kill(victim, signal.SIGKILL)
-                killed.append(victim)
-            yield item
+        def results_with_a_kill(self, tasks, keep, scope_of, batch=None, moment=moment, killed=killed):
+            pids = self.client.run(os.getpid)
+            for seen, item in enumerate(real_results(self, tasks, keep, scope_of, batch), start=1):
+                if seen == moment and not killed:  # a worker dies with batches in flight
+                    victim = list(pids.values())[seen % len(pids)]
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+                yield item
 
-    monkeypatch.setattr(cluster.Cluster, "results", results_with_a_kill)
-    summary = run_audit(lib, encrypted_ws, cluster="local:2")
-    assert killed and summary.checked == 40
-    got = rows(encrypted_ws, lib)
-    assert len(got) == 40 and got == rows(here, lib)
+        monkeypatch.setattr(cluster.Cluster, "results", results_with_a_kill)
+        ws = twin(encrypted_ws, tmp_path, f"drill{n}")
+        summary = run_audit(lib, ws, cluster="local:2")
+        assert killed and summary.checked == 40, (moment, summary)
+        assert rows(ws, lib) == expected, moment
 
 
 def test_nothing_listens_beyond_localhost_and_audit_without_cluster_never_imports_dask(encrypted_ws, tmp_path, key):
@@ -213,3 +218,113 @@ def _listening(pid: int) -> list[tuple[str, int]]:
                 ip = "::1" if hex_ip == "00000000000000000000000001000000" else ("::" if set(hex_ip) == {"0"} else hex_ip)
             found.append((ip, int(hex_port, 16)))
     return found
+
+
+def _pki(folder: Path) -> dict[str, Path]:
+    """A throw-away district CA and one certificate for 127.0.0.1 (scheduler, worker and
+    coordinator share it here), and a certificate from *another* CA."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def write(name: str, data: bytes) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    def ca(label: str):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2)).add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        return key, cert
+
+    def leaf(ca_key, ca_cert, label: str):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        return key, cert
+
+    pem = serialization.Encoding.PEM
+    raw = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    ca_key, ca_cert = ca("district CA")
+    key, cert = leaf(ca_key, ca_cert, "audit")
+    other_ca_key, other_ca_cert = ca("another CA")
+    other_key, other_cert = leaf(other_ca_key, other_ca_cert, "intruder")
+    return {
+        "ca": write("ca.pem", ca_cert.public_bytes(pem)),
+        "cert": write("cert.pem", cert.public_bytes(pem)),
+        "key": write("key.pem", key.private_bytes(pem, raw, none)),
+        "other_cert": write("other.pem", other_cert.public_bytes(pem)),
+        "other_key": write("other-key.pem", other_key.private_bytes(pem, raw, none)),
+    }
+
+
+def test_over_tls_only_holders_of_a_district_certificate_get_in(encrypted_ws, tmp_path, key):
+    from distributed import Client
+    from distributed.security import Security
+
+    pki = _pki(tmp_path / "pki")
+    tls = {
+        "OPTOUT_GUARD_TLS_CA": str(pki["ca"]),
+        "OPTOUT_GUARD_TLS_CERT": str(pki["cert"]),
+        "OPTOUT_GUARD_TLS_KEY": str(pki["key"]),
+    }
+    env = {**os.environ, "OPTOUT_GUARD_INDEX_KEY": key, "PYTHONUNBUFFERED": "1", **tls}
+    exe = [sys.executable, "-c", "from optout_guard.cli import run; run()"]
+    scheduler = subprocess.Popen([*exe, "scheduler", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(scheduler.stderr), daemon=True).start()  # type: ignore[arg-type]
+    worker = None
+    try:
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            address = next((ln.split("at:")[-1].strip() for ln in list(lines) if "Scheduler at:" in ln), None)
+            time.sleep(0.2)
+        assert address and address.startswith("tls://127.0.0.1:"), lines
+        worker = subprocess.Popen([*exe, "worker", "--scheduler", address], env=env, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        lib = library(tmp_path / "lib", 6)
+        for name, value in tls.items():
+            os.environ[name] = value
+        try:
+            summary = run_audit(lib, encrypted_ws, cluster=address)
+        finally:
+            for name in tls:
+                os.environ.pop(name, None)
+        assert summary.checked == 6
+        # No certificate, a certificate from another CA, or plain tcp: refused.
+        plain = address.replace("tls://", "tcp://")
+        intruder = Security(
+            tls_ca_file=str(pki["ca"]), tls_client_cert=str(pki["other_cert"]), tls_client_key=str(pki["other_key"])
+        )
+        no_certificate = Security(tls_ca_file=str(pki["ca"]))  # trusts the CA, but shows no certificate of its own
+        for attempt, security in ((address, no_certificate), (address, intruder), (plain, None)):
+            # (Without a certificate Dask will not even start a TLS connection: TypeError.)
+            with pytest.raises((OSError, TimeoutError, ValueError, TypeError)):
+                Client(attempt, security=security, timeout=5).close()
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -87,6 +88,7 @@ class AuditSummary:
     moved: int = 0
     not_images: int = 0
     clips: int = 0  # video clips among the files seen (checked like photos)
+    cluster_workers: int = 0  # Dask workers the checks ran on (0: this machine's process pool)
     deleted: list[str] = field(default_factory=list)
     links_not_followed: list[str] = field(default_factory=list)
     changed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, before, after)
@@ -410,9 +412,13 @@ def run_audit(
             from optout_guard.cluster import Cluster  # Dask is imported only here
 
             engine = Cluster(cluster, settings, guard)
-        return _audit(
+            logging.getLogger(__name__).info("audit on the Dask cluster %s: %d workers", cluster, engine.workers)
+        summary = _audit(
             library, settings, guard, scopes, _connect(path), workers, progress, cache, accept_deletions, recheck_all, engine
         )
+        if engine is not None:
+            summary.cluster_workers = engine.workers
+        return summary
     finally:
         if cache is not None:
             cache.close()

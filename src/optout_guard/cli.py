@@ -911,7 +911,7 @@ def audit(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
         f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.clips} of the photos are video "
-        f"clips; {summary.seconds:.1f} s."
+        f"clips; {summary.seconds:.1f} s" + (_on_cluster(summary) if summary.cluster_workers else ".")
     )
     if summary.links_not_followed:
         err.print(
@@ -943,6 +943,11 @@ def audit(
     if totals.get("block"):
         raise typer.Exit(EXIT_BLOCK)
     raise typer.Exit(EXIT_REVIEW if totals.get("review") else EXIT_ALLOW)
+
+
+def _on_cluster(summary) -> str:  # noqa: ANN001 - AuditSummary
+    rate = summary.checked / max(summary.seconds, 1e-6)
+    return f" on a Dask cluster of {summary.cluster_workers} workers ({rate:.1f} photos/s)."
 
 
 # ---- activity log ------------------------------------------------------------------------------
