@@ -54,6 +54,12 @@ def encrypted_ws(tmp_path, data_dir, key, monkeypatch):
     return settings
 
 
+def bytes_key(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
+
+
 def library(root: Path, photos: int = 24) -> Path:
     root.mkdir(parents=True)
     people = ["Hugo_Chavez", "Colin_Powell", "Tony_Blair", "Gerhard_Schroeder"]
@@ -94,6 +100,18 @@ def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(enc
         assert index_bytes[64:128] not in data and b"embeddings.npy" not in data, path
     # An unchanged library: nothing goes to the cluster at all.
     assert run_audit(lib, encrypted_ws, cluster="local:2").unchanged == 24
+    # The opt-out list changes (Tony Blair opts out): the photos with faces are re-decided from their
+    # stored faces, on the cluster and locally alike.
+    for ws in (encrypted_ws, here):
+        shutil.copytree(LFW / "Tony_Blair", ws.enrollments / "tony", ignore=lambda _d, names: sorted(names)[3:])
+        index = FaceIndex.load(ws.index_file, embedding_fingerprint(), bytes_key(key))
+        enroll_folder(ws.enrollments, index, ws, get_models())
+        save_index(index, ws)
+    again = run_audit(lib, encrypted_ws, cluster="local:2")
+    assert again.rechecked > 0 and again.checked == 0
+    assert run_audit(lib, here, workers=1).rechecked == again.rechecked
+    assert rows(encrypted_ws, lib) == rows(here, lib)
+    assert any("tony" in " ".join(r) for _, r in rows(here, lib).values())
 
 
 def test_cluster_mode_refuses_an_unencrypted_index(tmp_path, data_dir):
@@ -122,9 +140,9 @@ def test_every_photo_exactly_once_after_a_worker_is_killed(encrypted_ws, tmp_pat
     for n, moment in enumerate(moments):
         killed: list[int] = []
 
-        def results_with_a_kill(self, tasks, keep, scope_of, batch=None, moment=moment, killed=killed):
+        def results_with_a_kill(self, tasks, keep, scope_of, batch=None, faces_of=None, moment=moment, killed=killed):
             pids = self.client.run(os.getpid)
-            for seen, item in enumerate(real_results(self, tasks, keep, scope_of, batch), start=1):
+            for seen, item in enumerate(real_results(self, tasks, keep, scope_of, batch, faces_of), start=1):
                 if seen == moment and not killed:  # a worker dies with batches in flight
                     victim = list(pids.values())[seen % len(pids)]
                     os.kill(victim, signal.SIGKILL)

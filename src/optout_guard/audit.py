@@ -246,13 +246,16 @@ def _results(
     workers: int,
     keep: bool,
     scope_of: Callable[[str], Scope] = lambda _name: WHOLE_DISTRICT,
+    faces_of: Callable[[str], str | None] = lambda _name: None,
 ) -> Iterator[tuple[tuple, ScanResult]]:
-    """(task, result) for every (kind, path, faces) task, in order, in this process or in workers."""
+    """(task, result) for every (kind, path, faces) task, in order, in this process or in workers. A
+    re-check's stored faces (None in the task) are read with ``faces_of`` just before it is sent."""
+    resolved = ((k, p, f if f is not None or k != "recheck" else faces_of(p)) for k, p, f in tasks)
     if workers <= 1 or len(tasks) < 8:
-        for kind, path, faces in tasks:
+        for kind, path, faces in resolved:
             yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep, scope_of(path))
         return
-    jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in tasks)
+    jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in resolved)
     for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
         assert result is not None
         yield task, result
@@ -444,9 +447,19 @@ def _audit(
     gallery = scopes.gallery
     run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), gallery)).lastrowid
     summary = AuditSummary(run_id=run, library=str(library))
-    known = {  # path -> (size, mtime_ns, gallery, verdict, faces, sha256, retry)
-        bytes(r[0]): r[1:] for r in db.execute("SELECT path, size, mtime_ns, gallery, verdict, faces, sha256, retry FROM files")
+    # path -> (size, mtime_ns, gallery, verdict, has faces, sha256, retry). The faces themselves (the
+    # bulk of a row) are read only for the photos that need a re-decision, when they are sent.
+    known = {
+        bytes(r[0]): r[1:]
+        for r in db.execute(
+            "SELECT path, size, mtime_ns, gallery, verdict, COALESCE(faces NOT IN ('', '[]'), 0), sha256, retry FROM files"
+        )
     }
+
+    def faces_of(name: str) -> str | None:
+        row = db.execute("SELECT faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
+        return row[0] if row else None
+
 
     # 1. Walk: what is unchanged, what needs a re-decision, what needs a full check.
     tasks: list[tuple[str, str, str | None]] = []
@@ -478,13 +491,15 @@ def _audit(
             tasks.append(("check", name, None))  # new bytes, or last time's verdict came from an error
         elif row[2] == scopes.gallery_of(name) and row[5] not in decided:
             seen_unchanged.append(key)
-        elif row[4] and row[4] != "[]":  # a new gallery, or a reviewer decided about its faces since
+        elif row[4]:  # a new gallery, or a reviewer decided about its faces since
             scope = scopes.scope(name)
-            cached = _from_cache(guard, name, row[4], row[5], cache, scope) if cache is not None and row[5] else None
+            cached = None
+            if cache is not None and row[5]:
+                cached = _from_cache(guard, name, faces_of(name) or "[]", row[5], cache, scope)
             if cached is not None:
-                ready.append((("recheck", name, row[4]), cached))
+                ready.append((("recheck", name, None), cached))
             else:
-                tasks.append(("recheck", name, row[4]))
+                tasks.append(("recheck", name, None))  # its stored faces are read when it is sent
         else:
             # No faces (or an unreadable file): a changed gallery cannot change its verdict.
             seen_unchanged.append(key)
@@ -540,8 +555,8 @@ def _audit(
     try:
         for round_ in range(2):
             todo = tasks if round_ == 0 else changed_meanwhile
-            checked = engine.results(todo, cache is not None, scopes.scope) if engine is not None else \
-                _results(guard, todo, workers, cache is not None, scopes.scope)
+            checked = engine.results(todo, cache is not None, scopes.scope, faces_of=faces_of) if engine is not None else \
+                _results(guard, todo, workers, cache is not None, scopes.scope, faces_of)
             results = itertools.chain(ready, checked) if round_ == 0 else checked  # fmt: skip
             again: list[tuple[str, str, str | None]] = []
             for (kind, name, _), result in results:

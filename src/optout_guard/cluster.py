@@ -148,7 +148,12 @@ class Cluster:
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
     def results(
-        self, tasks: list[Task], keep: bool, scope_of: Callable[[str], Scope], batch: int | None = None
+        self,
+        tasks: list[Task],
+        keep: bool,
+        scope_of: Callable[[str], Scope],
+        batch: int | None = None,
+        faces_of: Callable[[str], str | None] | None = None,
     ) -> Iterator[tuple[Task, ScanResult]]:
         """Every task checked on the cluster, in the order they finish (a bounded number of batches
         in flight), with reviewers' decisions applied here. A batch whose worker died is redone by
@@ -156,8 +161,15 @@ class Cluster:
         from distributed import as_completed
 
         batch = batch or BATCH
-        batches = [[(t, keep, scope_of(t[1])) for t in tasks[i : i + batch]] for i in range(0, len(tasks), batch)]
-        pending = iter(batches)
+        faces_of = faces_of or (lambda _name: None)
+
+        def batches() -> Iterator[list[tuple[Task, bool, Scope]]]:
+            # Made as they are sent: a re-check's stored faces are read from the state only then.
+            for i in range(0, len(tasks), batch):
+                yield [((k, p, f if f is not None or k != "recheck" else faces_of(p)), keep, scope_of(p))
+                       for k, p, f in tasks[i : i + batch]]  # fmt: skip
+
+        pending = batches()
         in_flight = max(2, 4 * max(1, self.workers))
         futures = {}
         for items in (b for _, b in zip(range(in_flight), pending, strict=False)):
