@@ -157,6 +157,9 @@ def test_report_is_written_for_people_and_scripts(tmp_path, data_dir):
     assert "Blocked photos" in html and "Hugo_Chavez_0021.jpg" in html and "caf\\xe9 concert.jpg" in html
     assert html.index("Blocked photos") < html.index("Photos to review") < html.index("What changed")  # what matters first
     assert "http://" not in html and "https://" not in html  # nothing external
+    # Paths relative to the library, the full path on hover (issue 18).
+    assert ">2025/" in html or ">2024/" in html or "<code title=" in html
+    assert f"title='{library.resolve()}" in html and f">{library.resolve()}/" not in html
     thumbs = list((report / "thumbs").glob("*.jpg"))
     assert len(thumbs) >= 5 and all(f"thumbs/{t.name}" in html for t in thumbs)
     assert (report / "audit.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads it as UTF-8

@@ -110,7 +110,21 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
 
 
 # ---- the audit report: HTML for people, CSV for spreadsheets, JSON for scripts ---------------------
-def _clips_html(clips: list[dict[str, Any]]) -> str:
+def _short_path(path: str, library: str) -> str:
+    """A path as a reader wants it: relative to the library, the full path on hover (HTML)."""
+    import html
+    import os
+
+    try:
+        short = os.path.relpath(path, library) if library else path
+    except ValueError:
+        short = path
+    if short.startswith(".."):
+        short = path
+    return f"<code title='{html.escape(path, quote=True)}'>{html.escape(short)}</code>"
+
+
+def _clips_html(clips: list[dict[str, Any]], library: str = "") -> str:
     """Every video clip in the library, whatever its verdict (blocked and review ones are also among
     the cards above): a clip is the most-posted kind of media, and none may pass unseen."""
     import html
@@ -119,7 +133,7 @@ def _clips_html(clips: list[dict[str, Any]]) -> str:
         return ""
     rows = "".join(
         f"<tr><td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td>"
-        f"<td><code>{html.escape(c['path'])}</code></td><td>{html.escape('; '.join(c['reasons']))}</td></tr>"
+        f"<td>{_short_path(c['path'], library)}</td><td>{html.escape('; '.join(c['reasons']))}</td></tr>"
         for c in clips
     )
     return (
@@ -182,10 +196,10 @@ def write_audit_report(
             if r.get("scope"):
                 who += f"<br><span class='muted'>checked against the students of {html.escape(r['scope'])}</span>"
             why = "<br>".join(html.escape(x) for x in r["reasons"])
-            path = html.escape(r["path"])
+            path = _short_path(r["path"], library)
             parts.append(
                 f"<article class='card'>{img}<div><span class='tag {verdict}'>{verdict.upper()}</span> "
-                f"<code>{path}</code>{who}<br>{why}<br><span class='muted'>checked {html.escape(r['checked_at'] or '')}</span>"
+                f"{path}{who}<br>{why}<br><span class='muted'>checked {html.escape(r['checked_at'] or '')}</span>"
                 "</div></article>"
             )
         return "<div class='cards'>" + "".join(parts) + "</div>"
@@ -195,11 +209,11 @@ def write_audit_report(
     # that is simply allowed is not news); long lists are folded.
     mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
     changed_rows = "".join(
-        f"<tr><td><code>{html.escape(c['path'])}</code></td><td>{html.escape(str(c['before'] or 'new'))}</td>"
+        f"<tr><td>{_short_path(c['path'], library)}</td><td>{html.escape(str(c['before'] or 'new'))}</td>"
         f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
         for c in mattering[:500]
     )
-    deleted = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in changes["deleted"][:500])
+    deleted = "".join(f"<li>{_short_path(p, library)}</li>" for p in changes["deleted"][:500])
     links = summary.get("links_not_followed") or []
     links_html = ""
     if links:
@@ -235,7 +249,7 @@ from any public place, or replace them.</p>
 <h2>Photos to review</h2>
 <p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
 {cards("review")}
-{_clips_html(clips or [])}
+{_clips_html(clips or [], library)}
 <h2>What changed since the last audit</h2>
 {changes_html}
 {"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
