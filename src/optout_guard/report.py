@@ -217,7 +217,7 @@ def write_audit_report(
     links = summary.get("links_not_followed") or []
     links_html = ""
     if links:
-        items = "".join(f"<li><code>{html.escape(p)}</code></li>" for p in links[:500])
+        items = "".join(f"<li>{_short_path(p, library)}</li>" for p in links[:500])
         links_html = (
             "<h3>Links not followed (not checked)</h3><p class='muted'>The audit never follows links (they can lead "
             "outside the library or loop). Audit their targets as libraries of their own.</p><ul>" + items + "</ul>"
