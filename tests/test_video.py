@@ -200,3 +200,14 @@ def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(
     again = recheck_clip(Guard(ws), library / "assembly.mp4", stored)
     assert set(again.blocked_students) == {"colin", "hugo"}
     assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip
+
+
+def test_an_unexpected_error_inside_a_clip_is_review_not_a_crash(colin_ws, one_second, monkeypatch):
+    import optout_guard.video as video
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a decoder surprise")
+
+    monkeypatch.setattr(video, "_examine", broken)
+    result = Guard(colin_ws).check(one_second)
+    assert result.verdict is Verdict.REVIEW and result.retry and "a decoder surprise" in result.reasons[0]

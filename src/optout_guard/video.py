@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from optout_guard import annotate
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
+from optout_guard.errors import ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import decide_faces, unjudged_decision
 from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, sample_frames, write_blurred_copy
@@ -215,6 +216,13 @@ def check_clip(
             _examine(frame, tracks, live, guard, sha)
     except ClipUnreadable as exc:
         notes.append(f"video clip: {exc}")
+    except ModelUnavailable:
+        raise  # a broken install stops the run (exit 2), as for photos
+    except Exception as exc:
+        log.exception("checking the clip %s failed", path)
+        why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+        return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
+                          seconds=time.perf_counter() - started)  # fmt: skip
     if not frames and not notes:
         notes.append("no frame of the clip could be decoded; a person must watch it")
     if info.duration > settings.max_clip_seconds + every:
@@ -223,7 +231,15 @@ def check_clip(
             f"only the first {minutes:g} minute{'s' if minutes != 1 else ''} of this {format_time(info.duration)} clip "
             "were checked; a person must watch the rest"
         )
-    matches = [_decide(t, guard, scope) for t in tracks]
+    try:
+        matches = [_decide(t, guard, scope) for t in tracks]
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("deciding the tracks of %s failed", path)
+        why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+        return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
+                          seconds=time.perf_counter() - started)  # fmt: skip
     # What reviewers said about this clip's tracks (cards on the desk) counts, as for photos.
     matches, verdict, reasons = guard.with_reviews(matches, tuple(notes), sha)
     if not matches and verdict is Verdict.ALLOW:
@@ -295,8 +311,7 @@ def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guar
     if frame.cut:
         live.clear()  # a new scene: nobody continues across a cut
     live[:] = [t for t in live if frame.time - t.last <= LINK_GAP + 1e-6]
-    for face, track in zip(faces, _link(live, faces), strict=True):
-        i = faces.index(face)
+    for i, (face, track) in enumerate(zip(faces, _link(live, faces), strict=True)):
         if track is None:
             track = _Track()
             tracks.append(track)
