@@ -218,7 +218,7 @@ def check_clip(
         notes.append(f"video clip: {exc}")
     except ModelUnavailable:
         raise  # a broken install stops the run (exit 2), as for photos
-    except Exception as exc:
+    except Exception as exc:  # fail closed: an unexpected error is a review, never an allow
         log.exception("checking the clip %s failed", path)
         why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
         return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
@@ -235,7 +235,7 @@ def check_clip(
         matches = [_decide(t, guard, scope) for t in tracks]
     except ModelUnavailable:
         raise
-    except Exception as exc:
+    except Exception as exc:  # fail closed, as above
         log.exception("deciding the tracks of %s failed", path)
         why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
         return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
@@ -271,7 +271,7 @@ def check_clip(
             redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder)))
         elif redact is not None:
             reasons = (*reasons, "no blurred copy: the clip could not be decoded to the end")
-    except Exception as exc:
+    except Exception as exc:  # a copy that fails is said, never an allow
         log.exception("writing a copy of %s failed", path)
         reasons = (*reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
         if verdict is Verdict.ALLOW:
