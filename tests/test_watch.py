@@ -92,8 +92,13 @@ def test_once_files_every_photo_and_leaves_other_files(lfw_ws, data_dir, tmp_pat
     assert "agenda.docx" in (inbox / NOTE_FILE).read_text()
     note = (inbox / "blocked" / "Hugo_Chavez_0006.jpg.txt").read_text()
     assert "BLOCK" in note and "hugo" in note and "Do not post" in note
+    # Issue 18: which face, in words (colour and place in the marked-up copy), and what to do now.
+    assert "Faces to look at in the marked-up copy:" in note and "red box, in the middle" in note
+    assert "reference photo" not in note  # staff do not have it
     assert (inbox / "blocked" / "Hugo_Chavez_0006.jpg.marked.jpg").is_file()
-    assert "truncated" in (inbox / "review" / "broken.jpg.txt").read_text()
+    broken_note = (inbox / "review" / "broken.jpg.txt").read_text()
+    assert "truncated" in broken_note and "copy it again from the camera or phone" in broken_note
+    assert "Marked-up copy" not in broken_note  # never name a file that was not written
     # Same bytes as before: filing moves, it never rewrites.
     assert (inbox / "blocked" / "Hugo_Chavez_0006.jpg").read_bytes() == hugo[0].read_bytes()
 

@@ -39,7 +39,7 @@ from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.scope import WHOLE_DISTRICT, Scope, folder_scope
-from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
+from optout_guard.types import Box, Decision, ReasonCode, ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
 
@@ -50,11 +50,55 @@ LOCK_FILE = ".optout-guard-watch.lock"
 _IN_PROGRESS = re.compile(r"(\.part|\.partial|\.crdownload|\.download|\.tmp|\.filepart|~)$|^~\$", re.IGNORECASE)
 _WHAT_TO_DO = {
     Verdict.ALLOW: "You may post this photo (as far as the opt-out list is concerned).",
-    Verdict.BLOCK: "Do not post this photo: it shows a student whose family opted out. Use another photo, "
-    "or crop or blur that student (the marked-up copy shows who).",
-    Verdict.REVIEW: "A person needs to look at this photo before it is posted: open the marked-up copy "
-    "(amber boxes) and compare with the student's reference photo, or ask your IT contact.",
+    Verdict.BLOCK: "Do not post this photo: it shows a student whose family opted out. Pick another photo{copy}.",
+    Verdict.REVIEW: "Do not post this photo yet. {choices} A reviewer looks at it on the review desk; when they "
+    "have decided, the photo moves to allowed/ or blocked/ by itself.",
 }
+
+
+def _where(box: Box, size: tuple[int, int] | None) -> str:
+    """Where a face is, in words a person finds in the marked-up copy: "left, near the top"."""
+    if not size:
+        return ""
+    cx, cy = (box.x + box.w / 2) / max(size[0], 1), (box.y + box.h / 2) / max(size[1], 1)
+    across = "on the left" if cx < 1 / 3 else "on the right" if cx > 2 / 3 else "in the middle"
+    down = "near the top" if cy < 1 / 3 else "near the bottom" if cy > 2 / 3 else "halfway down"
+    return f"{across}, {down}"
+
+
+def _what_to_do(result: ScanResult, marked_name: str, postable: str) -> list[str]:
+    """What the person who dropped the photo can do now, in plain words, naming only files that exist."""
+    lines: list[str] = []
+    shown = [m for m in result.faces if m.decision is not Decision.CLEAR]
+    if shown and marked_name:
+        lines.append("Faces to look at in the marked-up copy:")
+        for m in shown:
+            colour = "red box" if m.decision is Decision.BLOCK else "amber box"
+            what = (
+                "an opted-out student" if m.decision is Decision.BLOCK
+                else "looks like an opted-out student" if m.candidates
+                else "could not be checked (too small, blurred, turned or cut off)"
+            )  # fmt: skip
+            where = _where(m.face.box, result.size)
+            lines.append(f"  - {colour}{', ' + where if where else ''}: {what}")
+        lines.append("")
+    if result.verdict is Verdict.BLOCK:
+        copy = f", or post {postable} instead (those faces blurred)" if postable else ", or crop that student out"
+        lines.append(_WHAT_TO_DO[Verdict.BLOCK].format(copy=copy))
+    elif result.verdict is Verdict.REVIEW:
+        if not result.faces and not marked_name:  # the file itself is the problem
+            choices = (
+                "The file could not be checked: copy it again from the camera or phone (it may be incomplete), "
+                "or pick another photo."
+            )
+        elif postable:
+            choices = f"You may post {postable} instead now (every face in question blurred), or pick another photo."
+        else:
+            choices = "Pick another photo if you cannot wait."
+        lines.append(_WHAT_TO_DO[Verdict.REVIEW].format(choices=choices))
+    else:
+        lines.append(_WHAT_TO_DO[Verdict.ALLOW])
+    return lines
 
 
 class AlreadyWatched(OptoutGuardError):
@@ -489,7 +533,7 @@ def _note(name: str, result: ScanResult, marked_name: str, postable: str = "") -
             f"Copy you may post instead, without waiting for a reviewer: {postable} — {len(blurred)} "
             f"face{'s' if len(blurred) != 1 else ''} blurred ({why}); no photo metadata."
         )
-    lines += ["", _WHAT_TO_DO[result.verdict], ""]
+    lines += ["", *_what_to_do(result, marked_name, postable), ""]
     return _text("\n".join(lines))
 
 
