@@ -1152,11 +1152,13 @@ def serve(
         require_accounts(settings.index_file.parent)
     err.print("Loading the face models and the index…")
     desk = Desk(settings, options)
+    desk.guard.require_models()  # now, not on the first photo dropped on the page (a broken install: exit 2)
     _ = desk.guard.index  # a missing or unusable index is reported now, not on the first photo
     if options.check_folders or options.audit_libraries:
         desk.start_import()  # in the background: the page shows its progress and refreshes itself
 
     def ready(url: str) -> None:
+        # Called once the port is bound and listening: the address is printed when it answers.
         local = url.replace("0.0.0.0", "127.0.0.1")
         out.print(f"Review desk running: open [bold]{local}[/] in your browser. Stop it with Ctrl+C.")
         if lan:
