@@ -226,3 +226,24 @@ def test_the_check_folder_can_write_postable_copies(lfw_ws, tmp_path):
         postable.is_file() and "Hugo_Chavez_0013.jpg.postable.jpg" in (inbox / "blocked" / "Hugo_Chavez_0013.jpg.txt").read_text()
     )
     assert guard.check(postable).verdict.value != "block"
+
+
+def test_bookkeeping_is_marked_hidden_on_windows(tmp_path, monkeypatch):
+    """Issue 18: on a Windows share the leading dot does not hide .optout-guard-staging: the hidden
+    attribute is set (checked here against a stand-in for the Windows API)."""
+    import ctypes
+    import os
+    from types import SimpleNamespace
+
+    from optout_guard.fsutil import hide
+
+    assert hide(tmp_path) is False  # elsewhere: the dot already hides it
+    calls: list[tuple[str, int]] = []
+    kernel32 = SimpleNamespace(
+        GetFileAttributesW=lambda path: 0x10,  # a directory
+        SetFileAttributesW=lambda path, attrs: calls.append((path, attrs)) or 1,
+    )
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(ctypes, "windll", SimpleNamespace(kernel32=kernel32), raising=False)
+    assert hide(tmp_path / ".optout-guard-staging") is True
+    assert calls == [(str(tmp_path / ".optout-guard-staging"), 0x12)]  # directory + hidden

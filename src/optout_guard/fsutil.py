@@ -173,3 +173,19 @@ def exclusive(lock_file: Path, what: str, timeout: float = 60.0) -> Iterator[Non
         yield
     finally:
         lock.release()
+
+
+def hide(path: Path | str) -> bool:
+    """Mark bookkeeping files hidden where a leading dot does not (Windows, and so SMB shares seen from
+    Windows): staff browsing the check folder see only what is theirs. True when it was marked."""
+    if os.name != "nt":
+        return False  # the leading dot already hides it
+    import ctypes
+
+    hidden = 0x2  # FILE_ATTRIBUTE_HIDDEN
+    try:
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        current = kernel32.GetFileAttributesW(str(path))
+        return current != -1 and bool(kernel32.SetFileAttributesW(str(path), current | hidden))
+    except (AttributeError, OSError):
+        return False

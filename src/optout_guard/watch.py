@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.errors import OptoutGuardError
-from optout_guard.fsutil import atomic_write, remove_stale_temps, sha256_file
+from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.scope import WHOLE_DISTRICT, Scope, folder_scope
@@ -157,6 +157,7 @@ class CheckFolder:
     def prepare(self) -> None:
         for path in [*self._out_dirs.values(), self.staging]:
             path.mkdir(parents=True, exist_ok=True)
+        hide(self.staging)  # Windows: the dot alone does not hide it
         # Staff who can open the check folder can open its results, whatever the service's umask;
         # staging (originals being checked) is for the service only.
         mode = self.folder.stat().st_mode & 0o777
@@ -486,6 +487,7 @@ def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock
         lock.acquire(timeout=0)
     except Timeout:
         raise AlreadyWatched(f"{folder} is already being watched by another optout-guard watch; stop that one first") from None
+    hide(Path(folder) / LOCK_FILE)
     return lock
 
 
