@@ -37,3 +37,14 @@ def test_help_shows_every_help_string_as_written(path, command):
         if help_text and not getattr(param, "hidden", False):
             assert _flat(help_text) in shown, f"{' '.join(path)} {param.name}: {help_text!r} not shown as written"
     assert "<bool>" not in result.output
+    # Conventions of well-made CLIs (issue 18): "PATHS..." and "--annotate PATH", not Typer 0.29's
+    # "{PATHS}...", "<list[Path]>" or "<path>".
+    usage = result.output.split("\n\n")[0]
+    assert "{" not in usage and "<" not in usage, usage
+    assert "<list[" not in result.output and "<path>" not in result.output and "<text>" not in result.output
+
+
+def test_check_usage_reads_like_other_tools():
+    result = runner.invoke(app, ["check", "--help"], terminal_width=100)
+    assert "Usage: optout-guard check [OPTIONS] PATHS..." in result.output
+    assert "--annotate PATH" in result.output and "--workers INT" in result.output

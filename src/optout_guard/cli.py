@@ -32,6 +32,33 @@ from optout_guard.types import ScanResult, Verdict
 EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
 VERDICT_STYLE = {Verdict.BLOCK: "bold red", Verdict.REVIEW: "bold yellow", Verdict.ALLOW: "green"}
 
+def _conventional_help() -> None:
+    """Help in the conventions of well-made Click/Unix tools: ``PATHS...`` (not Typer 0.29's
+    ``{PATHS}...`` and ``<list[Path]>``), ``--annotate PATH`` (not ``<path>``). Typer has no public
+    hook for this; ``tests/test_help.py`` fails if a Typer upgrade changes what is patched here."""
+    import typer.core as tc
+
+    plain_type = tc._TyperParameter.display_type
+
+    def display_type(self, ctx):  # noqa: ANN001, ANN202
+        label = plain_type(self, ctx)
+        if isinstance(label, str) and label.startswith("<") and label.endswith(">"):
+            label = label[1:-1]
+            label = label[5:-1] if label.startswith("list[") else label
+            return label.upper()
+        return label
+
+    def usage_name(self) -> str:  # noqa: ANN001
+        name = self.display_name_raw.upper()
+        return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+    tc._TyperParameter.display_type = display_type  # type: ignore[method-assign]
+    tc.TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+    tc.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
+
+_conventional_help()
+
 app = typer.Typer(
     name="optout-guard",
     help="Check photos for students on the FERPA directory-information opt-out list. Runs fully offline.",
@@ -283,7 +310,7 @@ def enroll(
     directory: Annotated[
         Optional[Path],
         typer.Argument(
-            metavar="[DIRECTORY]", help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments]."
+            metavar="DIRECTORY", help="Enrollment folder: one sub-folder per student id [default: <workspace>/enrollments]."
         ),
     ] = None,
     rebuild: Annotated[
