@@ -387,3 +387,6 @@ def test_a_new_photo_nobody_can_use_is_said_and_exits_3(tmp_path, samples):
     assert doc["photos_usable"] == 0 and doc["students_whose_new_photos_were_all_rejected"] == ["S1"]
     text = run(ws, "sync", str(tmp_path / "list.txt"), "--format", "ids", "--photos", str(second), "--picture-day", "2026-09-10")
     assert text.exit_code == 0  # nothing new this time: the refused photo is known, not new
+    people = json.loads(run(ws, "people", "--json").stdout)["students"][0]
+    assert people["rejected"] == [{"photo": "2026-09-10_S1.jpg", "reason": "no face found"}]  # which file, and why
+    assert "2026-09-10_S1.jpg: no face found" in run(ws, "people").stdout

@@ -32,6 +32,7 @@ from optout_guard.types import ScanResult, Verdict
 EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
 VERDICT_STYLE = {Verdict.BLOCK: "bold red", Verdict.REVIEW: "bold yellow", Verdict.ALLOW: "green"}
 
+
 def _conventional_help() -> None:
     """Help in the conventions of well-made Click/Unix tools: ``PATHS...`` (not Typer 0.29's
     ``{PATHS}...`` and ``<list[Path]>``), ``--annotate PATH`` (not ``<path>``). Typer has no public
@@ -503,6 +504,12 @@ def people(
                 "section": listed.section if listed else None,
                 "reference_photos": status.reference_photos,
                 "rejected_photos": sum(1 for r in index.rejections if r.student_id == status.student_id),
+                # Which photos the quality gate refused, and why (a person can then give a better one).
+                "rejected": [
+                    {"photo": Path(r.photo).name, "reason": r.reason}
+                    for r in index.rejections
+                    if r.student_id == status.student_id
+                ],
                 "newest_photo": status.newest_photo or None,
                 "protected": status.protected,
                 "stale": status.stale,
@@ -538,7 +545,7 @@ def people(
             escape(row["student_id"]),
             escape(where or "-"),
             str(row["reference_photos"]),
-            str(row["rejected_photos"]),
+            escape("; ".join(f"{x['photo']}: {x['reason']}" for x in row["rejected"]) or "0"),
             row["newest_photo"] or "-",
             status,
             escape(row["protection_from"]),
