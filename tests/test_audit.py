@@ -205,7 +205,14 @@ def test_report_renders_in_a_real_browser_without_network(tmp_path, data_dir):
         loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
         heading = page.inner_text("h1")
         page.screenshot(path=str(report / "screenshot.png"), full_page=True)
+        # The "what changed" table filters in place (no external script): type a file name.
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        shown = "() => [...document.querySelectorAll('#changes tr:not(.folder)')].filter(r => r.style.display !== 'none').length"
+        before = page.evaluate(shown)
+        page.fill("#filter", "Hugo_Chavez_0021")
+        after = page.evaluate(shown)
         b.close()
+    assert before > 3 and after == 2, (before, after)  # the header row and the one photo
     assert "opt-out" in heading
     assert len(loaded) >= 5 and all(loaded)
     assert all(u.startswith("file://") for u in requests), [u for u in requests if not u.startswith("file://")]

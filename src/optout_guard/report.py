@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,33 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}.muted{colo
 .tag{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600;font-size:12px}
 .tag.block{background:#c62828}.tag.review{background:#b26a00}.tag.allow{background:#2e7d32}
 table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;font-size:13px;text-align:left}
+tr.folder td{background:#f0f0f0;font-weight:600}.filter{margin:6px 0 10px;padding:4px 8px;font-size:14px;width:min(420px,100%)}
+@media (max-width:600px){body{margin:10px}.cards{grid-template-columns:1fr}.counts{flex-wrap:wrap}}
+@media print{body{background:#fff;margin:0}.filter{display:none}details>*{display:block}.card{break-inside:avoid}
+.cards{grid-template-columns:repeat(2,1fr)}}
 """
+
+
+# Inline (the report is one file, opened without a network): hides the rows of the changes table
+# that do not contain the text typed.
+_FILTER_SCRIPT = """<script>
+document.getElementById('filter').addEventListener('input', function () {
+  var q = this.value.toLowerCase();
+  document.querySelectorAll('#changes tr:not(:first-child)').forEach(function (row) {
+    row.style.display = !q || row.classList.contains('folder') || row.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
+  });
+});
+</script>"""
+
+
+def _local(timestamp: str | None) -> str:
+    """A stored UTC time stamp in the district's local time, to the minute."""
+    if not timestamp:
+        return ""
+    try:
+        return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return timestamp
 
 
 def write_audit_report(
@@ -199,7 +226,7 @@ def write_audit_report(
             path = _short_path(r["path"], library)
             parts.append(
                 f"<article class='card'>{img}<div><span class='tag {verdict}'>{verdict.upper()}</span> "
-                f"{path}{who}<br>{why}<br><span class='muted'>checked {html.escape(r['checked_at'] or '')}</span>"
+                f"{path}{who}<br>{why}<br><span class='muted'>checked {html.escape(_local(r['checked_at']))}</span>"
                 "</div></article>"
             )
         return "<div class='cards'>" + "".join(parts) + "</div>"
@@ -208,11 +235,19 @@ def write_audit_report(
     # Only the changes that matter to a reader: a photo newly blocked or held, or cleared (a new photo
     # that is simply allowed is not news); long lists are folded.
     mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
-    changed_rows = "".join(
-        f"<tr><td>{_short_path(c['path'], library)}</td><td>{html.escape(str(c['before'] or 'new'))}</td>"
-        f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
-        for c in mattering[:500]
-    )
+    # Grouped by folder (a folder header row each), in path order; a filter box narrows it in place.
+    parts_rows: list[str] = []
+    folder = None
+    for c in sorted(mattering[:500], key=lambda c: c["path"]):
+        here = os.path.dirname(os.path.relpath(c["path"], library)) if library else os.path.dirname(c["path"])
+        if here != folder:
+            folder = here
+            parts_rows.append(f"<tr class='folder'><td colspan='3'>{html.escape(here or '(top folder)')}</td></tr>")
+        parts_rows.append(
+            f"<tr><td>{_short_path(c['path'], library)}</td><td>{html.escape(str(c['before'] or 'new'))}</td>"
+            f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
+        )
+    changed_rows = "".join(parts_rows)
     deleted = "".join(f"<li>{_short_path(p, library)}</li>" for p in changes["deleted"][:500])
     links = summary.get("links_not_followed") or []
     links_html = ""
@@ -225,7 +260,11 @@ def write_audit_report(
     decisions_html = _decisions_html(decisions or [], {r.get("sha256"): r["path"] for r in rows})
     changes_html = "<p class='muted'>No verdict changed.</p>"
     if changed_rows:
-        changes_html = "<table><tr><th>Photo</th><th>Was</th><th>Now</th></tr>" + changed_rows + "</table>"
+        changes_html = (
+            "<input class='filter' id='filter' type='search' placeholder='Filter: a folder, a file name, block…' "
+            "aria-label='Filter the changes'><table id='changes'><tr><th>Photo</th><th>Was</th><th>Now</th></tr>"
+            + changed_rows + "</table>" + _FILTER_SCRIPT
+        )
         if len(mattering) > 20:
             changes_html = f"<details><summary>{len(mattering)} photos changed verdict</summary>{changes_html}</details>"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
