@@ -48,7 +48,7 @@ def marked_copy_name(image: LoadedImage, page: int, pages_with_faces: int) -> st
     return f"{stem}.{image.sha256[:8]}{suffix}.jpg"
 
 
-def render_page(image: LoadedImage, page: int, matches: list[FaceMatch]) -> Image.Image:
+def render_page(image: LoadedImage, page: int, matches: list[FaceMatch], labels: bool = True) -> Image.Image:
     canvas = Image.fromarray(image.pages[page])
     shrink = min(1.0, MAX_SIDE / max(canvas.size))
     if shrink < 1.0:
@@ -63,7 +63,7 @@ def render_page(image: LoadedImage, page: int, matches: list[FaceMatch]) -> Imag
         box = match.face.box.scaled(factor)
         colour = COLOURS[match.decision]
         draw.rectangle([box.x, box.y, box.right, box.bottom], outline=colour, width=line)
-        label = label_for(match)
+        label = label_for(match) if labels else ""
         if label:
             left, top, right, bottom = draw.textbbox((box.x, box.y), label, font=font)
             y = box.y - (bottom - top) - 2 * line if box.y > (bottom - top) + 2 * line else box.bottom + line
@@ -93,10 +93,11 @@ def save_jpeg(canvas: Image.Image, target: Path, mode: int = 0o644) -> Path:
     return atomic_write(target, buffer.getvalue(), mode=mode, prefix=".copy-")
 
 
-def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, width: int = 360) -> Path:
-    """A small marked-up JPEG (for reports): the first page with faces, boxes drawn, no metadata."""
+def write_thumbnail(image: LoadedImage, matches: list[FaceMatch], path: Path, width: int = 360, labels: bool = False) -> Path:
+    """A marked-up JPEG for reports: the first page with faces, boxes drawn, no metadata. Small ones
+    carry no labels (on a crowd they would cover the faces); the large copy they link to does."""
     page = min((m.face.page for m in matches), default=0)
-    canvas = render_page(image, page, matches)
+    canvas = render_page(image, page, matches, labels=labels)
     canvas.thumbnail((width, width * 2), Image.Resampling.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_jpeg(canvas, path, mode=0o600)  # report thumbnails show children: private

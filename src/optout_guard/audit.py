@@ -690,8 +690,9 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
                 sheet = stored_contact_sheet(row["fs_path"], [f for f in row["faces"] if "track" in f])
             except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
                 return False
-            sheet.thumbnail((360, 720), Image.Resampling.LANCZOS)
             out.parent.mkdir(parents=True, exist_ok=True)
+            save_jpeg(sheet, large_of(out), mode=0o600)
+            sheet.thumbnail((360, 720), Image.Resampling.LANCZOS)
             save_jpeg(sheet, out, mode=0o600)
             return True
         try:
@@ -705,8 +706,14 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
             matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or "", code))
         try:
             write_thumbnail(image, matches, out)
+            write_thumbnail(image, matches, large_of(out), width=1600, labels=True)  # what the thumbnail links to
         except OSError:
             return False
         return True
 
     return draw
+
+
+def large_of(thumbnail: Path) -> Path:
+    """The labelled, larger marked-up copy a report thumbnail links to."""
+    return thumbnail.with_name(thumbnail.stem + ".large.jpg")

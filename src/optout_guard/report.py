@@ -218,7 +218,12 @@ def write_audit_report(
         parts = []
         for r in items:
             students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
-            img = f"<img src='{html.escape(r['thumbnail'])}' alt='marked-up photo' loading='lazy'>" if r["thumbnail"] else ""
+            img = ""
+            if r["thumbnail"]:
+                img = f"<img src='{html.escape(r['thumbnail'])}' alt='marked-up photo' loading='lazy'>"
+                large = r["thumbnail"][: -len(".jpg")] + ".large.jpg"
+                if (out_dir / large).exists():  # the labelled marked-up copy, full size
+                    img = f"<a href='{html.escape(large)}' title='open the marked-up copy'>{img}</a>"
             who = f"<br>Students: <b>{html.escape(', '.join(students))}</b>" if students else ""
             if r.get("scope"):
                 who += f"<br><span class='muted'>checked against the students of {html.escape(r['scope'])}</span>"
