@@ -254,3 +254,15 @@ def test_opt_in_embedding_cache_gives_the_same_verdicts_and_is_removed_when_off(
 
     run_audit(library, cached)  # the cache was not asked for this time: it is deleted
     assert not cache.exists()
+
+
+def test_cluster_without_dask_installed_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from optout_guard.audit import _cluster_engine
+    from optout_guard.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the [cluster] extra were not installed
+    monkeypatch.delitem(sys.modules, "optout_guard.cluster", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'optout-guard\[cluster\]'"):
+        _cluster_engine()

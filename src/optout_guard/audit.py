@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.errors import OptoutGuardError
+from optout_guard.errors import ConfigError, OptoutGuardError
 from optout_guard.fsutil import open_private_db, sha256_with_identity, utc_now
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, run_in_workers
@@ -412,9 +412,7 @@ def run_audit(
             pass  # the cache was turned off: its biometric data goes with it
         scopes = LibraryScopes(library, settings, guard, gallery)
         if cluster:
-            from optout_guard.cluster import Cluster  # Dask is imported only here
-
-            engine = Cluster(cluster, settings, guard)
+            engine = _cluster_engine()(cluster, settings, guard)  # Dask is imported only here
             logging.getLogger(__name__).info("audit on the Dask cluster %s: %d workers", cluster, engine.workers)
         summary = _audit(
             library, settings, guard, scopes, _connect(path), workers, progress, cache, accept_deletions, recheck_all, engine
@@ -712,6 +710,18 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
         return True
 
     return draw
+
+
+def _cluster_engine() -> Any:
+    """optout_guard.cluster.Cluster, or a set-up error saying how to install Dask."""
+    try:
+        from optout_guard.cluster import Cluster
+    except ImportError as exc:
+        raise ConfigError(
+            f"--cluster needs Dask distributed ({exc.name or exc} is not installed): pip install 'optout-guard[cluster]' "
+            "here and on every worker (the same version)"
+        ) from None
+    return Cluster
 
 
 def large_of(thumbnail: Path) -> Path:

@@ -1127,9 +1127,7 @@ def scheduler(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8786,
 ) -> None:
     """Run the Dask scheduler for `audit --cluster` (hardened: no dashboard; TLS with OPTOUT_GUARD_TLS_*)."""
-    from optout_guard.cluster import serve
-
-    serve("scheduler", host, port)
+    _cluster_serve()("scheduler", host, port)
 
 
 @app.command()
@@ -1140,9 +1138,17 @@ def worker(
     ],
 ) -> None:
     """Run a Dask worker for `audit --cluster` (install the same optout-guard here; the index key too)."""
-    from optout_guard.cluster import serve
+    _cluster_serve()("worker", scheduler_address)
 
-    serve("worker", scheduler_address)
+
+def _cluster_serve():  # noqa: ANN202 - optout_guard.cluster.serve
+    try:
+        from optout_guard.cluster import serve
+    except ImportError as exc:
+        why = f"Dask distributed is not installed ({exc}): pip install 'optout-guard[cluster]'"
+        err.print(f"[bold red]error:[/] {escape(why)}")
+        raise typer.Exit(EXIT_USAGE) from None
+    return serve
 
 
 # ---- review desk ---------------------------------------------------------------------------------
