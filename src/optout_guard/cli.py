@@ -527,28 +527,30 @@ def people(
     for col in (*columns, "On the list through", "Cohort"):
         table.add_column(col)
     for row in rows:
-        if not row["protected"]:
-            status = "[bold red]NOT PROTECTED[/]"
-        elif row["stale"]:
-            status = "[yellow]protected, photo over a year old[/]"
+        r: dict[str, Any] = row  # one student's row (the JSON above), for the table
+        if not r["protected"]:
+            state = "[bold red]NOT PROTECTED[/]"
+        elif r["stale"]:
+            state = "[yellow]protected, photo over a year old[/]"
         else:
-            status = "[green]protected[/]"
+            state = "[green]protected[/]"
         if index.cohort is None or not settings.cohort:
             cohort = "-"
-        elif row["hub_penalty"] is None:
+        elif r["hub_penalty"] is None:
             cohort = "[yellow]not in the last cohort (penalty 0)[/]"
         else:
-            cohort = f"penalty {row['hub_penalty']:.3f}" if row["hub_penalty"] else "no penalty"
-        grade = f"grade {row['grade']}" if row["grade"] else ""
-        where = ", ".join(x for x in (row["school"], grade, row["section"]) if x)
+            cohort = f"penalty {r['hub_penalty']:.3f}" if r["hub_penalty"] else "no penalty"
+        grade = f"grade {r['grade']}" if r["grade"] else ""
+        where = ", ".join(x for x in (r["school"], grade, r["section"]) if x)
+        refused = "; ".join(f"{x['photo']}: {x['reason']}" for x in r["rejected"])
         table.add_row(
-            escape(row["student_id"]),
+            escape(str(r["student_id"])),
             escape(where or "-"),
-            str(row["reference_photos"]),
-            escape("; ".join(f"{x['photo']}: {x['reason']}" for x in row["rejected"]) or "0"),
-            row["newest_photo"] or "-",
-            status,
-            escape(row["protection_from"]),
+            str(r["reference_photos"]),
+            escape(refused or "0"),
+            str(r["newest_photo"] or "-"),
+            state,
+            escape(str(r["protection_from"])),
             cohort,
         )
     out.print(table)

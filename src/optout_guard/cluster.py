@@ -93,7 +93,7 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
     from optout_guard.audit import _audit_task
 
     plugin = get_worker().plugins[PLUGIN]
-    guard = plugin.guard
+    guard = getattr(plugin, "guard", None)  # a GuardPlugin (set up when the worker started)
     out = []
     for task, keep, scope in tasks:
         kind, path, faces = task
