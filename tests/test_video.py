@@ -69,6 +69,8 @@ def test_one_second_of_an_enrolled_student_blocks_with_its_time(colin_ws, one_se
     others = [t for t in clip["tracks"] if t["decision"] != "block"]
     assert others and all(t["student_id"] != "colin" for t in others)
     assert Path(clip["annotated"]).is_file()  # the contact sheet
+    table = runner.invoke(app, ["--workspace", str(colin_ws.workspace), "check", str(one_second)])
+    assert "0 photos and 1 video clip: 1 blocked" in table.stdout and "0:08" in table.stdout
 
 
 def test_a_clip_of_strangers_is_not_blocked(colin_ws, tmp_path):

@@ -270,8 +270,12 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
         )
     out.print(table)
     counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
+    clips = sum(r.clip is not None for r in results)
+    what = f"{len(results)} photos"
+    if clips:
+        what = f"{len(results) - clips} photos and {clips} video clip{'s' if clips > 1 else ''}"
     out.print(
-        f"{len(results)} photos: [red]{counts[Verdict.BLOCK]} blocked[/], [yellow]{counts[Verdict.REVIEW]} to review[/], "
+        f"{what}: [red]{counts[Verdict.BLOCK]} blocked[/], [yellow]{counts[Verdict.REVIEW]} to review[/], "
         f"[green]{counts[Verdict.ALLOW]} allowed[/]" + (f"; {len(skipped)} files skipped (not images)" if skipped else "")
     )
     for path, why in skipped:
