@@ -197,7 +197,8 @@ class Guard:
         """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``),
         with what reviewers already said about the faces of this photo (``sha256``) applied."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
-        vectors = np.stack([embeddings[i] for i in judged]) if judged else None
+        judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
+        vectors = np.stack(judged_vectors) if judged_vectors else None
         found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
         matches = [

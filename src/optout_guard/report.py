@@ -50,7 +50,7 @@ def _thresholds(match: FaceMatch) -> dict[str, Any] | None:
 
 
 def result_to_dict(result: ScanResult) -> dict[str, Any]:
-    doc = {
+    doc: dict[str, Any] = {
         "path": result.path,
         "kind": result.kind,  # "photo" or "clip"
         "verdict": result.verdict.value,
