@@ -4,6 +4,7 @@ no Dask at all without --cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -160,37 +161,11 @@ def test_nothing_listens_beyond_localhost_and_audit_without_cluster_never_import
     lib = library(tmp_path / "lib", 4)
     # A real scheduler and worker, as an IT person starts them (here without TLS, on 127.0.0.1).
     env = {**os.environ, "OPTOUT_GUARD_INDEX_KEY": key, "PYTHONUNBUFFERED": "1"}
-    exe = [sys.executable, "-c", "from optout_guard.cli import run; run()"]
-    scheduler = subprocess.Popen([*exe, "scheduler", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
-    address = None
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in scheduler.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    worker = None
-    try:
-        deadline = time.monotonic() + 60
-        while address is None and time.monotonic() < deadline:
-            address = next((ln.split("at:")[-1].strip() for ln in lines if "Scheduler at:" in ln), None)
-            time.sleep(0.2)
-        assert address and address.startswith("tcp://127.0.0.1:"), lines
-        worker = subprocess.Popen([*exe, "worker", "--scheduler", address], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(3)
+    with real_cluster(env, "tcp") as (address, scheduler, worker):
         result = CliRunner().invoke(app, ["--workspace", str(encrypted_ws.workspace), "audit", str(lib), "--cluster", address])
         assert result.exit_code in (1, 3), result.output
         listening = _listening(scheduler.pid) + _listening(worker.pid)
         assert listening and all(ip in ("127.0.0.1", "::1") for ip, _ in listening), listening
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
     code = (
         "import sys, json; from pathlib import Path; from optout_guard.audit import run_audit; "
         "from optout_guard.config import load_settings; "
@@ -200,6 +175,35 @@ def test_nothing_listens_beyond_localhost_and_audit_without_cluster_never_import
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@contextlib.contextmanager
+def real_cluster(env: dict[str, str], scheme: str):
+    """A real `optout-guard scheduler` and one `worker` as subprocesses on 127.0.0.1, as an IT person
+    starts them: yields (address, scheduler process, worker process); both stopped afterwards."""
+    exe = [sys.executable, "-c", "from optout_guard.cli import run; run()"]
+    scheduler = subprocess.Popen([*exe, "scheduler", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(scheduler.stderr), daemon=True).start()  # type: ignore[arg-type]
+    worker = None
+    try:
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            address = next((ln.split("at:")[-1].strip() for ln in list(lines) if "Scheduler at:" in ln), None)
+            time.sleep(0.2)
+        assert address and address.startswith(f"{scheme}://127.0.0.1:"), lines
+        worker = subprocess.Popen([*exe, "worker", "--scheduler", address], env=env, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        yield address, scheduler, worker
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
@@ -305,20 +309,7 @@ def test_over_tls_only_holders_of_a_district_certificate_get_in(encrypted_ws, tm
         "OPTOUT_GUARD_TLS_KEY": str(pki["key"]),
     }
     env = {**os.environ, "OPTOUT_GUARD_INDEX_KEY": key, "PYTHONUNBUFFERED": "1", **tls}
-    exe = [sys.executable, "-c", "from optout_guard.cli import run; run()"]
-    scheduler = subprocess.Popen([*exe, "scheduler", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(scheduler.stderr), daemon=True).start()  # type: ignore[arg-type]
-    worker = None
-    try:
-        address = None
-        deadline = time.monotonic() + 60
-        while address is None and time.monotonic() < deadline:
-            address = next((ln.split("at:")[-1].strip() for ln in list(lines) if "Scheduler at:" in ln), None)
-            time.sleep(0.2)
-        assert address and address.startswith("tls://127.0.0.1:"), lines
-        worker = subprocess.Popen([*exe, "worker", "--scheduler", address], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(3)
+    with real_cluster(env, "tls") as (address, _scheduler, _worker):
         lib = library(tmp_path / "lib", 6)
         for name, value in tls.items():
             os.environ[name] = value
@@ -338,11 +329,3 @@ def test_over_tls_only_holders_of_a_district_certificate_get_in(encrypted_ws, tm
             # (Without a certificate Dask will not even start a TLS connection: TypeError.)
             with pytest.raises((OSError, TimeoutError, ValueError, TypeError)):
                 Client(attempt, security=security, timeout=5).close()
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
