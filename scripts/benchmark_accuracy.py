@@ -41,7 +41,7 @@ from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
 from optout_guard.errors import ImageRejected
 from optout_guard.images import load_image
-from optout_guard.matching import mean_templates, pairwise_distances, student_distances
+from optout_guard.matching import blocks_alone, mean_templates, pairwise_distances, student_distances
 from optout_guard.models import get_models, model_files_fingerprint
 from optout_guard.types import Box, Face
 
@@ -402,15 +402,16 @@ def main() -> None:
         mated_d = np.where((best == truth) & as_shipped[m_rows], dist, np.inf)  # no judged face: missed
         _, nd, n_second = search(vectors[nonmated_rows], gallery, owner, len(enrolled), fusion, cohort)
         nonmated_d = np.where(as_shipped[nonmated_rows], nd, np.inf)  # no face: no alert
-        # The product's per-face decision (matching.decide_faces for a one-face photo): block when
-        # the closest is within block and no second student within review (siblings rule), review
-        # when anyone is within review, else clear. Mated: a block counts only for the right person.
-        t_block, t_review = shipped.block_distance, shipped.review_distance
-        m_block = np.isfinite(mated_d) & (mated_d <= t_block) & (second > t_review)
+        # The product's per-face decision (matching.blocks_alone, the rule of decide_faces for a
+        # one-face photo): block when the closest is within block and no other student within review
+        # is less than the look-alike margin further (siblings rule), review when anyone is within
+        # review, else clear. Mated: a block counts only for the right person.
+        t_block, t_review, margin = shipped.block_distance, shipped.review_distance, shipped.lookalike_margin
+        m_block = np.isfinite(mated_d) & blocks_alone(mated_d, second, t_block, t_review, margin)
         m_block_without_rule = np.isfinite(mated_d) & (mated_d <= t_block)
-        m_wrong = (best != truth) & as_shipped[m_rows] & (dist <= t_block) & (second > t_review)  # blocked, as another student
+        m_wrong = (best != truth) & as_shipped[m_rows] & blocks_alone(dist, second, t_block, t_review, margin)  # as another
         m_review = ~m_block & ~m_wrong & as_shipped[m_rows] & (dist <= t_review)
-        n_block = (nonmated_d <= t_block) & (n_second > t_review)
+        n_block = blocks_alone(nonmated_d, n_second, t_block, t_review, margin)
         n_review = ~n_block & (nonmated_d <= t_review)
         product = {
             "mated_blocked": round(float(np.mean(m_block)), 4),
@@ -562,13 +563,16 @@ def main() -> None:
     # ---- 3. the rule ------------------------------------------------------------------------
     # Review: the smallest distance at which at most 2% of photos of enrolled people are missed.
     # Block: the largest distance (0.01 steps) at which, with that review distance and the
-    # siblings rule (matching.decide_faces), at most 0.1% of never-enrolled faces are blocked.
+    # siblings rule with its look-alike margin (matching.blocks_alone), at most 0.1% of
+    # never-enrolled faces are blocked.
     md, nd = curves[SHIPPED]
     m2, n2 = seconds[SHIPPED]
-    block_at, review_at = rule_thresholds(md, nd, n2)  # the same function as optout-guard calibrate
+    margin = shipped.lookalike_margin
+    block_at, review_at = rule_thresholds(md, nd, n2, margin=margin)  # the same function as optout-guard calibrate
     review_t = review_at if review_at is not None else shipped.review_distance
     block_t = block_at if block_at is not None else 0.0
-    mb = np.isfinite(md) & (md <= block_t) & (m2 > review_t)
+    mb = np.isfinite(md) & blocks_alone(md, m2, block_t, review_t, margin)
+    nb = blocks_alone(nd, n2, block_t, review_t, margin)
     rule = {
         "rule": f"review down to FNIR <= {REVIEW_FNIR:.0%}; block where the product's rule falsely blocks <= {BLOCK_FPIR:.1%} "
         f"of never-enrolled faces ({SHIPPED}, {len(enrolled)} enrolled)",
@@ -579,10 +583,8 @@ def main() -> None:
         "product_at_rule": {
             "enrolled_blocked": round(float(np.mean(mb)), 4),
             "enrolled_missed": round(float(np.mean(md > review_t)), 4),
-            "never_enrolled_blocked": round(float(np.mean((nd <= block_t) & (n2 > review_t))), 4),
-            "never_enrolled_held_for_review": round(
-                float(np.mean(nd <= review_t) - np.mean((nd <= block_t) & (n2 > review_t))), 4
-            ),
+            "never_enrolled_blocked": round(float(np.mean(nb)), 4),
+            "never_enrolled_held_for_review": round(float(np.mean((nd <= review_t) & ~nb)), 4),
         },
     }
     print(f"\n3. Rule: {rule['rule']}: block <= {block_t}, review <= {review_t}")
@@ -599,8 +601,8 @@ def main() -> None:
         label = f"3 photos, {size} enrolled"
         figures, smd, snd = run(label, 3, "min+mean", averaged, mated_same, nonmated, people=people)
         sm2, sn2 = seconds[label]
-        blocked = np.isfinite(smd) & (smd <= block_t) & (sm2 > review_t)
-        false_block = (snd <= block_t) & (sn2 > review_t)
+        blocked = np.isfinite(smd) & blocks_alone(smd, sm2, block_t, review_t, margin)
+        false_block = blocks_alone(snd, sn2, block_t, review_t, margin)
         row = {
             "enrolled": size,
             "mated_probes": figures["mated_probes"],

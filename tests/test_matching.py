@@ -155,3 +155,17 @@ def test_index_search_ranks_students_and_handles_empty_gallery():
     assert found[1][0].student_id == "s0"
     assert found[0][0].distance == pytest.approx(0.0, abs=1e-5)
     assert len(found[0]) == 3 and found[0][1].distance <= found[0][2].distance
+
+
+def test_the_vectorised_rule_of_benchmarks_and_calibrate_agrees_with_decide_faces():
+    from optout_guard.matching import blocks_alone
+
+    rng = np.random.default_rng(3)
+    nearest = rng.uniform(0.2, 0.6, 2000)
+    second = nearest + rng.uniform(0.0, 0.3, 2000)
+    vector = blocks_alone(nearest, second, SETTINGS.block_distance, SETTINGS.review_distance, SETTINGS.lookalike_margin)
+    one_by_one = [
+        decide_one((Candidate("a", float(n)), Candidate("b", float(s)))).decision is Decision.BLOCK
+        for n, s in zip(nearest, second, strict=True)
+    ]
+    assert vector.tolist() == one_by_one and 0 < sum(one_by_one) < len(one_by_one)

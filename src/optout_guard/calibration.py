@@ -23,7 +23,7 @@ import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.index import FaceIndex
-from optout_guard.matching import mean_templates, pairwise_distances, student_distances
+from optout_guard.matching import blocks_alone, mean_templates, pairwise_distances, student_distances
 
 # Below this many students with 2+ photos the rates are too coarse to set thresholds from: with
 # 30 students and 2 photos each there are 60 probes, so one false alert moves FPIR by 1.7%.
@@ -38,7 +38,11 @@ MIN_REVIEW_BAND = 0.03  # suggestions keep review at least this far beyond block
 
 
 def rule_thresholds(
-    mated: np.ndarray, nonmated: np.ndarray, nonmated_second: np.ndarray, step: float = 0.01
+    mated: np.ndarray,
+    nonmated: np.ndarray,
+    nonmated_second: np.ndarray,
+    step: float = 0.01,
+    margin: float = Settings().lookalike_margin,
 ) -> tuple[float | None, float | None]:
     """(block, review) by the rule. Review: the smallest distance (rounded up to ``step``) at
     which at most FNIR_TARGET of the mated probes are missed. Block: the largest distance (in
@@ -51,7 +55,7 @@ def rule_thresholds(
     review = math.ceil(found / step - 1e-9) * step
     block = None
     for t in np.arange(step, review + 1e-9, step):
-        if np.mean((nonmated <= t) & (nonmated_second > review)) <= FPIR_TARGET:
+        if np.mean(blocks_alone(nonmated, nonmated_second, t, review, margin)) <= FPIR_TARGET:
             block = round(float(t), 4)
     return block, round(review, 4)
 
@@ -155,7 +159,7 @@ def calibrate(index: FaceIndex, settings: Settings) -> Calibration:
     for name, t in (("block_distance", settings.block_distance), ("review_distance", settings.review_distance)):
         fnir, fpir = result.rates(t)
         result.current[name] = {"threshold": t, "fnir": round(fnir, 4), "fpir": round(fpir, 4)}
-    block, review = rule_thresholds(result.mated, result.nonmated, result.nonmated_second)
+    block, review = rule_thresholds(result.mated, result.nonmated, result.nonmated_second, margin=settings.lookalike_margin)
     if review is None:
         result.warnings.append(
             f"another student comes closer than the right one for more than {FNIR_TARGET:.0%} of the probes: "

@@ -69,6 +69,14 @@ def limits_of(candidate: Candidate, settings: Settings) -> Limits:
     return candidate.limits or Limits(settings.block_distance, settings.review_distance)
 
 
+def blocks_alone(nearest: np.ndarray, second: np.ndarray, block: float, review: float, margin: float) -> np.ndarray:
+    """Vectorised: would a one-face photo block, given each probe's distance to its closest and
+    second-closest student? The rule of :func:`decide_faces` (closest within block, and any other
+    student within review at least ``margin`` further), for benchmarks and ``calibrate``."""
+    nearest, second = np.asarray(nearest, float), np.asarray(second, float)
+    return (nearest <= block) & ((second > review) | (second >= nearest + margin))
+
+
 def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], settings: Settings) -> list[FaceMatch]:
     """Block / review / clear for every embedded face of one photo, from its closest students.
 
