@@ -259,7 +259,7 @@ def test_opt_in_embedding_cache_gives_the_same_verdicts_and_is_removed_when_off(
 def test_cluster_without_dask_installed_says_how_to_install_it(monkeypatch):
     import sys
 
-    from optout_guard.audit import _cluster_engine
+    from optout_guard.audit.run import _cluster_engine
     from optout_guard.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the [cluster] extra were not installed

@@ -941,8 +941,8 @@ def audit(
         rechecked=summary.rechecked,
         unchanged=summary.unchanged,
         moved=summary.moved,
-        deleted=len(summary.deleted),
-        verdicts_changed=len(summary.changed),
+        deleted=summary.deleted_count,
+        verdicts_changed=summary.changed_count,
         totals=totals,
         embedding_cache=embedding_cache,
         cluster=cluster or "",
@@ -950,13 +950,18 @@ def audit(
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
-        f"{len(summary.deleted)} deleted, {summary.not_images} other files; {summary.clips} of the photos are video "
+        f"{summary.deleted_count} deleted, {summary.not_images} other files; {summary.clips} of the photos are video "
         f"clips; {summary.seconds:.1f} s" + (_on_cluster(summary) if summary.cluster_workers else ".")
     )
     if summary.links_not_followed:
         err.print(
             f"[yellow]{len(summary.links_not_followed)} links were not followed (not checked); "
             "audit their targets on their own:[/] " + escape(", ".join(summary.links_not_followed[:10]))
+        )
+    if summary.unreadable_folders:
+        err.print(
+            f"[yellow]{len(summary.unreadable_folders)} folders could not be read (permissions?); what the last audits "
+            "found in them is kept as it was until they can be read:[/] " + escape(", ".join(summary.unreadable_folders[:10]))
         )
     out.print(f"Library now: [red]{totals.get('block', 0)} blocked[/], [yellow]{totals.get('review', 0)} to review[/], "
               f"[green]{totals.get('allow', 0)} allowed[/].")  # fmt: skip

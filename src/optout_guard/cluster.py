@@ -18,8 +18,9 @@ and info pages would serve logs and call stacks with photo paths, unauthenticate
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
     """Runs on a worker: check a batch with the worker's Guard (loaded once by GuardPlugin)."""
     from distributed import get_worker
 
-    from optout_guard.audit import _audit_task
+    from optout_guard.audit.run import _audit_task
 
     plugin = get_worker().plugins[PLUGIN]
     guard = getattr(plugin, "guard", None)  # a GuardPlugin (set up when the worker started)
@@ -149,7 +150,7 @@ class Cluster:
 
     def results(
         self,
-        tasks: list[Task],
+        tasks: Iterable[Task],
         keep: bool,
         scope_of: Callable[[str], Scope],
         batch: int | None = None,
@@ -165,9 +166,10 @@ class Cluster:
 
         def batches() -> Iterator[list[tuple[Task, bool, Scope]]]:
             # Made as they are sent: a re-check's stored faces are read from the state only then.
-            for i in range(0, len(tasks), batch):
+            it = iter(tasks)
+            while chunk := list(itertools.islice(it, batch)):
                 yield [((k, p, f if f is not None or k != "recheck" else faces_of(p)), keep, scope_of(p))
-                       for k, p, f in tasks[i : i + batch]]  # fmt: skip
+                       for k, p, f in chunk]  # fmt: skip
 
         pending = batches()
         in_flight = max(2, 4 * max(1, self.workers))

@@ -66,6 +66,9 @@ class Settings:
     max_pages: int = 50
     # Processes for checking folders; 0 = one per CPU core. Small batches always use one.
     workers: int = 0
+    # Threads listing the audit's library, one top-level folder each (a network share answers every
+    # directory read after a round trip; measured in scripts/benchmark_listing.py).
+    listing_threads: int = 8
     # False = detection-only mode: no face templates at all, every face found is flagged for a
     # person (and blurred in --redact copies). For states that restrict facial recognition.
     recognition: bool = True
@@ -146,6 +149,7 @@ class Settings:
 # many true faces 0.5–0.8) and would allow photos of students without a word.
 RANGES: dict[str, tuple[float, float]] = {
     "block_distance": (0.05, 1.5),
+    "listing_threads": (1, 64),
     "review_distance": (0.05, 1.5),
     "lookalike_margin": (0.0, 1.5),
     "cohort_review_share": (0.01, 0.5),

@@ -240,6 +240,7 @@ def write_audit_report(
     # Only the changes that matter to a reader: a photo newly blocked or held, or cleared (a new photo
     # that is simply allowed is not news); long lists are folded.
     mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
+    mattering_count = changes.get("changed_count", len(mattering))  # the list is the first LISTED_CHANGES
     # Grouped by folder (a folder header row each), in path order; a filter box narrows it in place.
     parts_rows: list[str] = []
     folder = None
@@ -262,6 +263,13 @@ def write_audit_report(
             "<h3>Links not followed (not checked)</h3><p class='muted'>The audit never follows links (they can lead "
             "outside the library or loop). Audit their targets as libraries of their own.</p><ul>" + items + "</ul>"
         )
+    unreadable = summary.get("unreadable_folders") or []
+    if unreadable:
+        items = "".join(f"<li>{_short_path(p, library)}</li>" for p in unreadable[:500])
+        links_html += (
+            "<h3>Folders that could not be read</h3><p class='muted'>Their photos were not checked in this run; "
+            "what earlier audits found in them is kept. Give the audit's account read access.</p><ul>" + items + "</ul>"
+        )
     decisions_html = _decisions_html(decisions or [], {r.get("sha256"): r["path"] for r in rows})
     changes_html = "<p class='muted'>No verdict changed.</p>"
     if changed_rows:
@@ -270,8 +278,11 @@ def write_audit_report(
             "aria-label='Filter the changes'><table id='changes'><tr><th>Photo</th><th>Was</th><th>Now</th></tr>"
             + changed_rows + "</table>" + _FILTER_SCRIPT
         )
-        if len(mattering) > 20:
-            changes_html = f"<details><summary>{len(mattering)} photos changed verdict</summary>{changes_html}</details>"
+        if mattering_count > len(mattering[:500]):
+            listed = len(mattering[:500])
+            changes_html += f"<p class='muted'>The first {listed} of {mattering_count} are listed, in path order.</p>"
+        if mattering_count > 20:
+            changes_html = f"<details><summary>{mattering_count} photos changed verdict</summary>{changes_html}</details>"
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>Photo library audit</title>
 <style>{_CSS}</style></head><body>
@@ -285,7 +296,7 @@ def write_audit_report(
 </div>
 <p class="muted">This run: {summary.get("checked", 0)} photos checked, {summary.get("rechecked", 0)} re-checked against
 changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("moved", 0)} moved,
-{len(changes["deleted"])} deleted; {summary.get("seconds", 0):.0f} s.</p>
+{summary.get("deleted_count", len(changes["deleted"]))} deleted; {summary.get("seconds", 0):.0f} s.</p>
 <h2>Blocked photos</h2>
 <p class="muted">These show a student whose family opted out of directory information. Take them down
 from any public place, or replace them.</p>

@@ -1,0 +1,418 @@
+"""The library audit: incremental, resumable, and safe to kill at any moment.
+
+One run, top to bottom: list the library (``listing``), work out what to do against the stored
+state (``plan``: unchanged photos skipped, a changed gallery decided again from stored faces, new
+or changed photos checked, moved ones recognised, deleted ones reported), check what is left in
+this machine's process pool or on a Dask cluster, and commit results as they arrive (``state``).
+A killed audit resumes where it stopped and ends with the same results as an uninterrupted one;
+two audits of one library at once are refused (an OS lock). Nothing proportional to the size of
+the library is held in memory: the listing and the plan live in temporary SQLite tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optout_guard.audit.listing import Passed, display_path, list_library
+from optout_guard.audit.plan import LibraryLooksUnmounted, plan_run, todo_pages
+from optout_guard.audit.state import (
+    UPSERT,
+    EmbeddingCache,
+    cache_path,
+    connect,
+    delete_cache,
+    faces_from_json,
+    faces_json,
+    state_path,
+)
+from optout_guard.config import Settings
+from optout_guard.errors import ConfigError, OptoutGuardError
+from optout_guard.fsutil import utc_now
+from optout_guard.pipeline import Guard, run_in_workers
+from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
+from optout_guard.types import ReasonCode, ScanResult, Unjudged, Verdict
+
+__all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
+_COMMIT_EVERY = 2.0  # seconds between commits while results stream in
+LISTED_CHANGES = 1000  # verdict changes kept by name in the run's summary (all are counted)
+
+
+class AuditBusy(OptoutGuardError):
+    """Another audit of this library is running."""
+
+
+@dataclass
+class AuditSummary:
+    run_id: int
+    library: str
+    seen: int = 0
+    checked: int = 0
+    rechecked: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    not_images: int = 0
+    clips: int = 0  # video clips among the files seen (checked like photos)
+    cluster_workers: int = 0  # Dask workers the checks ran on (0: this machine's process pool)
+    deleted: list[str] = field(default_factory=list)  # the first plan.LISTED_DELETIONS
+    deleted_count: int = 0
+    links_not_followed: list[str] = field(default_factory=list)
+    unreadable_folders: list[str] = field(default_factory=list)  # their photos kept as they were
+    changed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, before, after), the first 1000
+    changed_count: int = 0
+    totals: dict[str, int] = field(default_factory=dict)  # verdicts over the whole library
+    seconds: float = 0.0
+
+
+_now = utc_now
+
+
+def _stat_now(name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+# ---- the work done in (worker) processes ---------------------------------------------------------
+def _audit_task(
+    guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
+) -> ScanResult:
+    if kind == "recheck" and faces and '"track"' in faces:
+        from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
+
+        return recheck_clip(guard, path, json.loads(faces), scope)
+    if kind == "recheck":
+        return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
+    return guard.check(path, keep_embeddings=keep, scope=scope)
+
+
+def _results(
+    guard: Guard,
+    tasks: Iterable[tuple[str, str, str | None]],
+    count: int,
+    workers: int,
+    keep: bool,
+    scope_of: Callable[[str], Scope] = lambda _name: WHOLE_DISTRICT,
+    faces_of: Callable[[str], str | None] = lambda _name: None,
+) -> Iterator[tuple[tuple, ScanResult]]:
+    """(task, result) for every (kind, path, faces) task, in order, in this process or in workers. A
+    re-check's stored faces (None in the task) are read with ``faces_of`` just before it is sent."""
+    resolved = ((k, p, f if f is not None or k != "recheck" else faces_of(p)) for k, p, f in tasks)
+    if workers <= 1 or count < 8:
+        for kind, path, faces in resolved:
+            yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep, scope_of(path))
+        return
+    jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in resolved)
+    for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
+        assert result is not None
+        yield task, result
+
+
+def _from_cache(
+    guard: Guard, name: str, faces_text: str, sha: str, cache: EmbeddingCache, scope: Scope = WHOLE_DISTRICT
+) -> ScanResult | None:
+    """Decide a photo again from cached embeddings; None when the cache does not cover it."""
+    stored = json.loads(faces_text)
+    vectors = cache.get(sha)
+    unjudged = {
+        i: Unjudged(ReasonCode(f.get("code", "not_judged")), f.get("reason") or "face could not be judged")
+        for i, f in enumerate(stored)
+        if not f.get("judged", True)
+    }
+    if any(i not in vectors for i in range(len(stored)) if i not in unjudged):
+        return None
+    faces = faces_from_json(faces_text)
+    embeddings = [vectors.get(i) for i in range(len(stored))]
+    matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha, scope=scope)
+    return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha, scope="" if scope.is_district else scope.name)
+
+
+class LibraryScopes:
+    """Which scope each library path is checked with: the ``library_paths`` globs of config.toml's
+    [scopes] (README "Scopes"); the rest district-wide. A scope that names nobody, or a school the
+    list does not know, stops the audit (exit 2) rather than check a folder against nobody."""
+
+    def __init__(self, library: Path, settings: Settings, guard: Guard, gallery: str) -> None:
+        from optout_guard.optout_list import load_list
+
+        self.library = library
+        self.gallery = gallery
+        self.named = {n: d for n, d in named_scopes(settings.workspace).items() if d.library_paths}
+        self.scopes: dict[str, Scope] = {}
+        if self.named:
+            optouts = load_list(settings.workspace)
+            enrolled = set(guard.index.protected_students())
+            self.scopes = {n: resolve_scope(n, None, enrolled, optouts, self.named) for n in self.named}
+
+    def scope(self, name: str) -> Scope:
+        if not self.named:
+            return WHOLE_DISTRICT
+        try:
+            relative = os.path.relpath(name, self.library)
+        except ValueError:
+            return WHOLE_DISTRICT
+        found = scope_for_library_path(relative, self.named)
+        return self.scopes[found] if found else WHOLE_DISTRICT
+
+    def gallery_of(self, name: str) -> str:
+        """The gallery key stored with a row: the gallery, and the scope's students when scoped (a
+        photo whose scope changed is decided again, like one whose gallery changed)."""
+        scope = self.scope(name)
+        if scope.is_district:
+            return self.gallery
+        assert scope.students is not None
+        digest = hashlib.sha256("\n".join(sorted(scope.students)).encode()).hexdigest()[:12]
+        return f"{self.gallery}:{digest}"
+
+
+# ---- one audit run ---------------------------------------------------------------------------------
+def run_audit(
+    library: Path,
+    settings: Settings,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    guard: Guard | None = None,
+    embedding_cache: bool = False,
+    accept_deletions: bool = False,
+    recheck_all: bool = False,
+    cluster: str | None = None,
+) -> AuditSummary:
+    """Audit ``library`` (see the module's docstring). ``accept_deletions``: record the photos gone
+    even when so many are gone that the library looks unmounted; ``recheck_all``: check every photo
+    again, whatever was stored (after a repaired install, say); ``cluster``: run the checks on a Dask
+    cluster ("local:N" or "tls://HOST:PORT"; README "Running the audit on a cluster")."""
+    from filelock import FileLock, Timeout
+
+    library = Path(library).resolve()
+    if not library.is_dir():
+        raise OptoutGuardError(f"{library} is not a folder; give the photo library's top folder")
+    guard = guard or Guard(settings)
+    guard.require_models()  # a broken install: exit 2 now, not every photo recorded as review
+    gallery = guard.index.gallery_fingerprint()
+    path = state_path(settings, library)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AuditBusy(f"another audit of {library} is running (lock {path}.lock); wait for it to finish") from None
+    cache = engine = None
+    try:
+        if embedding_cache:
+            cache = EmbeddingCache(cache_path(settings, library))
+        elif delete_cache(cache_path(settings, library)):
+            pass  # the cache was turned off: its biometric data goes with it
+        scopes = LibraryScopes(library, settings, guard, gallery)
+        if cluster:
+            engine = _cluster_engine()(cluster, settings, guard)  # Dask is imported only here
+            logging.getLogger(__name__).info("audit on the Dask cluster %s: %d workers", cluster, engine.workers)
+        summary = _audit(
+            library, settings, guard, scopes, connect(path), workers, progress, cache, accept_deletions, recheck_all, engine
+        )
+        if engine is not None:
+            summary.cluster_workers = engine.workers
+        return summary
+    finally:
+        if cache is not None:
+            cache.close()
+        if engine is not None:
+            engine.close()
+        lock.release()
+
+
+def _audit(
+    library: Path,
+    settings: Settings,
+    guard: Guard,
+    scopes: LibraryScopes,
+    db: sqlite3.Connection,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+    cache: EmbeddingCache | None = None,
+    accept_deletions: bool = False,
+    recheck_all: bool = False,
+    engine: Any = None,
+) -> AuditSummary:
+    started = time.perf_counter()
+    run = db.execute("INSERT INTO runs (started, gallery) VALUES (?, ?)", (_now(), scopes.gallery)).lastrowid
+    assert run is not None
+    summary = AuditSummary(run_id=run, library=str(library))
+
+    # 1. List and plan. Photos a reviewer decided about since the last run are decided again.
+    last_start = db.execute("SELECT MAX(started) FROM runs WHERE id < ? AND finished IS NOT NULL", (run,)).fetchone()[0]
+    book = guard.review_book
+    decided = book.decided_since(last_start or "") if book is not None else set()
+    passed = Passed()
+    try:
+        plan = plan_run(
+            db, run, list_library(library, passed, settings.listing_threads), scopes.gallery_of, decided,
+            lambda: passed.unreadable_folders, recheck_all, accept_deletions, str(library),
+        )  # fmt: skip
+    except LibraryLooksUnmounted:
+        db.execute("DELETE FROM runs WHERE id=?", (run,))
+        db.close()
+        raise
+    summary.links_not_followed = passed.links
+    summary.unreadable_folders = [display_path(f) for f in passed.unreadable_folders]
+    summary.seen, summary.clips, summary.not_images = plan.seen, plan.clips, plan.not_images
+    summary.unchanged, summary.moved = plan.unchanged, plan.moved
+    summary.deleted, summary.deleted_count = plan.deleted, plan.deleted_count
+    db.execute("UPDATE runs SET summary=? WHERE id=?", (json.dumps({"deleted": summary.deleted}), run))
+
+    def faces_of(name: str) -> str | None:
+        row = db.execute("SELECT faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
+        return row[0] if row else None
+
+    def record(kind: str, name: str, result: ScanResult, round_: int, again: list[tuple[str, str, str | None]]) -> None:
+        key = os.fsencode(name)
+        row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
+        before = row[0] if row else None
+        if result.identity is not None:
+            size, mtime = result.identity  # the size and time of the very bytes that were checked
+            if round_ == 0 and _stat_now(name) not in (result.identity, None):
+                again.append(("check", name, None))  # changed while it was checked: once more, below
+        else:  # a decision from the embedding cache read no bytes: the file was unchanged when listed
+            size, mtime = db.execute("SELECT size, mtime_ns FROM walk WHERE path=?", (key,)).fetchone() or (None, None)
+        db.execute(UPSERT, (
+            key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), faces_json(result),
+            scopes.gallery_of(name), _now(), run, run, None, int(result.retry), result.kind,
+        ))  # fmt: skip
+        if before != result.verdict.value and round_ == 0:
+            summary.changed_count += 1
+            if len(summary.changed) < LISTED_CHANGES:
+                summary.changed.append((display_path(name), before, result.verdict.value))
+        if cache is not None and result.sha256 and result.embeddings is not None:
+            cache.put(result.sha256, result.embeddings)
+        if round_ == 0:
+            if kind == "recheck":
+                summary.rechecked += 1
+            else:
+                summary.checked += 1
+
+    # 2. Check, committing as results arrive (a killed audit keeps everything committed so far).
+    total, done = plan.todo, 0
+    last_commit = time.monotonic()
+
+    def tick() -> None:
+        nonlocal done, last_commit
+        done += 1
+        if progress:
+            progress(done, total)
+        if time.monotonic() - last_commit >= _COMMIT_EVERY:
+            db.execute("COMMIT")
+            db.execute("BEGIN")
+            last_commit = time.monotonic()
+
+    db.execute("BEGIN")
+    try:
+        again: list[tuple[str, str, str | None]] = []
+        if cache is not None:  # re-decisions the cache covers are made here, without reading a photo
+            for seq, _kind, name in todo_pages(db, ("recheck",)):
+                sha_row = db.execute("SELECT sha256, faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
+                cached = None
+                if sha_row and sha_row[0]:
+                    cached = _from_cache(guard, name, sha_row[1] or "[]", sha_row[0], cache, scopes.scope(name))
+                if cached is not None:
+                    db.execute("DELETE FROM todo WHERE seq=?", (seq,))
+                    record("recheck", name, cached, 0, again)
+                    tick()
+        left = total - done
+        pages = todo_pages(db, ("new", "check", "recheck"))
+        tasks: Iterator[tuple[str, str, str | None]] = (("check" if k == "new" else k, name, None) for _seq, k, name in pages)
+        for round_ in range(2):
+            checked = (
+                engine.results(tasks, cache is not None, scopes.scope, faces_of=faces_of)
+                if engine is not None
+                else _results(guard, tasks, left, workers, cache is not None, scopes.scope, faces_of)
+            )
+            for (kind, name, _), result in checked:
+                record(kind, name, result, round_, again)
+                if round_ == 0:
+                    tick()
+            if not again:
+                break
+            tasks, left, again = iter(again), len(again), []
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("COMMIT")  # keep what was finished: the next run resumes from there
+        raise
+
+    summary.totals = {v.value: 0 for v in Verdict}
+    for verdict, count in db.execute("SELECT verdict, COUNT(*) FROM files GROUP BY verdict"):
+        summary.totals[verdict] = count
+    if cache is not None:
+        cache.keep_only(lambda sha: db.execute("SELECT 1 FROM files WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None)
+    summary.seconds = time.perf_counter() - started
+    db.execute("UPDATE runs SET finished=?, summary=? WHERE id=?", (_now(), json.dumps(summary.__dict__), run))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return summary
+
+
+def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], bool]:
+    """Draws a report row's photo with its stored faces marked (False when it cannot be read)."""
+    from optout_guard.annotate import write_thumbnail
+    from optout_guard.errors import ImageRejected
+    from optout_guard.images import load_image
+    from optout_guard.types import Candidate, Decision, FaceMatch, ReasonCode
+
+    def draw(row: dict[str, Any], out: Path) -> bool:
+        if row.get("kind") == "clip":  # the clip's contact sheet, from the stored tracks' best frames
+            from PIL import Image
+
+            from optout_guard.annotate import save_jpeg
+            from optout_guard.video import stored_contact_sheet
+
+            try:
+                sheet = stored_contact_sheet(row["fs_path"], [f for f in row["faces"] if "track" in f])
+            except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
+                return False
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_jpeg(sheet, large_of(out), mode=0o600)
+            sheet.thumbnail((360, 720), Image.Resampling.LANCZOS)
+            save_jpeg(sheet, out, mode=0o600)
+            return True
+        try:
+            image = load_image(row["fs_path"], settings)
+        except ImageRejected:
+            return False
+        matches = []
+        for stored, face in zip(row["faces"], faces_from_json(json.dumps(row["faces"])), strict=True):
+            who = (Candidate(stored["student_id"], stored["distance"] or 0.0),) if stored.get("student_id") else ()
+            code = ReasonCode(stored.get("code", "not_judged"))
+            matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or "", code))
+        try:
+            write_thumbnail(image, matches, out)
+            write_thumbnail(image, matches, large_of(out), width=1600, labels=True)  # what the thumbnail links to
+        except OSError:
+            return False
+        return True
+
+    return draw
+
+
+def _cluster_engine() -> Any:
+    """optout_guard.cluster.Cluster, or a set-up error saying how to install Dask."""
+    try:
+        from optout_guard.cluster import Cluster
+    except ImportError as exc:
+        raise ConfigError(
+            f"--cluster needs Dask distributed ({exc.name or exc} is not installed): pip install 'optout-guard[cluster]' "
+            "here and on every worker (the same version)"
+        ) from None
+    return Cluster
+
+
+def large_of(thumbnail: Path) -> Path:
+    """The labelled, larger marked-up copy a report thumbnail links to."""
+    return thumbnail.with_name(thumbnail.stem + ".large.jpg")
