@@ -207,3 +207,14 @@ def test_the_listing_is_not_held_in_memory(tmp_path, db):
     plan = plan_run(db, 1, listing(), lambda _n: GALLERY, set())
     assert plan.seen == plan.todo == 30_000
     assert len(behind) == 30 and max(behind) <= plan_module._INSERT_BATCH
+
+
+def test_a_file_nobody_could_look_into_is_checked_and_other_files_are_not(db):
+    """sniff says "unreadable" when a file could not even be opened: nobody knows what it is, so it
+    is checked (which makes it review), never skipped as "not a photo"."""
+    listed = [Listed(b"/lib/locked.dat", 10, 1, "unreadable"), Listed(b"/lib/minutes.txt", 10, 1, "other"),
+              Listed(b"/lib/clip.mov", 10, 1, "clip")]  # fmt: skip
+    plan = plan_run(db, 1, iter(listed), lambda _n: GALLERY, set())
+    todo = {name: kind for _seq, kind, name in todo_pages(db, ("new",))}
+    assert todo == {"/lib/locked.dat": "new", "/lib/clip.mov": "new"}
+    assert (plan.seen, plan.not_images, plan.clips) == (2, 1, 1)

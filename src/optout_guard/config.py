@@ -67,8 +67,8 @@ class Settings:
     # Processes for checking folders; 0 = one per CPU core. Small batches always use one.
     workers: int = 0
     # Threads listing the audit's library, one top-level folder each (a network share answers every
-    # directory read after a round trip; measured in scripts/benchmark_listing.py).
-    listing_threads: int = 8
+    # directory read after a round trip; measured in scripts/benchmark_coordinator.py).
+    listing_threads: int = 4
     # False = detection-only mode: no face templates at all, every face found is flagged for a
     # person (and blurred in --redact copies). For states that restrict facial recognition.
     recognition: bool = True

@@ -3,7 +3,7 @@
 A share answers every directory read after a network round trip, so one thread listing 10⁷ files
 spends most of its time waiting. The top-level folders (a school, a year…) are listed in parallel
 threads, and each file's size and time come from the directory read itself (``os.scandir``: free on
-Windows, one ``lstat`` on Linux) — ``scripts/benchmark_listing.py`` measures both.
+Windows, one ``lstat`` on Linux) — ``scripts/benchmark_coordinator.py`` measures both.
 
 Hidden and system folders are skipped; symbolic links are never followed (nothing outside the
 library is read, no loop) but reported; a folder that cannot be read is reported too, so that the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 # Folders that hold no photos of people but system clutter (Windows, macOS, Synology, Samba).
 SYSTEM_DIRS = {"$RECYCLE.BIN", "System Volume Information", "@eaDir", "#recycle", "lost+found", "#snapshot", ".Trash"}
-LISTING_THREADS = 8  # top-level folders listed at once (I/O waits, so more than the cores)
+LISTING_THREADS = 4  # top-level folders listed at once (measured: scripts/benchmark_coordinator.py)
 _CHUNK = 2000  # files handed from a listing thread to the audit at a time
 
 
@@ -55,9 +55,11 @@ def _skipped_folder(name: bytes) -> bool:
 
 
 def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Listed]]:
-    """One directory read: its sub-folders to descend into, and its files."""
-    from optout_guard.images import sniff
+    """One directory read: its sub-folders to descend into, and its files (bytes throughout: no
+    name is re-encoded; only a file without an image extension is opened to see what it is)."""
+    from optout_guard.images import IMAGE_EXTENSIONS, sniff
 
+    image_suffixes = {e.encode() for e in IMAGE_EXTENSIONS}
     try:
         with os.scandir(folder) as entries:
             found = sorted(entries, key=lambda e: e.name)
@@ -67,22 +69,23 @@ def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Liste
     folders: list[bytes] = []
     files: list[Listed] = []
     for entry in found:
-        name = os.fsencode(entry.name)
+        name = entry.name
         try:
             if entry.is_symlink():
                 passed.links.append(display_path(entry.path))
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if not _skipped_folder(name):
-                    folders.append(os.fsencode(entry.path))
+                    folders.append(entry.path)
                 continue
             if name.startswith(b".") or not entry.is_file(follow_symlinks=False):
                 continue  # hidden files; devices, sockets, pipes
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue  # gone between the directory read and the stat: it is not in the library now
-        path = os.fsencode(entry.path)
-        files.append(Listed(path, st.st_size, st.st_mtime_ns, sniff(os.fsdecode(path))))
+        dot = name.rfind(b".")
+        kind = "image" if dot > 0 and name[dot:].lower() in image_suffixes else sniff(os.fsdecode(entry.path))
+        files.append(Listed(entry.path, st.st_size, st.st_mtime_ns, kind))
     return folders, files
 
 

@@ -87,13 +87,21 @@ def _stat_now(name: str) -> tuple[int, int] | None:
 def _audit_task(
     guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
 ) -> ScanResult:
+    """One photo, where it is checked (this process, a pool worker or a cluster worker). A file that
+    changed while it was read is checked once more here, so the coordinator never stats the share."""
     if kind == "recheck" and faces and '"track"' in faces:
         from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
 
-        return recheck_clip(guard, path, json.loads(faces), scope)
-    if kind == "recheck":
-        return guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
-    return guard.check(path, keep_embeddings=keep, scope=scope)
+        result = recheck_clip(guard, path, json.loads(faces), scope)
+    elif kind == "recheck":
+        result = guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
+    else:
+        result = guard.check(path, keep_embeddings=keep, scope=scope)
+    if result.identity is not None and _stat_now(path) not in (result.identity, None):
+        # Recorded with the stat of the bytes read the second time; if it changed again, the next
+        # run sees a new size or time and checks it again.
+        result = guard.check(path, keep_embeddings=keep, scope=scope)
+    return result
 
 
 def _results(
@@ -273,31 +281,28 @@ def _audit(
         row = db.execute("SELECT faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
         return row[0] if row else None
 
-    def record(kind: str, name: str, result: ScanResult, round_: int, again: list[tuple[str, str, str | None]]) -> None:
+    def record(kind: str, name: str, result: ScanResult) -> None:
         key = os.fsencode(name)
         row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
         before = row[0] if row else None
         if result.identity is not None:
             size, mtime = result.identity  # the size and time of the very bytes that were checked
-            if round_ == 0 and _stat_now(name) not in (result.identity, None):
-                again.append(("check", name, None))  # changed while it was checked: once more, below
         else:  # a decision from the embedding cache read no bytes: the file was unchanged when listed
             size, mtime = db.execute("SELECT size, mtime_ns FROM walk WHERE path=?", (key,)).fetchone() or (None, None)
         db.execute(UPSERT, (
             key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), faces_json(result),
             scopes.gallery_of(name), _now(), run, run, None, int(result.retry), result.kind,
         ))  # fmt: skip
-        if before != result.verdict.value and round_ == 0:
+        if before != result.verdict.value:
             summary.changed_count += 1
             if len(summary.changed) < LISTED_CHANGES:
                 summary.changed.append((display_path(name), before, result.verdict.value))
         if cache is not None and result.sha256 and result.embeddings is not None:
             cache.put(result.sha256, result.embeddings)
-        if round_ == 0:
-            if kind == "recheck":
-                summary.rechecked += 1
-            else:
-                summary.checked += 1
+        if kind == "recheck":
+            summary.rechecked += 1
+        else:
+            summary.checked += 1
 
     # 2. Check, committing as results arrive (a killed audit keeps everything committed so far).
     total, done = plan.todo, 0
@@ -315,7 +320,6 @@ def _audit(
 
     db.execute("BEGIN")
     try:
-        again: list[tuple[str, str, str | None]] = []
         if cache is not None:  # re-decisions the cache covers are made here, without reading a photo
             for seq, _kind, name in todo_pages(db, ("recheck",)):
                 sha_row = db.execute("SELECT sha256, faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
@@ -324,24 +328,18 @@ def _audit(
                     cached = _from_cache(guard, name, sha_row[1] or "[]", sha_row[0], cache, scopes.scope(name))
                 if cached is not None:
                     db.execute("DELETE FROM todo WHERE seq=?", (seq,))
-                    record("recheck", name, cached, 0, again)
+                    record("recheck", name, cached)
                     tick()
-        left = total - done
         pages = todo_pages(db, ("new", "check", "recheck"))
-        tasks: Iterator[tuple[str, str, str | None]] = (("check" if k == "new" else k, name, None) for _seq, k, name in pages)
-        for round_ in range(2):
-            checked = (
-                engine.results(tasks, cache is not None, scopes.scope, faces_of=faces_of)
-                if engine is not None
-                else _results(guard, tasks, left, workers, cache is not None, scopes.scope, faces_of)
-            )
-            for (kind, name, _), result in checked:
-                record(kind, name, result, round_, again)
-                if round_ == 0:
-                    tick()
-            if not again:
-                break
-            tasks, left, again = iter(again), len(again), []
+        tasks = (("check" if k == "new" else k, name, None) for _seq, k, name in pages)
+        checked = (
+            engine.results(tasks, cache is not None, scopes.scope, faces_of=faces_of)
+            if engine is not None
+            else _results(guard, tasks, total - done, workers, cache is not None, scopes.scope, faces_of)
+        )
+        for (kind, name, _), result in checked:
+            record(kind, name, result)
+            tick()
         db.execute("COMMIT")
     except BaseException:
         db.execute("COMMIT")  # keep what was finished: the next run resumes from there
