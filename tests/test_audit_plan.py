@@ -167,7 +167,7 @@ def test_a_folder_that_cannot_be_read_keeps_what_was_known(tmp_path, db, monkeyp
 def test_listing_in_threads_finds_what_one_thread_finds(tmp_path):
     lib = tmp_path / "lib"
     names = [f"{school}/{year}/{i}.jpg" for school in "abcdefghij" for year in (2024, 2025) for i in range(30)]
-    _library(lib, names + ["top.jpg", ".hidden/x.jpg", "a/.thumb.jpg", "@eaDir/y.jpg", "a/$RECYCLE.BIN/z.jpg"])
+    _library(lib, [*names, "top.jpg", ".hidden/x.jpg", "a/.thumb.jpg", "@eaDir/y.jpg", "a/$RECYCLE.BIN/z.jpg"])
     (lib / "a" / "link.jpg").symlink_to(lib / "top.jpg")
     (lib / "linkdir").symlink_to(lib / "b")
     one, many = Passed(), Passed()

@@ -1,4 +1,4 @@
-"""The district's cohort (README "Look-alikes, scopes and the cohort"): hub penalties and thresholds
+"""The district's cohort (docs/accuracy.md "Look-alikes, scopes and the cohort"): hub penalties and thresholds
 per reference count from children who did not opt out — numbers kept, faces never."""
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def astronaut_jpg(tmp_path: Path, samples) -> Path:
 
 
 def test_mid_year_opt_out_then_next_weeks_export(district, tmp_path, samples):
-    """README's mid-year procedure: add a student today, import the list next week."""
+    """The mid-year procedure of docs/sync.md: add a student today, import the list next week."""
     ws, export, _ = district
     photo = astronaut_jpg(tmp_path, samples)
     result = run(ws, "add", "S-NEW-999", str(photo), "--first", "Eileen", "--last", "Collins", "--grade", "5")

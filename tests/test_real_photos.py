@@ -35,7 +35,7 @@ def test_other_people_are_not_blocked(lfw_guard):
         if r.verdict is Verdict.REVIEW:
             reasons = ("too small", "too blurred", "turned on", "photo's edge")
             assert all(any(k in why for k in reasons) for why in r.reasons), r.reasons
-    # 35 before faces cut by the edge were held (issue 15; README: ~6% of LFW portraits show one).
+    # 35 before faces cut by the edge were held (issue 15; docs/how-it-works.md: ~6% of LFW portraits show one).
     assert sum(r.verdict is Verdict.ALLOW for r in results) >= 32
 
 
@@ -202,7 +202,7 @@ def test_a_photo_stored_turned_without_rotation_tag_is_never_allowed(lfw_guard, 
 @pytest.mark.parametrize("name", ["rot_90.jpg", "rot_270.jpg"])
 def test_rotation_set_without_exif_goes_to_review(lfw_guard, data_dir, name):
     # (rot_180: CenterFace finds no face upside down there, and searching every face-less photo
-    # turned finds faces in fur and foliage; that photo is allowed — a known limit, see README.)
+    # turned finds faces in fur and foliage; that photo is allowed — a known limit, see docs/how-it-works.md.)
     folder = data_dir / "insightface_testimgs" / "cpp-package" / "inspireface" / "test_res" / "data" / "rotate"
     result = lfw_guard.check(folder / name)
     assert result.verdict is Verdict.REVIEW and len(result.faces) == 1, result.reasons

@@ -1,4 +1,4 @@
-"""Scoped galleries (README "Scopes"): a school's photos against that school's opted-out students."""
+"""Scoped galleries (docs/scopes.md): a school's photos against that school's opted-out students."""
 
 from __future__ import annotations
 

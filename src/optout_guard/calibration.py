@@ -28,7 +28,7 @@ from optout_guard.matching import blocks_alone, mean_templates, pairwise_distanc
 # Below this many students with 2+ photos the rates are too coarse to set thresholds from: with
 # 30 students and 2 photos each there are 60 probes, so one false alert moves FPIR by 1.7%.
 MIN_MULTI_PHOTO_STUDENTS = 30
-# The rule (README "Thresholds"), the same here and in scripts/benchmark_accuracy.py: block where
+# The rule (docs/accuracy.md "Thresholds"), the same here and in scripts/benchmark_accuracy.py: block where
 # about 1 in 1,000 faces of other children would be falsely blocked (a class photo of 25 other
 # children is falsely blocked about 2.5% of the time); review down to where about 2 in 100 photos
 # of an enrolled student slip through altogether.

@@ -1,6 +1,6 @@
 """The command line: a thin layer over the library. The only module that prints or exits.
 
-Exit codes (also in the README):
+Exit codes (also in docs/command-line.md):
   0  every photo was checked and allowed
   1  at least one photo is blocked
   2  usage, configuration or setup error (bad option, no index, missing models): nothing reliable was checked
@@ -328,7 +328,7 @@ def enroll(
             "--cohort",
             metavar="DIR",
             help="Photos of children who did NOT opt out (one face each, e.g. a picture-day delivery): embedded in "
-            "memory to set hub penalties and thresholds, then discarded (README 'Cohort').",
+            "memory to set hub penalties and thresholds, then discarded (docs/accuracy.md, 'The cohort').",
         ),
     ] = None,
 ) -> None:

@@ -133,7 +133,9 @@ class Cluster:
             security = _security(settings) if spec.startswith("tls://") else None
             host = spec.split("://", 1)[1].rsplit(":", 1)[0]
             if spec.startswith("tcp://") and host not in ("127.0.0.1", "localhost"):
-                raise ConfigError("--cluster over plain tcp:// is for this machine only; across machines use tls:// (README)")
+                raise ConfigError(
+                    "--cluster over plain tcp:// is for this machine only; across machines use tls:// (docs/cluster.md)"
+                )
             self.client = Client(spec, security=security, timeout=30)
         else:
             raise ConfigError(f"--cluster {spec!r}: use local:N, or tls://HOST:PORT of your optout-guard scheduler")
@@ -215,7 +217,7 @@ def _security(settings: Settings) -> Any:
     if not (ca and cert and key):
         raise ConfigError(
             "a tls:// cluster needs OPTOUT_GUARD_TLS_CA, OPTOUT_GUARD_TLS_CERT and OPTOUT_GUARD_TLS_KEY (the district CA, "
-            "this machine's certificate and its key): see README 'Running the audit on a cluster'"
+            "this machine's certificate and its key): see docs/cluster.md"
         )
     for f in (ca, cert, key):
         if not Path(f).is_file():

@@ -1,6 +1,6 @@
 """Settings: defaults < workspace ``config.toml`` < ``OPTOUT_GUARD_*`` environment < command-line flags.
 
-Every threshold is a named setting with a documented default (see README "Settings").
+Every threshold is a named setting with a documented default (see docs/settings.md).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ DETECTORS = ("centerface", "hog")
 
 @dataclass(frozen=True)
 class Settings:
-    # Distances between embeddings (smaller = closer), set by the rule in README "Thresholds" from
+    # Distances between embeddings (smaller = closer), set by the rule in docs/accuracy.md "Thresholds" from
     # scripts/benchmark_accuracy.py (LFW, 1,000 people enrolled from 3 photos): review down to where
     # 2% of photos of enrolled people are missed; block where 0.1% of other faces are blocked. Not
     # the folklore 0.6, at which most faces come within reach of somebody in a large gallery.
     block_distance: float = 0.40
     review_distance: float = 0.50
     # A face within the block distance of one student still blocks when another student is also
-    # within the review distance, if that other student is at least this much further (README
+    # within the review distance, if that other student is at least this much further (docs/accuracy.md
     # "Look-alikes"); closer than that, the face is review naming both. 1.5 = never (the old rule).
     lookalike_margin: float = 0.15
     # Use the district's cohort (picture-day photos of students who did NOT opt out, embedded in
     # memory at sync/enroll and discarded): hub penalties and thresholds per number of reference
-    # photos, stored in the index as numbers only (README "Cohort"). false = never embed a cohort and
+    # photos, stored in the index as numbers only (docs/accuracy.md "The cohort"). false = never embed a cohort and
     # ignore what an index holds from one.
     cohort: bool = True
     # Share of other children a cohort calibration lets come within the review distance of some
@@ -49,7 +49,7 @@ class Settings:
     # Faces whose box is narrower than this (original pixels) are "too small to check": review.
     min_face_px: int = 40
     # District policy, off (0) by default: faces narrower than this many pixels (original photo) are
-    # treated as identifying nobody and are *clear*, not review. README "Small faces" gives the
+    # treated as identifying nobody and are *clear*, not review. docs/how-it-works.md "Small and blurred faces" gives the
     # measured share of such faces dlib still recognises at each size: read it before turning it on.
     unidentifiable_below_px: int = 0
     # Faces this small are still searched for, so that they can be flagged (never silently dropped).
@@ -76,10 +76,10 @@ class Settings:
     # (photos stored on their side whose EXIF rotation was stripped): three more detections, only then.
     try_rotations: bool = True
     # A face lying on its side or upside down among upright ones: turn its own region upright and
-    # judge it (measured in README "Turned faces"); false = such faces are review, as before.
+    # judge it (measured in docs/how-it-works.md "Turned faces"); false = such faces are review, as before.
     judge_turned_faces: bool = True
     # A face cut by the photo's edge is review, never cleared (measured: half faces of enrolled
-    # people are cleared 12–43% of the time); false = judged as they are (README "Faces cut by the edge").
+    # people are cleared 12–43% of the time); false = judged as they are (docs/how-it-works.md "Faces cut by the edge").
     hold_faces_cut_by_edge: bool = True
     # Clips: frames examined per second (plus the first frame after every scene cut), and how much of
     # a clip is checked (a longer clip is checked up to this and is review: "only the first N min").
@@ -217,7 +217,7 @@ def load_settings(
             if key == "scopes" and isinstance(value, dict):
                 continue  # named scopes: read by scope.named_scopes
             if key not in _FIELDS or key == "workspace":
-                raise ConfigError(f"{config_path}: unknown setting {key!r}; see README 'Settings'")
+                raise ConfigError(f"{config_path}: unknown setting {key!r}; see docs/settings.md")
             values[key] = _coerce(key, value, str(config_path))
         # Relative paths in the config file are relative to the workspace, not the current directory.
         for key in ("enrollments_dir", "index_path", "index_key_file"):

@@ -25,7 +25,7 @@ PARTLY_VISIBLE = "face cut by the edge of the photo: too little of it shows to c
 # CenterFace shrinks the box of a face cut by the picture's edge to what is visible, so a cut face
 # is a box that touches an edge and has lost its square shape (whole faces: sides within ~10% of
 # each other). Measured on LFW faces cut off step by step, and on real photos for what it costs:
-# README "Faces cut by the edge" (scripts/measure_edge_faces.py).
+# docs/how-it-works.md "Faces cut by the edge" (scripts/measure_edge_faces.py).
 MIN_SIDE_RATIO = 0.8
 
 
@@ -192,7 +192,8 @@ def judgeable_chips(
             else:
                 unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
         elif settings.unidentifiable_below_px and face.box.w < settings.unidentifiable_below_px:
-            # A district policy (off by default): faces this small identify nobody (README "Small faces").
+            # A district policy (off by default): faces this small identify nobody (docs/how-it-works.md,
+            # "Small and blurred faces").
             why = f"face too small to identify anyone ({face.box.w:.0f} px wide; policy: unidentifiable_below_px)"
             unjudged[i] = Unjudged(ReasonCode.UNIDENTIFIABLE, why)
         elif pixels_wide < settings.min_face_px:

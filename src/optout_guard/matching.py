@@ -126,7 +126,7 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
             ordered = (mine, *(c for c in cands if c.student_id != mine.student_id))
             rivals = [c for c in near[i] if c.student_id != mine.student_id and taken.get(c.student_id, i) == i]
             blocks = mine.distance <= limits_of(mine, settings).block
-            # Relaxed look-alike rule (README "Look-alikes"): a rival clearly further away does not
+            # Relaxed look-alike rule (docs/accuracy.md "Look-alikes"): a rival clearly further away does not
             # stop a block; measured on LFW, it never made a block name the wrong person.
             if blocks and all(c.distance >= mine.distance + settings.lookalike_margin for c in rivals):
                 rivals = []

@@ -79,7 +79,7 @@ class DeliveryMatch:
     held: list[Held] = field(default_factory=list)
     missing_files: list[DeliveryPhoto] = field(default_factory=list)  # listed, but no such file
     other_students: int = 0  # photos of students not on the list: left alone (never copied) …
-    # … but usable, in memory only, as the district's cohort (README "Cohort"): certain matches only
+    # … but usable, in memory only, as the district's cohort (docs/accuracy.md "The cohort"): certain matches only
     others: list[Path] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
 

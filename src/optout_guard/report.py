@@ -64,7 +64,7 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "annotated": result.annotated_path,
         "redacted": result.redacted_path,
         "seconds": round(result.seconds, 3),
-        "scope": result.scope or "district",  # the students it was checked against (README "Scopes")
+        "scope": result.scope or "district",  # the students it was checked against (docs/scopes.md)
     }
     if result.clip is not None:
         c = result.clip
@@ -202,7 +202,7 @@ def write_audit_report(
     import html
     import io
 
-    # Children's photos and names: private by default (0600 files in 0700 folders); README says how
+    # Children's photos and names: private by default (0600 files in 0700 folders); docs/privacy.md says how
     # to share a report. Every file is written to a temp name and renamed, so a full disk leaves the
     # previous good report, never an empty one.
     out_dir = private_dir(Path(out_dir))

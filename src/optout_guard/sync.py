@@ -55,7 +55,7 @@ class SyncPlan:
     kept_local: list[str] = field(default_factory=list)  # added with `optout-guard add`, not in the export: kept
     previous: OptOutList | None = None  # the list saved before this sync
     # Photos of students who did not opt out (the deliveries' other photos): the cohort, embedded
-    # in memory at apply time and dropped (README "Cohort"); never copied.
+    # in memory at apply time and dropped (docs/accuracy.md "The cohort"); never copied.
     cohort_photos: list[Path] = field(default_factory=list)
     picture_day: str | None = None
 

@@ -133,7 +133,7 @@ class Limits:
 
     block: float
     review: float
-    source: str = "settings"  # "settings", or e.g. "cohort, 2 references" (README "Cohort")
+    source: str = "settings"  # "settings", or e.g. "cohort, 2 references" (docs/accuracy.md "The cohort")
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def _from_cache(
 
 class LibraryScopes:
     """Which scope each library path is checked with: the ``library_paths`` globs of config.toml's
-    [scopes] (README "Scopes"); the rest district-wide. A scope that names nobody, or a school the
+    [scopes] (docs/scopes.md); the rest district-wide. A scope that names nobody, or a school the
     list does not know, stops the audit (exit 2) rather than check a folder against nobody."""
 
     def __init__(self, library: Path, settings: Settings, guard: Guard, gallery: str) -> None:
@@ -198,7 +198,7 @@ def run_audit(
     """Audit ``library`` (see the module's docstring). ``accept_deletions``: record the photos gone
     even when so many are gone that the library looks unmounted; ``recheck_all``: check every photo
     again, whatever was stored (after a repaired install, say); ``cluster``: run the checks on a Dask
-    cluster ("local:N" or "tls://HOST:PORT"; README "Running the audit on a cluster")."""
+    cluster ("local:N" or "tls://HOST:PORT"; docs/cluster.md)."""
     from filelock import FileLock, Timeout
 
     library = Path(library).resolve()

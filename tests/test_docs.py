@@ -1,0 +1,133 @@
+"""The README and docs/ stay true: every link is followed, every ``optout-guard`` command shown is
+parsed by the real command line (a renamed or removed option fails here), and the commands a
+newcomer runs first are run for real."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.main import get_command
+
+from optout_guard.cli import app, hoist_workspace
+
+# Typer 0.29 ships its own copy of Click: its parser raises these (--help raises typer.Exit).
+from typer._click.exceptions import MissingParameter, UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CLI = str(Path(sys.executable).with_name("optout-guard"))
+_FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
+_INLINE = re.compile(r"`(optout-guard [^`]+)`")
+_LINK = re.compile(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+# Shell syntax after which the rest of the line is not optout-guard's arguments.
+_SHELL_END = {">", ">>", "|", "2>&1", "&&", ";", "<"}
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command line) for every optout-guard command in a code block or inline code."""
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for block in _FENCE.findall(text):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip().removeprefix("$ ")
+                if line.startswith("optout-guard "):
+                    found.append((page.name, line))
+        for inline in _INLINE.findall(_FENCE.sub("", text)):
+            found.append((page.name, re.sub(r"\[(-[^\]]+)\]", r"\1", inline)))  # "[--out DIR]": an optional part
+    return found
+
+
+def _parse(line: str) -> None:
+    """Parse a command line as the real CLI would, without running it."""
+    words = shlex.split(line, comments=True)[1:]
+    cut = next((i for i, w in enumerate(words) if w in _SHELL_END), len(words))
+    words = [w for w in words[:cut] if w not in ("…", "...")]
+    ctx = get_command(app).make_context("optout-guard", hoist_workspace(words))
+    while hasattr(ctx.command, "resolve_command"):  # a group: descend into the command named
+        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if not rest:
+            break
+        name, sub, args = ctx.command.resolve_command(ctx, rest)
+        assert sub is not None, name
+        ctx = sub.make_context(name, args, parent=ctx)
+
+
+def test_docs_show_optout_guard_commands():
+    commands = documented_commands()
+    assert len(commands) > 60  # the pages show the commands they talk about (guards the extraction itself)
+    assert {page for page, _ in commands} >= {"README.md", "command-line.md", "audit.md", "sync.md", "review-desk.md"}
+
+
+@pytest.mark.parametrize(("page", "line"), documented_commands())
+def test_every_documented_command_parses(page, line):
+    try:
+        _parse(line)
+    except typer.Exit:
+        pass  # --help and --version stop parsing on purpose
+    except MissingParameter:
+        words = shlex.split(line)
+        if len(words) > 3 or any(w.startswith("-") for w in words):  # "`optout-guard sync`" in a sentence names it
+            pytest.fail(f"{page}: `{line}` lacks a required argument")
+    except UsageError as exc:
+        pytest.fail(f"{page}: `{line}` does not parse: {exc.format_message()}")
+
+
+def test_a_wrong_option_would_be_caught():
+    with pytest.raises(UsageError, match="No such option"):
+        _parse("optout-guard check --no-such-flag photos/")
+    with pytest.raises(UsageError, match="No such option"):
+        _parse("optout-guard -w ws audit /srv/lib --cluster local:2 --no-such-flag")
+    with pytest.raises(UsageError, match="No such command"):
+        _parse("optout-guard no-such-command")
+
+
+def test_every_link_in_the_docs_leads_somewhere():
+    broken = []
+    for page in PAGES:
+        for m in _LINK.finditer(page.read_text(encoding="utf-8")):
+            target = m.group(1) or m.group(2)
+            if re.match(r"[a-z]+:", target):
+                continue  # https://… : not followed (no network in tests)
+            file_part, _, anchor = target.partition("#")
+            path = (page.parent / file_part).resolve() if file_part else page
+            if not path.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_page_is_reachable_from_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for page in PAGES[1:]:
+        assert f"docs/{page.name}" in readme, f"docs/{page.name} is not linked from the README"
+
+
+def test_the_install_page_check_runs(tmp_path):
+    """docs/install.md's "Check that it works" command, exactly as written but for the folder."""
+    text = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    line = next(c for p, c in documented_commands() if p == "install.md" and c.startswith("optout-guard demo"))
+    words = shlex.split(line, comments=True)
+    words[words.index("--dir") + 1] = str(tmp_path / "demo")
+    assert "It exits 0 when every verdict is the expected one" in text
+    done = subprocess.run([CLI, *words[1:]], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
