@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.main import get_command
-
-from optout_guard.cli import app, hoist_workspace
 
 # Typer 0.29 ships its own copy of Click: its parser raises these (--help raises typer.Exit).
 from typer._click.exceptions import MissingParameter, UsageError
+from typer.main import get_command
+
+from optout_guard.cli import app, hoist_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -131,3 +131,22 @@ def test_the_install_page_check_runs(tmp_path):
     assert "It exits 0 when every verdict is the expected one" in text
     done = subprocess.run([CLI, *words[1:]], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_figure_tables_match_the_benchmark_outputs_they_come_from():
+    """docs' figure tables are rendered from docs/figures/*.json (copies of the benchmarks' output
+    files) by scripts/doc_figures.py: a figure typed by hand, or a stale table, fails here."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import doc_figures
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert len(doc_figures.FIGURES) >= 3
+    for name, (_source, page, _render) in doc_figures.FIGURES.items():
+        text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+        assert doc_figures.rendered(name, text) == text, f"docs/{page}: the {name} table differs from docs/figures/{name}.json"
+        # Not vacuous: a figure edited by hand inside the block is put back by the rendering.
+        start = text.index(f"<!-- figures:{name} ")
+        last_row = text[start : text.index(f"<!-- /figures:{name} -->")].rstrip().splitlines()[-1]
+        edited = text.replace(last_row, last_row.replace(" |", " 9 |", 1), 1)
+        assert edited != text and doc_figures.rendered(name, edited) == text

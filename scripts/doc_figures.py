@@ -1,0 +1,143 @@
+"""The figure tables of docs/ come from the benchmarks' output files, not from typing.
+
+Each table sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in a page and is
+rendered from ``docs/figures/NAME.json``, a copy of the benchmark's output (``bench-out/`` is not
+committed; this copy is, so that the figures and their source travel together).
+``tests/test_docs.py`` fails when a table differs from what its JSON gives.
+
+    .venv/bin/python scripts/doc_figures.py           # re-render the tables from docs/figures/
+    .venv/bin/python scripts/doc_figures.py --take    # copy bench-out/ outputs to docs/figures/ first
+    .venv/bin/python scripts/doc_figures.py --check   # exit 1 when a table is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SNAPSHOTS = DOCS / "figures"
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def accuracy_by_gallery(d: dict) -> list[str]:
+    rows = ["| students enrolled (3 photos each) | photos of them blocked | reviewed | **missed** | other faces **blocked** "
+            "| other faces held for review |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for g in d["rule"]["by_gallery_size"]:
+        reviewed = 1 - g["enrolled_blocked"] - g["enrolled_missed"]
+        rows.append(
+            f"| {g['enrolled']:,} | {_pct(g['enrolled_blocked'])} | {_pct(reviewed)} | {_pct(g['enrolled_missed'])} | "
+            f"{_pct(g['never_enrolled_blocked'], 2)} | {_pct(g['never_enrolled_held_for_review'])} |"
+        )
+    return rows
+
+
+def cluster(d: dict) -> list[str]:
+    base = d["local pool, --workers 2"]["photos_per_second"]
+    names = {
+        "local pool, --workers 2": "local process pool, 2 workers (today)",
+        "local pool, --workers 1": "local process pool, 1 worker",
+        "Dask LocalCluster, local:2": "Dask `local:2`",
+        "Dask LocalCluster, local:1": "Dask `local:1`",
+        "real scheduler + 2 workers (127.0.0.1)": "real `optout-guard scheduler` + 2 `worker` processes on 127.0.0.1",
+    }
+    rows = ["| | photos/s | first result after |", "|---|---|---|"]
+    for key, label in names.items():
+        r = d[key]
+        rate = f"{r['photos_per_second']}"
+        if key in ("Dask LocalCluster, local:2", "real scheduler + 2 workers (127.0.0.1)"):
+            rate += f" ({(r['photos_per_second'] / base - 1) * 100:+.0f}%)".replace("-", "−")
+        rows.append(f"| {label} | {rate} | {r['seconds_to_first_result']} s |")
+    return rows
+
+
+def coordinator(d: dict) -> list[str]:
+    def r100(x: float) -> str:
+        return f"{round(x, -2):,.0f}"
+
+    local = d["listing (local disk, warm)"]
+    share_key = next(k for k in d if k.startswith("listing (+"))
+    share = d[share_key]
+    latency = share_key.split("+")[1].split(" ms")[0]
+    plans = d["planning"]
+    big = max(plans, key=int)
+    peaks = sorted({p["peak_rss_mb"] for p in plans.values()})
+    return [
+        "| | figure |",
+        "|---|---|",
+        "| listing, local disk: one thread / 4 threads / the walk before | "
+        f"{r100(local['list_library, 1 thread']['files_per_second'])} / {r100(local['list_library, 4 threads']['files_per_second'])} / "
+        f"{r100(local['before (os.walk + lstat, 1 thread)']['files_per_second'])} files/s |",
+        f"| listing, {latency} ms added to every folder read (a share, simulated): 1 / 4 / 8 threads | "
+        f"{r100(share['list_library, 1 thread']['files_per_second'])} / {r100(share['list_library, 4 threads']['files_per_second'])} / "
+        f"{r100(share['list_library, 8 threads']['files_per_second'])} files/s |",
+        f"| plan of {int(big):,} files: first audit / nightly, all unchanged | "
+        f"{plans[big]['first_audit_plan_s']} s / {plans[big]['nightly_plan_s']} s |",
+        f"| coordinator's peak memory while planning {' or '.join(f'{int(n):,}' for n in sorted(plans, key=int))} files | "
+        + (f"{peaks[0]} MB either way |" if len(peaks) == 1 else f"{' / '.join(str(p) for p in peaks)} MB |"),
+        "| results committed the way the run records them (~820 bytes of faces each) | "
+        f"{r100(d['coordinator_results_per_second'])} /s |",
+    ]
+
+
+# name: (benchmark output it is taken from, page, renderer)
+FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
+    "accuracy-by-gallery": ("bench-out/accuracy/accuracy.json", "accuracy.md", accuracy_by_gallery),
+    "cluster": ("bench-out/cluster/cluster.json", "cluster.md", cluster),
+    "coordinator": ("bench-out/coordinator/coordinator.json", "cluster.md", coordinator),
+}
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^([ \t]*)<!-- figures:{name} .*?-->\n(.*?)^[ \t]*<!-- /figures:{name} -->", re.S | re.M)
+
+
+def rendered(name: str, text: str) -> str:
+    """``text`` with the table NAME rendered from its snapshot (same indentation as the marker)."""
+    _source, _page, render = FIGURES[name]
+    data = json.loads((SNAPSHOTS / f"{name}.json").read_text(encoding="utf-8"))
+    match = _block(name).search(text)
+    if match is None:
+        raise SystemExit(f"docs: no <!-- figures:{name} --> block in {FIGURES[name][1]}")
+    indent = match.group(1)
+    table = "".join(f"{indent}{line}\n" for line in render(data))
+    start = match.start(2)
+    end = match.end(2)
+    return text[:start] + table + text[end:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--take", action="store_true", help="copy the benchmarks' outputs from bench-out/ first")
+    parser.add_argument("--check", action="store_true", help="only say whether the tables are up to date")
+    args = parser.parse_args()
+    stale = []
+    for name, (source, page, _render) in FIGURES.items():
+        if args.take and (ROOT / source).exists():
+            SNAPSHOTS.mkdir(exist_ok=True)
+            shutil.copyfile(ROOT / source, SNAPSHOTS / f"{name}.json")
+            print(f"took {source}")
+        path = DOCS / page
+        text = path.read_text(encoding="utf-8")
+        new = rendered(name, text)
+        if new != text:
+            stale.append(f"{page}: {name}")
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print("out of date: " + ", ".join(stale))
+        sys.exit(1)
+    print("tables re-rendered: " + (", ".join(stale) or "none changed"))
+
+
+if __name__ == "__main__":
+    main()
