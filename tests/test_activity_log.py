@@ -49,7 +49,7 @@ def test_an_edited_or_deleted_line_is_detected(tmp_path):
     edited[2] = edited[2].replace('"block"', '"allow"')  # someone hides a blocked photo
     path.write_text("\n".join(edited) + "\n")
     assert verify(settings).problem.startswith("line 3 was changed")
-    assert runner.invoke(app, ["--workspace", str(tmp_path), "log", "verify"]).exit_code == 3
+    assert runner.invoke(app, ["--workspace", str(tmp_path), "log", "verify"]).exit_code == 5
 
     path.write_text("\n".join(original[:1] + original[2:]) + "\n")  # a line removed
     assert "line 2 does not follow" in verify(settings).problem

@@ -125,7 +125,7 @@ def test_people_enroll_remove_cycle(tmp_path, samples):
     assert not (ws / "enrollments" / "s-1").exists()
     listed = json.loads(runner.invoke(app, [*base, "people", "--json"]).stdout)
     assert [s["student_id"] for s in listed["students"]] == ["s-2"]
-    assert runner.invoke(app, [*base, "remove", "nobody"]).exit_code == 3
+    assert runner.invoke(app, [*base, "remove", "nobody"]).exit_code == 4  # not found: not a "review"
 
 
 def test_console_script_is_installed(demo_ws):

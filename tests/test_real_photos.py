@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import LFW
-from optout_guard.pipeline import Skipped, collect_photos
+from optout_guard.folders import Skipped, collect_photos
 from optout_guard.types import Decision, Verdict
 
 

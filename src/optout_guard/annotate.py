@@ -7,6 +7,7 @@ student id. Copies are JPEG without any metadata (no EXIF, no GPS), written atom
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,29 @@ def write_redacted_copy(image: LoadedImage, matches: list[FaceMatch], out_dir: P
         stem = Path(marked_copy_name(image, page, len(image.pages))).stem
         written.append(save_jpeg(redact_page(image, page, matches, decisions), out_dir / f"{stem}.redacted.jpg"))
     return written[0]
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What :func:`write_copies` wrote (paths as text), and why a requested copy is missing."""
+
+    marked: str | None = None
+    postable: str | None = None
+    failure: str | None = None
+
+
+def write_copies(
+    image: LoadedImage, matches: list[FaceMatch], marked_dir: Path | None, postable_dir: Path | None
+) -> Copies:
+    """The copies a check was asked for: marked-up into ``marked_dir``, fit to post into
+    ``postable_dir``. A copy that cannot be written (a full disk, no permission) is a ``failure``
+    the caller turns into a reason; the check itself stands."""
+    marked = postable = None
+    try:
+        if marked_dir is not None:
+            marked = str(write_marked_copy(image, matches, marked_dir))
+        if postable_dir is not None:
+            postable = str(write_redacted_copy(image, matches, postable_dir))
+    except OSError as exc:
+        return Copies(marked, postable, f"a copy could not be written ({exc})")
+    return Copies(marked, postable)

@@ -4,7 +4,11 @@ Exit codes (also in docs/command-line.md):
   0  every photo was checked and allowed
   1  at least one photo is blocked
   2  usage, configuration or setup error (bad option, no index, missing models): nothing reliable was checked
-  3  nothing blocked, but at least one photo needs review or could not be checked
+  3  nothing blocked, but at least one photo needs review or could not be checked (enroll, sync:
+     a student is not protected)
+  4  not found: `remove` of a student not in the index, `users remove` of an unknown account
+  5  the activity log was tampered with (`log verify`)
+  6  the demo did not give the expected verdicts
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import ScanResult, Verdict
 
 EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
+# Not verdicts: each has its own code, so that a script never reads one as "needs review".
+EXIT_NOT_FOUND, EXIT_TAMPERED, EXIT_DEMO_FAILED = 4, 5, 6
 VERDICT_STYLE = {Verdict.BLOCK: "bold red", Verdict.REVIEW: "bold yellow", Verdict.ALLOW: "green"}
 
 
@@ -205,7 +211,8 @@ def check(
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
     from optout_guard.activity_log import ActivityLog, photo_details
-    from optout_guard.pipeline import Guard, Redaction, Skipped, collect_photos
+    from optout_guard.folders import Skipped, collect_photos
+    from optout_guard.pipeline import Guard, Redaction
     from optout_guard.report import batch_document
 
     settings = _settings(
@@ -612,7 +619,7 @@ def remove(
             f"Their reference photos are still in {folder}: delete that folder (or use --delete-photos), "
             "or the next enroll will add them again."
         )
-    raise typer.Exit(EXIT_ALLOW if known else EXIT_REVIEW)
+    raise typer.Exit(EXIT_ALLOW if known else EXIT_NOT_FOUND)
 
 
 # ---- district sync -------------------------------------------------------------------------------
@@ -1007,14 +1014,14 @@ app.add_typer(log_app, name="log")
 @log_app.command("verify")
 @_user_errors
 def log_verify(ctx: typer.Context) -> None:
-    """Check that no line of the activity log was changed, removed or inserted. Exit 3 if one was."""
+    """Check that no line of the activity log was changed, removed or inserted. Exit 5 if one was."""
     from optout_guard.activity_log import log_path, verify
 
     settings = _settings(ctx.parent)
     result = verify(settings)
     if result.problem:
         err.print(f"[bold red]The activity log {escape(str(log_path(settings)))} was tampered with:[/] {escape(result.problem)}.")
-        raise typer.Exit(EXIT_REVIEW)
+        raise typer.Exit(EXIT_TAMPERED)
     out.print(f"The activity log {log_path(settings)} is intact ({result.entries} entries).")
 
 
@@ -1256,7 +1263,7 @@ def users_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar
     settings = _settings(ctx)
     if not UserStore(settings.index_file.parent).remove(name):
         err.print(f"[yellow]no account {name}[/]")
-        raise typer.Exit(EXIT_REVIEW)
+        raise typer.Exit(EXIT_NOT_FOUND)
     out.print(f"Account {name} removed.")
 
 
@@ -1318,7 +1325,7 @@ def demo(
     problems = run.unexpected()
     if problems:
         err.print("[bold red]The demo did not give the expected verdicts:[/] " + "; ".join(problems))
-        raise typer.Exit(EXIT_REVIEW)
+        raise typer.Exit(EXIT_DEMO_FAILED)
     out.print("[green]Demo OK:[/] the enrolled person was blocked, the other photos were allowed.")
     out.print(f"Try it yourself: optout-guard --workspace {run.workspace} check {run.workspace / 'photos'}")
 

@@ -73,14 +73,14 @@ class GuardPlugin(WorkerPlugin):
         import cv2
 
         from optout_guard.index import FaceIndex, index_key
-        from optout_guard.pipeline import Guard
+        from optout_guard.pipeline import Guard, NoDecisions
 
         cv2.setNumThreads(1)
         # The key comes from the worker's own environment or key file, never from the coordinator.
         index = FaceIndex.from_bytes(self.index_blob, self.fingerprint, index_key(self.settings), "<from the coordinator>")
         self.index_blob = b""
         # Reviewers' decisions are applied on the coordinator (the review book lives there).
-        self.guard = Guard(replace(self.settings, workers=1), index=index, use_review_book=False)
+        self.guard = Guard(replace(self.settings, workers=1), index=index, settler=NoDecisions())
         self.guard.require_models()
 
     def teardown(self, worker: Any) -> None:
@@ -197,7 +197,7 @@ class Cluster:
     def _with_reviews(self, result: ScanResult) -> ScanResult:
         if not result.faces or result.sha256 is None:
             return result
-        matches, verdict, reasons = self.coordinator.with_reviews(list(result.faces), result.notes, result.sha256)
+        matches, verdict, reasons = self.coordinator.settler.settle(result.sha256, list(result.faces), result.notes)
         return replace(result, faces=tuple(matches), verdict=verdict, reasons=reasons)
 
     def close(self) -> None:

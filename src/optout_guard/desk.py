@@ -268,8 +268,8 @@ class Desk:
     def import_sources(self, budget_seconds: float | None = 60.0) -> int:
         """Queue review photos from the check folders' review/ and the audits' state (new ones only)."""
         from optout_guard.audit import review_paths
+        from optout_guard.folders import collect_photos
         from optout_guard.fsutil import sha256_file
-        from optout_guard.pipeline import collect_photos
 
         started, added = time.monotonic(), 0
         paths: list[tuple[Path, str]] = []

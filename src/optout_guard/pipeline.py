@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,22 +20,17 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
+from optout_guard.folders import Skipped, UnreadableFolder, collect_photos, unreadable_folder
 from optout_guard.fsutil import sha256_file
 from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.models import Models, embedding_fingerprint, get_models
-from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, ReviewBook, book_path, settle_matches
+from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
-from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Unjudged, Verdict
+from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Settler, Unjudged, Verdict
 
 log = logging.getLogger("optout_guard.pipeline")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    reason: str
 
 
 SIDEWAYS = (
@@ -55,44 +48,19 @@ class Redaction:
     folder: Path
 
 
-@dataclass(frozen=True)
-class UnreadableFolder:
-    path: str
-    reason: str
-    link: bool = False  # a linked folder, deliberately not followed
+class NoDecisions:
+    """A settler that applies no human decision: the verdict from the faces alone."""
 
+    def settle(
+        self, sha256: str | None, matches: list[FaceMatch], notes: tuple[str, ...]
+    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
+        return (matches, *photo_verdict(matches, notes))
 
-def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) -> Iterator[Path | Skipped | UnreadableFolder]:
-    """Files named explicitly are always checked; folders are walked recursively (sorted, hidden
-    entries and ``exclude`` folders left out), and files in them that are not images are skipped.
-    A folder that cannot be listed is reported, never silently passed over."""
-    excluded = {Path(p).resolve() for p in exclude}
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            # Missing or unreadable files still go to check(), which reports them as review.
-            yield path
-            continue
-        errors: list[OSError] = []
-        for dirpath, dirnames, filenames in os.walk(path, onerror=errors.append):
-            while errors:
-                failed = errors.pop()
-                yield UnreadableFolder(str(failed.filename or dirpath), failed.strerror or str(failed))
-            here = Path(dirpath)
-            for d in sorted(dirnames):
-                if (here / d).is_symlink() and not d.startswith("."):
-                    yield UnreadableFolder(str(here / d), "symbolic link", link=True)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                file = here / name
-                if sniff(file) != "other":  # images, and files that cannot be read: check() reports those
-                    yield file
-                else:
-                    yield Skipped(str(file), "not an image")
-        for failed in errors:
-            yield UnreadableFolder(str(failed.filename or path), failed.strerror or str(failed))
+    def settle_file(self, result: ScanResult) -> ScanResult:
+        return result
+
+    def decided_since(self, when: str) -> set[str]:
+        return set()
 
 
 # Faces whose plain embedding is within review_distance + this of an enrolled student get the
@@ -104,14 +72,20 @@ class Guard:
     """Holds the models and the index for the life of a process (a watch service, an audit worker)."""
 
     def __init__(
-        self, settings: Settings, models: Models | None = None, index: FaceIndex | None = None, use_review_book: bool = True
+        self,
+        settings: Settings,
+        models: Models | None = None,
+        index: FaceIndex | None = None,
+        settler: Settler | None = None,
     ) -> None:
+        """``settler``: what people decided, applied to every result; by default this workspace's
+        review book (``review.WorkspaceDecisions``); ``NoDecisions()`` on a cluster worker (the
+        coordinator applies them)."""
         self.settings = settings
-        self.use_review_book = use_review_book  # False on a cluster worker: the coordinator applies decisions
         self.models = models or get_models()
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
-        self._book: ReviewBook | None = None
+        self._settler = settler
 
     def require_models(self) -> None:
         """Load every model this run needs now, before any photo: a broken install is a set-up
@@ -129,11 +103,12 @@ class Guard:
             ) from None
 
     @property
-    def review_book(self) -> ReviewBook | None:
-        """The review desk's decisions, when the desk has been used in this workspace."""
-        if self._book is None and self.use_review_book and book_path(self.settings).exists():
-            self._book = ReviewBook.open(self.settings)
-        return self._book
+    def settler(self) -> Settler:
+        if self._settler is None:
+            from optout_guard.review import WorkspaceDecisions  # the default: this workspace's review book
+
+            self._settler = WorkspaceDecisions(self.settings)
+        return self._settler
 
     @property
     def index(self) -> FaceIndex:
@@ -205,26 +180,7 @@ class Guard:
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)
         ]
-        return self.with_reviews(matches, notes, sha256)
-
-    def with_reviews(
-        self, matches: list[FaceMatch], notes: tuple[str, ...], sha256: str | None
-    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
-        """What reviewers already said about this photo's (or clip's) faces applied, then the verdict."""
-        book = self.review_book
-        whole = None
-        if book is not None and sha256 is not None:
-            settled = book.settlements(sha256)  # read once: the faces' answers and the whole photo's
-            matches = settle_matches(sha256, matches, book, settled)
-            whole = next((s for s in settled if s.face == PHOTO), None)
-        if whole is not None and whole.answer == NONE:
-            notes = ()  # a person looked at the whole photo: its notes are answered
-        verdict, reasons = photo_verdict(matches, notes)
-        if whole is not None and whole.answer == UNNAMED and verdict is not Verdict.BLOCK:
-            verdict, reasons = Verdict.BLOCK, (f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})",)
-        if whole is not None and whole.answer == BLURRED and verdict is Verdict.REVIEW:
-            reasons = (*reasons, f"the blurred copy may be posted, said {whole.by} ({whole.at[:10]}); not this original")
-        return matches, verdict, reasons
+        return self.settler.settle(sha256, matches, notes)
 
     def _check(
         self,
@@ -311,16 +267,7 @@ class Guard:
             sha = sha256_file(result.path)
         except OSError:
             return result
-        result = dataclasses.replace(result, sha256=sha)
-        book = self.review_book
-        whole = next((s for s in book.settlements(sha) if s.face == PHOTO), None) if book is not None else None
-        if whole is None or whole.answer == BLURRED:
-            return result
-        if whole.answer == UNNAMED:
-            why = f"an opted-out student is in this file, said {whole.by} ({whole.at[:10]}), who opened it"
-            return dataclasses.replace(result, verdict=Verdict.BLOCK, reasons=(*result.reasons, why), retry=False)
-        why = f"no opted-out student in it, said {whole.by} ({whole.at[:10]}), who opened it"
-        return dataclasses.replace(result, verdict=Verdict.ALLOW, reasons=(*result.reasons, why), retry=False)
+        return self.settler.settle_file(dataclasses.replace(result, sha256=sha))
 
     def _sideways(self, image: LoadedImage, faces: list[Face]) -> tuple[LoadedImage, list[Face]]:
         """Faces lying on their side or upside down: the photo may be stored turned with
@@ -353,14 +300,9 @@ class Guard:
         embeddings: tuple[np.ndarray | None, ...] | None,
     ) -> ScanResult:
         """Write the requested copies and assemble the result."""
-        annotated = redacted = None
-        try:
-            if annotate_dir is not None:
-                annotated = str(annotate.write_marked_copy(image, matches, annotate_dir))
-            if redact is not None:
-                redacted = str(annotate.write_redacted_copy(image, matches, redact.folder))
-        except OSError as exc:
-            reasons = (*reasons, f"a copy could not be written ({exc})")
+        copies = annotate.write_copies(image, matches, annotate_dir, redact.folder if redact is not None else None)
+        if copies.failure is not None:
+            reasons = (*reasons, copies.failure)
             if verdict is Verdict.ALLOW:
                 verdict = Verdict.REVIEW
         return ScanResult(
@@ -372,8 +314,8 @@ class Guard:
             size=image.size,
             pages=len(image.pages),
             seconds=time.perf_counter() - started,
-            annotated_path=annotated,
-            redacted_path=redacted,
+            annotated_path=copies.marked,
+            redacted_path=copies.postable,
             notes=image.notes,
             identity=image.identity,
             embeddings=embeddings,
@@ -408,81 +350,9 @@ class Guard:
             if isinstance(item, Skipped):
                 yield item
             elif isinstance(item, UnreadableFolder):
-                yield _unreadable_folder(item)
+                yield unreadable_folder(item)
             else:
                 yield self.check(item, annotate_dir, redact=redact, scope=scope)
-
-
-def _unreadable_folder(item: UnreadableFolder) -> ScanResult:
-    why = f"folder could not be read ({item.reason}); the photos in it were not checked"
-    if item.link:
-        # Links are not followed inside a folder walk (they can lead outside it, or loop); never silently.
-        why = (
-            "a linked folder was not followed, so the photos in it were not checked: "
-            f"check it directly (optout-guard check {item.path}/)"
-        )
-    return ScanResult(item.path, Verdict.REVIEW, (why,))
-
-
-# ---- several processes: one Guard per worker, loaded once ------------------------------------
-_worker_guard: Guard | None = None
-
-
-def _init_worker(settings: Settings) -> None:
-    global _worker_guard
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core: no thread pools fighting inside each
-    _worker_guard = Guard(settings)
-
-
-def _call_in_worker(fn: Callable[..., ScanResult], args: tuple) -> ScanResult:
-    assert _worker_guard is not None
-    return fn(_worker_guard, *args)
-
-
-def run_in_workers(
-    settings: Settings, workers: int, jobs: Iterable[tuple[Any, tuple | None]], fn: Callable[..., ScanResult]
-) -> Iterator[tuple[Any, ScanResult | None]]:
-    """Run ``fn(guard, *args)`` for each ``(key, args)`` job in ``workers`` processes, each holding
-    its own Guard (models loaded once per worker). Yields ``(key, result)`` in job order; a job with
-    ``args`` None is passed through with result None. ``args[0]`` is the photo's path: if the worker
-    dies on it, that photo becomes *review*, never *allow*."""
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Workers inherit the environment when they start: one BLAS thread each, since the processes
-    # already use every core (and 2 × N BLAS threads would only contend).
-    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    context = multiprocessing.get_context("spawn")  # fork after BLAS threads started can deadlock
-    pending: deque[tuple[Any, tuple | None, Any]] = deque()
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
-
-            def drain(limit: int) -> Iterator[tuple[Any, ScanResult | None]]:
-                while len(pending) > limit:
-                    key, args, future = pending.popleft()
-                    if future is None:
-                        yield key, None
-                        continue
-                    try:
-                        yield key, future.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
-                        why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
-                        yield key, ScanResult(str(args[0]), Verdict.REVIEW, (why,), retry=True)
-
-            for key, args in jobs:
-                pending.append((key, args, None if args is None else pool.submit(_call_in_worker, fn, args)))
-                yield from drain(4 * workers)  # bounded look-ahead keeps memory flat on big folders
-            yield from drain(0)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None, redact: Redaction | None, scope: Scope) -> ScanResult:
@@ -502,6 +372,6 @@ def _check_in_processes(
         if result is not None:
             yield result
         elif isinstance(item, UnreadableFolder):
-            yield _unreadable_folder(item)
+            yield unreadable_folder(item)
         else:
             yield item

@@ -14,6 +14,7 @@ who matches the face makes it a review again. A face settled as a student blocks
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -399,3 +400,58 @@ def settle_matches(
                 ReasonCode.REVIEWER_CLEARED,
             )
     return result
+
+
+class WorkspaceDecisions:
+    """What reviewers decided in this workspace's review book, applied to every check: the
+    pipeline's default *settler* (``types.Settler``). The book is opened once it exists (the desk
+    may create it while a watch runs); until then nothing is applied."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._book: ReviewBook | None = None
+
+    @property
+    def book(self) -> ReviewBook | None:
+        if self._book is None and book_path(self.settings).exists():
+            self._book = ReviewBook.open(self.settings)
+        return self._book
+
+    def settle(
+        self, sha256: str | None, matches: list[FaceMatch], notes: tuple[str, ...]
+    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
+        """The faces' and the whole photo's decisions applied, then the photo's verdict."""
+        book = self.book
+        whole = None
+        if book is not None and sha256 is not None:
+            settled = book.settlements(sha256)  # read once: the faces' answers and the whole photo's
+            matches = settle_matches(sha256, matches, book, settled)
+            whole = next((s for s in settled if s.face == PHOTO), None)
+        if whole is not None and whole.answer == NONE:
+            notes = ()  # a person looked at the whole photo: its notes are answered
+        verdict, reasons = photo_verdict(matches, notes)
+        if whole is not None and whole.answer == UNNAMED and verdict is not Verdict.BLOCK:
+            verdict, reasons = Verdict.BLOCK, (f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})",)
+        if whole is not None and whole.answer == BLURRED and verdict is Verdict.REVIEW:
+            reasons = (*reasons, f"the blurred copy may be posted, said {whole.by} ({whole.at[:10]}); not this original")
+        return matches, verdict, reasons
+
+    def settle_file(self, result: ScanResult) -> ScanResult:
+        """A file that could not be decoded (``result.sha256`` its content hash): a person who
+        opened it elsewhere and said what is in it decides it."""
+        book = self.book
+        if book is None or result.sha256 is None:
+            return result
+        whole = next((s for s in book.settlements(result.sha256) if s.face == PHOTO), None)
+        if whole is None or whole.answer == BLURRED:
+            return result
+        if whole.answer == UNNAMED:
+            why = f"an opted-out student is in this file, said {whole.by} ({whole.at[:10]}), who opened it"
+            return dataclasses.replace(result, verdict=Verdict.BLOCK, reasons=(*result.reasons, why), retry=False)
+        why = f"no opted-out student in it, said {whole.by} ({whole.at[:10]}), who opened it"
+        return dataclasses.replace(result, verdict=Verdict.ALLOW, reasons=(*result.reasons, why), retry=False)
+
+    def decided_since(self, when: str) -> set[str]:
+        """Content hashes of the photos decided about since ``when`` (the audit decides them again)."""
+        book = self.book
+        return book.decided_since(when) if book is not None else set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -227,3 +228,17 @@ class ScanResult:
     def blocked_students(self) -> tuple[str, ...]:
         ids = [m.student_id for m in self.faces if m.decision is Decision.BLOCK and m.student_id]
         return tuple(dict.fromkeys(ids))
+
+
+class Settler(Protocol):
+    """What people decided about photos, applied to a check's results (``review.WorkspaceDecisions``
+    for a workspace's review book; ``pipeline.NoDecisions`` on a cluster worker, where the
+    coordinator applies them)."""
+
+    def settle(
+        self, sha256: str | None, matches: list[FaceMatch], notes: tuple[str, ...]
+    ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]: ...
+
+    def settle_file(self, result: ScanResult) -> ScanResult: ...
+
+    def decided_since(self, when: str) -> set[str]: ...

@@ -241,7 +241,7 @@ def check_clip(
         return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
                           seconds=time.perf_counter() - started)  # fmt: skip
     # What reviewers said about this clip's tracks (cards on the desk) counts, as for photos.
-    matches, verdict, reasons = guard.with_reviews(matches, tuple(notes), sha)
+    matches, verdict, reasons = guard.settler.settle(sha, matches, tuple(notes))
     if not matches and verdict is Verdict.ALLOW:
         reasons = (f"no faces found in {frames} frames examined ({format_time(checked_until)} of video)",)
     summary = ClipSummary(
@@ -362,7 +362,7 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
     except Exception:  # noqa: BLE001 - the stored geometry does not fit (a re-encoded file?): check it whole
         log.info("re-deciding %s from its stored tracks failed; checking it whole", path)
         return guard.check(path, scope=scope)
-    matches, verdict, reasons = guard.with_reviews(matches, (), sha)
+    matches, verdict, reasons = guard.settler.settle(sha, matches, ())
     summary = ClipSummary(0.0, max((t.last for t in tracks), default=0.0), len(frames), 0.0, 0, False, tuple(tracks))
     return ScanResult(
         str(path), verdict, reasons, tuple(matches), sha256=sha, identity=(identity.size, identity.mtime_ns),

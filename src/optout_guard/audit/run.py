@@ -37,7 +37,8 @@ from optout_guard.audit.state import (
 from optout_guard.config import Settings
 from optout_guard.errors import ConfigError, OptoutGuardError
 from optout_guard.fsutil import utc_now
-from optout_guard.pipeline import Guard, run_in_workers
+from optout_guard.pipeline import Guard
+from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
 from optout_guard.types import ReasonCode, ScanResult, Unjudged, Verdict
 
@@ -258,8 +259,7 @@ def _audit(
 
     # 1. List and plan. Photos a reviewer decided about since the last run are decided again.
     last_start = db.execute("SELECT MAX(started) FROM runs WHERE id < ? AND finished IS NOT NULL", (run,)).fetchone()[0]
-    book = guard.review_book
-    decided = book.decided_since(last_start or "") if book is not None else set()
+    decided = guard.settler.decided_since(last_start or "")
     passed = Passed()
     try:
         plan = plan_run(
