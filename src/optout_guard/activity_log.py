@@ -174,9 +174,10 @@ class ActivityLog:
             self._append(key, previous, action, details)
 
     def _append(self, key: bytes, previous: dict[str, Any] | None, action: str, details: dict[str, Any]) -> None:
-        entry = {
+        seq = int(previous["seq"]) + 1 if previous else 1
+        entry: dict[str, Any] = {
             "v": 2,
-            "seq": (previous["seq"] + 1) if previous else 1,
+            "seq": seq,
             "time": utc_now(),
             "user": self.user,
             "host": self.host,
@@ -190,7 +191,7 @@ class ActivityLog:
             fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _write_head(self.path, key, int(entry["seq"]), str(entry["hash"]))
+        _write_head(self.path, key, seq, str(entry["hash"]))
 
     def _quarantine_tail(self, good_end: int, key: bytes, previous: dict[str, Any] | None) -> None:
         """A crash or a full disk tore the last line: keep its bytes aside, cut the log back to its

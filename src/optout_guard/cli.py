@@ -112,7 +112,8 @@ def _warn_interrupted_enrollment(settings: Settings) -> None:
         err.print(f"[bold yellow]warning:[/] {escape(warning)}")
 
 
-def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+def _settings(ctx: Any, **overrides: Any) -> Settings:
+    """Settings from the workspace the top command was given (``ctx``: a command's context, or its parent's)."""
     return load_settings(ctx.obj.get("workspace"), overrides)
 
 

@@ -9,6 +9,7 @@ decoded pixels, which is also where the embedding is taken from.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -155,9 +156,9 @@ def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple
             overlap = _TILE / 2
             while max(width, height) * level > _TILE:
                 boxes, scores = _tiled_pass(pixels, level, overlap, threshold, models)
-                keep = boxes[:, 2] * scale >= smallest
-                found_boxes.append(boxes[keep])
-                found_scores.append(scores[keep])
+                large = boxes[:, 2] * scale >= smallest
+                found_boxes.append(boxes[large])
+                found_scores.append(scores[large])
                 smallest = overlap / 1.25 / level * scale  # level-0 detector px: bigger faces from the next level
                 level *= _CENTERFACE_MIN_PX / (overlap / 1.25)
             shrink, whole_min = level, smallest
@@ -211,7 +212,7 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
     faces: list[Face] = []
     for page_index, pixels in enumerate(image.pages):
         boxes, info = detector(pixels, settings, models)
-        order = np.argsort(-(boxes[:, 2] * boxes[:, 3])) if len(boxes) else []
+        order: Sequence[int] = np.argsort(-(boxes[:, 2] * boxes[:, 3])).tolist() if len(boxes) else []
         for i in order:
             points = _landmarks(pixels, boxes[i], models)
             x, y, w, h = (float(v) * image.scale for v in boxes[i])

@@ -282,7 +282,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
                         notes.append(f"page {index + 1} has too many pixels and was not checked")
                         continue
                     im.load()
-                    frame = im
+                    frame: Image.Image = im
                     if frame.size[0] * frame.size[1] > settings.max_working_pixels:
                         factor = math.sqrt(frame.size[0] * frame.size[1] / settings.max_working_pixels)
                         target = (max(1, int(frame.size[0] / factor)), max(1, int(frame.size[1] / factor)))

@@ -204,12 +204,9 @@ class FaceIndex:
             counts: dict[str, int] = {}
             for t in self.templates:
                 counts[t.student_id] = counts.get(t.student_id, 0) + 1
-            use = settings.cohort and self.cohort is not None
-            assert self.cohort is not None or not use
-            penalties = np.array([(self.cohort.penalties.get(s, 0.0) if use else 0.0) for s in ids])  # type: ignore[union-attr]
-            limits: list[Limits | None] = [
-                (self.cohort.limits(counts.get(s, 1)) if use else None) for s in ids  # type: ignore[union-attr]
-            ]
+            cohort = self.cohort if settings.cohort else None
+            penalties = np.array([(cohort.penalties.get(s, 0.0) if cohort is not None else 0.0) for s in ids])
+            limits: list[Limits | None] = [(cohort.limits(counts.get(s, 1)) if cohort is not None else None) for s in ids]
             cached = self._judging_cache[key] = (penalties, limits)
         return cached
 

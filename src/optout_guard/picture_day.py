@@ -105,12 +105,12 @@ def read_delivery(root: Path) -> tuple[list[DeliveryPhoto], list[DeliveryPhoto],
         raise OptoutGuardError(f"picture-day folder {root} does not exist")
     index = next((p for p in root.iterdir() if p.name.upper() == INDEX_NAME and p.is_file()), None)
     if index is None:  # a plain folder of <student_id>.jpg
-        photos = [
+        plain = [
             DeliveryPhoto(p, 0, student_id=p.stem)
             for p in sorted(root.iterdir())
             if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")
         ]
-        return photos, [], []
+        return plain, [], []
     rows = list(csv.reader(io.StringIO(read_text(index), newline=""), delimiter="\t"))
     positions = {name: i for i, name in enumerate(PSPA_COLUMNS)}
     start = 0
@@ -125,7 +125,8 @@ def read_delivery(root: Path) -> tuple[list[DeliveryPhoto], list[DeliveryPhoto],
     problems: list[tuple[int, str]] = []
     if "file" not in positions:
         return [], [], [(1, f"{index}: no File column")]
-    photos, missing = [], []
+    photos: list[DeliveryPhoto] = []
+    missing: list[DeliveryPhoto] = []
     for line_no, row in enumerate(rows[start:], start=start + 1):
         if not any(c.strip() for c in row):
             continue
@@ -137,11 +138,11 @@ def read_delivery(root: Path) -> tuple[list[DeliveryPhoto], list[DeliveryPhoto],
         if not cell("file"):
             problems.append((line_no, f"{index}: no file name"))
             continue
-        found = _find_file(root, cell("folder"), cell("file"))
+        located = _find_file(root, cell("folder"), cell("file"))
         photo = DeliveryPhoto(
-            found or root / cell("folder") / cell("file"), line_no, cell("last"), cell("first"), cell("grade"), cell("id")
+            located or root / cell("folder") / cell("file"), line_no, cell("last"), cell("first"), cell("grade"), cell("id")
         )
-        (photos if found else missing).append(photo)
+        (photos if located else missing).append(photo)
     return photos, missing, problems
 
 

@@ -64,7 +64,7 @@ def run_in_workers(
                         yield key, future.result()
                     except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
                         why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
-                        yield key, ScanResult(str(args[0]), Verdict.REVIEW, (why,), retry=True)
+                        yield key, ScanResult(str(args[0]) if args else "?", Verdict.REVIEW, (why,), retry=True)
 
             for key, args in jobs:
                 pending.append((key, args, None if args is None else pool.submit(_call_in_worker, fn, args)))

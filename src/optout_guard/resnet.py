@@ -70,11 +70,15 @@ class _Affine:
     beta: np.ndarray
 
 
-def _parse(path: Path) -> tuple[list[tuple[bytes, object]], np.ndarray]:
+_Pool = tuple[int, ...]  # nr, nc, stride y/x, pad y/x
+_Layer = _Conv | _Affine | _Pool | None
+
+
+def _parse(path: Path) -> tuple[list[tuple[bytes, _Layer]], np.ndarray]:
     """The layers, input to output, as (kind, parameters), and the final (128, in) projection."""
     data = path.read_bytes()
     reader = _Reader(data)
-    layers: list[tuple[bytes, object]] = []
+    layers: list[tuple[bytes, _Layer]] = []
     fc: np.ndarray | None = None
     while reader.pos < len(data):
         # Layer records start with their version string; search for the next one we know.
@@ -174,20 +178,25 @@ class DlibResNet:
         previous = b""
         for kind, params in self.layers:
             if kind == b"con_4":
-                x = _conv(x, params)  # type: ignore[arg-type]
+                assert isinstance(params, _Conv)
+                x = _conv(x, params)
             elif kind == b"affine_":
-                x = x * params.gamma[None, :, None, None] + params.beta[None, :, None, None]  # type: ignore[union-attr]
+                assert isinstance(params, _Affine)
+                x = x * params.gamma[None, :, None, None] + params.beta[None, :, None, None]
             elif kind == b"relu_":
                 x = np.maximum(x, 0.0)
                 if previous == b"add_prev_":
                     block_input = x
             elif kind == b"max_pool_2":
-                x = _pool(x, params, kind)  # type: ignore[arg-type]
+                assert isinstance(params, tuple)
+                x = _pool(x, params, kind)
                 block_input = x
-            elif kind == b"avg_pool_2" and params[0] == 0:  # type: ignore[index]
-                x = _pool(x, params, kind)  # type: ignore[arg-type]
             elif kind == b"avg_pool_2":
-                block_input = _pool(block_input, params, kind)  # type: ignore[arg-type]
+                assert isinstance(params, tuple)
+                if params[0] == 0:  # avg_pool_everything: the end of the network
+                    x = _pool(x, params, kind)
+                else:
+                    block_input = _pool(block_input, params, kind)
             elif kind == b"add_prev_":
                 x = _add(x, block_input)
             previous = kind

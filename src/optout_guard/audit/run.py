@@ -285,6 +285,8 @@ def _audit(
         key = os.fsencode(name)
         row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
         before = row[0] if row else None
+        size: int | None
+        mtime: int | None
         if result.identity is not None:
             size, mtime = result.identity  # the size and time of the very bytes that were checked
         else:  # a decision from the embedding cache read no bytes: the file was unchanged when listed
