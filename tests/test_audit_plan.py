@@ -16,8 +16,9 @@ import pytest
 from optout_guard.audit import listing as listing_module
 from optout_guard.audit import plan as plan_module
 from optout_guard.audit.listing import Listed, Passed, list_library
-from optout_guard.audit.plan import LibraryLooksUnmounted, plan_run, todo_pages
+from optout_guard.audit.plan import plan_run, todo_pages
 from optout_guard.audit.state import UPSERT, connect
+from optout_guard.errors import LibraryLooksUnmounted
 from optout_guard.fsutil import sha256_with_identity
 
 GALLERY = "g1"

@@ -37,7 +37,7 @@ log = logging.getLogger("optout_guard.activity_log")
 
 
 def log_path(settings: Settings) -> Path:
-    return settings.index_file.parent / LOG_FILE
+    return settings.state_dir / LOG_FILE
 
 
 def _body(entry: dict[str, Any]) -> bytes:
@@ -74,7 +74,7 @@ def log_key(settings: Settings) -> bytes:
     index_secret = index_key(settings)
     if index_secret is not None:
         return hmac.new(index_secret, b"optout-guard activity log", hashlib.sha256).digest()
-    path = settings.index_file.parent / KEY_FILE
+    path = settings.state_dir / KEY_FILE
     key = _read_key(path)
     if key is not None:
         return key

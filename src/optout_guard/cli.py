@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -94,7 +95,8 @@ def _user_errors(func: F) -> F:
             raise typer.Exit(EXIT_USAGE) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - an unexpected crash must not exit 1 ("blocked")
+        except Exception as exc:
+            logging.getLogger("optout_guard").exception("unexpected error in %s", func.__name__)
             err.print(
                 f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}. "
                 "Nothing was fully checked; please report this."
@@ -232,7 +234,7 @@ def check(
     guard.require_models()  # a broken install is exit 2 before any photo
     chosen = WHOLE_DISTRICT
     if settings.recognition:
-        _ = guard.index  # a missing or foreign index is a setup error: say so before any photo
+        guard.require_index()  # a missing or foreign index: say so before any photo
         _warn_interrupted_enrollment(settings)
         chosen = _scope(settings, guard.index, scope, grade)
     results: list[ScanResult] = []
@@ -825,7 +827,6 @@ def watch(
     redact: Annotated[bool, typer.Option("--redact", help="Also write <photo>.postable.jpg: blocked faces blurred.")] = False,
 ) -> None:
     """Watch a folder: each photo dropped in is moved to allowed/, blocked/ or review/ with a note and a marked-up copy."""
-    import logging
     import signal
     import threading
 
@@ -841,7 +842,7 @@ def watch(
     guard = Guard(settings)
     guard.require_models()  # a broken install: refuse to start (never file everything into review/)
     if settings.recognition:
-        _ = guard.index  # refuse to start without a usable index (nothing would ever be blocked)
+        guard.require_index()  # refuse to start without a usable index (nothing would ever be blocked)
     lock = folder_lock(folder)
     try:
         checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
@@ -900,7 +901,6 @@ def audit(
 ) -> None:
     """Audit a photo library incrementally (only new, changed or affected photos are checked).
     Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
-    import logging
     import time
 
     from optout_guard.activity_log import ActivityLog
@@ -1208,7 +1208,7 @@ def serve(
         allowed_hosts=tuple(allowed_host or ()),
     )
     if lan:
-        require_accounts(settings.index_file.parent)
+        require_accounts(settings.state_dir)
     err.print("Loading the face models and the index…")
     desk = Desk(settings, options)
     desk.guard.require_models()  # now, not on the first photo dropped on the page (a broken install: exit 2)
@@ -1251,7 +1251,7 @@ def users_add(
 
     settings = _settings(ctx)
     password = os.environ.get("OPTOUT_GUARD_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    UserStore(settings.index_file.parent).add(name, password, names)
+    UserStore(settings.state_dir).add(name, password, names)
     out.print(f"Account {name} saved{' (may see names)' if names else ''}.")
 
 
@@ -1262,7 +1262,7 @@ def users_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar
     from optout_guard.users import UserStore
 
     settings = _settings(ctx)
-    if not UserStore(settings.index_file.parent).remove(name):
+    if not UserStore(settings.state_dir).remove(name):
         err.print(f"[yellow]no account {name}[/]")
         raise typer.Exit(EXIT_NOT_FOUND)
     out.print(f"Account {name} removed.")
@@ -1275,7 +1275,7 @@ def users_list(ctx: typer.Context) -> None:
     from optout_guard.users import UserStore
 
     settings = _settings(ctx)
-    store = UserStore(settings.index_file.parent)
+    store = UserStore(settings.state_dir)
     for name in store.names():
         out.print(f"{name}{'  (may see names)' if store.can_see_names(name) else ''}")
 

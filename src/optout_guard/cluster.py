@@ -19,6 +19,7 @@ and info pages would serve logs and call stacks with photo paths, unauthenticate
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -31,6 +32,8 @@ from optout_guard.config import Settings
 from optout_guard.errors import ConfigError
 from optout_guard.scope import Scope
 from optout_guard.types import ScanResult, Verdict
+
+log = logging.getLogger(__name__)
 
 BATCH = 32  # photos per task
 PLUGIN = "optout-guard"
@@ -125,7 +128,7 @@ class Cluster:
                 raise ConfigError(f"--cluster {spec!r}: use local:N with N workers, or tls://HOST:PORT") from None
             self.local = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                worker_dashboard_address="127.0.0.1:0", local_directory=str(settings.index_file.parent / "dask-workers"),
+                worker_dashboard_address="127.0.0.1:0", local_directory=str(settings.state_dir / "dask-workers"),
                 silence_logs=40,
             )  # fmt: skip
             self.client = Client(self.local)
@@ -183,7 +186,8 @@ class Cluster:
             items = futures.pop(future)
             try:
                 results = future.result()
-            except Exception as exc:  # noqa: BLE001 - a batch that could not be run fails closed
+            except Exception as exc:
+                log.exception("a batch of %d photos could not be run on the cluster", len(items))
                 why = f"could not be checked on the cluster ({type(exc).__name__}); check it again"
                 results = [(t, ScanResult(t[1], Verdict.REVIEW, (why,), retry=True)) for t, _, _ in items]
             for task, result in results:

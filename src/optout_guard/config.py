@@ -38,6 +38,9 @@ class Settings:
     # within the review distance, if that other student is at least this much further (docs/accuracy.md
     # "Look-alikes"); closer than that, the face is review naming both. 1.5 = never (the old rule).
     lookalike_margin: float = 0.15
+    # A face a reviewer cleared ("none of them") opens again when a student they were not shown comes
+    # this close (a student enrolled since); at least review_distance.
+    reopen_distance: float = 0.6
     # Use the district's cohort (picture-day photos of students who did NOT opt out, embedded in
     # memory at sync/enroll and discarded): hub penalties and thresholds per number of reference
     # photos, stored in the index as numbers only (docs/accuracy.md "The cohort"). false = never embed a cohort and
@@ -112,6 +115,12 @@ class Settings:
     def index_file(self) -> Path:
         return self.index_path or self.workspace / STATE_DIR / "index.npz"
 
+    @property
+    def state_dir(self) -> Path:
+        """The private folder (0700) of the index and everything kept beside it: the review book,
+        the audit states, the activity log and its key, desk accounts, the enrollment marker."""
+        return self.index_file.parent
+
     def validate(self) -> Settings:
         """Every number within a range where the checker still checks: a setting that would switch
         detection or matching off (detection_threshold 4, say) is refused, never obeyed."""
@@ -126,6 +135,11 @@ class Settings:
             raise ConfigError(
                 f"block_distance ({self.block_distance}) must be > 0 and <= review_distance "
                 f"({self.review_distance}); fix config.toml or the OPTOUT_GUARD_* variables"
+            )
+        if self.reopen_distance < self.review_distance:
+            raise ConfigError(
+                f"reopen_distance ({self.reopen_distance}) must be >= review_distance ({self.review_distance}): a face "
+                "a reviewer cleared must open again when a student they did not see comes within review"
             )
         if self.detector not in DETECTORS:
             raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
@@ -152,6 +166,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "listing_threads": (1, 64),
     "review_distance": (0.05, 1.5),
     "lookalike_margin": (0.0, 1.5),
+    "reopen_distance": (0.05, 1.5),
     "cohort_review_share": (0.01, 0.5),
     "min_face_px": (8, 400),
     "detect_min_face_px": (8, 400),

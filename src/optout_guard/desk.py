@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
-from optout_guard.errors import ConfigError, ImageRejected, OptoutGuardError
+from optout_guard.errors import ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, Card, ReviewBook
@@ -55,10 +55,6 @@ class DeskOptions:
     upload_days: int = 30  # …and this long; older ones are deleted (their decisions stay, by hash)
 
 
-class NeedsConfirmation(OptoutGuardError):
-    """A decision that needs the reviewer to say yes once more (clearing a face that would block)."""
-
-
 class Desk:
     """Everything the web layer needs: one Guard (models loaded once), the book, the sources."""
 
@@ -71,7 +67,7 @@ class Desk:
         self.guard.require_models()
         self.book = ReviewBook.open(settings)
         self.lock = threading.RLock()  # one check / one index change at a time
-        self.state = settings.index_file.parent
+        self.state = settings.state_dir
         self.uploads = self.state / UPLOADS
         self.marked = self.state / MARKED
         for folder in (self.uploads, self.marked):

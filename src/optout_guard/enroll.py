@@ -57,7 +57,7 @@ _IN_PROGRESS = "enrollment-in-progress"
 def enrollment_in_progress(settings: Settings) -> Iterator[None]:
     """A marker for the length of an enroll or sync: if the process is killed, the marker stays and
     ``check`` and ``people`` say that ``enrollments/`` may hold photos the index does not reflect."""
-    marker = private_dir(settings.index_file.parent) / _IN_PROGRESS
+    marker = private_dir(settings.state_dir) / _IN_PROGRESS
     atomic_write(marker, utc_now() + "\n")
     yield
     marker.unlink(missing_ok=True)
@@ -65,7 +65,7 @@ def enrollment_in_progress(settings: Settings) -> Iterator[None]:
 
 def interrupted_enrollment(settings: Settings) -> str | None:
     """A warning when an enroll or sync was stopped before it finished (None when all is well)."""
-    marker = settings.index_file.parent / _IN_PROGRESS
+    marker = settings.state_dir / _IN_PROGRESS
     try:
         started = marker.read_text().strip()
     except OSError:

@@ -1,6 +1,10 @@
-"""The exception hierarchy. Library code raises these; only ``cli.py`` turns them into messages."""
+"""The exception hierarchy, all in one place. Library code raises these; only ``cli.py`` turns
+them into messages (and exit code 2). A photo's own problems never raise out of a check: they
+become *review* verdicts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class OptoutGuardError(Exception):
@@ -35,3 +39,41 @@ class ConfigError(OptoutGuardError):
 
 class EnrollmentError(OptoutGuardError):
     """The enrollment folder is missing or not laid out as ``enrollments/<student_id>/photos``."""
+
+
+class Busy(OptoutGuardError):
+    """Another optout-guard process holds the lock on this resource."""
+
+
+class AuditBusy(Busy):
+    """Another audit of this library is running."""
+
+
+class AlreadyWatched(Busy):
+    """Another optout-guard watch holds this folder's lock."""
+
+
+class LibraryLooksUnmounted(OptoutGuardError):
+    """Most (or all) photos the library had are gone at once: an unmounted share, not deletions."""
+
+
+class ListRejected(OptoutGuardError):
+    """The opt-out list has problems; nothing was changed. ``problems``: (line, message)."""
+
+    def __init__(self, path: Path, problems: list[tuple[int, str]]) -> None:
+        shown = "\n".join(f"  line {line}: {msg}" if line else f"  {msg}" for line, msg in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(
+            f"the opt-out list {path} was not imported: {len(problems)} problem(s); fix them and run again "
+            f"(nothing was changed):\n{shown}{more}"
+        )
+        self.problems = problems
+
+
+class NeedsConfirmation(OptoutGuardError):
+    """A decision that needs the reviewer to say yes once more (clearing a face that would block)."""
+
+
+class ClipUnreadable(Exception):
+    """A clip cannot be decoded (damaged, truncated, unsupported): the reason for a person. Not an
+    OptoutGuardError: ``video`` turns it into the clip's *review*, it never reaches the CLI."""

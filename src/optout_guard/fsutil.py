@@ -19,14 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from optout_guard.errors import OptoutGuardError
+from optout_guard.errors import Busy
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
-
-
-class Busy(OptoutGuardError):
-    """Another optout-guard process holds the lock on this resource."""
 
 
 def utc_now() -> str:

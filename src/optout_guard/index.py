@@ -357,7 +357,7 @@ def index_key(settings: Settings) -> bytes | None:
     source = "OPTOUT_GUARD_INDEX_KEY"
     if not text and settings.index_key_file is not None:
         key_file = Path(settings.index_key_file).resolve()
-        if key_file.parent == settings.index_file.parent.resolve():
+        if key_file.parent == settings.state_dir.resolve():
             raise ConfigError(f"the key file {key_file} must not be kept beside the index it protects; move it elsewhere")
         try:
             text = key_file.read_text().strip()

@@ -26,7 +26,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optout_guard.errors import OptoutGuardError
+from optout_guard.errors import ListRejected, OptoutGuardError
 from optout_guard.fsutil import atomic_write
 
 # The one student-id rule (folder names, list rows, the desk, `remove`): no path separators, no markup.
@@ -107,19 +107,6 @@ FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 YES = {"y", "yes", "true", "t", "1", "x", "optout", "optedout", "opt out", "opted out", "on", "checked"}
 NO = {"", "n", "no", "false", "f", "0", "off", "release", "released", "unchecked"}
-
-
-class ListRejected(OptoutGuardError):
-    """The opt-out list has problems; nothing was changed. ``problems``: (line, message)."""
-
-    def __init__(self, path: Path, problems: list[tuple[int, str]]) -> None:
-        shown = "\n".join(f"  line {line}: {msg}" if line else f"  {msg}" for line, msg in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(
-            f"the opt-out list {path} was not imported: {len(problems)} problem(s); fix them and run again "
-            f"(nothing was changed):\n{shown}{more}"
-        )
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,11 @@ class Guard:
                 f"a face model could not be loaded ({type(exc).__name__}: {exc}); re-run the README install command"
             ) from None
 
+    def require_index(self) -> FaceIndex:
+        """The gallery, or :class:`IndexUnusable` (exit 2): a missing, empty or foreign index is a
+        set-up error for the whole run, said before any photo, never a photo's verdict."""
+        return self.index
+
     @property
     def settler(self) -> Settler:
         if self._settler is None:
@@ -193,7 +198,7 @@ class Guard:
     ) -> ScanResult:
         started = time.perf_counter()
         if self.settings.recognition:
-            _ = self.index  # an unusable index is a setup error for the whole run, so it raises
+            self.require_index()
         try:
             image = load_image(path, self.settings)
         except ImageRejected as exc:

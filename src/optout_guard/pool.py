@@ -6,12 +6,15 @@ A worker that dies takes only the photo it was checking with it: that photo beco
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from optout_guard.config import Settings
 from optout_guard.types import ScanResult, Verdict
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from optout_guard.pipeline import Guard
@@ -62,7 +65,8 @@ def run_in_workers(
                         continue
                     try:
                         yield key, future.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed worker fails closed
+                    except Exception as exc:
+                        log.exception("a checking process failed on %s", args[0] if args else key)
                         why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
                         yield key, ScanResult(str(args[0]) if args else "?", Verdict.REVIEW, (why,), retry=True)
 

@@ -47,12 +47,14 @@ UNNAMED = "?"  # the answer "an opted-out student, but not one of those shown" (
 # A photo card's answer "post the blurred copy": nobody could say who the unjudged faces are, but the
 # copy with every one of them blurred may be posted. The original stays *review*.
 BLURRED = "~blurred"
-NEAR = 0.6  # candidates this close were shown to the reviewer; a new one this close re-opens a cleared face
+# A settlement belongs to the face at the same place: the photo is the same file (same sha256), so
+# its faces are found at the same boxes; half overlap tolerates a re-detection's jitter, never a neighbour.
+SAME_FACE_IOU = 0.5
 PHOTO = -1  # the face number of a photo card: the whole photo (faces too small, blurred, turned, cut off; notes)
 
 
 def book_path(settings: Settings) -> Path:
-    return settings.index_file.parent / BOOK_FILE
+    return settings.state_dir / BOOK_FILE
 
 
 _now = utc_now
@@ -82,14 +84,6 @@ class Card:
     source: str
     marked: str | None
     time: float | None = None  # a clip's track: seconds of the frame the box is in (None: a photo)
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.right, b.right) - max(a.x, b.x))
-    iy = max(0.0, min(a.bottom, b.bottom) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0
 
 
 class ReviewBook:
@@ -351,10 +345,16 @@ def _action(answer: str) -> str:
 
 
 def settle_matches(
-    sha256: str, matches: list[FaceMatch], book: ReviewBook, settled: list[Settlement] | None = None
+    sha256: str,
+    matches: list[FaceMatch],
+    book: ReviewBook,
+    settled: list[Settlement] | None = None,
+    reopen_distance: float = 0.6,
 ) -> list[FaceMatch]:
     """A photo's face decisions with people's decisions about its faces applied (``settled``: the
-    photo's settlements, when the caller has read them already)."""
+    photo's settlements, when the caller has read them already). A face cleared as "none of them"
+    opens again when a student the reviewer was not shown comes within ``reopen_distance``
+    (setting ``reopen_distance``: a student enrolled since)."""
     if settled is None:
         settled = book.settlements(sha256) if matches else []
     if not settled:
@@ -372,7 +372,7 @@ def settle_matches(
                 why = f"no opted-out student in this photo, said {whole.by} ({whole.at[:10]})"
                 result[i] = FaceMatch(m.face, Decision.CLEAR, (), why, ReasonCode.REVIEWER_CLEARED)
             continue
-        s = next((s for s in settled if s.face == i and _iou(s.box, m.face.box) > 0.5), None)
+        s = next((s for s in settled if s.face == i and s.box.iou(m.face.box) > SAME_FACE_IOU), None)
         if s is None:
             continue
         if s.answer == UNNAMED:
@@ -390,7 +390,7 @@ def settle_matches(
                 f"confirmed as student {s.answer} by {s.by} ({s.at[:10]})",
                 ReasonCode.REVIEWER_CONFIRMED,
             )
-        elif {c.student_id for c in m.candidates if c.distance <= NEAR} <= set(s.shown):
+        elif {c.student_id for c in m.candidates if c.distance <= reopen_distance} <= set(s.shown):
             # Cleared only while no student the reviewer did not see has come close (a new enrollment).
             result[i] = FaceMatch(
                 m.face,
@@ -425,7 +425,7 @@ class WorkspaceDecisions:
         whole = None
         if book is not None and sha256 is not None:
             settled = book.settlements(sha256)  # read once: the faces' answers and the whole photo's
-            matches = settle_matches(sha256, matches, book, settled)
+            matches = settle_matches(sha256, matches, book, settled, self.settings.reopen_distance)
             whole = next((s for s in settled if s.face == PHOTO), None)
         if whole is not None and whole.answer == NONE:
             notes = ()  # a person looked at the whole photo: its notes are answered

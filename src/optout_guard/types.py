@@ -81,6 +81,14 @@ class Box:
     def right(self) -> float:
         return self.x + self.w
 
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other`` (0: apart, 1: the same box)."""
+        ix = max(0.0, min(self.right, other.right) - max(self.x, other.x))
+        iy = max(0.0, min(self.bottom, other.bottom) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.w * self.h + other.w * other.h - inter
+        return inter / union if union > 0 else 0.0
+
     @property
     def bottom(self) -> float:
         return self.y + self.h

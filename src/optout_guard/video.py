@@ -27,10 +27,10 @@ from PIL import Image, ImageDraw, ImageFont
 from optout_guard import annotate
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
-from optout_guard.errors import ModelUnavailable
+from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import decide_faces, unjudged_decision
-from optout_guard.media.clip import ClipUnreadable, Frame, format_time, probe, sample_frames, write_blurred_copy
+from optout_guard.media.clip import Frame, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
     Box,
@@ -141,13 +141,6 @@ def _crop(pixels: np.ndarray, box: Box, scale: float) -> tuple[np.ndarray, Box]:
     return crop, Box(b.x - x0, b.y - y0, b.w, b.h)
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a.right, b.right) - max(a.x, b.x))
-    iy = max(0.0, min(a.bottom, b.bottom) - max(a.y, b.y))
-    inter = ix * iy
-    return inter / max(a.w * a.h + b.w * b.h - inter, 1e-6)
-
-
 def _close(a: Box, b: Box) -> bool:
     """Same face moved a little between samples (fast motion: little overlap left)."""
     dx = (a.x + a.w / 2) - (b.x + b.w / 2)
@@ -159,7 +152,7 @@ def _close(a: Box, b: Box) -> bool:
 def _link(live: list[_Track], faces: list[Face]) -> list[_Track | None]:
     """For each face, the live track it continues (greedy by overlap), or None: a new track."""
     pairs = sorted(
-        ((_iou(t.boxes[-1][1], f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)), reverse=True
+        ((t.boxes[-1][1].iou(f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)), reverse=True
     )
     chosen: list[_Track | None] = [None] * len(faces)
     used: set[int] = set()
@@ -183,7 +176,7 @@ def check_clip(
     started = time.perf_counter()
     settings = guard.settings
     if settings.recognition:
-        _ = guard.index  # an unusable index stops the run (as for photos)
+        guard.require_index()  # an unusable index stops the run (as for photos)
     try:
         sha, identity = sha256_with_identity(path)
     except OSError as exc:

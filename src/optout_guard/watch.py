@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optout_guard.errors import OptoutGuardError
+from optout_guard.errors import AlreadyWatched
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
 from optout_guard.images import sniff
 from optout_guard.pipeline import Guard, Redaction
@@ -99,10 +99,6 @@ def _what_to_do(result: ScanResult, marked_name: str, postable: str) -> list[str
     else:
         lines.append(_WHAT_TO_DO[Verdict.ALLOW])
     return lines
-
-
-class AlreadyWatched(OptoutGuardError):
-    """Another optout-guard watch holds this folder's lock."""
 
 
 @dataclass
@@ -256,13 +252,13 @@ class CheckFolder:
             try:
                 if self._process(path):
                     done += 1
-            except Exception as exc:  # noqa: BLE001 - one bad file must never stop the service
+            except Exception as exc:
                 self.stats.errors += 1
                 seen = self._seen.get(path)
                 if seen is not None:
                     seen.failures += 1
                     seen.retry_after = self.clock() + min(300.0, 5.0 * 2**seen.failures)
-                log.error("could not file %s (%s: %s); will retry", path, type(exc).__name__, exc)
+                log.exception("could not file %s (%s: %s); will retry", path, type(exc).__name__, exc)
         return done
 
     def _process(self, path: Path) -> bool:

@@ -5,8 +5,7 @@
 """
 
 from optout_guard.audit.listing import Listed, Passed, display_path, list_library
-from optout_guard.audit.plan import LibraryLooksUnmounted
-from optout_guard.audit.run import AuditBusy, AuditSummary, large_of, report_thumbnail, run_audit
+from optout_guard.audit.run import AuditSummary, large_of, report_thumbnail, run_audit
 from optout_guard.audit.state import (
     EmbeddingCache,
     cache_path,
@@ -17,6 +16,7 @@ from optout_guard.audit.state import (
     review_paths,
     state_path,
 )
+from optout_guard.errors import AuditBusy, LibraryLooksUnmounted
 
 __all__ = [
     "AuditBusy",

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from optout_guard.audit.listing import Listed, display_path
-from optout_guard.errors import OptoutGuardError
+from optout_guard.errors import LibraryLooksUnmounted
 from optout_guard.fsutil import sha256_with_identity
 
 # A run that finds more than this share of the library's photos gone (and at least MIN_GONE of
@@ -39,10 +39,6 @@ MAX_GONE_SHARE = 0.2
 MIN_GONE = 10
 LISTED_DELETIONS = 10_000  # deleted paths kept by name for the report (all are counted)
 _INSERT_BATCH = 5000
-
-
-class LibraryLooksUnmounted(OptoutGuardError):
-    """Most (or all) photos the library had are gone at once: an unmounted share, not deletions."""
 
 
 def looks_unmounted(known: int, gone: int) -> bool:

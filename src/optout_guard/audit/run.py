@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.audit.listing import Passed, display_path, list_library
-from optout_guard.audit.plan import LibraryLooksUnmounted, plan_run, todo_pages
+from optout_guard.audit.plan import plan_run, todo_pages
 from optout_guard.audit.state import (
     UPSERT,
     EmbeddingCache,
@@ -35,7 +35,7 @@ from optout_guard.audit.state import (
     state_path,
 )
 from optout_guard.config import Settings
-from optout_guard.errors import ConfigError, OptoutGuardError
+from optout_guard.errors import AuditBusy, ConfigError, LibraryLooksUnmounted, OptoutGuardError
 from optout_guard.fsutil import utc_now
 from optout_guard.pipeline import Guard
 from optout_guard.pool import run_in_workers
@@ -45,10 +45,6 @@ from optout_guard.types import ReasonCode, ScanResult, Unjudged, Verdict
 __all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
 LISTED_CHANGES = 1000  # verdict changes kept by name in the run's summary (all are counted)
-
-
-class AuditBusy(OptoutGuardError):
-    """Another audit of this library is running."""
 
 
 @dataclass

@@ -41,7 +41,7 @@ ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, 
 # ---- storage -------------------------------------------------------------------------------------
 def state_path(settings: Settings, library: Path) -> Path:
     key = hashlib.sha256(os.fsencode(str(Path(library).resolve()))).hexdigest()[:16]
-    return settings.index_file.parent / f"audit-{key}.sqlite"
+    return settings.state_dir / f"audit-{key}.sqlite"
 
 
 def review_paths(settings: Settings, library: Path) -> list[Path]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from optout_guard.errors import ClipUnreadable
+
 # Container signatures. MP4-family files carry "ftyp" at byte 4 and a brand; HEIC/AVIF photos do too
 # (their brands are image brands), so the brand decides.
 _IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"jpeg"}
@@ -38,10 +40,6 @@ def looks_like_clip(head: bytes, suffix: str = "") -> bool:
     if head.startswith(b"\x00\x00\x01\xba") or (head[:1] == b"\x47" and suffix.lower() in {".ts", ".mts", ".m2ts"}):
         return True  # MPEG program / transport stream
     return head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")  # ASF / WMV
-
-
-class ClipUnreadable(Exception):
-    """The clip cannot be decoded (damaged, truncated, unsupported): the reason for a person."""
 
 
 @dataclass(frozen=True)
