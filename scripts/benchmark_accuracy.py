@@ -40,8 +40,8 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
 from optout_guard.errors import ImageRejected
-from optout_guard.images import load_image
 from optout_guard.matching import blocks_alone, mean_templates, pairwise_distances, student_distances
+from optout_guard.media.photos import load_image
 from optout_guard.models import get_models, model_files_fingerprint
 from optout_guard.types import Box, Face
 

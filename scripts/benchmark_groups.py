@@ -31,9 +31,9 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.enroll import reference_embedding
-from optout_guard.images import load_image
 from optout_guard.index import FaceIndex, Template
 from optout_guard.matching import decide_faces
+from optout_guard.media.photos import load_image
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.types import Box, Decision, LoadedImage
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from optout_guard import detection
 from optout_guard.config import Settings
-from optout_guard.images import load_image
+from optout_guard.media.photos import load_image
 from optout_guard.models import get_models
 
 LFW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lfw_deepfunneled_color250" / "lfw"

@@ -21,7 +21,7 @@ from optout_guard.config import load_settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import is_upright, partly_visible
 from optout_guard.errors import ImageRejected
-from optout_guard.images import load_image
+from optout_guard.media.photos import load_image
 from optout_guard.models import get_models
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -10,7 +10,7 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_chips, face_chips
 from optout_guard.errors import ModelUnavailable
-from optout_guard.images import load_image
+from optout_guard.media.photos import load_image
 from optout_guard.resnet import DlibResNet
 
 

@@ -25,8 +25,8 @@ from optout_guard.cli import app
 from optout_guard.config import load_settings
 from optout_guard.detection import detect_faces
 from optout_guard.errors import ConfigError, IndexUnusable
-from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, edit_index, open_index
+from optout_guard.media.photos import load_image, sniff
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
@@ -518,7 +518,7 @@ def test_a_face_cut_by_the_edge_is_never_cleared(lfw_guard, tmp_path):
 
 
 def test_a_heif_thumbnail_showing_someone_else_is_checked(demo_ws, monkeypatch, samples, data_dir):
-    import optout_guard.images as images
+    import optout_guard.media.photos as images
 
     heic = data_dir / "odd_inputs" / "face.heic"
     grace = Image.open(samples["grace_hopper"]).convert("RGB").resize((160, 200))

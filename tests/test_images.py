@@ -12,7 +12,7 @@ from PIL import Image
 
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected
-from optout_guard.images import load_image, looks_like_image
+from optout_guard.media.photos import load_image, looks_like_image
 
 S = Settings()
 
@@ -161,7 +161,7 @@ def test_looks_like_image_sniffs_content(tmp_path):
 
 
 def test_a_file_too_large_to_be_a_photo_is_not_read(tmp_path, monkeypatch):
-    import optout_guard.images as images
+    import optout_guard.media.photos as images
 
     path = tmp_path / "movie.jpg"
     path.write_bytes(b"\xff\xd8" + b"\0" * 5000)

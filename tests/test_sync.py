@@ -16,8 +16,8 @@ from optout_guard.cli import app
 from optout_guard.config import Settings
 from optout_guard.enroll import reference_embedding
 from optout_guard.errors import OptoutGuardError
-from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
+from optout_guard.media.photos import photo_date
 from optout_guard.models import embedding_fingerprint
 from optout_guard.optout_list import ListRejected, OptOutList, Student, load_list, parse_list
 from optout_guard.picture_day import match_delivery, read_confirmed

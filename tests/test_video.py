@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from clips import Appearance, make_clip
 from conftest import LFW, make_workspace
 from optout_guard.cli import app
-from optout_guard.images import sniff
 from optout_guard.media.clip import looks_like_clip, probe
+from optout_guard.media.photos import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.types import Decision, Verdict
 

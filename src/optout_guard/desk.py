@@ -328,7 +328,7 @@ class Desk:
         card of a file that cannot be decoded shows what to do instead."""
         from PIL import Image
 
-        from optout_guard.images import load_image
+        from optout_guard.media.photos import load_image
 
         path = self.allowed(card.photo_path)
         if path is None:
@@ -357,7 +357,7 @@ class Desk:
     def thumbnail(self, path: Path, size: int) -> bytes:
         from PIL import Image
 
-        from optout_guard.images import load_image, sniff
+        from optout_guard.media.photos import load_image, sniff
 
         if sniff(path) == "clip":  # a clip without its contact sheet: its first frame
             from optout_guard.media.clip import frame_at
@@ -461,8 +461,8 @@ class Desk:
         from optout_guard.embedding import embed_faces
         from optout_guard.enroll import REFERENCE_MIN_FACE_FACTOR
         from optout_guard.fsutil import sha256_file
-        from optout_guard.images import load_image, photo_date
         from optout_guard.index import Template, edit_index, now_iso
+        from optout_guard.media.photos import load_image, photo_date
         from optout_guard.types import Face
 
         need = self.settings.min_face_px * REFERENCE_MIN_FACE_FACTOR

@@ -6,14 +6,12 @@ with a reason instead, and the photo goes to review.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from optout_guard.config import Settings
 from optout_guard.models import Models
-from optout_guard.types import EMBEDDING_DIM, Face, LoadedImage, ReasonCode, Unjudged
+from optout_guard.types import EMBEDDING_DIM, Embeddings, Face, LoadedImage, ReasonCode, Unjudged
 
 CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
 CHIP_PADDING = 0.25
@@ -43,20 +41,6 @@ def is_upright(face: Face) -> bool:
     landmarks: mouth below eyes), and its box is not much wider than tall (faces lying on their side
     get boxes about twice as wide as tall: 2.0–2.2 on insightface's rotation set)."""
     return face.upright and face.box.w / max(face.box.h, 1e-6) <= 1.5  # narrow boxes: faces cut by the edge
-
-
-@dataclass(frozen=True, eq=False)
-class Embeddings:
-    """Embeddings for the faces that could be judged, and reasons for those that could not.
-
-    ``vectors[i]`` belongs to ``faces[judged[i]]``; ``unjudged`` maps a face index to its reason.
-    """
-
-    vectors: np.ndarray  # (N, 128) float32
-    judged: tuple[int, ...]
-    unjudged: dict[int, Unjudged]
-    chips: tuple[np.ndarray, ...] = ()  # the aligned faces, kept when mirroring was left for later
-    mirrored: tuple[bool, ...] = ()  # per vector: already mirror-averaged
 
 
 def sharpness(chip: np.ndarray) -> float:
@@ -227,3 +211,16 @@ def judgeable_chips(
                 chips.append(chip)
                 chip_owner.append(i)
     return chips, chip_owner, unjudged
+
+
+class ModelEmbedder:
+    """The product's embedder (``types.Embedder``): the quality gate, dlib's ResNet, mirroring."""
+
+    def __init__(self, models: Models) -> None:
+        self.models = models
+
+    def embed(self, image: LoadedImage, faces: list[Face], settings: Settings, mirror: bool) -> Embeddings:
+        return embed_faces(image, faces, settings, self.models, mirror=mirror)
+
+    def mirror(self, embedded: Embeddings, rows: list[int]) -> Embeddings:
+        return mirror_some(embedded, rows, self.models)

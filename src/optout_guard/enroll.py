@@ -23,8 +23,8 @@ from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.errors import EnrollmentError, ImageRejected
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
-from optout_guard.images import load_image, photo_date
 from optout_guard.index import FaceIndex, Rejection, Template, now_iso
+from optout_guard.media.photos import load_image, photo_date
 from optout_guard.models import Models
 from optout_guard.optout_list import is_valid_student_id
 

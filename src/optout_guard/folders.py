@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from optout_guard.images import sniff
+from optout_guard.media.photos import sniff
 from optout_guard.types import ScanResult, Verdict
 
 

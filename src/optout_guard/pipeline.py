@@ -17,18 +17,30 @@ import numpy as np
 
 from optout_guard import annotate
 from optout_guard.config import Settings
-from optout_guard.detection import detect_faces
-from optout_guard.embedding import embed_faces, is_upright, mirror_some
+from optout_guard.detection import ModelDetector
+from optout_guard.embedding import ModelEmbedder, is_upright
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
 from optout_guard.folders import Skipped, UnreadableFolder, collect_photos, unreadable_folder
 from optout_guard.fsutil import sha256_file
-from optout_guard.images import load_image, sniff
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
+from optout_guard.media.photos import load_image, sniff
 from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
-from optout_guard.types import Decision, Face, FaceMatch, LoadedImage, ReasonCode, ScanResult, Settler, Unjudged, Verdict
+from optout_guard.types import (
+    Decision,
+    Detector,
+    Embedder,
+    Face,
+    FaceMatch,
+    LoadedImage,
+    ReasonCode,
+    ScanResult,
+    Settler,
+    Unjudged,
+    Verdict,
+)
 
 log = logging.getLogger("optout_guard.pipeline")
 
@@ -77,12 +89,17 @@ class Guard:
         models: Models | None = None,
         index: FaceIndex | None = None,
         settler: Settler | None = None,
+        detector: Detector | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         """``settler``: what people decided, applied to every result; by default this workspace's
         review book (``review.WorkspaceDecisions``); ``NoDecisions()`` on a cluster worker (the
-        coordinator applies them)."""
+        coordinator applies them). ``detector`` and ``embedder``: the models' by default (tests pass
+        fakes: ``tests/fakes.py``)."""
         self.settings = settings
         self.models = models or get_models()
+        self.detector: Detector = detector or ModelDetector(self.models)
+        self.embedder: Embedder = embedder or ModelEmbedder(self.models)
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
         self._settler = settler
@@ -219,7 +236,7 @@ class Guard:
                 seconds=time.perf_counter() - started,
             )
         try:
-            faces = detect_faces(image, self.settings, self.models) if known_faces is None else known_faces
+            faces = self.detector.detect(image, self.settings) if known_faces is None else known_faces
             # CenterFace finds faces lying on their side or upside down too (and says so). When most
             # faces are turned, the photo itself is: search it turned. (A few odd faces in an upright
             # crowd stay "turned" reviews; turning every crowd photo cost ~35% more time.)
@@ -232,7 +249,7 @@ class Guard:
                 return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
             # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may
             # bring any face near somebody, and the cache has no pixels to mirror then.
-            embedded = embed_faces(image, faces, self.settings, self.models, mirror=keep_embeddings)
+            embedded = self.embedder.embed(image, faces, self.settings, mirror=keep_embeddings)
             if len(embedded.vectors) and not keep_embeddings:
                 # The mirrored pass only for faces near somebody enrolled: far faces are clear either
                 # way (measured on LFW: the same misses and false alerts as mirroring every face).
@@ -242,7 +259,7 @@ class Guard:
                     for r, found in enumerate(nearest)
                     if found and found[0].distance <= limits_of(found[0], self.settings).review + MIRROR_MARGIN
                 ]
-                embedded = mirror_some(embedded, near, self.models)
+                embedded = self.embedder.mirror(embedded, near)
             per_face: list[np.ndarray | None] = [None] * len(faces)
             for row, i in enumerate(embedded.judged):
                 per_face[i] = embedded.vectors[row]
@@ -286,7 +303,7 @@ class Guard:
                 size=(image.size[1], image.size[0]),
                 notes=(*image.notes, SIDEWAYS),
             )
-            found = detect_faces(turned, self.settings, self.models)
+            found = self.detector.detect(turned, self.settings)
             upright = sum(map(is_upright, found))
             if upright > best_upright:
                 best, best_faces, best_upright = turned, found, upright

@@ -20,8 +20,8 @@ from optout_guard.config import Settings
 from optout_guard.enroll import CohortReport, EnrollReport, calibrate_with_cohort, enroll_folder
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
-from optout_guard.images import photo_date
 from optout_guard.index import FaceIndex
+from optout_guard.media.photos import photo_date
 from optout_guard.models import Models
 from optout_guard.optout_list import OptOutList, Student, load_list, save_list
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, school_year, write_held

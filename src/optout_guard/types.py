@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from optout_guard.config import Settings
 
 EMBEDDING_DIM = 128  # dlib's ResNet face descriptor
 
@@ -58,6 +61,20 @@ class Unjudged:
 
     code: ReasonCode
     text: str
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Embeddings for the faces that could be judged, and reasons for those that could not.
+
+    ``vectors[i]`` belongs to ``faces[judged[i]]``; ``unjudged`` maps a face index to its reason.
+    """
+
+    vectors: np.ndarray  # (N, 128) float32
+    judged: tuple[int, ...]
+    unjudged: dict[int, Unjudged]
+    chips: tuple[np.ndarray, ...] = ()  # the aligned faces, kept when mirroring was left for later
+    mirrored: tuple[bool, ...] = ()  # per vector: already mirror-averaged
 
 
 class Verdict(str, enum.Enum):
@@ -236,6 +253,22 @@ class ScanResult:
     def blocked_students(self) -> tuple[str, ...]:
         ids = [m.student_id for m in self.faces if m.decision is Decision.BLOCK and m.student_id]
         return tuple(dict.fromkeys(ids))
+
+
+class Detector(Protocol):
+    """Faces in a decoded photo (``detection.ModelDetector``: CenterFace and dlib's landmarks)."""
+
+    def detect(self, image: LoadedImage, settings: Settings) -> list[Face]: ...
+
+
+class Embedder(Protocol):
+    """Faces to embeddings (``embedding.ModelEmbedder``: the quality gate and dlib's ResNet)."""
+
+    def embed(self, image: LoadedImage, faces: list[Face], settings: Settings, mirror: bool) -> Embeddings: ...
+
+    def mirror(self, embedded: Embeddings, rows: list[int]) -> Embeddings:
+        """The vectors in ``rows`` of an ``embed(..., mirror=False)`` result, mirror-averaged."""
+        ...
 
 
 class Settler(Protocol):

@@ -36,7 +36,7 @@ from typing import Any
 
 from optout_guard.errors import AlreadyWatched
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
-from optout_guard.images import sniff
+from optout_guard.media.photos import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.scope import WHOLE_DISTRICT, Scope, folder_scope
 from optout_guard.types import Box, Decision, ReasonCode, ScanResult, Verdict

@@ -57,7 +57,7 @@ def _skipped_folder(name: bytes) -> bool:
 def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Listed]]:
     """One directory read: its sub-folders to descend into, and its files (bytes throughout: no
     name is re-encoded; only a file without an image extension is opened to see what it is)."""
-    from optout_guard.images import IMAGE_EXTENSIONS, sniff
+    from optout_guard.media.photos import IMAGE_EXTENSIONS, sniff
 
     image_suffixes = {e.encode() for e in IMAGE_EXTENSIONS}
     try:

@@ -359,7 +359,7 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
     """Draws a report row's photo with its stored faces marked (False when it cannot be read)."""
     from optout_guard.annotate import write_thumbnail
     from optout_guard.errors import ImageRejected
-    from optout_guard.images import load_image
+    from optout_guard.media.photos import load_image
     from optout_guard.types import Candidate, Decision, FaceMatch, ReasonCode
 
     def draw(row: dict[str, Any], out: Path) -> bool:

@@ -1,1 +1,2 @@
-"""Decoding what people post: clips (``media.clip``). Photos are decoded by ``optout_guard.images``."""
+"""Decoding what people post, the only place untrusted bytes are decoded: photos
+(``media.photos``) and clips (``media.clip``)."""

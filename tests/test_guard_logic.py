@@ -1,0 +1,125 @@
+"""Guard's logic on fake models (tests/fakes.py): distances to verdicts, the quality gate, fail
+closed, the settler, scopes, re-checks without detection. No model file is read: milliseconds."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from fakes import FakeDetector, FakeEmbedder, at_distance, face, gallery, photo, unit
+from optout_guard.config import load_settings
+from optout_guard.pipeline import Guard, NoDecisions
+from optout_guard.scope import Scope
+from optout_guard.types import Decision, FaceMatch, ReasonCode, ScanResult, Verdict
+
+RNG = np.random.default_rng(7)
+ANNA, BEN = unit(RNG, 2)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A workspace setting, two enrolled students, and a guard on fake models."""
+    settings = load_settings(tmp_path / "ws", environ={})
+    detector, embedder = FakeDetector(), FakeEmbedder()
+    index = gallery({"anna": ANNA, "ben": BEN})
+    guard = Guard(settings, index=index, settler=NoDecisions(), detector=detector, embedder=embedder)
+    return settings, guard, detector, embedder
+
+
+def test_distances_become_block_review_allow(world, tmp_path):
+    settings, guard, detector, embedder = world
+    assert (settings.block_distance, settings.review_distance) == (0.40, 0.50)
+    cases = {"close": (0.20, Verdict.BLOCK), "between": (0.45, Verdict.REVIEW), "far": (0.95, Verdict.ALLOW)}
+    for i, (name, (distance, expected)) in enumerate(cases.items()):
+        path = photo(tmp_path / f"{name}.png", (10 * i, 50, 90))
+        detector.place(path, face(100.0 + i))
+        embedder.vectors[100.0 + i] = at_distance(ANNA, distance, RNG)
+        result = guard.check(path)
+        assert result.verdict is expected, (name, result.reasons)
+        if expected is not Verdict.ALLOW:
+            assert result.faces[0].candidates[0].student_id == "anna"
+            assert abs(result.faces[0].candidates[0].distance - distance) < 1e-4
+    # The mirrored pass is asked for the faces near somebody only (close and between), not the far one.
+    assert len(embedder.mirrored_rows) == 2
+
+
+def test_a_face_too_small_to_judge_is_review_never_allow(world, tmp_path):
+    _settings, guard, detector, embedder = world
+    path = photo(tmp_path / "crowd.png", (1, 2, 3))
+    detector.place(path, face(10.0, width=20.0), face(300.0))
+    embedder.vectors[300.0] = at_distance(BEN, 0.9, RNG)  # the big face is nobody enrolled
+    result = guard.check(path)
+    assert result.verdict is Verdict.REVIEW
+    assert [m.code for m in result.faces] == [ReasonCode.TOO_SMALL, ReasonCode.CLEAR]
+
+
+def test_a_crash_inside_the_check_is_review_with_its_traceback_logged(world, tmp_path, caplog):
+    _settings, guard, detector, _embedder = world
+    detector.fail = RuntimeError("detector exploded")
+    with caplog.at_level(logging.ERROR, logger="optout_guard.pipeline"):
+        result = guard.check(photo(tmp_path / "any.png", (9, 9, 9)))
+    assert result.verdict is Verdict.REVIEW and result.retry
+    assert "could not be checked (RuntimeError: detector exploded)" in result.reasons[0]
+    assert any(r.exc_info for r in caplog.records)  # the traceback is in the log, not lost
+
+
+def test_a_file_that_is_not_a_photo_is_review_and_never_reaches_the_detector(world, tmp_path):
+    _settings, guard, detector, _embedder = world
+    bad = tmp_path / "half-copied.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 100)
+    result = guard.check(bad)
+    assert result.verdict is Verdict.REVIEW and detector.calls == 0
+
+
+def test_the_settler_passed_in_decides_with_the_faces(world, tmp_path):
+    settings, _guard, detector, embedder = world
+
+    class PersonSaidBlock:
+        def settle(self, sha256, matches, notes):
+            return matches, Verdict.BLOCK, ("a person said so",)
+
+        def settle_file(self, result: ScanResult) -> ScanResult:
+            return result
+
+        def decided_since(self, when: str) -> set[str]:
+            return set()
+
+    path = photo(tmp_path / "p.png", (4, 5, 6))
+    detector.place(path, face(50.0))
+    embedder.vectors[50.0] = at_distance(ANNA, 0.95, RNG)  # the faces alone: allow
+    guard = Guard(settings, index=gallery({"anna": ANNA}), settler=PersonSaidBlock(), detector=detector, embedder=embedder)
+    result = guard.check(path)
+    assert (result.verdict, result.reasons) == (Verdict.BLOCK, ("a person said so",))
+
+
+def test_a_scope_searches_only_its_students(world, tmp_path):
+    _settings, guard, detector, embedder = world
+    path = photo(tmp_path / "game.png", (7, 7, 7))
+    detector.place(path, face(70.0))
+    embedder.vectors[70.0] = at_distance(BEN, 0.2, RNG)
+    assert guard.check(path).verdict is Verdict.BLOCK
+    scoped = guard.check(path, scope=Scope("Lincoln", frozenset({"anna"})))
+    assert scoped.verdict is Verdict.ALLOW and scoped.scope == "Lincoln"
+
+
+def test_a_recheck_decides_stored_faces_again_without_detection(world, tmp_path):
+    _settings, guard, detector, embedder = world
+    path = photo(tmp_path / "old.png", (8, 8, 8))
+    embedder.vectors[40.0] = at_distance(ANNA, 0.25, RNG)
+    result = guard.recheck(path, [face(40.0)])
+    assert detector.calls == 0 and result.verdict is Verdict.BLOCK
+
+
+def test_one_student_is_at_most_one_face(world, tmp_path):
+    """The joint assignment: two faces both close to anna cannot both be anna."""
+    _settings, guard, detector, embedder = world
+    path = photo(tmp_path / "twins.png", (3, 3, 3))
+    detector.place(path, face(10.0), face(400.0))
+    embedder.vectors[10.0] = at_distance(ANNA, 0.20, RNG)
+    embedder.vectors[400.0] = at_distance(ANNA, 0.30, RNG)
+    matches: tuple[FaceMatch, ...] = guard.check(path).faces
+    blocked = [m for m in matches if m.decision is Decision.BLOCK]
+    assert len(blocked) == 1 and blocked[0].face.box.x == 10.0
+    assert matches[1].decision is not Decision.CLEAR  # the other face still resembles her: never cleared
