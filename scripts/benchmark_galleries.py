@@ -124,7 +124,7 @@ def rates(index: FaceIndex, data: Data, s: Split, settings: Settings, only: froz
     out: dict[str, float] = {}
     if mated:
         found = index.search(data.vectors[[i for _, i in mated]], settings=settings, only=only)
-        d = [decide_faces([FACE], [c], settings)[0] for c in found]
+        d = [decide_faces([FACE], [c], settings.thresholds)[0] for c in found]
         right = np.array([m.student_id == p for m, (p, _) in zip(d, mated, strict=True)])
         block = np.array([m.decision is Decision.BLOCK for m in d])
         review = np.array([m.decision is Decision.REVIEW for m in d])
@@ -137,7 +137,7 @@ def rates(index: FaceIndex, data: Data, s: Split, settings: Settings, only: froz
             "mated_probes": len(mated),
         }
     found = index.search(data.vectors[s.nonmated], settings=settings, only=only)
-    d = [decide_faces([FACE], [c], settings)[0] for c in found]
+    d = [decide_faces([FACE], [c], settings.thresholds)[0] for c in found]
     out["others_blocked"] = float(np.mean([m.decision is Decision.BLOCK for m in d]))
     out["others_held"] = float(np.mean([m.decision is Decision.REVIEW for m in d]))
     out["nonmated_probes"] = len(s.nonmated)

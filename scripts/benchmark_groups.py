@@ -188,7 +188,7 @@ def main() -> None:
                 embedded = embed_faces(img, faces, gate, models)
                 found = index.search(embedded.vectors)
                 decisions = {i: (Decision.REVIEW, None) for i in embedded.unjudged}
-                judged = decide_faces([faces[i] for i in embedded.judged], found, gate)  # the product's rule, per photo
+                judged = decide_faces([faces[i] for i in embedded.judged], found, gate.thresholds)  # the product's rule, per photo
                 for i, m in zip(embedded.judged, judged, strict=True):
                     decisions[i] = (m.decision, m.student_id)
                 for identity, box in truth:

@@ -75,7 +75,7 @@ def test_candidates_carry_penalty_and_per_count_thresholds():
     assert two.limits.source == "cohort, 2 reference photos" and (two.limits.block, two.limits.review) == (0.30, 0.40)
     # A face at raw distance 0.33 from "two": within the settings' block (0.40), not the cohort's (0.30).
     face = Face(Box(0, 0, 100, 100), 0.9, np.zeros((5, 2), np.float32))
-    assert decide_faces([face], [(type(two)("two", 0.33, 0.0, two.limits),)], SETTINGS)[0].decision is Decision.REVIEW
+    assert decide_faces([face], [(type(two)("two", 0.33, 0.0, two.limits),)], SETTINGS.thresholds)[0].decision is Decision.REVIEW
     off = index.search(b[None, :], settings=Settings(cohort=False))[0][0]
     assert off.limits is None and off.penalty == 0.0  # cohort = false: the settings judge
     assert group_of(5) == "3+" and group_of(1) == "1"

@@ -59,7 +59,7 @@ def test_student_distance_is_min_of_closest_photo_and_mean():
 
 
 def decide_one(candidates: tuple[Candidate, ...]) -> FaceMatch:
-    return decide_faces([face()], [candidates], SETTINGS)[0]
+    return decide_faces([face()], [candidates], SETTINGS.thresholds)[0]
 
 
 def test_decisions_follow_thresholds():
@@ -89,7 +89,7 @@ def test_relaxed_lookalike_rule_blocks_when_the_next_student_is_clearly_further(
     assert at_margin.decision is Decision.BLOCK
     # The old rule (any second student within review stops a block) is margin 1.5.
     old = replace(SETTINGS, lookalike_margin=1.5)
-    assert decide_faces([face()], [(Candidate("a", 0.30), Candidate("b", 0.47))], old)[0].decision is Decision.REVIEW
+    assert decide_faces([face()], [(Candidate("a", 0.30), Candidate("b", 0.47))], old.thresholds)[0].decision is Decision.REVIEW
 
 
 def test_candidates_carry_their_own_thresholds():
@@ -101,7 +101,7 @@ def test_candidates_carry_their_own_thresholds():
 
 def test_a_student_is_at_most_one_face_per_photo():
     faces = [face(0), face(200), face(400)]
-    out = decide_faces(faces, [(Candidate("s1", 0.30),), (Candidate("s1", 0.20),), (Candidate("s2", 0.35),)], SETTINGS)
+    out = decide_faces(faces, [(Candidate("s1", 0.30),), (Candidate("s1", 0.20),), (Candidate("s2", 0.35),)], SETTINGS.thresholds)
     assert [m.decision for m in out] == [Decision.REVIEW, Decision.BLOCK, Decision.BLOCK]
     assert "s1, who matched another face in this photo better" in out[0].reason
     assert [m.student_id for m in out[1:]] == ["s1", "s2"]
@@ -113,12 +113,14 @@ def test_identities_are_assigned_jointly_not_greedily():
     twins = decide_faces(
         [face(0), face(200)],
         [(Candidate("a", 0.30), Candidate("b", 0.44)), (Candidate("b", 0.32), Candidate("a", 0.45))],
-        SETTINGS,
+        SETTINGS.thresholds,
     )
     assert [(m.decision, m.student_id) for m in twins] == [(Decision.BLOCK, "a"), (Decision.BLOCK, "b")]
     # Greedy per face would give "a" to face 0 (its closest) and leave face 1 without a student;
     # the assignment gives face 1 "a" (0.20) and face 0 "b" (0.35): both students found.
-    out = decide_faces([face(0), face(200)], [(Candidate("a", 0.25), Candidate("b", 0.35)), (Candidate("a", 0.20),)], SETTINGS)
+    out = decide_faces(
+        [face(0), face(200)], [(Candidate("a", 0.25), Candidate("b", 0.35)), (Candidate("a", 0.20),)], SETTINGS.thresholds
+    )
     assert [(m.decision, m.student_id) for m in out] == [(Decision.BLOCK, "b"), (Decision.BLOCK, "a")]
     assert out[0].candidates[0] == Candidate("b", 0.35)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optout_guard.config import Settings
+from optout_guard.config import Thresholds
 from optout_guard.types import Candidate, Decision, Face, FaceMatch, Limits, ReasonCode, Unjudged, Verdict
 
 TOP_CANDIDATES = 3  # closest students kept per face (shown to a reviewer)
@@ -64,9 +64,9 @@ def rank_candidates(
     return ranked
 
 
-def limits_of(candidate: Candidate, settings: Settings) -> Limits:
-    """The thresholds that judge a face near this student."""
-    return candidate.limits or Limits(settings.block_distance, settings.review_distance)
+def limits_of(candidate: Candidate, thresholds: Thresholds) -> Limits:
+    """The thresholds that judge a face near this student (the cohort's, or the settings')."""
+    return candidate.limits or Limits(thresholds.block, thresholds.review)
 
 
 def blocks_alone(nearest: np.ndarray, second: np.ndarray, block: float, review: float, margin: float) -> np.ndarray:
@@ -77,7 +77,7 @@ def blocks_alone(nearest: np.ndarray, second: np.ndarray, block: float, review: 
     return (nearest <= block) & ((second > review) | (second >= nearest + margin))
 
 
-def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], settings: Settings) -> list[FaceMatch]:
+def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], thresholds: Thresholds) -> list[FaceMatch]:
     """Block / review / clear for every embedded face of one photo, from its closest students.
 
     1. Identities are assigned jointly (a student is at most one face of a photo): among the
@@ -92,7 +92,7 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
     Each student is judged with their own thresholds (``Candidate.limits``: by number of reference
     photos, from the district's cohort) when the index has them, else the settings'.
     """
-    near = [tuple(c for c in cands if c.distance <= limits_of(c, settings).review) for cands in candidates]
+    near = [tuple(c for c in cands if c.distance <= limits_of(c, thresholds).review) for cands in candidates]
     students = sorted({c.student_id for cands in near for c in cands})
     assigned: dict[int, Candidate] = {}
     shared = sum(len(cands) for cands in near) > len(students)  # some student is near two faces
@@ -125,10 +125,10 @@ def decide_faces(faces: list[Face], candidates: list[tuple[Candidate, ...]], set
         else:
             ordered = (mine, *(c for c in cands if c.student_id != mine.student_id))
             rivals = [c for c in near[i] if c.student_id != mine.student_id and taken.get(c.student_id, i) == i]
-            blocks = mine.distance <= limits_of(mine, settings).block
+            blocks = mine.distance <= limits_of(mine, thresholds).block
             # Relaxed look-alike rule (docs/accuracy.md "Look-alikes"): a rival clearly further away does not
             # stop a block; measured on LFW, it never made a block name the wrong person.
-            if blocks and all(c.distance >= mine.distance + settings.lookalike_margin for c in rivals):
+            if blocks and all(c.distance >= mine.distance + thresholds.lookalike_margin for c in rivals):
                 rivals = []
             if rivals:
                 both = " or ".join(f"{c.student_id} ({c.distance:.3f})" for c in (mine, rivals[0]))

@@ -197,7 +197,7 @@ class Guard:
         judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
         vectors = np.stack(judged_vectors) if judged_vectors else None
         found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
-        decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings), strict=True))
+        decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings.thresholds), strict=True))
         matches = [
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)
@@ -257,7 +257,7 @@ class Guard:
                 near = [
                     r
                     for r, found in enumerate(nearest)
-                    if found and found[0].distance <= limits_of(found[0], self.settings).review + MIRROR_MARGIN
+                    if found and found[0].distance <= limits_of(found[0], self.settings.thresholds).review + MIRROR_MARGIN
                 ]
                 embedded = self.embedder.mirror(embedded, near)
             per_face: list[np.ndarray | None] = [None] * len(faces)

@@ -376,7 +376,7 @@ def _fused_decision(vectors: np.ndarray, face: Face, guard: Guard, scope: Scope)
     fused = vectors.mean(axis=0)
     fused *= norm / max(float(np.linalg.norm(fused)), 1e-9)  # the length of one embedding, as the gallery's
     found = guard.index.search(fused[None, :], settings=guard.settings, only=scope.students)
-    return decide_faces([face], found, guard.settings)[0]
+    return decide_faces([face], found, guard.settings.thresholds)[0]
 
 
 def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
