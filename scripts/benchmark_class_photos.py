@@ -103,14 +103,14 @@ def main() -> None:
             image, truth = compose(faces, rng, models)
             path = Path(tmp) / f"class{n:03d}.jpg"
             image.save(path, quality=92)
-            result = guard.check(path, keep_embeddings=True)
-            assert result.embeddings is not None
+            result, vectors = guard.check_keeping_embeddings(path)
+            assert vectors is not None
             unjudged = {
                 i: Unjudged(m.code if m.code is not ReasonCode.CLEAR else ReasonCode.NOT_JUDGED, m.reason)
                 for i, m in enumerate(result.faces)
-                if result.embeddings[i] is None
+                if vectors[i] is None
             }
-            embedded.append(([m.face for m in result.faces], list(result.embeddings), unjudged, truth, target))
+            embedded.append(([m.face for m in result.faces], list(vectors), unjudged, truth, target))
             print(f"  photo {n + 1}/{args.photos}: {len(result.faces)} faces", end="\r", flush=True)
     print()
 

@@ -219,3 +219,19 @@ def test_a_file_nobody_could_look_into_is_checked_and_other_files_are_not(db):
     todo = {name: kind for _seq, kind, name in todo_pages(db, ("new",))}
     assert todo == {"/lib/locked.dat": "new", "/lib/clip.mov": "new"}
     assert (plan.seen, plan.not_images, plan.clips) == (2, 1, 1)
+
+
+def test_stored_faces_come_back_as_they_were_checked():
+    """A re-check after the list changes decides the stored faces again: everything a check reads
+    from a face (box, landmarks, page, upright, tilt) must survive the state. The tilt did not, and
+    a turned face that a full check judges came back as "turned" (review) on re-check."""
+    import numpy as np
+
+    from optout_guard.audit.state import faces_from_json, faces_json
+    from optout_guard.types import Box, Decision, Face, FaceMatch, ReasonCode, ScanResult, Verdict
+
+    turned = Face(Box(10.5, 20.25, 64.0, 60.0), 0.93, np.array([[1.234, 2.345]] * 5, np.float32), 1, False, -87.3)
+    result = ScanResult("p.jpg", Verdict.ALLOW, (), (FaceMatch(turned, Decision.CLEAR, (), "", ReasonCode.CLEAR),))
+    (back,) = faces_from_json(faces_json(result))
+    assert (back.box, back.page, back.upright, back.tilt) == (turned.box, 1, False, -87.3)
+    assert np.abs(back.landmarks - turned.landmarks).max() <= 0.005

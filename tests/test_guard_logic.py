@@ -123,3 +123,17 @@ def test_one_student_is_at_most_one_face(world, tmp_path):
     blocked = [m for m in matches if m.decision is Decision.BLOCK]
     assert len(blocked) == 1 and blocked[0].face.box.x == 10.0
     assert matches[1].decision is not Decision.CLEAR  # the other face still resembles her: never cleared
+
+
+def test_embeddings_for_the_audit_cache_come_beside_the_result_never_in_it(world, tmp_path):
+    import dataclasses
+
+    _settings, guard, detector, embedder = world
+    path = photo(tmp_path / "cache.png", (6, 6, 6))
+    detector.place(path, face(10.0, width=20.0), face(300.0))
+    embedder.vectors[300.0] = at_distance(ANNA, 0.9, RNG)
+    result, vectors = guard.check_keeping_embeddings(path)
+    assert vectors is not None and vectors[0] is None  # too small: never embedded
+    assert np.allclose(vectors[1], embedder.vectors[300.0])
+    assert not any(isinstance(getattr(result, f.name), np.ndarray) for f in dataclasses.fields(result))
+    assert "embeddings" not in {f.name for f in dataclasses.fields(result)}

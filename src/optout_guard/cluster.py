@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import WorkerPlugin
 
@@ -32,6 +32,9 @@ from optout_guard.config import Settings
 from optout_guard.errors import ConfigError
 from optout_guard.scope import Scope
 from optout_guard.types import ScanResult, Verdict
+
+if TYPE_CHECKING:
+    from optout_guard.audit.run import Checked
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class GuardPlugin(WorkerPlugin):
         self.guard = None
 
 
-def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tuple[Task, ScanResult]]:
+def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tuple[Task, Checked]]:
     """Runs on a worker: check a batch with the worker's Guard (loaded once by GuardPlugin)."""
     from distributed import get_worker
 
@@ -98,12 +101,12 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
 
     plugin = get_worker().plugins[PLUGIN]
     guard = getattr(plugin, "guard", None)  # a GuardPlugin (set up when the worker started)
-    out = []
+    out: list[tuple[Task, Checked]] = []
     for task, keep, scope in tasks:
         kind, path, faces = task
         if guard is None or guard.index.gallery_fingerprint() != gallery:
             why = "checked by a worker holding another opt-out list; check it again"
-            out.append((task, ScanResult(path, Verdict.REVIEW, (why,), retry=True)))
+            out.append((task, (ScanResult(path, Verdict.REVIEW, (why,), retry=True), None)))
             continue
         out.append((task, _audit_task(guard, path, kind, faces, keep, scope)))
     return out
@@ -160,7 +163,7 @@ class Cluster:
         scope_of: Callable[[str], Scope],
         batch: int | None = None,
         faces_of: Callable[[str], str | None] | None = None,
-    ) -> Iterator[tuple[Task, ScanResult]]:
+    ) -> Iterator[tuple[Task, Checked]]:
         """Every task checked on the cluster, in the order they finish (a bounded number of batches
         in flight), with reviewers' decisions applied here. A batch whose worker died is redone by
         Dask; if it fails for good, its photos are *review* (retried next run), never allow."""
@@ -189,9 +192,9 @@ class Cluster:
             except Exception as exc:
                 log.exception("a batch of %d photos could not be run on the cluster", len(items))
                 why = f"could not be checked on the cluster ({type(exc).__name__}); check it again"
-                results = [(t, ScanResult(t[1], Verdict.REVIEW, (why,), retry=True)) for t, _, _ in items]
-            for task, result in results:
-                yield task, self._with_reviews(result)
+                results = [(t, (ScanResult(t[1], Verdict.REVIEW, (why,), retry=True), None)) for t, _, _ in items]
+            for task, (result, vectors) in results:
+                yield task, (self._with_reviews(result), vectors)
             nxt = next(pending, None)
             if nxt is not None:
                 f = self.client.submit(check_batch, nxt, self.gallery, pure=False, retries=3)

@@ -60,6 +60,13 @@ class Redaction:
     folder: Path
 
 
+FaceVectors = tuple[np.ndarray | None, ...]  # per face of a result: its embedding (None: not judged)
+
+
+def _scoped(result: ScanResult, scope: Scope) -> ScanResult:
+    return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
+
+
 class NoDecisions:
     """A settler that applies no human decision: the verdict from the faces alone."""
 
@@ -157,7 +164,6 @@ class Guard:
         self,
         path: Path | str,
         annotate_dir: Path | None = None,
-        keep_embeddings: bool = False,
         redact: Redaction | None = None,
         scope: Scope = WHOLE_DISTRICT,
     ) -> ScanResult:
@@ -168,19 +174,28 @@ class Guard:
 
             result = check_clip(self, path, annotate_dir, redact, scope)
         else:
-            result = self._check(path, annotate_dir, None, keep_embeddings, redact, scope)
-        return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
+            result, _ = self._check(path, annotate_dir, None, False, redact, scope)
+        return _scoped(result, scope)
 
-    def recheck(
-        self, path: Path | str, faces: list[Face], keep_embeddings: bool = False, scope: Scope = WHOLE_DISTRICT
-    ) -> ScanResult:
+    def recheck(self, path: Path | str, faces: list[Face], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
         boxes and landmarks): the faces are re-embedded, detection is not run again. A clip is
         checked again whole (its tracks are not stored)."""
         if sniff(path) == "clip":
-            return self.check(path, keep_embeddings=keep_embeddings, scope=scope)
-        result = self._check(path, None, faces, keep_embeddings, None, scope)
-        return result if scope.is_district else dataclasses.replace(result, scope=scope.name)
+            return self.check(path, scope=scope)
+        result, _ = self._check(path, None, faces, False, None, scope)
+        return _scoped(result, scope)
+
+    def check_keeping_embeddings(
+        self, path: Path | str, faces: list[Face] | None = None, scope: Scope = WHOLE_DISTRICT
+    ) -> tuple[ScanResult, FaceVectors | None]:
+        """:meth:`check` (or :meth:`recheck` when ``faces`` are given), and every face's embedding
+        for the audit's opt-in cache — mirror-averaged, since a later gallery may bring any face near
+        somebody — kept apart from the result, which never carries vectors. None for a clip."""
+        if sniff(path) == "clip":
+            return self.check(path, scope=scope), None
+        result, vectors = self._check(path, None, faces, True, None, scope)
+        return _scoped(result, scope), vectors
 
     def decide(
         self,
@@ -212,7 +227,7 @@ class Guard:
         keep_embeddings: bool,
         redact: Redaction | None,
         scope: Scope = WHOLE_DISTRICT,
-    ) -> ScanResult:
+    ) -> tuple[ScanResult, FaceVectors | None]:
         started = time.perf_counter()
         if self.settings.recognition:
             self.require_index()
@@ -222,11 +237,11 @@ class Guard:
             seconds = time.perf_counter() - started
             problem = ReasonCode(exc.code)
             result = ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
-            return self._undecodable_answered(result)
+            return self._undecodable_answered(result), None
         if min(image.size) < self.settings.min_face_px:
             # Any face in so small a picture is too small to judge, and a person could still know it.
             reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
-            return ScanResult(
+            small = ScanResult(
                 str(path),
                 Verdict.REVIEW,
                 (reason,),
@@ -235,6 +250,7 @@ class Guard:
                 identity=image.identity,
                 seconds=time.perf_counter() - started,
             )
+            return small, None
         try:
             faces = self.detector.detect(image, self.settings) if known_faces is None else known_faces
             # CenterFace finds faces lying on their side or upside down too (and says so). When most
@@ -246,7 +262,7 @@ class Guard:
             if not self.settings.recognition:  # detection only: nothing is embedded or compared
                 matches = [FaceMatch(f, Decision.REVIEW, (), DETECTION_ONLY, ReasonCode.DETECTION_ONLY) for f in faces]
                 verdict, reasons = photo_verdict(matches, image.notes)
-                return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact, None)
+                return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact), None
             # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may
             # bring any face near somebody, and the cache has no pixels to mirror then.
             embedded = self.embedder.embed(image, faces, self.settings, mirror=keep_embeddings)
@@ -268,7 +284,7 @@ class Guard:
             raise  # a broken install stops the run (exit 2); it is not a property of this photo
         except Exception as exc:  # fail closed: an unexpected error is a review
             log.exception("checking %s failed", path)  # the traceback goes to the log, the reason to the user
-            return ScanResult(
+            failed = ScanResult(
                 str(path),
                 Verdict.REVIEW,
                 (f"could not be checked ({type(exc).__name__}: {exc}); please report this",),
@@ -278,9 +294,9 @@ class Guard:
                 seconds=time.perf_counter() - started,
                 retry=True,
             )
-        return self._finish(
-            path, image, matches, verdict, reasons, started, annotate_dir, redact, tuple(per_face) if keep_embeddings else None
-        )
+            return failed, None
+        result = self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact)
+        return result, (tuple(per_face) if keep_embeddings else None)
 
     def _undecodable_answered(self, result: ScanResult) -> ScanResult:
         """A file that could not be decoded keeps its content hash (so that it can have a card on the
@@ -319,7 +335,6 @@ class Guard:
         started: float,
         annotate_dir: Path | None,
         redact: Redaction | None,
-        embeddings: tuple[np.ndarray | None, ...] | None,
     ) -> ScanResult:
         """Write the requested copies and assemble the result."""
         copies = annotate.write_copies(image, matches, annotate_dir, redact.folder if redact is not None else None)
@@ -340,7 +355,6 @@ class Guard:
             redacted_path=copies.postable,
             notes=image.notes,
             identity=image.identity,
-            embeddings=embeddings,
         )
 
     def check_many(

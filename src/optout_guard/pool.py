@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from optout_guard.config import Settings
 from optout_guard.types import ScanResult, Verdict
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")  # what the job function returns (a ScanResult; the audit's adds embeddings)
 
 if TYPE_CHECKING:
     from optout_guard.pipeline import Guard
@@ -32,14 +33,14 @@ def _init_worker(settings: Settings) -> None:
     _worker_guard = Guard(settings)
 
 
-def _call_in_worker(fn: Callable[..., ScanResult], args: tuple) -> ScanResult:
+def _call_in_worker(fn: Callable[..., R], args: tuple) -> R:
     assert _worker_guard is not None
     return fn(_worker_guard, *args)
 
 
 def run_in_workers(
-    settings: Settings, workers: int, jobs: Iterable[tuple[Any, tuple | None]], fn: Callable[..., ScanResult]
-) -> Iterator[tuple[Any, ScanResult | None]]:
+    settings: Settings, workers: int, jobs: Iterable[tuple[Any, tuple | None]], fn: Callable[..., R]
+) -> Iterator[tuple[Any, R | ScanResult | None]]:
     """Run ``fn(guard, *args)`` for each ``(key, args)`` job in ``workers`` processes, each holding
     its own Guard (models loaded once per worker). Yields ``(key, result)`` in job order; a job with
     ``args`` None is passed through with result None. ``args[0]`` is the photo's path: if the worker
@@ -57,7 +58,7 @@ def run_in_workers(
     try:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
 
-            def drain(limit: int) -> Iterator[tuple[Any, ScanResult | None]]:
+            def drain(limit: int) -> Iterator[tuple[Any, R | ScanResult | None]]:
                 while len(pending) > limit:
                     key, args, future = pending.popleft()
                     if future is None:

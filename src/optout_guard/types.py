@@ -7,7 +7,7 @@ image; a *distance* is the Euclidean distance between two 128-d embeddings (smal
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -245,9 +245,6 @@ class ScanResult:
     @property
     def kind(self) -> str:
         return "clip" if self.clip is not None else "photo"
-    # One 128-d embedding per face (None where a face was not judged), only when the caller asked
-    # for them (the audit's opt-in cache). Never written to any output, log or report.
-    embeddings: tuple[np.ndarray | None, ...] | None = field(default=None, repr=False)
 
     @property
     def blocked_students(self) -> tuple[str, ...]:

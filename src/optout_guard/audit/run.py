@@ -37,10 +37,10 @@ from optout_guard.audit.state import (
 from optout_guard.config import Settings
 from optout_guard.errors import AuditBusy, ConfigError, LibraryLooksUnmounted, OptoutGuardError
 from optout_guard.fsutil import utc_now
-from optout_guard.pipeline import Guard
+from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
-from optout_guard.types import ReasonCode, ScanResult, Unjudged, Verdict
+from optout_guard.types import Face, ReasonCode, ScanResult, Unjudged, Verdict
 
 __all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
@@ -81,24 +81,44 @@ def _stat_now(name: str) -> tuple[int, int] | None:
 
 
 # ---- the work done in (worker) processes ---------------------------------------------------------
+# A result, and its faces' embeddings when the opt-in cache wants them (kept apart: results never
+# carry vectors).
+Checked = tuple[ScanResult, FaceVectors | None]
+
+
 def _audit_task(
     guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
-) -> ScanResult:
+) -> Checked:
     """One photo, where it is checked (this process, a pool worker or a cluster worker). A file that
     changed while it was read is checked once more here, so the coordinator never stats the share."""
+
+    def check(known: list[Face] | None) -> Checked:
+        if keep:
+            return guard.check_keeping_embeddings(path, known, scope)
+        return (guard.check(path, scope=scope) if known is None else guard.recheck(path, known, scope)), None
+
     if kind == "recheck" and faces and '"track"' in faces:
         from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
 
-        result = recheck_clip(guard, path, json.loads(faces), scope)
-    elif kind == "recheck":
-        result = guard.recheck(path, faces_from_json(faces), keep_embeddings=keep, scope=scope)
+        checked: Checked = (recheck_clip(guard, path, json.loads(faces), scope), None)
     else:
-        result = guard.check(path, keep_embeddings=keep, scope=scope)
-    if result.identity is not None and _stat_now(path) not in (result.identity, None):
+        checked = check(faces_from_json(faces) if kind == "recheck" else None)
+    identity = checked[0].identity
+    if identity is not None and _stat_now(path) not in (identity, None):
         # Recorded with the stat of the bytes read the second time; if it changed again, the next
         # run sees a new size or time and checks it again.
-        result = guard.check(path, keep_embeddings=keep, scope=scope)
-    return result
+        checked = check(None)
+    return checked
+
+
+def as_checked(outcome: Checked | ScanResult | None, path: str) -> Checked:
+    """What a worker returned; a worker that died returned a ScanResult (review) of its own."""
+    if isinstance(outcome, tuple):
+        return outcome
+    if outcome is None:  # never expected: said, and fail closed
+        why = "no result came back from the checking process; check it again"
+        return ScanResult(path, Verdict.REVIEW, (why,), retry=True), None
+    return outcome, None
 
 
 def _results(
@@ -109,18 +129,18 @@ def _results(
     keep: bool,
     scope_of: Callable[[str], Scope] = lambda _name: WHOLE_DISTRICT,
     faces_of: Callable[[str], str | None] = lambda _name: None,
-) -> Iterator[tuple[tuple, ScanResult]]:
-    """(task, result) for every (kind, path, faces) task, in order, in this process or in workers. A
-    re-check's stored faces (None in the task) are read with ``faces_of`` just before it is sent."""
+) -> Iterator[tuple[tuple, Checked]]:
+    """(task, (result, embeddings)) for every (kind, path, faces) task, in order, in this process or
+    in workers. A re-check's stored faces (None in the task) are read with ``faces_of`` just before
+    it is sent."""
     resolved = ((k, p, f if f is not None or k != "recheck" else faces_of(p)) for k, p, f in tasks)
     if workers <= 1 or count < 8:
         for kind, path, faces in resolved:
             yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep, scope_of(path))
         return
     jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in resolved)
-    for task, result in run_in_workers(guard.settings, workers, jobs, _audit_task):
-        assert result is not None
-        yield task, result
+    for task, outcome in run_in_workers(guard.settings, workers, jobs, _audit_task):
+        yield task, as_checked(outcome, task[1])
 
 
 def _from_cache(
@@ -277,7 +297,7 @@ def _audit(
         row = db.execute("SELECT faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
         return row[0] if row else None
 
-    def record(kind: str, name: str, result: ScanResult) -> None:
+    def record(kind: str, name: str, result: ScanResult, vectors: FaceVectors | None) -> None:
         key = os.fsencode(name)
         row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
         before = row[0] if row else None
@@ -295,8 +315,8 @@ def _audit(
             summary.changed_count += 1
             if len(summary.changed) < LISTED_CHANGES:
                 summary.changed.append((display_path(name), before, result.verdict.value))
-        if cache is not None and result.sha256 and result.embeddings is not None:
-            cache.put(result.sha256, result.embeddings)
+        if cache is not None and result.sha256 and vectors is not None:
+            cache.put(result.sha256, vectors)
         if kind == "recheck":
             summary.rechecked += 1
         else:
@@ -326,7 +346,7 @@ def _audit(
                     cached = _from_cache(guard, name, sha_row[1] or "[]", sha_row[0], cache, scopes.scope(name))
                 if cached is not None:
                     db.execute("DELETE FROM todo WHERE seq=?", (seq,))
-                    record("recheck", name, cached)
+                    record("recheck", name, cached, None)
                     tick()
         pages = todo_pages(db, ("new", "check", "recheck"))
         tasks = (("check" if k == "new" else k, name, None) for _seq, k, name in pages)
@@ -335,8 +355,8 @@ def _audit(
             if engine is not None
             else _results(guard, tasks, total - done, workers, cache is not None, scopes.scope, faces_of)
         )
-        for (kind, name, _), result in checked:
-            record(kind, name, result)
+        for (kind, name, _), (result, vectors) in checked:
+            record(kind, name, result, vectors)
             tick()
         db.execute("COMMIT")
     except BaseException:

@@ -100,10 +100,11 @@ def faces_json(result: ScanResult) -> str:
                 },
             } if tracks is not None and (t := tracks[i]) else {}) | {
                 "box": [m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h],
-                "landmarks": np.asarray(m.face.landmarks, float).round(1).tolist(),
+                "landmarks": np.asarray(m.face.landmarks, float).round(2).tolist(),
                 "page": m.face.page,
                 "score": round(m.face.score, 3),
                 "upright": m.face.upright,
+                "tilt": round(m.face.tilt, 1),  # a turned face is turned upright again on re-check
                 "decision": m.decision.value,
                 "student_id": m.student_id,
                 "distance": None if m.distance is None else round(m.distance, 4),
@@ -119,7 +120,12 @@ def faces_json(result: ScanResult) -> str:
 def faces_from_json(text: str | None) -> list[Face]:
     return [
         Face(
-            Box(*f["box"]), f.get("score", 1.0), np.asarray(f["landmarks"], np.float32), f.get("page", 0), f.get("upright", True)
+            Box(*f["box"]),
+            f.get("score", 1.0),
+            np.asarray(f["landmarks"], np.float32),
+            f.get("page", 0),
+            f.get("upright", True),
+            f.get("tilt", 0.0),  # rows stored before it was kept: 0 (such a face stays "turned", review)
         )
         for f in json.loads(text or "[]")
     ]
