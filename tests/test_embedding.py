@@ -57,18 +57,34 @@ def test_rejects_a_file_that_is_not_the_resnet(tmp_path):
         DlibResNet(truncated)
 
 
-def test_one_centerface_net_serves_every_input_size(samples, models):
-    """Detection reuses one network across sizes; its output must equal a fresh network's."""
+def test_one_centerface_session_serves_every_input_size_as_opencv_would(samples, models):
+    """Detection reuses one onnxruntime session across sizes: its output must equal a fresh
+    session's, and match OpenCV's DNN on the same file (what the product ran before) to float
+    rounding — the runtime changed, not the detector."""
     import cv2
 
-    from optout_guard.models import CENTERFACE_FILE, model_path
+    from optout_guard.models import CENTERFACE_FILE, CenterFaceNet, model_path
 
     image = load_image(samples["astronaut"], Settings()).pages[0]
-    for width, height in ((512, 512), (320, 224), (512, 512)):
+    opencv = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
+    for width, height in ((512, 512), (320, 224), (512, 512), (1024, 768)):
         blob = cv2.dnn.blobFromImage(image, 1.0, (width, height), (0, 0, 0), swapRB=False)
-        models.centerface.setInput(blob)
-        shared = models.centerface.forward(["537", "538", "539", "540"])
-        fresh_net = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
-        fresh_net.setInput(blob)
-        fresh = fresh_net.forward(["537", "538", "539", "540"])
+        shared = models.centerface(blob)
+        fresh = CenterFaceNet(model_path(CENTERFACE_FILE))(blob)
         assert all(np.array_equal(a, b) for a, b in zip(shared, fresh, strict=True))
+        opencv.setInput(blob)
+        before = opencv.forward(list(CenterFaceNet.OUTPUTS))
+        assert [a.shape for a in shared] == [b.shape for b in before]
+        assert max(float(np.abs(a - b).max()) for a, b in zip(shared, before, strict=True)) < 1e-3
+
+
+def test_the_onnx_graph_is_the_numpy_network(data_dir, models):
+    """The product embeds with onnxruntime (resnet.OnnxResNet); the graph is built from the numpy
+    network (resnet.DlibResNet), which must give the same numbers on real faces and batch sizes."""
+    from optout_guard.models import EMBEDDER_FILE, model_path
+
+    paths = [sorted((LFW / name).glob("*.jpg"))[0] for name in ("Hugo_Chavez", "Colin_Powell", "Serena_Williams")]
+    chips = np.stack(chips_of(paths, models))
+    reference = DlibResNet(model_path(EMBEDDER_FILE))
+    for batch in (chips[:1], chips):
+        assert np.abs(models.resnet(batch) - reference(batch)).max() < 1e-5

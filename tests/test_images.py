@@ -168,3 +168,48 @@ def test_a_file_too_large_to_be_a_photo_is_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_FILE_BYTES", 4000)
     with pytest.raises(ImageRejected, match="file too large to be a photo"):
         load_image(path, S)
+
+
+@pytest.mark.parametrize(
+    ("kind", "save_kw", "orientation"),
+    [
+        ("RGB", {"quality": 90}, 1),
+        ("RGB", {"quality": 90, "subsampling": 0}, 1),  # 4:4:4
+        ("RGB", {"quality": 75, "progressive": True}, 1),
+        ("RGB", {"quality": 90}, 6),  # a phone photo stored on its side
+        ("RGB", {"quality": 90}, 3),
+        ("L", {"quality": 90}, 1),  # greyscale
+        ("CMYK", {"quality": 90}, 1),  # not the fast path: Pillow decodes it
+    ],
+)
+def test_a_jpeg_decoded_once_gives_the_pixels_pillow_gives(tmp_path, samples, kind, save_kw, orientation):
+    """Plain JPEGs are decoded by libjpeg-turbo through simplejpeg (strict, in one pass, ~4x faster
+    than Pillow); the pixels must be exactly Pillow's, orientation applied the same way."""
+    from PIL import ImageOps
+
+    source = Image.open(samples["astronaut"]).convert(kind)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo-{kind}-{orientation}.jpg"
+    source.save(path, exif=exif.tobytes(), **save_kw)
+    loaded = load_image(path, S).pages[0]
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert loaded.shape == expected.shape
+    if kind == "CMYK":  # Pillow's own decode and conversion, as before
+        assert np.abs(loaded.astype(int) - expected.astype(int)).max() <= 1
+    else:
+        np.testing.assert_array_equal(loaded, expected)
+
+
+def test_a_plain_jpeg_is_decoded_once_not_twice(tmp_path, samples, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    path = tmp_path / "plain.jpg"
+    Image.open(samples["astronaut"]).convert("RGB").save(path, quality=90)
+
+    def no_second_decode(self):
+        raise AssertionError("Pillow decoded the pixels again")
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", no_second_decode)
+    assert load_image(path, S).pages[0].shape == (512, 512, 3)

@@ -49,9 +49,7 @@ def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, 
     score and whether the face is upright (N, 2)."""
     height, width = image.shape[:2]
     blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
-    net = models.centerface
-    net.setInput(blob)
-    heatmap, log_size, offset, landmarks = net.forward(["537", "538", "539", "540"])
+    heatmap, log_size, offset, landmarks = models.centerface(blob)
     heat = heatmap[0, 0]
     rows, cols = np.nonzero(heat > threshold)
     # Decode centre + offset and log-size at each heat-map peak (stride 4).

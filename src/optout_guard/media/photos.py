@@ -81,12 +81,24 @@ MAX_PAGES_BUDGET = 2
 _DAMAGED = ("corrupt", "premature end", "extraneous bytes", "huffman", "invalid", "bogus", "unknown marker")
 
 
-def _refuse_damaged_jpeg(name: str, data: bytes) -> None:
+def _strict_jpeg(name: str, data: bytes, max_pixels: int) -> np.ndarray | None:
     """Pillow decodes a JPEG with damaged data silently. libjpeg-turbo's warnings, through simplejpeg
-    in strict mode, say when that happened: such a file is *damaged*, never judged as if whole."""
+    in strict mode, say when that happened: such a file is *damaged*, never judged as if whole.
+
+    A plain JPEG (YCbCr or grey) within ``max_pixels`` is decoded here in full, once: the same
+    pixels as Pillow's (same library and methods; a test compares them) in a quarter of the time
+    (24 ms instead of 87 ms at 12 MP). Anything else is only checked, at 1/8 scale, and returns None:
+    Pillow decodes it (CMYK, arithmetic coding, very large photos decoded at reduced scale)."""
     import simplejpeg
 
     try:
+        height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        height = width = 0
+        colourspace = ""
+    try:
+        if colourspace in ("YCbCr", "Gray") and 0 < height * width <= max_pixels:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
         # The smallest DCT scale: every entropy-coded byte is still decoded (that is where the damage is).
         simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, strict=True)
     except ValueError as exc:
@@ -99,6 +111,7 @@ def _refuse_damaged_jpeg(name: str, data: bytes) -> None:
             ) from None
         # Anything else (a JPEG flavour this decoder does not take, e.g. CMYK or arithmetic coding) is
         # left to Pillow, which still refuses truncated and unreadable files.
+    return None
 
 
 def _embedded_previews(im: Image.Image, data: bytes, orientation: int) -> list[Image.Image]:
@@ -161,6 +174,16 @@ def _differing_thumbnail(im: Image.Image, data: bytes, first_page: np.ndarray, o
 THUMBNAIL_DIFFERENCE = 20.0
 
 
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """An RGB array turned as its EXIF orientation says (the same transposes as a Pillow frame's)."""
+    if orientation not in _ORIENTATION:
+        return pixels
+    frame = Image.fromarray(pixels)
+    for transpose in _ORIENTATION[orientation]:
+        frame = frame.transpose(transpose)
+    return np.asarray(frame)
+
+
 def _to_rgb(frame: Image.Image) -> np.ndarray:
     """Any Pillow mode to an RGB uint8 array, keeping the full tonal range of 16-bit images."""
     mode = frame.mode
@@ -209,8 +232,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     if not data:
         raise ImageRejected(name, EMPTY, code="empty_file")
     sha256 = hashlib.sha256(data).hexdigest()
-    if data[:2] == b"\xff\xd8":
-        _refuse_damaged_jpeg(name, data)
+    decoded = _strict_jpeg(name, data, settings.max_working_pixels) if data[:2] == b"\xff\xd8" else None
 
     _register_heif()
     # Our own pixel limit below replaces Pillow's warning; a truncated file must fail, never pad.
@@ -280,6 +302,10 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
                     im.seek(index)
                     if index and im.size[0] * im.size[1] > settings.max_image_pixels:
                         notes.append(f"page {index + 1} has too many pixels and was not checked")
+                        continue
+                    if index == 0 and decoded is not None and fmt == "JPEG" and n_frames == 1:
+                        pages.append(np.ascontiguousarray(_upright(decoded, orientation)))  # decoded once, above
+                        held += pages[-1].shape[0] * pages[-1].shape[1]
                         continue
                     im.load()
                     frame: Image.Image = im
