@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -221,7 +222,7 @@ def to_onnx(net: DlibResNet) -> bytes:
         constants.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(op: str, inputs: list[str], **attrs: object) -> str:
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
         out = f"t{next(count)}"
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
