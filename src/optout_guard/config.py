@@ -80,7 +80,7 @@ class Settings:
     # "Look-alikes"); closer than that, the face is review naming both. 1.5 = never (the old rule).
     lookalike_margin: float = 0.15
     # A face a reviewer cleared ("none of them") opens again when a student they were not shown comes
-    # this close (a student enrolled since); at least review_distance.
+    # this close (a student enrolled since); review_distance when that is larger.
     reopen_distance: float = 0.6
     # Use the district's cohort (picture-day photos of students who did NOT opt out, embedded in
     # memory at sync/enroll and discarded): hub penalties and thresholds per number of reference
@@ -158,7 +158,8 @@ class Settings:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.block_distance, self.review_distance, self.lookalike_margin, self.reopen_distance)
+        reopen = max(self.reopen_distance, self.review_distance)  # never reopen less than review would hold
+        return Thresholds(self.block_distance, self.review_distance, self.lookalike_margin, reopen)
 
     @property
     def decode(self) -> DecodeLimits:
@@ -195,11 +196,6 @@ class Settings:
             raise ConfigError(
                 f"block_distance ({self.block_distance}) must be > 0 and <= review_distance "
                 f"({self.review_distance}); fix config.toml or the OPTOUT_GUARD_* variables"
-            )
-        if self.reopen_distance < self.review_distance:
-            raise ConfigError(
-                f"reopen_distance ({self.reopen_distance}) must be >= review_distance ({self.review_distance}): a face "
-                "a reviewer cleared must open again when a student they did not see comes within review"
             )
         if self.detector not in DETECTORS:
             raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")

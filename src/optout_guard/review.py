@@ -425,7 +425,7 @@ class WorkspaceDecisions:
         whole = None
         if book is not None and sha256 is not None:
             settled = book.settlements(sha256)  # read once: the faces' answers and the whole photo's
-            matches = settle_matches(sha256, matches, book, settled, self.settings.reopen_distance)
+            matches = settle_matches(sha256, matches, book, settled, self.settings.thresholds.reopen)
             whole = next((s for s in settled if s.face == PHOTO), None)
         if whole is not None and whole.answer == NONE:
             notes = ()  # a person looked at the whole photo: its notes are answered
