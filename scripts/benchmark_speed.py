@@ -11,6 +11,11 @@ Photos are made from real ones in ../shared/data (nothing is written into the re
 Each run is the real `optout-guard check` command in a subprocess, so start-up and model loading
 are included; peak memory is the largest resident set of that process and its workers.
 
+Then, in one process with the models loaded, where the time of one check of crowd12 goes (decode,
+CenterFace, landmarks, quality gate + embedding, search and decision), with the runtimes the product
+uses (onnxruntime for CenterFace and the ResNet, libjpeg-turbo decoding JPEGs once) and with the
+ones it used before (OpenCV's DNN, the ResNet on numpy, Pillow plus a strict check pass).
+
 With --peer, face_recognition's own CLI is installed into a throw-away venv under bench-out/
 (dlib-bin + `pip install --no-deps face_recognition`) and timed on the same grid12 and crowd12
 photos: `face_detection` (faces found) and `face_recognition` (detect + encode + compare).
@@ -110,6 +115,77 @@ def found_in_grid(doc: dict, truth) -> int:
     return sum(hit(t) for t in truth)
 
 
+def _median_seconds(fn, runs: int = 7) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2], out
+
+
+def breakdown(workspace: Path, photo: Path) -> dict[str, dict[str, float]]:
+    """Stage times (median of 7) of one check of ``photo``, now and with the runtimes of before."""
+    import cv2
+
+    from optout_guard import detection
+    from optout_guard.config import load_settings
+    from optout_guard.embedding import embed_faces
+    from optout_guard.media.photos import load_image
+    from optout_guard.models import CENTERFACE_FILE, EMBEDDER_FILE, Models, model_path
+    from optout_guard.pipeline import Guard, NoDecisions
+    from optout_guard.resnet import DlibResNet
+
+    settings = load_settings(workspace, environ={})
+
+    class OpenCVCenterFace:  # what models.centerface was: OpenCV 5's DNN on the same file
+        def __init__(self) -> None:
+            self.net = cv2.dnn.readNetFromONNX(str(model_path(CENTERFACE_FILE)))
+
+        def __call__(self, blob):
+            self.net.setInput(blob)
+            return self.net.forward(["537", "538", "539", "540"])
+
+    import optout_guard.media.photos as photos
+
+    strict_jpeg = photos._strict_jpeg
+
+    def check_only(name: str, data: bytes, max_pixels: int) -> None:  # what load_image did: check, then Pillow
+        strict_jpeg(name, data, 0)
+
+    def stages(label: str, models: Models) -> dict[str, float]:
+        photos._strict_jpeg = strict_jpeg if label == "now" else check_only  # type: ignore[assignment]
+        try:
+            guard = Guard(settings, models=models, settler=NoDecisions())
+            guard.check(photo)  # warm: models loaded, first-run allocations done
+            decode, image = _median_seconds(lambda: load_image(photo, settings))
+            boxes, _ = detection._centerface(image.pages[0], settings, models)
+            centerface, _ = _median_seconds(lambda: detection._centerface(image.pages[0], settings, models))
+            landmarks, _ = _median_seconds(lambda: [detection._landmarks(image.pages[0], b, models) for b in boxes])
+            faces = detection.detect_faces(image, settings, models)
+            embed, _ = _median_seconds(lambda: embed_faces(image, faces, settings, models, mirror=False))
+            whole, result = _median_seconds(lambda: guard.check(photo))
+        finally:
+            photos._strict_jpeg = strict_jpeg
+        return {
+            "whole_check": round(whole, 3), "decode": round(decode, 3), "centerface": round(centerface, 3),
+            "landmarks": round(landmarks, 3), "gate_and_embedding": round(embed, 3),
+            "search_decide_rest": round(whole - decode - centerface - landmarks - embed, 3), "faces": len(result.faces),
+        }  # fmt: skip
+
+    out = {
+        "now": stages("now", Models({})),
+        "before": stages("before", Models({"centerface": OpenCVCenterFace(), "resnet": DlibResNet(model_path(EMBEDDER_FILE))})),
+    }
+    for label, row in out.items():
+        print(
+            f"  {label:6} one check {row['whole_check']:.2f} s = decode {row['decode']:.3f} + CenterFace {row['centerface']:.3f} "
+            f"+ landmarks {row['landmarks']:.3f} + quality gate and embedding {row['gate_and_embedding']:.3f} "
+            f"+ search, decision, rest {row['search_decide_rest']:.3f}  ({row['faces']} faces)"
+        )
+    return out
+
+
 def peer_venv() -> Path:
     venv = ROOT / "bench-out" / "face_recognition-venv"
     if not (venv / "bin" / "face_detection").exists():
@@ -171,6 +247,8 @@ def main() -> None:
         n = len(doc["photos"][0]["faces"])
         figures["crowd12"] = {"seconds": s, "faces_found": n, "peak_mb": peak}
         print(f"crowd12 (4000×3000, 26-face crowd photo upscaled): {n} faces, {s:.2f} s for the whole command")
+        print("crowd12, one check in a running process (models loaded), where the time goes:")
+        figures["crowd12_breakdown"] = breakdown(args.workspace, crowd12)
 
         two_mp = []
         (tmp / "two").mkdir()
