@@ -89,11 +89,37 @@ def coordinator(d: dict) -> list[str]:
     ]
 
 
+def speed(d: dict) -> list[str]:
+    b = d["crowd12_breakdown"]
+    g, c, f = d["grid12"], d["crowd12"], d["folder100"]
+    pg, pc = d["peer_grid12"], d["peer_crowd12"]
+
+    def stages(row: dict) -> str:
+        return (f"{row['whole_check']:.2f} s: decode {row['decode']:.2f}, CenterFace {row['centerface']:.2f}, "
+                f"landmarks {row['landmarks']:.2f}, quality gate and embedding {row['gate_and_embedding']:.2f}")  # fmt: skip
+
+    return [
+        "| | optout-guard | face_recognition's CLI (HOG, shrinks to 1600 px) |",
+        "|---|---|---|",
+        f"| 12 MP class photo (crowd, {c['faces_found']} faces), one check in a running process, now | {stages(b['now'])} | — |",
+        f"| the same, with the runtimes of before (OpenCV DNN, numpy ResNet, Pillow) | {stages(b['before'])} | — |",
+        f"| the same photo, whole command (start-up and model loading included) | {c['faces_found']} faces, {c['seconds']:.2f} s "
+        f"| {pc['faces_found']} faces, {pc['recognise_seconds']:.2f} s ({pc['recognise_seconds'] / c['seconds']:.1f}× longer) |",
+        f"| 4000×3000 grid of dlib's annotated photos ({g['faces_truth']} faces of 37–109 px), whole command | "
+        f"{g['faces_found']} found, {g['seconds']:.2f} s: {g['seconds'] / g['faces_found'] * 1000:.0f} ms per face found | "
+        f"{pg['faces_found']} found, {pg['recognise_seconds']:.2f} s: {pg['recognise_seconds'] / pg['faces_found'] * 1000:.0f} ms per face found |",
+        f"| 100 photos of ~2 MP (crowds and groups): one core / 2 workers | {f['one core']['photos_per_second']:.2f} / "
+        f"{f['2 workers, 2 cores']['photos_per_second']:.2f} photos/s | — |",
+        f"| 8 photos of 12 MP, 2 workers: peak memory of the largest process | {d['big12_folder']['peak_mb']} MB | — |",
+    ]
+
+
 # name: (benchmark output it is taken from, page, renderer)
 FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "accuracy-by-gallery": ("bench-out/accuracy/accuracy.json", "accuracy.md", accuracy_by_gallery),
     "cluster": ("bench-out/cluster/cluster.json", "cluster.md", cluster),
     "coordinator": ("bench-out/coordinator/coordinator.json", "cluster.md", coordinator),
+    "speed": ("bench-out/speed.json", "accuracy.md", speed),
 }
 
 
