@@ -10,14 +10,16 @@ import sys
 import pytest
 
 LIGHT = ["types", "errors", "config", "fsutil", "optout_list", "matching", "index", "review", "activity_log", "report",
-         "calibration", "picture_day", "users", "desk", "cohort", "scope"]  # fmt: skip
+         "calibration", "picture_day", "users", "desk", "cohort", "scope", "folders", "pool", "models",
+         "audit.listing", "audit.plan", "audit.state"]  # fmt: skip
+HEAVY = ("cv2", "dlib", "scipy", "flask", "onnxruntime", "onnx", "av", "distributed")
 
 
 @pytest.mark.parametrize("module", LIGHT)
 def test_light_modules_import_no_heavy_library(module):
     code = (
         f"import sys, optout_guard.{module}; "
-        "print(','.join(m for m in ('cv2', 'dlib', 'scipy', 'flask') if m in sys.modules))"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"optout_guard.{module} imports {loaded}"

@@ -4,8 +4,9 @@
 ``run`` checks and records, ``state`` is the SQLite state and the opt-in embedding cache.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from optout_guard.audit.listing import Listed, Passed, display_path, list_library
-from optout_guard.audit.run import AuditSummary, large_of, report_thumbnail, run_audit
 from optout_guard.audit.state import (
     EmbeddingCache,
     cache_path,
@@ -17,6 +18,21 @@ from optout_guard.audit.state import (
     state_path,
 )
 from optout_guard.errors import AuditBusy, LibraryLooksUnmounted
+
+if TYPE_CHECKING:
+    from optout_guard.audit.run import AuditSummary, large_of, report_thumbnail, run_audit
+
+_RUN = {"AuditSummary", "large_of", "report_thumbnail", "run_audit"}
+
+
+def __getattr__(name: str) -> Any:
+    """The run's names load the pipeline (and its models' libraries) only when asked for: the
+    listing, the plan and the state stay light (the desk and the report read the state)."""
+    if name in _RUN:
+        from optout_guard.audit import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AuditBusy",
