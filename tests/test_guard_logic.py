@@ -137,3 +137,26 @@ def test_embeddings_for_the_audit_cache_come_beside_the_result_never_in_it(world
     assert np.allclose(vectors[1], embedder.vectors[300.0])
     assert not any(isinstance(getattr(result, f.name), np.ndarray) for f in dataclasses.fields(result))
     assert "embeddings" not in {f.name for f in dataclasses.fields(result)}
+
+
+def test_the_index_is_searched_once_for_a_photo_of_strangers(world, tmp_path):
+    """One search per photo; only faces near somebody are searched again, mirror-averaged."""
+    _settings, guard, detector, embedder = world
+    calls: list[int] = []
+    real_search = guard.index.search
+
+    def counting(vectors, *args, **kwargs):
+        calls.append(len(vectors))
+        return real_search(vectors, *args, **kwargs)
+
+    guard.index.search = counting
+    strangers = photo(tmp_path / "strangers.png", (11, 12, 13))
+    detector.place(strangers, *(face(100.0 * i + 1) for i in range(6)))
+    for i in range(6):
+        embedder.vectors[100.0 * i + 1] = at_distance(ANNA, 1.0, RNG)
+    assert guard.check(strangers).verdict is Verdict.ALLOW and calls == [6]
+    calls.clear()
+    near = photo(tmp_path / "near.png", (14, 15, 16))
+    detector.place(near, face(1.0), face(101.0))
+    embedder.vectors[1.0] = at_distance(ANNA, 0.3, RNG)
+    assert guard.check(near).verdict is Verdict.BLOCK and calls == [2, 1]

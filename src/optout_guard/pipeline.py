@@ -29,6 +29,7 @@ from optout_guard.models import Models, embedding_fingerprint, get_models
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
+    Candidate,
     Decision,
     Detector,
     Embedder,
@@ -205,13 +206,18 @@ class Guard:
         notes: tuple[str, ...] = (),
         sha256: str | None = None,
         scope: Scope = WHOLE_DISTRICT,
+        searched: dict[int, tuple[Candidate, ...]] | None = None,
     ) -> tuple[list[FaceMatch], Verdict, tuple[str, ...]]:
         """Per-face decisions and the photo's verdict from embeddings (None for faces in ``unjudged``),
-        with what reviewers already said about the faces of this photo (``sha256``) applied."""
+        with what reviewers already said about the faces of this photo (``sha256``) applied.
+        ``searched``: each judged face's candidates when the caller has searched the index already."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
-        judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
-        vectors = np.stack(judged_vectors) if judged_vectors else None
-        found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
+        if searched is not None:
+            found = [searched[i] for i in judged]
+        else:
+            judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
+            vectors = np.stack(judged_vectors) if judged_vectors else None
+            found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
         decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings.thresholds), strict=True))
         matches = [
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
@@ -266,20 +272,25 @@ class Guard:
             # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may
             # bring any face near somebody, and the cache has no pixels to mirror then.
             embedded = self.embedder.embed(image, faces, self.settings, mirror=keep_embeddings)
+            found = self.index.search(embedded.vectors, settings=self.settings, only=scope.students)  # the one search
             if len(embedded.vectors) and not keep_embeddings:
                 # The mirrored pass only for faces near somebody enrolled: far faces are clear either
                 # way (measured on LFW: the same misses and false alerts as mirroring every face).
-                nearest = self.index.search(embedded.vectors, k=1, settings=self.settings, only=scope.students)
-                near = [
-                    r
-                    for r, found in enumerate(nearest)
-                    if found and found[0].distance <= limits_of(found[0], self.settings.thresholds).review + MIRROR_MARGIN
-                ]
-                embedded = self.embedder.mirror(embedded, near)
+                # Only those few are searched again, with their mirror-averaged embeddings.
+                limits = self.settings.thresholds
+                near = [r for r, f in enumerate(found) if f and f[0].distance <= limits_of(f[0], limits).review + MIRROR_MARGIN]
+                if near:
+                    embedded = self.embedder.mirror(embedded, near)
+                    again = self.index.search(embedded.vectors[near], settings=self.settings, only=scope.students)
+                    for row, candidates in zip(near, again, strict=True):
+                        found[row] = candidates
             per_face: list[np.ndarray | None] = [None] * len(faces)
+            searched: dict[int, tuple[Candidate, ...]] = {}
             for row, i in enumerate(embedded.judged):
-                per_face[i] = embedded.vectors[row]
-            matches, verdict, reasons = self.decide(faces, per_face, embedded.unjudged, image.notes, image.sha256, scope)
+                per_face[i], searched[i] = embedded.vectors[row], found[row]
+            matches, verdict, reasons = self.decide(
+                faces, per_face, embedded.unjudged, image.notes, image.sha256, scope, searched
+            )
         except ModelUnavailable:
             raise  # a broken install stops the run (exit 2); it is not a property of this photo
         except Exception as exc:  # fail closed: an unexpected error is a review
