@@ -168,3 +168,20 @@ def write_copies(
     except OSError as exc:
         return Copies(marked, postable, f"a copy could not be written ({exc})")
     return Copies(marked, postable)
+
+
+def face_crop(pixels: np.ndarray, box: Box, scale: float, margin: float) -> Image.Image:
+    """The face in ``box`` (original pixels) with ``margin`` × its size around it, from decoded
+    ``pixels`` that are ``scale`` times smaller than the original."""
+    b = box.scaled(1.0 / scale)
+    pad = margin * max(b.w, b.h)
+    x0, y0 = max(0, int(b.x - pad)), max(0, int(b.y - pad))
+    x1, y1 = min(pixels.shape[1], int(b.right + pad)), min(pixels.shape[0], int(b.bottom + pad))
+    return Image.fromarray(pixels[y0:y1, x0:x1])
+
+
+def jpeg_bytes(picture: Image.Image, quality: int = 88) -> bytes:
+    """A picture as JPEG bytes, without any metadata."""
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

@@ -27,6 +27,7 @@ from optout_guard.index import FaceIndex, Rejection, Template, now_iso
 from optout_guard.media.photos import load_image, photo_date
 from optout_guard.models import Models
 from optout_guard.optout_list import is_valid_student_id
+from optout_guard.types import Face
 
 # A reference photo's face must be at least this wide (original px) — twice the size needed to
 # check a face, so templates are taken from good pixels.
@@ -275,3 +276,48 @@ def calibrate_with_cohort(
         cohort[:] = 0  # the cohort's embeddings end here
         vectors.clear()
     return report
+
+
+def add_reference_face(
+    settings: Settings, models: Models, path: Path, face: Face, student_id: str, tag: str
+) -> str:
+    """A face found in a checked photo (``path``), confirmed by a reviewer as ``student_id``, added
+    as a dated reference photo of that student: a private crop of the face is kept in
+    ``enrollments/<id>/`` (so every later ``enroll --rebuild`` and ``sync`` keeps it like any other
+    reference photo) and its template added to the index. Validated before anything is written:
+    the same size rule as enrolled photos and the quality gate; ``ValueError`` says why not.
+    Returns the crop's sha256 (the template's key)."""
+    from optout_guard.annotate import face_crop, jpeg_bytes
+    from optout_guard.embedding import embed_faces
+    from optout_guard.index import edit_index
+
+    need = settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
+    if face.box.w < need:
+        raise ValueError(f"this face is {face.box.w:.0f} px wide; a reference needs at least {need} px")
+    image = load_image(path, settings)
+    embedded = embed_faces(image, [face], settings, models)
+    if not len(embedded.vectors):
+        reason = next(iter(embedded.unjudged.values()), None)
+        raise ValueError(reason.text if reason else "the face cannot be used as a reference")
+    taken = photo_date(path)
+    target = private_dir(settings.enrollments / student_id) / f"{taken}_{tag}.jpg"
+    atomic_write(target, jpeg_bytes(face_crop(image.pages[face.page], face.box, image.scale, 0.5), quality=95))
+    key = sha256_file(target)
+    with edit_index(settings) as index:  # re-read under the lock: an enroll may have saved meanwhile
+        if not index.has_template(student_id, key):
+            index.add(Template(student_id, str(target.resolve()), key, now_iso(), taken), embedded.vectors[0])
+    return key
+
+
+def remove_reference_face(settings: Settings, student_id: str, key: str) -> bool:
+    """Undo :func:`add_reference_face`: the template goes from the index and the crop it kept in
+    ``enrollments/`` is deleted (never a file outside it). True if there was one."""
+    from optout_guard.index import edit_index
+
+    with edit_index(settings) as index:
+        keep = [not (t.student_id == student_id and t.sha256 == key) for t in index.templates]
+        for template, kept in zip(index.templates, keep, strict=True):
+            if not kept and Path(template.photo).is_relative_to(settings.enrollments.resolve()):
+                Path(template.photo).unlink(missing_ok=True)
+        index.drop_templates(keep)
+    return not all(keep)

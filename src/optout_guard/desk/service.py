@@ -16,24 +16,19 @@ was told about. Pages load nothing from outside (no CDN, no fonts).
 
 from __future__ import annotations
 
-import getpass
-import io
 import logging
-import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
-from optout_guard.errors import ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
+from optout_guard.errors import NeedsConfirmation, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, Card, ReviewBook
 
-STATIC = Path(__file__).with_name("desk_static")
 log = logging.getLogger("optout_guard.desk")
 UPLOADS = "desk-uploads"
 MARKED = "desk-marked"
@@ -328,6 +323,7 @@ class Desk:
         card of a file that cannot be decoded shows what to do instead."""
         from PIL import Image
 
+        from optout_guard.annotate import face_crop
         from optout_guard.media.photos import load_image
 
         path = self.allowed(card.photo_path)
@@ -344,12 +340,7 @@ class Desk:
             image = load_image(path, self.settings)
             pixels = image.pages[min(card.page, len(image.pages) - 1)]
             s = image.scale
-        b = card.box
-        margin = 0.35 * max(b.w, b.h)
-        left, top = max(0, int((b.x - margin) / s)), max(0, int((b.y - margin) / s))
-        right = min(pixels.shape[1], int((b.right + margin) / s))
-        bottom = min(pixels.shape[0], int((b.bottom + margin) / s))
-        crop = Image.fromarray(pixels[top:bottom, left:right])
+        crop = face_crop(pixels, card.box, s, 0.35)
         factor = CROP_PX / max(crop.size)  # small faces enlarged, large ones shrunk: one size per card
         crop = crop.resize((round(crop.size[0] * factor), round(crop.size[1] * factor)), Image.Resampling.LANCZOS)
         return _jpeg(crop)
@@ -457,54 +448,27 @@ class Desk:
         return None
 
     def add_reference(self, card: Card, student_id: str) -> str:
-        """Embed the face again from the original and add it to the student's templates."""
-        from optout_guard.embedding import embed_faces
-        from optout_guard.enroll import REFERENCE_MIN_FACE_FACTOR
-        from optout_guard.fsutil import sha256_file
-        from optout_guard.index import Template, edit_index, now_iso
-        from optout_guard.media.photos import load_image, photo_date
+        """The card's face as a new dated reference of ``student_id`` (``enroll.add_reference_face``)."""
+        from optout_guard.enroll import add_reference_face
         from optout_guard.types import Face
 
-        need = self.settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
         if card.time is not None:
             raise ValueError("a frame of a video clip is not kept as a reference photo; add a portrait of the student instead")
-        if card.box.w < need:
-            raise ValueError(f"this face is {card.box.w:.0f} px wide; a reference needs at least {need} px")
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
-        image = load_image(path, self.settings)
         face = Face(card.box, 1.0, card.landmarks, card.page, True)
-        embedded = embed_faces(image, [face], self.settings, self.guard.models)
-        if not len(embedded.vectors):
-            reason = next(iter(embedded.unjudged.values()), None)
-            raise ValueError(reason.text if reason else "the face cannot be used as a reference")
-        # Kept as a dated reference photo of the student (a private crop of the face), so that every
-        # later enroll --rebuild and sync keeps it like any other reference photo.
-        taken = photo_date(path)
-        target = private_dir(self.settings.enrollments / student_id) / f"{taken}_desk-{card.sha256[:12]}-face{card.face}.jpg"
-        atomic_write(target, _face_crop_jpeg(image, card))
-        key = sha256_file(target)
-        with edit_index(self.settings) as index:  # re-read under the lock: an enroll may have saved meanwhile
-            if not index.has_template(student_id, key):
-                index.add(Template(student_id, str(target.resolve()), key, now_iso(), taken), embedded.vectors[0])
-        return key
+        tag = f"desk-{card.sha256[:12]}-face{card.face}"
+        return add_reference_face(self.settings, self.guard.models, path, face, student_id, tag)
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
-        from optout_guard.index import edit_index
+        from optout_guard.enroll import remove_reference_face
 
         with self.lock:
             undone = self.book.undo(decision_id, user)
             if undone["reference"]:
-                with edit_index(self.settings) as index:
-                    keep = [
-                        not (t.student_id == undone["student_id"] and t.sha256 == undone["reference"]) for t in index.templates
-                    ]
-                    for template, kept in zip(index.templates, keep, strict=True):
-                        if not kept and Path(template.photo).is_relative_to(self.settings.enrollments.resolve()):
-                            Path(template.photo).unlink(missing_ok=True)  # the crop the desk saved
-                    index.drop_templates(keep)
+                remove_reference_face(self.settings, undone["student_id"], undone["reference"])
         ActivityLog(self.settings).record(
             "review-undo",
             reviewer=user,
@@ -515,20 +479,6 @@ class Desk:
         card = self.book.card(undone["face_id"])
         undone["moved_to"] = self.refile(card) if card is not None else None
         return undone
-
-
-def _face_crop_jpeg(image: Any, card: Card) -> bytes:
-    """The face with half its width around it, from the decoded page, as a JPEG without metadata."""
-    from PIL import Image
-
-    page = image.pages[card.page]
-    box = card.box.scaled(1.0 / image.scale)
-    margin = 0.5 * max(box.w, box.h)
-    x0, y0 = max(0, int(box.x - margin)), max(0, int(box.y - margin))
-    x1, y1 = min(page.shape[1], int(box.right + margin)), min(page.shape[0], int(box.bottom + margin))
-    buffer = io.BytesIO()
-    Image.fromarray(page[y0:y1, x0:x1]).save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
 
 
 def _placeholder(text: str) -> bytes:
@@ -545,328 +495,9 @@ def _placeholder(text: str) -> bytes:
 
 
 def _jpeg(picture: Any) -> bytes:
-    buffer = io.BytesIO()
-    picture.convert("RGB").save(buffer, "JPEG", quality=88)
-    return buffer.getvalue()
+    from optout_guard.annotate import jpeg_bytes
+
+    return jpeg_bytes(picture)
 
 
 # ---- the web layer ---------------------------------------------------------------------------------
-def create_app(desk: Desk) -> Any:
-    from flask import Flask, Response, abort, jsonify, redirect, request, send_file, session, url_for
-    from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
-
-    from optout_guard.users import UserStore
-
-    app = Flask(__name__, static_folder=None)
-    app.config.update(
-        SECRET_KEY=_secret_key(desk.state),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
-        WTF_CSRF_TIME_LIMIT=None,  # valid for the session: a reviewer's page stays open all day
-        WTF_CSRF_SSL_STRICT=False,  # plain HTTP on a LAN; the token + SameSite cookie still apply
-    )
-    CSRFProtect(app)
-    users = UserStore(desk.state)
-    options = desk.options
-
-    # Server-side sessions: the cookie only names one (signed); logout, a password change or a
-    # re-created account ends it here, whatever copy of the cookie is still around.
-    live: dict[str, tuple[str, str]] = {}  # session id -> (account, its epoch when signed in)
-    failures = SignInThrottle()
-
-    def current_user() -> str | None:
-        if not options.lan:
-            return f"{getpass.getuser()}@local"
-        sid = session.get("sid")
-        signed_in = live.get(sid) if isinstance(sid, str) else None
-        if signed_in is None:
-            return None
-        name, epoch = signed_in
-        if users.epoch(name) != epoch:
-            live.pop(str(sid), None)
-            return None
-        return name
-
-    def may_see_names() -> bool:
-        if not options.lan:
-            return options.show_names
-        name = current_user()
-        return bool(name and users.can_see_names(name))
-
-    @app.before_request
-    def guard_request() -> Any:
-        # Only the address we serve on (a web page elsewhere cannot rebind a name to 127.0.0.1).
-        host = (request.host or "").rsplit(":", 1)[0].strip("[]")
-        if not options.lan and host not in ("127.0.0.1", "localhost", "::1"):
-            abort(403)
-        if options.lan and not _lan_host_allowed(host, options.allowed_hosts):
-            abort(403)  # a name we were not told about: DNS rebinding from a web page
-        if options.lan and request.endpoint not in ("login", "static_file") and current_user() is None:
-            if request.path.startswith("/api/"):
-                abort(401)
-            return redirect(url_for("login"))
-        return None
-
-    @app.after_request
-    def headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError) -> Any:
-        return jsonify(error=f"refused: {exc.description} (reload the page)"), 400
-
-    def page(name: str) -> Response:
-        html = (STATIC / name).read_text(encoding="utf-8").replace("{{csrf}}", generate_csrf())
-        html = html.replace("{{user}}", _escape(current_user() or "")).replace("{{lan}}", "1" if options.lan else "0")
-        return Response(html, mimetype="text/html")
-
-    @app.get("/")
-    def index() -> Response:
-        return page("index.html")
-
-    @app.route("/login", methods=["GET", "POST"])
-    def login() -> Any:
-        if not options.lan:
-            return redirect(url_for("index"))
-        if request.method == "POST":
-            name, password = request.form.get("user", ""), request.form.get("password", "")
-            client = request.remote_addr or "?"
-            wait = failures.wait(name, client)
-            if wait > 0:
-                text = f"Too many wrong passwords: try again in {int(wait) + 1} s."
-                return Response(page("login.html").get_data(as_text=True).replace("<!--error-->", text), 429)
-            if users.verify(name, password):
-                failures.success(name, client)
-                session.clear()
-                sid = secrets.token_urlsafe(24)
-                live[sid] = (name, users.epoch(name) or "")
-                session["sid"] = sid
-                return redirect(url_for("index"))
-            failures.failure(name, client)
-            time.sleep(0.5)  # slows down guessing
-            return Response(page("login.html").get_data(as_text=True).replace("<!--error-->", "Wrong name or password."), 401)
-        return page("login.html")
-
-    @app.post("/logout")
-    def logout() -> Any:
-        live.pop(str(session.get("sid")), None)
-        session.clear()
-        return redirect(url_for("login") if options.lan else url_for("index"))
-
-    @app.get("/static/<name>")
-    def static_file(name: str) -> Any:
-        if name not in ("desk.js", "desk.css"):
-            abort(404)
-        return send_file(STATIC / name, max_age=0)
-
-    @app.get("/api/queue")
-    def api_queue() -> Any:
-        names = may_see_names()
-        # Cards whose photo this desk does not serve now (started without that --audit or check
-        # folder, a share not mounted) are held back, not shown broken; they return with their source.
-        served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None]
-        cards = [desk.card_json(c, names) for c in served[:30]]
-        return jsonify(
-            cards=cards,
-            open=desk.book.open_count(),
-            held_back=desk.book.open_count() - len(served) if len(served) < 300 else 0,
-            skipped=desk.book.skipped_count(),
-            decisions=desk.book.decisions(10),
-            importing=desk.importing,
-        )
-
-    @app.post("/api/photos/<sha>/none")
-    def api_photo_none(sha: str) -> Any:
-        body = request.get_json(silent=True) or {}
-        try:
-            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm"))))
-        except NeedsConfirmation as exc:
-            return jsonify(error=str(exc), confirm=str(exc)), 409
-        except KeyError:
-            abort(404)
-
-    @app.post("/api/skipped/reopen")
-    def api_reopen_skipped() -> Any:
-        return jsonify(reopened=desk.book.reopen_skipped())
-
-    @app.post("/api/refresh")
-    def api_refresh() -> Any:
-        return jsonify(started=desk.start_import(), importing=desk.importing)
-
-    @app.post("/api/check")
-    def api_check() -> Any:
-        files = request.files.getlist("photos")
-        if not files:
-            return jsonify(error="no photos in the request"), 400
-        scope = request.form.get("scope", "")
-        try:
-            results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope) for f in files]
-        except ConfigError as exc:  # an unknown scope: nothing checked against an empty gallery
-            return jsonify(error=str(exc)), 400
-        return jsonify(results=results)
-
-    @app.get("/api/scopes")
-    def api_scopes() -> Any:
-        return jsonify(scopes=desk.scopes())
-
-    @app.post("/api/students")
-    def api_add_student() -> Any:
-        # Adding a student changes who is protected: on the network only accounts trusted with names may.
-        if options.lan and not may_see_names():
-            return jsonify(error="this account may not add students; ask the privacy officer"), 403
-        photos = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos")]
-        try:
-            return jsonify(desk.add_student(dict(request.form), photos, current_user() or ""))
-        except (ValueError, OptoutGuardError) as exc:
-            return jsonify(error=str(exc)), 400
-
-    @app.post("/api/cards/<int:card_id>/decide")
-    def api_decide(card_id: int) -> Any:
-        body = request.get_json(silent=True) or {}
-        answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED, "blurred": BLURRED}.get(
-            str(body.get("answer")), NONE
-        )
-        if body.get("answer") == "skip":
-            desk.book.skip(card_id)
-            return jsonify(skipped=card_id)
-        if body.get("answer") not in ("student", "none", "unnamed", "blurred") or (
-            body.get("answer") == "student" and not answer
-        ):
-            return jsonify(error="answer must be student (with student_id), unnamed, none, blurred or skip"), 400
-        try:
-            return jsonify(
-                desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))
-            )
-        except NeedsConfirmation as exc:
-            return jsonify(error=str(exc), confirm=str(exc)), 409
-        except KeyError:
-            abort(404)
-        except (ValueError, OptoutGuardError, ImageRejected, FileNotFoundError) as exc:
-            return jsonify(error=str(exc)), 409
-
-    @app.post("/api/decisions/<int:decision_id>/undo")
-    def api_undo(decision_id: int) -> Any:
-        try:
-            return jsonify(desk.undo(decision_id, current_user() or ""))
-        except KeyError:
-            abort(404)
-        except ValueError as exc:
-            return jsonify(error=str(exc)), 409
-
-    @app.get("/face/<int:card_id>.jpg")
-    def face(card_id: int) -> Any:
-        card = desk.book.card(card_id)
-        if card is None:
-            abort(404)
-        try:
-            return Response(desk.face_crop(card), mimetype="image/jpeg")
-        except (FileNotFoundError, ImageRejected):
-            abort(404)
-
-    @app.get("/photo/<sha>/<kind>.jpg")
-    def photo(sha: str, kind: str) -> Any:
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or kind not in ("marked", "original"):
-            abort(404)
-        info = desk.book.photo(sha)
-        if info is None:
-            abort(404)
-        path = desk.allowed(info["marked"]) if kind == "marked" and info["marked"] else desk.allowed(info["path"])
-        if path is None:
-            abort(404)
-        if kind == "marked":
-            return send_file(path, mimetype="image/jpeg", max_age=0)
-        try:
-            return Response(desk.thumbnail(path, 1600), mimetype="image/jpeg")
-        except ImageRejected:
-            abort(404)
-
-    @app.get("/reference/<student_id>/<int:n>.jpg")
-    def reference(student_id: str, n: int) -> Any:
-        refs = desk.reference_photos(student_id)
-        if n >= len(refs):
-            abort(404)
-        try:
-            return Response(desk.thumbnail(refs[n], REFERENCE_PX), mimetype="image/jpeg")
-        except ImageRejected:
-            abort(404)
-
-    return app
-
-
-class SignInThrottle:
-    """Back-off after wrong passwords, per account and per address: 5 free tries, then a wait that
-    doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes)."""
-
-    FREE = 5
-    LONGEST = 900.0
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.state: dict[str, tuple[int, float]] = {}  # key -> (failures, not before)
-
-    def wait(self, name: str, client: str) -> float:
-        now = self.clock()
-        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in (f"u:{name}", f"a:{client}")))
-
-    def failure(self, name: str, client: str) -> None:
-        for key in (f"u:{name}", f"a:{client}"):
-            count = self.state.get(key, (0, 0.0))[0] + 1
-            delay = 0.0 if count < self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE))
-            self.state[key] = (count, self.clock() + delay)
-
-    def success(self, name: str, client: str) -> None:
-        self.state.pop(f"u:{name}", None)
-        self.state.pop(f"a:{client}", None)
-
-
-def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """On the LAN the desk answers to an address typed as such, to this computer's own name, and to
-    the names given with --allowed-host (e.g. the district's HTTPS proxy): never to any other name."""
-    import ipaddress
-    import socket
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    names = {"localhost", socket.gethostname().lower(), *(h.lower() for h in allowed)}
-    return host.lower() in names
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def _secret_key(state: Path) -> bytes:
-    """A random key kept (0600) beside the index: sessions survive a restart of the desk."""
-    path = state / "desk-secret"
-    if not path.exists():
-        atomic_write(path, secrets.token_bytes(32))  # private from the start, never half-written
-    return path.read_bytes()
-
-
-def serve(desk: Desk, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the desk with waitress (a production WSGI server, pure Python) until interrupted."""
-    from waitress.server import create_server
-
-    app = create_app(desk)
-    server = create_server(app, host=desk.options.host, port=desk.options.port, threads=4, max_request_body_size=MAX_UPLOAD_BYTES)
-    if on_ready:
-        on_ready(f"http://{desk.options.host}:{server.effective_port}/")
-    server.run()
-
-
-def require_accounts(desk_state: Path) -> None:
-    from optout_guard.users import UserStore
-
-    if not UserStore(desk_state).names():
-        raise OptoutGuardError("serving on the network needs accounts: add one with: optout-guard users add NAME")

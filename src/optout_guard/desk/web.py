@@ -1,0 +1,340 @@
+"""The review desk's web layer: a Flask Blueprint over :class:`~optout_guard.desk.service.Desk`.
+
+Pages are Jinja2 templates (``templates/``, autoescaped: nothing is filled in by string
+replacement); the API answers JSON. Safety rules of the whole desk: see ``desk/__init__``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optout_guard.desk.service import MAX_UPLOAD_BYTES, REFERENCE_PX, Desk
+from optout_guard.errors import ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
+from optout_guard.fsutil import atomic_write
+from optout_guard.review import BLURRED, NONE, UNNAMED
+
+HERE = Path(__file__).parent
+
+
+def create_app(desk: Desk) -> Any:
+    from flask import Blueprint, Flask, Response, abort, jsonify, redirect, render_template, request, send_file, session, url_for
+    from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+
+    from optout_guard.users import UserStore
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SECRET_KEY=_secret_key(desk.state),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        WTF_CSRF_TIME_LIMIT=None,  # valid for the session: a reviewer's page stays open all day
+        WTF_CSRF_SSL_STRICT=False,  # plain HTTP on a LAN; the token + SameSite cookie still apply
+    )
+    CSRFProtect(app)
+    bp = Blueprint("desk", __name__, template_folder="templates")  # pages autoescaped by Jinja2
+    users = UserStore(desk.state)
+    options = desk.options
+
+    # Server-side sessions: the cookie only names one (signed); logout, a password change or a
+    # re-created account ends it here, whatever copy of the cookie is still around.
+    live: dict[str, tuple[str, str]] = {}  # session id -> (account, its epoch when signed in)
+    failures = SignInThrottle()
+
+    def current_user() -> str | None:
+        if not options.lan:
+            return f"{getpass.getuser()}@local"
+        sid = session.get("sid")
+        signed_in = live.get(sid) if isinstance(sid, str) else None
+        if signed_in is None:
+            return None
+        name, epoch = signed_in
+        if users.epoch(name) != epoch:
+            live.pop(str(sid), None)
+            return None
+        return name
+
+    def may_see_names() -> bool:
+        if not options.lan:
+            return options.show_names
+        name = current_user()
+        return bool(name and users.can_see_names(name))
+
+    @app.before_request
+    def guard_request() -> Any:
+        # Only the address we serve on (a web page elsewhere cannot rebind a name to 127.0.0.1).
+        host = (request.host or "").rsplit(":", 1)[0].strip("[]")
+        if not options.lan and host not in ("127.0.0.1", "localhost", "::1"):
+            abort(403)
+        if options.lan and not _lan_host_allowed(host, options.allowed_hosts):
+            abort(403)  # a name we were not told about: DNS rebinding from a web page
+        if options.lan and request.endpoint not in ("desk.login", "desk.static_file") and current_user() is None:
+            if request.path.startswith("/api/"):
+                abort(401)
+            return redirect(url_for("desk.login"))
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> Any:
+        return jsonify(error=f"refused: {exc.description} (reload the page)"), 400
+
+    def page(name: str, error: str = "", status: int = 200) -> Response:
+        lan = "1" if options.lan else "0"
+        html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error)
+        return Response(html, status, mimetype="text/html")
+
+    @bp.get("/")
+    def index() -> Response:
+        return page("index.html")
+
+    @bp.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if not options.lan:
+            return redirect(url_for("desk.index"))
+        if request.method == "POST":
+            name, password = request.form.get("user", ""), request.form.get("password", "")
+            client = request.remote_addr or "?"
+            wait = failures.wait(name, client)
+            if wait > 0:
+                text = f"Too many wrong passwords: try again in {int(wait) + 1} s."
+                return page("login.html", error=text, status=429)
+            if users.verify(name, password):
+                failures.success(name, client)
+                session.clear()
+                sid = secrets.token_urlsafe(24)
+                live[sid] = (name, users.epoch(name) or "")
+                session["sid"] = sid
+                return redirect(url_for("desk.index"))
+            failures.failure(name, client)
+            time.sleep(0.5)  # slows down guessing
+            return page("login.html", error="Wrong name or password.", status=401)
+        return page("login.html")
+
+    @bp.post("/logout")
+    def logout() -> Any:
+        live.pop(str(session.get("sid")), None)
+        session.clear()
+        return redirect(url_for("desk.login") if options.lan else url_for("desk.index"))
+
+    @bp.get("/static/<name>")
+    def static_file(name: str) -> Any:
+        if name not in ("desk.js", "desk.css"):
+            abort(404)
+        return send_file(HERE / "static" / name, max_age=0)
+
+    @bp.get("/api/queue")
+    def api_queue() -> Any:
+        names = may_see_names()
+        # Cards whose photo this desk does not serve now (started without that --audit or check
+        # folder, a share not mounted) are held back, not shown broken; they return with their source.
+        served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None]
+        cards = [desk.card_json(c, names) for c in served[:30]]
+        return jsonify(
+            cards=cards,
+            open=desk.book.open_count(),
+            held_back=desk.book.open_count() - len(served) if len(served) < 300 else 0,
+            skipped=desk.book.skipped_count(),
+            decisions=desk.book.decisions(10),
+            importing=desk.importing,
+        )
+
+    @bp.post("/api/photos/<sha>/none")
+    def api_photo_none(sha: str) -> Any:
+        body = request.get_json(silent=True) or {}
+        try:
+            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm"))))
+        except NeedsConfirmation as exc:
+            return jsonify(error=str(exc), confirm=str(exc)), 409
+        except KeyError:
+            abort(404)
+
+    @bp.post("/api/skipped/reopen")
+    def api_reopen_skipped() -> Any:
+        return jsonify(reopened=desk.book.reopen_skipped())
+
+    @bp.post("/api/refresh")
+    def api_refresh() -> Any:
+        return jsonify(started=desk.start_import(), importing=desk.importing)
+
+    @bp.post("/api/check")
+    def api_check() -> Any:
+        files = request.files.getlist("photos")
+        if not files:
+            return jsonify(error="no photos in the request"), 400
+        scope = request.form.get("scope", "")
+        try:
+            results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope) for f in files]
+        except ConfigError as exc:  # an unknown scope: nothing checked against an empty gallery
+            return jsonify(error=str(exc)), 400
+        return jsonify(results=results)
+
+    @bp.get("/api/scopes")
+    def api_scopes() -> Any:
+        return jsonify(scopes=desk.scopes())
+
+    @bp.post("/api/students")
+    def api_add_student() -> Any:
+        # Adding a student changes who is protected: on the network only accounts trusted with names may.
+        if options.lan and not may_see_names():
+            return jsonify(error="this account may not add students; ask the privacy officer"), 403
+        photos = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos")]
+        try:
+            return jsonify(desk.add_student(dict(request.form), photos, current_user() or ""))
+        except (ValueError, OptoutGuardError) as exc:
+            return jsonify(error=str(exc)), 400
+
+    @bp.post("/api/cards/<int:card_id>/decide")
+    def api_decide(card_id: int) -> Any:
+        body = request.get_json(silent=True) or {}
+        answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED, "blurred": BLURRED}.get(
+            str(body.get("answer")), NONE
+        )
+        if body.get("answer") == "skip":
+            desk.book.skip(card_id)
+            return jsonify(skipped=card_id)
+        if body.get("answer") not in ("student", "none", "unnamed", "blurred") or (
+            body.get("answer") == "student" and not answer
+        ):
+            return jsonify(error="answer must be student (with student_id), unnamed, none, blurred or skip"), 400
+        try:
+            return jsonify(
+                desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))
+            )
+        except NeedsConfirmation as exc:
+            return jsonify(error=str(exc), confirm=str(exc)), 409
+        except KeyError:
+            abort(404)
+        except (ValueError, OptoutGuardError, ImageRejected, FileNotFoundError) as exc:
+            return jsonify(error=str(exc)), 409
+
+    @bp.post("/api/decisions/<int:decision_id>/undo")
+    def api_undo(decision_id: int) -> Any:
+        try:
+            return jsonify(desk.undo(decision_id, current_user() or ""))
+        except KeyError:
+            abort(404)
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 409
+
+    @bp.get("/face/<int:card_id>.jpg")
+    def face(card_id: int) -> Any:
+        card = desk.book.card(card_id)
+        if card is None:
+            abort(404)
+        try:
+            return Response(desk.face_crop(card), mimetype="image/jpeg")
+        except (FileNotFoundError, ImageRejected):
+            abort(404)
+
+    @bp.get("/photo/<sha>/<kind>.jpg")
+    def photo(sha: str, kind: str) -> Any:
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or kind not in ("marked", "original"):
+            abort(404)
+        info = desk.book.photo(sha)
+        if info is None:
+            abort(404)
+        path = desk.allowed(info["marked"]) if kind == "marked" and info["marked"] else desk.allowed(info["path"])
+        if path is None:
+            abort(404)
+        if kind == "marked":
+            return send_file(path, mimetype="image/jpeg", max_age=0)
+        try:
+            return Response(desk.thumbnail(path, 1600), mimetype="image/jpeg")
+        except ImageRejected:
+            abort(404)
+
+    @bp.get("/reference/<student_id>/<int:n>.jpg")
+    def reference(student_id: str, n: int) -> Any:
+        refs = desk.reference_photos(student_id)
+        if n >= len(refs):
+            abort(404)
+        try:
+            return Response(desk.thumbnail(refs[n], REFERENCE_PX), mimetype="image/jpeg")
+        except ImageRejected:
+            abort(404)
+
+    app.register_blueprint(bp)
+    return app
+
+
+class SignInThrottle:
+    """Back-off after wrong passwords, per account and per address: 5 free tries, then a wait that
+    doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes)."""
+
+    FREE = 5
+    LONGEST = 900.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.state: dict[str, tuple[int, float]] = {}  # key -> (failures, not before)
+
+    def wait(self, name: str, client: str) -> float:
+        now = self.clock()
+        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in (f"u:{name}", f"a:{client}")))
+
+    def failure(self, name: str, client: str) -> None:
+        for key in (f"u:{name}", f"a:{client}"):
+            count = self.state.get(key, (0, 0.0))[0] + 1
+            delay = 0.0 if count < self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE))
+            self.state[key] = (count, self.clock() + delay)
+
+    def success(self, name: str, client: str) -> None:
+        self.state.pop(f"u:{name}", None)
+        self.state.pop(f"a:{client}", None)
+
+
+def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """On the LAN the desk answers to an address typed as such, to this computer's own name, and to
+    the names given with --allowed-host (e.g. the district's HTTPS proxy): never to any other name."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    names = {"localhost", socket.gethostname().lower(), *(h.lower() for h in allowed)}
+    return host.lower() in names
+
+
+def _secret_key(state: Path) -> bytes:
+    """A random key kept (0600) beside the index: sessions survive a restart of the desk."""
+    path = state / "desk-secret"
+    if not path.exists():
+        atomic_write(path, secrets.token_bytes(32))  # private from the start, never half-written
+    return path.read_bytes()
+
+
+def serve(desk: Desk, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the desk with waitress (a production WSGI server, pure Python) until interrupted."""
+    from waitress.server import create_server
+
+    app = create_app(desk)
+    server = create_server(app, host=desk.options.host, port=desk.options.port, threads=4, max_request_body_size=MAX_UPLOAD_BYTES)
+    if on_ready:
+        on_ready(f"http://{desk.options.host}:{server.effective_port}/")
+    server.run()
+
+
+def require_accounts(desk_state: Path) -> None:
+    from optout_guard.users import UserStore
+
+    if not UserStore(desk_state).names():
+        raise OptoutGuardError("serving on the network needs accounts: add one with: optout-guard users add NAME")
