@@ -159,11 +159,11 @@ def test_report_is_written_for_people_and_scripts(tmp_path, data_dir):
     assert "http://" not in html and "https://" not in html  # nothing external
     # Paths relative to the library, the full path on hover (issue 18).
     assert ">2025/" in html or ">2024/" in html or "<code title=" in html
-    assert f"title='{library.resolve()}" in html and f">{library.resolve()}/" not in html
+    assert f'title="{library.resolve()}' in html and f">{library.resolve()}/" not in html
     thumbs = list((report / "thumbs").glob("*.jpg"))
     assert len(thumbs) >= 5 and all(f"thumbs/{t.name}" in html for t in thumbs)
     large = [t for t in thumbs if t.name.endswith(".large.jpg")]  # each thumbnail links to a labelled copy
-    assert large and all(f"<a href='thumbs/{t.name}'" in html for t in large)
+    assert large and all(f'<a href="thumbs/{t.name}"' in html for t in large)
     assert (report / "audit.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads it as UTF-8
     csv_text = (report / "audit.csv").read_text(encoding="utf-8-sig")
     assert csv_text.splitlines()[0] == "verdict,path,students,reasons,checked_at" and "hugo" in csv_text

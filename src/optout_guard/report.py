@@ -111,68 +111,13 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
 
 
 # ---- the audit report: HTML for people, CSV for spreadsheets, JSON for scripts ---------------------
-def _short_path(path: str, library: str) -> str:
-    """A path as a reader wants it: relative to the library, the full path on hover (HTML)."""
-    import html
-    import os
-
+def _place(path: str, library: str) -> dict[str, str]:
+    """A path as a reader wants it: relative to the library (``short``), the full path on hover."""
     try:
         short = os.path.relpath(path, library) if library else path
     except ValueError:
         short = path
-    if short.startswith(".."):
-        short = path
-    return f"<code title='{html.escape(path, quote=True)}'>{html.escape(short)}</code>"
-
-
-def _clips_html(clips: list[dict[str, Any]], library: str = "") -> str:
-    """Every video clip in the library, whatever its verdict (blocked and review ones are also among
-    the cards above): a clip is the most-posted kind of media, and none may pass unseen."""
-    import html
-
-    if not clips:
-        return ""
-    rows = "".join(
-        f"<tr><td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td>"
-        f"<td>{_short_path(c['path'], library)}</td><td>{html.escape('; '.join(c['reasons']))}</td></tr>"
-        for c in clips
-    )
-    return (
-        f"<h2>Video clips ({len(clips)})</h2><p class='muted'>Each clip was checked frame by frame; a clip "
-        "under review is watched by a person (optout-guard check CLIP --annotate DIR draws its contact sheet).</p>"
-        f"<table><tr><th>Verdict</th><th>Clip</th><th>Why</th></tr>{rows}</table>"
-    )
-
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}.muted{color:#666;font-size:13px}
-.counts{display:flex;gap:12px;margin:16px 0}.count{padding:10px 16px;border-radius:8px;background:#fff;border:1px solid #ddd}
-.count b{font-size:22px;display:block}.block b{color:#c62828}.review b{color:#b26a00}.allow b{color:#2e7d32}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
-.card{background:#fff;border:1px solid #ddd;border-radius:8px;overflow:hidden}
-.card img{width:100%;display:block;background:#eee}.card div{padding:8px 10px;font-size:13px;word-break:break-all}
-.tag{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-weight:600;font-size:12px}
-.tag.block{background:#c62828}.tag.review{background:#b26a00}.tag.allow{background:#2e7d32}
-table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;font-size:13px;text-align:left}
-tr.folder td{background:#f0f0f0;font-weight:600}.filter{margin:6px 0 10px;padding:4px 8px;font-size:14px;width:min(420px,100%)}
-@media (max-width:600px){body{margin:10px}.cards{grid-template-columns:1fr}.counts{flex-wrap:wrap}}
-@media print{body{background:#fff;margin:0}.filter{display:none}details>*{display:block}.card{break-inside:avoid}
-.cards{grid-template-columns:repeat(2,1fr)}}
-"""
-
-
-# Inline (the report is one file, opened without a network): hides the rows of the changes table
-# that do not contain the text typed.
-_FILTER_SCRIPT = """<script>
-document.getElementById('filter').addEventListener('input', function () {
-  var q = this.value.toLowerCase();
-  document.querySelectorAll('#changes tr:not(:first-child)').forEach(function (row) {
-    row.style.display = !q || row.classList.contains('folder') || row.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
-  });
-});
-</script>"""
+    return {"path": path, "short": path if short.startswith("..") else short}
 
 
 def _local(timestamp: str | None) -> str:
@@ -199,7 +144,6 @@ def write_audit_report(
     """Write index.html (self-contained but for thumbnails in ./thumbs), audit.csv and audit.json.
     ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo; returns False if it cannot."""
     import csv
-    import html
     import io
 
     # Children's photos and names: private by default (0600 files in 0700 folders); docs/privacy.md says how
@@ -211,106 +155,51 @@ def write_audit_report(
         name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
         row["thumbnail"] = name if i < max_thumbnails and thumbnail(row, out_dir / name) else None
 
-    def cards(verdict: str) -> str:
-        items = [r for r in rows if r["verdict"] == verdict]
-        if not items:
-            return "<p class='muted'>None.</p>"
-        parts = []
-        for r in items:
-            students = sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")})
-            img = ""
-            if r["thumbnail"]:
-                img = f"<img src='{html.escape(r['thumbnail'])}' alt='marked-up photo' loading='lazy'>"
-                large = r["thumbnail"][: -len(".jpg")] + ".large.jpg"
-                if (out_dir / large).exists():  # the labelled marked-up copy, full size
-                    img = f"<a href='{html.escape(large)}' title='open the marked-up copy'>{img}</a>"
-            who = f"<br>Students: <b>{html.escape(', '.join(students))}</b>" if students else ""
-            if r.get("scope"):
-                who += f"<br><span class='muted'>checked against the students of {html.escape(r['scope'])}</span>"
-            why = "<br>".join(html.escape(x) for x in r["reasons"])
-            path = _short_path(r["path"], library)
-            parts.append(
-                f"<article class='card'>{img}<div><span class='tag {verdict}'>{verdict.upper()}</span> "
-                f"{path}{who}<br>{why}<br><span class='muted'>checked {html.escape(_local(r['checked_at']))}</span>"
-                "</div></article>"
-            )
-        return "<div class='cards'>" + "".join(parts) + "</div>"
+    def card(r: dict[str, Any]) -> dict[str, Any]:
+        large = r["thumbnail"][: -len(".jpg")] + ".large.jpg" if r["thumbnail"] else None
+        return _place(r["path"], library) | {
+            "thumbnail": r["thumbnail"],
+            "large": large if large and (out_dir / large).exists() else None,  # the labelled copy, full size
+            "students": sorted({f["student_id"] for f in r["faces"] if f.get("decision") == "block" and f.get("student_id")}),
+            "scope": r.get("scope") or "",
+            "reasons": r["reasons"],
+            "checked": _local(r["checked_at"]),
+        }
 
-    totals = summary.get("totals", {})
     # Only the changes that matter to a reader: a photo newly blocked or held, or cleared (a new photo
-    # that is simply allowed is not news); long lists are folded.
+    # that is simply allowed is not news); grouped by folder, in path order; long lists are folded.
     mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
-    mattering_count = changes.get("changed_count", len(mattering))  # the list is the first LISTED_CHANGES
-    # Grouped by folder (a folder header row each), in path order; a filter box narrows it in place.
-    parts_rows: list[str] = []
-    folder = None
-    for c in sorted(mattering[:500], key=lambda c: c["path"]):
+    listed = sorted(mattering[:500], key=lambda c: c["path"])
+    folders: list[tuple[str, list[dict[str, Any]]]] = []
+    for c in listed:
         here = os.path.dirname(os.path.relpath(c["path"], library)) if library else os.path.dirname(c["path"])
-        if here != folder:
-            folder = here
-            parts_rows.append(f"<tr class='folder'><td colspan='3'>{html.escape(here or '(top folder)')}</td></tr>")
-        parts_rows.append(
-            f"<tr><td>{_short_path(c['path'], library)}</td><td>{html.escape(str(c['before'] or 'new'))}</td>"
-            f"<td><span class='tag {html.escape(c['verdict'])}'>{html.escape(c['verdict'].upper())}</span></td></tr>"
-        )
-    changed_rows = "".join(parts_rows)
-    deleted = "".join(f"<li>{_short_path(p, library)}</li>" for p in changes["deleted"][:500])
-    links = summary.get("links_not_followed") or []
-    links_html = ""
-    if links:
-        items = "".join(f"<li>{_short_path(p, library)}</li>" for p in links[:500])
-        links_html = (
-            "<h3>Links not followed (not checked)</h3><p class='muted'>The audit never follows links (they can lead "
-            "outside the library or loop). Audit their targets as libraries of their own.</p><ul>" + items + "</ul>"
-        )
-    unreadable = summary.get("unreadable_folders") or []
-    if unreadable:
-        items = "".join(f"<li>{_short_path(p, library)}</li>" for p in unreadable[:500])
-        links_html += (
-            "<h3>Folders that could not be read</h3><p class='muted'>Their photos were not checked in this run; "
-            "what earlier audits found in them is kept. Give the audit's account read access.</p><ul>" + items + "</ul>"
-        )
-    decisions_html = _decisions_html(decisions or [], {r.get("sha256"): r["path"] for r in rows})
-    changes_html = "<p class='muted'>No verdict changed.</p>"
-    if changed_rows:
-        changes_html = (
-            "<input class='filter' id='filter' type='search' placeholder='Filter: a folder, a file name, block…' "
-            "aria-label='Filter the changes'><table id='changes'><tr><th>Photo</th><th>Was</th><th>Now</th></tr>"
-            + changed_rows + "</table>" + _FILTER_SCRIPT
-        )
-        if mattering_count > len(mattering[:500]):
-            listed = len(mattering[:500])
-            changes_html += f"<p class='muted'>The first {listed} of {mattering_count} are listed, in path order.</p>"
-        if mattering_count > 20:
-            changes_html = f"<details><summary>{mattering_count} photos changed verdict</summary>{changes_html}</details>"
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>Photo library audit</title>
-<style>{_CSS}</style></head><body>
-<h1>Photo library audit: students on the opt-out list</h1>
-<div class="muted">Library <code>{html.escape(library)}</code> · run {summary.get("run_id")} ·
-{html.escape(dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"))} · optout-guard {__version__}</div>
-<div class="counts">
-<div class="count block"><b>{totals.get("block", 0)}</b>blocked: must not be published</div>
-<div class="count review"><b>{totals.get("review", 0)}</b>to review by a person</div>
-<div class="count allow"><b>{totals.get("allow", 0)}</b>allowed</div>
-</div>
-<p class="muted">This run: {summary.get("checked", 0)} photos checked, {summary.get("rechecked", 0)} re-checked against
-changed opt-out list, {summary.get("unchanged", 0)} unchanged, {summary.get("moved", 0)} moved,
-{summary.get("deleted_count", len(changes["deleted"]))} deleted; {summary.get("seconds", 0):.0f} s.</p>
-<h2>Blocked photos</h2>
-<p class="muted">These show a student whose family opted out of directory information. Take them down
-from any public place, or replace them.</p>
-{cards("block")}
-<h2>Photos to review</h2>
-<p class="muted">A face resembles an opted-out student, or could not be judged (too small, blurred, unreadable file).</p>
-{cards("review")}
-{_clips_html(clips or [], library)}
-<h2>What changed since the last audit</h2>
-{changes_html}
-{"<h3>Deleted from the library</h3><ul>" + deleted + "</ul>" if deleted else ""}
-{links_html}
-{decisions_html}
-</body></html>"""
+        if not folders or folders[-1][0] != here:
+            folders.append((here, []))
+        folders[-1][1].append(_place(c["path"], library) | {"before": c["before"], "verdict": c["verdict"]})
+    totals = summary.get("totals", {})
+    page = _templates().get_template("audit_report.html").render(
+        library=library,
+        run_id=summary.get("run_id"),
+        now=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
+        version=__version__,
+        totals={v: totals.get(v, 0) for v in ("block", "review", "allow")},
+        run={
+            "checked": summary.get("checked", 0),
+            "rechecked": summary.get("rechecked", 0),
+            "unchanged": summary.get("unchanged", 0),
+            "moved": summary.get("moved", 0),
+            "deleted": summary.get("deleted_count", len(changes["deleted"])),
+            "seconds": f"{summary.get('seconds', 0):.0f}",
+        },
+        blocked=[card(r) for r in rows if r["verdict"] == "block"],
+        held=[card(r) for r in rows if r["verdict"] == "review"],
+        clips=[_place(c["path"], library) | {"verdict": c["verdict"], "reasons": c["reasons"]} for c in clips or []],
+        changes={"folders": folders, "count": changes.get("changed_count", len(mattering)), "listed": len(listed)},
+        deleted=[_place(p, library) for p in changes["deleted"][:500]],
+        links=[_place(p, library) for p in (summary.get("links_not_followed") or [])[:500]],
+        unreadable=[_place(p, library) for p in (summary.get("unreadable_folders") or [])[:500]],
+        decisions=_decision_groups(decisions or [], {r.get("sha256"): r["path"] for r in rows}),
+    )
     atomic_write(out_dir / "index.html", page)
 
     buffer = io.StringIO()
@@ -343,26 +232,26 @@ _ANSWER = {"student": "confirmed as student {sid}", "none": "cleared (none of th
            "unnamed student": "blocked: an opted-out student not shown"}  # fmt: skip
 
 
-def _decisions_html(decisions: list[dict[str, Any]], paths: dict[Any, str]) -> str:
+def _decision_groups(decisions: list[dict[str, Any]], paths: dict[Any, str]) -> list[dict[str, Any]]:
     """Reviewers' decisions (newest first), grouped by reviewer and day: who cleared or confirmed what."""
-    import html
-
-    if not decisions:
-        return ""
-    groups: dict[tuple[str, str], list[str]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for d in decisions:
         what = _ANSWER.get(d["action"], d["action"]).format(sid=d.get("student_id") or "")
         if d.get("undone_at"):
             what += f" — undone by {d.get('undone_by') or '?'}"
         photo = paths.get(d["sha256"]) or f"photo {str(d['sha256'])[:12]}…"
-        when = html.escape(str(d["at"])[11:16])
-        item = f"<li>{when} <code>{html.escape(photo)}</code> face {d['face'] + 1}: {html.escape(what)}</li>"
+        item = {"when": str(d["at"])[11:16], "photo": photo, "face": d["face"] + 1, "what": what}
         groups.setdefault((str(d["at"])[:10], d["user"]), []).append(item)
-    parts = [
-        f"<h3>{html.escape(day)} · {html.escape(user)} ({len(items)})</h3><ul>{''.join(items)}</ul>"
-        for (day, user), items in groups.items()
-    ]
-    return "<h2>Decisions by reviewers</h2>" + "".join(parts)
+    return [{"day": day, "user": user, "entries": items} for (day, user), items in groups.items()]
+
+
+def _templates() -> Any:
+    """The report's Jinja2 templates (``templates/``), autoescaped: every value is text."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("optout_guard", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
 
 
 def _face_public(face: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,30 @@
+"""The audit report's page is a Jinja2 template with autoescape: whatever a file name, a reason, a
+scope or a reviewer's name holds, it is shown as text, never run as HTML (made-up rows, no models)."""
+
+from __future__ import annotations
+
+from optout_guard.report import write_audit_report
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_every_value_in_the_report_is_text_not_html(tmp_path):
+    library = str(tmp_path / "lib")
+    path = f"{library}/2025/{HOSTILE}.jpg"
+    face = {"decision": "block", "student_id": "<b>S1</b>", "box": [1, 2, 3, 4], "page": 0, "distance": 0.3, "reason": ""}
+    rows = [
+        {"path": path, "fs_path": path, "verdict": "block", "reasons": [f"matches {HOSTILE}"], "faces": [face],
+         "checked_at": "2026-11-29T01:00:00+00:00", "changed_run": 1, "sha256": "ab" * 32, "scope": "<i>Lincoln</i>",
+         "kind": "photo"},
+    ]  # fmt: skip
+    changes = {"changed": [{"path": path, "verdict": "block", "before": None}], "changed_count": 1, "deleted": [path]}
+    summary = {"run_id": 1, "totals": {"block": 1}, "links_not_followed": [path], "unreadable_folders": [library + "/<u>x</u>"]}
+    decisions = [{"action": "student", "student_id": "S1", "sha256": "ab" * 32, "face": 0, "user": HOSTILE,
+                  "at": "2026-11-29T02:00:00+00:00"}]  # fmt: skip
+    clips = [{"path": path, "verdict": "review", "reasons": [HOSTILE]}]
+    page = write_audit_report(tmp_path / "report", library, summary, rows, changes, lambda _r, _p: False,
+                              decisions=decisions, clips=clips).read_text(encoding="utf-8")  # fmt: skip
+    assert HOSTILE not in page and "<b>S1</b>" not in page and "<i>Lincoln</i>" not in page and "<u>x</u>" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6  # card, change, deleted, link, clip, decision
+    assert "&lt;b&gt;S1&lt;/b&gt;" in page and "&lt;i&gt;Lincoln&lt;/i&gt;" in page
+    assert f'title="{library}/2025/&lt;script&gt;' in page  # the full path on hover, escaped too
