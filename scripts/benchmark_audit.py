@@ -16,6 +16,7 @@ ultralight group photos. Gallery: 20 LFW people enrolled from 2 photos each. Fig
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -80,6 +81,17 @@ def verdicts(settings, library: Path) -> dict[bytes, str]:
         return {bytes(p): v for p, v in db.execute("SELECT path, verdict FROM files")}
 
 
+FIGURES: dict = {"cores": os.cpu_count()}
+OUT = Path(__file__).resolve().parents[1] / "bench-out" / "audit" / "audit.json"
+
+
+def keep(key: str, value) -> None:
+    """Figures as they come: written after every step (docs tables are rendered from this file)."""
+    FIGURES[key] = value
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(FIGURES, indent=1))
+
+
 def timed(label: str, library: Path, ws: Path, workers: int):
     settings = load_settings(ws, environ={})
     started = time.perf_counter()
@@ -92,6 +104,8 @@ def timed(label: str, library: Path, ws: Path, workers: int):
         f"library: {summary.totals}",
         flush=True,
     )
+    keep(label, {"photos": summary.seen, "checked": summary.checked, "rechecked": summary.rechecked,
+                 "unchanged": summary.unchanged, "seconds": round(seconds, 1), "totals": summary.totals})  # fmt: skip
     return seconds, summary
 
 
@@ -136,6 +150,7 @@ def main() -> None:
     fresh = workspace(args.work / "ws-small-3", first_people + later_people)
     full, _ = timed("2,000 photos, full audit with the new gallery", small, fresh, 2)
     same = verdicts(load_settings(ws2, environ={}), small) == verdicts(load_settings(fresh, environ={}), small)
+    keep("recheck_identical_to_full_audit", same)
     print(
         f"   re-check {recheck:.1f} s vs full re-audit {full:.1f} s → {full / recheck:.1f}× faster; identical verdicts: {same}",
         flush=True,
@@ -155,6 +170,7 @@ def main() -> None:
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     a = verdicts(load_settings(clean, environ={}), kill_lib)
     b = verdicts(load_settings(killed, environ={}), kill_lib)
+    keep("killed_10_times_identical", a == b)
     print(
         f"killed 10 times at random moments, then finished: {len(b)} photos, verdicts identical to an uninterrupted run: {a == b}"
     )
@@ -171,6 +187,8 @@ def cache_figure(library: Path, work: Path, first_people: list[str], later_peopl
     started = time.perf_counter()
     summary = run_audit(library, load_settings(ws, environ={}), workers=2, embedding_cache=True)
     recheck = time.perf_counter() - started
+    keep("embedding_cache", {"first_audit_seconds": round(first, 1), "recheck_seconds": round(recheck, 1),
+                             "rechecked": summary.rechecked})  # fmt: skip
     print(
         f"with --embedding-cache: first audit {first:.1f} s; after enrolling 5: {summary.rechecked} re-checked in "
         f"{recheck:.1f} s → {first / recheck:.0f}× faster than a full audit",
