@@ -1,18 +1,6 @@
-"""The review desk: a small local web application (``optout-guard serve``).
-
-- *Check photos*: drop photos on the page; verdict, marked-up copy, per face the closest students.
-- *Review queue*: one card per face that needs a person (from the page, the check folder and the
-  audit): the face enlarged beside up to 3 candidates' reference photos. Keyboard-first.
-- Decisions go to the review book (``review.py``) and the activity log; "this student" can add
-  the face as a new dated reference of that student (the index is updated on the spot).
-
-Safety: bound to 127.0.0.1 unless ``lan=True``, which needs accounts (``users.py``: hashed
-passwords) and a login. Every POST carries a CSRF token (Flask-WTF), the session cookie is
-HttpOnly + SameSite=Strict, and the Host header must be the address served (no DNS rebinding).
-No URL takes a file path: photos, faces and references are addressed by hash or id and looked up
-in the book or the index, and a file is served only if it lies inside a folder the desk owns or
-was told about. Pages load nothing from outside (no CDN, no fonts).
-"""
+"""What the review desk does, without HTTP (the package's docstring says what the desk is): checks
+of dropped photos, the queue of cards, decisions and their undo, the pictures a card shows. Every
+photo it opens must lie in a folder it owns or was told about (``Desk.allowed``)."""
 
 from __future__ import annotations
 
