@@ -152,6 +152,35 @@ def audit(d: dict) -> list[str]:
     return rows
 
 
+def video(d: dict) -> list[str]:
+    recall, strangers, sp = d["recall"], d["never_enrolled"], d["speed"]
+    times = list(dict.fromkeys(k.split(", ")[0] for k in recall))
+    sizes = list(dict.fromkeys(k.split(", ")[1] for k in recall))
+    rows = ["| enrolled person on screen | " + " | ".join(f"face {z}" if i == 0 else z for i, z in enumerate(sizes)) + " |",
+            "|---" * (len(sizes) + 1) + "|"]  # fmt: skip
+    for t in times:
+        cells = []
+        for i, z in enumerate(sizes):
+            c = recall[f"{t}, {z}"]
+            cells.append(f"blocked {c['blocked']}/{c['tracks']}, caught {c['caught']}/{c['tracks']}" if i == 0 and t == times[0]
+                         else f"{c['blocked']}/{c['tracks']}, {c['caught']}/{c['tracks']}")  # fmt: skip
+        rows.append(f"| {t} | " + " | ".join(cells) + " |")
+    n = sum(c["tracks"] for c in recall.values())
+    blocked, caught = sum(c["blocked"] for c in recall.values()), sum(c["caught"] for c in recall.values())
+    wrong = sum(c["wrong_student"] for c in recall.values())
+    rows += [
+        f"| **all {n}** | blocked **{blocked}** ({blocked / n:.0%}), caught **{caught}** ({caught / n:.0%}), "
+        f"{wrong} naming the wrong person | | |",
+        f"| never-enrolled people | {strangers['people']} in {strangers['clips']} clips → {strangers['tracks']} tracks: "
+        f"**{strangers['tracks_blocked']} blocked**, {strangers['tracks_held']} held | | |",
+        f"| speed (2 cores): {sp['clip']} | checked in **{sp['check_seconds']:.1f} s, {sp['real_time_factor']:.1f}× faster than "
+        f"real time** ({sp['frames_examined']} frames examined); with the contact sheet and the blurred copy "
+        f"{sp['check_with_contact_sheet_and_blurred_copy_seconds']:.1f} s; every frame as a photo: about "
+        f"{sp['every_frame_as_a_photo_seconds_estimated']:.0f} s | | |",
+    ]
+    return rows
+
+
 # name: (benchmark output it is taken from, page, renderer)
 FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "accuracy-by-gallery": ("bench-out/accuracy/accuracy.json", "accuracy.md", accuracy_by_gallery),
@@ -159,6 +188,7 @@ FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "coordinator": ("bench-out/coordinator/coordinator.json", "cluster.md", coordinator),
     "speed": ("bench-out/speed.json", "accuracy.md", speed),
     "audit": ("bench-out/audit/audit.json", "audit.md", audit),
+    "video": ("bench-out/video/video.json", "video.md", video),
 }
 
 
