@@ -86,6 +86,7 @@ def test_once_files_every_photo_and_leaves_other_files(lfw_ws, data_dir, tmp_pat
 
     filed = originals(inbox)
     assert set(filed["blocked"]) >= {p.name for p in hugo}
+    assert not {p.name for p in others} & set(filed["blocked"])  # strangers are never blocked
     assert filed["review"] == ["broken.jpg"] or "broken.jpg" in filed["review"]
     assert sum(len(v) for v in filed.values()) == 9  # every photo exactly once
     assert [p.name for p in photos_in(inbox)] == ["agenda.docx"]  # left alone, not deleted

@@ -176,20 +176,20 @@ class Desk:
         return removed
 
     def result_json(self, result: Any, name: str) -> dict[str, Any]:
-        faces = []
-        for i, m in enumerate(result.faces):
-            faces.append(
-                {
-                    "face": i,
-                    "decision": m.decision.value,
-                    "reason": m.reason,
-                    "box": [round(v) for v in m.face.box.as_ints()],
-                    "candidates": [self.candidate_json(c.student_id, c.distance) for c in m.candidates],
-                }
-            )
+        """The page's view of a result: the faces as ``check --json`` renders them (one renderer,
+        ``report.face_to_dict``), with the desk's own candidates (names, reference photos) and cards."""
+        from optout_guard.report import face_to_dict
+
         card_ids = self.book.open_cards(result.sha256) if result.sha256 else {}
-        for f in faces:
-            f["card"] = card_ids.get(f["face"])
+        faces = [
+            face_to_dict(m)
+            | {
+                "face": i,
+                "candidates": [self.candidate_json(c.student_id, c.distance) for c in m.candidates],
+                "card": card_ids.get(i),
+            }
+            for i, m in enumerate(result.faces)
+        ]
         return {
             "name": name,
             "sha256": result.sha256,
