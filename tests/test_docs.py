@@ -150,3 +150,22 @@ def test_figure_tables_match_the_benchmark_outputs_they_come_from():
         last_row = text[start : text.index(f"<!-- /figures:{name} -->")].rstrip().splitlines()[-1]
         edited = text.replace(last_row, last_row.replace(" |", " 9 |", 1), 1)
         assert edited != text and doc_figures.rendered(name, edited) == text
+
+
+def test_the_readmes_headline_figures_are_the_benchmarks():
+    """The README's first table of figures (thresholds and what they cost) says what the accuracy
+    benchmark's output says, not what someone remembered."""
+    import json
+
+    rule = json.loads((ROOT / "docs" / "figures" / "accuracy-by-gallery.json").read_text())["rule"]
+    at_1000 = next(g for g in rule["by_gallery_size"] if g["enrolled"] == 1000)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    row = next(line for line in readme if line.startswith("| thresholds block"))
+    expected = [
+        f"block {rule['block']:.2f} / review {rule['review']:.2f}",
+        f"{100 * at_1000['enrolled_missed']:.1f}% of photos of enrolled students missed",
+        f"{100 * at_1000['enrolled_blocked']:.1f}% blocked outright",
+        f"{100 * at_1000['never_enrolled_blocked']:.2f}% of other faces blocked",
+        f"{100 * at_1000['never_enrolled_held_for_review']:.1f}% held",
+    ]
+    assert all(text in row for text in expected), (row, expected)
