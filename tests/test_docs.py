@@ -169,3 +169,38 @@ def test_the_readmes_headline_figures_are_the_benchmarks():
         f"{100 * at_1000['never_enrolled_held_for_review']:.1f}% held",
     ]
     assert all(text in row for text in expected), (row, expected)
+
+
+def test_the_json_example_is_what_check_json_prints(tmp_path):
+    """docs/command-line.md shows a `check --json` document of the demo's assembly photo: every
+    key it shows exists in the real document, with the same values (distances to 0.002)."""
+    import json
+
+    text = (ROOT / "docs" / "command-line.md").read_text(encoding="utf-8")
+    shown = json.loads(re.search(r"```json\n(.*?)```", text, re.S).group(1))
+    ws = tmp_path / "demo"
+    subprocess.run([CLI, "demo", "--dir", str(ws)], capture_output=True, check=True, timeout=600)
+    done = subprocess.run([CLI, "-w", str(ws), "check", "--json", "--annotate", "checked", "photos/assembly.jpg"],
+                          capture_output=True, text=True, cwd=ws, timeout=600)  # fmt: skip
+    real = json.loads(done.stdout)
+
+    def same(doc, actual, where="$"):
+        if isinstance(doc, dict):
+            assert isinstance(actual, dict), where
+            for key, value in doc.items():
+                assert key in actual, f"{where}.{key} is documented but not printed"
+                same(value, actual[key], f"{where}.{key}")
+        elif isinstance(doc, list):
+            assert isinstance(actual, list) and len(actual) >= len(doc), where
+            for i, (d, a) in enumerate(zip(doc, actual, strict=False)):
+                same(d, a, f"{where}[{i}]")
+        elif isinstance(doc, float) and where.endswith(("distance", "seconds", "detection_score")):
+            assert abs(doc - actual) <= (1.0 if where.endswith("seconds") else 0.002), where
+        elif isinstance(doc, str) and where.endswith(("reasons[0]", "reason")):  # the sentence, not its number
+            assert isinstance(actual, str) and doc.split("(")[0] == actual.split("(")[0], where
+        elif re.search(r"box\[\d\]$", where):
+            assert abs(doc - actual) <= 2, where
+        else:
+            assert doc == actual, f"{where}: documented {doc!r}, printed {actual!r}"
+
+    same(shown, real)
