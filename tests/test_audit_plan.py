@@ -235,3 +235,22 @@ def test_stored_faces_come_back_as_they_were_checked():
     (back,) = faces_from_json(faces_json(result))
     assert (back.box, back.page, back.upright, back.tilt) == (turned.box, 1, False, -87.3)
     assert np.abs(back.landmarks - turned.landmarks).max() <= 0.005
+
+
+def test_a_library_folder_that_cannot_be_read_stops_the_audit(tmp_path, monkeypatch):
+    from optout_guard.audit import run as run_module
+    from optout_guard.config import load_settings
+    from optout_guard.errors import OptoutGuardError
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path) == str(library):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(run_module.os, "scandir", scandir)
+    with pytest.raises(OptoutGuardError, match="cannot read the library folder"):
+        run_module.run_audit(library, load_settings(tmp_path / "ws", environ={}), guard=object())  # type: ignore[arg-type]

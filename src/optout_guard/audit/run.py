@@ -221,6 +221,14 @@ def run_audit(
     library = Path(library).resolve()
     if not library.is_dir():
         raise OptoutGuardError(f"{library} is not a folder; give the photo library's top folder")
+    try:
+        with os.scandir(library):
+            pass
+    except OSError as exc:  # nothing could be listed: never a run that finds the whole library gone
+        raise OptoutGuardError(
+            f"cannot read the library folder {library} ({exc.strerror or exc}); check that it is mounted and that "
+            "this account may read it"
+        ) from None
     guard = guard or Guard(settings)
     guard.require_models()  # a broken install: exit 2 now, not every photo recorded as review
     gallery = guard.index.gallery_fingerprint()
