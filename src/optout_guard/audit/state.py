@@ -170,7 +170,8 @@ class EmbeddingCache:
 
     def keep_only(self, in_use: Callable[[str], bool]) -> None:
         """Delete the vectors of photos that left the library (``in_use(sha256)`` False)."""
-        stale = [(s,) for (s,) in self.db.execute("SELECT DISTINCT sha256 FROM vectors").fetchall() if not in_use(s)]
+        # Streamed (a cursor, not a list of every photo's hash); only the stale ones are kept.
+        stale = [(s,) for (s,) in self.db.execute("SELECT DISTINCT sha256 FROM vectors") if not in_use(s)]
         self.db.executemany("DELETE FROM vectors WHERE sha256=?", stale)
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
