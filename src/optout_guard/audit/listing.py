@@ -12,6 +12,7 @@ audit keeps what it knew about the photos in it instead of taking them for delet
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -50,6 +51,13 @@ def display_path(raw: bytes | str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+@functools.cache
+def _image_suffixes() -> frozenset[bytes]:
+    from optout_guard.media.photos import IMAGE_EXTENSIONS  # here: the decoder's libraries load only when listing
+
+    return frozenset(e.encode() for e in IMAGE_EXTENSIONS)
+
+
 def _skipped_folder(name: bytes) -> bool:
     return name.startswith(b".") or os.fsdecode(name) in SYSTEM_DIRS
 
@@ -57,9 +65,8 @@ def _skipped_folder(name: bytes) -> bool:
 def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Listed]]:
     """One directory read: its sub-folders to descend into, and its files (bytes throughout: no
     name is re-encoded; only a file without an image extension is opened to see what it is)."""
-    from optout_guard.media.photos import IMAGE_EXTENSIONS, sniff
+    from optout_guard.media.photos import sniff
 
-    image_suffixes = {e.encode() for e in IMAGE_EXTENSIONS}
     try:
         with os.scandir(folder) as entries:
             found = sorted(entries, key=lambda e: e.name)
@@ -84,7 +91,7 @@ def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Liste
         except OSError:
             continue  # gone between the directory read and the stat: it is not in the library now
         dot = name.rfind(b".")
-        kind = "image" if dot > 0 and name[dot:].lower() in image_suffixes else sniff(os.fsdecode(entry.path))
+        kind = "image" if dot > 0 and name[dot:].lower() in _image_suffixes() else sniff(os.fsdecode(entry.path))
         files.append(Listed(entry.path, st.st_size, st.st_mtime_ns, kind))
     return folders, files
 

@@ -31,6 +31,7 @@ from optout_guard.audit.state import (
     connect,
     delete_cache,
     faces_from_json,
+    faces_from_stored,
     faces_json,
     state_path,
 )
@@ -156,10 +157,14 @@ def _from_cache(
     }
     if any(i not in vectors for i in range(len(stored)) if i not in unjudged):
         return None
-    faces = faces_from_json(faces_text)
+    faces = faces_from_stored(stored)
     embeddings = [vectors.get(i) for i in range(len(stored))]
     matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha, scope=scope)
     return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha, scope="" if scope.is_district else scope.name)
+
+
+def _students_digest(scope: Scope) -> str:
+    return hashlib.sha256("\n".join(sorted(scope.students or ())).encode()).hexdigest()[:12]
 
 
 class LibraryScopes:
@@ -178,6 +183,9 @@ class LibraryScopes:
             optouts = load_list(settings.workspace)
             enrolled = set(guard.index.protected_students())
             self.scopes = {n: resolve_scope(n, None, enrolled, optouts, self.named) for n in self.named}
+        # The gallery key of each scope, once (a photo whose scope changed is decided again, like one
+        # whose gallery changed).
+        self.keys = {n: f"{gallery}:{_students_digest(s)}" for n, s in self.scopes.items()}
 
     def scope(self, name: str) -> Scope:
         if not self.named:
@@ -190,14 +198,9 @@ class LibraryScopes:
         return self.scopes[found] if found else WHOLE_DISTRICT
 
     def gallery_of(self, name: str) -> str:
-        """The gallery key stored with a row: the gallery, and the scope's students when scoped (a
-        photo whose scope changed is decided again, like one whose gallery changed)."""
+        """The gallery key stored with a row: the gallery, and the scope's students when scoped."""
         scope = self.scope(name)
-        if scope.is_district:
-            return self.gallery
-        assert scope.students is not None
-        digest = hashlib.sha256("\n".join(sorted(scope.students)).encode()).hexdigest()[:12]
-        return f"{self.gallery}:{digest}"
+        return self.gallery if scope.is_district else self.keys[scope.name]
 
 
 # ---- one audit run ---------------------------------------------------------------------------------
@@ -309,15 +312,16 @@ def _audit(
         key = os.fsencode(name)
         row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
         before = row[0] if row else None
-        size: int | None
-        mtime: int | None
-        if result.identity is not None:
-            size, mtime = result.identity  # the size and time of the very bytes that were checked
-        else:  # a decision from the embedding cache read no bytes: the file was unchanged when listed
-            size, mtime = db.execute("SELECT size, mtime_ns FROM walk WHERE path=?", (key,)).fetchone() or (None, None)
+        # As listed: the gallery key worked out in the plan, and the stat of a file a cache decision
+        # read no bytes of (it was unchanged when listed).
+        listed_size, listed_mtime, gallery = db.execute(
+            "SELECT size, mtime_ns, gallery FROM walk WHERE path=?", (key,)
+        ).fetchone() or (None, None, scopes.gallery_of(name))
+        # Otherwise the size and time of the very bytes that were checked.
+        size, mtime = result.identity if result.identity is not None else (listed_size, listed_mtime)
         db.execute(UPSERT, (
             key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), faces_json(result),
-            scopes.gallery_of(name), _now(), run, run, None, int(result.retry), result.kind,
+            gallery, _now(), run, run, None, int(result.retry), result.kind,
         ))  # fmt: skip
         if before != result.verdict.value:
             summary.changed_count += 1
@@ -411,7 +415,7 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
         except ImageRejected:
             return False
         matches = []
-        for stored, face in zip(row["faces"], faces_from_json(json.dumps(row["faces"])), strict=True):
+        for stored, face in zip(row["faces"], faces_from_stored(row["faces"]), strict=True):
             who = (Candidate(stored["student_id"], stored["distance"] or 0.0),) if stored.get("student_id") else ()
             code = ReasonCode(stored.get("code", "not_judged"))
             matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or "", code))

@@ -118,6 +118,11 @@ def faces_json(result: ScanResult) -> str:
 
 
 def faces_from_json(text: str | None) -> list[Face]:
+    return faces_from_stored(json.loads(text or "[]"))
+
+
+def faces_from_stored(stored: list[dict[str, Any]]) -> list[Face]:
+    """The faces of a row's decoded ``faces`` JSON, as a check reads them."""
     return [
         Face(
             Box(*f["box"]),
@@ -127,7 +132,7 @@ def faces_from_json(text: str | None) -> list[Face]:
             f.get("upright", True),
             f.get("tilt", 0.0),  # rows stored before it was kept: 0 (such a face stays "turned", review)
         )
-        for f in json.loads(text or "[]")
+        for f in stored
     ]
 
 
