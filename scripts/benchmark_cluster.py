@@ -24,10 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import LFW, make_workspace  # noqa: E402
 from optout_guard.audit import run_audit  # noqa: E402
-from optout_guard.config import load_settings  # noqa: E402
-from optout_guard.enroll import enroll_folder  # noqa: E402
-from optout_guard.index import FaceIndex, new_key, save_index  # noqa: E402
-from optout_guard.models import embedding_fingerprint, get_models  # noqa: E402
+from optout_guard.index import new_key  # noqa: E402
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -53,13 +50,7 @@ def main() -> None:
         tmp = Path(tmp)
         people = sorted(p for p in LFW.iterdir() if p.is_dir())
         enrolled = [p for p in people if len(list(p.glob("*.jpg"))) >= 4][:100]
-        ws = make_workspace(tmp / "ws", {p.name: sorted(p.glob("*.jpg"))[:2] for p in enrolled})
-        ws.index_file.unlink()
-        ws.index_file.with_name("index.npz.generation").unlink(missing_ok=True)
-        settings = load_settings(ws.workspace, environ=os.environ)
-        index = FaceIndex(embedding_fingerprint())
-        enroll_folder(settings.enrollments, index, settings, get_models())
-        save_index(index, settings)
+        settings = make_workspace(tmp / "ws", {p.name: sorted(p.glob("*.jpg"))[:2] for p in enrolled}, dict(os.environ))
         library = tmp / "library"
         library.mkdir()
         photos = sorted(LFW.glob("*/*.jpg"))[: args.photos]

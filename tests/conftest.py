@@ -18,7 +18,7 @@ import pytest
 from optout_guard.config import Settings, load_settings
 from optout_guard.demo import DEMO_STUDENT, build_workspace, sample_images
 from optout_guard.enroll import enroll_folder
-from optout_guard.index import FaceIndex
+from optout_guard.index import FaceIndex, save_index
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard
 
@@ -46,17 +46,19 @@ def models():
     return get_models()
 
 
-def make_workspace(root: Path, students: dict[str, list[Path]]) -> Settings:
-    """A workspace whose enrollments/<id>/ hold copies of the given photos, enrolled and saved."""
+def make_workspace(root: Path, students: dict[str, list[Path]], environ: dict[str, str] | None = None) -> Settings:
+    """A workspace whose enrollments/<id>/ hold copies of the given photos, enrolled and saved.
+    ``environ``: settings from these variables too (an OPTOUT_GUARD_INDEX_KEY there: the index is
+    saved encrypted)."""
     for student_id, photos in students.items():
         folder = root / "enrollments" / student_id
         folder.mkdir(parents=True, exist_ok=True)
         for photo in photos:
             shutil.copy(photo, folder / photo.name)
-    settings = load_settings(root, environ={})
+    settings = load_settings(root, environ=environ or {})
     index = FaceIndex(embedding_fingerprint())
     enroll_folder(settings.enrollments, index, settings, get_models())
-    index.save(settings.index_file)
+    save_index(index, settings)
     return settings
 
 

@@ -40,20 +40,14 @@ def encrypted_ws(tmp_path, data_dir, key, monkeypatch):
     """Hugo Chávez and Colin Powell enrolled, the index encrypted (the key in the environment, as a
     worker node would have it provisioned)."""
     monkeypatch.setenv("OPTOUT_GUARD_INDEX_KEY", key)
-    plain = make_workspace(
+    return make_workspace(
         tmp_path / "ws",
         {
             "hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in range(2, 6)],
             "colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in range(1, 4)],
         },
+        environ=dict(os.environ),
     )
-    plain.index_file.unlink()
-    plain.index_file.with_name("index.npz.generation").unlink(missing_ok=True)
-    settings = load_settings(plain.workspace, environ=os.environ)
-    index = FaceIndex(embedding_fingerprint())
-    enroll_folder(settings.enrollments, index, settings, get_models())
-    save_index(index, settings)
-    return settings
 
 
 def bytes_key(text: str) -> bytes:
