@@ -88,3 +88,59 @@ def test_the_onnx_graph_is_the_numpy_network(data_dir, models):
     reference = DlibResNet(model_path(EMBEDDER_FILE))
     for batch in (chips[:1], chips):
         assert np.abs(models.resnet(batch) - reference(batch)).max() < 1e-5
+
+
+def _graph_files(folder):
+    return sorted(p for p in folder.glob("dlib-resnet-*.onnx"))
+
+
+def test_the_cached_graph_is_checked_before_it_is_run(samples, models, tmp_path, monkeypatch):
+    """The optimised ResNet graph is kept between processes (issue 30); the one read back must give the
+    numbers the freshly built one gives, and a graph whose bytes no longer match their recorded
+    sha256 (half-written, altered) is rebuilt, never run."""
+    from optout_guard.models import EMBEDDER_FILE, model_path
+    from optout_guard.resnet import OnnxResNet
+
+    monkeypatch.setenv("OPTOUT_GUARD_CACHE_DIR", str(tmp_path / "cache"))
+    chips = np.stack(chips_of([samples["grace_hopper"], samples["astronaut"]], models))
+    reference = DlibResNet(model_path(EMBEDDER_FILE))(chips)
+    built = OnnxResNet(model_path(EMBEDDER_FILE))
+    [graph] = _graph_files(tmp_path / "cache")
+    assert graph.stat().st_mode & 0o077 == 0  # private, like everything the product keeps
+    cached = OnnxResNet(model_path(EMBEDDER_FILE))
+    for net in (built, cached):
+        assert np.abs(net(chips) - reference).max() < 1e-5
+
+    # Tamper: a graph whose output is all zeros, under the cache's name. It must not be used.
+    from onnx import TensorProto, helper
+
+    zeros = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("Mul", ["m", "z"], ["m0"]),
+             helper.make_node("Expand", ["m0", "shape"], ["embedding"])],  # fmt: skip
+            "tampered",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 150, 150])],
+            [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 128])],
+            [helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    zeros.ir_version = 8
+    graph.write_bytes(zeros.SerializeToString())
+    rebuilt = OnnxResNet(model_path(EMBEDDER_FILE))
+    assert np.abs(rebuilt(chips) - reference).max() < 1e-5
+    [graph] = _graph_files(tmp_path / "cache")  # and the cache holds the real graph again
+    assert np.abs(OnnxResNet(model_path(EMBEDDER_FILE))(chips) - reference).max() < 1e-5
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_build(samples, models, tmp_path, monkeypatch):
+    from optout_guard.models import EMBEDDER_FILE, model_path
+    from optout_guard.resnet import OnnxResNet
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("OPTOUT_GUARD_CACHE_DIR", str(blocker / "cache"))
+    chips = np.stack(chips_of([samples["grace_hopper"]], models))
+    net = OnnxResNet(model_path(EMBEDDER_FILE))
+    assert np.abs(net(chips) - DlibResNet(model_path(EMBEDDER_FILE))(chips)).max() < 1e-5

@@ -23,3 +23,24 @@ def test_light_modules_import_no_heavy_library(module):
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "", f"optout_guard.{module} imports {loaded}"
+
+
+@pytest.mark.parametrize("command", [["--help"], ["people"], ["log"]])
+def test_light_commands_load_no_model_runtime(command, tmp_path):
+    """`--help`, `people` and `log` start without OpenCV, Pillow, onnxruntime or dlib (issue 30);
+    `people` reads the index, a numpy archive, so numpy is the one library it loads."""
+    from optout_guard.config import load_settings
+    from optout_guard.index import FaceIndex, save_index
+    from optout_guard.models import embedding_fingerprint
+
+    save_index(FaceIndex(embedding_fingerprint()), load_settings(tmp_path, environ={}))
+    code = (
+        "import sys\n"
+        f"sys.argv = ['optout-guard', '--workspace', {str(tmp_path)!r}, *{command!r}]\n"
+        "from optout_guard.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED=' + ','.join(m for m in {(*HEAVY, 'PIL', 'numpy')!r} if m in sys.modules))\n"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = printed.rsplit("LOADED=", 1)[1].strip()
+    assert loaded in ("", "numpy") if command == ["people"] else loaded == "", f"{command} loads {loaded}"

@@ -25,7 +25,6 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from optout_guard import __version__
@@ -107,7 +106,7 @@ def _user_errors(func: F) -> F:
 
 
 def _warn_interrupted_enrollment(settings: Settings) -> None:
-    from optout_guard.enroll import interrupted_enrollment
+    from optout_guard.index import interrupted_enrollment
 
     warning = interrupted_enrollment(settings)
     if warning:
@@ -144,7 +143,9 @@ def main(
 
 
 # ---- check ---------------------------------------------------------------------------------
-def _progress(total_hint: str) -> Progress:
+def _progress(total_hint: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -213,10 +214,7 @@ def check(
     grade: Annotated[Optional[str], typer.Option("--grade", metavar="GRADE", help="Only students of this grade.")] = None,
 ) -> None:
     """Check photos: block, review or allow each one. Exit code 0 allow, 1 block, 3 review, 2 error."""
-    from optout_guard.activity_log import ActivityLog, photo_details
-    from optout_guard.folders import Skipped, collect_photos
-    from optout_guard.pipeline import Guard, Redaction
-    from optout_guard.report import batch_document
+    from optout_guard.models import get_models, models_needed
 
     settings = _settings(
         ctx,
@@ -226,12 +224,18 @@ def check(
         workers=workers,
         recognition=False if no_recognition else None,
     )
+    # The models load while the rest starts (imports, the index, the photos); require_models waits.
+    get_models().load_in_background(models_needed(settings.detector, settings.recognition))
+    from optout_guard.activity_log import ActivityLog, photo_details
+    from optout_guard.folders import Skipped, collect_photos
+    from optout_guard.pipeline import Guard, Redaction
+    from optout_guard.report import batch_document
+
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:  # a mistyped path is a usage error, not a photo to review
         err.print(f"[bold red]error:[/] no such file or folder: {escape(', '.join(missing))}")
         raise typer.Exit(EXIT_USAGE)
     guard = Guard(settings)
-    guard.require_models()  # a broken install is exit 2 before any photo
     chosen = WHOLE_DISTRICT
     if settings.recognition:
         guard.require_index()  # a missing or foreign index: say so before any photo
@@ -240,6 +244,7 @@ def check(
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
+    guard.require_models()  # a broken install is exit 2 before any photo
     redaction = Redaction(redact) if redact is not None else None
     photos = sum(isinstance(i, Path) for i in items)
     with _progress("photos") as progress:
@@ -344,8 +349,8 @@ def enroll(
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import calibrate_with_cohort, enroll_folder, enrollment_in_progress
-    from optout_guard.index import edit_index
+    from optout_guard.enroll import calibrate_with_cohort, enroll_folder
+    from optout_guard.index import edit_index, enrollment_in_progress
     from optout_guard.models import get_models
     from optout_guard.optout_list import load_list
 
@@ -458,8 +463,7 @@ def add(
     import getpass
 
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import enrollment_in_progress
-    from optout_guard.index import edit_index
+    from optout_guard.index import edit_index, enrollment_in_progress
     from optout_guard.models import get_models
     from optout_guard.optout_list import Student, is_valid_student_id
     from optout_guard.sync import add_student
@@ -668,8 +672,7 @@ def sync(
     import datetime as dt
 
     from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import enrollment_in_progress
-    from optout_guard.index import edit_index
+    from optout_guard.index import edit_index, enrollment_in_progress
     from optout_guard.models import get_models
     from optout_guard.optout_list import parse_list
     from optout_guard.picture_day import read_confirmed
@@ -914,6 +917,8 @@ def audit(
     log = logging.getLogger("optout_guard.audit")
     count = settings.processes
     if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
         with Progress(
             TextColumn("Auditing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,

@@ -8,9 +8,8 @@ Re-running only embeds photos whose content changed; templates of photos that we
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,32 +48,6 @@ class EnrollReport:
     # Students the index had that the saved opt-out list does not name (after an interrupted sync).
     removed_by_list: list[str] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)  # folders in enrollments/ that no list covers
-
-
-_IN_PROGRESS = "enrollment-in-progress"
-
-
-@contextlib.contextmanager
-def enrollment_in_progress(settings: Settings) -> Iterator[None]:
-    """A marker for the length of an enroll or sync: if the process is killed, the marker stays and
-    ``check`` and ``people`` say that ``enrollments/`` may hold photos the index does not reflect."""
-    marker = private_dir(settings.state_dir) / _IN_PROGRESS
-    atomic_write(marker, utc_now() + "\n")
-    yield
-    marker.unlink(missing_ok=True)
-
-
-def interrupted_enrollment(settings: Settings) -> str | None:
-    """A warning when an enroll or sync was stopped before it finished (None when all is well)."""
-    marker = settings.state_dir / _IN_PROGRESS
-    try:
-        started = marker.read_text().strip()
-    except OSError:
-        return None
-    return (
-        f"an enroll or sync started {started} did not finish: some students' reference photos may not be "
-        "in the index yet, so they may not be recognised. Run: optout-guard enroll"
-    )
 
 
 def _photos(folder: Path) -> list[Path]:

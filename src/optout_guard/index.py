@@ -307,6 +307,32 @@ class FaceIndex:
 
 
 now_iso = utc_now
+_IN_PROGRESS = "enrollment-in-progress"
+
+
+@contextlib.contextmanager
+def enrollment_in_progress(settings: Settings) -> Iterator[None]:
+    """A marker for the length of an enroll or sync: if the process is killed, the marker stays and
+    ``check`` and ``people`` say that ``enrollments/`` may hold photos the index does not reflect."""
+    marker = private_dir(settings.state_dir) / _IN_PROGRESS
+    atomic_write(marker, utc_now() + "\n")
+    yield
+    marker.unlink(missing_ok=True)
+
+
+def interrupted_enrollment(settings: Settings) -> str | None:
+    """A warning when an enroll or sync was stopped before it finished (None when all is well)."""
+    marker = settings.state_dir / _IN_PROGRESS
+    try:
+        started = marker.read_text().strip()
+    except OSError:
+        return None
+    return (
+        f"an enroll or sync started {started} did not finish: some students' reference photos may not be "
+        "in the index yet, so they may not be recognised. Run: optout-guard enroll"
+    )
+
+
 _TMP_PREFIX = ".index-"
 
 

@@ -10,22 +10,27 @@ pulls in video libraries; we only locate their data files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optout_guard.errors import ModelUnavailable
-from optout_guard.fsutil import sha256_file
+from optout_guard.fsutil import PRIVATE_FILE, atomic_write, private_dir, sha256_file
 
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 CENTERFACE_FILE = "centerface.onnx"
+_MODEL_KEYS = ("landmarks", "embedder", "resnet", "hog", "centerface")
 _INSTALL_HINT = "re-run the README install command (./run-tests or ./run-demo set everything up)"
 
 
@@ -66,6 +71,71 @@ def file_sha256(path: Path) -> str:
     return sha256_file(path)
 
 
+# ---- the graphs onnxruntime runs, kept between processes ------------------------------------------
+# Building the ResNet's graph from dlib's weights (and freeing CenterFace's fixed input size), then
+# letting onnxruntime optimise it, took ~0.25 s of every command's start, `import onnx` included; the
+# result is the same every time on one machine. So the optimised graph is kept in a private cache,
+# under the sha256 of the model file it was built from, the builder's version, onnxruntime's
+# version and the processor (an optimised graph may use this CPU's instructions), and beside it the
+# sha256 of its bytes: a graph whose hash does not match (half-written, altered) is rebuilt, never
+# run. Only public model weights are kept there; nothing about a student.
+GRAPH_BUILDER_VERSION = 1
+
+
+def graph_cache_dir() -> Path:
+    """``$OPTOUT_GUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/optout-guard``, else ``~/.cache/optout-guard``."""
+    override = os.environ.get("OPTOUT_GUARD_CACHE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "optout-guard"
+
+
+@functools.cache
+def _processor() -> str:
+    """This machine's processor and its instruction sets, as a short digest."""
+    import platform
+
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return hashlib.sha256(f"{platform.machine()}|{platform.processor()}|{flags}".encode()).hexdigest()[:12]
+
+
+def onnx_session(name: str, source: Path, build: Callable[[], bytes], options: Any) -> Any:
+    """An onnxruntime session of the graph ``build()`` makes from the model file ``source``: from the
+    cache when an intact copy, made here from the same file by the same builder and runtime, is
+    there; built (and kept, when the cache folder can be written) otherwise. A cache that cannot be
+    read or written only costs the build."""
+    import onnxruntime as ort
+
+    key = f"{name}-v{GRAPH_BUILDER_VERSION}-{file_sha256(source)[:32]}-ort{ort.__version__}-{_processor()}"
+    folder = graph_cache_dir()
+    graph_file, hash_file = folder / f"{key}.onnx", folder / f"{key}.sha256"
+    providers = ["CPUExecutionProvider"]
+    with contextlib.suppress(OSError):
+        graph = graph_file.read_bytes()
+        if hashlib.sha256(graph).hexdigest() == hash_file.read_text().strip():
+            with contextlib.suppress(Exception):  # one this runtime refuses is rebuilt below
+                return ort.InferenceSession(graph, options, providers=providers)
+    written = None
+    with contextlib.suppress(OSError):
+        private_dir(folder)
+        written = folder / f".tmp-graph-{os.getpid()}-{threading.get_ident()}-{key}.onnx"
+        options.optimized_model_filepath = str(written)  # onnxruntime writes the optimised graph there
+        options.log_severity_level = 3  # its warning that the graph suits this machine only: the key says so
+    session = ort.InferenceSession(build(), options, providers=providers)
+    if written is not None:
+        with contextlib.suppress(OSError):
+            digest = hashlib.sha256(written.read_bytes()).hexdigest()
+            os.chmod(written, PRIVATE_FILE)
+            atomic_write(hash_file, digest + "\n", prefix=".tmp-graph-")
+            os.replace(written, graph_file)
+        with contextlib.suppress(OSError):
+            written.unlink(missing_ok=True)
+    return session
+
+
 # How a face's embedding is made from the model's output: the aligned face and its mirror image
 # are both embedded and averaged (measured on LFW, scripts/benchmark_accuracy.py: misses at a 1%
 # false-alert rate with 3 reference photos 19% -> 14%). Part of the fingerprint: an index made
@@ -94,11 +164,32 @@ class Models:
     """The loaded models. Each is loaded on first use and then reused for the life of the process."""
 
     _cache: dict[str, Any]
+    # The desk serves requests in threads: one lock per model, so a model is never loaded twice.
+    _locks: dict[str, threading.Lock] = field(default_factory=lambda: {k: threading.Lock() for k in _MODEL_KEYS})
 
     def _get(self, key: str, loader: Any) -> Any:
         if key not in self._cache:
-            self._cache[key] = loader()
+            with self._locks[key]:
+                if key not in self._cache:
+                    self._cache[key] = loader()
         return self._cache[key]
+
+    def load_in_background(self, names: list[str]) -> None:
+        """Start loading these models (names of the properties below), each in a thread of its own,
+        and return at once: onnxruntime builds its sessions outside Python's lock, so a one-photo
+        check decodes its photo and opens the index meanwhile (issue 30: ~0.1 s of its start).
+        :meth:`preload` then waits for them; an error is raised there, where the model is used."""
+        for name in names:
+            threading.Thread(target=self._load_quietly, args=(name,), name=f"load-{name}", daemon=True).start()
+
+    def _load_quietly(self, name: str) -> None:
+        with contextlib.suppress(Exception):  # raised again, with its message, by preload() or first use
+            getattr(self, name)
+
+    def preload(self, names: list[str]) -> None:
+        """Load these models now (waiting for any being loaded in the background)."""
+        for name in names:
+            getattr(self, name)
 
     @property
     def landmarks(self) -> Any:
@@ -144,8 +235,20 @@ class CenterFaceNet:
     OUTPUTS = ("537", "538", "539", "540")  # heat map, log sizes, offsets, 5 landmarks
 
     def __init__(self, path: Path) -> None:
-        import onnx
         import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # A pool worker gets OMP_NUM_THREADS=1 (one process per core); alone, every core (0).
+        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
+        options.log_severity_level = 3  # not the warnings about the exporter's unused constants
+        self.session = onnx_session("centerface", path, lambda: self.free_input_size(path), options)
+        self.input = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def free_input_size(path: Path) -> bytes:
+        """The model with its batch, height and width made free (in memory; the file is not changed)."""
+        import onnx
 
         model = onnx.load(str(path))
         constants = {t.name for t in model.graph.initializer}  # listed as inputs too (an old exporter)
@@ -156,17 +259,16 @@ class CenterFaceNet:
             dims = value.type.tensor_type.shape.dim
             dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "batch", "height", "width"
         del model.graph.value_info[:]  # intermediate shapes were fixed too: let the runtime infer them
-        options = ort.SessionOptions()
-        # A pool worker gets OMP_NUM_THREADS=1 (one process per core); alone, every core (0).
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
-        options.log_severity_level = 3  # not the warnings about the exporter's unused constants
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        return bytes(model.SerializeToString())
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         """The four outputs for a (1, 3, H, W) float32 blob, H and W multiples of 32."""
         return list(self.session.run(list(self.OUTPUTS), {self.input: blob}))
+
+
+def models_needed(detector: str, recognition: bool) -> list[str]:
+    """The models a check with these settings uses: the detector, the landmarks, the embedder."""
+    return ["centerface" if detector == "centerface" else "hog", "landmarks"] + (["resnet"] if recognition else [])
 
 
 @functools.lru_cache(maxsize=1)

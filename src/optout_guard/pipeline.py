@@ -25,7 +25,7 @@ from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.media.photos import load_image, sniff
-from optout_guard.models import Models, embedding_fingerprint, get_models
+from optout_guard.models import Models, embedding_fingerprint, get_models, models_needed
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
@@ -116,10 +116,7 @@ class Guard:
         """Load every model this run needs now, before any photo: a broken install is a set-up
         error (exit 2, "re-install"), never a run of photos all sent to review."""
         try:
-            _ = self.models.centerface if self.settings.detector == "centerface" else self.models.hog
-            _ = self.models.landmarks
-            if self.settings.recognition:
-                _ = self.models.resnet
+            self.models.preload(models_needed(self.settings.detector, self.settings.recognition))
         except ModelUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged model file is a broken install too

@@ -207,6 +207,12 @@ class DlibResNet:
 
 
 # ---- the same network as an ONNX graph, run by onnxruntime ----------------------------------------
+def _window_shape(shape: tuple[int, ...], channels: int, k: int, stride: int, pad: int) -> tuple[int, ...]:
+    """Output shape of a k×k convolution or pool in dlib: 1 + (in + 2·pad − k) // stride."""
+    n, _, h, w = shape
+    return (n, channels, 1 + (h + 2 * pad - k) // stride, 1 + (w + 2 * pad - k) // stride)
+
+
 def to_onnx(net: DlibResNet) -> bytes:
     """The parsed network as an ONNX model (built in memory, never written to disk): the layers
     above, one node each, with dlib's shape rules made explicit (an ``add_prev`` of unequal tensors
@@ -234,9 +240,11 @@ def to_onnx(net: DlibResNet) -> bytes:
         pads = [0] * len(shape) + [t - s for s, t in zip(shape, target, strict=True)]  # zeros after, per axis
         return node("Pad", [name, const(np.array(pads, np.int64))], mode="constant")
 
-    # Shapes come from running the numpy network on one dummy chip beside the builder.
-    x_np = np.zeros((1, 3, 150, 150), np.float32)
-    x, block_input, block_np = "input", "input", x_np
+    # Shapes follow dlib's rules, worked out without running anything (running the numpy network
+    # on a dummy chip to learn them cost ~0.5 s of every start-up): a convolution or pool gives
+    # 1 + (in + 2·pad − k) // stride, an add_prev the larger of its two inputs.
+    x_shape: tuple[int, ...] = (1, 3, 150, 150)
+    x, block_input, block_shape = "input", "input", x_shape
     previous = b""
     for kind, params in net.layers:
         if kind == b"con_4":
@@ -244,35 +252,34 @@ def to_onnx(net: DlibResNet) -> bytes:
             k = params.weight.shape[2]
             x = node("Conv", [x, const(params.weight), const(params.bias)], kernel_shape=[k, k],
                      strides=[params.stride] * 2, pads=[params.pad] * 4)  # fmt: skip
-            x_np = _conv(x_np, params)
+            x_shape = _window_shape(x_shape, params.weight.shape[0], k, params.stride, params.pad)
         elif kind == b"affine_":
             assert isinstance(params, _Affine)
             x = node("Add", [node("Mul", [x, const(params.gamma[:, None, None])]), const(params.beta[:, None, None])])
-            x_np = x_np * params.gamma[None, :, None, None] + params.beta[None, :, None, None]
         elif kind == b"relu_":
             x = node("Relu", [x])
-            x_np = np.maximum(x_np, 0.0)
             if previous == b"add_prev_":
-                block_input, block_np = x, x_np
+                block_input, block_shape = x, x_shape
         elif kind in (b"max_pool_2", b"avg_pool_2"):
             assert isinstance(params, tuple)
             nr, _nc, stride, _, pad, _ = params
             if kind == b"avg_pool_2" and nr == 0:  # avg_pool_everything: the end of the network
                 x = node("GlobalAveragePool", [x])
-                x_np = _pool(x_np, params, kind)
+                x_shape = (*x_shape[:2], 1, 1)
             else:
                 op, attrs = ("MaxPool", {}) if kind == b"max_pool_2" else ("AveragePool", {"count_include_pad": 1})
                 source = x if kind == b"max_pool_2" else block_input
                 pooled = node(op, [source], kernel_shape=[nr, nr], strides=[stride] * 2, pads=[pad] * 4, **attrs)
                 if kind == b"max_pool_2":
-                    x, x_np = pooled, _pool(x_np, params, kind)
-                    block_input, block_np = x, x_np
+                    x, x_shape = pooled, _window_shape(x_shape, x_shape[1], nr, stride, pad)
+                    block_input, block_shape = x, x_shape
                 else:
-                    block_input, block_np = pooled, _pool(block_np, params, kind)
+                    block_input = pooled
+                    block_shape = _window_shape(block_shape, block_shape[1], nr, stride, pad)
         elif kind == b"add_prev_":
-            target = tuple(max(p, q) for p, q in zip(x_np.shape, block_np.shape, strict=True))
-            x = node("Add", [padded(x, x_np.shape, target), padded(block_input, block_np.shape, target)])
-            x_np = _add(x_np, block_np)
+            target = tuple(max(p, q) for p, q in zip(x_shape, block_shape, strict=True))
+            x = node("Add", [padded(x, x_shape, target), padded(block_input, block_shape, target)])
+            x_shape = target
         previous = kind
     flat = node("Flatten", [x], axis=1)
     nodes.append(helper.make_node("MatMul", [flat, const(net.fc.astype(np.float32))], ["embedding"]))
@@ -296,11 +303,13 @@ class OnnxResNet:
     def __init__(self, weights: Path) -> None:
         import onnxruntime as ort
 
-        graph = to_onnx(DlibResNet(weights))  # the parsed weights are dropped once in the graph
+        from optout_guard.models import onnx_session
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # see models.CenterFaceNet
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        # Built from the parsed weights (dropped once in the graph), or the same graph from the cache.
+        self.session = onnx_session("dlib-resnet", weights, lambda: to_onnx(DlibResNet(weights)), options)
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         x = (np.asarray(chips, np.float32) - _MEAN_RGB) / 256.0

@@ -14,17 +14,18 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optout_guard.config import Settings
-from optout_guard.enroll import CohortReport, EnrollReport, calibrate_with_cohort, enroll_folder
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex
-from optout_guard.media.photos import photo_date
-from optout_guard.models import Models
 from optout_guard.optout_list import OptOutList, Student, load_list, save_list
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, school_year, write_held
+
+if TYPE_CHECKING:  # enrolling needs OpenCV and dlib: `people` reads this module's status without them
+    from optout_guard.enroll import CohortReport, EnrollReport
+    from optout_guard.models import Models
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
 HELD_FILE = "photos-to-confirm.csv"
@@ -171,6 +172,8 @@ def plan_sync(
     years_before = 0
     if picture_day:
         years_before = max(0, school_year(dt.date.today()) - school_year(dt.date.fromisoformat(picture_day)))
+    from optout_guard.media.photos import photo_date
+
     for root in deliveries:
         found = match_delivery(Path(root), optouts, confirmed, years_before)
         cohort += found.others
@@ -246,6 +249,8 @@ def apply_sync(
     """Apply a plan made by :func:`plan_sync` to ``index`` (the caller saves it, under the index lock,
     *after* this returns). The list is saved first: a sync stopped between the two leaves a list that
     is newer than the index, and the next enroll follows that list (saying so), never last year's."""
+    from optout_guard.enroll import calibrate_with_cohort, enroll_folder
+
     for new in plan.new_photos:
         _copy(new.source, settings.enrollments / new.student_id / new.name)
         names = plan.optouts.copied.setdefault(new.student_id, [])
@@ -286,6 +291,9 @@ def add_student(
     ``enrollments/<id>/`` (dated, private), record the student on the saved opt-out list as a local
     addition (kept by every sync until the SIS export lists them), and enroll. The list is saved
     before the index, as in a sync. The caller holds the index lock and saves the index."""
+    from optout_guard.enroll import enroll_folder
+    from optout_guard.media.photos import photo_date
+
     folder = settings.enrollments / student.student_id
     for photo in photos:
         date = photo_date(photo)

@@ -10,9 +10,9 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only in annotations: `--help`, `people` and `log` start without it
+    import numpy as np
 
-if TYPE_CHECKING:
     from optout_guard.config import Settings
 
 EMBEDDING_DIM = 128  # dlib's ResNet face descriptor

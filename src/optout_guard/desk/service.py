@@ -132,8 +132,7 @@ class Desk:
         import tempfile
 
         from optout_guard.activity_log import ActivityLog
-        from optout_guard.enroll import enrollment_in_progress
-        from optout_guard.index import edit_index
+        from optout_guard.index import edit_index, enrollment_in_progress
         from optout_guard.optout_list import Student
         from optout_guard.sync import add_student
 
