@@ -105,6 +105,49 @@ def ours(workspace: Path, paths: list[Path], workers: int = 1, one_core: bool = 
     return seconds, peak, doc
 
 
+def _command_seconds(argv: list[str], runs: int = 7) -> float:
+    """Median wall seconds of a whole command (a fresh process each time)."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, timeout=600)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+_STAGES = """
+import sys, time
+t0 = time.perf_counter()
+from optout_guard.cli import app  # noqa: F401
+t1 = time.perf_counter()
+import numpy, cv2, PIL.Image  # noqa: F401,E401
+from optout_guard.pipeline import Guard  # noqa: F401
+t2 = time.perf_counter()
+from optout_guard.models import get_models
+get_models().preload(["centerface", "landmarks", "resnet"])
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def startup(workspace: Path, photo: Path) -> dict[str, float]:
+    """A one-face photo checked as a whole command (median of 7), and where a start goes: the
+    interpreter, importing the command line, the libraries of a check, loading the models (each
+    measured in a fresh process, models from the graph cache as after the first run)."""
+    figures = {
+        "interpreter": _command_seconds([sys.executable, "-c", "pass"]),
+        "help_command": _command_seconds([str(CLI), "--help"]),
+        "one_face_command": _command_seconds([str(CLI), "--workspace", str(workspace), "check", str(photo)]),
+    }
+    stages = []
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", _STAGES], capture_output=True, text=True, check=True).stdout
+        stages.append([float(x) for x in out.split()])
+    stages.sort(key=sum)
+    figures["import_cli"], figures["import_check_libraries"], figures["load_models"] = stages[len(stages) // 2]
+    return figures
+
+
 def found_in_grid(doc: dict, truth) -> int:
     faces = [f["box"] for p in doc["photos"] for f in p["faces"]]
 
@@ -226,6 +269,17 @@ def main() -> None:
         grid, truth = make_grid(tmp / "grid")
         (tmp / "crowd12").mkdir()
         crowd12 = scaled(CROWD / "11.jpg", (4000, 3000), tmp / "crowd12" / "crowd12.jpg")
+
+        one_face = tmp / "one_face.jpg"
+        scaled(DATA / "lfw_deepfunneled_color250" / "lfw" / "Serena_Williams" / "Serena_Williams_0001.jpg", (250, 250), one_face)
+        figures["startup"] = startup(args.workspace, one_face)
+        print(
+            "one-face photo (250×250) as a whole command: {one_face_command:.2f} s (interpreter {interpreter:.3f} s, "
+            "`--help` {help_command:.2f} s; in a fresh process: importing the CLI {import_cli:.3f} s, the libraries of a "
+            "check {import_check_libraries:.3f} s, loading the models one after another {load_models:.3f} s)".format(
+                **figures["startup"]
+            )
+        )
 
         s, peak, doc = ours(args.workspace, [grid])
         found = found_in_grid(doc, truth)

@@ -99,3 +99,41 @@ def make_clip(
             for packet in tone.encode():
                 out.mux(packet)
     return path
+
+
+def make_streams(path: Path, streams: list[tuple[list[Appearance], bool]], seconds: float, size=(640, 360), fps: int = 15,
+                 container: str = "matroska") -> Path:  # fmt: skip
+    """A clip with several video streams: ``(appearances, default)`` each, in order (a background
+    camera as stream #0 and the one players show as stream #1, say)."""
+    import av
+
+    width, height = size
+    with av.open(str(path), "w", format=container) as out:
+        encoders = []
+        for _, default in streams:
+            video = out.add_stream("libx264", rate=fps)
+            video.width, video.height = width, height
+            video.pix_fmt = "yuv420p"
+            video.options = {"preset": "ultrafast", "crf": "23"}
+            video.disposition = av.stream.Disposition.default if default else av.stream.Disposition(0)
+            encoders.append(video)
+        pictures = [{a: Image.open(a.photo).convert("RGB").crop(a.crop) for a in faces} for faces, _ in streams]
+        for n in range(int(seconds * fps)):
+            t = n / fps
+            for video, (faces, _), pasted in zip(encoders, streams, pictures, strict=True):
+                frame = np.full((height, width, 3), 90, np.uint8)
+                for a in faces:
+                    if a.start <= t < a.end:
+                        face = pasted[a].resize((a.width, round(a.width * pasted[a].height / pasted[a].width)))
+                        x0, y0 = int(a.x * width), int(a.y * height)
+                        region = frame[y0 : y0 + face.height, x0 : x0 + face.width]
+                        region[:] = np.asarray(face)[: region.shape[0], : region.shape[1]]
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf.pts = n
+                vf.time_base = Fraction(1, fps)
+                for packet in video.encode(vf):
+                    out.mux(packet)
+        for video in encoders:
+            for packet in video.encode():
+                out.mux(packet)
+    return path

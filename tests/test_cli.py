@@ -80,13 +80,13 @@ def test_missing_file_is_a_usage_error_and_a_broken_link_is_review(demo_ws, tmp_
     assert result.exit_code == 3 and "cannot read the file" in result.stdout
 
 
-def test_non_images_in_folders_are_skipped_and_listed(demo_ws, tmp_path):
+def test_non_images_in_folders_are_listed_as_not_checked(demo_ws, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     shutil.copy(photos(demo_ws) / "coffee.jpg", folder / "coffee.jpg")
     (folder / "notes.txt").write_text("not a photo")
     result = run(demo_ws, "check", "--json", str(folder))
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # never "all allowed" while a file was not looked at (issue 25)
     doc = json.loads(result.stdout)
     assert doc["summary"]["skipped"] == 1 and doc["skipped"][0]["path"].endswith("notes.txt")
 

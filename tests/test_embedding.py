@@ -118,11 +118,12 @@ def test_the_cached_graph_is_checked_before_it_is_run(samples, models, tmp_path,
         helper.make_graph(
             [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1, 2, 3], keepdims=0),
              helper.make_node("Mul", ["m", "z"], ["m0"]),
-             helper.make_node("Expand", ["m0", "shape"], ["embedding"])],  # fmt: skip
+             helper.make_node("Expand", ["m0", "shape"], ["embedding"])],
             "tampered",
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 150, 150])],
             [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 128])],
-            [helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])],
+            [helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+             helper.make_tensor("shape", TensorProto.INT64, [2], [1, 128])],
         ),
         opset_imports=[helper.make_opsetid("", 13)],
     )

@@ -267,7 +267,8 @@ def check(
             out.print("Copies fit to post blur every face that is not clearly fine (blocked and under review).")
     if not results and not skipped:
         err.print("[yellow]No photos found in the given paths.[/]")
-    raise typer.Exit(exit_code(results))
+    code = exit_code(results)
+    raise typer.Exit(EXIT_REVIEW if skipped and code == EXIT_ALLOW else code)  # a file not checked is never "allow"
 
 
 def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], annotate: Path | None) -> None:
@@ -291,10 +292,11 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
         what = f"{len(results) - clips} photos and {clips} video clip{'s' if clips > 1 else ''}"
     out.print(
         f"{what}: [red]{counts[Verdict.BLOCK]} blocked[/], [yellow]{counts[Verdict.REVIEW]} to review[/], "
-        f"[green]{counts[Verdict.ALLOW]} allowed[/]" + (f"; {len(skipped)} files skipped (not images)" if skipped else "")
+        f"[green]{counts[Verdict.ALLOW]} allowed[/]"
+        + (f"; [yellow]{len(skipped)} file{'s' if len(skipped) > 1 else ''} not checked[/]" if skipped else "")
     )
     for path, why in skipped:
-        out.print(f"  skipped {escape(path)}: {escape(why)}")
+        out.print(f"  {escape(path)}: {escape(why)}")
     # The copies written, by name (a person looks for the file, not for the folder).
     for r in results:
         for label, copy in (("marked-up", r.annotated_path), ("fit to post", r.redacted_path)):
@@ -963,7 +965,8 @@ def audit(
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
-        f"{summary.deleted_count} deleted, {summary.not_images} other files; {summary.clips} of the photos are video "
+        f"{summary.deleted_count} deleted, {summary.not_images} not checked (neither photos nor video clips); "
+        f"{summary.clips} of the photos are video "
         f"clips; {summary.seconds:.1f} s" + (_on_cluster(summary) if summary.cluster_workers else ".")
     )
     if summary.links_not_followed:
@@ -1000,7 +1003,8 @@ def audit(
         out.print(f"Report: {page}")
     if totals.get("block"):
         raise typer.Exit(EXIT_BLOCK)
-    raise typer.Exit(EXIT_REVIEW if totals.get("review") else EXIT_ALLOW)
+    # A file that could not be looked at is never "all allowed" (a document may hold photos).
+    raise typer.Exit(EXIT_REVIEW if totals.get("review") or summary.not_images else EXIT_ALLOW)
 
 
 def _on_cluster(summary) -> str:  # noqa: ANN001 - AuditSummary

@@ -16,6 +16,10 @@ from pathlib import Path
 from optout_guard.media.photos import sniff
 from optout_guard.types import ScanResult, Verdict
 
+# A file that is neither a photo nor a clip anything here can decode: listed, never silently passed
+# over (a document may hold photos of students), and a run that has one says *review* (exit 3).
+NOT_CHECKED = "not checked: neither a photo nor a video clip that can be decoded; a person must look at it"
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -32,7 +36,8 @@ class UnreadableFolder:
 
 def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) -> Iterator[Path | Skipped | UnreadableFolder]:
     """Files named explicitly are always checked; folders are walked recursively (sorted, hidden
-    entries and ``exclude`` folders left out), and files in them that are not images are skipped.
+    entries and ``exclude`` folders left out); files in them that are neither photos nor clips are
+    yielded as :class:`Skipped` (not checked, said).
     A folder that cannot be listed is reported, never silently passed over."""
     excluded = {Path(p).resolve() for p in exclude}
     for raw in paths:
@@ -58,7 +63,7 @@ def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) ->
                 if sniff(file) != "other":  # images, and files that cannot be read: check() reports those
                     yield file
                 else:
-                    yield Skipped(str(file), "not an image")
+                    yield Skipped(str(file), NOT_CHECKED)
         for failed in errors:
             yield UnreadableFolder(str(failed.filename or path), failed.strerror or str(failed))
 

@@ -24,6 +24,7 @@ from optout_guard.folders import Skipped, UnreadableFolder, collect_photos, unre
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
+from optout_guard.media.clip import CLIP_EXTENSIONS
 from optout_guard.media.photos import load_image, sniff
 from optout_guard.models import Models, embedding_fingerprint, get_models, models_needed
 from optout_guard.pool import run_in_workers
@@ -167,12 +168,17 @@ class Guard:
     ) -> ScanResult:
         """Check one photo (or video clip) against the students of ``scope``. Never raises for a bad
         file: the problem becomes a *review* reason."""
-        if sniff(path) == "clip":
+        kind = sniff(path)
+        if kind == "clip":
             from optout_guard.video import check_clip  # PyAV is loaded only when a clip comes
 
             result = check_clip(self, path, annotate_dir, redact, scope)
         else:
             result, _ = self._check(path, annotate_dir, None, False, redact, scope)
+            suffix = Path(path).suffix.lower()
+            if kind == "image" and suffix in CLIP_EXTENSIONS:
+                said = f"this file is a still photo named {suffix}; it was checked as a photo"
+                result = dataclasses.replace(result, reasons=(said, *result.reasons))
         return _scoped(result, scope)
 
     def recheck(self, path: Path | str, faces: list[Face], scope: Scope = WHOLE_DISTRICT) -> ScanResult:

@@ -206,6 +206,7 @@ class Track:
     # The sightings it was decided from: (seconds, face geometry). Kept by the audit (geometry only)
     # so that a changed opt-out list re-decides the track from those frames, without a full decode.
     best: tuple[tuple[float, Face], ...] = ()
+    stream: int = 0  # which of the clip's video streams (position among them): a clip may carry several
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import decide_faces, unjudged_decision
-from optout_guard.media.clip import Frame, format_time, probe, sample_frames, write_blurred_copy
+from optout_guard.media.clip import Decoded, Frame, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
     Box,
@@ -79,6 +79,8 @@ class _Track:
     codes: collections.Counter[ReasonCode] = field(default_factory=collections.Counter)
     texts: dict[ReasonCode, str] = field(default_factory=dict)
     seen: int = 0
+    stream: int = 0  # which video stream of the clip (position among its video streams)
+    streams: int = 1  # how many the clip has (the reason names the stream when more than one)
 
     @property
     def first(self) -> float:
@@ -193,35 +195,51 @@ def check_clip(
     every = 1.0 / settings.clip_frames_per_second
     notes: list[str] = []
     broken: list[float] = []
-
-    def on_error(reason: str, at: float) -> None:
-        notes.append(f"{reason}; the rest of the clip was not checked")
-        broken.append(at)
-
     tracks: list[_Track] = []
-    live: list[_Track] = []
     frames = 0
     checked_until = 0.0
-    try:
-        for frame in sample_frames(path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error):
-            frames += 1
-            checked_until = frame.time
-            _examine(frame, tracks, live, guard, sha)
-    except ClipUnreadable as exc:
-        notes.append(f"video clip: {exc}")
-    except ModelUnavailable:
-        raise  # a broken install stops the run (exit 2), as for photos
-    except Exception as exc:  # fail closed: an unexpected error is a review, never an allow
-        log.exception("checking the clip %s failed", path)
-        why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
-        return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
-                          seconds=time.perf_counter() - started)  # fmt: skip
+    played = info.duration
+    stopped_at_limit = False
+    # Every video stream is checked (a player may show any of them; cover art is a picture too).
+    for number in range(info.video_streams):
+        where = f"video stream {number + 1} of {info.video_streams}: " if info.video_streams > 1 else ""
+
+        def on_error(reason: str, at: float, where: str = where) -> None:
+            notes.append(f"{where}{reason}; the rest of the clip was not checked")
+            broken.append(at)
+
+        live: list[_Track] = []
+        found: list[_Track] = []
+        decoded = Decoded()
+        try:
+            for frame in sample_frames(
+                path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error, stream_number=number, decoded=decoded
+            ):
+                frames += 1
+                checked_until = max(checked_until, frame.time)
+                _examine(frame, found, live, guard, sha)
+        except ClipUnreadable as exc:
+            notes.append(f"{where}video clip: {exc}")
+        except ModelUnavailable:
+            raise  # a broken install stops the run (exit 2), as for photos
+        except Exception as exc:  # fail closed: an unexpected error is a review, never an allow
+            log.exception("checking the clip %s failed", path)
+            why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+            return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
+                              seconds=time.perf_counter() - started)  # fmt: skip
+        for track in found:
+            track.stream, track.streams = number, info.video_streams
+        tracks += found
+        played = max(played, decoded.seconds)
+        # Over the limit, whatever the header says (a clip written live declares no duration).
+        stopped_at_limit |= decoded.stopped_at_limit or info.duration > settings.max_clip_seconds + every
     if not frames and not notes:
         notes.append("no frame of the clip could be decoded; a person must watch it")
-    if info.duration > settings.max_clip_seconds + every:
+    if stopped_at_limit:
         minutes = settings.max_clip_seconds / 60
+        length = f"this {format_time(played)} clip" if played > settings.max_clip_seconds + every else "this clip"
         notes.append(
-            f"only the first {minutes:g} minute{'s' if minutes != 1 else ''} of this {format_time(info.duration)} clip "
+            f"only the first {minutes:g} minute{'s' if minutes != 1 else ''} of {length} "
             "were checked; a person must watch the rest"
         )
     try:
@@ -238,7 +256,7 @@ def check_clip(
     if not matches and verdict is Verdict.ALLOW:
         reasons = (f"no faces found in {frames} frames examined ({format_time(checked_until)} of video)",)
     summary = ClipSummary(
-        duration=info.duration,
+        duration=played,
         checked_seconds=checked_until,
         frames_examined=frames,
         sample_every=every,
@@ -252,6 +270,7 @@ def check_clip(
                 t.seen,
                 len(t.best),
                 tuple((b.time, b.face) for b in t.best[:BEST_FRAMES]),  # the sightings the decision used
+                t.stream,
             )
             for t in tracks
         ),
@@ -261,7 +280,10 @@ def check_clip(
         if annotate_dir is not None:
             annotated = str(write_contact_sheet(path, sha, tracks, matches, Path(annotate_dir)))
         if redact is not None and not broken:
-            redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder)))
+            redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder), info.shown_stream))
+            if info.video_streams > 1:
+                reasons = (*reasons, f"the blurred copy holds only video stream {info.shown_stream + 1} of "
+                           f"{info.video_streams} (the one players show)")  # fmt: skip
         elif redact is not None:
             reasons = (*reasons, "no blurred copy: the clip could not be decoded to the end")
     except Exception as exc:  # a copy that fails is said, never an allow
@@ -269,7 +291,7 @@ def check_clip(
         reasons = (*reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
         if verdict is Verdict.ALLOW:
             verdict = Verdict.REVIEW
-    problem = ReasonCode.CLIP_DAMAGED if broken or not frames else None
+    problem = ReasonCode.CLIP_DAMAGED if broken or not frames else ReasonCode.CLIP_TOO_LONG if stopped_at_limit else None
     return ScanResult(
         path=str(path),
         verdict=verdict,
@@ -325,7 +347,7 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
         sha, identity = sha256_with_identity(path)
         matches: list[FaceMatch] = []
         tracks: list[Track] = []
-        frames: dict[float, np.ndarray] = {}
+        frames: dict[tuple[int, float], np.ndarray] = {}
         for entry in stored:
             t = entry["track"]
             sightings = [
@@ -333,7 +355,8 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
             ]
             box = Box(*entry["box"])
             top = Face(box, entry.get("score", 1.0), np.asarray(entry["landmarks"], np.float32))
-            track = Track(t["first"], t["last"], t["best_time"], t["seen"], t["judged"], tuple(sightings))
+            number = int(t.get("stream", 0))
+            track = Track(t["first"], t["last"], t["best_time"], t["seen"], t["judged"], tuple(sightings), number)
             tracks.append(track)
             if not sightings:
                 code = ReasonCode(entry.get("code", "not_judged"))
@@ -342,9 +365,9 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
                 continue
             chips = []
             for when, face in sightings:
-                if when not in frames:
-                    frames[when] = frame_at(path, when, WORKING_SIDE)
-                pixels = frames[when]
+                if (number, when) not in frames:
+                    frames[number, when] = frame_at(path, when, WORKING_SIDE, number)
+                pixels = frames[number, when]
                 # Boxes are stored in the clip's upright original pixels; the frame is at working size.
                 chips.append(face_chips(pixels, [face], _working_scale(pixels, entry.get("clip_size")), guard.models)[0])
             vectors = embed_mirror_averaged(chips, guard.models)
@@ -384,6 +407,8 @@ def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
     assert track.top is not None
     face = track.top.face
     span = _span(track.first, track.last)
+    if track.streams > 1:
+        span = f"{span} in video stream {track.stream + 1} of {track.streams}"
     if not track.best:
         code, _ = track.codes.most_common(1)[0] if track.codes else (ReasonCode.NOT_JUDGED, 0)
         text = track.texts.get(code, "face could not be judged")
@@ -414,7 +439,7 @@ def stored_contact_sheet(path: Path | str, stored: list[dict]) -> Image.Image:
     for entry in stored:
         t = entry["track"]
         box = Box(*entry["box"])
-        pixels = frame_at(path, float(t["best_time"]), WORKING_SIDE)
+        pixels = frame_at(path, float(t["best_time"]), WORKING_SIDE, int(t.get("stream", 0)))
         track = _Track(boxes=[(float(t["first"]), box), (float(t["last"]), box)])
         track.crop = _crop(pixels, box, _working_scale(pixels, entry.get("clip_size")))
         who = (Candidate(entry["student_id"], float(entry.get("distance") or 0.0)),) if entry.get("student_id") else ()
@@ -458,11 +483,13 @@ def render_contact_sheet(tracks: list[_Track], matches: list[FaceMatch]) -> Imag
     return sheet
 
 
-def write_redacted_clip(path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path) -> Path:
-    """The clip with every track that is not clear blurred in every frame it is on screen (boxes
-    interpolated between sightings and held a moment before and after, grown by a margin), audio
-    copied, no metadata."""
-    hidden = [t for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR]
+def write_redacted_clip(
+    path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path, stream: int = 0
+) -> Path:
+    """The clip (its video stream ``stream``) with every track that is not clear blurred in every
+    frame it is on screen (boxes interpolated between sightings and held a moment before and after,
+    grown by a margin), audio copied, no metadata."""
+    hidden = [t for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR and t.stream == stream]
 
     def boxes_at(t: float) -> list[Box]:
         return [b for b in (tr.box_at(t) for tr in hidden) if b is not None]
@@ -470,5 +497,5 @@ def write_redacted_clip(path: Path | str, sha: str, tracks: list[_Track], matche
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(path).stem or "clip"
     target = out_dir / f"{stem}.{sha[:8]}.redacted.mp4"
-    write_blurred_copy(path, target, boxes_at, annotate.blur_regions)
+    write_blurred_copy(path, target, boxes_at, annotate.blur_regions, stream)
     return target

@@ -92,6 +92,7 @@ def faces_json(result: ScanResult) -> str:
                 "clip_size": list(result.size) if result.size else None,
                 "track": {
                     "first": t.first, "last": t.last, "best_time": t.best_time, "seen": t.seen, "judged": t.judged,
+                    "stream": t.stream,
                     "best": [
                         {"time": when, "box": [f.box.x, f.box.y, f.box.w, f.box.h],
                          "landmarks": np.asarray(f.landmarks, float).round(2).tolist()}

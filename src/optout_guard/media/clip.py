@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from optout_guard.errors import ClipUnreadable
 
@@ -25,8 +26,13 @@ from optout_guard.errors import ClipUnreadable
 _IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis", b"jpeg"}
 _EBML = b"\x1a\x45\xdf\xa3"  # Matroska / WebM
 CLIP_EXTENSIONS = {
-    ".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".webm", ".mkv", ".avi", ".mts", ".m2ts", ".ts", ".mpg", ".mpeg", ".wmv",
+    ".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".webm", ".mkv", ".avi", ".mts", ".m2ts", ".ts", ".m2t", ".mpg", ".mpeg",
+    ".wmv", ".flv", ".f4v", ".ogv", ".vob", ".mxf", ".dv", ".asf",
 }  # fmt: skip
+# Formats whose files can be joined end to end (`cat a.ts b.ts`, camcorder .MTS parts, HLS segments)
+# and still play: their time stamps may restart part-way, so nothing may seek in them by time.
+_JOINABLE = {"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "m4v", "dv"}
+SEGMENT_JUMP = 5.0  # seconds: a time stamp that jumps back, or forward by more, starts a new segment
 
 
 def looks_like_clip(head: bytes, suffix: str = "") -> bool:
@@ -37,9 +43,23 @@ def looks_like_clip(head: bytes, suffix: str = "") -> bool:
         return True
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return True
-    if head.startswith(b"\x00\x00\x01\xba") or (head[:1] == b"\x47" and suffix.lower() in {".ts", ".mts", ".m2ts"}):
+    if head.startswith(b"\x00\x00\x01\xba") or (head[:1] == b"\x47" and suffix.lower() in {".ts", ".mts", ".m2ts", ".m2t"}):
         return True  # MPEG program / transport stream
+    if len(head) >= 377 and head[0] == head[188] == head[376] == 0x47:
+        return True  # a transport stream under any name: a sync byte every 188 bytes
+    if head.startswith(b"FLV\x01"):
+        return True
     return head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")  # ASF / WMV
+
+
+def has_video(path: Path | str) -> bool:
+    """Whether FFmpeg opens the file and finds a video stream in it (cover art counts: it is a
+    picture). For files no signature above knows (Ogg/Theora, and whatever else plays)."""
+    try:
+        with _open(path) as container:
+            return bool(container.streams.video)
+    except ClipUnreadable:
+        return False
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,8 @@ class ClipInfo:
     rotation: int  # degrees the stored picture is turned for display (0, 90, 180, 270)
     has_audio: bool
     codec: str
+    video_streams: int = 1  # every one is checked; these figures are the shown stream's
+    shown_stream: int = 0  # the one players show (default disposition), as a position among the video streams
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,10 +80,50 @@ class Frame:
     """One sampled frame: upright RGB at working size, ``scale`` original pixels per working pixel."""
 
     index: int  # decoded frame number
-    time: float  # seconds from the start
+    time: float  # seconds from the start, as a player counts them (across joined segments)
     pixels: np.ndarray
     scale: float
     cut: bool = False  # sampled because the picture changed abruptly (a scene cut)
+
+
+@dataclass
+class Decoded:
+    """What decoding a clip's stream found, filled in as :func:`sample_frames` goes."""
+
+    seconds: float = 0.0  # how long the stream plays, as far as it was decoded (last frame + one frame)
+    frames: int = 0
+    segments: int = 1  # parts joined end to end (time stamps restarting)
+    stopped_at_limit: bool = False  # frames were left after ``max_seconds``
+
+
+class Clock:
+    """Seconds from the start of a stream as a player counts them. Time stamps of joined segments
+    restart (or jump): each backwards step, or forward jump of more than SEGMENT_JUMP, starts a new
+    segment that continues where the last one ended, so no frame is ever "already seen"."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001 - av.VideoStream / AudioStream
+        self.base = float(stream.time_base) if stream.time_base else 1 / 30
+        rate = getattr(stream, "average_rate", None) or getattr(stream, "guessed_rate", None)
+        self.step = 1.0 / float(rate) if rate else 1 / 30
+        self.origin: float | None = float(stream.start_time * self.base) if stream.start_time is not None else None
+        self.offset = 0.0
+        self.last: float | None = None
+        self.segments = 1
+
+    def __call__(self, pts: int | None) -> float:
+        if pts is None:
+            t = (self.last + self.step) if self.last is not None else 0.0
+        else:
+            raw = float(pts * self.base)
+            if self.origin is None:
+                self.origin = raw
+            t = raw - self.origin + self.offset
+            if self.last is not None and (t < self.last - 1e-6 or t > self.last + SEGMENT_JUMP):
+                self.offset += self.last + self.step - t
+                t = self.last + self.step
+                self.segments += 1
+        self.last = max(t, 0.0)
+        return self.last
 
 
 def _open(path: Path | str):  # noqa: ANN202 - av.container.InputContainer
@@ -69,7 +131,7 @@ def _open(path: Path | str):  # noqa: ANN202 - av.container.InputContainer
 
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise ClipUnreadable(f"the clip cannot be opened ({_why(exc)})") from None
 
 
@@ -90,12 +152,35 @@ def _rotation(stream, first_frame=None) -> int:  # noqa: ANN001
     return round(angle / 90.0) * 90 % 360
 
 
-def probe(path: Path | str) -> ClipInfo:
-    """What the clip is, without decoding it (except one frame, for the rotation)."""
+def _video_stream(container, number: int):  # noqa: ANN001, ANN202
+    """The ``number``-th video stream (0 = the first), or ClipUnreadable."""
+    streams = container.streams.video
+    if not streams:
+        raise ClipUnreadable("the file has no video stream")
+    if number >= len(streams):
+        raise ClipUnreadable(f"the file has no video stream #{number + 1}")
+    return streams[number]
+
+
+def _shown(container) -> int:  # noqa: ANN001
+    """Which video stream players show: the first with the *default* disposition, else the first."""
+    import av
+
+    flags = av.stream.Disposition
+    for n, stream in enumerate(container.streams.video):
+        with contextlib.suppress(Exception):
+            if stream.disposition & flags.default and not stream.disposition & flags.attached_pic:
+                return n
+    return 0
+
+
+def probe(path: Path | str, number: int | None = None) -> ClipInfo:
+    """What the clip is, without decoding it (except one frame, for the rotation): the figures of
+    video stream ``number`` (default: the one players show)."""
     with _open(path) as container:
-        if not container.streams.video:
-            raise ClipUnreadable("the file has no video stream")
-        stream = container.streams.video[0]
+        _video_stream(container, 0)
+        shown = _shown(container)
+        stream = _video_stream(container, shown if number is None else number)
         duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
         if not duration and container.duration:
             duration = container.duration / 1_000_000
@@ -107,13 +192,24 @@ def probe(path: Path | str) -> ClipInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation in (90, 270):
             width, height = height, width
-        return ClipInfo(duration, fps, width, height, rotation, bool(container.streams.audio), stream.codec_context.name)
+        return ClipInfo(
+            duration, fps, width, height, rotation, bool(container.streams.audio), stream.codec_context.name,
+            len(container.streams.video), shown,
+        )  # fmt: skip
 
 
 def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
     """Turn a stored picture the way a player shows it (the display matrix's angle, counter-clockwise)."""
     turns = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
+
+
+def _working(frame, max_side: int, rotation: int) -> tuple[np.ndarray, float]:  # noqa: ANN001 - av.VideoFrame
+    """The frame upright at most ``max_side`` on the long side, and original pixels per working pixel."""
+    w, h = frame.width, frame.height
+    scale = max(1.0, max(w, h) / max_side)
+    out_w, out_h = int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
+    return _upright(frame.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray(), rotation), w / out_w
 
 
 def sample_frames(
@@ -123,32 +219,37 @@ def sample_frames(
     max_seconds: float,
     cut_threshold: float = 40.0,
     on_error: Callable[[str, float], None] | None = None,
+    stream_number: int = 0,
+    decoded: Decoded | None = None,
 ) -> Iterator[Frame]:
-    """Frames at a fixed rate (one per ``every`` seconds) plus the first frame after each scene cut,
-    upright, at most ``max_side`` pixels on the long side. Decoding stops at ``max_seconds``. A
-    decoding error ends the stream: ``on_error(reason, seconds_decoded)`` is told (fail closed: the
-    caller turns it into *review*)."""
+    """Frames of video stream ``stream_number`` at a fixed rate (one per ``every`` seconds), the
+    first frame after each scene cut, and the last frame; upright, at most ``max_side`` pixels on the
+    long side. Time is counted as a player counts it (:class:`Clock`: joined segments follow each
+    other). Decoding stops at ``max_seconds`` (``decoded.stopped_at_limit`` says whether frames were
+    left). A decoding error ends the stream: ``on_error(reason, seconds_decoded)`` is told (fail
+    closed: the caller turns it into *review*)."""
     import av
 
+    decoded = decoded if decoded is not None else Decoded()
     with _open(path) as container:
-        if not container.streams.video:
-            raise ClipUnreadable("the file has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, stream_number)
         stream.thread_type = "AUTO"  # frame and slice threads: decoding is most of the cost of a clip
-        base = float(stream.time_base) if stream.time_base else 1 / 30
-        start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+        clock = Clock(stream)
         rotation = None
         next_time = 0.0
         previous: np.ndarray | None = None
         index = -1
         last_time = 0.0
+        pending = None  # the last frame decoded, when it was not sampled: sampled at the end
         try:
             for frame in container.decode(stream):
-                index += 1
-                t = (float(frame.pts * base) - start) if frame.pts is not None else index / 30.0
-                last_time = t
+                t = clock(frame.pts)
                 if t > max_seconds:
+                    decoded.stopped_at_limit = True
                     break
+                index += 1
+                last_time = t
+                decoded.frames, decoded.seconds, decoded.segments = index + 1, t + clock.step, clock.segments
                 if rotation is None:
                     rotation = _rotation(stream, frame)
                 # A 64-px grey thumbnail of every frame finds scene cuts cheaply.
@@ -156,50 +257,58 @@ def sample_frames(
                 cut = previous is not None and float(np.mean(np.abs(thumb - previous))) > cut_threshold
                 previous = thumb
                 if t + 1e-6 < next_time and not cut:
+                    pending = (index, t, frame)
                     continue
-                w, h = frame.width, frame.height
-                scale = max(1.0, max(w, h) / max_side)
-                out_w, out_h = int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
-                pixels = frame.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray()
-                yield Frame(index, max(0.0, t), _upright(pixels, rotation), w / out_w, cut and t + 1e-6 < next_time)
+                pending = None
+                pixels, scale = _working(frame, max_side, rotation)
+                yield Frame(index, t, pixels, scale, cut and t + 1e-6 < next_time)
                 if t + 1e-6 >= next_time:
                     next_time = (math.floor(t / every) + 1) * every
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
             if on_error is not None:
                 on_error(f"the clip is damaged or cut off after {format_time(last_time)} ({_why(exc)})", last_time)
             return
+        if pending is not None and rotation is not None:  # a face only in the last moment is looked at too
+            n, t, frame = pending
+            pixels, scale = _working(frame, max_side, rotation)
+            yield Frame(n, t, pixels, scale)
 
 
-def frame_at(path: Path | str, seconds: float, max_side: int | None = None) -> np.ndarray:
-    """The upright RGB frame shown at ``seconds`` — full size, or at most ``max_side`` on the long
-    side scaled exactly as :func:`sample_frames` scales it (the same pixels a check saw)."""
+def frame_at(path: Path | str, seconds: float, max_side: int | None = None, stream_number: int = 0) -> np.ndarray:
+    """The upright RGB frame of video stream ``stream_number`` shown at ``seconds`` (a player's
+    time, as :func:`sample_frames` counts it) — full size, or at most ``max_side`` on the long side
+    scaled exactly as :func:`sample_frames` scales it (the same pixels a check saw)."""
     import av
 
     with _open(path) as container:
-        if not container.streams.video:
-            raise ClipUnreadable("the file has no video stream")
-        stream = container.streams.video[0]
-        base = float(stream.time_base) if stream.time_base else 1 / 30
-        start = float(stream.start_time * base) if stream.start_time is not None else 0.0
-        with contextlib.suppress(av.error.FFmpegError):
-            container.seek(int((start + max(0.0, seconds - 1.0)) / base), stream=stream, backward=True)
+        stream = _video_stream(container, stream_number)
+        clock = Clock(stream)
+        # A joined file's time stamps restart part-way: seeking by time could land in the wrong part,
+        # so such a file is decoded from the start, counting time as sample_frames does.
+        seek = seconds > 1.0 and not set(container.format.name.split(",")) & _JOINABLE
+        if seek:
+            with contextlib.suppress(av.error.FFmpegError):
+                origin = clock.origin or 0.0
+                container.seek(int((origin + seconds - 1.0) / clock.base), stream=stream, backward=True)
         last = None
         try:
             for frame in container.decode(stream):
+                if seek:  # the stream's own clock: seconds after its first time stamp
+                    t = float(frame.pts * clock.base) - (clock.origin or 0.0) if frame.pts is not None else seconds
+                else:
+                    t = clock(frame.pts)
                 last = frame
-                if frame.pts is not None and float(frame.pts * base) - start >= seconds - 1e-3:
+                if t >= seconds - 1e-3:
                     break
         except av.error.FFmpegError as exc:
             if last is None:
                 raise ClipUnreadable(f"the clip cannot be decoded ({_why(exc)})") from None
         if last is None:
             raise ClipUnreadable("no frame at that time")
+        rotation = _rotation(stream, last)
         if max_side is None:
-            return _upright(last.to_ndarray(format="rgb24"), _rotation(stream, last))
-        w, h = last.width, last.height
-        scale = max(1.0, max(w, h) / max_side)
-        out_w, out_h = int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
-        return _upright(last.reformat(width=out_w, height=out_h, format="rgb24").to_ndarray(), _rotation(stream, last))
+            return _upright(last.to_ndarray(format="rgb24"), rotation)
+        return _working(last, max_side, rotation)[0]
 
 
 def format_time(seconds: float) -> str:
@@ -215,55 +324,86 @@ BoxesAt = Callable[[float], list]  # seconds -> the boxes (types.Box, upright or
 
 
 def write_blurred_copy(
-    source: Path | str, target: Path | str, boxes_at: BoxesAt, blur: Callable[[np.ndarray, list], np.ndarray]
+    source: Path | str,
+    target: Path | str,
+    boxes_at: BoxesAt,
+    blur: Callable[[np.ndarray, list], np.ndarray],
+    stream_number: int = 0,
 ) -> None:
-    """Re-encode ``source`` to ``target`` (MP4, H.264) with ``blur(pixels, boxes_at(t))`` applied to
-    every upright frame; audio packets copied unchanged; no metadata (GPS lives in MOV/MP4 atoms).
-    Written to a temp name and renamed: a half-written copy is never left under the real name."""
+    """Re-encode video stream ``stream_number`` of ``source`` to ``target`` (MP4, H.264) with
+    ``blur(pixels, boxes_at(t))`` applied to every upright frame (``t`` counted as
+    :func:`sample_frames` counts it); audio packets copied unchanged; no metadata (GPS lives in
+    MOV/MP4 atoms). Written to a temp name and renamed: a half-written copy is never left under the
+    real name."""
     import av
 
     target = Path(target)
     tmp = target.with_name(f".tmp-{target.name}")
+    info = probe(source, stream_number)  # the upright size, known before any packet is written
     try:
         with _open(source) as src, av.open(str(tmp), "w", format="mp4") as out:
-            video = src.streams.video[0]
+            video = _video_stream(src, stream_number)
             video.thread_type = "AUTO"
             rate = video.average_rate or video.guessed_rate or 30
             audio = src.streams.audio[0] if src.streams.audio else None
-            base = float(video.time_base) if video.time_base else 1 / 30
-            start = float(video.start_time * base) if video.start_time is not None else 0.0
-            encoder = None
+            # Every output stream exists before the first packet is written (a clip whose first
+            # packet is audio could not be copied: "Cannot rebase to zero time").
+            encoder = out.add_stream("libx264", rate=rate)
+            encoder.width, encoder.height = info.width // 2 * 2, info.height // 2 * 2
+            encoder.pix_fmt = "yuv420p"
+            encoder.options = {"crf": "20", "preset": "veryfast"}
             audio_out = out.add_stream_from_template(audio) if audio is not None else None
+            clock = Clock(video)
+            audio_clock = _PacketClock()
             rotation = None
+            written = -1
             streams = [video] + ([audio] if audio is not None else [])
             for packet in src.demux(*streams):
                 if packet.stream is audio:
                     if packet.dts is None or audio_out is None:
                         continue
+                    audio_clock.fix(packet)  # joined segments: audio time stamps restart too
                     packet.stream = audio_out
                     out.mux(packet)
                     continue
                 for frame in packet.decode():
                     if rotation is None:
                         rotation = _rotation(video, frame)
+                    t = clock(frame.pts)
                     pixels = _upright(frame.to_ndarray(format="rgb24"), rotation)
-                    if encoder is None:
-                        encoder = out.add_stream("libx264", rate=rate)
-                        encoder.width, encoder.height = pixels.shape[1] // 2 * 2, pixels.shape[0] // 2 * 2
-                        encoder.pix_fmt = "yuv420p"
-                        encoder.options = {"crf": "20", "preset": "veryfast"}
-                    t = (float(frame.pts * base) - start) if frame.pts is not None else 0.0
                     pixels = blur(pixels, boxes_at(t))[: encoder.height, : encoder.width]
+                    if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
+                        pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
                     new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                    new.pts = frame.pts
+                    new.pts = max(written + 1, round(t / clock.base))
+                    written = new.pts
                     new.time_base = video.time_base
                     for out_packet in encoder.encode(new):
                         out.mux(out_packet)
-            if encoder is not None:
-                for out_packet in encoder.encode():
-                    out.mux(out_packet)
+            for out_packet in encoder.encode():
+                out.mux(out_packet)
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _PacketClock:
+    """Audio packets of joined segments: time stamps that step back are moved on, so the copy's
+    audio plays straight through (an MP4 muxer refuses time going backwards)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.last = None
+
+    def fix(self, packet) -> None:  # noqa: ANN001 - av.Packet
+        dts = packet.dts + self.offset
+        if self.last is not None and dts <= self.last:
+            shift = self.last + (packet.duration or 1) - dts
+            self.offset += shift
+            dts += shift
+        packet.dts = dts
+        if packet.pts is not None:
+            packet.pts = packet.pts + self.offset
+        self.last = dts

@@ -367,7 +367,7 @@ def sniff(path: Path | str) -> str:
     container, by its header or a video extension), "other" (a file that was read and is neither:
     left alone), or "unreadable" (it could not be read, so nobody knows: it must be checked, which
     makes it *review*, whatever its name)."""
-    from optout_guard.media.clip import CLIP_EXTENSIONS, looks_like_clip
+    from optout_guard.media.clip import CLIP_EXTENSIONS, has_video, looks_like_clip
 
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
@@ -376,15 +376,24 @@ def sniff(path: Path | str) -> str:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return "other"  # never open a pipe or device just to sniff it
         with open(path, "rb") as fh:
-            head = fh.read(64)
+            head = fh.read(400)
     except OSError:
         return "unreadable"
     if looks_like_clip(head, suffix):
         return "clip"  # whatever its name (or none)
-    if suffix in CLIP_EXTENSIONS:
-        return "clip"  # named as a clip but not recognised: checked as one (a damaged clip is review)
     if not head:
         return "other"  # an empty file with a non-image name: nothing in it to post
+    image = _opens_as_image(path)
+    if image != "other":
+        return image  # a still photo named .mp4 is checked as the photo it is
+    if suffix in CLIP_EXTENSIONS:
+        return "clip"  # named as a clip but not recognised: checked as one (a damaged clip is review)
+    # Whatever FFmpeg plays with a picture in it is a clip (FLV, Ogg/Theora, a song's cover art…).
+    return "clip" if has_video(path) else "other"
+
+
+def _opens_as_image(path: Path | str) -> str:
+    """"image" when Pillow recognises the file, "unreadable" when reading it failed, else "other"."""
     _register_heif()
     try:
         with warnings.catch_warnings():

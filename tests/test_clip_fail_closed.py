@@ -1,0 +1,201 @@
+"""Clips never come back *allow* when a student is in them (issue 25): joined segments, several video
+streams, no declared length, formats the sniffer did not know, the last moment of a clip, a photo
+named .mp4, a clip whose first packet is audio. Every clip is made here with PyAV from LFW photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clips import Appearance, make_clip, make_streams
+from conftest import LFW, make_workspace
+from optout_guard.cli import app
+from optout_guard.config import load_settings
+from optout_guard.media.clip import probe
+from optout_guard.media.photos import sniff
+from optout_guard.pipeline import Guard, Redaction
+from optout_guard.types import Decision, Verdict
+
+runner = CliRunner()
+COLIN = LFW / "Colin_Powell" / "Colin_Powell_0004.jpg"  # not one of the enrolled photos
+HUGO = LFW / "Hugo_Chavez" / "Hugo_Chavez_0002.jpg"  # never enrolled
+
+
+@pytest.fixture(scope="module")
+def colin_ws(tmp_path_factory, data_dir):
+    return make_workspace(
+        tmp_path_factory.mktemp("clip_ws"), {"colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in (1, 2, 3)]}
+    )
+
+
+def test_joined_transport_stream_parts_are_both_checked(colin_ws, tmp_path):
+    """`cat a.ts b.ts`: the second part's time stamps restart at 0. Every frame of it must be
+    looked at, and the clip is as long as it plays (8 s), not as the first part says."""
+    first = make_clip(tmp_path / "a.ts", [Appearance(HUGO, 0.5, 3.5, x=0.5)], seconds=4, size=(640, 360), container="mpegts")
+    second = make_clip(tmp_path / "b.ts", [Appearance(COLIN, 1.0, 3.0, x=0.3)], seconds=4, size=(640, 360), container="mpegts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    result = Guard(colin_ws).check(joined)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
+    assert result.clip is not None and result.clip.duration == pytest.approx(8.0, abs=0.3)
+    assert result.clip.checked_seconds > 7.0
+    colin = [t for t, m in zip(result.clip.tracks, result.faces, strict=True) if m.decision is Decision.BLOCK]
+    assert colin and 4.9 <= colin[0].first <= 5.5  # at 0:05 of the joined clip (1 s into the second part)
+    # The blurred copy of the joined clip hides Colin in the second part, and plays 8 s.
+    copy = Guard(colin_ws).check(joined, redact=Redaction(tmp_path / "post"))
+    assert copy.redacted_path and probe(copy.redacted_path).duration == pytest.approx(8.0, abs=0.3)
+    assert "colin" not in Guard(colin_ws).check(copy.redacted_path).blocked_students
+
+
+def test_every_video_stream_is_checked(colin_ws, tmp_path):
+    """A background stream #1 and the student in stream #2 (the one players show): block, and the
+    reason names the stream."""
+    clip = make_streams(
+        tmp_path / "two.mkv",
+        [([Appearance(HUGO, 0.5, 3.5, x=0.5, width=160)], False), ([Appearance(COLIN, 0.5, 3.5, x=0.3, width=200)], True)],
+        seconds=4,
+    )
+    assert probe(clip).video_streams == 2 and probe(clip).shown_stream == 1
+    result = Guard(colin_ws).check(clip)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
+    assert any("colin" in r and "video stream 2 of 2" in r for r in result.reasons), result.reasons
+    # The copy fit to post is of the stream players show, with the student blurred.
+    redacted = Guard(colin_ws).check(clip, redact=Redaction(tmp_path / "post"))
+    assert redacted.redacted_path and probe(redacted.redacted_path).video_streams == 1
+    assert "colin" not in Guard(colin_ws).check(redacted.redacted_path).blocked_students
+
+
+class _Pipe(io.RawIOBase):
+    """A file a muxer cannot seek back in (a browser's MediaRecorder writing live): no duration."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b) -> int:
+        self.data += bytes(b)
+        return len(b)
+
+
+def test_a_clip_without_a_declared_length_over_the_limit_is_review(colin_ws, tmp_path):
+    import av
+    from PIL import Image
+
+    pipe = _Pipe()
+    face = Image.open(HUGO).convert("RGB").crop((40, 30, 210, 230)).resize((160, 188))
+    with av.open(pipe, "w", format="webm") as out:
+        video = out.add_stream("libvpx", rate=10)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        for n in range(150):  # 15 s
+            frame = np.full((240, 320, 3), 100, np.uint8)
+            frame[20:208, 80:240] = np.asarray(face)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = n, Fraction(1, 10)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    live = tmp_path / "live.webm"
+    live.write_bytes(bytes(pipe.data))
+    assert probe(live).duration == 0.0  # the header says nothing about the length
+    (colin_ws.workspace / "config.toml").write_text("max_clip_seconds = 10\n")
+    try:
+        result = Guard(load_settings(colin_ws.workspace, environ={})).check(live)
+    finally:
+        (colin_ws.workspace / "config.toml").unlink()
+    assert result.verdict is Verdict.REVIEW and any("only the first" in r for r in result.reasons), result.reasons
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec"),
+    [("party.flv", "flv", "libx264"), ("party.ogv", "ogg", "libvpx"), ("party.m2t", "mpegts", "libx264"),
+     ("party.nut", "nut", "libx264"), ("party_no_name", "nut", "libx264")],
+)
+def test_any_playable_format_is_a_clip(colin_ws, tmp_path, name, container, codec):
+    """FLV, Ogg, HDV .m2t, and a format no signature knows (FFmpeg's NUT, with or without a name):
+    a folder check looks at them, and the student is blocked."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    make_clip(folder / name, [Appearance(COLIN, 0.5, 2.5, x=0.3)], seconds=3, size=(640, 360), container=container,
+              codec=codec, audio=False)  # fmt: skip
+    assert sniff(folder / name) == "clip"
+    result = runner.invoke(app, ["--workspace", str(colin_ws.workspace), "check", "--json", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["photos"][0]["students"] == ["colin"]
+
+
+def test_files_that_are_neither_photo_nor_clip_are_not_checked_and_said(colin_ws, tmp_path):
+    """A file nothing can read as a photo or a clip is counted as not checked, and the exit code is 3."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "minutes.txt").write_text("not a photo")
+    result = runner.invoke(app, ["--workspace", str(colin_ws.workspace), "check", "--json", str(folder)])
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    assert doc["summary"]["skipped"] == 1 and doc["skipped"][0]["reason"].startswith("not checked")
+    table = runner.invoke(app, ["--workspace", str(colin_ws.workspace), "check", str(folder)])
+    assert table.exit_code == 3 and "1 file not checked" in table.stdout
+
+
+def test_a_student_only_in_the_last_moment_is_looked_at(colin_ws, tmp_path):
+    """On screen for the last 0.3 s only, between the fixed samples: the last frame is always examined."""
+    clip = make_clip(tmp_path / "end.mp4", [Appearance(COLIN, 4.7, 5.0, x=0.3, width=220)], seconds=5, size=(640, 360))
+    result = Guard(colin_ws).check(clip)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
+
+
+def test_a_still_photo_named_mp4_is_checked_as_a_photo(colin_ws, tmp_path):
+    named = tmp_path / "IMG_0042.mp4"
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0005.jpg", named)
+    assert sniff(named) == "image"
+    result = Guard(colin_ws).check(named)
+    assert result.verdict is Verdict.BLOCK and result.clip is None
+    assert result.reasons[0] == "this file is a still photo named .mp4; it was checked as a photo"
+    assert not any("TypeError" in r for r in result.reasons)
+
+
+def test_the_blurred_copy_of_a_clip_whose_first_packet_is_audio(colin_ws, tmp_path):
+    """Audio that starts before the picture (the first packet is audio): the copy is written."""
+    import av
+    from PIL import Image
+
+    path = tmp_path / "audio_first.mp4"
+    face = Image.open(COLIN).convert("RGB").crop((40, 30, 210, 230)).resize((170, 200))
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=15)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        tone = out.add_stream("aac", rate=44100)
+        tone.layout = "mono"
+        for start in range(0, 44100 * 4, 1024):  # 4 s of sound first, from 0 s
+            t = (np.arange(start, start + 1024) / 44100.0).astype(np.float32)
+            af = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 440 * t))[None, :].astype(np.float32), format="fltp",
+                                            layout="mono")  # fmt: skip
+            af.sample_rate, af.pts = 44100, start
+            for packet in tone.encode(af):
+                out.mux(packet)
+        for n in range(45):  # the picture from 1 s to 4 s
+            frame = np.full((360, 640, 3), 90, np.uint8)
+            frame[60:260, 200:370] = np.asarray(face)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = n + 15, Fraction(1, 15)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for stream in (video, tone):
+            for packet in stream.encode():
+                out.mux(packet)
+    result = Guard(colin_ws).check(path, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK, result.reasons
+    assert result.redacted_path and Path(result.redacted_path).is_file(), result.reasons
+    assert "colin" not in Guard(colin_ws).check(result.redacted_path).blocked_students
