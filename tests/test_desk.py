@@ -577,7 +577,11 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
             grouped = int(page.inner_text("#group-total"))
             presses = 0
             # (The mechanics only: these faces *are* enrolled students' photos; a reviewer would say so.)
-            page.keyboard.press("a")  # none of these: every resemblance face of the photo at once
+            # None of these: every resemblance face of the photo at once, after one confirmation that
+            # lists each of them with its closest student (issue 27).
+            asked: list[str] = []
+            page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+            page.keyboard.press("a")
             presses += 1
             page.wait_for_selector("#message:has-text('Settled')")
             if server.desk.book.open_count():  # the photo card (faces too small / blurred), if any
@@ -594,6 +598,7 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
         f"now: {cards_now} cards ({grouped} faces shown on the first), {presses} key presses"
     )
     assert presses <= 2 < held_faces
+    assert asked and "resemble an opted-out student" in asked[0] and "closest hugo" in asked[0]
     assert Guard(load_settings(settings.workspace, environ={})).check(photo).verdict.value == "allow"
 
 

@@ -74,6 +74,11 @@ class NeedsConfirmation(OptoutGuardError):
     """A decision that needs the reviewer to say yes once more (clearing a face that would block)."""
 
 
+class AlreadySettled(OptoutGuardError):
+    """A card that is no longer open was answered again (another browser, a page loaded earlier): the
+    first answer stands until somebody undoes it."""
+
+
 class ClipUnreadable(Exception):
     """A clip cannot be decoded (damaged, truncated, unsupported): the reason for a person. Not an
     OptoutGuardError: ``video`` turns it into the clip's *review*, it never reaches the CLI."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from optout_guard.config import Settings
+from optout_guard.errors import AlreadySettled
 from optout_guard.fsutil import open_private_db, utc_now
 from optout_guard.matching import photo_verdict
 from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Verdict
@@ -244,9 +245,15 @@ class ReviewBook:
             raise ValueError(f"{answer} is not one of this face's candidates")
         now = _now()
         with self.db:
-            self.db.execute(
-                "UPDATE faces SET status='settled', answer=?, settled_by=?, settled_at=? WHERE id=?", (answer, user, now, face_id)
+            # Only an open card takes an answer, checked in the same statement that settles it: a second
+            # answer (another browser, a page loaded earlier) never overwrites the first.
+            updated = self.db.execute(
+                "UPDATE faces SET status='settled', answer=?, settled_by=?, settled_at=? "
+                "WHERE id=? AND status IN ('open', 'skipped')",
+                (answer, user, now, face_id),
             )
+            if updated.rowcount != 1:
+                raise AlreadySettled(self.settled_message(face_id))
             cursor = self.db.execute(
                 "INSERT INTO decisions (at, user, sha256, face, face_id, action, student_id, reference) VALUES (?,?,?,?,?,?,?,?)",
                 (
@@ -262,6 +269,24 @@ class ReviewBook:
             )
             self._refresh_verdict(card.sha256)
         return int(cursor.lastrowid or 0)
+
+    def is_open(self, face_id: int) -> bool:
+        row = self.db.execute("SELECT status FROM faces WHERE id=?", (face_id,)).fetchone()
+        return row is not None and row[0] in ("open", "skipped")
+
+    def settled_message(self, face_id: int) -> str:
+        row = self.db.execute("SELECT settled_by, settled_at FROM faces WHERE id=?", (face_id,)).fetchone()
+        by, at = (row or (None, None))
+        return (
+            f"this card was already answered by {by or 'someone'} at {(at or '')[:16].replace('T', ' ')} UTC; "
+            "undo that decision first to answer it again"
+        )
+
+    def decision_user(self, decision_id: int) -> str | None:
+        row = self.db.execute("SELECT user FROM decisions WHERE id=?", (decision_id,)).fetchone()
+        if row is None:
+            raise KeyError(decision_id)
+        return str(row[0])
 
     def skip(self, face_id: int) -> None:
         # A skipped card goes to the back of the queue (behind cards skipped earlier).

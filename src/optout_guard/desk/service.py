@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings
-from optout_guard.errors import NeedsConfirmation, OptoutGuardError
-from optout_guard.fsutil import atomic_write, private_dir
+from optout_guard.errors import AlreadySettled, NeedsConfirmation, OptoutGuardError
+from optout_guard.fsutil import atomic_write, private_dir, sha256_file
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, Card, ReviewBook
 
@@ -347,18 +347,33 @@ class Desk:
         return _jpeg(picture)
 
     # ---- decisions ---------------------------------------------------------------------------
-    def decide_photo(self, sha256: str, user: str, confirmed: bool = False) -> dict[str, Any]:
+    def decide_photo(
+        self, sha256: str, user: str, confirmed: bool = False, shown: list[int] | None = None
+    ) -> dict[str, Any]:
         """"None of these" for every open resemblance card of one photo at once (a group photo whose
-        faces all need a person); the same confirmation rule as one by one."""
+        faces all need a person). ``shown``: the card ids the reviewer's page showed; if the open
+        cards are not exactly those now (another face opened, one was answered elsewhere), nothing
+        is settled. Every face this clears resembles a student (it is within review distance), so
+        one confirmation listing each of them, with its closest student and distance, is needed."""
         open_cards = [self.book.card(cid) for cid in self.book.open_cards(sha256).values()]
         faces = [c for c in open_cards if c is not None and c.face != PHOTO and c.candidates]
         if not faces:
             raise KeyError(sha256)
-        close = [c for c in faces if c.candidates[0].distance <= self.settings.block_distance]
+        if shown is not None and sorted(shown) != sorted(c.id for c in faces):
+            raise AlreadySettled(
+                "the faces waiting in this photo are not the ones on your screen any more (answered or added "
+                "elsewhere): nothing was changed; reload the page"
+            )
+        close = [c for c in faces if c.candidates[0].distance <= self.settings.review_distance]
         if close and not confirmed:
+            listed = "; ".join(
+                f"face {c.face + 1}: closest {c.candidates[0].student_id} at {c.candidates[0].distance:.3f}"
+                + (" (would block on its own)" if c.candidates[0].distance <= self.settings.block_distance else "")
+                for c in close
+            )
             raise NeedsConfirmation(
-                f"{len(close)} of these faces are within the block distance of a student: optout-guard would block "
-                "them on its own. Clear them all anyway?"
+                f"{len(close)} of these faces resemble an opted-out student: {listed}. Clear every one of them "
+                "as none of these?"
             )
         # Settled one by one (each in the log), the photo refiled once at the end, not once per face.
         decisions = [self.decide(c.id, NONE, user, add_reference=False, confirmed=True, refile=False)["decision"] for c in faces]
@@ -383,6 +398,8 @@ class Desk:
                 raise ValueError(f"{answer!r} is not one of this face's candidates")
         if card.face == PHOTO and add_reference:
             raise ValueError("a whole photo cannot be a reference photo")
+        if not self.book.is_open(card_id):  # before anything is written (a reference, a note)
+            raise AlreadySettled(self.book.settled_message(card_id))
         if answer == NONE and not confirmed and card.candidates and card.candidates[0].distance <= self.settings.block_distance:
             # Pressing N through a queue clears faces that match a student outright: ask once more.
             c = card.candidates[0]
@@ -444,6 +461,13 @@ class Desk:
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
+        # The face is embedded from the file on disk: it must still be the photo the card was made from
+        # (a library photo replaced since would put another person's face in the student's references).
+        if sha256_file(path) != card.sha256:
+            raise ValueError(
+                f"{path.name} has changed since this card was made: it is not kept as a reference photo; "
+                "answer without adding it, and add a portrait of the student instead"
+            )
         face = Face(card.box, 1.0, card.landmarks, card.page, True)
         tag = f"desk-{card.sha256[:12]}-face{card.face}"
         return add_reference_face(self.settings, self.guard.models, path, face, student_id, tag)

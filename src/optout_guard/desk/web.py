@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.desk.service import MAX_UPLOAD_BYTES, REFERENCE_PX, Desk
-from optout_guard.errors import ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
+from optout_guard.errors import AlreadySettled, ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
 from optout_guard.fsutil import atomic_write
 from optout_guard.review import BLURRED, NONE, UNNAMED
 
@@ -157,10 +157,15 @@ def create_app(desk: Desk) -> Any:
     @bp.post("/api/photos/<sha>/none")
     def api_photo_none(sha: str) -> Any:
         body = request.get_json(silent=True) or {}
+        shown = body.get("card_ids")
+        if not isinstance(shown, list) or not all(isinstance(i, int) for i in shown):
+            return jsonify(error="card_ids: the ids of the cards your page showed, as a list of numbers"), 400
         try:
-            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm"))))
+            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm")), shown))
         except NeedsConfirmation as exc:
             return jsonify(error=str(exc), confirm=str(exc)), 409
+        except AlreadySettled as exc:
+            return jsonify(error=str(exc)), 409
         except KeyError:
             abort(404)
 
@@ -212,6 +217,9 @@ def create_app(desk: Desk) -> Any:
             body.get("answer") == "student" and not answer
         ):
             return jsonify(error="answer must be student (with student_id), unnamed, none, blurred or skip"), 400
+        if body.get("add_reference") and options.lan and not may_see_names():
+            # A new reference photo changes who is protected: the same right as adding a student.
+            return jsonify(error="this account may not add reference photos; ask the privacy officer"), 403
         try:
             return jsonify(
                 desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))
@@ -226,6 +234,9 @@ def create_app(desk: Desk) -> Any:
     @bp.post("/api/decisions/<int:decision_id>/undo")
     def api_undo(decision_id: int) -> Any:
         try:
+            # On the network, an account undoes its own decisions; others' only with the right to see names.
+            if options.lan and not may_see_names() and desk.book.decision_user(decision_id) != (current_user() or ""):
+                return jsonify(error="this account may undo only its own decisions"), 403
             return jsonify(desk.undo(decision_id, current_user() or ""))
         except KeyError:
             abort(404)

@@ -145,12 +145,14 @@ async function settleGroup() {
   busy = true;
   try {
     const path = `/api/photos/${card.sha256}/none`;
+    // The cards this page showed: the desk refuses if anything else waits in the photo now.
+    const shown = { card_ids: [card.id, ...card.group.map((g) => g.id)] };
     let data;
     try {
-      data = await api(path, {});
+      data = await api(path, shown);
     } catch (error) {
       if (!(error.data && error.data.confirm) || !window.confirm(error.data.confirm)) throw error;
-      data = await api(path, { confirm: true });
+      data = await api(path, { ...shown, confirm: true });
     }
     lastDecision = data.decisions[data.decisions.length - 1];
     $("undo").disabled = false;

@@ -1,0 +1,126 @@
+"""Answers on the review desk that cannot go wrong (issue 27): a settled card refuses a second
+answer, the group "none of these" refuses faces the page did not show and lists every face it
+clears, "add as reference" refuses a photo replaced since its card was made, and on the network an
+account undoes only its own decisions and adds references only with the right to."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from conftest import LFW
+from optout_guard.config import load_settings
+from optout_guard.desk import Desk, DeskOptions, create_app
+from optout_guard.errors import AlreadySettled
+from optout_guard.review import NONE
+from optout_guard.users import UserStore
+from test_desk import HUGO, group_photo, sign_in, templates_of, workspace
+
+pytestmark = pytest.mark.data
+
+
+def _token(client) -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+
+
+def test_a_settled_card_refuses_a_second_answer(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions())
+    desk.check_upload(HUGO.name, HUGO.read_bytes(), "a")
+    card = next(c for c in desk.book.queue() if c.candidates)
+    app = create_app(desk)
+    browser_a, browser_b = app.test_client(), app.test_client()
+    token_a, token_b = _token(browser_a), _token(browser_b)  # both pages loaded with the card open
+    if True:
+        first = browser_a.post(f"/api/cards/{card.id}/decide", json={"answer": "student", "student_id": "hugo"},
+                               headers={"X-CSRFToken": token_a})  # fmt: skip
+        assert first.status_code == 200 and first.get_json()["verdict"] == "block"
+        second = browser_b.post(f"/api/cards/{card.id}/decide", json={"answer": "none", "confirm": True},
+                                headers={"X-CSRFToken": token_b})  # fmt: skip
+        assert second.status_code == 409 and "already answered" in second.get_json()["error"]
+    assert desk.book.photo(card.sha256)["verdict"] == "block"  # the first answer stands
+    active = [d for d in desk.book.decisions(10) if not d.get("undone_at")]
+    assert len(active) == 1
+    with pytest.raises(AlreadySettled):  # the library call refuses too, not only the web route
+        desk.book.settle(card.id, NONE, "c")
+
+
+def test_the_group_answer_refuses_faces_the_page_did_not_show_and_lists_what_it_clears(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    (settings.workspace / "config.toml").write_text("block_distance = 0.2\nreview_distance = 0.55\n")
+    desk = Desk(load_settings(settings.workspace, environ={}), DeskOptions())
+    photo = group_photo(tmp_path)
+    desk.check_upload(photo.name, photo.read_bytes(), "a")  # several faces, each resembling a student
+    cards = [c for c in desk.book.queue() if c.candidates]
+    assert len(cards) >= 2
+    sha = cards[0].sha256
+    app = create_app(desk)
+    with app.test_client() as client:
+        token = _token(client)
+        headers = {"X-CSRFToken": token}
+        # The page showed only one of the two faces (the other came later): nothing is settled.
+        stale = client.post(f"/api/photos/{sha}/none", json={"card_ids": [cards[0].id], "confirm": True}, headers=headers)
+        assert stale.status_code == 409 and "not the ones on your screen" in stale.get_json()["error"]
+        assert all(desk.book.is_open(c.id) for c in cards)
+        # Without the ids the page showed, the request is refused outright.
+        assert client.post(f"/api/photos/{sha}/none", json={"confirm": True}, headers=headers).status_code == 400
+        # With them: one confirmation that names each face, its closest student and distance.
+        ids = [c.id for c in cards]
+        asked = client.post(f"/api/photos/{sha}/none", json={"card_ids": ids}, headers=headers)
+        assert asked.status_code == 409
+        text = asked.get_json()["confirm"]
+        for c in cards:
+            assert f"face {c.face + 1}: closest {c.candidates[0].student_id} at {c.candidates[0].distance:.3f}" in text
+        done = client.post(f"/api/photos/{sha}/none", json={"card_ids": ids, "confirm": True}, headers=headers)
+        assert done.status_code == 200 and done.get_json()["settled"] == len(cards)
+
+
+def test_add_as_reference_refuses_a_photo_replaced_since_its_card(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    photo = folder / "review" / HUGO.name
+    shutil.copy(HUGO, photo)
+    desk = Desk(settings, DeskOptions(check_folders=[folder]))
+    desk.import_sources()
+    card = next(c for c in desk.book.queue() if c.candidates)
+    before = templates_of(settings, "hugo")
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0004.jpg", photo)  # replaced under the same name
+    with pytest.raises(ValueError, match="has changed since this card was made"):
+        desk.decide(card.id, "hugo", "officer", add_reference=True)
+    assert templates_of(settings, "hugo") == before  # no face of another person in hugo's references
+    assert desk.book.is_open(card.id)  # and the card still waits for an answer
+
+
+def test_on_the_network_undo_is_ones_own_and_references_need_the_right(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    users = UserStore(settings.index_file.parent)
+    users.add("teacher", "correct horse battery", names=False)
+    users.add("coach", "another long password", names=False)
+    users.add("officer", "staple gun orange tree", names=True)
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
+    photo = group_photo(tmp_path)
+    desk.check_upload(photo.name, photo.read_bytes(), "t")
+    first, second = [c for c in desk.book.queue() if c.candidates][:2]
+    app = create_app(desk)
+    app.config["SERVER_NAME"] = "desk.school.lan"
+    with app.test_client() as teacher:
+        sign_in(teacher, "teacher", "correct horse battery")
+        headers = {"X-CSRFToken": _token(teacher)}
+        answer = {"answer": "student", "student_id": first.candidates[0].student_id, "add_reference": True}
+        ref = teacher.post(f"/api/cards/{first.id}/decide", headers=headers, json=answer)
+        assert ref.status_code == 403 and desk.book.is_open(first.id)
+        mine = teacher.post(f"/api/cards/{first.id}/decide", json={"answer": "none", "confirm": True}, headers=headers)
+        assert mine.status_code == 200
+        decision = mine.get_json()["decision"]
+    with app.test_client() as coach:
+        sign_in(coach, "coach", "another long password")
+        refused = coach.post(f"/api/decisions/{decision}/undo", headers={"X-CSRFToken": _token(coach)})
+        assert refused.status_code == 403 and not desk.book.is_open(first.id)
+    with app.test_client() as teacher:
+        sign_in(teacher, "teacher", "correct horse battery")
+        assert teacher.post(f"/api/decisions/{decision}/undo", headers={"X-CSRFToken": _token(teacher)}).status_code == 200
+        assert desk.book.is_open(first.id)
+    assert desk.book.is_open(second.id)
