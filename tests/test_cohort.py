@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import LFW
 from optout_guard.cli import app
-from optout_guard.cohort import CohortCalibration, calibrate_cohort, group_of, hub_penalties
+from optout_guard.cohort import CohortCalibration, calibrate_cohort, group_of, hub_penalties, own_floors
 from optout_guard.config import Settings
 from optout_guard.enroll import reference_embedding
 from optout_guard.index import FaceIndex, Template
@@ -172,3 +172,90 @@ def index_fingerprint() -> str:
     from optout_guard.models import embedding_fingerprint
 
     return embedding_fingerprint()
+
+
+def test_faces_that_may_be_the_students_themselves_set_no_threshold():
+    """Issue 26: a cohort face within the block distance of a student may be that student under
+    another id: it must not narrow anybody's review (narrowing review turns reviews into allows)."""
+    rng = np.random.default_rng(3)
+    students = rng.normal(size=(6, 128))
+    students *= 0.6 / np.linalg.norm(students, axis=1, keepdims=True)
+    gallery, owners, counts = students, [f"s{i}" for i in range(6)], {f"s{i}": 1 for i in range(6)}
+    cohort = np.repeat(students, 60, axis=0) + rng.normal(scale=0.05, size=(360, 128))  # 0.4-0.8 away: a crowd
+    clean = calibrate(gallery, owners, counts, cohort)
+    poisoned_faces = students[:3] + rng.normal(scale=0.01, size=(3, 128))  # the students' own photos
+    poisoned = calibrate(gallery, owners, counts, np.vstack([cohort, poisoned_faces]))
+    assert poisoned.dropped >= 3 and clean.dropped <= poisoned.dropped - 3
+    assert poisoned.thresholds["1"][1] >= clean.thresholds["1"][1] - 1e-3  # review not narrowed by them
+
+
+def test_review_never_narrows_below_what_a_students_own_photos_need():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(4, 128))
+    base *= 0.6 / np.linalg.norm(base, axis=1, keepdims=True)
+    # Student "far" has two reference photos 0.46 apart; the others one each.
+    step = rng.normal(size=128)
+    step *= 0.46 / np.linalg.norm(step)
+    gallery = np.vstack([base[0], base[0] + step, base[1:]])
+    owners = ["far", "far", "b", "c", "d"]
+    counts = {"far": 2, "b": 1, "c": 1, "d": 1}
+    floors = own_floors(gallery, owners, review_bound=0.50)
+    assert set(floors) == {"far"} and floors["far"] == pytest.approx(0.46, abs=0.005)
+    # A crowd narrowed the 2-photo group's review to 0.40: far's own photos need 0.46, far keeps 0.46.
+    c = CohortCalibration(400, "d", "", "test", 0.1, 0.3, {}, {"1": (0.35, 0.42), "2": (0.33, 0.40)}, floors)
+    limits = c.limits(2, "far")
+    assert limits is not None and limits.review == pytest.approx(0.46, abs=0.005) and limits.block == 0.33
+    assert c.limits(1, "b").review == 0.42
+    assert CohortCalibration.from_json(c.as_json()).floors == c.floors
+    # And calibrating from a cohort records the floors.
+    cohort = np.repeat(gallery, 80, axis=0) + rng.normal(scale=0.045, size=(400, 128))
+    assert calibrate(gallery, owners, counts, cohort).floors == floors
+    assert "own photos" in limits.source
+
+
+@pytest.mark.data
+def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, models):
+    """`enroll --cohort DIR` with photos of enrolled students among the "children not on the list":
+    refused whole, thresholds unchanged, and the output says what to check."""
+    people = {"colin": "Colin_Powell", "gw": "George_W_Bush"}
+    ws = tmp_path / "ws"
+    for sid, name in people.items():
+        (ws / "enrollments" / sid).mkdir(parents=True)
+        for i in (1, 2):
+            shutil.copy(LFW / name / f"{name}_{i:04d}.jpg", ws / "enrollments" / sid / f"{i}.jpg")
+    run = CliRunner().invoke
+    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    strangers = {f"D{i:03d}": p for i, p in enumerate(_cohort_people(models, 45, set(people.values())))}
+    own = {f"X{i:03d}": LFW / name / f"{name}_{n:04d}.jpg" for i, (name, n) in
+           enumerate((name, n) for name in people.values() for n in range(3, 9))}  # fmt: skip
+    cohort = _id_delivery(tmp_path / "cohort", strangers | own)
+    result = run(app, ["--workspace", str(ws), "enroll", "--cohort", str(cohort), "--json"], catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert doc["cohort"]["calibrated"] is False and doc["cohort"]["refused_for_faces_like_students"] > 3, doc["cohort"]
+    assert "leading zeros" in doc["cohort"]["skipped_because"]
+    assert FaceIndex.load(ws / ".optout-guard" / "index.npz", index_fingerprint()).cohort is None
+    table = run(app, ["--workspace", str(ws), "enroll", "--cohort", str(cohort)], catch_exceptions=False)
+    assert "Cohort not used" in table.stdout and "thresholds unchanged" in table.stdout
+
+
+@pytest.mark.data
+def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, models):
+    """The list says 0101; the photographer's spreadsheet (Excel) says 101. Those photos are the
+    opted-out students' own, never "children not on the list"."""
+    people = {"0101": "Colin_Powell", "0102": "Hugo_Chavez", "0103": "Tony_Blair", "0104": "George_W_Bush"}
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "list.txt").write_text("\n".join(people) + "\n")
+    cohort = _cohort_people(models, 50, set(people.values()))
+    delivery = _id_delivery(
+        tmp_path / "PD", {sid.lstrip("0"): LFW / n / f"{n}_0002.jpg" for sid, n in people.items()}
+        | {f"C{i:03d}": p for i, p in enumerate(cohort)},
+    )
+    result = CliRunner().invoke(app, ["--workspace", str(ws), "sync", str(tmp_path / "list.txt"), "--format", "ids",
+                                      "--photos", str(delivery), "--picture-day", "2026-09-12", "--json"],
+                                catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["cohort_photos"] == 50  # the four opted-out students' photos are not in the cohort …
+    index = FaceIndex.load(ws / ".optout-guard" / "index.npz", index_fingerprint())
+    assert {index.references(s) for s in people} == {1}  # … they protect them

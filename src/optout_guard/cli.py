@@ -802,18 +802,18 @@ def _print_cohort(report) -> None:  # noqa: ANN001 - CohortReport
     """One paragraph on what the cohort did: its photos were used in memory only."""
     c = report.calibration
     if c is None:
-        out.print(f"Cohort not used ({escape(report.skipped_because)}): thresholds unchanged.")
+        style = "bold yellow" if report.refused else "yellow"
+        out.print(f"[{style}]Cohort not used ({escape(report.skipped_because)}): thresholds unchanged.[/]")
         return
-    limits = "; ".join(f"{g} reference photo(s): block {b:.3f}, review {r:.3f}" for g, (b, r) in c.thresholds.items())
     hubs = sum(1 for v in c.penalties.values() if v > 0)
+    moved = [(g, b, r) for g, (b, r) in c.thresholds.items() if (b, r) != report.bounds]
+    limits = "; ".join(f"{g} reference photo(s): block {b:.3f}, review {r:.3f}" for g, b, r in moved)
     out.print(
         f"Cohort: {report.used} faces of children not on the list (embedded in memory, nothing kept but the numbers below). "
-        f"{c.held_share:.0%} of them came within the review distance of some enrolled student"
-        + (
-            f" (target {c.review_share:.0%}): {hubs} students get a hub penalty; {limits}."
-            if c.penalties and hubs
-            else f", within the target of {c.review_share:.0%}: thresholds and penalties unchanged."
-        )
+        f"{c.held_share:.0%} of them came within the review distance of some enrolled student (target {c.review_share:.0%})"
+        + (f"; {c.dropped} left out as too close to an enrolled student (never used to set a threshold)" if c.dropped else "")
+        + f". Hub penalties: {hubs} students. "
+        + (f"Thresholds now, where they differ from the settings': {limits}." if moved else "Thresholds unchanged.")
     )
 
 

@@ -17,6 +17,11 @@ What is kept (in the index, stamped with the cohort's size, a digest of its phot
   come within review of *somebody*; block likewise at ``BLOCK_SHARE``. Neither goes above the
   settings' distances (the benchmark's bounds): the cohort only ever narrows them, and always leaves
   a review band.
+
+Narrowing review is what turns a review into an allow, so the cohort is guarded (issue 26): a
+cohort face within the block distance of an enrolled student sets no threshold (it may be that
+student under another id), a cohort with more than a few such faces is refused outright, and no
+student's review distance narrows below what their own reference photos need.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ MIN_COHORT = 40  # fewer faces than this say too little about a school's childre
 MAX_COHORT = 600  # enough for stable numbers; a larger delivery is sampled (deterministically)
 BLOCK_SHARE = 0.005  # share of the cohort within block distance of somebody (goal: <= 0.5% blocked)
 MIN_BAND = 0.03  # review distance at least this far beyond block: always a band for a person
+# A cohort face within the block distance of an enrolled student may be that student under another
+# id (a delivery whose ids lost their leading zeros) or a look-alike: it never sets a threshold.
+# More than this many such faces (or this share of the cohort) and the cohort is refused outright.
+SUSPECT_LIMIT = 3
+SUSPECT_SHARE = 0.02
 GROUPS = ("1", "2", "3+")
 
 
@@ -54,13 +64,22 @@ class CohortCalibration:
     held_share: float = 0.0  # share of the cohort within the settings' review distance of somebody, before
     penalties: dict[str, float] = field(default_factory=dict)  # student id -> hub penalty
     thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> (block, review)
+    # Student id -> the review distance that student's own reference photos need (each one's
+    # distance to the others): the cohort never narrows that student's review below it.
+    floors: dict[str, float] = field(default_factory=dict)
+    dropped: int = 0  # cohort faces within the block distance of a student, left out
 
-    def limits(self, references: int) -> Limits | None:
+    def limits(self, references: int, student_id: str | None = None) -> Limits | None:
         found = self.thresholds.get(group_of(references))
         if found is None:
             return None
         label = group_of(references)
-        return Limits(found[0], found[1], f"cohort, {label} reference photo{'' if label == '1' else 's'}")
+        block, review = found
+        source = f"cohort, {label} reference photo{'' if label == '1' else 's'}"
+        floor = self.floors.get(student_id or "", 0.0)
+        if floor > review:
+            review, source = floor, f"{source}; review kept at what the student's own photos need"
+        return Limits(block, review, source)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +91,8 @@ class CohortCalibration:
             "held_share": round(self.held_share, 4),
             "penalties": {k: round(v, 5) for k, v in sorted(self.penalties.items())},
             "thresholds": {k: [round(b, 4), round(r, 4)] for k, (b, r) in self.thresholds.items()},
+            "floors": {k: round(v, 4) for k, v in sorted(self.floors.items())},
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -85,6 +106,8 @@ class CohortCalibration:
             float(doc.get("held_share", 0.0)),
             {str(k): float(v) for k, v in dict(doc.get("penalties", {})).items()},
             {str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("thresholds", {})).items()},
+            {str(k): float(v) for k, v in dict(doc.get("floors", {})).items()},
+            int(doc.get("dropped", 0)),
         )
 
 
@@ -98,11 +121,56 @@ def student_cohort_distances(gallery: np.ndarray, owner: np.ndarray, n_students:
     return student_distances(pairwise_distances(cohort, gallery), owner, pairwise_distances(cohort, means))
 
 
+def suspects(per_student: np.ndarray, block_bound: float) -> np.ndarray:
+    """(C,) which cohort faces are within the block distance of some enrolled student."""
+    return np.asarray(np.any(per_student <= block_bound, axis=1))
+
+
+def too_many_suspects(count: int, cohort_size: int) -> bool:
+    return count > max(SUSPECT_LIMIT, SUSPECT_SHARE * cohort_size)
+
+
+def own_floors(gallery: np.ndarray, owner_ids: list[str], review_bound: float) -> dict[str, float]:
+    """Per student with 2+ reference photos: the largest distance of one of them to the others (the
+    closer of the nearest other photo and the others' mean, as the matcher measures). A new photo as
+    unlike the others as one of their own must still be held: review never narrows below this
+    (capped at the settings' review distance, which the cohort never widens)."""
+    floors: dict[str, float] = {}
+    by_student: dict[str, list[int]] = {}
+    for i, s in enumerate(owner_ids):
+        by_student.setdefault(s, []).append(i)
+    for s, rows in by_student.items():
+        if len(rows) < 2:
+            continue
+        refs = np.asarray(gallery[rows], np.float64)
+        worst = 0.0
+        for i in range(len(rows)):
+            others = np.delete(refs, i, axis=0)
+            nearest = float(np.min(np.linalg.norm(others - refs[i], axis=1)))
+            to_mean = float(np.linalg.norm(others.mean(axis=0) - refs[i]))
+            worst = max(worst, min(nearest, to_mean))
+        floors[s] = round(min(worst, review_bound), 4)
+    return floors
+
+
 def hub_penalties(per_student: np.ndarray, k: int = PENALTY_K) -> np.ndarray:
     """(S,) penalty per student from (C, S) cohort distances: max(0, mean_r - r_s)."""
     k = max(1, min(k, per_student.shape[0]))
     r = np.sort(per_student, axis=0)[:k].mean(axis=0)
     return np.maximum(0.0, r.mean() - r)
+
+
+def _out_of_sample(per_student: np.ndarray) -> np.ndarray:
+    """Thresholds are set on faces the penalties were *not* computed from (two halves, each adjusted
+    by the other half's penalties): in-sample, a penalty pushes exactly those cohort faces away, and
+    the held share on new children came out ~2 points above the target (LFW, measured)."""
+    half = np.arange(len(per_student)) % 2 == 0
+    return np.vstack(
+        [
+            per_student[half] + hub_penalties(per_student[~half])[None, :],
+            per_student[~half] + hub_penalties(per_student[half])[None, :],
+        ]
+    )
 
 
 def _share_limits(adjusted: np.ndarray, groups: np.ndarray, share: float) -> dict[str, float]:
@@ -151,25 +219,21 @@ def calibrate_cohort(
     owner = np.array([number[s] for s in owner_ids], np.int64)
     per_student = student_cohort_distances(gallery, owner, len(ids), np.asarray(cohort, np.float64))
     held_now = float(np.mean(np.any(per_student <= review_bound, axis=1)))
+    # Faces that close to a student may be that very student: they set no threshold (the caller
+    # refuses a cohort with more than a few of them: ``too_many_suspects``).
+    close = suspects(per_student, block_bound)
+    dropped = int(close.sum())
     crowded = held_now > review_share
     hubs = crowded and penalise_hubs  # penalise_hubs=False: thresholds alone (the benchmark's lever)
     # Where the district's children do not crowd the review band beyond the target, the cohort
     # changes nothing: measured on LFW, the hub penalty in a 10-25 student gallery cost 4-6 points
-    # of catch to save 0.2-0.5 points of held faces.
-    penalty = hub_penalties(per_student) if hubs else np.zeros(len(ids))
-    # Thresholds are set on faces the penalties were *not* computed from (two halves, each adjusted
-    # by the other half's penalties): in-sample, a penalty pushes exactly those cohort faces away,
-    # and the held share on new children came out ~2 points above the target (LFW, measured).
-    half = np.arange(len(per_student)) % 2 == 0
-    adjusted = np.vstack(
-        [
-            per_student[half] + hub_penalties(per_student[~half])[None, :],
-            per_student[~half] + hub_penalties(per_student[half])[None, :],
-        ]
-    )
+    # of catch to save 0.2-0.5 points of held faces. Penalties and review (what loosens) come only
+    # from faces that cannot be the students themselves; block (which only ever gets stricter) from all.
+    kept = per_student[~close]
+    penalty = hub_penalties(kept) if hubs else np.zeros(len(ids))
     groups = np.array([group_of(references.get(s, 1)) for s in ids])
-    review = _share_limits(adjusted, groups, review_share)
-    block = _share_limits(adjusted, groups, min(BLOCK_SHARE, review_share / 2))
+    review = _share_limits(_out_of_sample(kept), groups, review_share)
+    block = _share_limits(_out_of_sample(per_student), groups, min(BLOCK_SHARE, review_share / 2))
     thresholds: dict[str, tuple[float, float]] = {}
     for g, r in review.items():
         b = min(block[g], block_bound)
@@ -187,4 +251,6 @@ def calibrate_cohort(
         held_share=held_now,
         penalties={s: float(round(penalty[i], 5)) for i, s in enumerate(ids)},
         thresholds=thresholds,
+        floors=own_floors(np.asarray(gallery, np.float64), owner_ids, review_bound),
+        dropped=dropped,
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from optout_guard.cohort import MAX_COHORT, MIN_COHORT, CohortCalibration, calibrate_cohort, cohort_digest
+from optout_guard.cohort import MAX_COHORT, MIN_COHORT, CohortCalibration, calibrate_cohort, cohort_digest, too_many_suspects
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
@@ -173,6 +173,8 @@ class CohortReport:
     used: int = 0  # faces embedded (one per usable photo)
     calibration: CohortCalibration | None = None
     skipped_because: str = ""  # why nothing was calibrated ("" when it was)
+    refused: int = 0  # faces that looked like enrolled students when the cohort was refused for them
+    bounds: tuple[float, float] = (0.0, 0.0)  # the settings' block and review distances it narrows from
 
     def as_json(self) -> dict[str, Any]:
         c = self.calibration
@@ -181,6 +183,8 @@ class CohortReport:
             "faces_used": self.used,
             "calibrated": c is not None,
             "skipped_because": self.skipped_because,
+            "refused_for_faces_like_students": self.refused,
+            "faces_left_out_as_too_close": c.dropped if c else 0,
             "held_share_before": round(c.held_share, 4) if c else None,
             "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
             "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
@@ -199,7 +203,7 @@ def calibrate_with_cohort(
     and thresholds per reference count (``cohort.calibrate_cohort``), store those numbers in
     ``index`` and drop the embeddings. Nothing of the cohort is written anywhere: no embedding, no
     crop, no file name (only their count and a digest of their hashes, to tell cohorts apart)."""
-    report = CohortReport(photos=len(photos))
+    report = CohortReport(photos=len(photos), bounds=(settings.block_distance, settings.review_distance))
     if not settings.cohort:
         report.skipped_because = "the cohort setting is off"
         return report
@@ -233,7 +237,7 @@ def calibrate_with_cohort(
         counts[t.student_id] = counts.get(t.student_id, 0) + 1
     cohort = np.stack(vectors)
     try:
-        report.calibration = index.cohort = calibrate_cohort(
+        calibration = calibrate_cohort(
             index.embeddings,
             [t.student_id for t in index.templates],
             counts,
@@ -248,6 +252,17 @@ def calibrate_with_cohort(
     finally:
         cohort[:] = 0  # the cohort's embeddings end here
         vectors.clear()
+    if too_many_suspects(calibration.dropped, calibration.faces):
+        # Photos of enrolled students among "children not on the list" would narrow their own review
+        # distance (review turns into allow): the whole cohort is refused, the thresholds stay.
+        report.refused = calibration.dropped
+        report.skipped_because = (
+            f"{calibration.dropped} of its {calibration.faces} faces are within the block distance of an enrolled "
+            "student: they may be opted-out students' own photos under other ids (check the delivery's ids "
+            "against the list: leading zeros lost in Excel?) or a mix-up of folders. The cohort was refused"
+        )
+        return report
+    report.calibration = index.cohort = calibration
     return report
 
 

@@ -108,7 +108,7 @@ class FaceIndex:
         number of references when the index has a cohort calibration (and ``cohort`` is on),
         else the settings'."""
         if settings.cohort and self.cohort is not None:
-            found = self.cohort.limits(self.references(student_id))
+            found = self.cohort.limits(self.references(student_id), student_id)
             if found is not None:
                 return found
         return Limits(settings.block_distance, settings.review_distance)
@@ -206,7 +206,7 @@ class FaceIndex:
                 counts[t.student_id] = counts.get(t.student_id, 0) + 1
             cohort = self.cohort if settings.cohort else None
             penalties = np.array([(cohort.penalties.get(s, 0.0) if cohort is not None else 0.0) for s in ids])
-            limits: list[Limits | None] = [(cohort.limits(counts.get(s, 1)) if cohort is not None else None) for s in ids]
+            limits: list[Limits | None] = [(cohort.limits(counts.get(s, 1), s) if cohort is not None else None) for s in ids]
             cached = self._judging_cache[key] = (penalties, limits)
         return cached
 

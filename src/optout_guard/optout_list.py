@@ -141,6 +141,13 @@ class OptOutList:
         return {sid: s for sid, s in self.students.items() if s.source == "local"}
 
 
+def normalise_id(student_id: str) -> str:
+    """A student id as it compares across files: trimmed, case folded, leading zeros dropped
+    (Excel drops them: "0101" in the SIS export is "101" in a photographer's spreadsheet)."""
+    text = student_id.strip().casefold()
+    return text.lstrip("0") or text
+
+
 def normalise_header(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
 

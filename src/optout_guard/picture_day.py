@@ -22,7 +22,7 @@ from pathlib import Path
 
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write
-from optout_guard.optout_list import OptOutList, normalise_grade, normalise_header, normalise_name, read_text
+from optout_guard.optout_list import OptOutList, normalise_grade, normalise_header, normalise_id, normalise_name, read_text
 
 INDEX_NAME = "INDEX.TXT"
 PSPA_COLUMNS = (
@@ -180,7 +180,9 @@ def match_delivery(
     result = DeliveryMatch(missing_files=missing, problems=problems)
     confirmed = confirmed or {}
     by_name: dict[str, list[str]] = {}
+    by_id: dict[str, list[str]] = {}
     for s in optouts.students.values():
+        by_id.setdefault(normalise_id(s.student_id), []).append(s.student_id)
         by_name.setdefault(normalise_name(s.last) + "|" + normalise_name(s.first), []).append(s.student_id)
     photos_by_name: dict[str, int] = {}
     for p in photos:
@@ -197,8 +199,16 @@ def match_delivery(
                 result.other_students += 1  # a person said "none": not a cohort photo (it was doubtful)
             continue
         if photo.student_id:
+            # The list's own id rule: "101" here is "0101" on the list. An opted-out student's photo
+            # must never land among "children not on the list" (the cohort) for a lost leading zero.
+            same = by_id.get(normalise_id(photo.student_id), [])
             if photo.student_id in optouts.students:
                 result.matched.append((photo.student_id, photo))
+            elif len(same) == 1:
+                result.matched.append((same[0], photo))
+            elif same:
+                reason = f"the id {photo.student_id} matches {len(same)} ids on the list once leading zeros are dropped"
+                result.held.append(Held(photo, tuple(same), reason))
             else:
                 result.other_students += 1
                 result.others.append(photo.path)
