@@ -327,3 +327,25 @@ def test_over_tls_only_holders_of_a_district_certificate_get_in(encrypted_ws, tm
             # The refused Client is collected here: collected inside the next Client's start-up, its
             # __del__ closes a loop that start-up holds, and distributed deadlocks (seen once in CI).
             gc.collect()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["scheduler", "--host", "192.0.2.10"], ["scheduler", "--host", "0.0.0.0"], ["scheduler", "--host", "audit-server"],
+     ["worker", "--scheduler", "tcp://192.0.2.10:8786"], ["worker", "--scheduler", "tls://192.0.2.10:8786"]],  # fmt: skip
+)
+def test_the_cluster_refuses_plain_tcp_off_this_machine(argv, monkeypatch):
+    """Issue 28: Dask's protocol runs pickled code; off loopback it is TLS with the district's
+    certificates or the command refuses to start (exit 2, saying what to set). Nothing is bound."""
+    for name in ("CA", "CERT", "KEY"):
+        monkeypatch.delenv(f"OPTOUT_GUARD_TLS_{name}", raising=False)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert "OPTOUT_GUARD_TLS_CA" in result.output
+
+
+def test_loopback_is_this_machine_only():
+    from optout_guard.cluster import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "", "10.0.0.5", "audit-server", "192.168.1.2", "::"))

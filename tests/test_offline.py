@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -77,3 +78,24 @@ def test_enroll_and_check_make_no_network_calls(tmp_path, samples, no_network):
     )
     assert audited.exit_code == 1, audited.output
     assert no_network == []
+
+
+def test_onnxruntime_telemetry_is_off_before_anything_loads_it(tmp_path, samples):
+    """onnxruntime 1.29+ starts Microsoft's telemetry on import (a device id, an event queue under
+    ~/.cache/Microsoft/DeveloperTools/, an uploader; issue 28). A whole check, in a process whose
+    environment does not say anything about it, must leave no trace of it in the home folder."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env |= {"HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "home" / ".cache")}
+    (tmp_path / "home").mkdir()
+    ws = tmp_path / "ws"
+    (ws / "enrollments" / "grace").mkdir(parents=True)
+    shutil.copy(samples["grace_hopper"], ws / "enrollments" / "grace" / "a.jpg")
+    cli = [str(Path(sys.executable).with_name("optout-guard")), "--workspace", str(ws)]
+    subprocess.run([*cli, "enroll"], env=env, check=True, capture_output=True)
+    done = subprocess.run([*cli, "check", str(samples["astronaut"])], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "1 photos: 0 blocked, 0 to review, 1 allowed" in done.stdout, done.stdout + done.stderr
+    written = [str(p.relative_to(tmp_path / "home")) for p in (tmp_path / "home").rglob("*")]
+    assert not any("Microsoft" in p or "onnxruntime" in p for p in written), written

@@ -137,8 +137,8 @@ class Cluster:
             self.client = Client(self.local)
         elif spec.startswith(("tls://", "tcp://")):
             security = _security(settings) if spec.startswith("tls://") else None
-            host = spec.split("://", 1)[1].rsplit(":", 1)[0]
-            if spec.startswith("tcp://") and host not in ("127.0.0.1", "localhost"):
+            host = spec.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+            if spec.startswith("tcp://") and not is_loopback(host):
                 raise ConfigError(
                     "--cluster over plain tcp:// is for this machine only; across machines use tls:// (docs/cluster.md)"
                 )
@@ -216,16 +216,32 @@ class Cluster:
             self._config.__exit__(None, None, None)
 
 
+_TLS_NEEDED = (
+    "a tls:// cluster needs OPTOUT_GUARD_TLS_CA, OPTOUT_GUARD_TLS_CERT and OPTOUT_GUARD_TLS_KEY (the district CA, "
+    "this machine's certificate and its key): see docs/cluster.md"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost). A name that is not an
+    address counts as the network (it may resolve anywhere), as does an empty host (every address)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _security(settings: Settings) -> Any:
     """Mutual TLS from the district CA: OPTOUT_GUARD_TLS_CA, _TLS_CERT, _TLS_KEY (files)."""
     from distributed.security import Security
 
     ca, cert, key = (os.environ.get(f"OPTOUT_GUARD_TLS_{n}") for n in ("CA", "CERT", "KEY"))
     if not (ca and cert and key):
-        raise ConfigError(
-            "a tls:// cluster needs OPTOUT_GUARD_TLS_CA, OPTOUT_GUARD_TLS_CERT and OPTOUT_GUARD_TLS_KEY (the district CA, "
-            "this machine's certificate and its key): see docs/cluster.md"
-        )
+        raise ConfigError(_TLS_NEEDED)
     for f in (ca, cert, key):
         if not Path(f).is_file():
             raise ConfigError(f"TLS file {f} does not exist")
@@ -237,8 +253,21 @@ def serve(role: str, address: str, port: int = 8786) -> None:
     OPTOUT_GUARD_TLS_* files are set, and no dashboard."""
     import dask
 
+    tls = all(os.environ.get(f"OPTOUT_GUARD_TLS_{n}") for n in ("CA", "CERT", "KEY"))
+    # Dask's protocol runs pickled code by design: off this machine it is TLS with the district's
+    # certificates or nothing (issue 28: a scheduler on a LAN address served plain tcp://).
+    if role == "scheduler":
+        where = address or "0.0.0.0"
+    else:
+        where = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        if address.startswith("tls://") and not tls:
+            raise ConfigError(_TLS_NEEDED)
+    if not tls and not is_loopback(where):
+        raise ConfigError(
+            f"refusing to serve the cluster's protocol unencrypted on {where}: set OPTOUT_GUARD_TLS_CA, "
+            "OPTOUT_GUARD_TLS_CERT and OPTOUT_GUARD_TLS_KEY (docs/cluster.md), or use 127.0.0.1 for this machine only"
+        )
     with dask.config.set(HARDENED):
-        tls = all(os.environ.get(f"OPTOUT_GUARD_TLS_{n}") for n in ("CA", "CERT", "KEY"))
         # --no-dashboard alone still serves plain HTTP on 0.0.0.0 (measured): bind it to loopback too.
         args: list[str] = ["--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
         if tls:
