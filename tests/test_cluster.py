@@ -332,7 +332,7 @@ def test_over_tls_only_holders_of_a_district_certificate_get_in(encrypted_ws, tm
 @pytest.mark.parametrize(
     "argv",
     [["scheduler", "--host", "192.0.2.10"], ["scheduler", "--host", "0.0.0.0"], ["scheduler", "--host", "audit-server"],
-     ["worker", "--scheduler", "tcp://192.0.2.10:8786"], ["worker", "--scheduler", "tls://192.0.2.10:8786"]],  # fmt: skip
+     ["worker", "--scheduler", "tcp://192.0.2.10:8786"], ["worker", "--scheduler", "tls://192.0.2.10:8786"]],
 )
 def test_the_cluster_refuses_plain_tcp_off_this_machine(argv, monkeypatch):
     """Issue 28: Dask's protocol runs pickled code; off loopback it is TLS with the district's
