@@ -280,12 +280,16 @@ def check_clip(
         if annotate_dir is not None:
             annotated = str(write_contact_sheet(path, sha, tracks, matches, Path(annotate_dir)))
         if redact is not None and not broken:
-            redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder), info.shown_stream))
+            redacted = str(write_redacted_clip(path, sha, tracks, matches, Path(redact.folder), guard, info.shown_stream))
             if info.video_streams > 1:
                 reasons = (*reasons, f"the blurred copy holds only video stream {info.shown_stream + 1} of "
                            f"{info.video_streams} (the one players show)")  # fmt: skip
         elif redact is not None:
             reasons = (*reasons, "no blurred copy: the clip could not be decoded to the end")
+    except CopyLeaks as exc:  # the copy was read back and a face could still be seen: none is kept
+        reasons = (*reasons, str(exc))
+        if verdict is Verdict.ALLOW:
+            verdict = Verdict.REVIEW
     except Exception as exc:  # a copy that fails is said, never an allow
         log.exception("writing a copy of %s failed", path)
         reasons = (*reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
@@ -483,19 +487,88 @@ def render_contact_sheet(tracks: list[_Track], matches: list[FaceMatch]) -> Imag
     return sheet
 
 
+REDACT_MARGIN = 1.0  # seconds around a track that is not clear in which every frame's faces are found
+
+
+class _Redaction:
+    """Which boxes to blur in a frame of a clip's copy fit to post. Boxes are known only at the
+    sampled frames, and a face moves between them; so in the time ranges of every track that is not
+    clear (plus REDACT_MARGIN), the faces of **every** frame are found, and each is blurred unless it
+    is clearly a face that was judged fine (on a clear track's path, and on no other's). The same
+    rule then finds any face left in the copy: :meth:`leaks`."""
+
+    def __init__(self, tracks: list[_Track], matches: list[FaceMatch], stream: int, guard: Guard) -> None:
+        pairs = [(t, m) for t, m in zip(tracks, matches, strict=True) if t.stream == stream]
+        self.hidden = [t for t, m in pairs if m.decision is not Decision.CLEAR]
+        self.clear = [t for t, m in pairs if m.decision is Decision.CLEAR]
+        self.ranges = [(t.first - REDACT_MARGIN, t.last + REDACT_MARGIN) for t in self.hidden]
+        self.guard = guard
+        self.frames_searched = 0
+
+    def watched(self, t: float) -> bool:
+        return any(a <= t <= b for a, b in self.ranges)
+
+    def _faces(self, pixels: np.ndarray) -> list[Box]:
+        import cv2
+
+        self.frames_searched += 1
+        height, width = pixels.shape[:2]
+        scale = max(1.0, max(width, height) / WORKING_SIDE)
+        small = pixels if scale == 1.0 else cv2.resize(pixels, (round(width / scale), round(height / scale)),
+                                                        interpolation=cv2.INTER_AREA)  # fmt: skip
+        image = LoadedImage("", "", "clip", (width, height), (small,), scale)
+        return [f.box for f in detect_faces(image, self.guard.settings, self.guard.models)]
+
+    def _fine(self, box: Box, t: float) -> bool:
+        def on(track: _Track) -> bool:
+            path = track.box_at(t)
+            return path is not None and (path.iou(box) >= 0.3 or _close(path, box))
+
+        return any(on(c) for c in self.clear) and not any(on(h) for h in self.hidden)
+
+    def boxes(self, t: float, pixels: np.ndarray) -> list[Box]:
+        held = [b for b in (tr.box_at(t) for tr in self.hidden) if b is not None]
+        if not self.watched(t):
+            return held
+        return held + [b for b in self._faces(pixels) if not self._fine(b, t)]
+
+    def leaks(self, t: float, pixels: np.ndarray) -> list[Box]:
+        """Faces still to be seen in the copy where a face that is not clear was: none, or no copy."""
+        return [b for b in self._faces(pixels) if not self._fine(b, t)] if self.watched(t) else []
+
+
 def write_redacted_clip(
-    path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path, stream: int = 0
+    path: Path | str, sha: str, tracks: list[_Track], matches: list[FaceMatch], out_dir: Path, guard: Guard, stream: int = 0
 ) -> Path:
-    """The clip (its video stream ``stream``) with every track that is not clear blurred in every
-    frame it is on screen (boxes interpolated between sightings and held a moment before and after,
-    grown by a margin), audio copied, no metadata."""
-    hidden = [t for t, m in zip(tracks, matches, strict=True) if m.decision is not Decision.CLEAR and t.stream == stream]
+    """The clip (its video stream ``stream``) with every face that is not clearly fine blurred in
+    every frame it is on screen (:class:`_Redaction`), audio copied, no metadata; then the copy is
+    read back at its full frame rate where those faces were, and if a face can still be found
+    there, the copy is deleted and :class:`CopyLeaks` says when (no copy rather than one that shows
+    a student)."""
+    from optout_guard.media.clip import sample_frames
 
-    def boxes_at(t: float) -> list[Box]:
-        return [b for b in (tr.box_at(t) for tr in hidden) if b is not None]
-
+    redaction = _Redaction(tracks, matches, stream, guard)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(path).stem or "clip"
     target = out_dir / f"{stem}.{sha[:8]}.redacted.mp4"
-    write_blurred_copy(path, target, boxes_at, annotate.blur_regions, stream)
+    write_blurred_copy(path, target, redaction.boxes, annotate.blur_regions, stream)
+    if not redaction.ranges:
+        return target
+    end = max(b for _, b in redaction.ranges)
+    for frame in sample_frames(target, 0.0, WORKING_SIDE, end + 1.0):  # every frame (every = 0)
+        found = redaction.leaks(frame.time, frame.pixels) if redaction.watched(frame.time) else []
+        if found:
+            target.unlink(missing_ok=True)
+            raise CopyLeaks(frame.time)
     return target
+
+
+class CopyLeaks(Exception):
+    """A face that is not clearly fine could still be found in the blurred copy: it was deleted."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__(
+            f"no blurred copy: a face that is not clearly fine could still be seen in it at {format_time(at)}; "
+            "a person must blur this clip"
+        )
+        self.at = at

@@ -222,7 +222,7 @@ def sample_frames(
     stream_number: int = 0,
     decoded: Decoded | None = None,
 ) -> Iterator[Frame]:
-    """Frames of video stream ``stream_number`` at a fixed rate (one per ``every`` seconds), the
+    """Frames of video stream ``stream_number`` at a fixed rate (one per ``every`` seconds; 0: all), the
     first frame after each scene cut, and the last frame; upright, at most ``max_side`` pixels on the
     long side. Time is counted as a player counts it (:class:`Clock`: joined segments follow each
     other). Decoding stops at ``max_seconds`` (``decoded.stopped_at_limit`` says whether frames were
@@ -262,7 +262,7 @@ def sample_frames(
                 pending = None
                 pixels, scale = _working(frame, max_side, rotation)
                 yield Frame(index, t, pixels, scale, cut and t + 1e-6 < next_time)
-                if t + 1e-6 >= next_time:
+                if t + 1e-6 >= next_time and every > 0:  # every = 0: every frame
                     next_time = (math.floor(t / every) + 1) * every
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
             if on_error is not None:
@@ -320,7 +320,7 @@ def format_time(seconds: float) -> str:
 
 
 # ---- the blurred copy ------------------------------------------------------------------------------
-BoxesAt = Callable[[float], list]  # seconds -> the boxes (types.Box, upright original pixels) to blur
+BoxesAt = Callable[[float, np.ndarray], list]  # (seconds, upright frame) -> the boxes (types.Box, its pixels) to blur
 
 
 def write_blurred_copy(
@@ -331,7 +331,7 @@ def write_blurred_copy(
     stream_number: int = 0,
 ) -> None:
     """Re-encode video stream ``stream_number`` of ``source`` to ``target`` (MP4, H.264) with
-    ``blur(pixels, boxes_at(t))`` applied to every upright frame (``t`` counted as
+    ``blur(pixels, boxes_at(t, pixels))`` applied to every upright frame (``t`` counted as
     :func:`sample_frames` counts it); audio packets copied unchanged; no metadata (GPS lives in
     MOV/MP4 atoms). Written to a temp name and renamed: a half-written copy is never left under the
     real name."""
@@ -371,7 +371,7 @@ def write_blurred_copy(
                         rotation = _rotation(video, frame)
                     t = clock(frame.pts)
                     pixels = _upright(frame.to_ndarray(format="rgb24"), rotation)
-                    pixels = blur(pixels, boxes_at(t))[: encoder.height, : encoder.width]
+                    pixels = blur(pixels, boxes_at(t, pixels))[: encoder.height, : encoder.width]
                     if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
                         pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
                     new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
