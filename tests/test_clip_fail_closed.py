@@ -268,3 +268,13 @@ def test_a_copy_that_still_shows_a_face_is_not_kept(colin_ws, tmp_path, monkeypa
     assert result.verdict is Verdict.BLOCK and result.redacted_path is None
     assert any("no blurred copy: a face that is not clearly fine could still be seen" in r for r in result.reasons)
     assert not list((tmp_path / "post").glob("*.mp4"))
+
+
+@pytest.mark.parametrize(("start", "end"), [(1.05, 1.28), (2.40, 2.62)])
+def test_a_student_on_screen_between_two_samples_is_looked_at(colin_ws, tmp_path, start, end):
+    """Issue 25, item 5: three samples a second miss a face on screen for 0.22 s between two of
+    them (a child running through the frame). The scout finds it and it is sampled."""
+    clip = make_clip(tmp_path / "dash.mp4", [Appearance(COLIN, start, end, x=0.3, width=220)], seconds=4, size=(1280, 720),
+                     audio=False)  # fmt: skip
+    result = Guard(colin_ws).check(clip)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons

@@ -71,6 +71,14 @@ def _centerface_pass(image: np.ndarray, in_w: int, in_h: int, threshold: float, 
     return boxes * np.array([width / in_w, height / in_h] * 2), info
 
 
+def quick_boxes(pixels: np.ndarray, threshold: float, models: Models) -> np.ndarray:
+    """Face boxes (N, 4: x, y, w, h in ``pixels``' pixels) from one CenterFace pass at the picture's
+    own size, no landmarks: the clip scout's look at frames between samples (~9 ms at 480×270)."""
+    height, width = pixels.shape[:2]
+    in_w, in_h = max(32, math.ceil(width / 32) * 32), max(32, math.ceil(height / 32) * 32)
+    return _centerface_pass(pixels, in_w, in_h, threshold, models)[0]
+
+
 def _tiles(length: float, overlap: float) -> tuple[int, list[int]]:
     """Split ``length`` (detector pixels) into the fewest equal tiles of at most _TILE that overlap
     by ``overlap``: returns the tile side (a multiple of 32) and the tile origins."""

@@ -30,7 +30,7 @@ from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import decide_faces, unjudged_decision
-from optout_guard.media.clip import Decoded, Frame, format_time, probe, sample_frames, write_blurred_copy
+from optout_guard.media.clip import Decoded, Frame, Scout, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
     Box,
@@ -211,10 +211,12 @@ def check_clip(
         live: list[_Track] = []
         found: list[_Track] = []
         decoded = Decoded()
+        scout = _scout(guard, live) if settings.detector == "centerface" else None
         try:
             for frame in sample_frames(
-                path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error, stream_number=number, decoded=decoded
-            ):
+                path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error, stream_number=number,
+                decoded=decoded, scout=scout,
+            ):  # fmt: skip
                 frames += 1
                 checked_until = max(checked_until, frame.time)
                 _examine(frame, found, live, guard, sha)
@@ -312,6 +314,27 @@ def check_clip(
         problem=problem,
         clip=summary,
     )
+
+
+def _scout(guard: Guard, live: list[_Track]) -> Scout:
+    """Looks at a small frame between samples: sample it when it shows a face that is not where a
+    live track's face last was (a face no sample saw)."""
+    from optout_guard.detection import quick_boxes
+
+    asked: list[tuple[float, Box]] = []  # where a scouted face made a sample (once a second at most)
+
+    def wants(pixels: np.ndarray, scale: float, t: float) -> bool:
+        boxes = quick_boxes(pixels, guard.settings.detection_threshold, guard.models)
+        asked[:] = [(when, b) for when, b in asked if t - when <= LINK_GAP]
+        for x, y, w, h in boxes * scale:
+            box = Box(float(x), float(y), float(w), float(h))
+            near = [tr.boxes[-1][1] for tr in live if t - tr.last <= LINK_GAP] + [b for _, b in asked]
+            if not any(b.iou(box) >= 0.2 or _close(b, box) for b in near):
+                asked.append((t, box))
+                return True
+        return False
+
+    return wants
 
 
 def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guard, sha: str) -> None:

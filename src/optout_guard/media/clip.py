@@ -96,6 +96,13 @@ class Decoded:
     stopped_at_limit: bool = False  # frames were left after ``max_seconds``
 
 
+# Between the fixed samples, every SCOUT_EVERY-th frame is looked at small and cheaply (detection
+# only) for a face no sample saw: a child running through the picture, a pan across a team.
+SCOUT_EVERY = 3
+SCOUT_SIDE = 480
+Scout = Callable[[np.ndarray, float, float], bool]  # (small upright frame, original px per its px, seconds) -> sample it?
+
+
 class Clock:
     """Seconds from the start of a stream as a player counts them. Time stamps of joined segments
     restart (or jump): each backwards step, or forward jump of more than SEGMENT_JUMP, starts a new
@@ -221,13 +228,16 @@ def sample_frames(
     on_error: Callable[[str, float], None] | None = None,
     stream_number: int = 0,
     decoded: Decoded | None = None,
+    scout: Scout | None = None,
 ) -> Iterator[Frame]:
     """Frames of video stream ``stream_number`` at a fixed rate (one per ``every`` seconds; 0: all), the
     first frame after each scene cut, and the last frame; upright, at most ``max_side`` pixels on the
     long side. Time is counted as a player counts it (:class:`Clock`: joined segments follow each
     other). Decoding stops at ``max_seconds`` (``decoded.stopped_at_limit`` says whether frames were
-    left). A decoding error ends the stream: ``on_error(reason, seconds_decoded)`` is told (fail
-    closed: the caller turns it into *review*)."""
+    left). ``scout``: between samples, every SCOUT_EVERY-th frame is shown to it small (SCOUT_SIDE
+    px); a frame it asks for (a face no sample saw) is sampled too. A decoding error ends the
+    stream: ``on_error(reason, seconds_decoded)`` is told (fail closed: the caller turns it into
+    *review*)."""
     import av
 
     decoded = decoded if decoded is not None else Decoded()
@@ -256,7 +266,11 @@ def sample_frames(
                 thumb = frame.reformat(width=64, height=36, format="gray").to_ndarray().astype(np.int16)
                 cut = previous is not None and float(np.mean(np.abs(thumb - previous))) > cut_threshold
                 previous = thumb
-                if t + 1e-6 < next_time and not cut:
+                wanted = False
+                if t + 1e-6 < next_time and not cut and scout is not None and index % SCOUT_EVERY == 0:
+                    small, small_scale = _working(frame, SCOUT_SIDE, rotation)
+                    wanted = scout(small, small_scale, t)
+                if t + 1e-6 < next_time and not cut and not wanted:
                     pending = (index, t, frame)
                     continue
                 pending = None
