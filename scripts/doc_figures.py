@@ -119,7 +119,12 @@ def speed(d: dict) -> list[str]:
         f"| 100 photos of ~2 MP (crowds and groups): one core / 2 workers | {f['one core']['photos_per_second']:.2f} / "
         f"{f['2 workers, 2 cores']['photos_per_second']:.2f} photos/s | — |",
         f"| 8 photos of 12 MP, 2 workers: peak memory of the largest process | {d['big12_folder']['peak_mb']} MB | — |",
-    ]
+    ] + ([
+        f"| one-face photo (250×250), whole command (median of 7) | {st['one_face_command']:.2f} s: interpreter "
+        f"{st['interpreter']:.2f}, importing the command line {st['import_cli']:.2f}, the libraries of a check "
+        f"{st['import_check_libraries']:.2f}, loading the models {st['load_models']:.2f} (one after another; a check loads "
+        f"them in threads while it starts) | — |",
+    ] if (st := d.get("startup")) else [])  # fmt: skip
 
 
 def audit(d: dict) -> list[str]:
@@ -178,6 +183,12 @@ def video(d: dict) -> list[str]:
         f"{sp['check_with_contact_sheet_and_blurred_copy_seconds']:.1f} s; every frame as a photo: about "
         f"{sp['every_frame_as_a_photo_seconds_estimated']:.0f} s | | |",
     ]
+    if "blurred_copy_verified_at_full_frame_rate" in sp:
+        kept = sp["blurred_copy_verified_at_full_frame_rate"]
+        rows.append(f"| the blurred copy, read back at its full frame rate where a face that is not clear was | "
+                    f"{'kept: no such face found in any frame' if kept else 'not kept: a face was still found'} | | |")  # fmt: skip
+    for seconds, c in d.get("short_appearances", {}).items():
+        rows.append(f"| enrolled person on screen {seconds} s, between two samples (face 160 px) | caught {c['caught']}/{c['people']} | | |")
     return rows
 
 

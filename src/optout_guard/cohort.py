@@ -229,10 +229,13 @@ def calibrate_cohort(
     # changes nothing: measured on LFW, the hub penalty in a 10-25 student gallery cost 4-6 points
     # of catch to save 0.2-0.5 points of held faces. Penalties and review (what loosens) come only
     # from faces that cannot be the students themselves; block (which only ever gets stricter) from all.
+    # Each is the more careful of the two (with and without them), so leaving those faces out never
+    # clears a face the whole cohort would have held: a penalty no larger, a review no narrower.
     kept = per_student[~close]
-    penalty = hub_penalties(kept) if hubs else np.zeros(len(ids))
+    penalty = np.minimum(hub_penalties(kept), hub_penalties(per_student)) if hubs else np.zeros(len(ids))
     groups = np.array([group_of(references.get(s, 1)) for s in ids])
-    review = _share_limits(_out_of_sample(kept), groups, review_share)
+    review_all = _share_limits(_out_of_sample(per_student), groups, review_share)
+    review = {g: max(r, review_all[g]) for g, r in _share_limits(_out_of_sample(kept), groups, review_share).items()}
     block = _share_limits(_out_of_sample(per_student), groups, min(BLOCK_SHARE, review_share / 2))
     thresholds: dict[str, tuple[float, float]] = {}
     for g, r in review.items():
