@@ -26,6 +26,7 @@ from optout_guard.config import load_settings
 from optout_guard.enroll import enroll_folder
 from optout_guard.index import FaceIndex, new_key, save_index
 from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.pipeline import Guard
 
 pytest.importorskip("distributed")
 
@@ -349,3 +350,27 @@ def test_loopback_is_this_machine_only():
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "", "10.0.0.5", "audit-server", "192.168.1.2", "::"))
+
+
+def test_a_whole_file_answer_counts_in_a_local_and_a_cluster_audit_alike(encrypted_ws, tmp_path):
+    """Issue 29, B1: a reviewer's answer for a file with no faces (here one that cannot be decoded:
+    "an opted-out student is in it", said by a person who opened it elsewhere) never reached the
+    audit: the plan re-decided only photos with faces, and the cluster dropped answers for results
+    without faces. Both audits now give the person's answer."""
+    from optout_guard.review import UNNAMED, ReviewBook, book_path
+
+    lib = library(tmp_path / "lib", photos=4)
+    (lib / "cut.jpg").write_bytes((LFW / "Tony_Blair" / "Tony_Blair_0001.jpg").read_bytes()[:3000])
+    here = twin(encrypted_ws, tmp_path, "local")
+    for ws, cluster in ((here, None), (encrypted_ws, "local:2")):
+        run_audit(lib, ws, workers=1, cluster=cluster)
+        assert rows(ws, lib)["cut.jpg"][0] == "review"
+        book = ReviewBook(book_path(ws))
+        result = Guard(ws).check(lib / "cut.jpg")
+        book.add_result(result, "audit")
+        card = next(c for c in book.queue(50) if c.sha256 == result.sha256)
+        book.settle(card.id, UNNAMED, "officer")
+        again = run_audit(lib, ws, workers=1, cluster=cluster)
+        assert again.rechecked == 1, (cluster, again)
+        verdict, reasons = rows(ws, lib)["cut.jpg"]
+        assert verdict == "block" and any("said officer" in r for r in reasons), (cluster, reasons)

@@ -202,10 +202,11 @@ class Cluster:
                 done.add(f)
 
     def _with_reviews(self, result: ScanResult) -> ScanResult:
-        if not result.faces or result.sha256 is None:
-            return result
-        matches, verdict, reasons = self.coordinator.settler.settle(result.sha256, list(result.faces), result.notes)
-        return replace(result, faces=tuple(matches), verdict=verdict, reasons=reasons)
+        from optout_guard.review import apply_decisions
+
+        # Workers decide without the review book; its answers count here, as in a local audit
+        # (a whole-file answer too: a face-less result used to be passed over).
+        return apply_decisions(self.coordinator.settler, result)
 
     def close(self) -> None:
         try:

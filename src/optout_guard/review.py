@@ -27,7 +27,7 @@ from optout_guard.config import Settings
 from optout_guard.errors import AlreadySettled
 from optout_guard.fsutil import open_private_db, utc_now
 from optout_guard.matching import photo_verdict
-from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Verdict
+from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Settler, Verdict
 
 BOOK_FILE = "review.sqlite"
 SCHEMA = """
@@ -367,6 +367,19 @@ class ReviewBook:
 
 def _action(answer: str) -> str:
     return {NONE: "none", UNNAMED: "unnamed student", BLURRED: "post blurred copy"}.get(answer, "student")
+
+
+def apply_decisions(settler: Settler, result: ScanResult) -> ScanResult:
+    """What people decided, applied to a result made without it (a cluster worker's): the faces'
+    answers and the whole photo's for a photo with faces or notes; for a file with neither (one
+    that could not be decoded, or a photo without faces), a whole-file answer. The one way every
+    path that did not decide with the settler applies it."""
+    if result.sha256 is None:
+        return result
+    if result.faces or result.notes:
+        matches, verdict, reasons = settler.settle(result.sha256, list(result.faces), result.notes)
+        return dataclasses.replace(result, faces=tuple(matches), verdict=verdict, reasons=reasons)
+    return settler.settle_file(result)
 
 
 def settle_matches(

@@ -6,9 +6,11 @@ none of it. Out come the numbers for the summary and a ``todo`` table, in path o
 reads a page at a time:
 
 - unchanged photo, same gallery            → skipped (only ``last_run`` is written)
-- unchanged photo, gallery or scope changed, or a reviewer decided about it since the last run
-                                           → ``recheck``: its stored faces decided again, no detection;
-                                             a photo without faces needs nothing (its gallery is updated)
+- unchanged photo, gallery or scope changed → ``recheck``: its stored faces decided again, no
+                                             detection; a photo without faces needs nothing (its gallery
+                                             is updated)
+- unchanged photo a reviewer decided about since the last run (a face, the whole photo, a file that
+  could not be decoded)                    → ``recheck``, with or without faces: the answer counts
 - new or changed photo, or last verdict from an error → ``check`` (full check)
 - new photo with the bytes of a photo gone → moved: keeps its result. Only a new file whose *size*
                                              equals that of a photo gone is hashed here; every other
@@ -142,8 +144,8 @@ def plan_run(
         WHERE w.kind != 'kept' AND (
             f.path IS NULL OR :all OR f.size IS NOT w.size OR f.mtime_ns IS NOT w.mtime_ns OR f.verdict IS NULL
             OR f.retry
-            OR ((f.gallery IS NOT w.gallery OR f.sha256 IN (SELECT sha256 FROM decided))
-                AND COALESCE(f.faces NOT IN ('', '[]'), 0)))
+            OR f.sha256 IN (SELECT sha256 FROM decided)
+            OR (f.gallery IS NOT w.gallery AND COALESCE(f.faces NOT IN ('', '[]'), 0)))
         ORDER BY w.path
         """,
         {"all": int(recheck_all)},
