@@ -124,3 +124,26 @@ def test_on_the_network_undo_is_ones_own_and_references_need_the_right(tmp_path,
         assert teacher.post(f"/api/decisions/{decision}/undo", headers={"X-CSRFToken": _token(teacher)}).status_code == 200
         assert desk.book.is_open(first.id)
     assert desk.book.is_open(second.id)
+
+
+def test_a_desk_decision_keeps_the_watchs_copy_fit_to_post(tmp_path, data_dir):
+    """Issue 29, B2: the desk refiled a check-folder photo without the watch's options, so a photo
+    settled on the desk lost its copy fit to post. The watch records its options; the desk files
+    as the watch would, under the folder's filing lock."""
+    from optout_guard.pipeline import Guard
+    from optout_guard.watch import FILING_LOCK, CheckFolder
+
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    folder.mkdir()
+    shutil.copy(HUGO, folder / HUGO.name)
+    CheckFolder(folder, Guard(settings), settle=0.1, arrival_grace=0.0, redact=True).run_once()
+    assert (folder / "review" / f"{HUGO.name}.postable.jpg").is_file()
+    desk = Desk(settings, DeskOptions(check_folders=[folder]))
+    desk.import_sources()
+    card = next(c for c in desk.book.queue() if c.candidates)
+    outcome = desk.decide(card.id, "hugo", "officer", add_reference=False)
+    assert outcome["moved_to"] == f"blocked/{HUGO.name}"
+    assert (folder / "blocked" / f"{HUGO.name}.postable.jpg").is_file()  # still there for staff to post
+    assert not (folder / "review" / f"{HUGO.name}.postable.jpg").exists()
+    assert (folder / FILING_LOCK).exists()  # filed under the folder's lock

@@ -140,6 +140,7 @@ def test_the_check_folder_and_the_audit_take_clips(colin_ws, one_second, tmp_pat
     assert (folder / "blocked" / "game.mp4.postable.mp4").is_file()
     note = (folder / "blocked" / "game.mp4.txt").read_text()
     assert "colin" in note and "0:08" in note
+    assert "Do not post this clip" in note and "this photo" not in note  # a clip is called a clip
     assert not (folder / "NOT CHECKED.txt").exists()
 
     library = tmp_path / "library"

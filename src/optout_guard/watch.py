@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ log = logging.getLogger("optout_guard.watch")
 OUTPUT_DIRS = {Verdict.ALLOW: "allowed", Verdict.BLOCK: "blocked", Verdict.REVIEW: "review"}
 NOTE_FILE = "NOT CHECKED.txt"
 LOCK_FILE = ".optout-guard-watch.lock"
+# Held while a photo is filed (moved into a verdict folder with its outputs), by the watch and by a
+# review desk refiling a photo its reviewer settled: two processes never file in one folder at once.
+FILING_LOCK = ".optout-guard-filing.lock"
+OPTIONS_FILE = "watch-options.json"  # in staging: how the running watch files (redact, recursive)
 # Names that browsers and copy tools use while a file is still arriving.
 _IN_PROGRESS = re.compile(r"(\.part|\.partial|\.crdownload|\.download|\.tmp|\.filepart|~)$|^~\$", re.IGNORECASE)
 _WHAT_TO_DO = {
@@ -82,8 +87,10 @@ def _what_to_do(result: ScanResult, marked_name: str, postable: str) -> list[str
             where = _where(m.face.box, result.size)
             lines.append(f"  - {colour}{', ' + where if where else ''}: {what}")
         lines.append("")
+    clip = result.clip is not None
     if result.verdict is Verdict.BLOCK:
-        copy = f", or post {postable} instead (those faces blurred)" if postable else ", or crop that student out"
+        cut = ", or cut that student out of the clip" if clip else ", or crop that student out"
+        copy = f", or post {postable} instead (those faces blurred)" if postable else cut
         lines.append(_WHAT_TO_DO[Verdict.BLOCK].format(copy=copy))
     elif result.verdict is Verdict.REVIEW:
         if not result.faces and not marked_name:  # the file itself is the problem
@@ -98,6 +105,9 @@ def _what_to_do(result: ScanResult, marked_name: str, postable: str) -> list[str
         lines.append(_WHAT_TO_DO[Verdict.REVIEW].format(choices=choices))
     else:
         lines.append(_WHAT_TO_DO[Verdict.ALLOW])
+    if clip:  # the same advice, for a video clip
+        lines = [line.replace("this photo", "this clip").replace("another photo", "another clip")
+                 .replace("the photo moves", "the clip moves") for line in lines]  # fmt: skip
     return lines
 
 
@@ -170,6 +180,9 @@ class CheckFolder:
         for leftover in self.staging.iterdir():
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
+        # What this watch does when it files (a desk refiling a settled photo does the same, so a
+        # copy fit to post is never lost to a refile by a desk that did not know about it).
+        atomic_write(self.staging / OPTIONS_FILE, json.dumps({"redact": self.redact, "recursive": self.recursive}) + "\n")
         # Notes and copies half-written when the service was killed (temp names, never finished).
         for out_dir in self._out_dirs.values():
             for folder in (out_dir, *(p for p in out_dir.rglob("*") if p.is_dir())):
@@ -214,7 +227,8 @@ class CheckFolder:
     def _say_if_passed_over(self, path: Path) -> None:
         """Things in the check folder that are deliberately not checked are listed in NOT CHECKED.txt,
         never passed over without a word (a folder dropped in, a hidden file)."""
-        if path.parent != self.folder or path.name in {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, self.staging.name}:
+        ours = {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, FILING_LOCK, self.staging.name}
+        if path.parent != self.folder or path.name in ours:
             return
         if path.is_dir():
             self._note_not_photo(
@@ -289,7 +303,8 @@ class CheckFolder:
                     self._unclaim(claimed, path)
                     seen.retry_after = self.clock() + max(self.settle, 1.0)
                     return False
-            self._file(claimed, result, origin=path)
+            with self.filing():
+                self._file(claimed, result, origin=path)
         except BaseException:
             self._unclaim(claimed, path)  # the original goes back to the inbox, to be checked again
             raise
@@ -357,11 +372,35 @@ class CheckFolder:
         return dataclasses.replace(result, verdict=Verdict.REVIEW, reasons=(*result.reasons, why),
                                    annotated_path=None, redacted_path=None)  # fmt: skip
 
+    @classmethod
+    def as_recorded(cls, folder: Path, guard: Guard, activity: Any = None) -> CheckFolder:
+        """The check folder with the options its watch recorded (a copy fit to post, sub-folders as
+        scopes): what a review desk uses to refile a photo there as the watch would."""
+        options: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            options = json.loads((Path(folder) / ".optout-guard-staging" / OPTIONS_FILE).read_text())
+        return cls(folder, guard, activity=activity, redact=bool(options.get("redact")),
+                   recursive=bool(options.get("recursive")))  # fmt: skip
+
+    @contextlib.contextmanager
+    def filing(self, timeout: float = 120.0) -> Iterator[None]:
+        """The folder's filing lock (an OS lock, freed if the process dies)."""
+        from filelock import FileLock
+
+        lock = FileLock(str(self.folder / FILING_LOCK))
+        with lock.acquire(timeout=timeout):
+            hide(self.folder / FILING_LOCK)
+            yield
+
     def refile(self, path: Path) -> tuple[Verdict, Path] | None:
         """Check a photo already filed in one of the verdict folders again — after a person settled
         its faces on the review desk, their decisions count — and move it (with a new marked copy
         and note) when its verdict changed. Returns (verdict, where it is now); None if ``path`` is
-        not a filed photo of this check folder."""
+        not a filed photo of this check folder. Done under the folder's filing lock."""
+        with self.filing():
+            return self._refile(Path(path))
+
+    def _refile(self, path: Path) -> tuple[Verdict, Path] | None:
         path = Path(path).resolve()
         home = next((v for v, d in self._out_dirs.items() if path.is_relative_to(d.resolve())), None)
         if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg", ".postable.mp4")):

@@ -442,7 +442,7 @@ class Desk:
         path = Path(card.photo_path)
         for folder in self.options.check_folders:
             with self.lock:
-                outcome = CheckFolder(folder, self.guard, activity=ActivityLog(self.settings)).refile(path)
+                outcome = CheckFolder.as_recorded(folder, self.guard, activity=ActivityLog(self.settings)).refile(path)
             if outcome is not None:
                 _verdict, where = outcome
                 if where != path.resolve():
