@@ -188,3 +188,52 @@ def test_audit_maps_library_paths_to_scopes(school_ws, tmp_path):
         Path(r["path"]).parent.parent.name: r["verdict"] for r in library_rows(settings, library, ("block", "review", "allow"))
     }
     assert rows == {"Lincoln": "block", "Washington": "block"}
+
+
+@pytest.mark.parametrize("spelling", ["5", "05", "Grade 5", "grade 05", "Gr. 5", "GR5", "5th", "5th grade", "Year 5"])
+def test_grades_in_every_usual_spelling_are_one_grade(spelling):
+    """Issue 28: "Grade 5" and "5th" were not grade 5 (only "05" was): a scope narrowed silently."""
+    from optout_guard.optout_list import normalise_grade
+
+    assert normalise_grade(spelling) == "5"
+    listed = OptOutList({"g": Student("g", "Al", "Bo", spelling, "Lincoln Elementary"), "h": Student("h", "Cy", "Do", "4", "")})
+    assert resolve_scope("Lincoln Elementary", "5", {"g", "h"}, listed).students == {"g"}
+
+
+@pytest.mark.parametrize(("spelling", "grade"), [("K", "K"), ("KG", "K"), ("Kindergarten", "K"), ("Pre-K", "PK"), ("TK", "PK")])
+def test_kindergarten_and_pre_k(spelling, grade):
+    from optout_guard.optout_list import normalise_grade
+
+    assert normalise_grade(spelling) == grade
+
+
+def test_spellings_of_one_school_are_one_school():
+    listed = OptOutList(
+        {
+            "a": Student("a", "Ann", "Lee", "5", "Lincoln Elementary School"),
+            "b": Student("b", "Bo", "Kim", "4", "Lincoln Elementary"),
+            "c": Student("c", "Cy", "Ray", "5", "Washington Middle School"),
+        }
+    )
+    assert resolve_scope("Lincoln Elementary", None, {"a", "b", "c"}, listed).students == {"a", "b"}
+    assert resolve_scope("lincoln elementary school", None, {"a", "b", "c"}, listed).students == {"a", "b"}
+    from optout_guard.sync import similar_school_names
+
+    assert similar_school_names(listed) == [["Lincoln Elementary", "Lincoln Elementary School"]]
+
+
+def test_a_roster_whose_ids_lost_their_leading_zeros_is_an_error_naming_them(tmp_path):
+    (tmp_path / "config.toml").write_text('[scopes.Chess]\nroster = "chess.csv"\n')
+    (tmp_path / "chess.csv").write_text("student_id\n101\n0102\n")
+    enrolled = {"0101", "0102", "0103"}
+    with pytest.raises(ConfigError, match=r"101 \(enrolled as 0101\)"):
+        resolve_scope("Chess", None, enrolled, None, named_scopes(tmp_path))
+    (tmp_path / "chess.csv").write_text("student_id\n0101\n0102\n")
+    assert resolve_scope("Chess", None, enrolled, None, named_scopes(tmp_path)).students == {"0101", "0102"}
+
+
+def test_a_utf16_roster_from_excel_is_read(tmp_path):
+    """Excel's "Unicode text" is UTF-16 with tabs: it crashed `check --scope` and the watcher."""
+    (tmp_path / "config.toml").write_text('[scopes.Band]\nroster = "band.txt"\n')
+    (tmp_path / "band.txt").write_bytes("Student ID\tName\r\na1\tAnn\r\nw1\tCy\r\n".encode("utf-16"))
+    assert resolve_scope("Band", None, ENROLLED, LIST, named_scopes(tmp_path)).students == {"a1", "w1"}

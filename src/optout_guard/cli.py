@@ -794,6 +794,11 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     if p.no_new_photo:
         out.print(f"No new photo in this delivery for {len(p.no_new_photo)} student(s): " + ", ".join(p.no_new_photo[:30]))
     out.print(f"Photos of students not on the list, left alone: {p.other_students}")
+    for names in p.similar_schools:
+        out.print(
+            "[yellow]These school names look like one school:[/] " + "; ".join(escape(n) for n in names)
+            + ". Scopes treat them as one; fix the spelling in the SIS export."
+        )
     if report.cohort is not None:
         _print_cohort(report.cohort)
 

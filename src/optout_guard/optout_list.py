@@ -158,13 +158,34 @@ def normalise_name(name: str) -> str:
     return "".join(c for c in decomposed if c.isalnum()).lower()
 
 
+_GRADE_WORDS = re.compile(r"^(GRADES?|GRD|GR|YEAR|YR)\.?")
+_ORDINAL = re.compile(r"^(\d+)(ST|ND|RD|TH)(GRADE|GR)?$")
+
+
 def normalise_grade(grade: str) -> str:
+    """A grade as it compares across files: "5", "05", "Grade 5", "Gr. 5", "5th", "5th grade" are
+    all "5"; "K", "KG", "Kindergarten" are "K"; "Pre-K", "PK", "TK" are "PK". Anything else is
+    compared as written (upper case, no spaces): a grade that cannot be read is never equal to
+    another by accident (and a student whose grade cannot be read is in every grade's scope)."""
     g = grade.strip().upper().replace("-", "").replace(" ", "")
-    if g in {"K", "KG", "KN", "KDG", "00", "0"}:
+    g = _GRADE_WORDS.sub("", g).lstrip(".")
+    if ordinal := _ORDINAL.match(g):
+        g = ordinal.group(1)
+    if g in {"K", "KG", "KN", "KDG", "KINDER", "KINDERGARTEN", "KINDERGARTNER", "00", "0"}:
         return "K"
-    if g in {"PK", "PREK", "P", "PS", "TK"}:
+    if g in {"PK", "PREK", "PREKINDERGARTEN", "P", "PS", "TK", "PRESCHOOL"}:
         return "PK"
     return g.lstrip("0") or g
+
+
+def school_key(name: str) -> str:
+    """A school's name as it compares across files: "Lincoln Elementary School", "Lincoln
+    Elementary" and "lincoln elementary sch." are one school (a trailing "school" is dropped)."""
+    key = normalise_name(name)
+    for suffix in ("school", "sch"):
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)]
+    return key
 
 
 def read_text(path: Path) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from optout_guard.errors import ConfigError
-from optout_guard.optout_list import OptOutList, normalise_grade, normalise_name
+from optout_guard.optout_list import OptOutList, normalise_grade, normalise_name, school_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,16 +111,33 @@ def named_scopes(workspace: Path) -> dict[str, NamedScope]:
     return found
 
 
-def _roster_ids(path: Path) -> set[str]:
+def _roster_ids(path: Path, enrolled: set[str]) -> set[str]:
+    """The student ids of a roster (first column), read as the opt-out list is read (UTF-8 or
+    UTF-16 or Windows-1252; commas, tabs or semicolons). An id that matches nobody enrolled but
+    would once case and leading zeros are set aside (Excel drops them) is an error naming it: the
+    scope would otherwise silently leave that student out."""
+    from optout_guard.optout_list import _rows, normalise_id, read_text
+
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read the roster {path} ({exc.strerror or exc}); fix the scope in config.toml") from None
     ids = set()
-    for line in text.splitlines():
-        value = line.replace("\t", ",").split(",")[0].strip().strip('"')
+    for row in _rows(text):
+        value = (row[0] if row else "").strip().strip('"').lstrip("\ufeff")
         if value and not value.startswith("#") and value.lower() not in {"id", "student_id", "student id", "student number"}:
             ids.add(value)
+    by_key: dict[str, list[str]] = {}
+    for student in enrolled:
+        by_key.setdefault(normalise_id(student), []).append(student)
+    almost = {i: by_key[normalise_id(i)] for i in sorted(ids - enrolled) if normalise_id(i) in by_key}
+    if almost:
+        shown = "; ".join(f"{i} (enrolled as {', '.join(sorted(v))})" for i, v in list(almost.items())[:10])
+        raise ConfigError(
+            f"the roster {path} has ids that match enrolled students only once leading zeros or case are set aside: "
+            f"{shown}. Fix the roster's ids (Excel drops leading zeros: format the column as text) so that nobody "
+            "is left out of the scope"
+        )
     return ids
 
 
@@ -151,8 +168,8 @@ def resolve_scope(
         else:
             school = name
         if school:
-            schools = {normalise_name(s.school): s.school for s in students.values() if s.school}
-            if normalise_name(school) not in schools:
+            schools = {school_key(s.school): s.school for s in students.values() if s.school}
+            if school_key(school) not in schools:
                 known = sorted(set(schools.values()) | set(named))
                 raise ConfigError(
                     f"unknown scope {name!r}: no student on the opt-out list is at a school of that name, and "
@@ -160,11 +177,12 @@ def resolve_scope(
                 )
     chosen = set(enrolled)
     if roster is not None:
-        chosen &= _roster_ids(roster)
+        chosen &= _roster_ids(roster, chosen)
     if school:
         # Students without a school are in every scope: an incomplete export never unprotects anyone.
-        key = normalise_name(school)
-        chosen = {s for s in chosen if s not in students or not students[s].school or normalise_name(students[s].school) == key}
+        # Spellings of one school ("Lincoln Elementary School", "Lincoln Elementary") are one school.
+        key = school_key(school)
+        chosen = {s for s in chosen if s not in students or not students[s].school or school_key(students[s].school) == key}
     if section:
         key = normalise_name(section)
         chosen = {s for s in chosen if s not in students or not students[s].section or normalise_name(students[s].section) == key}

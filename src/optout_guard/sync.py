@@ -61,6 +61,12 @@ class SyncPlan:
     picture_day: str | None = None
 
     @property
+    def similar_schools(self) -> list[list[str]]:
+        """Spellings of one school in the list ("Lincoln Elementary School", "Lincoln Elementary"):
+        scopes treat them as one school; the district should fix the export all the same."""
+        return similar_school_names(self.optouts)
+
+    @property
     def removals_need_confirmation(self) -> bool:
         """More than a small share of the list would go at once: a partial or filtered export (one
         school, one grade, a truncated file) looks exactly like this, so a person must confirm."""
@@ -132,6 +138,8 @@ class SyncReport:
             "listed_but_missing": [str(m.path) for m in p.missing_files],
             "photos_of_other_students_ignored": p.other_students,
             "students_without_a_new_photo": p.no_new_photo,
+            "school_names_alike": p.similar_schools,
+            "students_whose_school_or_grade_cannot_be_read": unreadable_school_or_grade(p.optouts),
         }
         if self.enroll is not None:
             doc["photos_rejected"] = [{"student_id": s, "photo": ph, "reason": r} for s, ph, r in self.enroll.rejected]
@@ -319,6 +327,28 @@ def protection_source(student_id: str, optouts: OptOutList | None) -> str:
     if student.source == "local":
         return f"added locally {student.added_at[:10]} by {student.added_by}".strip()
     return "opt-out list (SIS export)"
+
+
+def similar_school_names(optouts: OptOutList) -> list[list[str]]:
+    from optout_guard.optout_list import school_key
+
+    spellings: dict[str, set[str]] = {}
+    for student in optouts.students.values():
+        if student.school:
+            spellings.setdefault(school_key(student.school), set()).add(student.school)
+    return [sorted(names) for names in spellings.values() if len(names) > 1]
+
+
+def unreadable_school_or_grade(optouts: OptOutList) -> list[str]:
+    """Students without a school, or whose grade is not a grade: they are in every scope (never
+    left out), listed so that the export can be fixed."""
+    from optout_guard.optout_list import normalise_grade
+
+    def readable(grade: str) -> bool:
+        g = normalise_grade(grade)
+        return g in ("K", "PK") or g.isdigit()
+
+    return sorted(s.student_id for s in optouts.students.values() if not s.school or (s.grade and not readable(s.grade)))
 
 
 def dry_run(plan: SyncPlan, index: FaceIndex) -> SyncReport:
