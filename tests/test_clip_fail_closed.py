@@ -278,3 +278,17 @@ def test_a_student_on_screen_between_two_samples_is_looked_at(colin_ws, tmp_path
                      audio=False)  # fmt: skip
     result = Guard(colin_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
+
+
+def test_a_full_hd_clip_gets_a_verified_copy(colin_ws, tmp_path):
+    """A 1920×1080 clip is examined at 1280 px and searched at 640 px for the copy: the boxes found
+    there are in the clip's own pixels (a mix-up of scales made every 1080p copy 'leak' and none
+    was kept), and strangers who are fine are left as they are."""
+    clip = make_clip(tmp_path / "hd.mp4", [Appearance(HUGO, 0, 3, x=0.1, x_end=0.15, width=240),
+                                            Appearance(COLIN, 1.0, 2.2, x=0.6, width=240)],
+                     seconds=3, size=(1920, 1080), audio=False)  # fmt: skip
+    result = Guard(colin_ws).check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.redacted_path, result.reasons
+    again = Guard(colin_ws).check(result.redacted_path)
+    assert "colin" not in again.blocked_students
+    assert any(m.decision is Decision.CLEAR for m in again.faces)  # the stranger is still there, unblurred
