@@ -171,3 +171,21 @@ def test_the_vectorised_rule_of_benchmarks_and_calibrate_agrees_with_decide_face
         for n, s in zip(nearest, second, strict=True)
     ]
     assert vector.tolist() == one_by_one and 0 < sum(one_by_one) < len(one_by_one)
+
+
+def test_cleared_but_close_counts_faces_cleared_near_the_line():
+    """Issue 26: faces cleared within 0.08 past the review distance that judged them are counted
+    (a figure for the privacy officer; it changes no decision)."""
+    from optout_guard.matching import cleared_but_close
+    from optout_guard.types import Box, Candidate, Decision, Face, FaceMatch, Limits
+
+    face = Face(Box(0, 0, 80, 80), 0.9, np.zeros((5, 2), np.float32))
+
+    def clear(distance: float, limits: Limits | None = None) -> FaceMatch:
+        return FaceMatch(face, Decision.CLEAR, (Candidate("s1", distance, 0.0, limits),), "")
+
+    assert cleared_but_close(clear(0.52), 0.50) and cleared_but_close(clear(0.58), 0.50)
+    assert not cleared_but_close(clear(0.59), 0.50)
+    assert cleared_but_close(clear(0.50, Limits(0.35, 0.44)), 0.50)  # judged by the cohort's 0.44
+    assert not cleared_but_close(clear(0.53, Limits(0.35, 0.44)), 0.50)
+    assert not cleared_but_close(FaceMatch(face, Decision.REVIEW, (Candidate("s1", 0.45),), ""), 0.50)

@@ -390,3 +390,21 @@ def test_a_new_photo_nobody_can_use_is_said_and_exits_3(tmp_path, samples):
     people = json.loads(run(ws, "people", "--json").stdout)["students"][0]
     assert people["rejected"] == [{"photo": "2026-09-10_S1.jpg", "reason": "no face found"}]  # which file, and why
     assert "2026-09-10_S1.jpg: no face found" in run(ws, "people").stdout
+
+
+def test_people_flags_students_protected_by_one_photo(tmp_path, samples):
+    """Issue 26: one picture-day photo missed 3 of 13 later appearances in a walk, and nothing told
+    the IT person; `people` says so, with the one action that helps."""
+    ws = tmp_path / "ws"
+    for sid, photos in (("one", [samples["grace_hopper"]]), ("two", [samples["grace_hopper"], samples["astronaut"]])):
+        (ws / "enrollments" / sid).mkdir(parents=True)
+        for i, p in enumerate(photos):
+            (ws / "enrollments" / sid / f"2026-09-0{i + 1}_{i}.jpg").write_bytes(p.read_bytes())
+    run = CliRunner().invoke
+    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    doc = json.loads(run(app, ["--workspace", str(ws), "people", "--json"]).stdout)
+    advice = {s["student_id"]: s["advice"] for s in doc["students"]}
+    assert advice["one"].startswith("one reference photo only") and "--picture-day" in advice["one"]
+    assert advice["two"] == ""
+    table = run(app, ["--workspace", str(ws), "people"]).stdout
+    assert "protected by one photo only" in table and "weak protection" in table

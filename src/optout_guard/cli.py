@@ -533,6 +533,7 @@ def people(
                 "newest_photo": status.newest_photo or None,
                 "protected": status.protected,
                 "stale": status.stale,
+                "advice": status.advice,  # the one thing that helps most when protection is weak
                 "protection_from": protection_source(status.student_id, optouts),
                 # None: no cohort covered this student (enrolled after it, or none): penalty 0
                 "hub_penalty": None if penalty is None else round(penalty, 4),
@@ -552,6 +553,8 @@ def people(
             state = "[bold red]NOT PROTECTED[/]"
         elif r["stale"]:
             state = "[yellow]protected, photo over a year old[/]"
+        elif r["reference_photos"] == 1:
+            state = "[yellow]protected by one photo only[/]"
         else:
             state = "[green]protected[/]"
         if index.cohort is None or not settings.cohort:
@@ -574,6 +577,11 @@ def people(
             cohort,
         )
     out.print(table)
+    weak = [r for r in rows if r["advice"]]
+    if weak:
+        out.print(f"[yellow]{len(weak)} student(s) with weak protection:[/]")
+        for r in weak[:30]:
+            out.print(f"  {escape(str(r['student_id']))}: {escape(str(r['advice']))}")
     if index.cohort is not None and settings.cohort:
         c = index.cohort
         out.print(
@@ -754,6 +762,11 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
         out.print("[green]Every student on the list has a usable reference photo.[/]")
     if report.stale:
         out.print(f"[yellow]Newest photo over a year old ({len(report.stale)}):[/] " + ", ".join(report.stale))
+    if report.one_photo:
+        out.print(
+            f"[yellow]Protected by one reference photo only ({len(report.one_photo)}):[/] " + ", ".join(report.one_photo[:30])
+            + ". Children change fast: back-fill last year's delivery (sync --photos LAST_YEAR --picture-day DATE)."
+        )
     out.print(
         f"Students added{verb}: {len(p.added_students)}" + (f" ({', '.join(p.added_students[:20])})" if p.added_students else "")
     )
@@ -986,6 +999,9 @@ def audit(
         )
     out.print(f"Library now: [red]{totals.get('block', 0)} blocked[/], [yellow]{totals.get('review', 0)} to review[/], "
               f"[green]{totals.get('allow', 0)} allowed[/].")  # fmt: skip
+    if summary.cleared_but_close:
+        out.print(f"{summary.cleared_but_close} faces checked in this run were cleared although they came close to an "
+                  "enrolled student (within 0.08 past the review distance): the report counts them.")  # fmt: skip
     if report is not None:
         from optout_guard.report import write_audit_report
 

@@ -193,3 +193,20 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     if not matches:
         return Verdict.ALLOW, ("no faces found",)
     return Verdict.ALLOW, (f"{len(matches)} face{'s' if len(matches) > 1 else ''}, none of them an enrolled student", *cleared)
+
+
+# Faces cleared within this distance past the review distance that judged them: counted (per photo,
+# per audit) for the privacy officer, who sees how many decisions sat near the line. It clears
+# nothing and holds nothing: a figure, not a rule.
+CLOSE_MARGIN = 0.08
+
+
+def cleared_but_close(match: FaceMatch, review_distance: float, margin: float = CLOSE_MARGIN) -> bool:
+    """A face cleared although its nearest student was within ``margin`` past the review distance
+    that judged it (the cohort's for that student, else ``review_distance``)."""
+    if match.decision is not Decision.CLEAR or not match.candidates:
+        return False
+    nearest = match.candidates[0]
+    limit = nearest.limits.review if nearest.limits is not None else review_distance
+    return nearest.distance <= limit + margin
+

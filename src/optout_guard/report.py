@@ -12,6 +12,7 @@ from typing import Any
 from optout_guard import __version__
 from optout_guard.config import Settings
 from optout_guard.fsutil import atomic_write, private_dir
+from optout_guard.matching import cleared_but_close
 from optout_guard.types import FaceMatch, ScanResult, Verdict
 
 # 2: "scope" per photo; per face "thresholds" and each candidate's "hub_penalty". 3: "kind" (photo or
@@ -49,7 +50,9 @@ def _thresholds(match: FaceMatch) -> dict[str, Any] | None:
     return {"block": limits.block, "review": limits.review, "source": limits.source}
 
 
-def result_to_dict(result: ScanResult) -> dict[str, Any]:
+def result_to_dict(result: ScanResult, review_distance: float | None = None) -> dict[str, Any]:
+    """One result as JSON; with ``review_distance``, also how many of its faces were cleared but
+    close (within matching.CLOSE_MARGIN past the review distance that judged them)."""
     doc: dict[str, Any] = {
         "path": result.path,
         "kind": result.kind,  # "photo" or "clip"
@@ -66,6 +69,8 @@ def result_to_dict(result: ScanResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "scope": result.scope or "district",  # the students it was checked against (docs/scopes.md)
     }
+    if review_distance is not None:
+        doc["cleared_but_close"] = sum(cleared_but_close(m, review_distance) for m in result.faces)
     if result.clip is not None:
         c = result.clip
         doc["clip"] = {
@@ -104,8 +109,9 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
             "min_face_px": settings.min_face_px,
             "detector": settings.detector,
         },
-        "summary": summary(results, len(skipped)),
-        "photos": [result_to_dict(r) for r in results],
+        "summary": summary(results, len(skipped))
+        | {"cleared_but_close": sum(cleared_but_close(m, settings.review_distance) for r in results for m in r.faces)},
+        "photos": [result_to_dict(r, settings.review_distance) for r in results],
         "skipped": [{"path": p, "reason": why} for p, why in skipped],
     }
 
@@ -190,6 +196,7 @@ def write_audit_report(
             "moved": summary.get("moved", 0),
             "deleted": summary.get("deleted_count", len(changes["deleted"])),
             "seconds": f"{summary.get('seconds', 0):.0f}",
+            "cleared_but_close": summary.get("cleared_but_close", 0),
         },
         blocked=[card(r) for r in rows if r["verdict"] == "block"],
         held=[card(r) for r in rows if r["verdict"] == "review"],

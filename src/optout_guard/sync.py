@@ -82,6 +82,20 @@ class StudentStatus:
     protected: bool
     stale: bool
 
+    @property
+    def advice(self) -> str:
+        """The one thing that helps most, for a student whose protection is weak ("" when none).
+        Children change fast: one picture-day photo misses them a year or two later (an independent
+        walk: 3 of 13 later appearances allowed at 0.51-0.56; a second year's photo caught all three)."""
+        if not self.protected:
+            return "no usable reference photo: add one (optout-guard add) or sync a picture-day delivery"
+        if self.stale:
+            return "newest photo over a year old: sync this year's picture-day delivery, or optout-guard add"
+        if self.reference_photos == 1:
+            return ("one reference photo only: back-fill last year's picture-day delivery (sync --photos LAST_YEAR "
+                    "--picture-day DATE) or add a second photo (optout-guard add)")
+        return ""
+
 
 @dataclass
 class SyncReport:
@@ -99,6 +113,10 @@ class SyncReport:
     @property
     def stale(self) -> list[str]:
         return [s.student_id for s in self.status if s.protected and s.stale]
+
+    @property
+    def one_photo(self) -> list[str]:
+        return [s.student_id for s in self.status if s.protected and not s.stale and s.reference_photos == 1]
 
     @property
     def new_photos_rejected(self) -> list[tuple[str, str, str]]:
@@ -144,7 +162,8 @@ class SyncReport:
         if self.enroll is not None:
             doc["photos_rejected"] = [{"student_id": s, "photo": ph, "reason": r} for s, ph, r in self.enroll.rejected]
             doc["templates_deleted"] = len(self.enroll.removed)
-        doc["students"] = [vars(s) for s in self.status]
+        doc["students"] = [vars(s) | {"advice": s.advice} for s in self.status]
+        doc["one_reference_photo"] = self.one_photo
         doc["cohort_photos"] = len(p.cohort_photos)
         if self.enroll is not None:
             doc["photos_usable"] = len(p.new_photos) - len(self.new_photos_rejected)

@@ -38,6 +38,7 @@ from optout_guard.audit.state import (
 from optout_guard.config import Settings
 from optout_guard.errors import AuditBusy, ConfigError, LibraryLooksUnmounted, OptoutGuardError
 from optout_guard.fsutil import utc_now
+from optout_guard.matching import cleared_but_close
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
@@ -68,6 +69,7 @@ class AuditSummary:
     changed_count: int = 0
     totals: dict[str, int] = field(default_factory=dict)  # verdicts over the whole library
     seconds: float = 0.0
+    cleared_but_close: int = 0  # faces this run cleared within matching.CLOSE_MARGIN past review
 
 
 _now = utc_now
@@ -329,6 +331,7 @@ def _audit(
                 summary.changed.append((display_path(name), before, result.verdict.value))
         if cache is not None and result.sha256 and vectors is not None:
             cache.put(result.sha256, vectors)
+        summary.cleared_but_close += sum(cleared_but_close(m, settings.review_distance) for m in result.faces)
         if kind == "recheck":
             summary.rechecked += 1
         else:
