@@ -408,3 +408,49 @@ def test_people_flags_students_protected_by_one_photo(tmp_path, samples):
     assert advice["two"] == ""
     table = run(app, ["--workspace", str(ws), "people"]).stdout
     assert "protected by one photo only" in table and "weak protection" in table
+
+
+def _powerschool_export(path: Path) -> Path:
+    """A PowerSchool-shaped export as districts have it: flag values "Opt Out" / "Allow", numeric SchoolID."""
+    rows = [{"Student_Number": f"{200 + i}", "First_Name": "Ann", "Last_Name": f"Lee{i}", "Grade_Level": "5",
+             "SchoolID": "101" if i % 2 else "205", "DirectoryInfoOptOut": "Opt Out" if i % 4 == 0 else "Allow"}
+            for i in range(20)]  # fmt: skip
+    return write_csv(path, rows)
+
+
+def test_flag_values_other_than_yes_no_are_said_once_and_mapped_in_config(tmp_path):
+    """Issue 28: "Allow" was refused with 20 identical lines, and nothing could map it."""
+    from optout_guard.optout_list import sis_map
+
+    export = _powerschool_export(tmp_path / "export.csv")
+    with pytest.raises(ListRejected) as refused:
+        parse_list(export, "powerschool")
+    text = str(refused.value)
+    assert text.count("'Allow'") == 1 and "15 rows" in text and "opt_out_values" in text
+    (tmp_path / "config.toml").write_text(
+        '[sis]\nopt_out_values = ["Opt Out"]\nnot_opt_out_values = ["Allow"]\n'
+        '[schools]\n101 = "Lincoln Elementary"\n205 = "Washington Middle"\n'
+    )
+    parsed = parse_list(export, "powerschool", district=sis_map(tmp_path))
+    assert sorted(parsed.students) == ["200", "204", "208", "212", "216"]
+    assert {s.school for s in parsed.students.values()} == {"Washington Middle"}
+    from optout_guard.config import load_settings
+
+    load_settings(tmp_path, environ={})  # [sis] and [schools] are not settings: no error
+
+
+def test_a_powerschool_export_syncs_with_its_map_and_scopes_find_the_school(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    export = _powerschool_export(tmp_path / "export.csv")
+    run = CliRunner().invoke
+    refused = run(app, ["--workspace", str(ws), "sync", str(export), "--format", "powerschool", "--dry-run"])
+    assert refused.exit_code == 2 and "opt_out_values" in refused.output
+    (ws / "config.toml").write_text('[sis]\nopt_out_values = ["Opt Out"]\nnot_opt_out_values = ["Allow"]\n')
+    unnamed = run(app, ["--workspace", str(ws), "sync", str(export), "--format", "powerschool", "--dry-run"])
+    assert "Schools are numbers in this export (205)" in unnamed.stdout
+    (ws / "config.toml").write_text('[sis]\nopt_out_values = ["Opt Out"]\nnot_opt_out_values = ["Allow"]\n'
+                                    '[schools]\n101 = "Lincoln Elementary"\n205 = "Washington Middle"\n')  # fmt: skip
+    named = run(app, ["--workspace", str(ws), "sync", str(export), "--format", "powerschool", "--dry-run", "--json"])
+    doc = json.loads(named.stdout)
+    assert doc["students_on_list"] == 5 and doc["school_ids_without_a_name"] == []

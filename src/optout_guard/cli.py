@@ -696,7 +696,10 @@ def sync(
         except ValueError:
             err.print(f"[bold red]error:[/] --picture-day must be a date like 2026-09-15, not {picture_day!r}")
             raise typer.Exit(EXIT_USAGE) from None
-    optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout")
+    from optout_guard.optout_list import sis_map
+
+    optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout",
+                         sis_map(settings.workspace))  # fmt: skip
     confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
     if dry_run:
         index = _open_index(settings)
@@ -807,6 +810,14 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
     if p.no_new_photo:
         out.print(f"No new photo in this delivery for {len(p.no_new_photo)} student(s): " + ", ".join(p.no_new_photo[:30]))
     out.print(f"Photos of students not on the list, left alone: {p.other_students}")
+    from optout_guard.sync import numeric_schools
+
+    if unnamed := numeric_schools(p.optouts):
+        out.print(
+            f"[yellow]Schools are numbers in this export ({', '.join(escape(n) for n in unnamed[:10])}):[/] a scope "
+            '"Lincoln Elementary" or a school sub-folder of the check folder cannot find them. Name them in config.toml: '
+            '[schools] then one line each, e.g. 101 = "Lincoln Elementary" (docs/sync.md).'
+        )
     for names in p.similar_schools:
         out.print(
             "[yellow]These school names look like one school:[/] " + "; ".join(escape(n) for n in names)

@@ -285,8 +285,8 @@ def load_settings(
             raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix or delete the file") from None
         section = data.get("optout_guard", data)
         for key, value in section.items():
-            if key == "scopes" and isinstance(value, dict):
-                continue  # named scopes: read by scope.named_scopes
+            if key in ("scopes", "sis", "schools") and isinstance(value, dict):
+                continue  # named scopes (scope.named_scopes), the SIS export's map (optout_list.sis_map)
             if key not in _FIELDS or key == "workspace":
                 raise ConfigError(f"{config_path}: unknown setting {key!r}; see docs/settings.md")
             values[key] = _coerce(key, value, str(config_path))

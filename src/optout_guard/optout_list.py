@@ -216,14 +216,64 @@ def _column(header: list[str], wanted: tuple[str, ...], explicit: str | None) ->
     return None
 
 
+@dataclass(frozen=True)
+class SisMap:
+    """How a district's export says things, from config.toml (docs/sync.md)::
+
+        [sis]
+        opt_out_values = ["Opt Out"]      # flag values meaning "opted out" (any case)
+        not_opt_out_values = ["Allow"]    # flag values meaning "not opted out"
+        [schools]
+        101 = "Lincoln Elementary"        # a numeric school id (PowerSchool SchoolID) -> its name
+    """
+
+    opt_out_values: frozenset[str] = frozenset()
+    not_opt_out_values: frozenset[str] = frozenset()
+    schools: dict[str, str] = field(default_factory=dict)
+
+
+def sis_map(workspace: Path) -> SisMap:
+    """The ``[sis]`` and ``[schools]`` tables of the workspace's config.toml (empty when none)."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    path = Path(workspace) / "config.toml"
+    if not path.is_file():
+        return SisMap()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise OptoutGuardError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    sis, schools = dict(data.get("sis", {})), dict(data.get("schools", {}))
+    unknown = set(sis) - {"opt_out_values", "not_opt_out_values"}
+    if unknown:
+        raise OptoutGuardError(f"{path}: [sis] has unknown keys {sorted(unknown)}; use opt_out_values, not_opt_out_values")
+
+    def values(key: str) -> frozenset[str]:
+        raw = sis.get(key, [])
+        raw = [raw] if isinstance(raw, str) else raw
+        return frozenset(str(v).strip().casefold() for v in raw)
+
+    both = values("opt_out_values") & values("not_opt_out_values")
+    if both:
+        raise OptoutGuardError(f"{path}: [sis] lists {sorted(both)} both as opted out and as not opted out")
+    return SisMap(values("opt_out_values"), values("not_opt_out_values"), {str(k).strip(): str(v) for k, v in schools.items()})
+
+
 def parse_list(
     path: Path,
     fmt: str = "generic",
     id_column: str | None = None,
     flag_column: str | None = None,
     flag_means: str = "optout",
+    district: SisMap | None = None,
 ) -> OptOutList:
-    """Read and check an SIS export (or a plain list of ids, ``fmt="ids"``). Raises ListRejected."""
+    """Read and check an SIS export (or a plain list of ids, ``fmt="ids"``). Raises ListRejected.
+    ``district``: the district's flag values and school ids (config.toml ``[sis]``, ``[schools]``)."""
+    sis = district or SisMap()
     path = Path(path)
     if fmt != "ids" and fmt not in FORMATS:
         raise OptoutGuardError(f"unknown list format {fmt!r}; use one of: ids, {', '.join(FORMATS)}")
@@ -234,6 +284,7 @@ def parse_list(
     except OSError as exc:
         raise OptoutGuardError(f"cannot read the opt-out list {path} ({exc.strerror or exc})") from None
     problems: list[tuple[int, str]] = []
+    unknown_flags: dict[str, list[int]] = {}
     result = OptOutList(source=str(path), export_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
     first_line: dict[str, int] = {}
 
@@ -288,18 +339,33 @@ def parse_list(
             if len(row) != len(header):
                 problems.append((line_no, f"{len(row)} columns where the header has {len(header)}"))
                 continue
-            flag = cell("flag").lower()
-            if flag in YES:
+            flag = cell("flag").casefold()
+            if flag in sis.opt_out_values:
+                opted_out = True
+            elif flag in sis.not_opt_out_values:
+                opted_out = False
+            elif flag in YES:
                 opted_out = flag_means == "optout"
             elif flag in NO:
                 opted_out = flag_means == "release" and flag != ""
             else:
-                problems.append((line_no, f"opt-out flag {cell('flag')!r} is neither yes nor no"))
+                unknown_flags.setdefault(cell("flag"), []).append(line_no)  # said once per value, below
                 continue
             if opted_out:
-                add(line_no, Student(cell("id"), cell("first"), cell("last"), cell("grade"), cell("school"), cell("section")))
+                school = cell("school")
+                school = sis.schools.get(school, school)  # a numeric SchoolID -> its name, when mapped
+                add(line_no, Student(cell("id"), cell("first"), cell("last"), cell("grade"), school, cell("section")))
             elif not cell("id"):
                 problems.append((line_no, "no student id"))
+    if unknown_flags:
+        found = ", ".join(f"{v!r} ({len(lines)} row{'s' if len(lines) > 1 else ''}, first on line {lines[0]})"
+                          for v, lines in sorted(unknown_flags.items(), key=lambda kv: kv[1][0]))  # fmt: skip
+        problems.insert(0, (
+            min(lines[0] for lines in unknown_flags.values()),
+            f"the opt-out flag column has values that are neither yes nor no: {found}. Say what each means in "
+            'config.toml, e.g. [sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md); '
+            "nothing is guessed",
+        ))  # fmt: skip
     if problems:
         raise ListRejected(path, problems)
     return result

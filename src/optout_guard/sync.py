@@ -157,6 +157,7 @@ class SyncReport:
             "photos_of_other_students_ignored": p.other_students,
             "students_without_a_new_photo": p.no_new_photo,
             "school_names_alike": p.similar_schools,
+            "school_ids_without_a_name": numeric_schools(p.optouts),
             "students_whose_school_or_grade_cannot_be_read": unreadable_school_or_grade(p.optouts),
         }
         if self.enroll is not None:
@@ -356,6 +357,12 @@ def similar_school_names(optouts: OptOutList) -> list[list[str]]:
         if student.school:
             spellings.setdefault(school_key(student.school), set()).add(student.school)
     return [sorted(names) for names in spellings.values() if len(names) > 1]
+
+
+def numeric_schools(optouts: OptOutList) -> list[str]:
+    """School "names" that are numbers (PowerSchool's SchoolID): scopes and school sub-folders need
+    names, so a [schools] map in config.toml should say which is which."""
+    return sorted({s.school for s in optouts.students.values() if s.school.strip().isdigit()})
 
 
 def unreadable_school_or_grade(optouts: OptOutList) -> list[str]:
