@@ -189,3 +189,15 @@ def test_cleared_but_close_counts_faces_cleared_near_the_line():
     assert cleared_but_close(clear(0.50, Limits(0.35, 0.44)), 0.50)  # judged by the cohort's 0.44
     assert not cleared_but_close(clear(0.53, Limits(0.35, 0.44)), 0.50)
     assert not cleared_but_close(FaceMatch(face, Decision.REVIEW, (Candidate("s1", 0.45),), ""), 0.50)
+
+
+def test_one_reason_given_for_many_faces_is_one_line_with_its_count():
+    """Issue 28: "B" on a crowd photo wrote the same reason once per face (52 identical lines)."""
+    from optout_guard.matching import photo_verdict
+    from optout_guard.types import Box, Decision, Face, FaceMatch, ReasonCode
+
+    face = Face(Box(0, 0, 30, 30), 0.9, np.zeros((5, 2), np.float32))
+    said = "an opted-out student is in this photo, said officer (2026-12-03)"
+    matches = [FaceMatch(face, Decision.BLOCK, (), said, ReasonCode.MATCH) for _ in range(52)]
+    verdict, reasons = photo_verdict(matches)
+    assert verdict.value == "block" and reasons == (f"{said} (52 faces)",)

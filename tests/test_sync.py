@@ -454,3 +454,24 @@ def test_a_powerschool_export_syncs_with_its_map_and_scopes_find_the_school(tmp_
     named = run(app, ["--workspace", str(ws), "sync", str(export), "--format", "powerschool", "--dry-run", "--json"])
     doc = json.loads(named.stdout)
     assert doc["students_on_list"] == 5 and doc["school_ids_without_a_name"] == []
+
+
+def test_a_student_added_before_any_list_is_kept_by_the_first_sync(tmp_path, samples):
+    """Issue 28: `add S5` before any list said "recorded as a local addition" and recorded nothing;
+    the first sync then proposed removing S5."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    run = CliRunner().invoke
+    added = run(app, ["--workspace", str(ws), "add", "S5", str(samples["grace_hopper"])])
+    assert added.exit_code == 0, added.output
+    assert "the first sync takes them in" in added.stdout and (ws / "optout-additions.json").stat().st_mode & 0o077 == 0
+    (tmp_path / "list.txt").write_text("S1\n")
+    synced = run(app, ["--workspace", str(ws), "sync", str(tmp_path / "list.txt"), "--format", "ids", "--json"])
+    assert synced.exit_code in (0, 3), synced.output
+    doc = json.loads(synced.stdout)
+    assert "S5" not in doc["students_removed"]
+    listed = load_list(ws)
+    assert listed is not None and listed.students["S5"].source == "local"
+    assert not (ws / "optout-additions.json").exists()
+    index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
+    assert index.references("S5") == 1

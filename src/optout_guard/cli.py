@@ -467,7 +467,7 @@ def add(
     from optout_guard.activity_log import ActivityLog
     from optout_guard.index import edit_index, enrollment_in_progress
     from optout_guard.models import get_models
-    from optout_guard.optout_list import Student, is_valid_student_id
+    from optout_guard.optout_list import Student, is_valid_student_id, load_list
     from optout_guard.sync import add_student
 
     settings = _settings(ctx)
@@ -488,7 +488,9 @@ def add(
             out.print(f"  [yellow]photo not usable[/] {escape(photo)}: {escape(why)}")
     if templates:
         out.print(f"[green]{escape(student_id)} is protected now[/] ({templates} reference photo(s)); recorded as a local "
-                  "addition to the opt-out list, kept until the SIS export lists them.")  # fmt: skip
+                  "addition to the opt-out list, kept until the SIS export lists them"
+                  + (" (no list imported yet: the first sync takes them in)." if load_list(settings.workspace) is None
+                     else "."))  # fmt: skip
         raise typer.Exit(EXIT_ALLOW)
     err.print(
         f"[bold red]{escape(student_id)} is NOT PROTECTED:[/] none of the photos could be used; add a clear, recent portrait."
@@ -604,7 +606,7 @@ def remove(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.index import edit_index
-    from optout_guard.optout_list import is_valid_student_id, load_list, save_list
+    from optout_guard.optout_list import drop_pending, is_valid_student_id, load_list, save_list
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
@@ -623,6 +625,7 @@ def remove(
         if optouts is not None and optouts.students.pop(student_id, None) is not None:
             optouts.copied.pop(student_id, None)
             save_list(optouts, settings.workspace)  # the list before the index, as in a sync
+        drop_pending(student_id, settings.workspace)  # an `add` before any list: forgotten too
         removed = index.remove_student(student_id)
     ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
     if not known:

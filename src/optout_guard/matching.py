@@ -160,6 +160,14 @@ _UNJUDGED_TEXT: dict[ReasonCode, tuple[str, str]] = {
 }
 
 
+def _once_each(reasons: list[str]) -> list[str]:
+    """Each reason once, in order; one given for several faces says how many."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    return [r if n == 1 else f"{r} ({n} faces)" for r, n in counts.items()]
+
+
 def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tuple[Verdict, tuple[str, ...]]:
     """The photo's verdict: block if any face blocks; review if any face or note needs a person."""
     reasons: list[str] = []
@@ -179,6 +187,7 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     if counts:  # any other reason a face was not judged
         n = sum(counts.values())
         reasons.append("1 face could not be judged" if n == 1 else f"{n} faces could not be judged")
+    reasons = _once_each(reasons)  # 52 faces answered at once read as one line, with their count
     reasons.extend(notes)
     # What a person decided stays visible: "none of …: cleared by NAME (DATE)" (blocks that a person
     # confirmed already say "confirmed as student … by NAME").

@@ -38,6 +38,9 @@ def is_valid_student_id(student_id: str) -> bool:
 
 
 LIST_FILE = "optout-list.json"
+# Students added with `add` before any list was imported: kept here (0600, it names children) until
+# the first sync takes them into the list as local additions.
+PENDING_FILE = "optout-additions.json"
 
 _ID = ("student_id", "studentid", "student_number", "student_no", "id", "sis_id", "local_id", "perm_id", "permanent_id")
 _FIRST = ("first_name", "firstname", "first", "legal_first_name", "given_name", "student_first_name")
@@ -402,3 +405,32 @@ def load_list(workspace: Path) -> OptOutList | None:
     return OptOutList(
         {s.student_id: s for s in students}, doc.get("source", ""), len(students), doc.get("export_sha256", ""), copied
     )
+
+
+def save_pending(student: Student, workspace: Path) -> None:
+    """Record a student added before any list was imported (``load_pending`` reads them back)."""
+    pending = {s.student_id: s for s in load_pending(workspace)}
+    pending[student.student_id] = student
+    doc = {"schema_version": 1, "students": [asdict(s) for s in pending.values()]}
+    atomic_write(Path(workspace) / PENDING_FILE, json.dumps(doc, indent=1), prefix=".optout-additions-")
+
+
+def load_pending(workspace: Path) -> list[Student]:
+    path = Path(workspace) / PENDING_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [Student(**s) for s in json.loads(path.read_text(encoding="utf-8"))["students"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OptoutGuardError(f"{path} is unreadable ({exc}); delete it and add those students again") from None
+
+
+def drop_pending(student_id: str, workspace: Path) -> None:
+    kept = [s for s in load_pending(workspace) if s.student_id != student_id]
+    path = Path(workspace) / PENDING_FILE
+    if not kept:
+        path.unlink(missing_ok=True)
+    elif len(kept) != len(load_pending(workspace)):
+        doc = {"schema_version": 1, "students": [asdict(s) for s in kept]}
+        atomic_write(path, json.dumps(doc, indent=1), prefix=".optout-additions-")
+

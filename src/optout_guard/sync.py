@@ -20,7 +20,7 @@ from optout_guard.config import Settings
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex
-from optout_guard.optout_list import OptOutList, Student, load_list, save_list
+from optout_guard.optout_list import PENDING_FILE, OptOutList, Student, load_list, load_pending, save_list, save_pending
 from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, school_year, write_held
 
 if TYPE_CHECKING:  # enrolling needs OpenCV and dlib: `people` reads this module's status without them
@@ -227,6 +227,8 @@ def plan_sync(
     if previous is not None:
         kept_local = {sid: s for sid, s in previous.local_additions().items() if sid not in optouts.students}
         optouts.copied = {sid: names for sid, names in previous.copied.items() if sid in optouts.students or sid in kept_local}
+    else:  # added with `add` before the first list: they join it as local additions
+        kept_local = {s.student_id: s for s in load_pending(settings.workspace) if s.student_id not in optouts.students}
     optouts.students.update(kept_local)
     ids = optouts.ids()
     return SyncPlan(
@@ -286,6 +288,7 @@ def apply_sync(
             names.append(new.name)
     settings.enrollments.mkdir(parents=True, exist_ok=True)
     save_list(plan.optouts, settings.workspace)
+    (settings.workspace / PENDING_FILE).unlink(missing_ok=True)  # now on the list (as local additions)
     report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
     report.removed_by_list = []  # removals are this sync's own plan, not a surprise
     copied_before = plan.previous.copied if plan.previous is not None else {}
@@ -334,6 +337,8 @@ def add_student(
                 student, source="local", added_at=utc_now(), added_by=user
             )
         save_list(optouts, settings.workspace)
+    else:  # no list imported yet: kept aside, and the first sync takes the student in as a local addition
+        save_pending(dataclasses.replace(student, source="local", added_at=utc_now(), added_by=user), settings.workspace)
     return enroll_folder(settings.enrollments, index, settings, models, optouts=optouts.ids() if optouts is not None else None)
 
 
