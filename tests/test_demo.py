@@ -29,6 +29,12 @@ def test_demo_command_exit_code_and_output(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "d")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "Demo OK" in result.stdout and "BLOCK" in result.stdout
+    # Issue 28: each marked-up copy is named once, and the command to try is one that can be typed.
+    copies = [w for w in result.stdout.split() if w.endswith(".jpg") and "checked" in w]
+    assert copies and len(copies) == len(set(copies)), copies
+    tried = next(line for line in result.stdout.splitlines() if line.startswith("Try it yourself: "))
+    program = tried.split()[3]
+    assert program == "optout-guard" or Path(program).is_file(), tried
 
 
 def test_marked_copy_is_a_clean_jpeg_and_original_untouched(demo_ws, tmp_path, samples):

@@ -211,6 +211,7 @@ def test_a_second_watch_on_the_same_folder_is_refused(lfw_ws, tmp_path):
         args = [CLI, "--workspace", str(lfw_ws.workspace), "watch", str(inbox), "--once"]
         done = subprocess.run(args, capture_output=True, text=True)
         assert done.returncode == 2 and "already being watched" in done.stderr
+        assert f"process {os.getpid()}" in " ".join(done.stderr.split())  # issue 28: it names the other watcher
     finally:
         lock.release()
     folder_lock(inbox).release()  # free again once the first watcher is gone

@@ -861,7 +861,9 @@ def watch(
     settle: Annotated[float, typer.Option(help="Seconds a file must stay unchanged before it is read.")] = 2.0,
     rescan: Annotated[float, typer.Option(help="Seconds between full rescans (the safety net for missed events).")] = 60.0,
     no_recognition: Annotated[bool, typer.Option("--no-recognition", help="Detection only: every face is flagged.")] = False,
-    redact: Annotated[bool, typer.Option("--redact", help="Also write <photo>.postable.jpg: blocked faces blurred.")] = False,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Also write <photo>.postable.jpg: blocked faces and faces under review blurred.")
+    ] = False,
 ) -> None:
     """Watch a folder: each photo dropped in is moved to allowed/, blocked/ or review/ with a note and a marked-up copy."""
     import signal
@@ -969,13 +971,18 @@ def audit(
                 accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
             )  # fmt: skip
     else:
-        state = {"last": time.monotonic(), "started": time.monotonic()}
+        state = {"last": time.monotonic(), "first": 0.0}
 
         def progress(done: int, total: int) -> None:
-            if time.monotonic() - state["last"] >= 10 or done == total:
-                rate = done / max(1e-6, time.monotonic() - state["started"])
-                log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, rate)
-                state["last"] = time.monotonic()
+            now = time.monotonic()
+            if done == 1:
+                state["first"] = now  # the rate counts from the first result, not from start-up
+            if now - state["last"] >= 10 or done == total:
+                if done < 2 or now - state["first"] < 1.0:
+                    log.info("audit: %d of %d photos checked (starting)", done, total)
+                else:
+                    log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, (done - 1) / (now - state["first"]))
+                state["last"] = now
 
         summary = run_audit(
             library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
@@ -1363,16 +1370,17 @@ def demo(
     run = run_demo(directory)
     out.print(f"Workspace: {run.workspace}")
     out.print(f"Enrolled student {DEMO_STUDENT} (Grace Hopper) from {len(run.enroll.added)} reference photo(s).")
-    _print_table(run.results, [], run.annotated)
-    for r in run.results:
-        if r.annotated_path:
-            out.print(f"  {r.verdict.value.upper():6} {r.annotated_path}")
+    _print_table(run.results, [], run.annotated)  # names each marked-up copy once
     problems = run.unexpected()
     if problems:
         err.print("[bold red]The demo did not give the expected verdicts:[/] " + "; ".join(problems))
         raise typer.Exit(EXIT_DEMO_FAILED)
     out.print("[green]Demo OK:[/] the enrolled person was blocked, the other photos were allowed.")
-    out.print(f"Try it yourself: optout-guard --workspace {run.workspace} check {run.workspace / 'photos'}")
+    # The command as it can be typed here: ./run-demo's optout-guard is in .venv/bin, not on the PATH.
+    import shutil
+
+    command = "optout-guard" if shutil.which("optout-guard") else str(Path(sys.argv[0]).resolve())
+    out.print(f"Try it yourself: {command} --workspace {run.workspace} check {run.workspace / 'photos'}")
 
 
 def hoist_workspace(args: list[str]) -> list[str]:

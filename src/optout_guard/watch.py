@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +52,7 @@ LOCK_FILE = ".optout-guard-watch.lock"
 # review desk refiling a photo its reviewer settled: two processes never file in one folder at once.
 FILING_LOCK = ".optout-guard-filing.lock"
 OPTIONS_FILE = "watch-options.json"  # in staging: how the running watch files (redact, recursive)
+PID_FILE = ".optout-guard-watch.pid"  # the process that holds LOCK_FILE (said when a second watch is refused)
 # Names that browsers and copy tools use while a file is still arriving.
 _IN_PROGRESS = re.compile(r"(\.part|\.partial|\.crdownload|\.download|\.tmp|\.filepart|~)$|^~\$", re.IGNORECASE)
 _WHAT_TO_DO = {
@@ -227,7 +229,7 @@ class CheckFolder:
     def _say_if_passed_over(self, path: Path) -> None:
         """Things in the check folder that are deliberately not checked are listed in NOT CHECKED.txt,
         never passed over without a word (a folder dropped in, a hidden file)."""
-        ours = {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, FILING_LOCK, self.staging.name}
+        ours = {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, FILING_LOCK, PID_FILE, self.staging.name}
         if path.parent != self.folder or path.name in ours:
             return
         if path.is_dir():
@@ -518,11 +520,23 @@ def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(Path(folder) / LOCK_FILE))
+    owner = Path(folder) / PID_FILE
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise AlreadyWatched(f"{folder} is already being watched by another optout-guard watch; stop that one first") from None
+        try:
+            pid = owner.read_text().split()[0]
+            who = f" (process {pid}: stop it with `kill {pid}`, or stop its service)"
+        except (OSError, IndexError):
+            who = ""
+        raise AlreadyWatched(
+            f"{folder} is already being watched by another optout-guard watch{who}; stop that one first"
+        ) from None
     hide(Path(folder) / LOCK_FILE)
+    # Who holds the lock, for the next watch that is refused (the lock itself is the OS's, freed at exit).
+    with contextlib.suppress(OSError):
+        atomic_write(owner, f"{os.getpid()} {socket.gethostname()}\n", mode=0o644, prefix=".optout-guard-watch-pid-")
+        hide(owner)
     return lock
 
 
