@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optout_guard import annotate
+from optout_guard import annotate, postable
 from optout_guard.config import Settings
 from optout_guard.detection import ModelDetector
 from optout_guard.embedding import ModelEmbedder, is_upright
@@ -226,7 +226,12 @@ class Guard:
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)
         ]
-        return self.settler.settle(sha256, matches, notes)
+        own = postable.lookup(self.settings, sha256)
+        if own is None:
+            return self.settler.settle(sha256, matches, notes)
+        # A copy fit to post this tool wrote: the faces it blurred are its own doing, and it says so.
+        matches, verdict, reasons = self.settler.settle(sha256, postable.clear_own_blur(own, matches), notes)
+        return matches, verdict, (*reasons, own.describe())
 
     def _check(
         self,
@@ -352,6 +357,12 @@ class Guard:
     ) -> ScanResult:
         """Write the requested copies and assemble the result."""
         copies = annotate.write_copies(image, matches, annotate_dir, redact.folder if redact is not None else None)
+        if copies.postable is not None:
+            blurred = [postable.Blurred(m.face.box) for m in matches if m.decision is not Decision.CLEAR and m.face.page == 0]
+            try:
+                postable.record(self.settings, copies.postable, path, blurred)
+            except OSError as exc:  # the copy stands; re-checked, it is judged like any photo
+                log.warning("could not record the copy fit to post %s: %s", copies.postable, exc)
         if copies.failure is not None:
             reasons = (*reasons, copies.failure)
             if verdict is Verdict.ALLOW:

@@ -14,6 +14,7 @@ and is *review* ("only the first N minutes were checked").
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from optout_guard import annotate
+from optout_guard import annotate, postable
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
@@ -253,10 +254,15 @@ def check_clip(
         why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
         return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
                           seconds=time.perf_counter() - started)  # fmt: skip
+    own = postable.lookup(settings, sha)
+    if own is not None:  # a blurred clip this tool wrote: the faces it blurred are its own doing
+        matches = postable.clear_own_blur(own, matches, [(t.first, t.last) for t in tracks])
     # What reviewers said about this clip's tracks (cards on the desk) counts, as for photos.
     matches, verdict, reasons = guard.settler.settle(sha, matches, tuple(notes))
     if not matches and verdict is Verdict.ALLOW:
         reasons = (f"no faces found in {frames} frames examined ({format_time(checked_until)} of video)",)
+    if own is not None:
+        reasons = (*reasons, own.describe())
     summary = ClipSummary(
         duration=played,
         checked_seconds=checked_until,
@@ -590,7 +596,20 @@ def write_redacted_clip(
         if found:
             target.unlink(missing_ok=True)
             raise CopyLeaks(frame.time)
+    regions = [
+        postable.Blurred(_span_box(t), t.first - REDACT_MARGIN, t.last + REDACT_MARGIN) for t in redaction.hidden if t.boxes
+    ]
+    with contextlib.suppress(OSError):
+        postable.record(guard.settings, target, path, regions)
     return target
+
+
+def _span_box(track: _Track) -> Box:
+    """Every box a track had, as one box (where it was blurred, all told)."""
+    box = track.boxes[0][1]
+    for _, b in track.boxes[1:]:
+        box = _union(box, b)
+    return box
 
 
 class CopyLeaks(Exception):
