@@ -502,9 +502,22 @@ def add(
 @_user_errors
 def people(
     ctx: typer.Context,
+    student_id: Annotated[
+        Optional[str], typer.Argument(metavar="[STUDENT_ID]", help="With --photos: the student whose photos to list.")
+    ] = None,
+    photos: Annotated[
+        bool, typer.Option("--photos", help="Every photo and clip where STUDENT_ID was blocked, held or confirmed.")
+    ] = False,
+    check_folder: Annotated[
+        Optional[list[Path]], typer.Option("--check-folder", help="With --photos: also a check folder's filed photos.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """List enrolled students: reference photos, the newest photo's date, who is not protected or stale."""
+    """List enrolled students: reference photos, the newest photo's date, who is not protected or stale.
+    With STUDENT_ID --photos: every photo of that student the audits, the desk and check folders know."""
+    if photos or student_id:
+        _student_photos(_settings(ctx), student_id, list(check_folder or []), as_json)
+        return
     from optout_guard.index import open_index
     from optout_guard.optout_list import load_list
     from optout_guard.sync import STALE_DAYS, gallery_status, protection_source
@@ -590,6 +603,30 @@ def people(
             f"Cohort: {escape(c.source)}, {c.faces} faces, {c.made_at[:10]}; thresholds per number of reference photos: "
             + "; ".join(f"{g}: block {b}, review {r}" for g, (b, r) in c.thresholds.items())
         )
+
+
+def _student_photos(settings: Settings, student_id: str | None, check_folders: list[Path], as_json: bool) -> None:
+    from optout_guard.appearances import appearances
+
+    if not student_id:
+        err.print("[bold red]error:[/] --photos needs a student id: optout-guard people STUDENT_ID --photos")
+        raise typer.Exit(EXIT_USAGE)
+    found = appearances(settings, student_id, check_folders)
+    if as_json:
+        doc = {"schema_version": 1, "student_id": student_id, "photos": [a.as_json() for a in found]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    if not found:
+        where = "audits, the review desk" + (", the check folders" if check_folders else "")
+        out.print(f"No photo of {escape(student_id)} is known to have been blocked, held or confirmed ({where}).")
+        return
+    table = Table()
+    for col in ("When", "Where", "Photo", "Verdict", "How"):
+        table.add_column(col, overflow="fold")
+    for a in found:
+        table.add_row(a.when[:16].replace("T", " "), a.source, escape(a.path), a.verdict.upper(), escape(a.how))
+    out.print(table)
+    out.print(f"{len(found)} photo(s) and clip(s) of {escape(student_id)}.")
 
 
 @app.command()
