@@ -147,3 +147,15 @@ def test_a_desk_decision_keeps_the_watchs_copy_fit_to_post(tmp_path, data_dir):
     assert (folder / "blocked" / f"{HUGO.name}.postable.jpg").is_file()  # still there for staff to post
     assert not (folder / "review" / f"{HUGO.name}.postable.jpg").exists()
     assert (folder / FILING_LOCK).exists()  # filed under the folder's lock
+
+
+def test_an_index_the_desk_cannot_read_is_a_503_that_says_why(tmp_path, data_dir):
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions())
+    app = create_app(desk)
+    client = app.test_client()
+    token = _token(client)
+    settings.index_file.write_bytes(b"OPTOUT-GUARD-INDEX-AESGCM-1\n" + bytes(200))  # encrypted with a key it lacks
+    sent = client.post("/api/check", data={"photos": (HUGO.open("rb"), "hugo.jpg")}, headers={"X-CSRFToken": token},
+                       content_type="multipart/form-data")  # fmt: skip
+    assert sent.status_code == 503 and "cannot check anything now" in sent.get_json()["error"]

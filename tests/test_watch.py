@@ -249,3 +249,45 @@ def test_bookkeeping_is_marked_hidden_on_windows(tmp_path, monkeypatch):
     monkeypatch.setattr(ctypes, "windll", SimpleNamespace(kernel32=kernel32), raising=False)
     assert hide(tmp_path / ".optout-guard-staging") is True
     assert calls == [(str(tmp_path / ".optout-guard-staging"), 0x12)]  # directory + hidden
+
+
+def test_a_running_watch_stops_when_its_settings_change_and_says_why_when_it_cannot_go_on(tmp_path, data_dir):
+    """Issue 28: enabling index encryption made a running watch log a traceback every 10 s while
+    photos sat in its inbox with no note. Now an edited config.toml (or key file) stops it for its
+    service to start it again with them, and an index it cannot read stops it with a note."""
+    import threading
+
+    from optout_guard.watch import STOPPED_NOTE, SettingsChanged
+
+    ws = make_workspace(tmp_path / "ws", {"colin": [LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg" for i in (1, 2)]})
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    checker = CheckFolder(inbox, Guard(ws), settle=0.1, arrival_grace=0.0)
+    raised: list[BaseException] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            checker.run_forever(polling=True, rescan_every=1.0, stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - what the thread ended with is the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.0)
+    (ws.workspace / "config.toml").write_text("review_distance = 0.55\n")
+    thread.join(timeout=15)
+    stop.set()
+    assert raised and isinstance(raised[0], SettingsChanged)
+
+    # The index replaced by one it cannot read (a new key, elsewhere): the first photo stops it, said in the folder.
+    (ws.workspace / "config.toml").unlink()
+    ws.index_file.write_bytes(b"OPTOUT-GUARD-INDEX-AESGCM-1\n" + os.urandom(200))
+    checker = CheckFolder(inbox, Guard(ws), settle=0.1, arrival_grace=0.0)
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0004.jpg", inbox / "a.jpg")
+    from optout_guard.errors import IndexUnusable
+
+    with pytest.raises(IndexUnusable):
+        checker.run_once()
+    note = (inbox / STOPPED_NOTE).read_text()
+    assert "stopped checking this folder" in note and (inbox / "a.jpg").is_file()  # the photo waits, untouched

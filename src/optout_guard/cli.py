@@ -908,7 +908,7 @@ def watch(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.pipeline import Guard
-    from optout_guard.watch import CheckFolder, folder_lock
+    from optout_guard.watch import CheckFolder, SettingsChanged, folder_lock
 
     if not folder.is_dir():
         err.print(f"[bold red]error:[/] {escape(str(folder))} is not a folder; create it or give the right path")
@@ -916,9 +916,13 @@ def watch(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = _settings(ctx, recognition=False if no_recognition else None)
     guard = Guard(settings)
-    guard.require_models()  # a broken install: refuse to start (never file everything into review/)
-    if settings.recognition:
-        guard.require_index()  # refuse to start without a usable index (nothing would ever be blocked)
+    try:
+        guard.require_models()  # a broken install: refuse to start (never file everything into review/)
+        if settings.recognition:
+            guard.require_index()  # refuse to start without a usable index (nothing would ever be blocked)
+    except OptoutGuardError as exc:  # said in the folder too: staff see why nothing is filed
+        CheckFolder(folder, guard).stopped(str(exc))
+        raise
     lock = folder_lock(folder)
     try:
         checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
@@ -931,6 +935,9 @@ def watch(
                 checker.run_forever(polling=polling, rescan_every=rescan, stop=stop)
             except KeyboardInterrupt:
                 pass
+            except SettingsChanged as exc:  # exit 2: systemd (Restart=on-failure) starts it with the new ones
+                err.print(f"[yellow]{escape(str(exc))}[/]")
+                raise typer.Exit(EXIT_USAGE) from None
     finally:
         lock.release()
     counts = checker.stats.processed

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optout_guard.errors import AlreadyWatched
+from optout_guard.errors import AlreadyWatched, ConfigError, IndexUnusable, ModelUnavailable, OptoutGuardError
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
 from optout_guard.media.photos import sniff
 from optout_guard.pipeline import Guard, Redaction
@@ -51,6 +51,7 @@ LOCK_FILE = ".optout-guard-watch.lock"
 # Held while a photo is filed (moved into a verdict folder with its outputs), by the watch and by a
 # review desk refiling a photo its reviewer settled: two processes never file in one folder at once.
 FILING_LOCK = ".optout-guard-filing.lock"
+STOPPED_NOTE = "CHECK FOLDER STOPPED.txt"  # in the folder while the watch cannot work (removed when it can)
 OPTIONS_FILE = "watch-options.json"  # in staging: how the running watch files (redact, recursive)
 PID_FILE = ".optout-guard-watch.pid"  # the process that holds LOCK_FILE (said when a second watch is refused)
 # Names that browsers and copy tools use while a file is still arriving.
@@ -229,7 +230,7 @@ class CheckFolder:
     def _say_if_passed_over(self, path: Path) -> None:
         """Things in the check folder that are deliberately not checked are listed in NOT CHECKED.txt,
         never passed over without a word (a folder dropped in, a hidden file)."""
-        ours = {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, FILING_LOCK, PID_FILE, self.staging.name}
+        ours = {*OUTPUT_DIRS.values(), NOTE_FILE, LOCK_FILE, FILING_LOCK, PID_FILE, STOPPED_NOTE, self.staging.name}
         if path.parent != self.folder or path.name in ours:
             return
         if path.is_dir():
@@ -262,12 +263,17 @@ class CheckFolder:
         return sorted(ready)
 
     def process_ready(self) -> int:
-        """Check and file every settled photo; returns how many were filed."""
+        """Check and file every settled photo; returns how many were filed. A set-up problem (the
+        index cannot be read — a new key, say —, a model file gone) stops the watch with a note in
+        the folder: retrying every photo every few seconds would only fill the log."""
         done = 0
         for path in self._ready():
             try:
                 if self._process(path):
                     done += 1
+            except (IndexUnusable, ModelUnavailable, ConfigError) as exc:
+                self.stopped(str(exc))
+                raise
             except Exception as exc:
                 self.stats.errors += 1
                 seen = self._seen.get(path)
@@ -373,6 +379,17 @@ class CheckFolder:
         why = "the file kept changing while it was checked; copy it again when it is complete"
         return dataclasses.replace(result, verdict=Verdict.REVIEW, reasons=(*result.reasons, why),
                                    annotated_path=None, redacted_path=None)  # fmt: skip
+
+    def stopped(self, why: str) -> None:
+        """Tell the people who drop photos here that nothing is being checked, and why."""
+        text = (
+            f"optout-guard stopped checking this folder at {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M')}:\n"
+            f"  {why}\n\nPhotos dropped here wait and are checked once it runs again. Tell the person who runs "
+            "optout-guard (the service restarts itself; the log says the same).\n"
+        )
+        with contextlib.suppress(OSError):
+            atomic_write(self.folder / STOPPED_NOTE, _text(text), mode=0o644, prefix=".optout-guard-stopped-")
+        log.error("the check folder %s stopped: %s", self.folder, why)
 
     @classmethod
     def as_recorded(cls, folder: Path, guard: Guard, activity: Any = None) -> CheckFolder:
@@ -496,6 +513,8 @@ class CheckFolder:
                     folder.notice(event.dest_path)
 
         self.prepare()
+        (self.folder / STOPPED_NOTE).unlink(missing_ok=True)  # it works again
+        stamp, next_look = settings_stamp(self.guard.settings), self.clock() + 2.0
         observer = PollingObserver(timeout=2) if polling else Observer()
         observer.schedule(Handler(), str(self.folder), recursive=True)
         observer.start()
@@ -506,6 +525,13 @@ class CheckFolder:
         try:
             while not stop.is_set():
                 self.process_ready()
+                if self.clock() >= next_look:  # config.toml or the index key edited: start again with them
+                    if settings_stamp(self.guard.settings) != stamp:
+                        raise SettingsChanged(
+                            "config.toml or the index key changed: the watch stops so that its service starts it "
+                            "again with them"
+                        )
+                    next_look = self.clock() + 2.0
                 if self.clock() >= next_rescan:
                     self.rescan()
                     next_rescan = self.clock() + rescan_every
@@ -513,6 +539,25 @@ class CheckFolder:
         finally:
             observer.stop()
             observer.join(timeout=5)
+
+
+class SettingsChanged(OptoutGuardError):
+    """config.toml or the index key changed under a running watch (exit 2: the service restarts it)."""
+
+
+def settings_stamp(settings: Any) -> tuple[tuple[int, int] | None, ...]:
+    """What identifies the settings a process started with: config.toml's and the key file's size and time."""
+
+    def stamp(path: Path | None) -> tuple[int, int] | None:
+        if path is None:
+            return None
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    return (stamp(settings.workspace / "config.toml"), stamp(settings.index_key_file))
 
 
 def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock

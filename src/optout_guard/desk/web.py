@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.desk.service import MAX_UPLOAD_BYTES, REFERENCE_PX, Desk
-from optout_guard.errors import AlreadySettled, ConfigError, ImageRejected, NeedsConfirmation, OptoutGuardError
+from optout_guard.errors import (
+    AlreadySettled,
+    ConfigError,
+    ImageRejected,
+    IndexUnusable,
+    ModelUnavailable,
+    NeedsConfirmation,
+    OptoutGuardError,
+)
 from optout_guard.fsutil import atomic_write
 from optout_guard.review import BLURRED, NONE, UNNAMED
 
@@ -89,6 +97,12 @@ def create_app(desk: Desk) -> Any:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.errorhandler(IndexUnusable)
+    @app.errorhandler(ModelUnavailable)
+    def unusable(exc: OptoutGuardError) -> Any:
+        # The index or a model cannot be used now (a new key, a file gone): say what, not a bare 500.
+        return jsonify(error=f"the review desk cannot check anything now: {exc}", unavailable=True), 503
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
