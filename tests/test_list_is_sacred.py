@@ -213,3 +213,31 @@ def test_check_folder_results_open_to_whoever_can_open_the_check_folder(demo_ws,
     for name in ("allowed", "blocked", "review"):
         assert stat.S_IMODE((inbox / name).stat().st_mode) & 0o770 == 0o770
     assert stat.S_IMODE((inbox / ".optout-guard-staging").stat().st_mode) == 0o700
+
+
+def test_what_a_killed_write_left_is_swept_by_the_next_command(tmp_path, samples):
+    """Issue 28: a killed add/sync left `enrollments/<id>/.<name>.jpg.XXXX.tmp` (a student's photo)
+    and `.optout-list-XXXX.tmp` (names), and a killed desk upload its folder: never removed."""
+    import os
+    import time
+
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+
+    ws = tmp_path / "ws"
+    (ws / "enrollments" / "S1").mkdir(parents=True)
+    (ws / "enrollments" / "S1" / "a.jpg").write_bytes(samples["grace_hopper"].read_bytes())
+    photo_tmp = ws / "enrollments" / "S1" / ".b.jpg.k2j3h4.tmp"
+    photo_tmp.write_bytes(b"half of a child's photo")
+    list_tmp = ws / ".optout-list-x9y8.tmp"
+    list_tmp.write_text('{"students": [{"student_id": "S1", "first": "Ann"}]}')
+    upload = ws / ".optout-guard" / "desk-add-abc123"
+    upload.mkdir(parents=True)
+    (upload / "photo-1.jpg").write_bytes(b"a child's photo")
+    old = time.time() - 7200
+    os.utime(upload, (old, old))
+    result = CliRunner().invoke(app, ["--workspace", str(ws), "enroll"])
+    assert result.exit_code == 0, result.output
+    assert not photo_tmp.exists() and not list_tmp.exists() and not upload.exists()
+    assert (ws / "enrollments" / "S1" / "a.jpg").is_file()  # the real photo stays

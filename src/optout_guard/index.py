@@ -333,6 +333,31 @@ def interrupted_enrollment(settings: Settings) -> str | None:
     )
 
 
+def sweep_leftovers(settings: Settings, older_than: float = 3600.0) -> int:
+    """Delete what an interrupted write left in the workspace: temp copies of reference photos in
+    ``enrollments/<id>/`` (a student's photo), of the opt-out list and of pending additions (names),
+    and the desk's upload folders of a killed "family opted out today" (photos of a child) older
+    than ``older_than`` seconds (a younger one may be in use). Run at the start of every command
+    that writes them, and by ``remove``. Returns how many were removed."""
+    import shutil
+    import time
+
+    removed = 0
+    if settings.enrollments.is_dir():
+        for folder in (p for p in settings.enrollments.iterdir() if p.is_dir()):
+            removed += remove_stale_temps(folder, ".")
+    for prefix in (".optout-list-", ".optout-additions-"):
+        removed += remove_stale_temps(settings.workspace, prefix)
+    if settings.state_dir.is_dir():
+        # "tmp*": what a desk of before this version named them.
+        for folder in [*settings.state_dir.glob("desk-add-*"), *settings.state_dir.glob("tmp*")]:
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and time.time() - folder.stat().st_mtime > older_than:
+                    shutil.rmtree(folder)
+                    removed += 1
+    return removed
+
+
 _TMP_PREFIX = ".index-"
 
 
@@ -422,6 +447,7 @@ def edit_index(settings: Settings, rebuild: bool = False, timeout: float = 60.0)
     path = settings.index_file
     with exclusive(path.with_name(path.name + ".lock"), f"the face index {path}", timeout):
         remove_stale_temps(path.parent, _TMP_PREFIX)
+        sweep_leftovers(settings)  # every command that changes the gallery starts from a clean workspace
         if rebuild or not path.exists():
             index = FaceIndex(embedding_fingerprint())  # its first save still counts on from the old file
         else:

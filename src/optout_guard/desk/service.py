@@ -142,7 +142,8 @@ class Desk:
         if not photos:
             raise ValueError("add at least one photo of the student")
         student = Student(student_id, *(fields.get(k, "").strip() for k in ("first", "last", "grade", "school")))
-        with tempfile.TemporaryDirectory(dir=self.state) as tmp:  # private folder: children's photos
+        # Private folder (children's photos); index.sweep_leftovers removes one a kill left behind.
+        with tempfile.TemporaryDirectory(prefix="desk-add-", dir=self.state) as tmp:
             paths = []
             for i, (name, data) in enumerate(photos):
                 suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ".jpg"
