@@ -374,3 +374,22 @@ def test_a_whole_file_answer_counts_in_a_local_and_a_cluster_audit_alike(encrypt
         assert again.rechecked == 1, (cluster, again)
         verdict, reasons = rows(ws, lib)["cut.jpg"]
         assert verdict == "block" and any("said officer" in r for r in reasons), (cluster, reasons)
+
+
+def test_a_local_cluster_writes_nothing_outside_the_workspace_and_stays_quiet(encrypted_ws, tmp_path, monkeypatch, caplog):
+    """Issue 28: `audit --cluster local:2` left $TMPDIR/dask-scratch-space/ outside the workspace, and
+    ~40 lines of Dask INFO (a dashboard address among them) buried the summary."""
+    import logging
+    import tempfile
+
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    lib = library(tmp_path / "lib", photos=4)
+    with caplog.at_level(logging.INFO):
+        run_audit(lib, encrypted_ws, cluster="local:2")
+    assert not (scratch / "dask-scratch-space").exists(), sorted(p.name for p in scratch.iterdir())
+    noisy = [r.getMessage() for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    assert not noisy, noisy[:5]
+    assert not any("dashboard at" in r.getMessage() for r in caplog.records)

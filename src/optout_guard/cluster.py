@@ -119,8 +119,14 @@ class Cluster:
         import dask
         from distributed import Client, LocalCluster
 
-        self._config = dask.config.set(HARDENED)
+        # Every file Dask writes stays in the workspace's private folder (it defaulted to
+        # $TMPDIR/dask-scratch-space), and its INFO lines (and a dashboard address that serves an
+        # empty page) do not bury the audit's summary.
+        self._config = dask.config.set({**HARDENED, "temporary-directory": str(settings.state_dir / "dask-scratch")})
         self._config.__enter__()
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                     "distributed.core", "distributed.http.proxy"):  # fmt: skip
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.local = None
         key = require_key(settings)
         del key  # only checked: workers decrypt with their own copy
