@@ -475,3 +475,28 @@ def test_a_student_added_before_any_list_is_kept_by_the_first_sync(tmp_path, sam
     assert not (ws / "optout-additions.json").exists()
     index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
     assert index.references("S5") == 1
+
+
+def test_add_refuses_an_id_like_another_and_a_photo_unlike_the_student(tmp_path, samples, data_dir):
+    """Issue 28: `add 101` beside 0101 (or `add s0102` beside 0102) made new students, and another
+    person's face under an existing id was taken without a word."""
+    from optout_guard.optout_list import id_lookalike
+
+    assert id_lookalike("101", {"0101"}) == "0101" and id_lookalike("s0102", {"0102"}) == "0102"
+    assert id_lookalike("S0102", {"s0102"}) == "s0102" and id_lookalike("0103", {"0101", "0102"}) is None
+    assert id_lookalike("0101", {"0101"}) is None
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    run = CliRunner().invoke
+    colin = [str(LFW / "Colin_Powell" / f"Colin_Powell_{i:04d}.jpg") for i in (1, 2)]
+    assert run(app, ["--workspace", str(ws), "add", "0101", *colin]).exit_code == 0
+    lookalike = run(app, ["--workspace", str(ws), "add", "101", str(samples["grace_hopper"])])
+    assert lookalike.exit_code == 2 and "looks like the student 0101" in lookalike.output
+    other_face = run(app, ["--workspace", str(ws), "add", "0101", str(samples["grace_hopper"])])
+    assert other_face.exit_code == 2 and "does not look like 0101" in other_face.output
+    same = run(app, ["--workspace", str(ws), "add", "0101", str(LFW / "Colin_Powell" / "Colin_Powell_0003.jpg")])
+    assert same.exit_code == 0, same.output
+    forced = run(app, ["--workspace", str(ws), "add", "101", str(samples["grace_hopper"]), "--force"])
+    assert forced.exit_code == 0
+    index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
+    assert index.references("0101") == 3 and index.references("101") == 1

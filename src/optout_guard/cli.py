@@ -409,6 +409,7 @@ def enroll(
             "unchanged": report.unchanged,
             "removed": [{"student_id": s, "photo": p} for s, p in report.removed],
             "rejected": [{"student_id": s, "photo": p, "reason": r} for s, p, r in report.rejected],
+            "notes": [{"student_id": s, "photo": p, "note": n} for s, p, n in report.notes],
             "skipped_folders": [{"folder": f, "reason": r} for f, r in report.skipped_folders],
             "not_protected": report.not_protected,
             "removed_by_list": report.removed_by_list,
@@ -423,6 +424,8 @@ def enroll(
         )
         for s, p, r in report.rejected:
             out.print(f"  [yellow]rejected[/] {escape(s)}: {escape(p)}: {escape(r)}")
+        for s, p, n in report.notes:
+            out.print(f"  note {escape(s)}: {escape(p)}: {escape(n)}")
         for f, r in report.skipped_folders:
             out.print(f"  [yellow]skipped folder[/] {escape(f)}: {escape(r)}")
         if report.not_protected:
@@ -459,6 +462,9 @@ def add(
     last: Annotated[Optional[str], typer.Option("--last", help="Last name.")] = None,
     school: Annotated[Optional[str], typer.Option("--school", help="School.")] = None,
     grade: Annotated[Optional[str], typer.Option("--grade", help="Grade.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Add even when the id looks like another student's, or the photo unlike theirs.")
+    ] = False,
 ) -> None:
     """Protect one student now (an opt-out form handed in mid-year). Kept by every later sync until the
     SIS export lists the student, or until optout-guard remove. Exit 3 if no photo was usable."""
@@ -468,7 +474,7 @@ def add(
     from optout_guard.index import edit_index, enrollment_in_progress
     from optout_guard.models import get_models
     from optout_guard.optout_list import Student, is_valid_student_id, load_list
-    from optout_guard.sync import add_student
+    from optout_guard.sync import add_student, addition_problem
 
     settings = _settings(ctx)
     if not is_valid_student_id(student_id):
@@ -479,6 +485,9 @@ def add(
         err.print(f"[bold red]error:[/] no such photo: {escape(', '.join(missing))}")
         raise typer.Exit(EXIT_USAGE)
     student = Student(student_id, first or "", last or "", grade or "", school or "")
+    if not force and (problem := addition_problem(settings, student_id, list(photos), get_models())):
+        err.print(f"[bold red]error:[/] {escape(problem)}; nothing was changed. If it is right, add again with --force.")
+        raise typer.Exit(EXIT_USAGE)
     with enrollment_in_progress(settings), edit_index(settings) as index:
         report = add_student(student, list(photos), index, settings, get_models(), getpass.getuser())
         templates = sum(1 for t in index.templates if t.student_id == student_id)

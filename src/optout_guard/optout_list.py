@@ -151,6 +151,22 @@ def normalise_id(student_id: str) -> str:
     return text.lstrip("0") or text
 
 
+def id_lookalike(student_id: str, existing: set[str] | list[str]) -> str | None:
+    """An existing id that ``student_id`` is probably a mistyping of: the same once case and
+    leading zeros are set aside ("101" for "0101"), or once a letter prefix is ("s0102" for "0102").
+    None when there is none (or when ``student_id`` itself exists)."""
+    if student_id in existing:
+        return None
+
+    def keys(sid: str) -> set[str]:
+        plain = normalise_id(sid)
+        bare = re.sub(r"^[a-z]+", "", plain)
+        return {plain} | ({normalise_id(bare)} if bare.isdigit() else set())
+
+    mine = keys(student_id)
+    return next((other for other in sorted(existing) if keys(other) & mine), None)
+
+
 def normalise_header(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
 

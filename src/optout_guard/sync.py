@@ -315,6 +315,39 @@ def apply_sync(
     return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file, cohort)
 
 
+def addition_problem(settings: Settings, student_id: str, photos: list[Path], models: Models) -> str | None:
+    """Why adding these photos under ``student_id`` is probably a mistake, or None: an id that is
+    another protected student's mistyped (101 beside 0101, s0102 beside 0102), or a photo unlike
+    the student's other reference photos (another child's face under their id). Checked before
+    anything changes, by `add` and by the desk's "a family opted out today"."""
+    import numpy as np
+
+    from optout_guard.enroll import reference_embedding
+    from optout_guard.index import open_index
+    from optout_guard.optout_list import id_lookalike
+
+    index = open_index(settings) if settings.index_file.exists() else None
+    known = set(index.student_ids()) if index is not None else set()
+    listed = load_list(settings.workspace)
+    known |= listed.ids() if listed is not None else set()
+    other = id_lookalike(student_id, known)
+    if other is not None:
+        return (f"{student_id} looks like the student {other} already protected (the same id but for case, leading "
+                "zeros or a letter prefix): use that id")  # fmt: skip
+    if index is None or student_id not in index.student_ids():
+        return None
+    for photo in photos:
+        vector = reference_embedding(photo, settings, models)
+        if isinstance(vector, str):
+            continue  # an unusable photo is said by the addition itself
+        found = index.search(np.asarray(vector)[None, :], only=frozenset({student_id}))[0]
+        if found and found[0].distance > settings.review_distance:
+            return (f"{Path(photo).name} does not look like {student_id}'s other reference photos (distance "
+                    f"{found[0].distance:.2f}, beyond the review distance {settings.review_distance}): is it the "
+                    "right student, and the right photo?")  # fmt: skip
+    return None
+
+
 def add_student(
     student: Student, photos: list[Path], index: FaceIndex, settings: Settings, models: Models, user: str
 ) -> EnrollReport:

@@ -134,7 +134,7 @@ class Desk:
         from optout_guard.activity_log import ActivityLog
         from optout_guard.index import edit_index, enrollment_in_progress
         from optout_guard.optout_list import Student
-        from optout_guard.sync import add_student
+        from optout_guard.sync import add_student, addition_problem
 
         student_id = fields.get("student_id", "").strip()
         if not is_valid_student_id(student_id):
@@ -150,6 +150,10 @@ class Desk:
                 path = Path(tmp) / f"photo-{i + 1}{suffix}"  # the upload's own name is not kept
                 atomic_write(path, data)
                 paths.append(path)
+            # The same checks as `optout-guard add` (an id like another's, a photo unlike theirs).
+            problem = addition_problem(self.settings, student_id, paths, self.guard.models)
+            if problem and fields.get("force") != "yes":
+                raise ValueError(f"{problem}; nothing was changed")
             with self.lock, enrollment_in_progress(self.settings), edit_index(self.settings) as index:
                 report = add_student(student, paths, index, self.settings, self.guard.models, user)
                 templates = sum(1 for t in index.templates if t.student_id == student_id)
