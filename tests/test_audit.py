@@ -266,3 +266,25 @@ def test_cluster_without_dask_installed_says_how_to_install_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "optout_guard.cluster", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'optout-guard\[cluster\]'"):
         _cluster_engine()
+
+
+def test_the_audit_log_says_starting_until_it_has_a_rate(tmp_path, data_dir, caplog):
+    """Issue 28: off a terminal the first progress line gave a meaningless rate ("0.1 photos/s",
+    start-up included); it says "starting" until photos have been checked for a while."""
+    import logging
+    import shutil as _shutil
+
+    from typer.testing import CliRunner
+
+    from conftest import LFW, make_workspace
+    from optout_guard.cli import app
+
+    ws = make_workspace(tmp_path / "ws", {"colin": [LFW / "Colin_Powell" / "Colin_Powell_0001.jpg"]})
+    library = tmp_path / "lib"
+    library.mkdir()
+    _shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0004.jpg", library / "a.jpg")
+    with caplog.at_level(logging.INFO, logger="optout_guard.audit"):
+        CliRunner().invoke(app, ["--workspace", str(ws.workspace), "audit", str(library)])
+    lines = [r.getMessage() for r in caplog.records if r.name == "optout_guard.audit"]
+    assert "audit: 1 of 1 photos checked (starting)" in lines, lines
+    assert not any("photos/s" in line for line in lines)

@@ -159,3 +159,20 @@ def test_an_index_the_desk_cannot_read_is_a_503_that_says_why(tmp_path, data_dir
     sent = client.post("/api/check", data={"photos": (HUGO.open("rb"), "hugo.jpg")}, headers={"X-CSRFToken": token},
                        content_type="multipart/form-data")  # fmt: skip
     assert sent.status_code == 503 and "cannot check anything now" in sent.get_json()["error"]
+
+
+def test_the_desk_follows_an_edited_config_without_a_restart(tmp_path, data_dir):
+    """Issue 28: threshold edits in config.toml were not picked up by a running desk."""
+    settings = workspace(tmp_path / "ws")  # block 0.35, review 0.65: Hugo's photo is a review
+    app = create_app(Desk(settings, DeskOptions()))
+    client = app.test_client()
+    token = _token(client)
+
+    def verdict() -> str:
+        sent = client.post("/api/check", data={"photos": (HUGO.open("rb"), "hugo.jpg")}, headers={"X-CSRFToken": token},
+                           content_type="multipart/form-data")  # fmt: skip
+        return sent.get_json()["results"][0]["verdict"]
+
+    assert verdict() == "review"
+    (settings.workspace / "config.toml").write_text("block_distance = 0.45\nreview_distance = 0.65\n")
+    assert verdict() == "block"

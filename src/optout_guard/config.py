@@ -305,3 +305,18 @@ def load_settings(
             values[name] = _coerce(name, value, f"option --{name.replace('_', '-')}")
 
     return Settings(**values).validate()
+
+
+def settings_stamp(settings: Settings) -> tuple[tuple[int, int] | None, ...]:
+    """What identifies the settings a process started with: config.toml's and the key file's size and time."""
+
+    def stamp(path: Path | None) -> tuple[int, int] | None:
+        if path is None:
+            return None
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
+    return (stamp(settings.workspace / "config.toml"), stamp(settings.index_key_file))

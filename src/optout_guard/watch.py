@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optout_guard.config import settings_stamp
 from optout_guard.errors import AlreadyWatched, ConfigError, IndexUnusable, ModelUnavailable, OptoutGuardError
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
 from optout_guard.media.photos import sniff
@@ -543,21 +544,6 @@ class CheckFolder:
 
 class SettingsChanged(OptoutGuardError):
     """config.toml or the index key changed under a running watch (exit 2: the service restarts it)."""
-
-
-def settings_stamp(settings: Any) -> tuple[tuple[int, int] | None, ...]:
-    """What identifies the settings a process started with: config.toml's and the key file's size and time."""
-
-    def stamp(path: Path | None) -> tuple[int, int] | None:
-        if path is None:
-            return None
-        try:
-            st = Path(path).stat()
-        except OSError:
-            return None
-        return (st.st_size, st.st_mtime_ns)
-
-    return (stamp(settings.workspace / "config.toml"), stamp(settings.index_key_file))
 
 
 def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optout_guard.config import Settings
+from optout_guard.config import Settings, settings_stamp
 from optout_guard.errors import AlreadySettled, NeedsConfirmation, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file
 from optout_guard.optout_list import is_valid_student_id
@@ -61,6 +61,23 @@ class Desk:
         self.roots += [p.resolve() for p in options.audit_libraries]
         self._names: dict[str, str] | None = None
         self.importing: dict[str, Any] = {"running": False, "done": 0, "total": 0, "added": 0}
+        self._stamp = settings_stamp(settings)
+
+    def follow_settings(self) -> bool:
+        """Take config.toml and the index key again when either changed since they were read
+        (thresholds edited, encryption turned on, a key rotated): the next check uses them, no
+        restart needed. Returns whether they changed. Cheap: two stats."""
+        from optout_guard.config import load_settings
+        from optout_guard.pipeline import Guard
+
+        stamp = settings_stamp(self.settings)
+        if stamp == self._stamp:
+            return False
+        with self.lock:
+            self.settings = load_settings(self.settings.workspace)
+            self.guard = Guard(self.settings, models=self.guard.models)  # the models stay loaded
+            self._stamp = settings_stamp(self.settings)
+        return True
 
     # ---- files ---------------------------------------------------------------------------
     def allowed(self, path: str | Path) -> Path | None:

@@ -74,6 +74,10 @@ def create_app(desk: Desk) -> Any:
         return bool(name and users.can_see_names(name))
 
     @app.before_request
+    def follow_settings() -> None:
+        desk.follow_settings()  # config.toml or the key edited: the next check uses them (two stats)
+
+    @app.before_request
     def guard_request() -> Any:
         # Only the address we serve on (a web page elsewhere cannot rebind a name to 127.0.0.1).
         host = (request.host or "").rsplit(":", 1)[0].strip("[]")
