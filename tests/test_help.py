@@ -48,3 +48,11 @@ def test_check_usage_reads_like_other_tools():
     result = runner.invoke(app, ["check", "--help"], terminal_width=100)
     assert "Usage: optout-guard check [OPTIONS] PATHS..." in result.output
     assert "--annotate PATH" in result.output and "--workers INT" in result.output
+
+
+def test_help_says_what_the_options_really_do():
+    """Issue 28: `watch --help` said --redact blurs blocked faces; it blurs blocked and review faces,
+    as `check --redact` does (tests/test_redact.py checks the behaviour)."""
+    for command in (["watch"], ["check"]):
+        shown = " ".join(runner.invoke(app, [*command, "--help"], terminal_width=200).output.split())
+        assert "faces under review blurred" in shown, command
