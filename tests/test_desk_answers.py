@@ -176,3 +176,25 @@ def test_the_desk_follows_an_edited_config_without_a_restart(tmp_path, data_dir)
     assert verdict() == "review"
     (settings.workspace / "config.toml").write_text("block_distance = 0.45\nreview_distance = 0.65\n")
     assert verdict() == "block"
+
+
+def test_the_page_offers_only_what_the_account_may_do_and_takes_clips(tmp_path, data_dir):
+    """Issue 27: "A family opted out today" was shown to accounts that may not use it; the picker
+    hid video files; the page told a browser on another PC that "nothing leaves this computer"."""
+    settings = workspace(tmp_path / "ws")
+    users = UserStore(settings.index_file.parent)
+    users.add("teacher", "correct horse battery", names=False)
+    users.add("officer", "staple gun orange tree", names=True)
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
+    app = create_app(desk)
+    app.config["SERVER_NAME"] = "desk.school.lan"
+    with app.test_client() as teacher:
+        sign_in(teacher, "teacher", "correct horse battery")
+        page = teacher.get("/").get_data(as_text=True)
+        assert "A family opted out today" not in page and "video/*" in page
+        assert "nothing leaves this computer" not in page.lower() and "review desk's computer" in page
+    with app.test_client() as officer:
+        sign_in(officer, "officer", "staple gun orange tree")
+        assert "A family opted out today" in officer.get("/").get_data(as_text=True)
+    local = create_app(Desk(settings, DeskOptions())).test_client().get("/").get_data(as_text=True)
+    assert "A family opted out today" in local and "nothing leaves it" in local

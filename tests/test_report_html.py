@@ -28,3 +28,14 @@ def test_every_value_in_the_report_is_text_not_html(tmp_path):
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6  # card, change, deleted, link, clip, decision
     assert "&lt;b&gt;S1&lt;/b&gt;" in page and "&lt;i&gt;Lincoln&lt;/i&gt;" in page
     assert f'title="{library}/2025/&lt;script&gt;' in page  # the full path on hover, escaped too
+
+
+def test_the_report_says_where_reviews_are_settled_and_counts_faces_cleared_near_the_line(tmp_path):
+    """Issue 27: "42 to review by a person" did not say where; issue 26: the cleared-but-close count."""
+    library = str(tmp_path / "lib")
+    summary = {"run_id": 1, "totals": {"review": 42}, "cleared_but_close": 7}
+    page = write_audit_report(tmp_path / "report", library, summary, [], {"changed": [], "changed_count": 0, "deleted": []},
+                              lambda _r, _p: False).read_text(encoding="utf-8")  # fmt: skip
+    flat = " ".join(page.split())
+    assert f"optout-guard serve --audit {library}" in flat
+    assert "7 faces checked in this run were cleared although they came close" in flat

@@ -1325,7 +1325,12 @@ def serve(
         local = url.replace("0.0.0.0", "127.0.0.1")
         out.print(f"Review desk running: open [bold]{local}[/] in your browser. Stop it with Ctrl+C.")
         if lan:
-            out.print("Serving the network too: other computers use this computer's address; sign-in required.")
+            import socket
+
+            port_part = url.rsplit(":", 1)[-1].rstrip("/")
+            # The machine's own name (no lookup: nothing is sent anywhere to learn an address).
+            out.print(f"Serving the network too (sign-in required): other computers open "
+                      f"[bold]http://{socket.gethostname()}:{port_part}/[/] (or this computer's address).")  # fmt: skip
 
     try:
         run_desk(desk, on_ready=ready)

@@ -114,7 +114,9 @@ def create_app(desk: Desk) -> Any:
 
     def page(name: str, error: str = "", status: int = 200) -> Response:
         lan = "1" if options.lan else "0"
-        html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error)
+        # "A family opted out today" only for accounts that may use it (they learned it after filling it in).
+        may_add = not options.lan or may_see_names()
+        html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error, may_add=may_add)
         return Response(html, status, mimetype="text/html")
 
     @bp.get("/")

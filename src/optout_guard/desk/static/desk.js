@@ -301,8 +301,8 @@ $("reopen-skipped").addEventListener("click", async () => {
   } catch (error) { say(error.message, true); }
 });
 
-// ---- a mid-year opt-out -------------------------------------------------------------------------
-$("add-student").addEventListener("submit", async (event) => {
+// ---- a mid-year opt-out (shown only to accounts that may add a student) ----------------------------
+$("add-student")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const out = $("add-result");
   out.textContent = "Adding…";
