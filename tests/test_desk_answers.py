@@ -198,3 +198,22 @@ def test_the_page_offers_only_what_the_account_may_do_and_takes_clips(tmp_path, 
         assert "A family opted out today" in officer.get("/").get_data(as_text=True)
     local = create_app(Desk(settings, DeskOptions())).test_client().get("/").get_data(as_text=True)
     assert "A family opted out today" in local and "nothing leaves it" in local
+
+
+def test_wrong_passwords_elsewhere_do_not_lock_the_officer_out_and_only_a_trusted_proxy_names_clients():
+    """Issue 27: the back-off per account name let anyone keep the privacy officer locked out, and
+    behind a reverse proxy every client shared one address."""
+    from optout_guard.desk.web import SignInThrottle, _client_address
+
+    now = [0.0]
+    throttle = SignInThrottle(clock=lambda: now[0])
+    for _ in range(8):
+        throttle.failure("officer", "10.0.0.66")  # somebody guessing from another machine
+    assert throttle.wait("officer", "10.0.0.66") > 0  # that machine waits …
+    assert throttle.wait("officer", "10.0.0.12") == 0  # … the officer at her own desk does not
+    assert throttle.wait("teacher", "10.0.0.66") > 0  # and the guessing machine is slowed for every account
+    proxy = ("10.0.0.2",)
+    assert _client_address("10.0.0.2", "10.0.0.66, 10.0.0.2", proxy) == "10.0.0.66"
+    assert _client_address("10.0.0.2", "198.51.100.7, 10.0.0.66", proxy) == "10.0.0.66"  # the hop the proxy saw
+    assert _client_address("10.0.0.9", "10.0.0.12", proxy) == "10.0.0.9"  # a header from anyone else: ignored
+    assert _client_address("10.0.0.2", "", proxy) == "10.0.0.2"

@@ -1296,6 +1296,10 @@ def serve(
         Optional[list[str]],
         typer.Option("--allowed-host", help="With --lan: a host name the desk answers to (e.g. your HTTPS proxy's). Repeatable."),
     ] = None,
+    trusted_proxy: Annotated[
+        Optional[list[str]],
+        typer.Option("--trusted-proxy", help="With --lan: your reverse proxy's address; its X-Forwarded-For names the client."),
+    ] = None,
 ) -> None:
     """Start the review desk: a local web page to check photos and settle reviews with the keyboard."""
     from optout_guard.desk import Desk, DeskOptions, require_accounts
@@ -1310,6 +1314,7 @@ def serve(
         check_folders=list(check_folder or []),
         audit_libraries=list(audit_library or []),
         allowed_hosts=tuple(allowed_host or ()),
+        trusted_proxies=tuple(trusted_proxy or ()),
     )
     if lan:
         require_accounts(settings.state_dir)

@@ -34,6 +34,9 @@ class DeskOptions:
     check_folders: list[Path] = field(default_factory=list)  # check folders whose review/ is queued
     audit_libraries: list[Path] = field(default_factory=list)  # audited libraries whose reviews are queued
     allowed_hosts: tuple[str, ...] = ()  # LAN: host names the desk answers to besides addresses
+    # LAN behind a reverse proxy: the proxy's addresses, whose X-Forwarded-For names the real client
+    # (anyone else's such header is ignored: it could name any address).
+    trusted_proxies: tuple[str, ...] = ()
     upload_budget_bytes: int = 2_000_000_000  # photos checked on the page are kept up to this much in all…
     upload_days: int = 30  # …and this long; older ones are deleted (their decisions stay, by hash)
 

@@ -129,7 +129,8 @@ def create_app(desk: Desk) -> Any:
             return redirect(url_for("desk.index"))
         if request.method == "POST":
             name, password = request.form.get("user", ""), request.form.get("password", "")
-            client = request.remote_addr or "?"
+            client = _client_address(request.remote_addr or "?", request.headers.get("X-Forwarded-For", ""),
+                                     options.trusted_proxies)  # fmt: skip
             wait = failures.wait(name, client)
             if wait > 0:
                 text = f"Too many wrong passwords: try again in {int(wait) + 1} s."
@@ -304,9 +305,21 @@ def create_app(desk: Desk) -> Any:
     return app
 
 
+def _client_address(remote: str, forwarded: str, trusted: tuple[str, ...]) -> str:
+    """The client's address: the connection's, or — when that is a configured proxy — the last
+    address in X-Forwarded-For that is not one of the proxies (a header from anyone else is ignored)."""
+    if remote not in trusted or not forwarded:
+        return remote
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    while hops and hops[-1] in trusted:
+        hops.pop()
+    return hops[-1] if hops else remote
+
+
 class SignInThrottle:
-    """Back-off after wrong passwords, per account and per address: 5 free tries, then a wait that
-    doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes)."""
+    """Back-off after wrong passwords, per account *at an address* and per address: 5 free tries,
+    then a wait that doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes). Never per
+    account alone: anyone could then keep the privacy officer locked out from anywhere."""
 
     FREE = 5
     LONGEST = 900.0
@@ -315,19 +328,23 @@ class SignInThrottle:
         self.clock = clock
         self.state: dict[str, tuple[int, float]] = {}  # key -> (failures, not before)
 
+    @staticmethod
+    def _keys(name: str, client: str) -> tuple[str, str]:
+        return (f"ua:{name}\0{client}", f"a:{client}")
+
     def wait(self, name: str, client: str) -> float:
         now = self.clock()
-        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in (f"u:{name}", f"a:{client}")))
+        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in self._keys(name, client)))
 
     def failure(self, name: str, client: str) -> None:
-        for key in (f"u:{name}", f"a:{client}"):
+        for key in self._keys(name, client):
             count = self.state.get(key, (0, 0.0))[0] + 1
             delay = 0.0 if count < self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE))
             self.state[key] = (count, self.clock() + delay)
 
     def success(self, name: str, client: str) -> None:
-        self.state.pop(f"u:{name}", None)
-        self.state.pop(f"a:{client}", None)
+        for key in self._keys(name, client):
+            self.state.pop(key, None)
 
 
 def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
