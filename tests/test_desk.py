@@ -584,6 +584,14 @@ def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir,
             page.keyboard.press("a")
             presses += 1
             page.wait_for_selector("#message:has-text('Settled')")
+            # U after A reopens every face A cleared (issue 27: only the last one came back), then A again.
+            page.keyboard.press("u")
+            page.wait_for_selector("#message:has-text('Undone: all')")
+            assert server.desk.book.open_count() == cards_now
+            page.once("dialog", lambda d: d.accept())
+            page.wait_for_selector("#group:not([hidden])")
+            page.keyboard.press("a")
+            page.wait_for_selector("#message:has-text('Settled')")
             if server.desk.book.open_count():  # the photo card (faces too small / blurred), if any
                 page.wait_for_selector("#card-title:has-text('Photo to settle')")
                 page.keyboard.press("n")

@@ -4,7 +4,7 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
 let cards = [];
 let shownId = null; // the card on screen: a refresh that brings the same card leaves it as it is
-let lastDecision = null;
+let lastDecisions = [];  // what U undoes: one decision, or every face a group answer ("A") settled
 let busy = false;
 
 function el(tag, props = {}, ...children) {
@@ -123,7 +123,7 @@ async function decide(answer, studentId) {
     }
     if (answer === "skip") say("Skipped: the card is at the back of the queue.");
     else {
-      lastDecision = data.decision;
+      lastDecisions = [data.decision];
       $("undo").disabled = false;
       const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown",
                      blurred: "post the blurred copy (the original stays under review)" }[answer] || "none of them";
@@ -154,7 +154,7 @@ async function settleGroup() {
       if (!(error.data && error.data.confirm) || !window.confirm(error.data.confirm)) throw error;
       data = await api(path, { ...shown, confirm: true });
     }
-    lastDecision = data.decisions[data.decisions.length - 1];
+    lastDecisions = data.decisions.slice();
     $("undo").disabled = false;
     say(`Settled ${data.settled} faces as none of them: the photo is now ${String(data.verdict).toUpperCase()}.`);
     await loadQueue();
@@ -166,13 +166,15 @@ async function settleGroup() {
 }
 
 async function undo() {
-  if (!lastDecision || busy) return;
+  if (!lastDecisions.length || busy) return;
   busy = true;
   try {
-    const data = await api(`/api/decisions/${lastDecision}/undo`, {});
+    let data = {};
+    for (const id of lastDecisions) data = await api(`/api/decisions/${id}/undo`, {});
     const moved = data.moved_to ? ` The check folder moved the photo back to ${data.moved_to}.` : "";
-    say(`Undone: the card is back in the queue.${moved}`);
-    lastDecision = null;
+    const cards = lastDecisions.length > 1 ? `all ${lastDecisions.length} cards are` : "the card is";
+    say(`Undone: ${cards} back in the queue.${moved}`);
+    lastDecisions = [];
     $("undo").disabled = true;
     await loadQueue();
   } catch (error) {
