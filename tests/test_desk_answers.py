@@ -217,3 +217,39 @@ def test_wrong_passwords_elsewhere_do_not_lock_the_officer_out_and_only_a_truste
     assert _client_address("10.0.0.2", "198.51.100.7, 10.0.0.66", proxy) == "10.0.0.66"  # the hop the proxy saw
     assert _client_address("10.0.0.9", "10.0.0.12", proxy) == "10.0.0.9"  # a header from anyone else: ignored
     assert _client_address("10.0.0.2", "", proxy) == "10.0.0.2"
+
+
+def test_a_reference_is_recorded_before_it_is_written_so_a_kill_between_leaves_nothing_unrecorded(tmp_path, data_dir,
+                                                                                                   monkeypatch):  # fmt: skip
+    """Issue 27: "R" wrote the reference before recording the decision: a kill between the two left a
+    template that no decision named and nobody could undo from the desk. Now the decision names the
+    planned reference first; undoing it removes that reference even if its key was never recorded."""
+    from optout_guard.enroll import add_reference_face
+    from optout_guard.review import ReviewBook
+
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    shutil.copy(HUGO, folder / "review" / HUGO.name)
+    desk = Desk(settings, DeskOptions(check_folders=[folder]))
+    desk.import_sources()
+    card = next(c for c in desk.book.queue() if c.candidates and c.candidates[0].student_id == "hugo")
+    before = templates_of(settings, "hugo")
+
+    class Killed(BaseException):
+        pass
+
+    def written_then_killed(*args, **kwargs):
+        add_reference_face(*args, **kwargs)  # the reference is written …
+        raise Killed  # … and the process dies before the decision learns its key
+
+    monkeypatch.setattr("optout_guard.enroll.add_reference_face", written_then_killed)
+    monkeypatch.setattr(ReviewBook, "undo", lambda *a, **k: (_ for _ in ()).throw(Killed()))  # no clean-up either
+    with pytest.raises(Killed):
+        desk.decide(card.id, "hugo", "officer", add_reference=True)
+    monkeypatch.undo()
+    assert templates_of(settings, "hugo") == before + 1
+    decision = next(d for d in desk.book.decisions(10) if d.get("student_id") == "hugo")
+    assert str(decision["reference"]).startswith("pending:desk-")  # recorded before it was written
+    desk.undo(decision["id"], "officer")
+    assert templates_of(settings, "hugo") == before  # and undoing the decision removes it

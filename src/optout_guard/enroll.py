@@ -323,7 +323,10 @@ def remove_reference_face(settings: Settings, student_id: str, key: str) -> bool
     from optout_guard.index import edit_index
 
     with edit_index(settings) as index:
-        keep = [not (t.student_id == student_id and t.sha256 == key) for t in index.templates]
+        # ``key``: the template's sha256, or the tag of a reference whose key was never recorded (the
+        # desk was stopped between the answer and the reference): its file name carries the tag.
+        keep = [not (t.student_id == student_id and (t.sha256 == key or Path(t.photo).stem.endswith(f"_{key}")))
+                for t in index.templates]  # fmt: skip
         for template, kept in zip(index.templates, keep, strict=True):
             if not kept and Path(template.photo).is_relative_to(settings.enrollments.resolve()):
                 Path(template.photo).unlink(missing_ok=True)

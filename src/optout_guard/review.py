@@ -270,6 +270,11 @@ class ReviewBook:
             self._refresh_verdict(card.sha256)
         return int(cursor.lastrowid or 0)
 
+    def set_reference(self, decision_id: int, reference: str) -> None:
+        """The reference photo a decision added, once it is written (it named the plan before)."""
+        with self.db:
+            self.db.execute("UPDATE decisions SET reference=? WHERE id=?", (reference, decision_id))
+
     def is_open(self, face_id: int) -> bool:
         row = self.db.execute("SELECT status FROM faces WHERE id=?", (face_id,)).fetchone()
         return row is not None and row[0] in ("open", "skipped")

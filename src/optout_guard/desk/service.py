@@ -25,6 +25,9 @@ CROP_PX = 260  # the face is shown this big on a card
 REFERENCE_PX = 200
 
 
+PENDING = "pending:"  # a decision's reference before it is written (its tag, not yet its key)
+
+
 @dataclass
 class DeskOptions:
     host: str = "127.0.0.1"
@@ -434,9 +437,21 @@ class Desk:
             )
         reference = None
         with self.lock:
-            if answer not in (NONE, UNNAMED, BLURRED) and add_reference:
-                reference = self.add_reference(card, answer)
-            decision = self.book.settle(card_id, answer, user, reference)
+            wants_reference = answer not in (NONE, UNNAMED, BLURRED) and add_reference
+            if wants_reference:
+                self.check_reference(card)  # refused before anything is written (a replaced photo, a clip)
+            # The decision is recorded first, naming the reference it is about to add: a kill between
+            # the two leaves a decision whose undo removes that reference, never a template that no
+            # decision records (nobody could undo it from the desk).
+            planned = f"{PENDING}{self.reference_tag(card)}" if wants_reference else None
+            decision = self.book.settle(card_id, answer, user, planned)
+            if wants_reference:
+                try:
+                    reference = self.add_reference(card, answer)
+                except BaseException:
+                    self.book.undo(decision, user)  # the answer goes with the reference it asked for
+                    raise
+                self.book.set_reference(decision, reference)
         ActivityLog(self.settings).record(
             "review-decision",
             reviewer=user,
@@ -476,25 +491,34 @@ class Desk:
                 return None
         return None
 
-    def add_reference(self, card: Card, student_id: str) -> str:
-        """The card's face as a new dated reference of ``student_id`` (``enroll.add_reference_face``)."""
-        from optout_guard.enroll import add_reference_face
-        from optout_guard.types import Face
+    @staticmethod
+    def reference_tag(card: Card) -> str:
+        return f"desk-{card.sha256[:12]}-face{card.face}"
 
+    def check_reference(self, card: Card) -> Path:
+        """The card's photo, if its face may become a reference photo (else ValueError / FileNotFoundError)."""
         if card.time is not None:
             raise ValueError("a frame of a video clip is not kept as a reference photo; add a portrait of the student instead")
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
-        # The face is embedded from the file on disk: it must still be the photo the card was made from
-        # (a library photo replaced since would put another person's face in the student's references).
         if sha256_file(path) != card.sha256:
             raise ValueError(
                 f"{path.name} has changed since this card was made: it is not kept as a reference photo; "
                 "answer without adding it, and add a portrait of the student instead"
             )
+        return path
+
+    def add_reference(self, card: Card, student_id: str) -> str:
+        """The card's face as a new dated reference of ``student_id`` (``enroll.add_reference_face``)."""
+        from optout_guard.enroll import add_reference_face
+        from optout_guard.types import Face
+
+        # The face is embedded from the file on disk: it must still be the photo the card was made from
+        # (a library photo replaced since would put another person's face in the student's references).
+        path = self.check_reference(card)
         face = Face(card.box, 1.0, card.landmarks, card.page, True)
-        tag = f"desk-{card.sha256[:12]}-face{card.face}"
+        tag = self.reference_tag(card)
         return add_reference_face(self.settings, self.guard.models, path, face, student_id, tag)
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
@@ -503,8 +527,8 @@ class Desk:
 
         with self.lock:
             undone = self.book.undo(decision_id, user)
-            if undone["reference"]:
-                remove_reference_face(self.settings, undone["student_id"], undone["reference"])
+            if undone["reference"]:  # "pending:<tag>" when a kill came between the answer and the reference
+                remove_reference_face(self.settings, undone["student_id"], undone["reference"].removeprefix(PENDING))
         ActivityLog(self.settings).record(
             "review-undo",
             reviewer=user,
