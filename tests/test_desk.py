@@ -724,3 +724,44 @@ def test_a_photo_card_may_approve_the_blurred_copy_and_an_undecodable_file_has_a
     desk.decide(card.id, NONE, "t", add_reference=False)
     answered = Guard(settings).check(desk.uploads / f"{card.sha256}.jpg")
     assert answered.verdict.value == "allow" and "who opened it" in answered.reasons[-1]
+
+
+def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, data_dir, chromium_exe):
+    """Issue 27: is the watcher alive, how many files wait and since when, the last audit, is the
+    index readable — in the browser, with a watcher that is not running and two photos waiting."""
+    from playwright.sync_api import sync_playwright
+    from typer.testing import CliRunner
+
+    from optout_guard.watch import folder_lock
+
+    settings, folder, library = sources(tmp_path, in_review=[HUGO], in_library=[COLIN])
+    CliRunner().invoke(app_cli(), ["--workspace", str(settings.workspace), "audit", str(library)])
+    shutil.copy(COLIN, folder / "waiting-1.jpg")
+    shutil.copy(BLAIR, folder / "waiting-2.jpg")
+    server = Server(Desk(settings, DeskOptions(port=0, check_folders=[folder], audit_libraries=[library])))
+    try:
+        with sync_playwright() as p:
+            browser, page = desk_page(p, chromium_exe, server)
+            page.click("#tab-status")
+            page.wait_for_selector("#status-list li")
+            text = page.inner_text("#status-list")
+            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(TEST_OUTPUT / "status-page.png"))
+            assert "watcher NOT running" in text and "2 file(s) waiting in the inbox" in text
+            assert "Face index readable: 2 students protected" in text and "Audit of" in text and "1 blocked" in text
+            lock = folder_lock(folder)  # a watcher now holds the folder
+            try:
+                page.click("#tab-queue")
+                page.click("#tab-status")
+                page.wait_for_function("document.getElementById('status-list').innerText.includes('watcher running')")
+            finally:
+                lock.release()
+            browser.close()
+    finally:
+        server.close()
+
+
+def app_cli():
+    from optout_guard.cli import app
+
+    return app

@@ -159,6 +159,12 @@ def create_app(desk: Desk) -> Any:
             abort(404)
         return send_file(HERE / "static" / name, max_age=0)
 
+    @bp.get("/api/status")
+    def api_status() -> Any:
+        from optout_guard.status import status
+
+        return jsonify(status(desk.settings, options.check_folders, options.audit_libraries))
+
     @bp.get("/api/queue")
     def api_queue() -> Any:
         names = may_see_names()

@@ -317,12 +317,45 @@ $("add-student")?.addEventListener("submit", async (event) => {
   } catch (error) { out.textContent = error.message; }
 });
 
+// ---- status ------------------------------------------------------------------------------------
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "never";
+}
+
+async function loadStatus() {
+  const list = $("status-list");
+  const line = (ok, text) => el("li", { className: ok ? "ok" : "bad", textContent: (ok ? "✓ " : "✗ ") + text });
+  try {
+    const s = await api("/api/status");
+    const items = [];
+    items.push(s.index.readable
+      ? line(true, `Face index readable: ${s.index.students} students protected` + (s.index.not_protected ? `, ${s.index.not_protected} NOT protected` : "") + ".")
+      : line(false, `Face index cannot be read: ${s.index.problem}`));
+    items.push(line(Boolean(s.opt_out_list.synced), s.opt_out_list.synced
+      ? `Opt-out list last synced ${when(s.opt_out_list.synced)} (${s.opt_out_list.students} students).` : "No opt-out list synced yet."));
+    for (const f of s.check_folders) {
+      const waiting = f.waiting ? ` ${f.waiting} file(s) waiting in the inbox since ${when(f.oldest_waiting_since)}.` : " Inbox empty.";
+      const stopped = f.stopped_because ? ` It stopped: ${f.stopped_because}` : "";
+      items.push(line(f.watcher_running && !f.stopped_because,
+        `Check folder ${f.folder}: watcher ${f.watcher_running ? "running" : "NOT running"}; last photo filed ${when(f.last_filed)}.${waiting}${stopped}`));
+    }
+    for (const a of s.audits) {
+      const totals = a.totals ? ` — ${a.totals.block || 0} blocked, ${a.totals.review || 0} to review, ${a.totals.allow || 0} allowed` : "";
+      items.push(line(Boolean(a.last_finished), `Audit of ${a.library}: last finished ${when(a.last_finished)}${totals}.`));
+    }
+    if (!s.check_folders.length && !s.audits.length) items.push(line(true, "No check folder or audit given to this desk (serve --check-folder, --audit)."));
+    list.replaceChildren(...items);
+  } catch (error) { list.replaceChildren(line(false, error.message)); }
+}
+
 // ---- tabs ------------------------------------------------------------------------------------
 for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => {
     for (const other of document.querySelectorAll(".tab")) other.classList.toggle("active", other === tab);
     $("queue").hidden = tab.dataset.tab !== "queue";
     $("check").hidden = tab.dataset.tab !== "check";
+    $("status").hidden = tab.dataset.tab !== "status";
+    if (tab.dataset.tab === "status") loadStatus();
   });
 }
 

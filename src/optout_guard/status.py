@@ -1,0 +1,116 @@
+"""Is everything running? What the review desk's status page shows (Immich has a Jobs page).
+
+For the one IT person: is each check folder's watcher alive (its OS lock is held), when did it
+last file a photo, how many files wait in its inbox and for how long, did it stop and why; when
+did each audit last run and with what result; can the face index be read, and how many students
+does it protect; when was the opt-out list last synced. Everything is read from what is on disk
+now (locks, files, the audit's state), so the page is true even when a service is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from optout_guard.config import Settings
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_folder_status(folder: Path) -> dict[str, Any]:
+    from filelock import FileLock, Timeout
+
+    from optout_guard.watch import LOCK_FILE, NOTE_FILE, OUTPUT_DIRS, PID_FILE, STOPPED_NOTE
+
+    folder = Path(folder)
+    alive = False
+    if folder.is_dir():
+        lock = FileLock(str(folder / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+            lock.release()  # nobody held it: no watcher runs on this folder
+        except Timeout:
+            alive = True
+    ours = {*OUTPUT_DIRS.values(), NOTE_FILE, STOPPED_NOTE}
+    inbox = list(folder.iterdir()) if folder.is_dir() else []
+    waiting = [p for p in inbox if p.is_file() and not p.name.startswith(".") and p.name not in ours]
+    filed = [p for d in OUTPUT_DIRS.values() if (folder / d).is_dir() for p in (folder / d).rglob("*.txt")]
+    stopped = None
+    with contextlib.suppress(OSError):
+        stopped = (folder / STOPPED_NOTE).read_text(encoding="utf-8").strip()
+    pid = None
+    with contextlib.suppress(OSError, IndexError):
+        pid = (folder / PID_FILE).read_text().split()[0]
+    oldest = min((p.stat().st_mtime for p in waiting), default=None)
+    return {
+        "folder": str(folder),
+        "watcher_running": alive,
+        "watcher_pid": pid if alive else None,
+        "stopped_because": stopped,
+        "last_filed": _iso(max(p.stat().st_mtime for p in filed)) if filed else None,
+        "waiting": len(waiting),
+        "oldest_waiting_since": _iso(oldest) if oldest is not None else None,
+    }
+
+
+def audit_status(settings: Settings, library: Path) -> dict[str, Any]:
+    from optout_guard.audit.state import state_path
+
+    path = state_path(settings, Path(library).resolve())
+    out: dict[str, Any] = {"library": str(library), "last_started": None, "last_finished": None, "totals": None}
+    if not path.exists():
+        return out
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT started, finished, summary FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        done = db.execute("SELECT finished, summary FROM runs WHERE finished IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        row = done = None
+    finally:
+        db.close()
+    if row is not None:
+        out["last_started"] = row[0]
+        out["running_or_stopped"] = row[1] is None  # started, not (yet) finished
+    if done is not None:
+        out["last_finished"] = done[0]
+        with contextlib.suppress(ValueError, TypeError):
+            out["totals"] = json.loads(done[1]).get("totals")
+    return out
+
+
+def index_status(settings: Settings) -> dict[str, Any]:
+    from optout_guard.index import open_index
+
+    try:
+        index = open_index(settings)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the page says it
+        return {"readable": False, "problem": str(exc)}
+    return {"readable": True, "students": len(index.student_ids()), "not_protected": len(index.not_protected())}
+
+
+def list_status(settings: Settings) -> dict[str, Any]:
+    from optout_guard.optout_list import LIST_FILE, load_list
+
+    path = settings.workspace / LIST_FILE
+    if not path.exists():
+        return {"synced": None}
+    try:
+        listed = load_list(settings.workspace)
+    except Exception as exc:  # noqa: BLE001
+        return {"synced": _iso(path.stat().st_mtime), "problem": str(exc)}
+    return {"synced": _iso(path.stat().st_mtime), "students": len(listed.students) if listed else 0}
+
+
+def status(settings: Settings, check_folders: list[Path], libraries: list[Path]) -> dict[str, Any]:
+    return {
+        "index": index_status(settings),
+        "opt_out_list": list_status(settings),
+        "check_folders": [check_folder_status(f) for f in check_folders],
+        "audits": [audit_status(settings, lib) for lib in libraries],
+    }
