@@ -176,3 +176,16 @@ def test_workspace_option_may_follow_the_command():
     assert hoist_workspace(["people", "--workspace=/ws", "--json"]) == ["--workspace=/ws", "people", "--json"]
     assert hoist_workspace(["-w", "/ws", "check", "a.jpg"]) == ["-w", "/ws", "check", "a.jpg"]
     assert hoist_workspace(["check", "--", "-w"]) == ["check", "--", "-w"]  # a file named -w stays a file
+
+
+def test_check_starts_loading_its_models_while_the_command_line_is_parsed(monkeypatch):
+    """Issue 30: only `check` warms up, with the models its command line asks for."""
+    from optout_guard import cli as cli_module
+    from optout_guard import models
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(models.Models, "load_in_background", lambda self, names: asked.append(names))
+    for args in (["-w", "ws", "check", "a.jpg"], ["check", "--no-recognition", "a.jpg"], ["check", "--detector", "hog", "a"],
+                 ["people"], ["check", "--help"], ["--workspace", "check", "people"]):  # fmt: skip
+        cli_module._warm_up(args)
+    assert asked == [["centerface", "landmarks", "resnet"], ["centerface", "landmarks"], ["hog", "landmarks", "resnet"]]

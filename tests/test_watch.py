@@ -291,3 +291,26 @@ def test_a_running_watch_stops_when_its_settings_change_and_says_why_when_it_can
         checker.run_once()
     note = (inbox / STOPPED_NOTE).read_text()
     assert "stopped checking this folder" in note and (inbox / "a.jpg").is_file()  # the photo waits, untouched
+
+
+def test_a_file_being_checked_leaves_a_visible_marker_in_the_inbox(lfw_ws, tmp_path):
+    """Issue 25: a clip vanished from the check folder for ~40 s while it was checked."""
+    from optout_guard.watch import CHECKING
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0004.jpg", inbox / "game.jpg")
+    guard = Guard(lfw_ws)
+    seen: list[str] = []
+    real = guard.check
+
+    def check(path, *args, **kwargs):
+        marker = inbox / f"game.jpg{CHECKING}"
+        seen.append(marker.read_text() if marker.exists() else "")
+        return real(path, *args, **kwargs)
+
+    guard.check = check  # type: ignore[method-assign]
+    CheckFolder(inbox, guard, settle=0.1, arrival_grace=0.0).run_once()
+    assert seen and "optout-guard is checking game.jpg" in seen[0]
+    assert not list(inbox.glob(f"*{CHECKING}"))  # gone once it is filed
+    assert not (inbox / NOTE_FILE).exists()  # and never taken for a file left unchecked

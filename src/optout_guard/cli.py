@@ -1469,8 +1469,24 @@ def hoist_workspace(args: list[str]) -> list[str]:
     return head + rest
 
 
+def _warm_up(args: list[str]) -> None:
+    """`check` spends its first ~0.1 s parsing the command line (Typer imports pydantic): its models
+    start loading meanwhile, in threads (issue 30). Only the command line is read here; a model that
+    config.toml turns out not to need is loaded for nothing, never used (check asks for the ones it needs)."""
+    rest = list(args)
+    while rest[:1] and rest[0].startswith("-"):  # the program's own options: -w WS, --workspace WS
+        rest = rest[2:] if rest[0] in ("-w", "--workspace") else rest[1:]
+    if not rest or rest[0] != "check" or "--help" in args:
+        return
+    from optout_guard.models import get_models, models_needed
+
+    detector = args[args.index("--detector") + 1] if "--detector" in args[:-1] else "centerface"
+    get_models().load_in_background(models_needed(detector, "--no-recognition" not in args))
+
+
 def run() -> None:
     sys.argv[1:] = hoist_workspace(sys.argv[1:])
+    _warm_up(sys.argv[1:])
     try:
         app()
     except SystemExit:

@@ -26,7 +26,7 @@ def _iso(timestamp: float) -> str:
 def check_folder_status(folder: Path) -> dict[str, Any]:
     from filelock import FileLock, Timeout
 
-    from optout_guard.watch import LOCK_FILE, NOTE_FILE, OUTPUT_DIRS, PID_FILE, STOPPED_NOTE
+    from optout_guard.watch import CHECKING, LOCK_FILE, NOTE_FILE, OUTPUT_DIRS, PID_FILE, STOPPED_NOTE
 
     folder = Path(folder)
     alive = False
@@ -39,7 +39,8 @@ def check_folder_status(folder: Path) -> dict[str, Any]:
             alive = True
     ours = {*OUTPUT_DIRS.values(), NOTE_FILE, STOPPED_NOTE}
     inbox = list(folder.iterdir()) if folder.is_dir() else []
-    waiting = [p for p in inbox if p.is_file() and not p.name.startswith(".") and p.name not in ours]
+    waiting = [p for p in inbox if p.is_file() and not p.name.startswith(".") and p.name not in ours
+               and not p.name.endswith(CHECKING)]  # fmt: skip
     filed = [p for d in OUTPUT_DIRS.values() if (folder / d).is_dir() for p in (folder / d).rglob("*.txt")]
     stopped = None
     with contextlib.suppress(OSError):

@@ -52,6 +52,7 @@ LOCK_FILE = ".optout-guard-watch.lock"
 # Held while a photo is filed (moved into a verdict folder with its outputs), by the watch and by a
 # review desk refiling a photo its reviewer settled: two processes never file in one folder at once.
 FILING_LOCK = ".optout-guard-filing.lock"
+CHECKING = " - checking.txt"  # beside a photo or clip while it is checked (a clip takes a while)
 STOPPED_NOTE = "CHECK FOLDER STOPPED.txt"  # in the folder while the watch cannot work (removed when it can)
 OPTIONS_FILE = "watch-options.json"  # in staging: how the running watch files (redact, recursive)
 PID_FILE = ".optout-guard-watch.pid"  # the process that holds LOCK_FILE (said when a second watch is refused)
@@ -184,6 +185,8 @@ class CheckFolder:
         for leftover in self.staging.iterdir():
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
+        for marker in self.folder.rglob(f"*{CHECKING}") if self.recursive else self.folder.glob(f"*{CHECKING}"):
+            marker.unlink(missing_ok=True)  # a check that a stop cut short: the photo is back in the inbox
         # What this watch does when it files (a desk refiling a settled photo does the same, so a
         # copy fit to post is never lost to a refile by a desk that did not know about it).
         atomic_write(self.staging / OPTIONS_FILE, json.dumps({"redact": self.redact, "recursive": self.recursive}) + "\n")
@@ -203,7 +206,7 @@ class CheckFolder:
             return True
         if len(parts) > 1 and not self.recursive:
             return True
-        return parts[-1] == NOTE_FILE or bool(_IN_PROGRESS.search(parts[-1]))
+        return parts[-1] in (NOTE_FILE, STOPPED_NOTE) or parts[-1].endswith(CHECKING) or bool(_IN_PROGRESS.search(parts[-1]))
 
     def notice(self, path: Path | str) -> None:
         """A file may have appeared or changed (from a watchdog event or a rescan)."""
@@ -297,6 +300,13 @@ class CheckFolder:
             with self._lock:
                 self._seen.pop(path, None)
             return False
+        # The file leaves the inbox while it is checked (a clip for a while): say so where it was.
+        marker = path.with_name(path.name + CHECKING)
+        with contextlib.suppress(OSError):
+            atomic_write(marker, _text(
+                f"optout-guard is checking {path.name} (since {dt.datetime.now().astimezone().strftime('%H:%M:%S')}).\n"
+                "It will be in allowed/, blocked/ or review/ with a note in a moment (a video clip takes longer: "
+                "about a quarter of its length).\n"), mode=0o644, prefix=".optout-guard-checking-")  # fmt: skip
         try:
             result = self._check_claimed(claimed, path)
             seen = self._seen.get(path)
@@ -317,6 +327,8 @@ class CheckFolder:
         except BaseException:
             self._unclaim(claimed, path)  # the original goes back to the inbox, to be checked again
             raise
+        finally:
+            marker.unlink(missing_ok=True)
         with self._lock:
             if path.exists():  # something new was put at this name meanwhile: it is checked on its own
                 now = self.clock()
