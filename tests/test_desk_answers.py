@@ -16,7 +16,7 @@ from optout_guard.desk import Desk, DeskOptions, create_app
 from optout_guard.errors import AlreadySettled
 from optout_guard.review import NONE
 from optout_guard.users import UserStore
-from test_desk import HUGO, group_photo, sign_in, templates_of, workspace
+from test_desk import BLAIR, HUGO, group_photo, sign_in, templates_of, workspace
 
 pytestmark = pytest.mark.data
 
@@ -253,3 +253,28 @@ def test_a_reference_is_recorded_before_it_is_written_so_a_kill_between_leaves_n
     assert str(decision["reference"]).startswith("pending:desk-")  # recorded before it was written
     desk.undo(decision["id"], "officer")
     assert templates_of(settings, "hugo") == before  # and undoing the decision removes it
+
+
+def test_the_history_names_each_photo_says_undone_and_any_decision_reopens(tmp_path, data_dir):
+    """Issue 27, item 8: the decisions list named a hash; an undo did not show; only the last
+    decision of this page load could be undone."""
+    settings = workspace(tmp_path / "ws")
+    folder = tmp_path / "check"
+    (folder / "review").mkdir(parents=True)
+    shutil.copy(HUGO, folder / "review" / HUGO.name)
+    desk = Desk(settings, DeskOptions(check_folders=[folder]))
+    desk.import_sources()
+    desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "a")
+    first = next(c for c in desk.book.queue() if c.source == "check folder")
+    decided = desk.decide(first.id, "hugo", "officer", add_reference=False)["decision"]
+    other = next(c for c in desk.book.queue() if c.candidates)
+    desk.decide(other.id, NONE, "officer", add_reference=False, confirmed=True)
+    client = create_app(desk).test_client()
+    token = _token(client)
+    history = client.get("/api/queue").get_json()["decisions"]
+    named = {d["id"]: (d["photo_name"], d["source"]) for d in history}
+    assert named[decided] == (HUGO.name, "check folder")
+    # The older decision (not the last one) is reopened from the history.
+    assert client.post(f"/api/decisions/{decided}/undo", headers={"X-CSRFToken": token}).status_code == 200
+    again = {d["id"]: d for d in client.get("/api/queue").get_json()["decisions"]}
+    assert again[decided]["undone_by"] and desk.book.is_open(first.id)

@@ -336,13 +336,23 @@ class ReviewBook:
         return {sha for (sha,) in rows}
 
     def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest decisions, newest first, each with the photo it is about (its file name and
+        where it came from): a history a person can read, not a list of hashes."""
         rows = self.db.execute(
-            "SELECT id, at, user, sha256, face, face_id, action, student_id, reference, undone_at, undone_by "
-            "FROM decisions ORDER BY id DESC LIMIT ?",
+            "SELECT d.id, d.at, d.user, d.sha256, d.face, d.face_id, d.action, d.student_id, d.reference, d.undone_at, "
+            "d.undone_by, p.path, p.source FROM decisions d LEFT JOIN photos p ON p.sha256 = d.sha256 "
+            "ORDER BY d.id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         keys = ("id", "at", "user", "sha256", "face", "face_id", "action", "student_id", "reference", "undone_at", "undone_by")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        out = []
+        for r in rows:
+            entry = dict(zip(keys, r[:11], strict=True))
+            path, source = r[11], r[12]
+            entry["photo_name"] = (Path(path).name if source != "desk" else "photo checked on the page") if path else None
+            entry["source"] = source
+            out.append(entry)
+        return out
 
     def settlements(self, sha256: str) -> list[Settlement]:
         rows = self.db.execute(

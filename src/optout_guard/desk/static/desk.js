@@ -185,11 +185,28 @@ async function undo() {
 }
 
 function renderTrail(decisions) {
+  // The decisions named by photo (file name and where it came from); any one can be reopened
+  // (the desk refuses on the network for an account that may not undo another's decision).
   const trail = $("trail");
   trail.replaceChildren(...decisions.map((d) => {
     const what = d.action === "student" ? `student ${d.student_id}` : d.action === "none" ? "none of them" : "an opted-out student not shown";
-    const item = el("li", { textContent: `${d.at.replace("T", " ").slice(0, 16)} ${d.user}: ${what} (photo ${d.sha256.slice(0, 8)})` });
-    if (d.undone_at) item.className = "undone";
+    const photo = d.photo_name ? `${d.photo_name}${d.source ? ` (${d.source})` : ""}` : `photo ${d.sha256.slice(0, 8)}`;
+    const item = el("li", { textContent: `${d.at.replace("T", " ").slice(0, 16)} ${d.user}: ${what} — ${photo}` });
+    if (d.undone_at) {
+      item.className = "undone";
+      item.append(el("span", { className: "muted", textContent: ` — undone by ${d.undone_by} ${d.undone_at.replace("T", " ").slice(0, 16)}` }));
+    } else {
+      const reopen = el("button", { className: "link", textContent: "reopen" });
+      reopen.addEventListener("click", async () => {
+        try {
+          const data = await api(`/api/decisions/${d.id}/undo`, {});
+          const moved = data.moved_to ? ` The check folder moved the photo back to ${data.moved_to}.` : "";
+          say(`Reopened: the card is back in the queue.${moved}`);
+          await loadQueue();
+        } catch (error) { say(error.message, true); }
+      });
+      item.append(" ", reopen);
+    }
     return item;
   }));
 }
