@@ -765,3 +765,32 @@ def app_cli():
     from optout_guard.cli import app
 
     return app
+
+
+def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_hand(tmp_path, data_dir, chromium_exe):
+    """Issue 27, item 10: presses of 1 while an answer was being saved did nothing and said nothing,
+    and the first card changed between loads during an import."""
+    from playwright.sync_api import sync_playwright
+
+    settings = workspace(tmp_path / "ws")
+    server = Server(Desk(settings, DeskOptions(port=0)))
+    server.desk.check_upload(HUGO.name, HUGO.read_bytes(), "t")  # one card to answer
+    try:
+        with sync_playwright() as p:
+            browser, page = desk_page(p, chromium_exe, server)
+            page.wait_for_selector("#card:not([hidden])")
+            title = page.inner_text("#photo-name") if page.query_selector("#photo-name") else ""
+            shown = page.evaluate("shownId")
+            # Another photo arrives (an import, another reviewer's page): the card on screen stays.
+            server.desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "t")
+            page.evaluate("loadQueue()")
+            assert page.evaluate("shownId") == shown and page.evaluate("cards[0].id") == shown, title
+            # An answer that takes a while to save: a second key press says so instead of nothing.
+            page.route("**/api/cards/*/decide", lambda route: (time.sleep(1.5), route.continue_()))
+            page.keyboard.press("1")
+            page.keyboard.press("1")
+            page.wait_for_selector("#message:has-text('Still saving your last answer')")
+            page.wait_for_selector("#message:has-text('student hugo')", timeout=30_000)
+            browser.close()
+    finally:
+        server.close()

@@ -37,7 +37,12 @@ function say(text, error = false) {
 // ---- review queue -------------------------------------------------------------------------------
 async function loadQueue() {
   const data = await api("/api/queue");
-  cards = data.cards;
+  // The card on screen stays on screen while it is open, whatever else a refresh or an import
+  // brings (the queue's order may change under it); one answered elsewhere is said, not swapped silently.
+  const onScreen = data.cards.find((c) => c.id === shownId);
+  const wasShown = shownId !== null && shownId !== undefined && !onScreen && !busy;
+  cards = onScreen ? [onScreen, ...data.cards.filter((c) => c.id !== shownId)] : data.cards;
+  if (wasShown && $("card") && !$("card").hidden) say("The card you had was answered elsewhere; here is the next one.");
   $("open-count").textContent = data.open;
   const same = cards.length && cards[0].id === shownId;
   renderTrail(data.decisions);
@@ -107,9 +112,15 @@ function showCard() {
   });
 }
 
+function stillBusy() {
+  // A key is never ignored silently: while the last answer is being saved, say so.
+  say("Still saving your last answer… press the key again in a moment.", true);
+}
+
 async function decide(answer, studentId) {
   const card = cards[0];
-  if (!card || busy) return;
+  if (busy) return stillBusy();
+  if (!card) return;
   busy = true;
   try {
     const body = { answer, student_id: studentId || null, add_reference: answer === "student" && $("add-ref").checked };
@@ -141,7 +152,8 @@ async function decide(answer, studentId) {
 
 async function settleGroup() {
   const card = cards[0];
-  if (!card || busy || !(card.group || []).length) return;
+  if (busy) return stillBusy();
+  if (!card || !(card.group || []).length) return;
   busy = true;
   try {
     const path = `/api/photos/${card.sha256}/none`;
@@ -166,7 +178,8 @@ async function settleGroup() {
 }
 
 async function undo() {
-  if (!lastDecisions.length || busy) return;
+  if (busy) return stillBusy();
+  if (!lastDecisions.length) return;
   busy = true;
   try {
     let data = {};
@@ -176,6 +189,7 @@ async function undo() {
     say(`Undone: ${cards} back in the queue.${moved}`);
     lastDecisions = [];
     $("undo").disabled = true;
+    shownId = null;  // the card that came back is shown again, first in the queue
     await loadQueue();
   } catch (error) {
     say(error.message, true);
@@ -202,6 +216,7 @@ function renderTrail(decisions) {
           const data = await api(`/api/decisions/${d.id}/undo`, {});
           const moved = data.moved_to ? ` The check folder moved the photo back to ${data.moved_to}.` : "";
           say(`Reopened: the card is back in the queue.${moved}`);
+          shownId = null;
           await loadQueue();
         } catch (error) { say(error.message, true); }
       });
