@@ -16,9 +16,18 @@ from optout_guard.desk import Desk, DeskOptions, create_app
 from optout_guard.errors import AlreadySettled
 from optout_guard.review import NONE
 from optout_guard.users import UserStore
-from test_desk import BLAIR, HUGO, group_photo, sign_in, templates_of, workspace
+from test_desk import BLAIR, HUGO, group_photo, sign_in, sources, templates_of, workspace
 
 pytestmark = pytest.mark.data
+
+
+def _lan_desk(tmp_path):
+    """A desk on the network with two accounts: teacher (no names) and officer (names)."""
+    settings = workspace(tmp_path / "ws")
+    users = UserStore(settings.index_file.parent)
+    users.add("teacher", "correct horse battery", names=False)
+    users.add("officer", "staple gun orange tree", names=True)
+    return settings, Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
 
 
 def _token(client) -> str:
@@ -181,11 +190,7 @@ def test_the_desk_follows_an_edited_config_without_a_restart(tmp_path, data_dir)
 def test_the_page_offers_only_what_the_account_may_do_and_takes_clips(tmp_path, data_dir):
     """Issue 27: "A family opted out today" was shown to accounts that may not use it; the picker
     hid video files; the page told a browser on another PC that "nothing leaves this computer"."""
-    settings = workspace(tmp_path / "ws")
-    users = UserStore(settings.index_file.parent)
-    users.add("teacher", "correct horse battery", names=False)
-    users.add("officer", "staple gun orange tree", names=True)
-    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
+    settings, desk = _lan_desk(tmp_path)
     app = create_app(desk)
     app.config["SERVER_NAME"] = "desk.school.lan"
     with app.test_client() as teacher:
@@ -227,10 +232,7 @@ def test_a_reference_is_recorded_before_it_is_written_so_a_kill_between_leaves_n
     from optout_guard.enroll import add_reference_face
     from optout_guard.review import ReviewBook
 
-    settings = workspace(tmp_path / "ws")
-    folder = tmp_path / "check"
-    (folder / "review").mkdir(parents=True)
-    shutil.copy(HUGO, folder / "review" / HUGO.name)
+    settings, folder, _library = sources(tmp_path, in_review=[HUGO], in_library=[])
     desk = Desk(settings, DeskOptions(check_folders=[folder]))
     desk.import_sources()
     card = next(c for c in desk.book.queue() if c.candidates and c.candidates[0].student_id == "hugo")
@@ -258,10 +260,7 @@ def test_a_reference_is_recorded_before_it_is_written_so_a_kill_between_leaves_n
 def test_the_history_names_each_photo_says_undone_and_any_decision_reopens(tmp_path, data_dir):
     """Issue 27, item 8: the decisions list named a hash; an undo did not show; only the last
     decision of this page load could be undone."""
-    settings = workspace(tmp_path / "ws")
-    folder = tmp_path / "check"
-    (folder / "review").mkdir(parents=True)
-    shutil.copy(HUGO, folder / "review" / HUGO.name)
+    settings, folder, _library = sources(tmp_path, in_review=[HUGO], in_library=[])
     desk = Desk(settings, DeskOptions(check_folders=[folder]))
     desk.import_sources()
     desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "a")
