@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from optout_guard.types import ReasonCode
+
 
 class OptoutGuardError(Exception):
     """Base class: every error the library raises on purpose."""
@@ -17,12 +19,12 @@ class ImageRejected(OptoutGuardError):
     A rejected photo is never allowed: the pipeline turns this into a *review* verdict.
     """
 
-    def __init__(self, path: str, reason: str, transient: bool = False, code: str = "unreadable") -> None:
+    def __init__(self, path: str, reason: str, transient: bool = False, code: ReasonCode = ReasonCode.UNREADABLE) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         self.transient = transient  # a passing problem (could not read, changing, memory): check it again
-        self.code = code  # a types.ReasonCode value: empty_file, truncated or unreadable
+        self.code = code  # EMPTY_FILE, TRUNCATED or UNREADABLE
 
 
 class ModelUnavailable(OptoutGuardError):

@@ -249,7 +249,7 @@ class Guard:
             image = load_image(path, self.settings)
         except ImageRejected as exc:
             seconds = time.perf_counter() - started
-            problem = ReasonCode(exc.code)
+            problem = exc.code
             result = ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
             return self._undecodable_answered(result), None
         if min(image.size) < self.settings.min_face_px:

@@ -23,7 +23,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected
 from optout_guard.fsutil import FileChangedError, read_with_identity
-from optout_guard.types import LoadedImage
+from optout_guard.types import LoadedImage, ReasonCode
 
 # EXIF orientation tag value -> the transposes that undo it (what ImageOps.exif_transpose does, but
 # applied to every frame of a multi-frame file, not only the first).
@@ -104,7 +104,7 @@ def _strict_jpeg(name: str, data: bytes, max_pixels: int) -> np.ndarray | None:
     except ValueError as exc:
         text = str(exc)
         if "premature end of jpeg file" in text.lower():  # the end is missing: a half-copied file
-            raise ImageRejected(name, TRUNCATED, code="truncated") from None
+            raise ImageRejected(name, TRUNCATED, code=ReasonCode.TRUNCATED) from None
         if any(word in text.lower() for word in _DAMAGED):
             raise ImageRejected(
                 name, f"damaged image data ({text}); parts of the picture may be missing. Get an undamaged copy and re-check"
@@ -214,7 +214,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         if not stat.S_ISREG(info.st_mode):
             raise ImageRejected(name, "not a regular file (a folder, device or pipe)")
         if info.st_size == 0:
-            raise ImageRejected(name, EMPTY, code="empty_file")
+            raise ImageRejected(name, EMPTY, code=ReasonCode.EMPTY_FILE)
         if info.st_size > MAX_FILE_BYTES:  # a video or disk image named like a photo: never read whole
             raise ImageRejected(name, f"file too large to be a photo ({info.st_size / 1e6:.0f} MB); check it by hand")
         # The identity (size, mtime) of exactly the bytes read: whoever stores a verdict stores that,
@@ -230,7 +230,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         why = f"cannot read the file ({detail}); check that it exists and is readable"
         raise ImageRejected(name, why, transient=True) from None
     if not data:
-        raise ImageRejected(name, EMPTY, code="empty_file")
+        raise ImageRejected(name, EMPTY, code=ReasonCode.EMPTY_FILE)
     sha256 = hashlib.sha256(data).hexdigest()
     decoded = _strict_jpeg(name, data, settings.max_working_pixels) if data[:2] == b"\xff\xd8" else None
 
@@ -323,7 +323,7 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
         except OSError as exc:
             text = str(exc)
             if "truncated" in text or "broken data stream" in text or "unrecognized data stream" in text:
-                raise ImageRejected(name, TRUNCATED, code="truncated") from None
+                raise ImageRejected(name, TRUNCATED, code=ReasonCode.TRUNCATED) from None
             raise ImageRejected(name, f"cannot decode the image ({text})") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a rejection
             raise ImageRejected(name, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
