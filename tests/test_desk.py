@@ -794,3 +794,41 @@ def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_
             browser.close()
     finally:
         server.close()
+
+
+def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path, data_dir, chromium_exe):
+    """Issue 27, item 2: 40 of the first 46 cards of a walk were photo cards (faces too small, cut
+    off, turned, blurred), answered one by one. They are answered together, each photo shown large
+    first; a face card (a face that resembles a student) is refused in bulk, also through the API."""
+    from playwright.sync_api import sync_playwright
+
+    from optout_guard.review import PHOTO
+
+    settings = workspace(tmp_path / "ws")
+    server = Server(Desk(settings, DeskOptions(port=0)))
+    crowds = sorted((data_dir / "ultralight_crowd_imgs" / "imgs").glob("*.jpg"))[:4]
+    for photo in crowds:
+        server.desk.check_upload(photo.name, photo.read_bytes(), "t")
+    server.desk.check_upload(HUGO.name, HUGO.read_bytes(), "t")  # a face card too
+    photo_cards = [c for c in server.desk.book.queue(200) if c.face == PHOTO]
+    face_card = next(c for c in server.desk.book.queue(200) if c.face != PHOTO and c.candidates)
+    assert len(photo_cards) >= 2
+    with pytest.raises(ValueError, match="only photo cards"):
+        server.desk.decide_photos([photo_cards[0].id, face_card.id], "t")
+    before = server.desk.book.open_count()
+    try:
+        with sync_playwright() as p:
+            browser, page = desk_page(p, chromium_exe, server)
+            page.wait_for_selector("#bulk:not([hidden])")
+            page.click("#bulk summary")
+            for box in page.query_selector_all("#bulk-list input"):
+                box.check()
+            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(TEST_OUTPUT / "bulk-photo-cards.png"))
+            page.click("#bulk-none")
+            page.wait_for_selector("#message:has-text('Settled')")
+            browser.close()
+    finally:
+        server.close()
+    assert server.desk.book.open_count() == before - len(photo_cards)
+    assert server.desk.book.is_open(face_card.id)  # the face card still waits for its own answer

@@ -409,6 +409,24 @@ class Desk:
         photo = self.book.photo(sha256) or {}
         return {"decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict"), "moved_to": moved}
 
+    def decide_photos(self, card_ids: list[int], user: str) -> dict[str, Any]:
+        """"No opted-out student in these photos" for several *photo* cards at once (faces too small,
+        cut by the edge, turned, blurred: nobody near a student). Refused whole if any card is not an
+        open photo card — a face card (a face within review distance of a student) is never cleared
+        in bulk: it needs its candidates' reference photos on screen, one card at a time."""
+        cards = [self.book.card(i) for i in card_ids]
+        if not cards or any(c is None for c in cards):
+            raise KeyError(card_ids)
+        for c in cards:
+            assert c is not None
+            if c.face != PHOTO or c.candidates:
+                raise ValueError("only photo cards are answered together; a face that resembles a student needs its own answer")
+            if not self.book.is_open(c.id):
+                raise AlreadySettled(self.book.settled_message(c.id))
+        decisions = [self.decide(c.id, NONE, user, add_reference=False, refile=False)["decision"] for c in cards if c]
+        moved = [m for c in cards if c and (m := self.refile(c))]
+        return {"decisions": decisions, "settled": len(decisions), "moved_to": moved}
+
     def decide(
         self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False, refile: bool = True
     ) -> dict[str, Any]:

@@ -181,6 +181,18 @@ def create_app(desk: Desk) -> Any:
             importing=desk.importing,
         )
 
+    @bp.post("/api/photos/none")
+    def api_photos_none() -> Any:
+        ids = (request.get_json(silent=True) or {}).get("card_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+            return jsonify(error="card_ids: the photo cards to answer, as a list of numbers"), 400
+        try:
+            return jsonify(desk.decide_photos(ids, current_user() or ""))
+        except KeyError:
+            abort(404)
+        except (ValueError, OptoutGuardError) as exc:
+            return jsonify(error=str(exc)), 409
+
     @bp.post("/api/photos/<sha>/none")
     def api_photo_none(sha: str) -> Any:
         body = request.get_json(silent=True) or {}

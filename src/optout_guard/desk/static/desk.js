@@ -56,7 +56,37 @@ async function loadQueue() {
     ? `Looking for photos to review in the check folder and the audit: ${imp.done} of ${imp.total} looked at, ${imp.added} face(s) added…`
     : "";
   if (!same) showCard(); // never reset what the reviewer is doing (e.g. R ticked) on a timed refresh
+  renderBulk();
 }
+
+// ---- several photo cards at once (issue 27: most cards are photo cards) -------------------------
+function renderBulk() {
+  const photos = cards.filter((c) => c.kind === "photo" && !c.undecodable);
+  $("bulk").hidden = photos.length < 2;
+  $("bulk-count").textContent = String(photos.length);
+  const ticked = new Set([...document.querySelectorAll("#bulk-list input:checked")].map((i) => Number(i.value)));
+  const shown = new Set([...document.querySelectorAll("#bulk-list input")].map((i) => Number(i.value)));
+  if (photos.length === shown.size && photos.every((c) => shown.has(c.id))) return; // nothing new: keep the ticks
+  $("bulk-list").replaceChildren(...photos.map((c) => el("label", { className: "bulk-item" },
+    el("img", { src: c.crop_url, alt: `photo ${c.photo_name}`, loading: "lazy" }),
+    el("span", {}, el("input", { type: "checkbox", value: String(c.id), checked: ticked.has(c.id) }), ` ${c.photo_name} · ${c.reason}`),
+    el("a", { href: c.photo_url, target: "_blank", rel: "noopener", textContent: "open full size" }))));
+}
+
+$("bulk-none").addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll("#bulk-list input:checked")].map((i) => Number(i.value));
+  if (!ids.length) return say("Tick the photos where no opted-out student is to be seen first.", true);
+  if (busy) return stillBusy();
+  busy = true;
+  try {
+    const data = await api("/api/photos/none", { card_ids: ids });
+    lastDecisions = data.decisions.slice();
+    $("undo").disabled = false;
+    say(`Settled ${data.settled} photo cards: no opted-out student in them.`);
+    $("bulk-list").replaceChildren();
+    await loadQueue();
+  } catch (error) { say(error.message, true); } finally { busy = false; }
+});
 
 // The queue refreshes itself (a background import adds cards; other reviewers settle them).
 setInterval(() => { if (!busy && !document.hidden) loadQueue().catch(() => {}); }, 5000);
