@@ -832,3 +832,31 @@ def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path,
         server.close()
     assert server.desk.book.open_count() == before - len(photo_cards)
     assert server.desk.book.is_open(face_card.id)  # the face card still waits for its own answer
+
+
+def test_a_photo_card_can_be_seen_large_from_the_keyboard(tmp_path, data_dir, chromium_exe):
+    """Issue 27, item 4: a photo card's photo was ~300 px wide (faces of ~15 px): Z (or Enter on the
+    picture) shows it at its own size; Esc closes it; the answer keys still work."""
+    from playwright.sync_api import sync_playwright
+
+    settings = workspace(tmp_path / "ws")
+    server = Server(Desk(settings, DeskOptions(port=0)))
+    crowd = data_dir / "ultralight_crowd_imgs" / "imgs" / "1.jpg"
+    server.desk.check_upload("crowd.jpg", crowd.read_bytes(), "t")
+    try:
+        with sync_playwright() as p:
+            browser, page = desk_page(p, chromium_exe, server)
+            page.wait_for_selector("#card-title:has-text('Photo to settle')")
+            small = page.evaluate("document.getElementById('crop').getBoundingClientRect().width")
+            page.keyboard.press("z")
+            page.wait_for_selector("#zoom:not([hidden])")
+            page.wait_for_function("document.getElementById('zoom-img').naturalWidth > 0")
+            large = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
+            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(TEST_OUTPUT / "photo-card-zoom.png"))
+            assert large > 2 * small, (small, large)
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#zoom", state="hidden")
+            browser.close()
+    finally:
+        server.close()

@@ -93,6 +93,7 @@ setInterval(() => { if (!busy && !document.hidden) loadQueue().catch(() => {}); 
 
 function showCard() {
   const card = cards[0];
+  $("zoom").hidden = true;  // the next card is not looked at through the last one's photo
   shownId = card ? card.id : null;
   $("card").hidden = !card;
   $("empty").hidden = !!card;
@@ -256,8 +257,28 @@ function renderTrail(decisions) {
   }));
 }
 
+// ---- zoom: the photo at its own size (a 15 px face on a 300 px card cannot be judged) -----------
+function zoom(open) {
+  const card = cards[0];
+  const show = open === undefined ? $("zoom").hidden : open;
+  if (show && card) {
+    // A photo card shows the marked-up photo; a face card, the whole photo the face is in.
+    $("zoom-img").src = card.kind === "photo" ? card.crop_url : card.photo_url;
+    $("zoom").hidden = false;
+    $("zoom").focus();
+  } else {
+    $("zoom").hidden = true;
+    $("crop").focus();
+  }
+}
+$("crop").addEventListener("click", () => zoom(true));
+$("crop").addEventListener("keydown", (event) => { if (event.key === "Enter") { zoom(true); event.preventDefault(); } });
+$("zoom").addEventListener("click", () => zoom(false));
+
 document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !$("zoom").hidden) { zoom(false); event.preventDefault(); return; }
   if (event.ctrlKey || event.metaKey || event.altKey || $("queue").hidden) return;
+  if (event.key.toLowerCase() === "z" && !(event.target instanceof HTMLInputElement)) { zoom(); event.preventDefault(); return; }
   if (event.target instanceof HTMLInputElement && event.target.type !== "checkbox") return;
   const key = event.key.toLowerCase();
   const card = cards[0];
