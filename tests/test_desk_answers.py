@@ -277,3 +277,23 @@ def test_the_history_names_each_photo_says_undone_and_any_decision_reopens(tmp_p
     assert client.post(f"/api/decisions/{decided}/undo", headers={"X-CSRFToken": token}).status_code == 200
     again = {d["id"]: d for d in client.get("/api/queue").get_json()["decisions"]}
     assert again[decided]["undone_by"] and desk.book.is_open(first.id)
+
+
+def test_a_face_that_is_not_a_student_is_ignored_for_good_and_undoable(tmp_path, data_dir):
+    """Issue 27, item 5: a poster, a painting, an adult member of staff: "ignore this face", recorded
+    by content hash, never asked again for that photo, said as such, undoable."""
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions())
+    desk.check_upload(HUGO.name, HUGO.read_bytes(), "a")
+    card = next(c for c in desk.book.queue() if c.candidates)
+    client = create_app(desk).test_client()
+    token = _token(client)
+    answer = client.post(f"/api/cards/{card.id}/decide", json={"answer": "ignore", "confirm": True},
+                         headers={"X-CSRFToken": token})  # fmt: skip
+    assert answer.status_code == 200 and answer.get_json()["verdict"] == "allow"
+    history = client.get("/api/queue").get_json()["decisions"]
+    assert history[0]["action"] == "ignored (not a student)"
+    desk.check_upload("again.jpg", HUGO.read_bytes(), "a")  # the same photo again: not asked again
+    assert not desk.book.is_open(card.id) and not [c for c in desk.book.queue() if c.sha256 == card.sha256]
+    client.post(f"/api/decisions/{history[0]['id']}/undo", headers={"X-CSRFToken": token})
+    assert desk.book.is_open(card.id)

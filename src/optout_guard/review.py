@@ -234,7 +234,9 @@ class ReviewBook:
         """The photo now lives elsewhere (the check folder re-filed it)."""
         self.db.execute("UPDATE photos SET path=?, marked=NULL WHERE sha256=?", (path, sha256))
 
-    def settle(self, face_id: int, answer: str, user: str, reference: str | None = None) -> int:
+    def settle(
+        self, face_id: int, answer: str, user: str, reference: str | None = None, action: str | None = None
+    ) -> int:
         """Settle a card: ``answer`` is a student id among its candidates, or NONE. Returns the decision id."""
         card = self.card(face_id)
         if card is None:
@@ -262,7 +264,7 @@ class ReviewBook:
                     card.sha256,
                     card.face,
                     face_id,
-                    _action(answer),
+                    action or _action(answer),
                     answer if answer not in (NONE, UNNAMED, BLURRED) else None,
                     reference,
                 ),

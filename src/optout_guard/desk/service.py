@@ -428,8 +428,18 @@ class Desk:
         return {"decisions": decisions, "settled": len(decisions), "moved_to": moved}
 
     def decide(
-        self, card_id: int, answer: str, user: str, add_reference: bool, confirmed: bool = False, refile: bool = True
+        self,
+        card_id: int,
+        answer: str,
+        user: str,
+        add_reference: bool,
+        confirmed: bool = False,
+        refile: bool = True,
+        ignored: bool = False,
     ) -> dict[str, Any]:
+        """Settle a card. ``ignored``: "this face is not a student" (a poster, a painting, an adult):
+        cleared like "none of them" — by content hash, never asked again for that photo, undoable —
+        and recorded as such in the history."""
         from optout_guard.activity_log import ActivityLog
 
         card = self.book.card(card_id)
@@ -444,6 +454,8 @@ class Desk:
                 raise ValueError(f"{answer!r} is not one of this face's candidates")
         if card.face == PHOTO and add_reference:
             raise ValueError("a whole photo cannot be a reference photo")
+        if ignored and (answer != NONE or card.face == PHOTO):
+            raise ValueError("only a face is ignored (it is cleared as not a student)")
         if not self.book.is_open(card_id):  # before anything is written (a reference, a note)
             raise AlreadySettled(self.book.settled_message(card_id))
         if answer == NONE and not confirmed and card.candidates and card.candidates[0].distance <= self.settings.block_distance:
@@ -462,7 +474,7 @@ class Desk:
             # the two leaves a decision whose undo removes that reference, never a template that no
             # decision records (nobody could undo it from the desk).
             planned = f"{PENDING}{self.reference_tag(card)}" if wants_reference else None
-            decision = self.book.settle(card_id, answer, user, planned)
+            decision = self.book.settle(card_id, answer, user, planned, "ignored (not a student)" if ignored else None)
             if wants_reference:
                 try:
                     reference = self.add_reference(card, answer)

@@ -249,20 +249,20 @@ def create_app(desk: Desk) -> Any:
         answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED, "blurred": BLURRED}.get(
             str(body.get("answer")), NONE
         )
+        ignored = body.get("answer") == "ignore"  # not a student: cleared like "none", said as "ignored"
         if body.get("answer") == "skip":
             desk.book.skip(card_id)
             return jsonify(skipped=card_id)
-        if body.get("answer") not in ("student", "none", "unnamed", "blurred") or (
+        if body.get("answer") not in ("student", "none", "ignore", "unnamed", "blurred") or (
             body.get("answer") == "student" and not answer
         ):
-            return jsonify(error="answer must be student (with student_id), unnamed, none, blurred or skip"), 400
+            return jsonify(error="answer must be student (with student_id), unnamed, none, ignore, blurred or skip"), 400
         if body.get("add_reference") and options.lan and not may_see_names():
             # A new reference photo changes who is protected: the same right as adding a student.
             return jsonify(error="this account may not add reference photos; ask the privacy officer"), 403
         try:
-            return jsonify(
-                desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")), bool(body.get("confirm")))
-            )
+            return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")),
+                                       bool(body.get("confirm")), ignored=ignored))  # fmt: skip
         except NeedsConfirmation as exc:
             return jsonify(error=str(exc), confirm=str(exc)), 409
         except KeyError:

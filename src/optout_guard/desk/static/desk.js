@@ -167,7 +167,7 @@ async function decide(answer, studentId) {
     else {
       lastDecisions = [data.decision];
       $("undo").disabled = false;
-      const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown",
+      const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown", ignore: "not a student (ignored)",
                      blurred: "post the blurred copy (the original stays under review)" }[answer] || "none of them";
       const ref = data.reference_added ? "; the face was added as a reference" : "";
       const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
@@ -234,7 +234,8 @@ function renderTrail(decisions) {
   // (the desk refuses on the network for an account that may not undo another's decision).
   const trail = $("trail");
   trail.replaceChildren(...decisions.map((d) => {
-    const what = d.action === "student" ? `student ${d.student_id}` : d.action === "none" ? "none of them" : "an opted-out student not shown";
+    const what = d.action === "student" ? `student ${d.student_id}` : d.action === "none" ? "none of them"
+      : d.action.startsWith("ignored") ? "ignored: not a student" : "an opted-out student not shown";
     const photo = d.photo_name ? `${d.photo_name}${d.source ? ` (${d.source})` : ""}` : `photo ${d.sha256.slice(0, 8)}`;
     const item = el("li", { textContent: `${d.at.replace("T", " ").slice(0, 16)} ${d.user}: ${what} — ${photo}` });
     if (d.undone_at) {
@@ -289,6 +290,8 @@ document.addEventListener("keydown", (event) => {
       : `There is no student ${key} on this card.`, true);
   } else if (["1", "2", "3"].includes(key) && card) decide("student", card.candidates[Number(key) - 1].student_id);
   else if (key === "n" && card) decide("none");
+  else if (key === "i" && card && card.kind !== "photo") decide("ignore");
+  else if (key === "i" && card) say("I is for one face that is not a student (a poster, a painting, an adult).", true);
   else if (key === "b" && card) decide("unnamed");
   else if (key === "p" && card && card.kind === "photo") decide("blurred");
   else if (key === "p" && card) say("P is for a whole photo's card: the blurred copy of a photo nobody could judge.", true);
