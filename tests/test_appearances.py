@@ -57,3 +57,28 @@ def test_every_photo_of_a_student_from_audits_the_desk_and_a_check_folder(tmp_pa
     assert table.exit_code == 0 and "photo(s) and clip(s) of hugo" in table.stdout
     nobody = run(app, ["--workspace", str(settings.workspace), "people", "nobody", "--photos"])
     assert "No photo of nobody" in nobody.stdout
+
+
+def test_the_desk_lists_every_photo_of_a_student_in_the_browser(tmp_path, data_dir, chromium_exe):
+    from playwright.sync_api import sync_playwright
+
+    from test_desk import TEST_OUTPUT, Server, desk_page, sources
+
+    settings, folder, _library = sources(tmp_path, in_review=[HUGO], in_library=[])
+    server = Server(Desk(settings, DeskOptions(port=0, check_folders=[folder])))
+    server.desk.import_sources()
+    card = next(c for c in server.desk.book.queue() if c.candidates and c.candidates[0].student_id == "hugo")
+    server.desk.decide(card.id, "hugo", "officer", add_reference=False)
+    try:
+        with sync_playwright() as p:
+            browser, page = desk_page(p, chromium_exe, server)
+            page.fill("#student-id", "hugo")
+            page.press("#student-id", "Enter")
+            page.wait_for_selector("#student-photos li")
+            text = page.inner_text("#student-photos")
+            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(TEST_OUTPUT / "student-photos.png"))
+            assert HUGO.name in text and "confirmed as this student by officer" in text, text
+            browser.close()
+    finally:
+        server.close()

@@ -159,6 +159,25 @@ def create_app(desk: Desk) -> Any:
             abort(404)
         return send_file(HERE / "static" / name, max_age=0)
 
+    @bp.get("/api/students/<student_id>/photos")
+    def api_student_photos(student_id: str) -> Any:
+        """Every photo of one student the desk's sources know (appearances.py): what a privacy
+        officer takes down when a family opts out mid-year."""
+        from optout_guard.appearances import appearances
+        from optout_guard.optout_list import is_valid_student_id
+
+        if not is_valid_student_id(student_id):
+            abort(404)
+        found = appearances(desk.settings, student_id, options.check_folders)
+        rows = []
+        for a in found:
+            row = a.as_json()
+            row["name"] = Path(a.path).name if a.source != "desk" else "photo checked on the page"
+            served = desk.allowed(a.path)
+            row["path"] = row["path"] if served is not None else row["name"]  # no paths the desk does not serve
+            rows.append(row)
+        return jsonify(student_id=student_id, photos=rows)
+
     @bp.get("/api/status")
     def api_status() -> Any:
         from optout_guard.status import status

@@ -258,6 +258,21 @@ function renderTrail(decisions) {
   }));
 }
 
+// ---- every photo of one student (a family opted out mid-year: what to take down) ----------------
+$("student-search").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = $("student-id").value.trim();
+  if (!id) return;
+  const list = $("student-photos");
+  try {
+    const data = await api(`/api/students/${encodeURIComponent(id)}/photos`);
+    list.replaceChildren(...(data.photos.length ? data.photos.map((p) => el("li", {
+      textContent: `${(p.when || "").replace("T", " ").slice(0, 16)} · ${p.name} (${p.source}) · ${p.verdict.toUpperCase()} · ${p.how}`,
+      title: p.path,
+    })) : [el("li", { textContent: `No photo of ${id} is known to have been blocked, held or confirmed.` })]));
+  } catch (error) { list.replaceChildren(el("li", { textContent: error.message })); }
+});
+
 // ---- zoom: the photo at its own size (a 15 px face on a 300 px card cannot be judged) -----------
 function zoom(open) {
   const card = cards[0];
