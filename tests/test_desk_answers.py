@@ -297,3 +297,19 @@ def test_a_face_that_is_not_a_student_is_ignored_for_good_and_undoable(tmp_path,
     assert not desk.book.is_open(card.id) and not [c for c in desk.book.queue() if c.sha256 == card.sha256]
     client.post(f"/api/decisions/{history[0]['id']}/undo", headers={"X-CSRFToken": token})
     assert desk.book.is_open(card.id)
+
+
+def test_a_student_added_later_shows_with_the_name_given(tmp_path, data_dir, samples):
+    """Issue 27, item 12: a student added with `add` showed as "Student 104605" to accounts allowed
+    to see names (the names were read once, when the desk started)."""
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions(show_names=True))
+    assert desk.names() == {}
+    added = CliRunner().invoke(app, ["--workspace", str(settings.workspace), "add", "104605", "--first", "Ada",
+                                     "--last", "Byron", str(samples["grace_hopper"])])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert desk.names().get("104605") == "Ada Byron"

@@ -66,6 +66,7 @@ class Desk:
         self.roots = [self.uploads, self.marked, settings.enrollments.resolve(), *[p.resolve() for p in options.check_folders]]
         self.roots += [p.resolve() for p in options.audit_libraries]
         self._names: dict[str, str] | None = None
+        self._names_stamp: tuple[tuple[int, int] | None, ...] = ()
         self.importing: dict[str, Any] = {"running": False, "done": 0, "total": 0, "added": 0}
         self._stamp = settings_stamp(settings)
 
@@ -97,15 +98,17 @@ class Desk:
         return resolved
 
     def names(self) -> dict[str, str]:
-        if self._names is None:
-            from optout_guard.optout_list import load_list
+        """Student id -> name, from the saved list and students added before any list; read again
+        whenever either file changes (a student added with `add` or on the page showed as an id)."""
+        from optout_guard.optout_list import LIST_FILE, PENDING_FILE, load_list, load_pending
 
+        files = [self.settings.workspace / LIST_FILE, self.settings.workspace / PENDING_FILE]
+        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files)
+        if self._names is None or stamp != self._names_stamp:
             optouts = load_list(self.settings.workspace)
-            self._names = {
-                s.student_id: f"{s.first} {s.last}".strip()
-                for s in (optouts.students.values() if optouts else [])
-                if s.first or s.last
-            }
+            students = [*(optouts.students.values() if optouts else []), *load_pending(self.settings.workspace)]
+            self._names = {s.student_id: f"{s.first} {s.last}".strip() for s in students if s.first or s.last}
+            self._names_stamp = stamp
         return self._names
 
     # ---- checking --------------------------------------------------------------------------
