@@ -313,3 +313,18 @@ def test_a_student_added_later_shows_with_the_name_given(tmp_path, data_dir, sam
                                      "--last", "Byron", str(samples["grace_hopper"])])  # fmt: skip
     assert added.exit_code == 0, added.output
     assert desk.names().get("104605") == "Ada Byron"
+
+
+def test_the_check_page_offers_both_copies_for_download(tmp_path, data_dir):
+    """Issue 27, item 9: the Check photos tab offers the marked-up copy and the copy fit to post."""
+    settings = workspace(tmp_path / "ws")
+    client = create_app(Desk(settings, DeskOptions())).test_client()
+    token = _token(client)
+    sent = client.post("/api/check", data={"photos": (HUGO.open("rb"), "assembly.jpg")}, headers={"X-CSRFToken": token},
+                       content_type="multipart/form-data")  # fmt: skip
+    result = sent.get_json()["results"][0]
+    assert result["marked_url"] and result["postable_url"]
+    copy = client.get(result["postable_url"])
+    assert copy.status_code == 200 and copy.data[:2] == b"\xff\xd8"
+    assert "attachment" in copy.headers["Content-Disposition"]
+    assert client.get("/postable/" + "0" * 64).status_code == 404

@@ -122,7 +122,9 @@ class Desk:
         schools = {s.school for s in optouts.students.values() if s.school} if optouts is not None else set()
         return sorted(schools | set(named_scopes(self.settings.workspace)), key=str.lower)
 
-    def check_upload(self, name: str, data: bytes, user: str, scope_name: str = "") -> dict[str, Any]:
+    def check_upload(
+        self, name: str, data: bytes, user: str, scope_name: str = "", viewer_names: bool = False
+    ) -> dict[str, Any]:
         """Check a photo dropped on the page (against ``scope_name``, "" = the district); its review
         faces become cards. An unknown scope raises (the page says so; nothing is checked)."""
         import hashlib
@@ -145,13 +147,17 @@ class Desk:
         if not stored.exists():
             self.prune_uploads(incoming=len(data))
             atomic_write(stored, data)
+        from optout_guard.pipeline import Redaction
+
         with self.lock:
-            result = self.guard.check(stored, annotate_dir=self.marked, scope=scope)
+            # The marked-up copy and the copy fit to post, both offered for download on the page
+            # (kept with the uploads: the same age and size budget).
+            result = self.guard.check(stored, annotate_dir=self.marked, redact=Redaction(self.marked), scope=scope)
             self.book.add_result(result, "desk")
             self.prune_uploads()  # the marked copy counts too
         # The log names photos by content hash only: a file name can be a child's name.
         ActivityLog(self.settings).record("desk-check", reviewer=user, **photo_details(result))
-        return self.result_json(result, Path(name).name)
+        return self.result_json(result, Path(name).name, viewer_names)
 
     def add_student(self, fields: dict[str, str], photos: list[tuple[str, bytes]], user: str) -> dict[str, Any]:
         """A family opted out today: protect the student now (as ``optout-guard add``)."""
@@ -205,7 +211,12 @@ class Desk:
             removed += 1
         return removed
 
-    def result_json(self, result: Any, name: str) -> dict[str, Any]:
+    def postable_copy(self, sha256: str) -> Path | None:
+        """The copy fit to post the page made of a photo it checked (``None`` when there is none)."""
+        found = sorted(self.marked.glob(f"{sha256}.*.redacted.*"))
+        return self.allowed(found[0]) if found else None
+
+    def result_json(self, result: Any, name: str, viewer_names: bool = False) -> dict[str, Any]:
         """The page's view of a result: the faces as ``check --json`` renders them (one renderer,
         ``report.face_to_dict``), with the desk's own candidates (names, reference photos) and cards."""
         from optout_guard.report import face_to_dict
@@ -215,7 +226,7 @@ class Desk:
             face_to_dict(m)
             | {
                 "face": i,
-                "candidates": [self.candidate_json(c.student_id, c.distance) for c in m.candidates],
+                "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in m.candidates],
                 "card": card_ids.get(i),
             }
             for i, m in enumerate(result.faces)
@@ -227,6 +238,7 @@ class Desk:
             "reasons": list(result.reasons),
             "students": list(result.blocked_students),
             "marked_url": f"/photo/{result.sha256}/marked.jpg" if result.annotated_path else None,
+            "postable_url": f"/postable/{result.sha256}" if result.redacted_path else None,
             "faces": faces,
             "scope": result.scope or "the whole district",
         }

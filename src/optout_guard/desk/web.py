@@ -242,7 +242,8 @@ def create_app(desk: Desk) -> Any:
             return jsonify(error="no photos in the request"), 400
         scope = request.form.get("scope", "")
         try:
-            results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope) for f in files]
+            names = may_see_names()
+            results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope, names) for f in files]
         except ConfigError as exc:  # an unknown scope: nothing checked against an empty gallery
             return jsonify(error=str(exc)), 400
         return jsonify(results=results)
@@ -327,6 +328,15 @@ def create_app(desk: Desk) -> Any:
             return Response(desk.thumbnail(path, 1600), mimetype="image/jpeg")
         except ImageRejected:
             abort(404)
+
+    @bp.get("/postable/<sha>")
+    def postable(sha: str) -> Any:
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            abort(404)
+        path = desk.postable_copy(sha)
+        if path is None:
+            abort(404)
+        return send_file(path, as_attachment=True, download_name=f"fit-to-post{path.suffix}", max_age=0)
 
     @bp.get("/reference/<student_id>/<int:n>.jpg")
     def reference(student_id: str, n: int) -> Any:

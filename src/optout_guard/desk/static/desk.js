@@ -369,7 +369,7 @@ async function checkFiles(files) {
 function renderResult(r) {
   const picture = r.marked_url ? el("img", { src: r.marked_url, alt: `marked-up copy of ${r.name}` }) : el("p", { textContent: "no marked-up copy" });
   const faces = el("ul", { className: "faces" }, ...r.faces.map((f, i) => {
-    const who = f.candidates.length ? ` — closest: ${f.candidates.map((c) => `${c.student_id} (${c.distance.toFixed(3)})`).join(", ")}` : "";
+    const who = f.candidates.length ? ` — closest: ${f.candidates.map((c) => `${c.name ? `${c.name} (${c.student_id})` : c.student_id} (${c.distance.toFixed(3)})`).join(", ")}` : "";
     return el("li", { textContent: `Face ${i + 1}: ${f.decision}${f.reason ? ": " + f.reason : ""}${who}` });
   }));
   const info = el("div", {},
@@ -379,6 +379,10 @@ function renderResult(r) {
     el("ul", {}, ...r.reasons.map((reason) => el("li", { textContent: reason }))),
     faces);
   if (r.faces.some((f) => f.card)) info.append(el("p", { textContent: "Faces that need a person are waiting in the review queue." }));
+  const downloads = [];
+  if (r.marked_url) downloads.push(el("a", { href: r.marked_url, download: `marked-${r.name}.jpg`, textContent: "Download the marked-up copy" }));
+  if (r.postable_url) downloads.push(el("a", { href: r.postable_url, textContent: "Download the copy fit to post (faces in question blurred, no metadata)" }));
+  if (downloads.length) info.append(el("p", { className: "downloads" }, ...downloads.flatMap((a, i) => (i ? [" · ", a] : [a]))));
   const box = el("article", { className: "result" }, picture, info);
   box.dataset.verdict = r.verdict;
   return box;
