@@ -192,6 +192,20 @@ def video(d: dict) -> list[str]:
     return rows
 
 
+def children(d: dict) -> list[str]:
+    rows = ["| opted-out children enrolled from | caught | blocked | other children held | other children blocked "
+            "| two appearances averaged (0.36 / 0.40): caught / blocked | two photos of another child averaged: held / blocked |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, c in d.items():
+        rows.append(
+            f"| {label} ({c['opted_out_children_usable']} usable children, {c['counts']['appearances']} appearances) | "
+            f"{_pct(c['caught'])} | {_pct(c['blocked'])} | {_pct(c['others_held'])} | {_pct(c['others_blocked'], 2)} | "
+            f"{_pct(c['pooled_caught'])} / {_pct(c['pooled_blocked'])} ({c['pooled_pairs']} pairs) | "
+            f"{_pct(c['other_pairs_held'])} / {_pct(c['other_pairs_blocked'])} ({c['counts']['other_pairs']} pairs) |"
+        )
+    return rows
+
+
 # name: (benchmark output it is taken from, page, renderer)
 FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "accuracy-by-gallery": ("bench-out/accuracy/accuracy.json", "accuracy.md", accuracy_by_gallery),
@@ -200,6 +214,7 @@ FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "speed": ("bench-out/speed.json", "accuracy.md", speed),
     "audit": ("bench-out/audit/audit.json", "audit.md", audit),
     "video": ("bench-out/video/video.json", "video.md", video),
+    "children": ("bench-out/children.json", "accuracy.md", children),
 }
 
 
