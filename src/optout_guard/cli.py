@@ -256,6 +256,11 @@ def check(
                 results.append(item)
             progress.advance(task)
 
+    if settings.recognition and len(results) > 1:
+        from optout_guard.events import decide_across
+
+        # The photos of one check are one event: a child held in several of them is decided once.
+        results = decide_across(guard, results, chosen)
     ActivityLog(settings).record("check", photos=[photo_details(r) for r in results])
     if as_json:
         sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")

@@ -47,6 +47,7 @@ class ReasonCode(str, enum.Enum):
     REVIEWER_UNNAMED = "reviewer_unnamed"
     REVIEWER_CLEARED = "reviewer_cleared"
     NOT_JUDGED = "not_judged"  # any other face that could not be judged
+    EVENT_MATCH = "event_match"  # block: held alone, matched with the same child in other photos of the check
     OWN_BLUR = "own_blur"  # clear: a face optout-guard itself blurred, in a copy fit to post it wrote
     # files
     EMPTY_FILE = "empty_file"
