@@ -658,6 +658,9 @@ def test_a_clip_track_is_one_card_with_its_best_frame_and_the_answer_counts(tmp_
     crop = client.get(card["crop_url"])
     assert crop.status_code == 200 and crop.data[:2] == b"\xff\xd8"  # the face, from the clip's best frame
     assert client.get(card["photo_url"]).status_code == 200
+    # The desk plays the clip it asks about (issue 25), seeking included (range requests).
+    played = client.get(card["clip_url"], headers={"Range": "bytes=0-99"})
+    assert played.status_code == 206 and played.mimetype == "video/mp4" and len(played.data) == 100
     as_reference = {"answer": "student", "student_id": "hugo", "add_reference": True}
     refused = client.post(f"/api/cards/{card['id']}/decide", json=as_reference, headers={"X-CSRFToken": token})
     assert refused.status_code == 409 and "not kept as a reference" in refused.get_json()["error"]

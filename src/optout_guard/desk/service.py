@@ -25,6 +25,10 @@ CROP_PX = 260  # the face is shown this big on a card
 REFERENCE_PX = 200
 
 
+def _playable(path: str) -> bool:
+    return Path(path).suffix.lower() in (".mp4", ".m4v", ".mov", ".webm")
+
+
 PENDING = "pending:"  # a decision's reference before it is written (its tag, not yet its key)
 
 
@@ -344,6 +348,8 @@ class Desk:
             "crop_url": (marked or f"/face/{card.id}.jpg") if whole else f"/face/{card.id}.jpg",
             "face_px": round(card.box.w),
             "clip_time": card.time,  # a clip's track: the time of the frame shown (None for photos)
+            # The clip itself, where a browser plays its container (MP4/MOV/WebM); others show the frame only.
+            "clip_url": f"/clip/{card.sha256}" if card.time is not None and _playable(card.photo_path) else None,
             "undecodable": whole and card.box.w == 0,  # a file with no picture to show: open it elsewhere
             "candidates": [self.candidate_json(c.student_id, c.distance, viewer_names) for c in card.candidates[:3]],
         }

@@ -102,6 +102,14 @@ function showCard() {
   $("crop").classList.toggle("whole", card.kind === "photo");
   $("reason").textContent = card.reason;
   const inClip = card.clip_time !== null && card.clip_time !== undefined;
+  // A clip the browser can play is shown too, from a second before the person's best frame.
+  const video = $("clip");
+  video.hidden = !(inClip && card.clip_url);
+  if (inClip && card.clip_url) {
+    video.src = `${card.clip_url}#t=${Math.max(0, card.clip_time - 1)}`;
+  } else {
+    video.removeAttribute("src");
+  }
   $("card-title").textContent = card.kind === "photo" ? "Photo to settle" : inClip ? "Person in a video clip" : "Face to settle";
   $("question").textContent = card.kind === "photo"
     ? "Does this photo show a student on the opt-out list? (the faces in question are boxed)"
