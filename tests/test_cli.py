@@ -189,3 +189,20 @@ def test_check_starts_loading_its_models_while_the_command_line_is_parsed(monkey
                  ["people"], ["check", "--help"], ["--workspace", "check", "people"]):  # fmt: skip
         cli_module._warm_up(args)
     assert asked == [["centerface", "landmarks", "resnet"], ["centerface", "landmarks"], ["hog", "landmarks", "resnet"]]
+
+
+def test_a_check_that_ends_early_exits_with_its_own_code_not_an_abort(tmp_path):
+    """The models start loading as `check` starts (issue 30); a check that ends at once (a mistyped
+    path, no index) must still exit 2 — not be aborted (134) by tearing the interpreter down under a
+    model still loading, which it was 3 times in 5 when the loader threads were daemons."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("optout-guard"))
+    for _ in range(4):
+        missing = subprocess.run([cli, "--workspace", str(tmp_path), "check", str(tmp_path / "nope.jpg")], capture_output=True)
+        assert missing.returncode == 2, missing.stderr[-300:]
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")
+    no_index = subprocess.run([cli, "--workspace", str(tmp_path), "check", str(tmp_path / "a.jpg")], capture_output=True)
+    assert no_index.returncode == 2 and b"no face index" in no_index.stderr

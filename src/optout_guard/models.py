@@ -179,8 +179,10 @@ class Models:
         and return at once: onnxruntime builds its sessions outside Python's lock, so a one-photo
         check decodes its photo and opens the index meanwhile (issue 30: ~0.1 s of its start).
         :meth:`preload` then waits for them; an error is raised there, where the model is used."""
+        # Not daemon threads: a command that ends early (a mistyped path, no index) waits for a load
+        # under way instead of tearing the interpreter down under onnxruntime (that aborted, exit 134).
         for name in names:
-            threading.Thread(target=self._load_quietly, args=(name,), name=f"load-{name}", daemon=True).start()
+            threading.Thread(target=self._load_quietly, args=(name,), name=f"load-{name}", daemon=False).start()
 
     def _load_quietly(self, name: str) -> None:
         with contextlib.suppress(Exception):  # raised again, with its message, by preload() or first use
