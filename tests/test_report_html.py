@@ -39,3 +39,36 @@ def test_the_report_says_where_reviews_are_settled_and_counts_faces_cleared_near
     flat = " ".join(page.split())
     assert f"optout-guard serve --audit {library}" in flat
     assert "7 faces checked in this run were cleared although they came close" in flat
+
+
+def test_photos_to_review_are_grouped_by_cause_and_folder_with_a_thumbnail_budget(tmp_path):
+    """Issue 27, item 11: 1,601 photos to review drew 1,698 thumbnails on one page. Blocked photos
+    first, each pictured; photos to review grouped by cause and folder with counts, a few pictured
+    per group, the rest counted (audit.csv lists every one)."""
+    library = str(tmp_path / "lib")
+
+    def row(path: str, verdict: str, reason: str) -> dict:
+        return {"path": f"{library}/{path}", "fs_path": f"{library}/{path}", "verdict": verdict, "reasons": [reason],
+                "faces": [], "checked_at": "2026-12-03T01:00:00+00:00", "changed_run": 1, "sha256": "ab" * 32,
+                "scope": "", "kind": "photo"}  # fmt: skip
+
+    rows = [row(f"2026/blocked{i}.jpg", "block", "matches student S1 (distance 0.3)") for i in range(3)]
+    rows += [row(f"2026/field-day/p{i}.jpg", "review", f"{i % 5 + 2} faces too small to check") for i in range(60)]
+    rows += [row(f"2025/concert/c{i}.jpg", "review", "resembles student S2 (distance 0.45); a person should look")
+             for i in range(12)]  # fmt: skip
+    drawn: list[str] = []
+
+    def thumbnail(r, out) -> bool:
+        drawn.append(r["path"])
+        out.write_bytes(b"\xff\xd8")
+        return True
+
+    summary = {"run_id": 1, "totals": {"block": 3, "review": 72}}
+    page = write_audit_report(tmp_path / "report", library, summary, rows, {"changed": [], "changed_count": 0, "deleted": []},
+                              thumbnail).read_text(encoding="utf-8")  # fmt: skip
+    flat = " ".join(page.split())
+    assert sum("blocked" in p for p in drawn) == 3  # every blocked photo pictured
+    assert len(drawn) == 3 + 8 + 8  # 8 per review group
+    assert "<b>60</b> · faces too small to check · in 2026/field-day" in flat
+    assert "<b>12</b> · resembles student S2; a person should look · in 2025/concert" in flat
+    assert "… and 20 more in this group" in flat

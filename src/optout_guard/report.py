@@ -136,6 +136,27 @@ def _local(timestamp: str | None) -> str:
         return timestamp
 
 
+GROUP_THUMBNAILS = 8  # thumbnails drawn per group of photos to review (cause × folder)
+GROUP_CARDS = 40  # cards shown per group; the rest are counted, and listed in audit.csv
+
+
+def _cause(reasons: list[str]) -> str:
+    """A review's cause, for grouping: its first reason without the numbers ("3 faces too small")."""
+    import re
+
+    first = reasons[0] if reasons else "needs a person"
+    plain = re.sub(r"\s*\((distance|pooled distance) [^)]*\)", "", first)  # "(distance 0.45)"
+    return re.sub(r"\s+", " ", re.sub(r"\b\d+(\.\d+)?\b", "", plain)).strip(" ;,") or first
+
+
+def _review_groups(rows: list[dict[str, Any]], library: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        folder = os.path.dirname(os.path.relpath(r["path"], library)) if library else os.path.dirname(r["path"])
+        groups.setdefault((_cause(r["reasons"]), folder or "."), []).append(r)
+    return groups
+
+
 def write_audit_report(
     out_dir: Path,
     library: str,
@@ -157,9 +178,19 @@ def write_audit_report(
     # previous good report, never an empty one.
     out_dir = private_dir(Path(out_dir))
     private_dir(out_dir / "thumbs")
-    for i, row in enumerate(rows):
+    # At a district's scale (issue 27: 1,601 photos to review drew 1,698 thumbnails on one page):
+    # every blocked photo gets its thumbnail (up to the budget); photos to review are grouped by
+    # cause and folder, with counts, and only the first GROUP_THUMBNAILS of each group get one.
+    groups = _review_groups([r for r in rows if r["verdict"] == "review"], library)
+    pictured = {id(r) for rs in groups.values() for r in rs[:GROUP_THUMBNAILS]}
+    drawn = 0
+    for row in rows:
+        row["thumbnail"] = None
+        if row["verdict"] == "review" and id(row) not in pictured:
+            continue
         name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
-        row["thumbnail"] = name if i < max_thumbnails and thumbnail(row, out_dir / name) else None
+        if drawn < max_thumbnails and thumbnail(row, out_dir / name):
+            row["thumbnail"], drawn = name, drawn + 1
 
     def card(r: dict[str, Any]) -> dict[str, Any]:
         large = r["thumbnail"][: -len(".jpg")] + ".large.jpg" if r["thumbnail"] else None
@@ -200,6 +231,11 @@ def write_audit_report(
         },
         blocked=[card(r) for r in rows if r["verdict"] == "block"],
         held=[card(r) for r in rows if r["verdict"] == "review"],
+        held_groups=[
+            {"cause": cause, "folder": folder, "count": len(rs), "cards": [card(r) for r in rs[:GROUP_CARDS]],
+             "more": max(0, len(rs) - GROUP_CARDS)}
+            for (cause, folder), rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ],
         clips=[_place(c["path"], library) | {"verdict": c["verdict"], "reasons": c["reasons"]} for c in clips or []],
         changes={"folders": folders, "count": changes.get("changed_count", len(mattering)), "listed": len(listed)},
         deleted=[_place(p, library) for p in changes["deleted"][:500]],
