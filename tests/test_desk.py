@@ -788,8 +788,15 @@ def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_
             server.desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "t")
             page.evaluate("loadQueue()")
             assert page.evaluate("shownId") == shown and page.evaluate("cards[0].id") == shown, title
-            # An answer that takes a while to save: a second key press says so instead of nothing.
-            page.route("**/api/cards/*/decide", lambda route: (time.sleep(1.5), route.continue_()))
+            # An answer that takes a while to save (the server is slow, not the browser): a second
+            # key press says so instead of nothing.
+            real_decide = server.desk.decide
+
+            def slow_decide(*args, **kwargs):
+                time.sleep(3.0)
+                return real_decide(*args, **kwargs)
+
+            server.desk.decide = slow_decide  # type: ignore[method-assign]
             page.keyboard.press("1")
             page.keyboard.press("1")
             page.wait_for_selector("#message:has-text('Still saving your last answer')")
