@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "children.json")
     args = parser.parse_args()
     from optout_guard.config import Settings
+    from optout_guard.events import POOLED_BLOCK, pooled
     from optout_guard.index import FaceIndex, Template
 
     meta, vectors = embed_all(ROOT / "bench-out" / "children_embeddings.npz")
@@ -133,15 +134,13 @@ def main() -> None:
             totals["others"] += len(others)
             totals["others_blocked"] += sum(d == "block" for d in od)
             totals["others_held"] += sum(d != "clear" for d in od)
-            # Two appearances of one child averaged (an event's pooled decision), at pooled thresholds.
-            pooled_block, pooled_review = 0.36, 0.40
+            # Two appearances of one child pooled as the product pools an event's faces (events.pooled).
+            pooled_block, pooled_review = POOLED_BLOCK, 0.40
             for p in chosen:
                 later = later_of[p]
                 if len(later) < 2:
                     continue
-                mean = vectors[later[:2]].mean(axis=0)
-                mean *= np.mean(np.linalg.norm(vectors[later[:2]], axis=1)) / np.linalg.norm(mean)
-                f = index.search(mean[None, :], settings=settings)[0]
+                f = index.search(pooled(vectors[later[:2]])[None, :], settings=settings)[0]
                 totals["pairs"] += 1
                 if f and f[0].student_id == f"s{p}":
                     totals["pooled_blocked"] += f[0].distance <= pooled_block
@@ -151,9 +150,7 @@ def main() -> None:
                 photos = [i for i in people[p] if 5 <= meta[i]["age"] <= 14]
                 if len(photos) < 2:
                     continue
-                mean = vectors[photos[:2]].mean(axis=0)
-                mean *= np.mean(np.linalg.norm(vectors[photos[:2]], axis=1)) / np.linalg.norm(mean)
-                f = index.search(mean[None, :], settings=settings)[0]
+                f = index.search(pooled(vectors[photos[:2]])[None, :], settings=settings)[0]
                 totals["other_pairs"] += 1
                 totals["other_pairs_blocked"] += bool(f) and f[0].distance <= pooled_block
                 totals["other_pairs_held"] += bool(f) and f[0].distance <= pooled_review

@@ -32,6 +32,15 @@ LINK = 0.45  # two faces of one child (complete linkage: every pair of a group w
 POOLED_BLOCK = 0.36  # the pooled embedding this close to a student blocks the group's held faces
 
 
+def pooled(vectors: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Several embeddings of one child as one: their mean, at the length of one embedding (as the
+    gallery's templates are), so that distances compare with the thresholds."""
+    stack = np.asarray(vectors, np.float64)
+    mean = stack.mean(axis=0)
+    mean *= float(np.mean(np.linalg.norm(stack, axis=1))) / max(float(np.linalg.norm(mean)), 1e-9)
+    return mean.astype(np.float32)
+
+
 def _held_or_blocked(m: FaceMatch) -> bool:
     return bool(m.candidates) and m.decision in (Decision.REVIEW, Decision.BLOCK)
 
@@ -57,9 +66,8 @@ def decide_across(guard: Guard, results: list[ScanResult], scope: Scope = WHOLE_
     groups = _complete_linkage(members)
     out = list(results)
     for group in groups:
-        pooled = np.mean([v for _, _, v in group], axis=0)
-        pooled *= np.mean([np.linalg.norm(v) for _, _, v in group]) / max(float(np.linalg.norm(pooled)), 1e-9)
-        found = guard.index.search(pooled[None, :].astype(np.float32), settings=guard.settings, only=scope.students)[0]
+        together = pooled([v for _, _, v in group])
+        found = guard.index.search(together[None, :], settings=guard.settings, only=scope.students)[0]
         if not found or found[0].distance > POOLED_BLOCK:
             continue
         best = found[0]
