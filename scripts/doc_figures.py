@@ -206,6 +206,23 @@ def children(d: dict) -> list[str]:
     return rows
 
 
+def consent(d: dict) -> list[str]:
+    rows = ["| families consenting | margin | opted-out caught | blocked | opted-out appearances cleared by a consenting "
+            "look-alike | consenting children's faces held | other children's faces held | class photos of 20 held "
+            "| faces to review per class photo |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for share, by_margin in d["figures"].items():
+        for margin, c in by_margin.items():
+            n = c["counts"]
+            label = "none (today)" if margin == "none" else margin
+            rows.append(
+                f"| {share} | {label} | {_pct(c['caught'])} | {_pct(c['blocked'])} | "
+                f"{_pct(c['opted_out_cleared_by_consenting'], 2)} ({n['cleared_by_consenting']} of {n['appearances']}) | "
+                f"{_pct(c['consenting_faces_held'])} | {_pct(c['other_faces_held'])} | {_pct(c['class_photos_held'])} | "
+                f"{c['faces_to_review_per_class_photo']} |"
+            )
+    return rows
+
+
 # name: (benchmark output it is taken from, page, renderer)
 FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "accuracy-by-gallery": ("bench-out/accuracy/accuracy.json", "accuracy.md", accuracy_by_gallery),
@@ -215,6 +232,7 @@ FIGURES: dict[str, tuple[str, str, Callable[[dict], list[str]]]] = {
     "audit": ("bench-out/audit/audit.json", "audit.md", audit),
     "video": ("bench-out/video/video.json", "video.md", video),
     "children": ("bench-out/children.json", "accuracy.md", children),
+    "consent": ("bench-out/consent.json", "accuracy.md", consent),
 }
 
 

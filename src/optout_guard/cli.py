@@ -570,7 +570,10 @@ def people(
             }
         )
     if as_json:
-        sys.stdout.write(json.dumps({"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows}, indent=2) + "\n")
+        consenting = {"students": len(index.consent), "templates": len(index.consenting_templates),
+                      "in_use": settings.consent_matching}  # fmt: skip
+        doc = {"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows, "consenting": consenting}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     table = Table()
     columns = ("Student", "School, grade, section", "Reference photos", "Rejected", "Newest photo", "Status")
@@ -611,6 +614,13 @@ def people(
         out.print(f"[yellow]{len(weak)} student(s) with weak protection:[/]")
         for r in weak[:30]:
             out.print(f"  {escape(str(r['student_id']))}: {escape(str(r['advice']))}")
+    if index.consent:
+        templates = len(index.consenting_templates)
+        dates = sorted(c.consent_date for c in index.consent.values() if c.consent_date)
+        span = f", consent dated {dates[0]} to {dates[-1]}" if dates else ""
+        state = "" if settings.consent_matching else " [yellow](consent_matching is off: not used; optout-guard include purge)[/]"
+        out.print(f"Consenting students (Include list): {len(index.consent)}, {templates} template(s){span}{state}. "
+                  "optout-guard include list shows them.")  # fmt: skip
     if index.cohort is not None and settings.cohort:
         c = index.cohort
         out.print(
@@ -727,6 +737,13 @@ def sync(
             help="The exact number of students this export removes, when it removes more than 5 or 10% of the list.",
         ),
     ] = None,
+    consent_column: Annotated[
+        Optional[str],
+        typer.Option(
+            "--consent-column",
+            help="The column saying a family consented to recognition (consent_matching on; or [sis] consent_column).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Bring the gallery in line with the opt-out list and this year's picture-day photos.
@@ -752,8 +769,17 @@ def sync(
             raise typer.Exit(EXIT_USAGE) from None
     from optout_guard.optout_list import sis_map
 
+    district = sis_map(settings.workspace)
+    consent_column = consent_column or district.consent_column or None
+    if consent_column and not settings.consent_matching:
+        err.print(
+            "[bold red]error:[/] a consent column was given but consent matching is off, so nothing about consenting "
+            "students is read or kept. Turn it on in config.toml (consent_matching = true; read docs/privacy.md first), "
+            "or leave out --consent-column / [sis] consent_column."
+        )
+        raise typer.Exit(EXIT_USAGE)
     optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout",
-                         sis_map(settings.workspace))  # fmt: skip
+                         district, consent_column)  # fmt: skip
     confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
     if dry_run:
         index = _open_index(settings)
@@ -788,6 +814,12 @@ def sync(
             held=len(plan.held),
             not_protected=report.not_protected,
         )
+        if report.consent is not None and (report.consent.plan.new or report.consent.plan.removed):
+            c = report.consent
+            ActivityLog(settings).record(
+                "consent sync", recorded=c.plan.new, deleted=c.plan.removed, templates_deleted=c.templates_deleted,
+                templates_added=c.templates_added, export_sha256=optouts.export_sha256,
+            )  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:
@@ -879,6 +911,45 @@ def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
         )
     if report.cohort is not None:
         _print_cohort(report.cohort)
+    _print_consent(report)
+
+
+def _print_consent(report) -> None:  # noqa: ANN001 - SyncReport
+    """What the sync did to the Include list (consent matching on)."""
+    plan = report.plan.consent
+    if plan is None:
+        return
+    done = report.consent
+    verb = "" if report.applied else " (would be)"
+    if not plan.column_read:
+        out.print("[yellow]Consenting students: no consent column read[/] (--consent-column or [sis] consent_column); "
+                  "the Include list is unchanged except for students who left or opted out.")  # fmt: skip
+    if plan.new:
+        out.print(f"Consent recorded{verb} from the export: {len(plan.new)} student(s).")
+    if plan.removed:
+        out.print(
+            f"Consent removed{verb}, templates deleted: {len(plan.removed)} student(s)"
+            + (f"; withdrawn {len(plan.withdrawn)}" if plan.withdrawn else "")
+            + (f"; not in the export {len(plan.left)}" if plan.left else "")
+            + (f"; on the opt-out list {len(plan.opted_out)}" if plan.opted_out else "")
+            + "."
+        )
+    if plan.kept_by_hand:
+        out.print(f"Consent recorded by hand, not in the export's column, kept: {', '.join(plan.kept_by_hand[:20])}")
+    conflicts = report.plan.optouts.consent_conflicts
+    if conflicts:
+        out.print(f"[yellow]Opted out and marked as consenting ({len(conflicts)}): treated as opted out:[/] "
+                  + escape(", ".join(conflicts[:20])))  # fmt: skip
+    if done is not None:
+        out.print(
+            f"Consenting students: {done.students}, with {done.templates} template(s) "
+            f"({done.templates_added} added, {done.templates_deleted} deleted)"
+            + (f"; {len(done.without_template)} without a usable photo yet" if done.without_template else "")
+            + (f"; {len(done.not_usable)} photo(s) not usable" if done.not_usable else "")
+            + "."
+        )
+    else:
+        out.print(f"Consenting students' photos to embed: {len(plan.photos)}.")
 
 
 def _print_cohort(report) -> None:  # noqa: ANN001 - CohortReport
@@ -1397,6 +1468,152 @@ def users_list(ctx: typer.Context) -> None:
     store = UserStore(settings.state_dir)
     for name in store.names():
         out.print(f"{name}{'  (may see names)' if store.can_see_names(name) else ''}")
+
+
+# ---- consenting students (the Include list) ---------------------------------------------------
+include_app = typer.Typer(
+    help="Students whose families consented in writing to recognition (consent_matching on; docs/privacy.md).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(include_app, name="include")
+
+
+def _consent_on(settings: Settings) -> None:
+    if not settings.consent_matching:
+        err.print(
+            "[bold red]error:[/] consent matching is off: nothing about consenting students is kept. Turn it on in "
+            "config.toml (consent_matching = true) after reading docs/privacy.md \"Consenting students\"."
+        )
+        raise typer.Exit(EXIT_USAGE)
+
+
+@include_app.command("add")
+@_user_errors
+def include_add(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID", help="The student's id (as in the SIS).")],
+    photos: Annotated[
+        Optional[list[Path]], typer.Option("--photo", help="A portrait of the child (repeatable); else from later syncs.")
+    ] = None,
+    consent_date: Annotated[
+        Optional[str], typer.Option("--date", help="The date on the signed form, YYYY-MM-DD [default: today].")
+    ] = None,
+) -> None:
+    """Record a family's written consent handed in by hand. Logged with who and when."""
+    import datetime as dt
+    import getpass
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.consent import record_by_hand
+    from optout_guard.index import edit_index
+    from optout_guard.models import get_models
+    from optout_guard.optout_list import is_valid_student_id
+
+    settings = _settings(ctx)
+    _consent_on(settings)
+    if not is_valid_student_id(student_id):
+        err.print(f"[bold red]error:[/] {escape(repr(student_id))} is not a valid student id (letters, digits, . _ -)")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        when = dt.date.fromisoformat(consent_date).isoformat() if consent_date else dt.date.today().isoformat()
+    except ValueError:
+        err.print(f"[bold red]error:[/] --date must be a date like 2026-09-15, not {consent_date!r}")
+        raise typer.Exit(EXIT_USAGE) from None
+    missing = [str(p) for p in photos or [] if not p.is_file()]
+    if missing:
+        err.print(f"[bold red]error:[/] no such photo: {escape(', '.join(missing))}")
+        raise typer.Exit(EXIT_USAGE)
+    user = getpass.getuser()
+    with edit_index(settings) as index:
+        refused = record_by_hand(index, student_id, when, user, list(photos or []), settings, get_models())
+        templates = index.consenting_references(student_id)
+    ActivityLog(settings).record("include add", student_id=student_id, consent_date=when, by=user, templates=templates)
+    for photo, why in refused:
+        out.print(f"  [yellow]photo not usable[/] {escape(photo)}: {escape(why)}")
+    out.print(
+        f"Consent of {escape(student_id)} recorded ({when}, by {escape(user)}); {templates} template(s)"
+        + ("." if templates else ": none yet, the next sync takes one from the picture-day delivery (or give --photo).")
+    )
+
+
+@include_app.command("remove")
+@_user_errors
+def include_remove(
+    ctx: typer.Context,
+    student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID", help="The student whose consent was withdrawn.")],
+) -> None:
+    """Consent withdrawn: take the student off the Include list and delete their templates now."""
+    import getpass
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.index import edit_index
+
+    settings = _settings(ctx)
+    with edit_index(settings) as index:
+        known = student_id in index.consent
+        deleted = index.withdraw_consent(student_id)
+    if not known:
+        err.print(f"[yellow]{escape(student_id)} is not on the Include list; nothing removed.[/]")
+        raise typer.Exit(EXIT_NOT_FOUND)
+    ActivityLog(settings).record("include remove", student_id=student_id, templates_deleted=deleted, by=getpass.getuser())
+    out.print(f"Consent of {escape(student_id)} removed; {deleted} template(s) deleted from {settings.index_file}.")
+
+
+@include_app.command("purge")
+@_user_errors
+def include_purge(ctx: typer.Context) -> None:
+    """Delete every consenting student's record and template (e.g. when turning the feature off)."""
+    import getpass
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.index import edit_index
+
+    settings = _settings(ctx)
+    with edit_index(settings) as index:
+        students = len(index.consent)
+        deleted = index.purge_consenting()
+    ActivityLog(settings).record("include purge", students=students, templates_deleted=deleted, by=getpass.getuser())
+    out.print(f"Include list purged: {students} student(s), {deleted} template(s) deleted from {settings.index_file}.")
+
+
+@include_app.command("list")
+@_user_errors
+def include_list(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False
+) -> None:
+    """Consenting students: where each consent comes from, its date, how many templates."""
+    from optout_guard.index import open_index
+
+    settings = _settings(ctx)
+    index = open_index(settings)
+    rows: list[dict[str, Any]] = [
+        {
+            "student_id": c.student_id,
+            "source": c.source,
+            "consent_date": c.consent_date or None,
+            "recorded_at": c.recorded_at,
+            "recorded_by": c.recorded_by or None,
+            "templates": index.consenting_references(c.student_id),
+        }
+        for c in sorted(index.consent.values(), key=lambda c: c.student_id)
+    ]
+    if as_json:
+        doc = {"schema_version": 1, "consent_matching": settings.consent_matching, "students": rows}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    if not settings.consent_matching:
+        out.print("Consent matching is off" + (f" ({len(rows)} record(s) left in the index: optout-guard include purge)."
+                                               if rows else "."))  # fmt: skip
+    table = Table()
+    for col in ("Student", "Consent from", "Consent date", "Recorded", "Templates"):
+        table.add_column(col)
+    for r in rows:
+        by = f" by {r['recorded_by']}" if r["recorded_by"] else ""
+        table.add_row(escape(r["student_id"]), r["source"], r["consent_date"] or "-", f"{r['recorded_at'][:10]}{by}",
+                      str(r["templates"]) if r["templates"] else "[yellow]0 (no photo yet)[/]")  # fmt: skip
+    out.print(table)
+    out.print(f"{len(rows)} consenting student(s), {len(index.consenting_templates)} template(s).")
 
 
 # ---- index key -----------------------------------------------------------------------------------

@@ -90,6 +90,13 @@ class Settings:
     # Share of other children a cohort calibration lets come within the review distance of some
     # enrolled student (the review load it aims at, per face).
     cohort_review_share: float = 0.10
+    # Consenting students (docs/accuracy.md "Consenting students", docs/privacy.md): where families
+    # consented in writing, keep templates of their children and clear a face that was held only
+    # because it resembles an opted-out child, when it is recognised as a consenting child and every
+    # opted-out child is at least consent_margin further. Off: nothing about them is stored (an index
+    # holding some is purged at the next change of the gallery, or now with `optout-guard include purge`).
+    consent_matching: bool = False
+    consent_margin: float = 0.09
     # Faces whose box is narrower than this (original pixels) are "too small to check": review.
     min_face_px: int = 40
     # District policy, off (0) by default: faces narrower than this many pixels (original photo) are
@@ -224,6 +231,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "lookalike_margin": (0.0, 1.5),
     "reopen_distance": (0.05, 1.5),
     "cohort_review_share": (0.01, 0.5),
+    "consent_margin": (0.0, 0.5),
     "min_face_px": (8, 400),
     "detect_min_face_px": (8, 400),
     "unidentifiable_below_px": (0, 40),

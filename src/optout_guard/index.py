@@ -24,6 +24,7 @@ import numpy as np
 
 from optout_guard.cohort import CohortCalibration
 from optout_guard.config import Settings
+from optout_guard.consent import ConsentRecord, Recognised
 from optout_guard.errors import ConfigError, IndexUnusable
 from optout_guard.fsutil import atomic_write, exclusive, private_dir, remove_stale_temps, utc_now
 from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
@@ -64,6 +65,11 @@ class FaceIndex:
         self._cohort: CohortCalibration | None = None
         self._judging_cache: dict[tuple, tuple[np.ndarray, list[Limits | None]]] = {}
         self.generation = 0  # bumped by every save; an older copy put back is refused at load
+        # Consenting students (consent.py): their records and templates, a part of their own, never
+        # searched with the opted-out students' and used only to clear.
+        self.consent: dict[str, ConsentRecord] = {}
+        self.consenting_templates: list[Template] = []
+        self.consenting_embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
 
     @property
     def cohort(self) -> CohortCalibration | None:
@@ -127,15 +133,19 @@ class FaceIndex:
             digest.update(f"{t.student_id}\0{t.sha256}\n".encode())
         if self.cohort is not None:
             digest.update(json.dumps(self.cohort.as_json(), sort_keys=True).encode())
+        for t in sorted(self.consenting_templates, key=lambda t: (t.student_id, t.sha256)):
+            digest.update(f"consenting\0{t.student_id}\0{t.sha256}\n".encode())  # withdrawn: its clearings are stale
         return digest.hexdigest()[:32]
 
     # ---- changes --------------------------------------------------------------------------
     def add_student(self, student_id: str) -> None:
         self.students.add(student_id)
+        self.withdraw_consent(student_id)  # an opted-out student is never a consenting one
 
     def add(self, template: Template, embedding: np.ndarray) -> None:
         vector = np.asarray(embedding, np.float32).reshape(1, EMBEDDING_DIM)
         self.students.add(template.student_id)
+        self.withdraw_consent(template.student_id)
         self.templates.append(template)
         self.embeddings = np.vstack([self.embeddings, vector])
         self.rejections = [
@@ -146,6 +156,7 @@ class FaceIndex:
 
     def reject(self, rejection: Rejection) -> None:
         self.students.add(rejection.student_id)
+        self.withdraw_consent(rejection.student_id)
         self.rejections = [
             r for r in self.rejections if not (r.student_id == rejection.student_id and r.sha256 == rejection.sha256)
         ]
@@ -169,6 +180,72 @@ class FaceIndex:
             penalties = {k: v for k, v in self.cohort.penalties.items() if k != student_id}
             self.cohort = dataclasses.replace(self.cohort, penalties=penalties)
         return removed
+
+    # ---- consenting students (consent.py) -------------------------------------------------
+    def record_consent(self, record: ConsentRecord) -> None:
+        """Put a student on the Include list (their templates come from deliveries or --photo)."""
+        if record.student_id in self.students:
+            raise ConfigError(
+                f"student {record.student_id} is on the opt-out list: an opted-out student is never recognised "
+                "to clear photos. Remove them from the list first if the family changed its mind."
+            )
+        self.consent[record.student_id] = record
+
+    def add_consenting_template(self, template: Template, embedding: np.ndarray) -> bool:
+        """A consenting student's template; False when that photo is already there."""
+        if template.student_id not in self.consent:
+            raise ConfigError(f"student {template.student_id} has no recorded consent: no template is kept")
+        if any(t.student_id == template.student_id and t.sha256 == template.sha256 for t in self.consenting_templates):
+            return False
+        self.consenting_templates.append(template)
+        vector = np.asarray(embedding, np.float32).reshape(1, EMBEDDING_DIM)
+        self.consenting_embeddings = np.vstack([self.consenting_embeddings, vector])
+        return True
+
+    def withdraw_consent(self, student_id: str) -> int:
+        """Take a student off the Include list and delete their templates; how many were deleted."""
+        self.consent.pop(student_id, None)
+        keep = np.array([t.student_id != student_id for t in self.consenting_templates], bool)
+        removed = int((~keep).sum())
+        if removed:
+            self.consenting_templates = [t for t, k in zip(self.consenting_templates, keep, strict=True) if k]
+            self.consenting_embeddings = self.consenting_embeddings[keep]
+        return removed
+
+    def purge_consenting(self) -> int:
+        """Forget every consenting student (the feature turned off); how many templates were deleted."""
+        removed = len(self.consenting_templates)
+        self.consent = {}
+        self.consenting_templates = []
+        self.consenting_embeddings = np.zeros((0, EMBEDDING_DIM), np.float32)
+        return removed
+
+    def consenting_references(self, student_id: str) -> int:
+        return sum(1 for t in self.consenting_templates if t.student_id == student_id)
+
+    def recognise(self, vectors: np.ndarray, only: frozenset[str] | None = None) -> list[Recognised | None]:
+        """Each face's nearest consenting student (per-student distance, as for opted-out students)
+        and its nearest opted-out student among those searched (``only``: a scope), raw distances.
+        None for a face when there is no consenting template."""
+        vectors = np.asarray(vectors, np.float32).reshape(-1, EMBEDDING_DIM)
+        usable = [i for i, t in enumerate(self.consenting_templates) if t.student_id not in self.students]
+        if not usable or len(vectors) == 0:
+            return [None] * len(vectors)
+        templates = [self.consenting_templates[i] for i in usable]
+        ids = sorted({t.student_id for t in templates})
+        number = {s: i for i, s in enumerate(ids)}
+        owner = np.array([number[t.student_id] for t in templates], np.int64)
+        gallery = self.consenting_embeddings[usable]
+        means = mean_templates(gallery, owner, len(ids))
+        consenting = student_distances(pairwise_distances(vectors, gallery), owner, pairwise_distances(vectors, means))
+        opted_out = np.full(len(vectors), np.inf)
+        if len(self.templates):
+            raw = self.search(vectors, k=1, only=only)  # no settings: no hub penalty, raw distances
+            opted_out = np.array([found[0].distance if found else np.inf for found in raw])
+        nearest = consenting.argmin(axis=1)
+        return [
+            Recognised(ids[j], float(consenting[r, j]), float(opted_out[r])) for r, j in enumerate(nearest)
+        ]
 
     # ---- search ---------------------------------------------------------------------------
     def search(
@@ -228,10 +305,15 @@ class FaceIndex:
             "templates": [asdict(t) for t in self.templates],
             "rejections": [asdict(r) for r in self.rejections],
             "cohort": self.cohort.as_json() if self.cohort is not None else None,
+            "consent": [asdict(c) for c in sorted(self.consent.values(), key=lambda c: c.student_id)],
+            "consenting_templates": [asdict(t) for t in self.consenting_templates],
         }
         meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
-        np.savez(buffer, embeddings=self.embeddings.astype(np.float32), meta=meta_bytes)
+        arrays: dict[str, np.ndarray] = {"embeddings": self.embeddings.astype(np.float32), "meta": meta_bytes}
+        if self.consenting_templates:  # absent when there are none: nothing of them in the file at all
+            arrays["consenting_embeddings"] = self.consenting_embeddings.astype(np.float32)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs type allow_pickle as a keyword too
         payload = _encrypt(buffer.getvalue(), key) if key is not None else buffer.getvalue()
         atomic_write(path, payload, prefix=_TMP_PREFIX)
         atomic_write(_generation_file(path), f"{self.generation}\n", prefix=_TMP_PREFIX)
@@ -267,6 +349,11 @@ class FaceIndex:
             with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 embeddings = np.asarray(data["embeddings"], np.float32)
                 meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+                consenting = (
+                    np.asarray(data["consenting_embeddings"], np.float32)
+                    if "consenting_embeddings" in data.files
+                    else np.zeros((0, EMBEDDING_DIM), np.float32)
+                )
         except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
             raise IndexUnusable(
                 f"the face index {path} is unreadable ({exc}); re-create it with: optout-guard enroll --rebuild"
@@ -303,6 +390,11 @@ class FaceIndex:
         index.students = set(meta.get("students", [])) | {t.student_id for t in templates}
         if meta.get("cohort"):
             index.cohort = CohortCalibration.from_json(meta["cohort"])
+        index.consent = {c["student_id"]: ConsentRecord(**c) for c in meta.get("consent", [])}
+        index.consenting_templates = [Template(**t) for t in meta.get("consenting_templates", [])]
+        if consenting.shape != (len(index.consenting_templates), EMBEDDING_DIM):
+            raise IndexUnusable(f"the face index {path} is inconsistent; re-create it with: optout-guard enroll --rebuild")
+        index.consenting_embeddings = consenting
         return index
 
 
@@ -452,5 +544,9 @@ def edit_index(settings: Settings, rebuild: bool = False, timeout: float = 60.0)
             index = FaceIndex(embedding_fingerprint())  # its first save still counts on from the old file
         else:
             index = open_index(settings)
+        if not settings.consent_matching:
+            index.purge_consenting()  # turned off: every change of the gallery deletes what was kept of them
         yield index
+        if not settings.consent_matching:
+            index.purge_consenting()
         save_index(index, settings)

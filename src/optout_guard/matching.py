@@ -193,6 +193,7 @@ def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tupl
     # confirmed already say "confirmed as student … by NAME").
     cleared = tuple(m.reason for m in matches if m.code is ReasonCode.REVIEWER_CLEARED)
     cleared += tuple(_once_each([m.reason for m in matches if m.code is ReasonCode.OWN_BLUR]))
+    cleared += tuple(m.reason for m in matches if m.code is ReasonCode.CONSENTING)  # said, never silent
     tiny = sum(1 for m in matches if m.code is ReasonCode.UNIDENTIFIABLE)
     if tiny:  # cleared by the district's policy, never silently
         cleared = (*cleared, f"{tiny} face{'s' if tiny > 1 else ''} too small to identify anyone (district policy)")

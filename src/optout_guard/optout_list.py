@@ -127,6 +127,18 @@ class Student:
     added_by: str = ""  # … and by whom
 
 
+@dataclass(frozen=True)
+class ConsentRow:
+    """A student whose family consented to recognition, as the export says (read only when the
+    district turned consent matching on; names are used to find their delivery photo and never kept)."""
+
+    student_id: str
+    first: str = ""
+    last: str = ""
+    grade: str = ""
+    date: str = ""  # the consent date column, YYYY-MM-DD when it can be read
+
+
 @dataclass
 class OptOutList:
     students: dict[str, Student] = field(default_factory=dict)
@@ -136,6 +148,10 @@ class OptOutList:
     # Reference photos `sync` copied, per student (file names in enrollments/<id>/): only these are
     # ever deleted by a sync; photos put there by hand stay.
     copied: dict[str, list[str]] = field(default_factory=dict)
+    # Read from the export's consent column (consent.py), never saved with the list. None: not read.
+    consenting: dict[str, ConsentRow] | None = None
+    everyone: set[str] = field(default_factory=set)  # every student id in the export, opted out or not
+    consent_conflicts: list[str] = field(default_factory=list)  # opted out *and* consenting: opted out wins
 
     def ids(self) -> set[str]:
         return set(self.students)
@@ -249,6 +265,11 @@ class SisMap:
     opt_out_values: frozenset[str] = frozenset()
     not_opt_out_values: frozenset[str] = frozenset()
     schools: dict[str, str] = field(default_factory=dict)
+    # Consent to recognition (only read when consent_matching is on): the column, its values, its date.
+    consent_column: str = ""
+    consent_values: frozenset[str] = frozenset()
+    no_consent_values: frozenset[str] = frozenset()
+    consent_date_column: str = ""
 
 
 def sis_map(workspace: Path) -> SisMap:
@@ -267,9 +288,11 @@ def sis_map(workspace: Path) -> SisMap:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise OptoutGuardError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
     sis, schools = dict(data.get("sis", {})), dict(data.get("schools", {}))
-    unknown = set(sis) - {"opt_out_values", "not_opt_out_values"}
+    known = ("opt_out_values", "not_opt_out_values", "consent_column", "consent_values", "no_consent_values",
+             "consent_date_column")  # fmt: skip
+    unknown = set(sis) - set(known)
     if unknown:
-        raise OptoutGuardError(f"{path}: [sis] has unknown keys {sorted(unknown)}; use opt_out_values, not_opt_out_values")
+        raise OptoutGuardError(f"{path}: [sis] has unknown keys {sorted(unknown)}; use {', '.join(known)}")
 
     def values(key: str) -> frozenset[str]:
         raw = sis.get(key, [])
@@ -279,7 +302,35 @@ def sis_map(workspace: Path) -> SisMap:
     both = values("opt_out_values") & values("not_opt_out_values")
     if both:
         raise OptoutGuardError(f"{path}: [sis] lists {sorted(both)} both as opted out and as not opted out")
-    return SisMap(values("opt_out_values"), values("not_opt_out_values"), {str(k).strip(): str(v) for k, v in schools.items()})
+    both = values("consent_values") & values("no_consent_values")
+    if both:
+        raise OptoutGuardError(f"{path}: [sis] lists {sorted(both)} both as consent and as no consent")
+    return SisMap(
+        values("opt_out_values"),
+        values("not_opt_out_values"),
+        {str(k).strip(): str(v) for k, v in schools.items()},
+        str(sis.get("consent_column", "")).strip(),
+        values("consent_values"),
+        values("no_consent_values"),
+        str(sis.get("consent_date_column", "")).strip(),
+    )
+
+
+CONSENT_YES = {"y", "yes", "true", "t", "1", "x", "consent", "consented", "consents", "on", "checked", "signed", "granted"}
+CONSENT_NO = {"", "n", "no", "false", "f", "0", "off", "unchecked", "declined", "withdrawn", "refused", "none"}
+
+
+def _consent_date(text: str) -> str:
+    """A consent date as YYYY-MM-DD (ISO, or US M/D/YYYY as SIS exports write it); "" when unreadable."""
+    import datetime as dt
+
+    text = text.strip()
+    for fmt in ("%Y-%m-%d", "%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d"):
+        try:
+            return dt.datetime.strptime(text[:10] if fmt == "%Y-%m-%d" else text, fmt).date().isoformat()
+        except ValueError:
+            continue
+    return ""
 
 
 def parse_list(
@@ -289,9 +340,12 @@ def parse_list(
     flag_column: str | None = None,
     flag_means: str = "optout",
     district: SisMap | None = None,
+    consent_column: str | None = None,
 ) -> OptOutList:
     """Read and check an SIS export (or a plain list of ids, ``fmt="ids"``). Raises ListRejected.
-    ``district``: the district's flag values and school ids (config.toml ``[sis]``, ``[schools]``)."""
+    ``district``: the district's flag values and school ids (config.toml ``[sis]``, ``[schools]``).
+    ``consent_column``: read the families' consent to recognition from this column too (only when
+    the district turned consent matching on; else pass None and it is never read)."""
     sis = district or SisMap()
     path = Path(path)
     if fmt != "ids" and fmt not in FORMATS:
@@ -304,6 +358,7 @@ def parse_list(
         raise OptoutGuardError(f"cannot read the opt-out list {path} ({exc.strerror or exc})") from None
     problems: list[tuple[int, str]] = []
     unknown_flags: dict[str, list[int]] = {}
+    unknown_consent: dict[str, list[int]] = {}
     result = OptOutList(source=str(path), export_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
     first_line: dict[str, int] = {}
 
@@ -336,6 +391,17 @@ def parse_list(
             cols["id"] = _column(header, (), id_column)
         if flag_column:
             cols["flag"] = _column(header, (), flag_column)
+        if consent_column:
+            result.consenting = {}
+            cols["consent"] = _column(header, (), consent_column)
+            if cols["consent"] is None:
+                problems.append((1, f"no consent column {consent_column!r} (the header has: {', '.join(header)})"))
+            if sis.consent_date_column:
+                cols["consent_date"] = _column(header, (), sis.consent_date_column)
+                if cols["consent_date"] is None:
+                    problems.append((1, f"no consent date column {sis.consent_date_column!r} ([sis] consent_date_column)"))
+            else:  # "Face Match Consent Date" beside "Face Match Consent", or a plain "Consent Date"
+                cols["consent_date"] = _column(header, (normalise_header(consent_column) + "_date", "consent_date"), None)
         if cols["id"] is None:
             problems.append(
                 (1, f"no student id column (looked for {id_column or ', '.join(mapping['id'][:4])}…); use --id-column")
@@ -370,6 +436,18 @@ def parse_list(
             else:
                 unknown_flags.setdefault(cell("flag"), []).append(line_no)  # said once per value, below
                 continue
+            if cell("id"):
+                result.everyone.add(cell("id"))
+            if result.consenting is not None:
+                said = cell("consent").casefold()
+                if said in sis.consent_values or (said in CONSENT_YES and said not in sis.no_consent_values):
+                    if opted_out:
+                        result.consent_conflicts.append(cell("id"))  # the opt-out wins: never recognised
+                    elif cell("id"):
+                        date = _consent_date(cell("consent_date"))
+                        result.consenting[cell("id")] = ConsentRow(cell("id"), cell("first"), cell("last"), cell("grade"), date)
+                elif not (said in sis.no_consent_values or said in CONSENT_NO):
+                    unknown_consent.setdefault(cell("consent"), []).append(line_no)
             if opted_out:
                 school = cell("school")
                 school = sis.schools.get(school, school)  # a numeric SchoolID -> its name, when mapped
@@ -384,6 +462,14 @@ def parse_list(
             f"the opt-out flag column has values that are neither yes nor no: {found}. Say what each means in "
             'config.toml, e.g. [sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md); '
             "nothing is guessed",
+        ))  # fmt: skip
+    if unknown_consent:
+        found = ", ".join(f"{v!r} ({len(lines)} row{'s' if len(lines) > 1 else ''}, first on line {lines[0]})"
+                          for v, lines in sorted(unknown_consent.items(), key=lambda kv: kv[1][0]))  # fmt: skip
+        problems.insert(0, (
+            min(lines[0] for lines in unknown_consent.values()),
+            f"the consent column has values that are neither yes nor no: {found}. Say what each means in config.toml, "
+            'e.g. [sis] consent_values = ["Signed"] and no_consent_values = ["Pending"] (docs/privacy.md); nothing is guessed',
         ))  # fmt: skip
     if problems:
         raise ListRejected(path, problems)

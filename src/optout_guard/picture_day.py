@@ -22,7 +22,15 @@ from pathlib import Path
 
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write
-from optout_guard.optout_list import OptOutList, normalise_grade, normalise_header, normalise_id, normalise_name, read_text
+from optout_guard.optout_list import (
+    ConsentRow,
+    OptOutList,
+    normalise_grade,
+    normalise_header,
+    normalise_id,
+    normalise_name,
+    read_text,
+)
 
 INDEX_NAME = "INDEX.TXT"
 PSPA_COLUMNS = (
@@ -280,3 +288,39 @@ def read_confirmed(path: Path, optouts: OptOutList) -> dict[str, str]:
     if bad:
         raise OptoutGuardError(f"the confirmation file {path} was not used (nothing was changed): " + "; ".join(bad))
     return answers
+
+
+def match_consenting(
+    root: Path, consenting: dict[str, ConsentRow], taken: set[Path], years_before: int = 0
+) -> list[tuple[str, Path]]:
+    """Which delivery photos show consenting students: (student id, photo). Only certain matches:
+    the photo's id (the list's id rule, one student only), or else a name that one consenting
+    student and one photo of the delivery have, with the grade agreeing. ``taken``: photos matched
+    to or held for opted-out students, never used for anyone else."""
+    photos, _missing, _problems = read_delivery(root)
+    by_id: dict[str, list[str]] = {}
+    by_name: dict[str, list[str]] = {}
+    for c in consenting.values():
+        by_id.setdefault(normalise_id(c.student_id), []).append(c.student_id)
+        by_name.setdefault(normalise_name(c.last) + "|" + normalise_name(c.first), []).append(c.student_id)
+    names: dict[str, int] = {}
+    for p in photos:
+        key = normalise_name(p.last) + "|" + normalise_name(p.first)
+        names[key] = names.get(key, 0) + 1
+    found: list[tuple[str, Path]] = []
+    for photo in photos:
+        if photo.path.resolve() in taken:
+            continue
+        if photo.student_id:
+            same = by_id.get(normalise_id(photo.student_id), [])
+            if len(same) == 1:
+                found.append((same[0], photo.path))
+            continue
+        key = normalise_name(photo.last) + "|" + normalise_name(photo.first)
+        ids = by_name.get(key, []) if photo.last and photo.first else []
+        if len(ids) == 1 and names[key] == 1:
+            grade = shift_grade(photo.grade, years_before)
+            listed = normalise_grade(consenting[ids[0]].grade)
+            if not listed or not grade or listed == grade:
+                found.append((ids[0], photo.path))
+    return found

@@ -17,6 +17,7 @@ import numpy as np
 
 from optout_guard import annotate, postable
 from optout_guard.config import Settings
+from optout_guard.consent import CLEARABLE, clear_consenting
 from optout_guard.detection import ModelDetector
 from optout_guard.embedding import ModelEmbedder, is_upright
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
@@ -156,8 +157,36 @@ class Guard:
                     f"the face index {path} has no usable reference photos, so nobody would be recognised; "
                     "enroll students first with: optout-guard enroll"
                 )
+            if not self.settings.consent_matching and index.consenting_templates:
+                # Turned off: never used, from this moment (deleted from the file at the next change
+                # of the gallery, or now with `optout-guard include purge`).
+                index.purge_consenting()
             self._index, self._index_stamp = index, stamp
         return self._index
+
+    def judge(
+        self,
+        faces: list[Face],
+        vectors: np.ndarray,
+        scope: Scope = WHOLE_DISTRICT,
+        found: list[tuple[Candidate, ...]] | None = None,
+    ) -> list[FaceMatch]:
+        """Decide judged faces of one photo (or a clip's tracks) from their embeddings: the search
+        (unless ``found`` already holds it), the opted-out rules, then the consenting-students rule
+        (consent.py), which may only turn a look-alike *review* into *clear*. Every path that decides
+        faces from embeddings comes through here."""
+        if found is None:
+            found = self.index.search(vectors, settings=self.settings, only=scope.students) if len(faces) else []
+        matches = decide_faces(faces, found, self.settings.thresholds)
+        if not self.settings.consent_matching or not self.index.consenting_templates:
+            return matches
+        held = [i for i, m in enumerate(matches) if m.decision is Decision.REVIEW and m.code in CLEARABLE]
+        if not held:
+            return matches
+        recognised = self.index.recognise(np.asarray(vectors)[held], only=scope.students)
+        for i, who in zip(held, recognised, strict=True):
+            matches[i] = clear_consenting(matches[i], who, self.settings.block_distance, self.settings.consent_margin)
+        return matches
 
     def check(
         self,
@@ -215,13 +244,10 @@ class Guard:
         with what reviewers already said about the faces of this photo (``sha256``) applied.
         ``searched``: each judged face's candidates when the caller has searched the index already."""
         judged = [i for i in range(len(faces)) if i not in unjudged]
-        if searched is not None:
-            found = [searched[i] for i in judged]
-        else:
-            judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
-            vectors = np.stack(judged_vectors) if judged_vectors else None
-            found = self.index.search(vectors, settings=self.settings, only=scope.students) if vectors is not None else []
-        decided = dict(zip(judged, decide_faces([faces[i] for i in judged], found, self.settings.thresholds), strict=True))
+        judged_vectors = [v for v in (embeddings[i] for i in judged) if v is not None]  # every judged face has one
+        vectors = np.stack(judged_vectors) if judged_vectors else np.zeros((0, 128), np.float32)
+        found = [searched[i] for i in judged] if searched is not None else None
+        decided = dict(zip(judged, self.judge([faces[i] for i in judged], vectors, scope, found), strict=True))
         matches = [
             decided[i] if i in decided else FaceMatch(face, unjudged_decision(u := unjudged[i]), (), u.text, u.code)
             for i, face in enumerate(faces)

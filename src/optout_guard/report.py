@@ -13,7 +13,7 @@ from optout_guard import __version__
 from optout_guard.config import Settings
 from optout_guard.fsutil import atomic_write, private_dir
 from optout_guard.matching import cleared_but_close
-from optout_guard.types import FaceMatch, ScanResult, Verdict
+from optout_guard.types import FaceMatch, ReasonCode, ScanResult, Verdict
 
 # 2: "scope" per photo; per face "thresholds" and each candidate's "hub_penalty". 3: "kind" (photo or
 # clip); clips add "clip" (duration, frames examined…) and "tracks" (per track: first/last time + the face's fields).
@@ -38,7 +38,7 @@ def face_to_dict(match: FaceMatch) -> dict[str, Any]:
         # The thresholds that judged this face (the nearest student's): the settings', or the
         # district cohort's for that student's number of reference photos.
         "thresholds": _thresholds(match),
-    }
+    } | ({"cleared_by": "include", "recognised_as": match.consenting} if match.code is ReasonCode.CONSENTING else {})
 
 
 def _thresholds(match: FaceMatch) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optout_guard.config import Settings
+from optout_guard.consent import ConsentPlan, ConsentReport, apply_consent, plan_consent
 from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex
@@ -59,6 +60,7 @@ class SyncPlan:
     # in memory at apply time and dropped (docs/accuracy.md "The cohort"); never copied.
     cohort_photos: list[Path] = field(default_factory=list)
     picture_day: str | None = None
+    consent: ConsentPlan | None = None  # consent matching on: what happens to the Include list
 
     @property
     def similar_schools(self) -> list[list[str]]:
@@ -105,6 +107,7 @@ class SyncReport:
     status: list[StudentStatus] = field(default_factory=list)
     held_file: str | None = None
     cohort: CohortReport | None = None
+    consent: ConsentReport | None = None
 
     @property
     def not_protected(self) -> list[str]:
@@ -171,6 +174,10 @@ class SyncReport:
             doc["students_whose_new_photos_were_all_rejected"] = self.no_usable_new_photo
         if self.cohort is not None:
             doc["cohort"] = self.cohort.as_json()
+        if self.consent is not None:
+            doc["consenting_students"] = self.consent.as_json()
+        elif p.consent is not None:  # a dry run: what would change
+            doc["consenting_students"] = ConsentReport(p.consent).as_json() | {"photos_to_embed": len(p.consent.photos)}
         return doc
 
 
@@ -196,6 +203,7 @@ def plan_sync(
     other = already = 0
     with_photo: set[str] = set()
     cohort: list[Path] = []
+    taken: set[Path] = set()  # photos of (maybe) opted-out students: never a consenting student's template
     # An earlier year's delivery (back-filling) says the grades students were in then.
     years_before = 0
     if picture_day:
@@ -209,6 +217,7 @@ def plan_sync(
             lines = "; ".join(f"line {n}: {m}" for n, m in found.problems[:20])
             raise OptoutGuardError(f"the picture-day folder {root} was not imported (nothing was changed): {lines}")
         held += found.held
+        taken |= {p.path.resolve() for _, p in found.matched} | {h.photo.path.resolve() for h in found.held}
         missing += found.missing_files
         other += found.other_students
         for student_id, photo in found.matched:
@@ -245,6 +254,7 @@ def plan_sync(
         no_new_photo=sorted(ids - with_photo) if deliveries else [],
         cohort_photos=cohort,
         picture_day=picture_day,
+        consent=plan_consent(optouts, deliveries, index, taken, years_before) if settings.consent_matching else None,
     )
 
 
@@ -312,7 +322,9 @@ def apply_sync(
         cohort = calibrate_with_cohort(
             plan.cohort_photos, index, settings, models, f"{when} ({len(plan.cohort_photos)} photos)", progress
         )
-    return SyncReport(plan, True, report, gallery_status(index, sorted(plan.optouts.ids())), held_file, cohort)
+    consent = apply_consent(plan.consent, index, settings, models, progress) if plan.consent is not None else None
+    status = gallery_status(index, sorted(plan.optouts.ids()))
+    return SyncReport(plan, True, report, status, held_file, cohort, consent)
 
 
 def addition_problem(settings: Settings, student_id: str, photos: list[Path], models: Models) -> str | None:

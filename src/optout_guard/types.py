@@ -49,6 +49,7 @@ class ReasonCode(str, enum.Enum):
     NOT_JUDGED = "not_judged"  # any other face that could not be judged
     EVENT_MATCH = "event_match"  # block: held alone, matched with the same child in other photos of the check
     OWN_BLUR = "own_blur"  # clear: a face optout-guard itself blurred, in a copy fit to post it wrote
+    CONSENTING = "consenting"  # clear: recognised as a student whose family consented (consent.py), was review
     # files
     EMPTY_FILE = "empty_file"
     TRUNCATED = "truncated"
@@ -186,6 +187,7 @@ class FaceMatch:
     candidates: tuple[Candidate, ...] = ()
     reason: str = ""
     code: ReasonCode = ReasonCode.NOT_JUDGED
+    consenting: str | None = None  # code CONSENTING: the consenting student the face was recognised as
 
     @property
     def student_id(self) -> str | None:

@@ -30,7 +30,7 @@ from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
-from optout_guard.matching import decide_faces, unjudged_decision
+from optout_guard.matching import unjudged_decision
 from optout_guard.media.clip import Decoded, Frame, Scout, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import (
@@ -431,8 +431,7 @@ def _fused_decision(vectors: np.ndarray, face: Face, guard: Guard, scope: Scope)
     norm = float(np.mean(np.linalg.norm(vectors, axis=1)))
     fused = vectors.mean(axis=0)
     fused *= norm / max(float(np.linalg.norm(fused)), 1e-9)  # the length of one embedding, as the gallery's
-    found = guard.index.search(fused[None, :], settings=guard.settings, only=scope.students)
-    return decide_faces([face], found, guard.settings.thresholds)[0]
+    return guard.judge([face], fused[None, :], scope)[0]
 
 
 def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:

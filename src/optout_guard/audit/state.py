@@ -112,7 +112,7 @@ def faces_json(result: ScanResult) -> str:
                 "reason": m.reason,
                 "code": m.code.value,
                 "judged": bool(m.candidates),  # False: too small/blurred, never embedded
-            }
+            } | ({"consenting": m.consenting} if m.consenting else {})
             for i, m in enumerate(result.faces)
         ]
     )  # fmt: skip
