@@ -259,3 +259,49 @@ def test_sync_takes_consent_and_templates_from_the_export_and_delivery_and_withd
     assert run("include", "add", "1").exit_code == 2
     log = run("log", "show", "--json").stdout
     assert '"include add"' in log and "2026-10-01" in log and vector_3.hex() not in log
+
+
+# ---- the desk: a reviewer sees faces cleared by recognition and may hold one ----------------------
+@pytest.mark.data
+def test_the_desk_lists_faces_cleared_by_recognition_and_a_reviewer_can_hold_one(tmp_path, data_dir):
+    from optout_guard.desk import Desk, DeskOptions, create_app
+    from optout_guard.errors import AlreadySettled
+    from test_desk import workspace
+    from test_desk_answers import _token
+
+    ws = workspace(tmp_path / "ws").workspace
+    (ws / "config.toml").write_text((ws / "config.toml").read_text() + "consent_matching = true\n")
+    settings = load_settings(ws, environ={})
+    desk = Desk(settings, DeskOptions())
+    detector, embedder = FakeDetector(), FakeEmbedder()  # the desk's own checks, on faces this test places
+    desk.guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), detector=detector, embedder=embedder)
+    team = photo(tmp_path / "team.png", (7, 8, 9))
+    detector.place(team, face(10.0))
+    embedder.vectors[10.0] = between(0.46, 0.30)  # resembles anna, recognised as carl
+    assert desk.check_upload(team.name, team.read_bytes(), "officer")["verdict"] == "allow"
+    assert desk.book.queue() == []  # not asked by itself …
+    app = create_app(desk)
+    with app.test_client() as client:
+        headers = {"X-CSRFToken": _token(client)}
+        listed = client.get("/api/recognised").get_json()["faces"]  # … but listed for a person
+        assert len(listed) == 1 and "recognised as consenting student carl" in listed[0]["reason"]
+        assert listed[0]["resembles"][0]["student_id"] == "anna"
+        assert client.get(listed[0]["crop_url"]).status_code == 200
+        held = client.post(f"/api/recognised/{listed[0]['id']}/hold", json={}, headers=headers)
+        assert held.status_code == 200 and held.get_json()["verdict"] == "review"
+        assert client.post(f"/api/recognised/{listed[0]['id']}/hold", json={}, headers=headers).status_code == 409
+        assert [c["id"] for c in client.get("/api/queue").get_json()["cards"]] == [listed[0]["id"]]
+        assert client.get("/api/recognised").get_json()["faces"] == []
+    # Every later check of that photo sees the hold: review until a person answers.
+    again = desk.guard.check(team)
+    assert again.verdict is Verdict.REVIEW and "held for a person although recognised" in again.reasons[0]
+    # Undoing the hold gives the face back to the recognition …
+    desk.book.undo(held.get_json()["decision"], "officer")
+    assert desk.guard.check(team).faces[0].code is ReasonCode.CONSENTING and desk.book.queue() == []
+    # … and a person's answer beats it: held again and confirmed as anna, the photo blocks.
+    desk.book.hold_recognised(listed[0]["id"], "officer")
+    desk.decide(listed[0]["id"], "anna", "officer", add_reference=False)
+    final = desk.guard.check(team)
+    assert final.verdict is Verdict.BLOCK and final.faces[0].code is ReasonCode.REVIEWER_CONFIRMED
+    with pytest.raises(AlreadySettled):
+        desk.book.hold_recognised(listed[0]["id"], "officer")

@@ -144,6 +144,18 @@ class ReviewBook:
             )
             new = 0
             for i, m in enumerate(result.faces):
+                if m.code is ReasonCode.CONSENTING:
+                    # Cleared by recognising a consenting student: kept out of the queue, listed for a
+                    # person who may hold it (``hold_recognised``), never asked by itself.
+                    self.db.execute(
+                        "INSERT INTO faces (sha256, face, box, landmarks, page, candidates, reason, time, status) "
+                        "VALUES (?,?,?,?,?,?,?,?, 'recognised') ON CONFLICT(sha256, face) DO UPDATE SET "
+                        "reason=excluded.reason WHERE faces.status = 'recognised'",
+                        (result.sha256, i, json.dumps([m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h]),
+                         json.dumps(np.asarray(m.face.landmarks, float).round(1).tolist()), m.face.page,
+                         json.dumps([[c.student_id, c.distance] for c in m.candidates]), m.reason, times[i]),
+                    )  # fmt: skip
+                    continue
                 if m.decision is not Decision.REVIEW or not m.candidates:
                     continue  # faces nobody could judge share the photo's one card (below)
                 box = json.dumps([m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h])
@@ -219,6 +231,29 @@ class ReviewBook:
         """Face index -> card id of a photo's cards still waiting for a person."""
         rows = self.db.execute("SELECT face, id FROM faces WHERE sha256=? AND status IN ('open', 'skipped')", (sha256,))
         return dict(rows.fetchall())
+
+    def recognised(self, limit: int = 200) -> list[Card]:
+        """Faces cleared by recognising a consenting student, newest first (a person may hold one)."""
+        rows = self.db.execute(self._CARD_SQL + " WHERE f.status = 'recognised' ORDER BY f.id DESC LIMIT ?", (limit,))
+        return [self._card(r) for r in rows.fetchall()]
+
+    def hold_recognised(self, face_id: int, user: str) -> int:
+        """A person wants to look at a face cleared by recognition: it becomes a card in the queue
+        and the photo is *review* again until it is answered. Returns the decision id (undoable)."""
+        card = self.card(face_id)
+        if card is None:
+            raise KeyError(face_id)
+        now = _now()
+        with self.db:
+            updated = self.db.execute("UPDATE faces SET status='open' WHERE id=? AND status='recognised'", (face_id,))
+            if updated.rowcount != 1:
+                raise AlreadySettled("this face is not (or no longer) one cleared by recognition")
+            cursor = self.db.execute(
+                "INSERT INTO decisions (at, user, sha256, face, face_id, action) VALUES (?,?,?,?,?,?)",
+                (now, user, card.sha256, card.face, face_id, HOLD_ACTION),
+            )
+            self._refresh_verdict(card.sha256)
+        return int(cursor.lastrowid or 0)
 
     def open_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE status IN ('open', 'skipped')").fetchone()[0])
@@ -314,18 +349,20 @@ class ReviewBook:
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         """Undo a decision: its card is open again. Returns the decision (with any reference added)."""
         row = self.db.execute(
-            "SELECT face_id, sha256, student_id, reference, undone_at FROM decisions WHERE id=?", (decision_id,)
+            "SELECT face_id, sha256, student_id, reference, undone_at, action FROM decisions WHERE id=?", (decision_id,)
         ).fetchone()
         if row is None:
             raise KeyError(decision_id)
-        face_id, sha, student, reference, undone = row
+        face_id, sha, student, reference, undone, action = row
         if undone:
             raise ValueError("this decision was already undone")
         now = _now()
         with self.db:
             self.db.execute("UPDATE decisions SET undone_at=?, undone_by=? WHERE id=?", (now, user, decision_id))
+            # Undoing "hold it" puts the face back among those cleared by recognition (if unanswered).
+            status, only = ("recognised", "AND status IN ('open', 'skipped')") if action == HOLD_ACTION else ("open", "")
             self.db.execute(
-                "UPDATE faces SET status='open', answer=NULL, settled_by=NULL, settled_at=NULL WHERE id=?", (face_id,)
+                f"UPDATE faces SET status=?, answer=NULL, settled_by=NULL, settled_at=NULL WHERE id=? {only}", (status, face_id)
             )
             self._refresh_verdict(sha)
         return {"face_id": face_id, "sha256": sha, "student_id": student, "reference": reference}
@@ -368,7 +405,10 @@ class ReviewBook:
 
     def _refresh_verdict(self, sha256: str) -> None:
         """The photo's verdict with its settled faces counted (for the page and for reports)."""
-        faces = self.db.execute("SELECT status, answer FROM faces WHERE sha256=?", (sha256,)).fetchall()
+        # (faces cleared by recognition and not held count as the check decided them: in ``base``)
+        faces = self.db.execute(
+            "SELECT status, answer FROM faces WHERE sha256=? AND status != 'recognised'", (sha256,)
+        ).fetchall()
         row = self.db.execute("SELECT verdict, reasons, base FROM photos WHERE sha256=?", (sha256,)).fetchone()
         if row is None:
             return
@@ -380,6 +420,9 @@ class ReviewBook:
         else:
             verdict = row[2] or row[0]
         self.db.execute("UPDATE photos SET verdict=? WHERE sha256=?", (verdict, sha256))
+
+
+HOLD_ACTION = "hold recognised face"  # a person asked to look at a face cleared by recognising a consenting student
 
 
 def _action(answer: str) -> str:
@@ -412,13 +455,19 @@ def settle_matches(
     (setting ``reopen_distance``: a student enrolled since)."""
     if settled is None:
         settled = book.settlements(sha256) if matches else []
-    if not settled:
+    recognised = [i for i, m in enumerate(matches) if m.code is ReasonCode.CONSENTING]
+    held = set(book.open_cards(sha256)) & set(recognised) if recognised else set()
+    if not settled and not held:
         return matches
     result = list(matches)
     whole = next((s for s in settled if s.face == PHOTO), None)
     for i, m in enumerate(matches):
-        if m.decision is not Decision.REVIEW:
-            continue  # a block stays a block; a clear needs nobody
+        if i in held:  # a person asked to look although it was recognised: review until they answer
+            why = f"held for a person although {m.reason}"
+            result[i] = FaceMatch(m.face, Decision.REVIEW, m.candidates, why, ReasonCode.LOOKALIKE)
+            continue
+        if m.decision is not Decision.REVIEW and m.code is not ReasonCode.CONSENTING:
+            continue  # a block stays a block; a clear needs nobody (but a person's answer beats a recognition)
         if not m.candidates:  # a face nobody could judge: the photo card's answer counts
             if whole is not None and whole.answer == UNNAMED:
                 why = f"an opted-out student is in this photo, said {whole.by} ({whole.at[:10]})"

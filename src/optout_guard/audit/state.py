@@ -45,13 +45,17 @@ def state_path(settings: Settings, library: Path) -> Path:
 
 
 def review_paths(settings: Settings, library: Path) -> list[Path]:
-    """Photos the last audit of ``library`` left at *review* (for the review desk); read-only."""
+    """Photos the last audit of ``library`` left at *review*, and photos with a face cleared by
+    recognising a consenting student (a person may hold it), for the review desk; read-only."""
     path = state_path(settings, library)
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT path FROM files WHERE verdict = 'review'").fetchall()
+        rows = db.execute(
+            "SELECT path FROM files WHERE verdict = 'review' OR (verdict = 'allow' AND faces IS NOT NULL AND EXISTS "
+            "(SELECT 1 FROM json_each(files.faces) WHERE json_extract(value, '$.code') = 'consenting'))"
+        ).fetchall()
     finally:
         db.close()
     return [Path(os.fsdecode(p)) for (p,) in rows]

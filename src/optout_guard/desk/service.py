@@ -304,6 +304,7 @@ class Desk:
                 paths += [
                     (p, "check folder") for p in collect_photos([review]) if isinstance(p, Path) and ".marked." not in p.name
                 ]
+            paths += [(p, "check folder") for p in recognised_in(folder / "allowed")]
         for library in self.options.audit_libraries:
             paths += [(p, "audit") for p in review_paths(self.settings, library)]
         self.importing["total"] = len(paths)
@@ -524,6 +525,41 @@ class Desk:
             "moved_to": moved,
         }
 
+    # ---- faces cleared by recognising a consenting student (consent.py) -------------------------
+    def recognised_json(self) -> list[dict[str, Any]]:
+        """Faces cleared because they were recognised as a consenting student, newest first: a
+        reviewer sees each one (the face, who it was recognised as, whom it resembled) and may hold it."""
+        rows = []
+        for card in self.book.recognised(200):
+            if self.allowed(card.photo_path) is None:
+                continue  # a source this desk does not serve now
+            rows.append(
+                {
+                    "id": card.id,
+                    "crop_url": f"/face/{card.id}.jpg",
+                    "photo_url": f"/photo/{card.sha256}/original.jpg",
+                    "photo_name": Path(card.photo_path).name if card.source != "desk" else "photo checked on the page",
+                    "source": card.source,
+                    "reason": card.reason,
+                    "resembles": [{"student_id": c.student_id, "distance": round(c.distance, 3)} for c in card.candidates],
+                }
+            )
+        return rows
+
+    def hold(self, face_id: int, user: str) -> dict[str, Any]:
+        """A reviewer holds a face cleared by recognition: it is a card in the queue, its photo is
+        review (a check-folder photo moves back to review/) until someone answers. Undoable."""
+        from optout_guard.activity_log import ActivityLog
+
+        card = self.book.card(face_id)
+        if card is None:
+            raise KeyError(face_id)
+        with self.lock:
+            decision = self.book.hold_recognised(face_id, user)
+        ActivityLog(self.settings).record("review-hold", reviewer=user, decision=decision, sha256=card.sha256, face=card.face)
+        moved = self.refile(card)
+        return {"decision": decision, "verdict": (self.book.photo(card.sha256) or {}).get("verdict"), "moved_to": moved}
+
     def refile(self, card: Card) -> str | None:
         """A photo from a check folder moves to blocked/ or allowed/ once its review is settled (and
         back to review/ when a decision is undone), with a new marked copy and note."""
@@ -612,3 +648,19 @@ def _jpeg(picture: Any) -> bytes:
 
 
 # ---- the web layer ---------------------------------------------------------------------------------
+
+
+def recognised_in(allowed: Path) -> list[Path]:
+    """Photos a check folder allowed with a face cleared by recognising a consenting student (their
+    note says so): the desk lists those faces for a person who may hold one."""
+    if not allowed.is_dir():
+        return []
+    found = []
+    for note in allowed.glob("*.txt"):
+        photo = note.with_suffix("")
+        try:
+            if photo.is_file() and "recognised as consenting student" in note.read_text(encoding="utf-8", errors="replace"):
+                found.append(photo)
+        except OSError:
+            continue
+    return sorted(found)

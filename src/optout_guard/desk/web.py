@@ -227,6 +227,19 @@ def create_app(desk: Desk) -> Any:
         except KeyError:
             abort(404)
 
+    @bp.get("/api/recognised")
+    def api_recognised() -> Any:
+        return jsonify(faces=desk.recognised_json())
+
+    @bp.post("/api/recognised/<int:face_id>/hold")
+    def api_hold(face_id: int) -> Any:
+        try:
+            return jsonify(desk.hold(face_id, current_user() or ""))
+        except KeyError:
+            abort(404)
+        except AlreadySettled as exc:
+            return jsonify(error=str(exc)), 409
+
     @bp.post("/api/skipped/reopen")
     def api_reopen_skipped() -> Any:
         return jsonify(reopened=desk.book.reopen_skipped())

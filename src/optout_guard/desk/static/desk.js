@@ -461,6 +461,32 @@ async function loadStatus() {
   } catch (error) { list.replaceChildren(line(false, error.message)); }
 }
 
+async function loadRecognised() {
+  const list = $("recognised-list");
+  try {
+    const data = await api("/api/recognised");
+    if (!data.faces.length) { list.replaceChildren(el("li", { textContent: "None." })); return; }
+    list.replaceChildren(...data.faces.map((f) => {
+      const hold = el("button", { type: "button", textContent: "Hold for a person" });
+      const resembled = f.resembles.map((c) => `${c.student_id} (${c.distance})`).join(", ");
+      const item = el("li", { className: "recognised" },
+        el("img", { src: f.crop_url, alt: "the face", width: 96, height: 96 }),
+        el("span", { textContent: `${f.photo_name} (${f.source}): ${f.reason}. Resembled: ${resembled}. ` },
+          el("a", { href: f.photo_url, target: "_blank", rel: "noopener", textContent: "open the photo" })),
+        hold);
+      hold.addEventListener("click", async () => {
+        hold.disabled = true;
+        try {
+          const r = await api(`/api/recognised/${f.id}/hold`, {});
+          item.replaceChildren(el("span", { textContent: `Held: it is in the queue now${r.moved_to ? ` (moved to ${r.moved_to})` : ""}.` }));
+          loadQueue().catch(() => {});
+        } catch (error) { hold.disabled = false; say(error.message, true); }
+      });
+      return item;
+    }));
+  } catch (error) { list.replaceChildren(el("li", { className: "bad", textContent: error.message })); }
+}
+
 // ---- tabs ------------------------------------------------------------------------------------
 for (const tab of document.querySelectorAll(".tab")) {
   tab.addEventListener("click", () => {
@@ -468,7 +494,7 @@ for (const tab of document.querySelectorAll(".tab")) {
     $("queue").hidden = tab.dataset.tab !== "queue";
     $("check").hidden = tab.dataset.tab !== "check";
     $("status").hidden = tab.dataset.tab !== "status";
-    if (tab.dataset.tab === "status") loadStatus();
+    if (tab.dataset.tab === "status") { loadStatus(); loadRecognised(); }
   });
 }
 
