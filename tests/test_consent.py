@@ -305,3 +305,47 @@ def test_the_desk_lists_faces_cleared_by_recognition_and_a_reviewer_can_hold_one
     assert final.verdict is Verdict.BLOCK and final.faces[0].code is ReasonCode.REVIEWER_CONFIRMED
     with pytest.raises(AlreadySettled):
         desk.book.hold_recognised(listed[0]["id"], "officer")
+
+
+def test_the_audit_counts_faces_cleared_by_recognition_and_lists_their_photos_for_the_desk(tmp_path):
+    from optout_guard.audit import review_paths
+    from optout_guard.audit.run import run_audit
+
+    ws = tmp_path / "ws"
+    settings = load_settings(ws, environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
+    index = with_carl(FaceIndex(embedding_fingerprint()))
+    index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT)
+    save_index(index, settings)
+    detector, embedder = FakeDetector(), FakeEmbedder()
+    guard = Guard(settings, settler=NoDecisions(), detector=detector, embedder=embedder)
+    library = tmp_path / "library"
+    team, nobody = photo(library / "team.png", (1, 1, 1)), photo(library / "nobody.png", (2, 2, 2))
+    detector.place(team, face(10.0))
+    detector.place(nobody, face(20.0))
+    embedder.vectors.update({10.0: between(0.46, 0.30), 20.0: between(0.9, 0.9)})
+    summary = run_audit(library, settings, guard=guard)
+    assert summary.cleared_by_consenting == 1 and summary.totals.get("allow") == 2
+    assert review_paths(settings, library) == [team]  # the desk imports it to list the face; not the other
+
+
+def test_the_check_folders_note_says_who_was_recognised_and_the_desk_finds_the_photo(tmp_path):
+    import os
+    import time
+
+    from optout_guard.desk.service import recognised_in
+    from optout_guard.watch import CheckFolder
+
+    settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
+    detector, embedder = FakeDetector(), FakeEmbedder()
+    guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), settler=NoDecisions(), detector=detector,
+                  embedder=embedder)  # fmt: skip
+    inbox = tmp_path / "Check photos"
+    team = photo(inbox / "team.png", (3, 3, 3))
+    old = time.time() - 60
+    os.utime(team, (old, old))
+    detector.place(team, face(10.0))
+    embedder.vectors[10.0] = between(0.46, 0.30)
+    assert CheckFolder(inbox, guard, settle=0.1, arrival_grace=0.0).run_once() == 1
+    note = (inbox / "allowed" / "team.png.txt").read_text()
+    assert "recognised as consenting student carl" in note
+    assert recognised_in(inbox / "allowed") == [inbox / "allowed" / "team.png"]

@@ -1152,6 +1152,9 @@ def audit(
     if summary.cleared_but_close:
         out.print(f"{summary.cleared_but_close} faces checked in this run were cleared although they came close to an "
                   "enrolled student (within 0.08 past the review distance): the report counts them.")  # fmt: skip
+    if summary.cleared_by_consenting:
+        out.print(f"{summary.cleared_by_consenting} faces checked in this run were cleared by recognising a consenting "
+                  "student (the review desk lists them; a reviewer may hold one).")  # fmt: skip
     if report is not None:
         from optout_guard.report import write_audit_report
 

@@ -71,6 +71,7 @@ def result_to_dict(result: ScanResult, review_distance: float | None = None) -> 
     }
     if review_distance is not None:
         doc["cleared_but_close"] = sum(cleared_but_close(m, review_distance) for m in result.faces)
+        doc["cleared_by_consenting"] = sum(m.code is ReasonCode.CONSENTING for m in result.faces)
     if result.clip is not None:
         c = result.clip
         doc["clip"] = {
@@ -110,7 +111,8 @@ def batch_document(results: list[ScanResult], skipped: list[tuple[str, str]], se
             "detector": settings.detector,
         },
         "summary": summary(results, len(skipped))
-        | {"cleared_but_close": sum(cleared_but_close(m, settings.review_distance) for r in results for m in r.faces)},
+        | {"cleared_but_close": sum(cleared_but_close(m, settings.review_distance) for r in results for m in r.faces),
+           "cleared_by_consenting": sum(m.code is ReasonCode.CONSENTING for r in results for m in r.faces)},
         "photos": [result_to_dict(r, settings.review_distance) for r in results],
         "skipped": [{"path": p, "reason": why} for p, why in skipped],
     }
@@ -228,6 +230,7 @@ def write_audit_report(
             "deleted": summary.get("deleted_count", len(changes["deleted"])),
             "seconds": f"{summary.get('seconds', 0):.0f}",
             "cleared_but_close": summary.get("cleared_but_close", 0),
+            "cleared_by_consenting": summary.get("cleared_by_consenting", 0),
         },
         blocked=[card(r) for r in rows if r["verdict"] == "block"],
         held=[card(r) for r in rows if r["verdict"] == "review"],

@@ -70,6 +70,7 @@ class AuditSummary:
     totals: dict[str, int] = field(default_factory=dict)  # verdicts over the whole library
     seconds: float = 0.0
     cleared_but_close: int = 0  # faces this run cleared within matching.CLOSE_MARGIN past review
+    cleared_by_consenting: int = 0  # faces this run cleared by recognising a consenting student (consent.py)
 
 
 _now = utc_now
@@ -332,6 +333,7 @@ def _audit(
         if cache is not None and result.sha256 and vectors is not None:
             cache.put(result.sha256, vectors)
         summary.cleared_but_close += sum(cleared_but_close(m, settings.review_distance) for m in result.faces)
+        summary.cleared_by_consenting += sum(m.code is ReasonCode.CONSENTING for m in result.faces)
         if kind == "recheck":
             summary.rechecked += 1
         else:
