@@ -349,3 +349,23 @@ def test_the_check_folders_note_says_who_was_recognised_and_the_desk_finds_the_p
     note = (inbox / "allowed" / "team.png.txt").read_text()
     assert "recognised as consenting student carl" in note
     assert recognised_in(inbox / "allowed") == [inbox / "allowed" / "team.png"]
+
+
+def test_consenting_templates_are_encrypted_with_the_index(tmp_path):
+    from optout_guard.index import new_key
+
+    key = new_key()
+    settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
+    carl = (np.random.default_rng(5).normal(size=DIM) / 11).astype(np.float32)
+    index = FaceIndex(embedding_fingerprint())
+    index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT + 0.01)
+    index.record_consent(ConsentRecord("carl", "sis", "", ""))
+    index.add_consenting_template(Template("carl", "/pd/IMG_0042.JPG", "c" * 64, ""), carl)
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"OPTOUT_GUARD_INDEX_KEY": key}):
+        save_index(index, settings)
+        raw = settings.index_file.read_bytes()
+        assert carl.tobytes() not in raw and b"carl" not in raw and b"IMG_0042" not in raw
+        assert np.array_equal(open_index(settings).consenting_embeddings[0], carl)
