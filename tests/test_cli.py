@@ -29,7 +29,8 @@ def test_check_json_fields_and_block_exit_code(demo_ws, demo_student, tmp_path):
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
     assert doc["schema_version"] == 3
-    assert doc["summary"] == {"photos": 3, "allow": 2, "review": 0, "block": 1, "skipped": 0, "cleared_but_close": 0}
+    assert doc["summary"] == {"photos": 3, "allow": 2, "review": 0, "block": 1, "skipped": 0, "cleared_but_close": 0,
+                             "cleared_by_consenting": 0}  # fmt: skip
     by_name = {Path(p["path"]).name: p for p in doc["photos"]}
     assembly = by_name["assembly.jpg"]
     assert assembly["verdict"] == "block" and assembly["students"] == [demo_student]
