@@ -55,3 +55,43 @@ def test_a_child_held_in_two_photos_of_one_check_is_blocked_once_seen_together(t
         face = photo["faces"][0]
         assert photo["verdict"] == "block" and face["student_id"] == "c010" and face["code"] == "event_match"
         assert "together with the same child in 1 other photo of this check" in face["reason"]
+
+
+@pytest.mark.data
+def test_the_audit_decides_once_per_child_across_a_folder_of_one_day(tmp_path, data_dir):
+    """The same two photos in one folder of the library (one event): blocked together, as in a check.
+    In two folders (two events) each is decided alone: review."""
+    import datetime as dt
+    import os
+
+    ws = tmp_path / "ws"
+    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
+        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
+        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    run = CliRunner().invoke
+    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    library = tmp_path / "library"
+    (library / "2026-10 field day").mkdir(parents=True)
+    (library / "2026-10 concert").mkdir()
+    (library / "2026-11 trip").mkdir()
+    day = dt.datetime(2026, 10, 14, 10).timestamp()
+    for folder, photo in (("2026-10 field day", "010A07a"), ("2026-10 field day", "010A07b"), ("2026-10 concert", "010A07a"),
+                          ("2026-11 trip", "010A07b")):  # fmt: skip
+        shutil.copy(FGNET / f"{photo}.JPG", library / folder / f"{photo}.JPG")
+        os.utime(library / folder / f"{photo}.JPG", (day, day))
+    result = run(app, ["--workspace", str(ws), "audit", str(library)])
+    assert result.exit_code == 1, result.output
+    import sqlite3
+
+    from optout_guard.audit.state import state_path
+    from optout_guard.config import load_settings
+
+    db = sqlite3.connect(state_path(load_settings(ws, environ={}), library))
+    stored = {os.fsdecode(bytes(p)).split("library/")[1]: (v, json.loads(f)) for p, v, f in
+              db.execute("SELECT path, verdict, faces FROM files")}  # fmt: skip
+    db.close()
+    for name in ("2026-10 field day/010A07a.JPG", "2026-10 field day/010A07b.JPG"):
+        verdict, faces = stored[name]
+        assert verdict == "block" and faces[0]["code"] == "event_match" and faces[0]["student_id"] == "c010"
+        assert "of this folder (same day)" in faces[0]["reason"]
+    assert stored["2026-10 concert/010A07a.JPG"][0] == "review" and stored["2026-11 trip/010A07b.JPG"][0] == "review"

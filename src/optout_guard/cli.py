@@ -1152,6 +1152,9 @@ def audit(
     if summary.cleared_but_close:
         out.print(f"{summary.cleared_but_close} faces checked in this run were cleared although they came close to an "
                   "enrolled student (within 0.08 past the review distance): the report counts them.")  # fmt: skip
+    if summary.event_blocks:
+        out.print(f"{summary.event_blocks} faces held alone were blocked: the same child, in other photos of their "
+                  "folder taken the same day, matches an opted-out student (one decision per child per event).")  # fmt: skip
     if summary.cleared_by_consenting:
         out.print(f"{summary.cleared_by_consenting} faces checked in this run were cleared by recognising a consenting "
                   "student (the review desk lists them; a reviewer may hold one).")  # fmt: skip

@@ -2,7 +2,8 @@
 
 A child photographed a year after their picture day is often only *held* ("resembles student S"):
 one photo's embedding is noisy. Several photos of the same event (what one `check` of a folder or a
-batch covers) give several looks at the same child; their embeddings averaged are much closer to
+batch covers; in the audit, the photos of one folder taken the same day) give several looks at the
+same child; their embeddings averaged are much closer to
 the child's own references than to anybody else's (measured on children_dev, docs/accuracy.md:
 two appearances averaged, one reference photo: 61% within the pooled block distance where single
 photos block 40%; two photos of other children averaged: 0 of 2,400 pairs that close).
@@ -45,10 +46,13 @@ def _held_or_blocked(m: FaceMatch) -> bool:
     return bool(m.candidates) and m.decision in (Decision.REVIEW, Decision.BLOCK)
 
 
-def decide_across(guard: Guard, results: list[ScanResult], scope: Scope = WHOLE_DISTRICT) -> list[ScanResult]:
+def decide_across(
+    guard: Guard, results: list[ScanResult], scope: Scope = WHOLE_DISTRICT, event: str = "check"
+) -> list[ScanResult]:
     """The results of one event, with held faces of a child seen in several of its photos blocked
     where their pooled embedding matches (see the module's docstring). Photos are re-embedded from
-    their known faces only when two or more of them hold or block a face (no detection again)."""
+    their known faces only when two or more of them hold or block a face (no detection again).
+    ``event``: what the photos have in common, as the reason says it ("check": "of this check")."""
     photos = [i for i, r in enumerate(results) if r.clip is None and r.sha256 and any(map(_held_or_blocked, r.faces))]
     if len(photos) < 2 or not any(m.decision is Decision.REVIEW and m.candidates for i in photos for m in results[i].faces):
         return results
@@ -78,7 +82,7 @@ def decide_across(guard: Guard, results: list[ScanResult], scope: Scope = WHOLE_
             if m.decision is not Decision.REVIEW or mine is None:
                 continue  # only a face held for that very student is escalated; a person's answer stands
             why = (f"matches student {best.student_id} together with the same child in {photos_in - 1} other "
-                   f"photo{'s' if photos_in > 2 else ''} of this check (pooled distance {best.distance:.3f})")  # fmt: skip
+                   f"photo{'s' if photos_in > 2 else ''} of this {event} (pooled distance {best.distance:.3f})")  # fmt: skip
             others = tuple(c for c in m.candidates if c.student_id != best.student_id)
             blocked = dataclasses.replace(m, decision=Decision.BLOCK, candidates=(mine, *others), reason=why,
                                           code=ReasonCode.EVENT_MATCH)  # fmt: skip

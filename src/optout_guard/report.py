@@ -231,6 +231,7 @@ def write_audit_report(
             "seconds": f"{summary.get('seconds', 0):.0f}",
             "cleared_but_close": summary.get("cleared_but_close", 0),
             "cleared_by_consenting": summary.get("cleared_by_consenting", 0),
+            "event_blocks": summary.get("event_blocks", 0),
         },
         blocked=[card(r) for r in rows if r["verdict"] == "block"],
         held=[card(r) for r in rows if r["verdict"] == "review"],

@@ -37,12 +37,13 @@ from optout_guard.audit.state import (
 )
 from optout_guard.config import Settings
 from optout_guard.errors import AuditBusy, ConfigError, LibraryLooksUnmounted, OptoutGuardError
+from optout_guard.events import decide_across
 from optout_guard.fsutil import utc_now
 from optout_guard.matching import cleared_but_close
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
-from optout_guard.types import Face, ReasonCode, ScanResult, Unjudged, Verdict
+from optout_guard.types import Decision, Face, ReasonCode, ScanResult, Unjudged, Verdict
 
 __all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
@@ -71,6 +72,7 @@ class AuditSummary:
     seconds: float = 0.0
     cleared_but_close: int = 0  # faces this run cleared within matching.CLOSE_MARGIN past review
     cleared_by_consenting: int = 0  # faces this run cleared by recognising a consenting student (consent.py)
+    event_blocks: int = 0  # held faces blocked with the same child's faces in other photos of their folder and day
 
 
 _now = utc_now
@@ -311,7 +313,11 @@ def _audit(
         row = db.execute("SELECT faces FROM files WHERE path=?", (os.fsencode(name),)).fetchone()
         return row[0] if row else None
 
-    def record(kind: str, name: str, result: ScanResult, vectors: FaceVectors | None) -> None:
+    # Photos checked this run with a face held or blocked for a student, by event (folder, day, scope):
+    # decided once per child across each event when the checks are done (events.py).
+    events: dict[tuple[str, str, str], list[tuple[str, ScanResult]]] = {}
+
+    def record(kind: str, name: str, result: ScanResult, vectors: FaceVectors | None, counted: bool = True) -> None:
         key = os.fsencode(name)
         row = db.execute("SELECT verdict FROM files WHERE path=?", (key,)).fetchone()
         before = row[0] if row else None
@@ -326,12 +332,25 @@ def _audit(
             key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), faces_json(result),
             gallery, _now(), run, run, None, int(result.retry), result.kind,
         ))  # fmt: skip
-        if before != result.verdict.value:
+        listed = next((k for k, c in enumerate(summary.changed) if c[0] == display_path(name)), None)
+        if not counted and listed is not None:  # decided again this run (an event): one change, from the last run's
+            was = summary.changed[listed][1]
+            if was == result.verdict.value:
+                del summary.changed[listed]
+                summary.changed_count -= 1
+            else:
+                summary.changed[listed] = (display_path(name), was, result.verdict.value)
+        elif before != result.verdict.value:
             summary.changed_count += 1
             if len(summary.changed) < LISTED_CHANGES:
                 summary.changed.append((display_path(name), before, result.verdict.value))
         if cache is not None and result.sha256 and vectors is not None:
             cache.put(result.sha256, vectors)
+        if not counted:
+            return
+        if settings.recognition and result.clip is None and any(m.candidates and m.decision is not Decision.CLEAR
+                                                                for m in result.faces):  # fmt: skip
+            events.setdefault(event_of(name, scopes.scope(name)), []).append((name, result))
         summary.cleared_but_close += sum(cleared_but_close(m, settings.review_distance) for m in result.faces)
         summary.cleared_by_consenting += sum(m.code is ReasonCode.CONSENTING for m in result.faces)
         if kind == "recheck":
@@ -376,6 +395,18 @@ def _audit(
             record(kind, name, result, vectors)
             tick()
         db.execute("COMMIT")
+        # 3. One decision per child across each event: a held face is blocked when the same child's
+        # faces in the event's other photos, pooled, match (escalation only: nothing is cleared).
+        db.execute("BEGIN")
+        for (_folder, _day, _scope), members in events.items():
+            if len(members) < 2:
+                continue
+            together = decide_across(guard, [r for _, r in members], scopes.scope(members[0][0]), "folder (same day)")
+            for (member, alone), joint in zip(members, together, strict=True):
+                if joint is not alone:
+                    summary.event_blocks += sum(m.code is ReasonCode.EVENT_MATCH for m in joint.faces)
+                    record("event", member, joint, None, counted=False)
+        db.execute("COMMIT")
     except BaseException:
         db.execute("COMMIT")  # keep what was finished: the next run resumes from there
         raise
@@ -390,6 +421,14 @@ def _audit(
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     return summary
+
+
+def event_of(name: str, scope: Scope) -> tuple[str, str, str]:
+    """The event a library photo belongs to: its folder, the day it was taken (name, EXIF or file
+    date) and the students it is checked against. A school's event folder is one event per day."""
+    from optout_guard.media.photos import photo_date
+
+    return str(Path(name).parent), photo_date(name), "" if scope.is_district else scope.name
 
 
 def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], bool]:
