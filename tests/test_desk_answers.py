@@ -5,6 +5,7 @@ account undoes only its own decisions and adds references only with the right to
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 
@@ -328,3 +329,59 @@ def test_the_check_page_offers_both_copies_for_download(tmp_path, data_dir):
     assert copy.status_code == 200 and copy.data[:2] == b"\xff\xd8"
     assert "attachment" in copy.headers["Content-Disposition"]
     assert client.get("/postable/" + "0" * 64).status_code == 404
+
+
+def test_an_account_limited_to_a_school_sees_and_answers_that_schools_cards_only(tmp_path, data_dir):
+    """Issue 27 §7: a school's account sees its school's cards, photos, faces and students and checks
+    against its school; another school's card does not exist for it. A district account filters the
+    queue by school, source and file name or student id."""
+    from optout_guard.optout_list import OptOutList, Student, save_list
+
+    settings = workspace(tmp_path / "ws")
+    save_list(OptOutList({"hugo": Student("hugo", "Hugo", "C", "5", "Lincoln Elementary School"),
+                          "colin": Student("colin", "Colin", "P", "7", "Washington Middle")}), settings.workspace)  # fmt: skip
+    users = UserStore(settings.index_file.parent)
+    users.add("lincoln", "correct horse battery", names=True, schools=("Lincoln Elementary",))
+    users.add("officer", "staple gun orange tree", names=True)
+    desk = Desk(settings, DeskOptions(host="0.0.0.0", lan=True, allowed_hosts=("desk.school.lan",)))
+    colin_photo = LFW / "Colin_Powell" / "Colin_Powell_0024.jpg"  # colin 0.42: review
+    desk.check_upload(HUGO.name, HUGO.read_bytes(), "officer")
+    desk.check_upload(colin_photo.name, colin_photo.read_bytes(), "officer")
+    cards = {c.candidates[0].student_id: c for c in desk.book.queue() if c.candidates}
+    assert set(cards) == {"hugo", "colin"}
+    hugo, colin = cards["hugo"], cards["colin"]
+    app = create_app(desk)
+    app.config["SERVER_NAME"] = "desk.school.lan"
+    with app.test_client() as lincoln:
+        sign_in(lincoln, "lincoln", "correct horse battery")
+        headers = {"X-CSRFToken": _token(lincoln)}
+        assert [c["id"] for c in lincoln.get("/api/queue").get_json()["cards"]] == [hugo.id]
+        for url in (f"/face/{colin.id}.jpg", f"/photo/{colin.sha256}/original.jpg", "/reference/colin/0.jpg",
+                    "/api/students/colin/photos"):  # fmt: skip
+            assert lincoln.get(url).status_code == 404, url
+        assert lincoln.get(f"/face/{hugo.id}.jpg").status_code == 200
+        refused = lincoln.post(f"/api/cards/{colin.id}/decide", json={"answer": "none", "confirm": True}, headers=headers)
+        assert refused.status_code == 404 and desk.book.is_open(colin.id)
+        assert lincoln.get("/api/scopes").get_json()["scopes"] == ["Lincoln Elementary School"]
+        form = {"photos": (io.BytesIO(HUGO.read_bytes()), "x.jpg"), "scope": "Washington Middle"}
+        other = lincoln.post("/api/check", data=form, headers=headers, content_type="multipart/form-data")
+        assert other.status_code == 403
+        checked = lincoln.post("/api/check", data={"photos": (io.BytesIO(colin_photo.read_bytes()), "y.jpg")},
+                               headers=headers, content_type="multipart/form-data")  # fmt: skip
+        assert checked.status_code == 200 and checked.get_json()["results"][0]["verdict"] == "allow"  # Lincoln's gallery only
+        form = {"photos": (io.BytesIO(colin_photo.read_bytes()), "y.jpg"), "scope": "district"}
+        district = lincoln.post("/api/check", data=form, headers=headers, content_type="multipart/form-data").get_json()
+        district = district["results"][0]
+        assert district["verdict"] == "review"  # the whole district, on request: Washington's student is held …
+        seen = district["faces"][0]["candidates"][0]
+        assert seen["student_id"] == "colin" and "name" not in seen and seen["references"] == []  # … but not shown
+        assert lincoln.post(f"/api/cards/{hugo.id}/decide", json={"answer": "student", "student_id": "hugo"},
+                            headers=headers).status_code == 200  # fmt: skip
+    with app.test_client() as officer:
+        sign_in(officer, "officer", "staple gun orange tree")
+        assert [c["id"] for c in officer.get("/api/queue").get_json()["cards"]] == [colin.id]
+        assert [c["id"] for c in officer.get("/api/queue?school=Washington Middle").get_json()["cards"]] == [colin.id]
+        assert officer.get("/api/queue?school=Lincoln Elementary").get_json()["cards"] == []
+        assert [c["id"] for c in officer.get("/api/queue?q=colin").get_json()["cards"]] == [colin.id]
+        assert officer.get("/api/queue?source=audit").get_json()["cards"] == []
+        assert officer.get(f"/face/{colin.id}.jpg").status_code == 200

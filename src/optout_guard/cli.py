@@ -1439,16 +1439,29 @@ def users_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     names: Annotated[bool, typer.Option("--can-see-names", help="This account may see students' names.")] = False,
+    schools: Annotated[
+        Optional[list[str]],
+        typer.Option("--school", help="Limit the account to one school's cards and checks (repeatable) [default: district]."),
+    ] = None,
 ) -> None:
     """Add an account (or set a new password). The password is asked for, or read from OPTOUT_GUARD_PASSWORD."""
     import os
 
+    from optout_guard.optout_list import load_list, school_key
     from optout_guard.users import UserStore
 
     settings = _settings(ctx)
+    listed = load_list(settings.workspace)
+    known = {school_key(s.school): s.school for s in (listed.students.values() if listed else []) if s.school}
+    unknown = [s for s in schools or [] if school_key(s) not in known]
+    if unknown:
+        err.print(f"[bold red]error:[/] no student on the opt-out list is at {escape(', '.join(unknown))}. Known schools: "
+                  f"{escape(', '.join(sorted(known.values())) or 'none (import a list with sync first)')}")  # fmt: skip
+        raise typer.Exit(EXIT_USAGE)
     password = os.environ.get("OPTOUT_GUARD_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    UserStore(settings.state_dir).add(name, password, names)
-    out.print(f"Account {name} saved{' (may see names)' if names else ''}.")
+    UserStore(settings.state_dir).add(name, password, names, tuple(schools or ()))
+    where = f" (only {', '.join(schools)})" if schools else ""
+    out.print(f"Account {name} saved{' (may see names)' if names else ''}{escape(where)}.")
 
 
 @users_app.command("remove")
@@ -1473,7 +1486,8 @@ def users_list(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     store = UserStore(settings.state_dir)
     for name in store.names():
-        out.print(f"{name}{'  (may see names)' if store.can_see_names(name) else ''}")
+        where = f"  (only {', '.join(store.schools_of(name))})" if store.schools_of(name) else ""
+        out.print(f"{name}{'  (may see names)' if store.can_see_names(name) else ''}{escape(where)}")
 
 
 # ---- consenting students (the Include list) ---------------------------------------------------

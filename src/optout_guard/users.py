@@ -1,7 +1,8 @@
 """Accounts for the review desk when it serves the network (``optout-guard users``).
 
 One private JSON file (0600, in the workspace's private folder): name -> salted scrypt hash
-(Werkzeug's ``generate_password_hash``) and whether the account may see students' names.
+(Werkzeug's ``generate_password_hash``), whether the account may see students' names, and the
+schools it answers for (none: the whole district).
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ class UserStore:
     def can_see_names(self, name: str) -> bool:
         return bool(self._read().get(name, {}).get("names"))
 
-    def add(self, name: str, password: str, names: bool = False) -> None:
+    def schools_of(self, name: str) -> tuple[str, ...]:
+        """The schools an account answers for, as given; () = the whole district."""
+        return tuple(self._read().get(name, {}).get("schools", []))
+
+    def add(self, name: str, password: str, names: bool = False, schools: tuple[str, ...] = ()) -> None:
         from werkzeug.security import generate_password_hash
 
         if not NAME.match(name):
@@ -60,7 +65,8 @@ class UserStore:
         users = self._read()
         # A new epoch on every add (a new password, a re-created account): sessions signed in before
         # carry the old one and stop working at once.
-        users[name] = {"hash": generate_password_hash(password, method="scrypt"), "names": names, "epoch": secrets.token_hex(16)}
+        users[name] = {"hash": generate_password_hash(password, method="scrypt"), "names": names, "epoch": secrets.token_hex(16),
+                       "schools": list(schools)}  # fmt: skip
         self._write(users)
 
     def remove(self, name: str) -> bool:

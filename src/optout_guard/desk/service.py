@@ -70,6 +70,7 @@ class Desk:
         self.roots = [self.uploads, self.marked, settings.enrollments.resolve(), *[p.resolve() for p in options.check_folders]]
         self.roots += [p.resolve() for p in options.audit_libraries]
         self._names: dict[str, str] | None = None
+        self._schools: dict[str, str] = {}  # student id -> school key (with the names)
         self._names_stamp: tuple[tuple[int, int] | None, ...] = ()
         self.importing: dict[str, Any] = {"running": False, "done": 0, "total": 0, "added": 0}
         self._stamp = settings_stamp(settings)
@@ -109,11 +110,45 @@ class Desk:
         files = [self.settings.workspace / LIST_FILE, self.settings.workspace / PENDING_FILE]
         stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files)
         if self._names is None or stamp != self._names_stamp:
+            from optout_guard.optout_list import school_key
+
             optouts = load_list(self.settings.workspace)
             students = [*(optouts.students.values() if optouts else []), *load_pending(self.settings.workspace)]
             self._names = {s.student_id: f"{s.first} {s.last}".strip() for s in students if s.first or s.last}
+            self._schools = {s.student_id: school_key(s.school) for s in students}
             self._names_stamp = stamp
         return self._names
+
+    # ---- accounts limited to schools (users add NAME --school …) ------------------------------
+    def student_within(self, student_id: str, schools: tuple[str, ...]) -> bool:
+        """Is this student one a school account answers for? ``schools``: the account's school keys
+        (empty: the whole district). A student the list gives no school is every school's (as in
+        scopes: an incomplete export never hides anyone), a student not on the list nobody's but the district's."""
+        if not schools:
+            return True
+        self.names()
+        school = self._schools.get(student_id)
+        return school is not None and (school == "" or school in schools)
+
+    def card_within(self, card: Card, schools: tuple[str, ...]) -> bool:
+        """A card a school account may see and answer: a student it resembles (its closest candidate,
+        or another within review distance) is their school's; a photo card (no candidates) when its
+        path has a folder named after their school (a check folder's or the library's sub-folder)."""
+        if not schools:
+            return True
+        if card.candidates:  # the students it resembles: the closest, and any other within review distance
+            near = [c for i, c in enumerate(card.candidates) if i == 0 or c.distance <= self.settings.review_distance]
+            return any(self.student_within(c.student_id, schools) for c in near)
+        from optout_guard.optout_list import school_key
+
+        return any(school_key(part) in schools for part in Path(card.photo_path).parts[:-1])
+
+    def photo_within(self, sha256: str, schools: tuple[str, ...]) -> bool:
+        """A photo a school account may open: one of its cards (open, settled or recognised) is theirs."""
+        if not schools:
+            return True
+        ids = [row[0] for row in self.book.db.execute("SELECT id FROM faces WHERE sha256=?", (sha256,))]
+        return any(c is not None and self.card_within(c, schools) for c in map(self.book.card, ids))
 
     # ---- checking --------------------------------------------------------------------------
     def scopes(self) -> list[str]:

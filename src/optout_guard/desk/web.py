@@ -73,6 +73,24 @@ def create_app(desk: Desk) -> Any:
         name = current_user()
         return bool(name and users.can_see_names(name))
 
+    def reach() -> tuple[str, ...]:
+        """The school keys the signed-in account answers for; () = the whole district."""
+        from optout_guard.optout_list import school_key
+
+        name = current_user() if options.lan else None
+        return tuple(school_key(s) for s in users.schools_of(name)) if name else ()
+
+    def card_or_404(card_id: int) -> Any:
+        """The card, if this account may see it (another school's card does not exist for it)."""
+        card = desk.book.card(card_id)
+        if card is None or not desk.card_within(card, reach()):
+            abort(404)
+        return card
+
+    def photo_or_404(sha: str) -> None:
+        if not desk.photo_within(sha, reach()):
+            abort(404)
+
     @app.before_request
     def follow_settings() -> None:
         desk.follow_settings()  # config.toml or the key edited: the next check uses them (two stats)
@@ -166,7 +184,7 @@ def create_app(desk: Desk) -> Any:
         from optout_guard.appearances import appearances
         from optout_guard.optout_list import is_valid_student_id
 
-        if not is_valid_student_id(student_id):
+        if not is_valid_student_id(student_id) or not desk.student_within(student_id, reach()):
             abort(404)
         found = appearances(desk.settings, student_id, options.check_folders)
         rows = []
@@ -189,8 +207,25 @@ def create_app(desk: Desk) -> Any:
         names = may_see_names()
         # Cards whose photo this desk does not serve now (started without that --audit or check
         # folder, a share not mounted) are held back, not shown broken; they return with their source.
-        served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None]
+        # A school's account sees its school's cards only.
+        mine = reach()
+        served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None and desk.card_within(c, mine)]
+        # Filters: a school (district accounts), where the photo came from, a file name or student id.
+        school, source, text = (request.args.get(k, "").strip() for k in ("school", "source", "q"))
+        if school:
+            from optout_guard.optout_list import school_key
+
+            served = [c for c in served if desk.card_within(c, (school_key(school),))]
+        if source:
+            served = [c for c in served if c.source == source]
+        if text:
+            needle = text.casefold()
+            served = [c for c in served if needle in Path(c.photo_path).name.casefold()
+                      or any(needle == s.student_id.casefold() for s in c.candidates)]  # fmt: skip
         cards = [desk.card_json(c, names) for c in served[:30]]
+        if mine:  # the photo's other faces waiting for a person: only this school's
+            for c in cards:
+                c["group"] = [g for g in c["group"] if (o := desk.book.card(g["id"])) and desk.card_within(o, mine)]
         return jsonify(
             cards=cards,
             open=desk.book.open_count(),
@@ -205,6 +240,8 @@ def create_app(desk: Desk) -> Any:
         ids = (request.get_json(silent=True) or {}).get("card_ids")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
             return jsonify(error="card_ids: the photo cards to answer, as a list of numbers"), 400
+        for i in ids:
+            card_or_404(i)
         try:
             return jsonify(desk.decide_photos(ids, current_user() or ""))
         except KeyError:
@@ -218,6 +255,10 @@ def create_app(desk: Desk) -> Any:
         shown = body.get("card_ids")
         if not isinstance(shown, list) or not all(isinstance(i, int) for i in shown):
             return jsonify(error="card_ids: the ids of the cards your page showed, as a list of numbers"), 400
+        photo_or_404(sha)
+        others = [c for i in desk.book.open_cards(sha).values() if (c := desk.book.card(i)) and not desk.card_within(c, reach())]
+        if others:  # "none of these" would answer for another school's student too
+            return jsonify(error="some faces of this photo are another school's to answer: answer yours one by one"), 403
         try:
             return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm")), shown))
         except NeedsConfirmation as exc:
@@ -229,10 +270,12 @@ def create_app(desk: Desk) -> Any:
 
     @bp.get("/api/recognised")
     def api_recognised() -> Any:
-        return jsonify(faces=desk.recognised_json())
+        mine = reach()
+        return jsonify(faces=[f for f in desk.recognised_json() if (c := desk.book.card(f["id"])) and desk.card_within(c, mine)])
 
     @bp.post("/api/recognised/<int:face_id>/hold")
     def api_hold(face_id: int) -> Any:
+        card_or_404(face_id)
         try:
             return jsonify(desk.hold(face_id, current_user() or ""))
         except KeyError:
@@ -254,22 +297,46 @@ def create_app(desk: Desk) -> Any:
         if not files:
             return jsonify(error="no photos in the request"), 400
         scope = request.form.get("scope", "")
+        mine = reach()
+        if mine:  # a school's account checks against its school (the default) or the whole district, never another's
+            from optout_guard.optout_list import school_key
+            from optout_guard.scope import DISTRICT
+
+            allowed_scopes = [s for s in desk.scopes() if school_key(s) in mine]
+            if not scope and allowed_scopes:
+                scope = allowed_scopes[0]
+            elif scope.strip().lower() != DISTRICT and school_key(scope) not in mine:
+                return jsonify(error="this account checks photos against its own school or the whole district"), 403
         try:
             names = may_see_names()
             results = [desk.check_upload(f.filename or "photo", f.read(), current_user() or "", scope, names) for f in files]
         except ConfigError as exc:  # an unknown scope: nothing checked against an empty gallery
             return jsonify(error=str(exc)), 400
+        if mine:  # another school's students: their id (the verdict needs it), no name, no reference photo
+            for face in (f for r in results for f in r["faces"]):
+                for c in face["candidates"]:
+                    if not desk.student_within(c["student_id"], mine):
+                        c.pop("name", None)
+                        c["references"] = []
         return jsonify(results=results)
 
     @bp.get("/api/scopes")
     def api_scopes() -> Any:
-        return jsonify(scopes=desk.scopes())
+        from optout_guard.optout_list import school_key
+
+        mine = reach()
+        return jsonify(scopes=[s for s in desk.scopes() if not mine or school_key(s) in mine])
 
     @bp.post("/api/students")
     def api_add_student() -> Any:
         # Adding a student changes who is protected: on the network only accounts trusted with names may.
         if options.lan and not may_see_names():
             return jsonify(error="this account may not add students; ask the privacy officer"), 403
+        if reach():
+            from optout_guard.optout_list import school_key
+
+            if school_key(request.form.get("school", "")) not in reach():
+                return jsonify(error="this account adds students of its own school only (give the school)"), 403
         photos = [(f.filename or "photo", f.read()) for f in request.files.getlist("photos")]
         try:
             return jsonify(desk.add_student(dict(request.form), photos, current_user() or ""))
@@ -278,6 +345,7 @@ def create_app(desk: Desk) -> Any:
 
     @bp.post("/api/cards/<int:card_id>/decide")
     def api_decide(card_id: int) -> Any:
+        card_or_404(card_id)
         body = request.get_json(silent=True) or {}
         answer = {"student": str(body.get("student_id") or ""), "unnamed": UNNAMED, "blurred": BLURRED}.get(
             str(body.get("answer")), NONE
@@ -305,6 +373,10 @@ def create_app(desk: Desk) -> Any:
 
     @bp.post("/api/decisions/<int:decision_id>/undo")
     def api_undo(decision_id: int) -> Any:
+        row = desk.book.db.execute("SELECT face_id FROM decisions WHERE id=?", (decision_id,)).fetchone()
+        if row is None:
+            abort(404)
+        card_or_404(int(row[0]))
         try:
             # On the network, an account undoes its own decisions; others' only with the right to see names.
             if options.lan and not may_see_names() and desk.book.decision_user(decision_id) != (current_user() or ""):
@@ -317,9 +389,7 @@ def create_app(desk: Desk) -> Any:
 
     @bp.get("/face/<int:card_id>.jpg")
     def face(card_id: int) -> Any:
-        card = desk.book.card(card_id)
-        if card is None:
-            abort(404)
+        card = card_or_404(card_id)
         try:
             return Response(desk.face_crop(card), mimetype="image/jpeg")
         except (FileNotFoundError, ImageRejected):
@@ -332,6 +402,7 @@ def create_app(desk: Desk) -> Any:
         info = desk.book.photo(sha)
         if info is None:
             abort(404)
+        photo_or_404(sha)
         path = desk.allowed(info["marked"]) if kind == "marked" and info["marked"] else desk.allowed(info["path"])
         if path is None:
             abort(404)
@@ -351,6 +422,7 @@ def create_app(desk: Desk) -> Any:
         path = desk.allowed(info["path"]) if info else None
         if path is None:
             abort(404)
+        photo_or_404(sha)
         kind = {".webm": "video/webm", ".mov": "video/quicktime"}.get(path.suffix.lower(), "video/mp4")
         return send_file(path, mimetype=kind, conditional=True, max_age=0)
 
@@ -361,10 +433,13 @@ def create_app(desk: Desk) -> Any:
         path = desk.postable_copy(sha)
         if path is None:
             abort(404)
+        photo_or_404(sha)
         return send_file(path, as_attachment=True, download_name=f"fit-to-post{path.suffix}", max_age=0)
 
     @bp.get("/reference/<student_id>/<int:n>.jpg")
     def reference(student_id: str, n: int) -> Any:
+        if not desk.student_within(student_id, reach()):
+            abort(404)
         refs = desk.reference_photos(student_id)
         if n >= len(refs):
             abort(404)

@@ -35,8 +35,17 @@ function say(text, error = false) {
 }
 
 // ---- review queue -------------------------------------------------------------------------------
+function queueFilters() {
+  const query = new URLSearchParams();
+  for (const [key, id] of [["q", "filter-q"], ["school", "filter-school"], ["source", "filter-source"]]) {
+    const value = $(id) ? $(id).value.trim() : "";
+    if (value) query.set(key, value);
+  }
+  return query.toString() ? `?${query}` : "";
+}
+
 async function loadQueue() {
-  const data = await api("/api/queue");
+  const data = await api("/api/queue" + queueFilters());
   // The card on screen stays on screen while it is open, whatever else a refresh or an import
   // brings (the queue's order may change under it); one answered elsewhere is said, not swapped silently.
   const onScreen = data.cards.find((c) => c.id === shownId);
@@ -304,6 +313,7 @@ document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || $("queue").hidden) return;
   if (event.key.toLowerCase() === "z" && !(event.target instanceof HTMLInputElement)) { zoom(); event.preventDefault(); return; }
   if (event.target instanceof HTMLInputElement && event.target.type !== "checkbox") return;
+  if (event.target instanceof HTMLSelectElement) return;  // typing in a filter never answers a card
   const key = event.key.toLowerCase();
   const card = cards[0];
   if (["1", "2", "3"].includes(key) && card && !card.candidates[Number(key) - 1]) {
@@ -350,10 +360,17 @@ function clock(seconds) {
 async function loadScopes() {
   try {
     const data = await api("/api/scopes");
-    for (const name of data.scopes) $("scope").append(el("option", { value: name, textContent: name }));
+    for (const name of data.scopes) {
+      $("scope").append(el("option", { value: name, textContent: name }));
+      $("filter-school").append(el("option", { value: name, textContent: name }));
+    }
   } catch (error) { /* the picker stays "the whole district" */ }
 }
 loadScopes();
+for (const id of ["filter-q", "filter-school", "filter-source"]) {
+  $(id).addEventListener("change", () => loadQueue().catch((error) => say(error.message, true)));
+}
+$("filters").addEventListener("submit", (event) => { event.preventDefault(); loadQueue().catch((error) => say(error.message, true)); });
 
 async function checkFiles(files) {
   if (!files.length) return;
