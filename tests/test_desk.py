@@ -870,3 +870,52 @@ def test_a_photo_card_can_be_seen_large_from_the_keyboard(tmp_path, data_dir, ch
             browser.close()
     finally:
         server.close()
+
+
+def test_a_school_account_in_a_real_browser_sees_its_schools_cards_and_filters_the_queue(tmp_path, data_dir, chromium_exe):
+    """Issue 27 §7 in the browser: signed in as Lincoln's account, only Lincoln's card is in the queue
+    and the filters; the district's officer finds Washington's card by student id (the API refusals
+    are tested in test_desk_answers.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from optout_guard.optout_list import OptOutList, Student, save_list
+    from optout_guard.users import UserStore
+
+    settings = workspace(tmp_path / "ws")
+    save_list(OptOutList({"hugo": Student("hugo", "Hugo", "C", "5", "Lincoln Elementary"),
+                          "colin": Student("colin", "Colin", "P", "7", "Washington Middle")}), settings.workspace)  # fmt: skip
+    users = UserStore(settings.index_file.parent)
+    users.add("lincoln", "correct horse battery", names=True, schools=("Lincoln Elementary",))
+    users.add("officer", "staple gun orange tree", names=True)
+    desk = Desk(settings, DeskOptions(port=0, host="0.0.0.0", lan=True))
+    colin_photo = LFW / "Colin_Powell" / "Colin_Powell_0024.jpg"  # colin 0.42: review
+    for photo in (HUGO, colin_photo):
+        desk.check_upload(photo.name, photo.read_bytes(), "officer")
+    server = Server(desk)
+    try:
+        with sync_playwright() as p:
+            for account, password, expected in (("lincoln", "correct horse battery", "hugo"),
+                                                ("officer", "staple gun orange tree", None)):  # fmt: skip
+                browser, page = desk_page(p, chromium_exe, server)
+                page.fill("input[name=user]", account)
+                page.fill("input[name=password]", password)
+                page.click("button[type=submit]")
+                page.wait_for_selector("#card:not([hidden])")
+                if expected:
+                    assert page.inner_text("#open-count") == "1"
+                    assert page.get_attribute("#candidates li:first-child button", "data-student") == expected
+                    options = page.eval_on_selector_all("#filter-school option", "os => os.map(o => o.value)")
+                    assert options == ["", "Lincoln Elementary"]  # no other school to pick
+                    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(TEST_OUTPUT / "school-account-queue.png"))
+                else:
+                    assert page.inner_text("#open-count") == "2"
+                    page.fill("#filter-q", "colin")
+                    page.press("#filter-q", "Enter")
+                    page.wait_for_function(
+                        "document.querySelector('#candidates li:first-child button')?.dataset.student === 'colin'")
+                    page.select_option("#filter-school", "Lincoln Elementary")  # colin is not Lincoln's
+                    page.wait_for_selector("#empty:not([hidden])")
+                browser.close()
+    finally:
+        server.close()

@@ -136,12 +136,15 @@ class Desk:
         path has a folder named after their school (a check folder's or the library's sub-folder)."""
         if not schools:
             return True
-        if card.candidates:  # the students it resembles: the closest, and any other within review distance
-            near = [c for i, c in enumerate(card.candidates) if i == 0 or c.distance <= self.settings.review_distance]
-            return any(self.student_within(c.student_id, schools) for c in near)
+        if card.candidates:
+            return any(self.student_within(s, schools) for s in self.resembles(card))
         from optout_guard.optout_list import school_key
 
         return any(school_key(part) in schools for part in Path(card.photo_path).parts[:-1])
+
+    def resembles(self, card: Card) -> list[str]:
+        """The students a face card is about: its closest candidate, and any other within review distance."""
+        return [c.student_id for i, c in enumerate(card.candidates) if i == 0 or c.distance <= self.settings.review_distance]
 
     def photo_within(self, sha256: str, schools: tuple[str, ...]) -> bool:
         """A photo a school account may open: one of its cards (open, settled or recognised) is theirs."""

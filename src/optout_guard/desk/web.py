@@ -212,6 +212,7 @@ def create_app(desk: Desk) -> Any:
         served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None and desk.card_within(c, mine)]
         # Filters: a school (district accounts), where the photo came from, a file name or student id.
         school, source, text = (request.args.get(k, "").strip() for k in ("school", "source", "q"))
+        filtered = bool(school or source or text)
         if school:
             from optout_guard.optout_list import school_key
 
@@ -221,15 +222,16 @@ def create_app(desk: Desk) -> Any:
         if text:
             needle = text.casefold()
             served = [c for c in served if needle in Path(c.photo_path).name.casefold()
-                      or any(needle == s.student_id.casefold() for s in c.candidates)]  # fmt: skip
+                      or any(needle == s.casefold() for s in desk.resembles(c))]  # fmt: skip
         cards = [desk.card_json(c, names) for c in served[:30]]
         if mine:  # the photo's other faces waiting for a person: only this school's
             for c in cards:
                 c["group"] = [g for g in c["group"] if (o := desk.book.card(g["id"])) and desk.card_within(o, mine)]
         return jsonify(
             cards=cards,
-            open=desk.book.open_count(),
-            held_back=desk.book.open_count() - len(served) if len(served) < 300 else 0,
+            # A school's account counts its school's cards only.
+            open=desk.book.open_count() if not mine else sum(desk.card_within(c, mine) for c in desk.book.queue(100_000)),
+            held_back=desk.book.open_count() - len(served) if len(served) < 300 and not mine and not filtered else 0,
             skipped=desk.book.skipped_count(),
             decisions=desk.book.decisions(10),
             importing=desk.importing,
