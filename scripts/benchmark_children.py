@@ -171,8 +171,80 @@ def main() -> None:
         }
         figures[f"{refs} reference photo{'s' if refs > 1 else ''}"] = summary
         print(f"{refs} reference(s): {json.dumps(summary)}", flush=True)
+    figures.update(cohort_floor(meta, vectors, people, plan, utk, fg, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))
+
+
+LOSSES = (None, 0.05, 0.02, 0.0)  # None: the cohort without a catch floor (before issue 26 §2)
+COHORT_SHARES = (0.10, 0.05, 0.03)  # cohort_review_share: the default, and districts that ask for fewer reviews
+
+
+def cohort_floor(meta, vectors, people, plan, utk, fg, args) -> dict:
+    """The district's cohort on children, with and without the catch floor (issue 26 §2): half of the
+    other FG-NET children and half of the UTKFace children are the delivery's cohort, the other
+    halves are the faces that must not be held. One reference photo. The floor's curve is
+    children_dev's own (no previous-year pairs here): in-sample, which the held-back half checks."""
+    from optout_guard.cohort import calibrate_cohort
+    from optout_guard.config import Settings
+    from optout_guard.index import FaceIndex, Template
+
+    rng = random.Random(2027)
+    usable = sorted(p for p in people if plan(p, 1) is not None)
+    out: dict[str, dict] = {}
+    totals = {(share, str(loss)): {"appearances": 0, "caught": 0, "blocked": 0, "others": 0, "others_held": 0, "reviews": []}
+              for share, loss in [(0.0, "off"), *((s, x) for s in COHORT_SHARES for x in LOSSES)]}  # fmt: skip
+    for _ in range(args.splits):
+        chosen = rng.sample(usable, min(args.opted_out, len(usable) - 5))
+        # The cohort: half of the other FG-NET children (their photos at 5-14: the same "camera" as
+        # the students) and half of the UTKFace children; the other halves are the faces to clear.
+        shuffled = rng.sample(utk, len(utk))
+        other_people = rng.sample(sorted(p for p in people if p not in chosen), len(people) - len(chosen))
+        in_cohort = set(other_people[: len(other_people) // 2])
+        fg_cohort = [i for i in fg if meta[i]["person"] in in_cohort and 5 <= meta[i]["age"] <= 14]
+        cohort, rest = shuffled[: len(utk) // 2] + fg_cohort, shuffled[len(utk) // 2 :]
+        index = FaceIndex("children-bench")
+        appearances = []
+        for person in chosen:
+            refs_i, later = plan(person, 1)
+            for i in refs_i:
+                index.add(Template(f"s{person}", f"{person}-{i}", f"{i:064d}", "", ""), vectors[i])
+            appearances += later
+        truth = [f"s{meta[i]['person']}" for i in appearances]
+        others = [i for i in fg if meta[i]["person"] not in chosen and meta[i]["person"] not in in_cohort
+                  and 5 <= meta[i]["age"] <= 14] + rest  # fmt: skip
+        for share, loss in [(0.0, "off"), *((share, loss) for share in COHORT_SHARES for loss in LOSSES)]:
+            index.cohort = None if loss == "off" else calibrate_cohort(
+                index.embeddings, [t.student_id for t in index.templates], {f"s{p}": 1 for p in chosen}, vectors[cohort],
+                block_bound=0.40, review_bound=0.50, review_share=share, digest="d", made_at="", source="bench",
+                max_catch_loss=1.0 if loss is None else loss,
+            )  # fmt: skip
+            settings = Settings(cohort=True)
+            row = totals[(share, str(loss))]
+            row["reviews"].append(index.cohort.thresholds["1"][1] if index.cohort is not None else 0.50)
+            found = index.search(vectors[appearances], settings=settings)
+            for d, f, t in zip(decide(index, vectors[appearances], settings), found, truth, strict=True):
+                row["appearances"] += 1
+                row["caught"] += d != "clear"
+                row["blocked"] += d == "block" and bool(f) and f[0].student_id == t
+            od = decide(index, vectors[others], settings)
+            row["others"] += len(od)
+            row["others_held"] += sum(d != "clear" for d in od)
+    for (share, loss), row in totals.items():
+        if loss == "off":
+            label = "no cohort"
+        else:
+            floor = "no catch floor" if loss == "None" else f"catch floor: at most {float(loss):.0%} of catch lost"
+            label = f"cohort aiming at {share:.0%} held, {floor}"
+        out[label] = {
+            "caught": round(row["caught"] / row["appearances"], 4),
+            "blocked": round(row["blocked"] / row["appearances"], 4),
+            "others_held": round(row["others_held"] / row["others"], 4),
+            "review_1_reference_median": round(float(np.median(row["reviews"])), 4),
+            "counts": {k: v for k, v in row.items() if k != "reviews"},
+        }
+        print(f"{label}: {json.dumps(out[label])}", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -259,3 +259,32 @@ def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path,
     assert doc["cohort_photos"] == 50  # the four opted-out students' photos are not in the cohort …
     index = FaceIndex.load(ws / ".optout-guard" / "index.npz", index_fingerprint())
     assert {index.references(s) for s in people} == {1}  # … they protect them
+
+
+def test_the_catch_floor_holds_on_a_synthetic_set_and_penalties_respect_it():
+    """Issue 26 §2: a crowded cohort would narrow review to its target share; with pairs of the same
+    children a year apart (>= 100), review never narrows below the distance that keeps all but
+    max_catch_loss of the catch the settings' review gives, nor does review minus a hub penalty."""
+    from optout_guard.cohort import MIN_PAIRS, CatchCurve
+
+    rng = np.random.default_rng(3)
+    students = unit(rng, 40)
+    cohort = np.repeat(students, 15, axis=0) + rng.normal(scale=0.045, size=(600, 128))  # crowded
+    owners = [f"s{i:02d}" for i in range(40)]
+    counts = dict.fromkeys(owners, 1)
+    pairs = np.linspace(0.20, 0.60, 200)  # catch at 0.50: 75%; at most 2 points lost: review >= ~0.492
+    free = calibrate(students, owners, counts, cohort, max_catch_loss=1.0, pairs=pairs)
+    held = calibrate(students, owners, counts, cohort, max_catch_loss=0.02, pairs=pairs)
+    curve = CatchCurve.from_pairs(pairs)
+    assert free.thresholds["1"][1] < 0.48  # the cohort alone narrows a lot …
+    floor = held.review_floor
+    assert curve.catch(0.50) - curve.catch(floor) <= 0.02 + 1e-9 and floor < 0.50
+    assert held.thresholds["1"][1] >= floor - 1e-9  # … the floor stops it
+    assert all(held.thresholds["1"][1] - p >= floor - 1e-4 for p in held.penalties.values())
+    assert held.catch >= curve.catch(0.50) - 0.02 - 1e-9
+    assert held.catch_source == f"{len(pairs)} of your own children a year apart"
+    assert "would be caught" in held.in_plain_words()
+    # Fewer pairs than a quantile needs: children_dev's measured curve, and the summary says so.
+    few = calibrate(students, owners, counts, cohort, pairs=pairs[: MIN_PAIRS - 1])
+    assert "children_dev" in few.catch_source and f"only {MIN_PAIRS - 1} pairs" in few.catch_source
+    assert few.review_floor == pytest.approx(CatchCurve.from_pairs(None).floor(0.50, 0.02))

@@ -500,3 +500,28 @@ def test_add_refuses_an_id_like_another_and_a_photo_unlike_the_student(tmp_path,
     assert forced.exit_code == 0
     index = FaceIndex.load(ws / ".optout-guard" / "index.npz", embedding_fingerprint())
     assert index.references("0101") == 3 and index.references("101") == 1
+
+
+def test_last_years_delivery_pairs_the_same_children_not_on_the_list_and_is_remembered(tmp_path, samples):
+    """Issue 26 §2: sync --previous-photos pairs the children *not* on the list who are in both
+    deliveries (by id, or by name where no id), never an opted-out child; the path is remembered
+    for the next sync, and nothing is copied."""
+    from optout_guard.picture_day import same_children
+
+    photo = samples["grace_hopper"].read_bytes()
+    last, this = tmp_path / "pd-2025", tmp_path / "pd-2026"
+    for folder, ids in ((last, ["100", "101", "102", "0103"]), (this, ["100", "101", "103", "104"])):
+        folder.mkdir()
+        for sid in ids:
+            (folder / f"{sid}.jpg").write_bytes(photo)
+    listing = tmp_path / "export.csv"
+    listing.write_text("Student ID,Opt Out\n100,Yes\n101,No\n102,No\n103,No\n104,No\n")
+    optouts = parse_list(listing, "generic")
+    assert same_children(last, [this], optouts) == [(last / "101.jpg", this / "101.jpg"), (last / "0103.jpg", this / "103.jpg")]
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    doc = json.loads(run(ws, "sync", str(listing), "--photos", str(this), "--previous-photos", str(last), "--json").stdout)
+    assert doc["same_children_in_last_years_delivery"] == 2
+    remembered = json.loads(run(ws, "sync", str(listing), "--photos", str(this), "--dry-run", "--json").stdout)
+    assert remembered["same_children_in_last_years_delivery"] == 2  # the path was remembered …
+    assert not list((ws / "enrollments").glob("*/*101*")) and not list((ws / "enrollments").glob("*/*103*"))  # … nothing copied

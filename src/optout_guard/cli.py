@@ -573,6 +573,10 @@ def people(
         consenting = {"students": len(index.consent), "templates": len(index.consenting_templates),
                       "in_use": settings.consent_matching}  # fmt: skip
         doc = {"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows, "consenting": consenting}
+        c = index.cohort if settings.cohort else None
+        if c is not None and c.catch_source:  # what the thresholds in use catch, and hold (issue 26 §2)
+            doc["estimate"] = {"source": c.catch_source, "caught": c.catch, "blocked": c.blocked,
+                               "other_children_held": c.held_after, "in_words": c.in_plain_words()}  # fmt: skip
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     table = Table()
@@ -627,6 +631,8 @@ def people(
             f"Cohort: {escape(c.source)}, {c.faces} faces, {c.made_at[:10]}; thresholds per number of reference photos: "
             + "; ".join(f"{g}: block {b}, review {r}" for g, (b, r) in c.thresholds.items())
         )
+        if c.in_plain_words():
+            out.print(escape(c.in_plain_words()))
 
 
 def _student_photos(settings: Settings, student_id: str | None, check_folders: list[Path], as_json: bool) -> None:
@@ -737,6 +743,14 @@ def sync(
             help="The exact number of students this export removes, when it removes more than 5 or 10% of the list.",
         ),
     ] = None,
+    previous_photos: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--previous-photos",
+            help="Last year's picture-day folder: the same children a year apart say what the thresholds catch "
+            "(read only, nothing copied; remembered for later syncs).",
+        ),
+    ] = None,
     consent_column: Annotated[
         Optional[str],
         typer.Option(
@@ -781,12 +795,13 @@ def sync(
     optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout",
                          district, consent_column)  # fmt: skip
     confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
+    previous = _previous_delivery(settings, previous_photos, remember=not dry_run)
     if dry_run:
         index = _open_index(settings)
-        plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)
+        plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day, previous)
         report = plan_report(plan, index)
     else:
-        plan = plan_sync(optouts, list(photos or []), _open_index(settings), settings, confirmed, picture_day)
+        plan = plan_sync(optouts, list(photos or []), _open_index(settings), settings, confirmed, picture_day, previous)
         if plan.removals_need_confirmation and confirm_removals != len(plan.removed_students):
             # A partial or filtered export looks exactly like this: nothing is changed without a person.
             err.print(
@@ -800,7 +815,7 @@ def sync(
             )
             raise typer.Exit(EXIT_USAGE)
         with enrollment_in_progress(settings), edit_index(settings) as index:
-            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day)  # under the lock
+            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day, previous)  # under the lock
             with _progress("photos") as progress:
                 task = progress.add_task("Enrolling", total=None)
                 report = apply_sync(plan, index, settings, get_models(), progress=lambda _p: progress.advance(task))
@@ -826,6 +841,30 @@ def sync(
         _print_sync(report)
     needs_a_person = report.not_protected or plan.held or report.no_usable_new_photo
     raise typer.Exit(EXIT_REVIEW if needs_a_person else EXIT_ALLOW)
+
+
+PREVIOUS_DELIVERY = "previous-delivery.txt"
+
+
+def _previous_delivery(settings: Settings, given: Path | None, remember: bool) -> Path | None:
+    """Last year's picture-day folder: as given (and remembered: a path, nothing copied), else the
+    one remembered from an earlier sync while it is still there."""
+    from optout_guard.fsutil import atomic_write, private_dir
+
+    note = settings.state_dir / PREVIOUS_DELIVERY
+    if given is not None:
+        if not given.is_dir():
+            err.print(f"[bold red]error:[/] --previous-photos {escape(str(given))} is not a folder")
+            raise typer.Exit(EXIT_USAGE)
+        if remember:
+            private_dir(settings.state_dir)
+            atomic_write(note, str(given.resolve()) + "\n")
+        return given
+    try:
+        remembered = Path(note.read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
+    return remembered if remembered.is_dir() else None
 
 
 def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
@@ -969,6 +1008,9 @@ def _print_cohort(report) -> None:  # noqa: ANN001 - CohortReport
         + f". Hub penalties: {hubs} students. "
         + (f"Thresholds now, where they differ from the settings': {limits}." if moved else "Thresholds unchanged.")
     )
+    if c.in_plain_words():
+        out.print(c.in_plain_words() + ("" if report.pairs else " (Give last year's delivery with --previous-photos DIR "
+                                        "to measure it on your own children.)"))  # fmt: skip
 
 
 # ---- check folder ------------------------------------------------------------------------------

@@ -47,6 +47,56 @@ SUSPECT_LIMIT = 3
 SUSPECT_SHARE = 0.02
 GROUPS = ("1", "2", "3+")
 
+# Never trade catch blind (issue 26 §2). Narrowing review is what turns a review into an allow, and
+# on children it is steep: one reference photo, the same child 1-3 years later (children_dev, FG-NET,
+# 193 pairs), is within 0.50 of it 90.7% of the time, within 0.48 86.5%, within 0.46 77.2%. So the
+# cohort may narrow review only as far as it costs at most ``max_catch_loss`` (a setting) of that
+# catch: measured on the district's own children a year apart when a previous delivery is given
+# (``sync --previous-photos``; at least MIN_PAIRS pairs: fewer cannot place a quantile), else on
+# this curve from children_dev (distance, share of later photos of the same child within it).
+MIN_PAIRS = 100
+CHILDREN_DEV_CATCH = (
+    (0.30, 0.093), (0.32, 0.119), (0.34, 0.181), (0.36, 0.295), (0.38, 0.404), (0.40, 0.534), (0.42, 0.622),
+    (0.44, 0.699), (0.46, 0.772), (0.48, 0.865), (0.50, 0.907), (0.52, 0.912), (0.54, 0.938), (0.56, 0.964),
+    (0.58, 0.984), (0.60, 0.995),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CatchCurve:
+    """How many later photos of the same child come within a distance: from the district's own
+    children a year apart (``pairs``: their distances, transient) or children_dev's curve."""
+
+    source: str
+    pairs: int  # 0: children_dev's curve
+    _distances: tuple[float, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, distances: np.ndarray | None) -> CatchCurve:
+        d = np.sort(np.asarray(distances if distances is not None else [], float))
+        if len(d) >= MIN_PAIRS:
+            return cls(f"{len(d)} of your own children a year apart", len(d), tuple(float(x) for x in d))
+        why = f"only {len(d)} pairs of your own children a year apart (at least {MIN_PAIRS} needed); " if len(d) else ""
+        return cls(why + "children's photos 1-3 years apart (children_dev)", 0)
+
+    def catch(self, review: float) -> float:
+        if self._distances:
+            return float(np.searchsorted(self._distances, review, side="right") / len(self._distances))
+        xs, ys = zip(*CHILDREN_DEV_CATCH, strict=True)
+        return float(np.interp(review, xs, ys))
+
+    def review_for(self, catch: float) -> float:
+        """The smallest review distance that keeps at least ``catch`` of the curve."""
+        if self._distances:
+            k = max(0, min(len(self._distances) - 1, int(np.ceil(catch * len(self._distances))) - 1))
+            return self._distances[k]
+        xs, ys = zip(*CHILDREN_DEV_CATCH, strict=True)
+        return float(np.interp(catch, ys, xs))
+
+    def floor(self, review_bound: float, max_loss: float) -> float:
+        """The narrowest review that costs at most ``max_loss`` of the catch at ``review_bound``."""
+        return min(review_bound, self.review_for(max(0.0, self.catch(review_bound) - max_loss)))
+
 
 def group_of(references: int) -> str:
     return "3+" if references >= 3 else str(max(1, references))
@@ -68,6 +118,14 @@ class CohortCalibration:
     # distance to the others): the cohort never narrows that student's review below it.
     floors: dict[str, float] = field(default_factory=dict)
     dropped: int = 0  # cohort faces within the block distance of a student, left out
+    # What the thresholds in use cost, said in plain words: one reference photo, a child a year
+    # later, caught (within review) and blocked (within block), on ``catch_source``; and the share
+    # of the cohort's faces within review of somebody with the thresholds and penalties in use.
+    catch_source: str = ""
+    catch: float = 0.0
+    blocked: float = 0.0
+    held_after: float = 0.0
+    review_floor: float = 0.0  # review never narrower than this (the catch floor)
 
     def limits(self, references: int, student_id: str | None = None) -> Limits | None:
         found = self.thresholds.get(group_of(references))
@@ -93,7 +151,23 @@ class CohortCalibration:
             "thresholds": {k: [round(b, 4), round(r, 4)] for k, (b, r) in self.thresholds.items()},
             "floors": {k: round(v, 4) for k, v in sorted(self.floors.items())},
             "dropped": self.dropped,
+            "catch_source": self.catch_source,
+            "catch": round(self.catch, 4),
+            "blocked": round(self.blocked, 4),
+            "held_after": round(self.held_after, 4),
+            "review_floor": round(self.review_floor, 4),
         }
+
+    def in_plain_words(self) -> str:
+        """"On 312 of your own children a year apart: ~95% would be caught (55% blocked); 20% of
+        other children's faces would be held." (empty for a calibration made before these figures)"""
+        if not self.catch_source:
+            return ""
+        return (
+            f"On {self.catch_source}: about {self.catch:.0%} of photos of a child enrolled from one reference photo "
+            f"would be caught ({self.blocked:.0%} blocked); {self.held_after:.0%} of your other children's faces "
+            "would be held for a person."
+        )
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CohortCalibration:
@@ -108,6 +182,11 @@ class CohortCalibration:
             {str(k): (float(v[0]), float(v[1])) for k, v in dict(doc.get("thresholds", {})).items()},
             {str(k): float(v) for k, v in dict(doc.get("floors", {})).items()},
             int(doc.get("dropped", 0)),
+            str(doc.get("catch_source", "")),
+            float(doc.get("catch", 0.0)),
+            float(doc.get("blocked", 0.0)),
+            float(doc.get("held_after", 0.0)),
+            float(doc.get("review_floor", 0.0)),
         )
 
 
@@ -212,8 +291,12 @@ def calibrate_cohort(
     made_at: str,
     source: str,
     penalise_hubs: bool = True,
+    pairs: np.ndarray | None = None,
+    max_catch_loss: float = 0.02,
 ) -> CohortCalibration:
-    """Hub penalties and per-count thresholds from a cohort's embeddings (which the caller drops)."""
+    """Hub penalties and per-count thresholds from a cohort's embeddings (which the caller drops).
+    ``pairs``: distances between two photos of the same children a year apart (not on the list;
+    transient), for the catch floor; ``max_catch_loss``: the catch the narrowing may cost."""
     ids = sorted(set(owner_ids))
     number = {s: i for i, s in enumerate(ids)}
     owner = np.array([number[s] for s in owner_ids], np.int64)
@@ -237,14 +320,24 @@ def calibrate_cohort(
     review_all = _share_limits(_out_of_sample(per_student), groups, review_share)
     review = {g: max(r, review_all[g]) for g, r in _share_limits(_out_of_sample(kept), groups, review_share).items()}
     block = _share_limits(_out_of_sample(per_student), groups, min(BLOCK_SHARE, review_share / 2))
+    curve = CatchCurve.from_pairs(pairs)
+    floor = curve.floor(review_bound, max_catch_loss)
     thresholds: dict[str, tuple[float, float]] = {}
     for g, r in review.items():
         b = min(block[g], block_bound)
         # Only ever narrowed: where the district's children crowd the review band it shrinks to the
         # target share; where they do not, it stays the benchmark's (widening it raised the held
-        # share of small galleries 20-fold on LFW: 10 enrolled, 0.2% -> 4% of other faces).
-        r = max(min(r, review_bound), b + MIN_BAND)
+        # share of small galleries 20-fold on LFW: 10 enrolled, 0.2% -> 4% of other faces). Never
+        # below the catch floor: narrowing may cost at most max_catch_loss of children caught.
+        r = max(min(r, review_bound), b + MIN_BAND, floor)
         thresholds[g] = (round(b, 4), round(r, 4))
+    # A hub penalty moves a student away as surely as a narrower review: review minus penalty is
+    # never below the floor either.
+    room = np.array([max(0.0, thresholds[g][1] - floor) for g in groups]) if len(groups) else np.zeros(0)
+    penalty = np.minimum(penalty, room) if len(groups) else penalty
+    one = thresholds.get("1", (block_bound, review_bound))  # what judges a student with one reference photo
+    limit = np.array([thresholds[g][1] for g in groups])
+    held_after = float(np.mean(np.any(per_student + penalty[None, :] <= limit[None, :], axis=1))) if len(groups) else 0.0
     return CohortCalibration(
         faces=len(cohort),
         digest=digest,
@@ -256,4 +349,9 @@ def calibrate_cohort(
         thresholds=thresholds,
         floors=own_floors(np.asarray(gallery, np.float64), owner_ids, review_bound),
         dropped=dropped,
+        catch_source=curve.source,
+        catch=curve.catch(one[1]),
+        blocked=curve.catch(one[0]),
+        held_after=held_after,
+        review_floor=floor,
     )

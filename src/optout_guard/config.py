@@ -90,6 +90,10 @@ class Settings:
     # Share of other children a cohort calibration lets come within the review distance of some
     # enrolled student (the review load it aims at, per face).
     cohort_review_share: float = 0.10
+    # The cohort narrows review (and pushes hub students away) only as far as it costs at most this
+    # share of children caught a year after their picture day (docs/accuracy.md "Children": measured
+    # on the district's own children with sync --previous-photos, else on children_dev's curve).
+    max_catch_loss: float = 0.02
     # Consenting students (docs/accuracy.md "Consenting students", docs/privacy.md): where families
     # consented in writing, keep templates of their children and clear a face that was held only
     # because it resembles an opted-out child, when it is recognised as a consenting child and every
@@ -231,6 +235,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "lookalike_margin": (0.0, 1.5),
     "reopen_distance": (0.05, 1.5),
     "cohort_review_share": (0.01, 0.5),
+    "max_catch_loss": (0.0, 0.5),
     "consent_margin": (0.0, 0.5),
     "min_face_px": (8, 400),
     "detect_min_face_px": (8, 400),

@@ -195,6 +195,7 @@ class CohortReport:
     skipped_because: str = ""  # why nothing was calibrated ("" when it was)
     refused: int = 0  # faces that looked like enrolled students when the cohort was refused for them
     bounds: tuple[float, float] = (0.0, 0.0)  # the settings' block and review distances it narrows from
+    pairs: int = 0  # same-child pairs a year apart that were usable (sync --previous-photos)
 
     def as_json(self) -> dict[str, Any]:
         c = self.calibration
@@ -208,6 +209,12 @@ class CohortReport:
             "held_share_before": round(c.held_share, 4) if c else None,
             "thresholds": {g: {"block": b, "review": r} for g, (b, r) in c.thresholds.items()} if c else None,
             "students_with_a_hub_penalty": sum(1 for v in c.penalties.values() if v > 0) if c else 0,
+            # What the thresholds in use cost (issue 26 §2): children caught and blocked a year after
+            # one reference photo, on the district's own pairs or children_dev's curve, and held.
+            "same_child_pairs_a_year_apart": self.pairs,
+            "estimate": {"source": c.catch_source, "caught": round(c.catch, 4), "blocked": round(c.blocked, 4),
+                         "other_children_held": round(c.held_after, 4), "review_floor": round(c.review_floor, 4),
+                         "in_words": c.in_plain_words()} if c else None,
         }
 
 
@@ -218,11 +225,14 @@ def calibrate_with_cohort(
     models: Models,
     source: str,
     progress: Callable[[str], None] | None = None,
+    pairs: list[tuple[Path, Path]] | None = None,
 ) -> CohortReport:
     """Embed a cohort of children who are *not* opted out (in memory), reduce it to hub penalties
     and thresholds per reference count (``cohort.calibrate_cohort``), store those numbers in
     ``index`` and drop the embeddings. Nothing of the cohort is written anywhere: no embedding, no
-    crop, no file name (only their count and a digest of their hashes, to tell cohorts apart)."""
+    crop, no file name (only their count and a digest of their hashes, to tell cohorts apart).
+    ``pairs``: photos of the same children (not on the list) a year apart, from last year's delivery
+    and this year's: embedded the same way and kept only as how many of them the thresholds catch."""
     report = CohortReport(photos=len(photos), bounds=(settings.block_distance, settings.review_distance))
     if not settings.cohort:
         report.skipped_because = "the cohort setting is off"
@@ -256,6 +266,8 @@ def calibrate_with_cohort(
     for t in index.templates:
         counts[t.student_id] = counts.get(t.student_id, 0) + 1
     cohort = np.stack(vectors)
+    distances = _pair_distances(pairs or [], settings, models, references, progress)
+    report.pairs = len(distances)
     try:
         calibration = calibrate_cohort(
             index.embeddings,
@@ -268,6 +280,8 @@ def calibrate_with_cohort(
             digest=cohort_digest(hashes),
             made_at=utc_now(),
             source=source,
+            pairs=np.asarray(distances) if distances else None,
+            max_catch_loss=settings.max_catch_loss,
         )
     finally:
         cohort[:] = 0  # the cohort's embeddings end here
@@ -284,6 +298,29 @@ def calibrate_with_cohort(
         return report
     report.calibration = index.cohort = calibration
     return report
+
+
+def _pair_distances(
+    pairs: list[tuple[Path, Path]],
+    settings: Settings,
+    models: Models,
+    references: set[str],
+    progress: Callable[[str], None] | None,
+) -> list[float]:
+    """Distances between two photos of each child a year apart (the embeddings are dropped at once)."""
+    distances: list[float] = []
+    for before, after in pairs:
+        if progress:
+            progress(str(after))
+        try:
+            if sha256_file(before) in references or sha256_file(after) in references:
+                continue  # an enrolled student's reference photo
+        except OSError:
+            continue
+        first, second = reference_embedding(before, settings, models), reference_embedding(after, settings, models)
+        if isinstance(first, np.ndarray) and isinstance(second, np.ndarray):
+            distances.append(float(np.linalg.norm(first - second)))
+    return distances
 
 
 def add_reference_face(

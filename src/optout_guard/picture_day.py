@@ -324,3 +324,37 @@ def match_consenting(
             if not listed or not grade or listed == grade:
                 found.append((ids[0], photo.path))
     return found
+
+
+def same_children(previous: Path, current: list[Path], optouts: OptOutList) -> list[tuple[Path, Path]]:
+    """Photos of the same children in last year's delivery and this year's: (last year's, this
+    year's), for children **not** on the opt-out list, matched by the photo's id (the list's id
+    rule) or else by name, only where the id or name is on exactly one photo of each delivery. For
+    the catch estimate (``cohort.CatchCurve``): embedded transiently, kept as one number."""
+    opted_ids = {normalise_id(s.student_id) for s in optouts.students.values()}
+    opted_names = {normalise_name(s.last) + "|" + normalise_name(s.first) for s in optouts.students.values() if s.last or s.first}
+
+    def keyed(photos: list[DeliveryPhoto]) -> dict[str, Path]:
+        counts: dict[str, int] = {}
+        found: dict[str, Path] = {}
+        for p in photos:
+            name = normalise_name(p.last) + "|" + normalise_name(p.first)
+            if p.student_id:
+                key = "id:" + normalise_id(p.student_id)
+                if normalise_id(p.student_id) in opted_ids:
+                    continue
+            elif p.last and p.first:
+                key = "name:" + name
+            else:
+                continue
+            if (p.last or p.first) and name in opted_names:
+                continue  # an opted-out student's photo is never "another child"
+            counts[key] = counts.get(key, 0) + 1
+            found[key] = p.path
+        return {k: v for k, v in found.items() if counts[k] == 1}
+
+    before = keyed(read_delivery(previous)[0])
+    now: dict[str, Path] = {}
+    for root in current:
+        now.update(keyed(read_delivery(root)[0]))
+    return [(before[k], now[k]) for k in sorted(before.keys() & now.keys())]

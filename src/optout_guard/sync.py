@@ -22,7 +22,7 @@ from optout_guard.errors import OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex
 from optout_guard.optout_list import PENDING_FILE, OptOutList, Student, load_list, load_pending, save_list, save_pending
-from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, school_year, write_held
+from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, same_children, school_year, write_held
 
 if TYPE_CHECKING:  # enrolling needs OpenCV and dlib: `people` reads this module's status without them
     from optout_guard.enroll import CohortReport, EnrollReport
@@ -61,6 +61,9 @@ class SyncPlan:
     cohort_photos: list[Path] = field(default_factory=list)
     picture_day: str | None = None
     consent: ConsentPlan | None = None  # consent matching on: what happens to the Include list
+    # Photos of the same children (not on the list) in last year's delivery and this year's: embedded
+    # in memory for the cohort's catch estimate and floor, then dropped; never copied.
+    previous_pairs: list[tuple[Path, Path]] = field(default_factory=list)
 
     @property
     def similar_schools(self) -> list[list[str]]:
@@ -169,6 +172,7 @@ class SyncReport:
         doc["students"] = [vars(s) | {"advice": s.advice} for s in self.status]
         doc["one_reference_photo"] = self.one_photo
         doc["cohort_photos"] = len(p.cohort_photos)
+        doc["same_children_in_last_years_delivery"] = len(p.previous_pairs)
         if self.enroll is not None:
             doc["photos_usable"] = len(p.new_photos) - len(self.new_photos_rejected)
             doc["students_whose_new_photos_were_all_rejected"] = self.no_usable_new_photo
@@ -194,6 +198,7 @@ def plan_sync(
     settings: Settings,
     confirmed: dict[str, str] | None = None,
     picture_day: str | None = None,
+    previous_delivery: Path | None = None,
 ) -> SyncPlan:
     """What a sync would do. Reads everything, changes nothing; raises if any input is unusable."""
     before = _enrolled_students(index, settings)
@@ -255,6 +260,7 @@ def plan_sync(
         cohort_photos=cohort,
         picture_day=picture_day,
         consent=plan_consent(optouts, deliveries, index, taken, years_before) if settings.consent_matching else None,
+        previous_pairs=same_children(previous_delivery, deliveries, optouts) if previous_delivery and deliveries else [],
     )
 
 
@@ -320,8 +326,9 @@ def apply_sync(
     if plan.cohort_photos:
         when = f"picture day {plan.picture_day}" if plan.picture_day else "picture day"
         cohort = calibrate_with_cohort(
-            plan.cohort_photos, index, settings, models, f"{when} ({len(plan.cohort_photos)} photos)", progress
-        )
+            plan.cohort_photos, index, settings, models, f"{when} ({len(plan.cohort_photos)} photos)", progress,
+            pairs=plan.previous_pairs,
+        )  # fmt: skip
     consent = apply_consent(plan.consent, index, settings, models, progress) if plan.consent is not None else None
     status = gallery_status(index, sorted(plan.optouts.ids()))
     return SyncReport(plan, True, report, status, held_file, cohort, consent)
