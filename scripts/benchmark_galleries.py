@@ -99,6 +99,7 @@ def calibrate(
     penalties: bool = True,
     thresholds: bool = True,
     review_bound: float = SHIPPED.review_distance,
+    max_catch_loss: float = SHIPPED.max_catch_loss,
 ) -> None:
     counts = {p: index.references(p) for p in index.protected_students()}
     found = calibrate_cohort(
@@ -113,6 +114,7 @@ def calibrate(
         made_at="",
         source="LFW cohort",
         penalise_hubs=penalties,
+        max_catch_loss=max_catch_loss,
     )
     index.cohort = replace(
         found, penalties=found.penalties if penalties else {}, thresholds=found.thresholds if thresholds else {}
@@ -231,6 +233,8 @@ def main() -> None:
             )
             calibrate(index, d, s, penalties=False)
             runs.setdefault("cohort thresholds (10% share)", []).append(rates(index, d, s, replace(TODAY, cohort=True)))
+            calibrate(index, d, s, max_catch_loss=1.0)
+            runs.setdefault("all three, no catch floor (before issue 26)", []).append(rates(index, d, s, SHIPPED))
             calibrate(index, d, s)
             runs.setdefault("all three (shipped)", []).append(rates(index, d, s, SHIPPED))
         print(f" {len(s.enrolled)} enrolled, {refs} reference photo{'s' if refs > 1 else ''}")
@@ -287,7 +291,7 @@ def main() -> None:
                 d = datas[seed]
                 s = split(d, 300, seed)
                 index = build_index(d, s, refs)
-                calibrate(index, d, s, share=share, review_bound=1.5)
+                calibrate(index, d, s, share=share, review_bound=1.5, max_catch_loss=1.0)  # the calibration alone
                 runs_t.append(rates(index, d, s, SHIPPED))
             r = mean_of(runs_t)
             target_rows.append({"references": refs, "target": share} | r)

@@ -94,8 +94,10 @@ class CatchCurve:
         return float(np.interp(catch, ys, xs))
 
     def floor(self, review_bound: float, max_loss: float) -> float:
-        """The narrowest review that costs at most ``max_loss`` of the catch at ``review_bound``."""
-        return min(review_bound, self.review_for(max(0.0, self.catch(review_bound) - max_loss)))
+        """The narrowest review that costs at most ``max_loss`` of the catch at ``review_bound``
+        (0.0, no floor, when the whole catch may go)."""
+        keep = self.catch(review_bound) - max_loss
+        return 0.0 if keep <= 0 else min(review_bound, self.review_for(keep))
 
 
 def group_of(references: int) -> str:
