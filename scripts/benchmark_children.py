@@ -61,6 +61,17 @@ def embed_all(cache: Path) -> tuple[list[dict], np.ndarray]:
     return meta, np.stack(vectors)
 
 
+def load_children() -> tuple[list[dict], np.ndarray, list[int], list[int], dict[str, list[int]]]:
+    """(meta, vectors, FG-NET rows, UTKFace rows, FG-NET person -> rows) from the cache."""
+    meta, vectors = embed_all(ROOT / "bench-out" / "children_embeddings.npz")
+    fg = [i for i, m in enumerate(meta) if m["source"] == "fgnet"]
+    utk = [i for i, m in enumerate(meta) if m["source"] == "utk"]
+    people: dict[str, list[int]] = {}
+    for i in fg:
+        people.setdefault(meta[i]["person"], []).append(i)
+    return meta, vectors, fg, utk, people
+
+
 def decide(index, vectors: np.ndarray, settings) -> list[str]:
     """The product's decision for each vector as a one-face photo: block / review / clear."""
     from optout_guard.matching import decide_faces
@@ -81,13 +92,8 @@ def main() -> None:
     from optout_guard.events import POOLED_BLOCK, pooled
     from optout_guard.index import FaceIndex, Template
 
-    meta, vectors = embed_all(ROOT / "bench-out" / "children_embeddings.npz")
+    meta, vectors, fg, utk, people = load_children()
     settings = Settings(cohort=False)
-    fg = [i for i, m in enumerate(meta) if m["source"] == "fgnet"]
-    utk = [i for i, m in enumerate(meta) if m["source"] == "utk"]
-    people: dict[str, list[int]] = {}
-    for i in fg:
-        people.setdefault(meta[i]["person"], []).append(i)
     # Who can be an opted-out child here: a photo at 5-12 and one 1-3 years after it.
     def plan(person: str, refs: int) -> tuple[list[int], list[int]] | None:
         photos = sorted(people[person], key=lambda i: meta[i]["age"])

@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark_children import embed_all  # noqa: E402  (the cached embeddings of children_dev)
+from benchmark_children import load_children  # noqa: E402  (the cached embeddings of children_dev)
 
 MARGINS = (0.0, 0.03, 0.06, 0.09, 0.12)
 SHARES = (0.3, 0.6, 0.9)
@@ -71,13 +71,8 @@ def main() -> None:
     from optout_guard.consent import ConsentRecord
     from optout_guard.index import FaceIndex, Template
 
-    meta, vectors = embed_all(ROOT / "bench-out" / "children_embeddings.npz")
+    meta, vectors, _fg, utk, people = load_children()
     settings = Settings(cohort=False)
-    fg = [i for i, m in enumerate(meta) if m["source"] == "fgnet"]
-    utk = [i for i, m in enumerate(meta) if m["source"] == "utk"]
-    people: dict[str, list[int]] = {}
-    for i in fg:
-        people.setdefault(meta[i]["person"], []).append(i)
 
     def plan(person: str) -> tuple[int, list[int]] | None:
         """A reference photo at 5-12 and the photos 1-3 years after it."""

@@ -455,25 +455,24 @@ def parse_list(
             elif not cell("id"):
                 problems.append((line_no, "no student id"))
     if unknown_flags:
-        found = ", ".join(f"{v!r} ({len(lines)} row{'s' if len(lines) > 1 else ''}, first on line {lines[0]})"
-                          for v, lines in sorted(unknown_flags.items(), key=lambda kv: kv[1][0]))  # fmt: skip
-        problems.insert(0, (
-            min(lines[0] for lines in unknown_flags.values()),
-            f"the opt-out flag column has values that are neither yes nor no: {found}. Say what each means in "
-            'config.toml, e.g. [sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md); '
-            "nothing is guessed",
-        ))  # fmt: skip
+        mapping = '[sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md)'
+        problems.insert(0, _neither_yes_nor_no(unknown_flags, "the opt-out flag column", mapping))
     if unknown_consent:
-        found = ", ".join(f"{v!r} ({len(lines)} row{'s' if len(lines) > 1 else ''}, first on line {lines[0]})"
-                          for v, lines in sorted(unknown_consent.items(), key=lambda kv: kv[1][0]))  # fmt: skip
-        problems.insert(0, (
-            min(lines[0] for lines in unknown_consent.values()),
-            f"the consent column has values that are neither yes nor no: {found}. Say what each means in config.toml, "
-            'e.g. [sis] consent_values = ["Signed"] and no_consent_values = ["Pending"] (docs/privacy.md); nothing is guessed',
-        ))  # fmt: skip
+        mapping = '[sis] consent_values = ["Signed"] and no_consent_values = ["Pending"] (docs/privacy.md)'
+        problems.insert(0, _neither_yes_nor_no(unknown_consent, "the consent column", mapping))
     if problems:
         raise ListRejected(path, problems)
     return result
+
+
+def _neither_yes_nor_no(unknown: dict[str, list[int]], column: str, example: str) -> tuple[int, str]:
+    """One problem for every value of a yes/no column nobody said the meaning of: each value, how
+    many rows, its first line, and how to map it in config.toml (nothing is guessed)."""
+    found = ", ".join(f"{v!r} ({len(lines)} row{'s' if len(lines) > 1 else ''}, first on line {lines[0]})"
+                      for v, lines in sorted(unknown.items(), key=lambda kv: kv[1][0]))  # fmt: skip
+    first = min(lines[0] for lines in unknown.values())
+    return first, (f"{column} has values that are neither yes nor no: {found}. Say what each means in config.toml, "
+                   f"e.g. {example}; nothing is guessed")  # fmt: skip
 
 
 # ---- kept in the workspace ---------------------------------------------------------------------
