@@ -95,3 +95,39 @@ def test_the_audit_decides_once_per_child_across_a_folder_of_one_day(tmp_path, d
         assert verdict == "block" and faces[0]["code"] == "event_match" and faces[0]["student_id"] == "c010"
         assert "of this folder (same day)" in faces[0]["reason"]
     assert stored["2026-10 concert/010A07a.JPG"][0] == "review" and stored["2026-11 trip/010A07b.JPG"][0] == "review"
+
+
+@pytest.mark.data
+def test_the_marked_copy_of_a_face_blocked_by_its_event_is_drawn_red_not_amber(tmp_path, data_dir):
+    """The marked-up copy is written when a photo is checked alone; a face the event then blocks is
+    drawn again in the block colour (it said "review" in amber before)."""
+    import numpy as np
+    from PIL import Image
+
+    from optout_guard.annotate import COLOURS
+    from optout_guard.types import Decision
+
+    ws = tmp_path / "ws"
+    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
+        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
+        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    run = CliRunner().invoke
+    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    event = tmp_path / "field-day"
+    event.mkdir()
+    for photo in ("010A07a", "010A07b"):
+        shutil.copy(FGNET / f"{photo}.JPG", event / f"{photo}.JPG")
+
+    def share_of(colour: tuple[int, int, int], path: str) -> float:
+        pixels = np.asarray(Image.open(path).convert("RGB"), np.int16)
+        return float(np.mean(np.all(np.abs(pixels - np.array(colour)) < 30, axis=2)))
+
+    alone = json.loads(run(app, ["--workspace", str(ws), "check", "--json", "--annotate", str(tmp_path / "alone"),
+                                 str(event / "010A07a.JPG")]).stdout)["photos"][0]  # fmt: skip
+    together = json.loads(run(app, ["--workspace", str(ws), "check", "--json", "--annotate", str(tmp_path / "together"),
+                                    str(event)]).stdout)["photos"]  # fmt: skip
+    joint = next(p for p in together if p["path"].endswith("010A07a.JPG"))
+    assert alone["verdict"] == "review" and joint["verdict"] == "block"
+    red, amber = COLOURS[Decision.BLOCK], COLOURS[Decision.REVIEW]
+    assert share_of(amber, alone["annotated"]) > 0.001 and share_of(red, alone["annotated"]) < 0.0002
+    assert share_of(red, joint["annotated"]) > 0.001 and share_of(amber, joint["annotated"]) < 0.0002

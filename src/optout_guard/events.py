@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +30,8 @@ from optout_guard.types import Decision, FaceMatch, ReasonCode, ScanResult
 
 if TYPE_CHECKING:
     from optout_guard.pipeline import Guard
+
+log = logging.getLogger(__name__)
 
 LINK = 0.45  # two faces of one child (complete linkage: every pair of a group within this)
 POOLED_BLOCK = 0.36  # the pooled embedding this close to a student blocks the group's held faces
@@ -90,7 +94,25 @@ def decide_across(
             faces[j] = blocked
             matches, verdict, reasons = guard.settler.settle(out[i].sha256, faces, out[i].notes)
             out[i] = dataclasses.replace(out[i], faces=tuple(matches), verdict=verdict, reasons=reasons)
+    for before, after in zip(results, out, strict=True):
+        if after is not before and after.annotated_path:
+            _mark_again(guard, after)
     return out
+
+
+def _mark_again(guard: Guard, result: ScanResult) -> None:
+    """The marked-up copy drawn again with the event's blocks (red, not amber): it was written
+    when the photo was checked alone. A photo that changed since keeps its copy (its result says
+    what the copy shows)."""
+    from optout_guard.annotate import write_marked_copy
+    from optout_guard.media.photos import load_image
+
+    try:
+        image = load_image(result.path, guard.settings)
+        if image.sha256 == result.sha256 and result.annotated_path:
+            write_marked_copy(image, list(result.faces), Path(result.annotated_path).parent)
+    except Exception:  # any failure: the copy stays as written; the verdict and the JSON are right
+        log.warning("could not draw the marked-up copy of %s again", result.path, exc_info=True)
 
 
 def _complete_linkage(members: list[tuple[int, int, np.ndarray]]) -> list[list[tuple[int, int, np.ndarray]]]:
