@@ -227,12 +227,13 @@ def test_stored_faces_come_back_as_they_were_checked():
     a turned face that a full check judges came back as "turned" (review) on re-check."""
     import numpy as np
 
-    from optout_guard.audit.state import faces_from_json, faces_json
+    from optout_guard.stored_faces import decode, encode
     from optout_guard.types import Box, Decision, Face, FaceMatch, ReasonCode, ScanResult, Verdict
 
     turned = Face(Box(10.5, 20.25, 64.0, 60.0), 0.93, np.array([[1.234, 2.345]] * 5, np.float32), 1, False, -87.3)
     result = ScanResult("p.jpg", Verdict.ALLOW, (), (FaceMatch(turned, Decision.CLEAR, (), "", ReasonCode.CLEAR),))
-    (back,) = faces_from_json(faces_json(result))
+    (stored,) = decode(encode(result))
+    back = stored.face
     assert (back.box, back.page, back.upright, back.tilt) == (turned.box, 1, False, -87.3)
     assert np.abs(back.landmarks - turned.landmarks).max() <= 0.005
 

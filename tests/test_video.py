@@ -200,7 +200,9 @@ def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(
     assert all(s in reasons for s in ("colin", "hugo"))
     stored = json.loads(faces)
     assert all("embedding" not in json.dumps(f) for f in stored) and all(f["track"]["best"] is not None for f in stored)
-    again = recheck_clip(Guard(ws), library / "assembly.mp4", stored)
+    from optout_guard.stored_faces import decode
+
+    again = recheck_clip(Guard(ws), library / "assembly.mp4", decode(stored))
     assert set(again.blocked_students) == {"colin", "hugo"}
     assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip
 

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from optout_guard import stored_faces
 from optout_guard.config import Settings
+from optout_guard.types import Decision
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,12 @@ def _audits(settings: Settings, student_id: str) -> list[Appearance]:
         finally:
             db.close()
         for raw, verdict, faces, checked in rows:
-            with contextlib.suppress(ValueError, TypeError):
-                for face in json.loads(faces or "[]"):
-                    if face.get("student_id") == student_id and face.get("decision") in ("block", "review"):
-                        how = "blocked" if face["decision"] == "block" else "held for review (resembles them)"
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                for face in stored_faces.decode(faces):
+                    if face.student_id == student_id and face.decision in (Decision.BLOCK, Decision.REVIEW):
+                        how = "blocked" if face.decision is Decision.BLOCK else "held for review (resembles them)"
                         found.append(Appearance(os.fsdecode(bytes(raw)), "audit", verdict, how, checked or "",
-                                                face.get("distance")))  # fmt: skip
+                                                face.distance))  # fmt: skip
                         break
     return found
 

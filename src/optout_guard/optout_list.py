@@ -455,11 +455,11 @@ def parse_list(
             elif not cell("id"):
                 problems.append((line_no, "no student id"))
     if unknown_flags:
-        mapping = '[sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md)'
-        problems.insert(0, _neither_yes_nor_no(unknown_flags, "the opt-out flag column", mapping))
+        how = '[sis] opt_out_values = ["Opt Out"] and not_opt_out_values = ["Allow"] (docs/sync.md)'
+        problems.insert(0, _neither_yes_nor_no(unknown_flags, "the opt-out flag column", how))
     if unknown_consent:
-        mapping = '[sis] consent_values = ["Signed"] and no_consent_values = ["Pending"] (docs/privacy.md)'
-        problems.insert(0, _neither_yes_nor_no(unknown_consent, "the consent column", mapping))
+        how = '[sis] consent_values = ["Signed"] and no_consent_values = ["Pending"] (docs/privacy.md)'
+        problems.insert(0, _neither_yes_nor_no(unknown_consent, "the consent column", how))
     if problems:
         raise ListRejected(path, problems)
     return result

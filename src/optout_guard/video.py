@@ -33,9 +33,9 @@ from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import unjudged_decision
 from optout_guard.media.clip import Decoded, Frame, Scout, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
+from optout_guard.stored_faces import StoredFace
 from optout_guard.types import (
     Box,
-    Candidate,
     ClipSummary,
     Decision,
     Face,
@@ -368,7 +368,7 @@ def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guar
         track.add(_Sighting(frame.time, face, chip_of.get(i), unjudged.get(i), quality), frame.pixels, frame.scale)
 
 
-def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
+def recheck_clip(guard: Guard, path: Path | str, stored: list[StoredFace], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
     """Decide a clip's tracks again against today's gallery from what the audit kept (geometry
     only: each track's best sightings' times, boxes and landmarks): only those frames are decoded.
     Tracks nobody could judge keep their reason; anything unexpected falls back to a full check."""
@@ -382,19 +382,14 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
         tracks: list[Track] = []
         frames: dict[tuple[int, float], np.ndarray] = {}
         for entry in stored:
-            t = entry["track"]
-            sightings = [
-                (float(s["time"]), Face(Box(*s["box"]), 1.0, np.asarray(s["landmarks"], np.float32))) for s in t["best"]
-            ]
-            box = Box(*entry["box"])
-            top = Face(box, entry.get("score", 1.0), np.asarray(entry["landmarks"], np.float32))
-            number = int(t.get("stream", 0))
-            track = Track(t["first"], t["last"], t["best_time"], t["seen"], t["judged"], tuple(sightings), number)
+            if entry.track is None:
+                raise ValueError("a stored face without a track")  # not a clip's: checked whole, below
+            sightings, number = entry.track.best, entry.track.stream
+            track = entry.track.as_track()
             tracks.append(track)
             if not sightings:
-                code = ReasonCode(entry.get("code", "not_judged"))
-                why = entry.get("reason") or "face could not be judged"
-                matches.append(FaceMatch(top, unjudged_decision(Unjudged(code, why)), (), why, code))
+                why = entry.unjudged or Unjudged(entry.code, entry.reason or "face could not be judged")
+                matches.append(FaceMatch(entry.face, unjudged_decision(why), (), why.text, why.code))
                 continue
             chips = []
             for when, face in sightings:
@@ -402,7 +397,7 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
                     frames[number, when] = frame_at(path, when, WORKING_SIDE, number)
                 pixels = frames[number, when]
                 # Boxes are stored in the clip's upright original pixels; the frame is at working size.
-                chips.append(face_chips(pixels, [face], _working_scale(pixels, entry.get("clip_size")), guard.models)[0])
+                chips.append(face_chips(pixels, [face], _working_scale(pixels, entry.clip_size), guard.models)[0])
             vectors = embed_mirror_averaged(chips, guard.models)
             match = _fused_decision(vectors, sightings[0][1], guard, scope)
             if match.decision is not Decision.CLEAR:
@@ -419,7 +414,7 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[dict], scope: Scop
     )  # fmt: skip
 
 
-def _working_scale(pixels: np.ndarray, size: list | None) -> float:
+def _working_scale(pixels: np.ndarray, size: tuple[int, int] | None) -> float:
     """Original pixels per working pixel of a frame decoded at working size (``size``: the clip's
     upright original width and height, as the check recorded it)."""
     if not size:
@@ -462,22 +457,21 @@ def write_contact_sheet(path: Path | str, sha: str, tracks: list[_Track], matche
     return annotate.save_jpeg(render_contact_sheet(tracks, matches), out_dir / f"{stem}.{sha[:8]}.jpg")
 
 
-def stored_contact_sheet(path: Path | str, stored: list[dict]) -> Image.Image:
+def stored_contact_sheet(path: Path | str, stored: list[StoredFace]) -> Image.Image:
     """The contact sheet again from what the audit stored (for the report's thumbnail): each track's
     best frame decoded on its own, no full decode."""
     from optout_guard.media.clip import frame_at
 
     tracks, matches = [], []
     for entry in stored:
-        t = entry["track"]
-        box = Box(*entry["box"])
-        pixels = frame_at(path, float(t["best_time"]), WORKING_SIDE, int(t.get("stream", 0)))
-        track = _Track(boxes=[(float(t["first"]), box), (float(t["last"]), box)])
-        track.crop = _crop(pixels, box, _working_scale(pixels, entry.get("clip_size")))
-        who = (Candidate(entry["student_id"], float(entry.get("distance") or 0.0)),) if entry.get("student_id") else ()
-        face = Face(box, 1.0, np.asarray(entry["landmarks"], np.float32))
+        t, box = entry.track, entry.face.box
+        if t is None:
+            continue  # only a clip's tracks have a frame to show
+        pixels = frame_at(path, t.best_time, WORKING_SIDE, t.stream)
+        track = _Track(boxes=[(t.first, box), (t.last, box)])
+        track.crop = _crop(pixels, box, _working_scale(pixels, entry.clip_size))
         tracks.append(track)
-        matches.append(FaceMatch(face, Decision(entry["decision"]), who, entry.get("reason") or "", ReasonCode(entry["code"])))
+        matches.append(entry.match())
     return render_contact_sheet(tracks, matches)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optout_guard import stored_faces
 from optout_guard.audit.listing import Passed, display_path, list_library
 from optout_guard.audit.plan import plan_run, todo_pages
 from optout_guard.audit.state import (
@@ -30,9 +31,6 @@ from optout_guard.audit.state import (
     cache_path,
     connect,
     delete_cache,
-    faces_from_json,
-    faces_from_stored,
-    faces_json,
     state_path,
 )
 from optout_guard.config import Settings
@@ -43,7 +41,7 @@ from optout_guard.matching import cleared_but_close
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
-from optout_guard.types import Decision, Face, ReasonCode, ScanResult, Unjudged, Verdict
+from optout_guard.types import Decision, Face, ReasonCode, ScanResult, Verdict
 
 __all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
@@ -103,12 +101,13 @@ def _audit_task(
             return guard.check_keeping_embeddings(path, known, scope)
         return (guard.check(path, scope=scope) if known is None else guard.recheck(path, known, scope)), None
 
-    if kind == "recheck" and faces and '"track"' in faces:
+    stored = stored_faces.decode(faces) if kind == "recheck" else []
+    if stored_faces.is_clip(stored):
         from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
 
-        checked: Checked = (recheck_clip(guard, path, json.loads(faces), scope), None)
+        checked: Checked = (recheck_clip(guard, path, stored, scope), None)
     else:
-        checked = check(faces_from_json(faces) if kind == "recheck" else None)
+        checked = check([s.face for s in stored] if kind == "recheck" else None)
     identity = checked[0].identity
     if identity is not None and _stat_now(path) not in (identity, None):
         # Recorded with the stat of the bytes read the second time; if it changed again, the next
@@ -153,16 +152,12 @@ def _from_cache(
     guard: Guard, name: str, faces_text: str, sha: str, cache: EmbeddingCache, scope: Scope = WHOLE_DISTRICT
 ) -> ScanResult | None:
     """Decide a photo again from cached embeddings; None when the cache does not cover it."""
-    stored = json.loads(faces_text)
+    stored = stored_faces.decode(faces_text)
     vectors = cache.get(sha)
-    unjudged = {
-        i: Unjudged(ReasonCode(f.get("code", "not_judged")), f.get("reason") or "face could not be judged")
-        for i, f in enumerate(stored)
-        if not f.get("judged", True)
-    }
+    unjudged = {i: why for i, f in enumerate(stored) if (why := f.unjudged) is not None}
     if any(i not in vectors for i in range(len(stored)) if i not in unjudged):
         return None
-    faces = faces_from_stored(stored)
+    faces = [f.face for f in stored]
     embeddings = [vectors.get(i) for i in range(len(stored))]
     matches, verdict, reasons = guard.decide(faces, embeddings, unjudged, sha256=sha, scope=scope)
     return ScanResult(name, verdict, reasons, tuple(matches), sha256=sha, scope="" if scope.is_district else scope.name)
@@ -329,7 +324,7 @@ def _audit(
         # Otherwise the size and time of the very bytes that were checked.
         size, mtime = result.identity if result.identity is not None else (listed_size, listed_mtime)
         db.execute(UPSERT, (
-            key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), faces_json(result),
+            key, size, mtime, result.sha256, result.verdict.value, json.dumps(list(result.reasons)), stored_faces.encode(result),
             gallery, _now(), run, run, None, int(result.retry), result.kind,
         ))  # fmt: skip
         listed = next((k for k, c in enumerate(summary.changed) if c[0] == display_path(name)), None)
@@ -436,7 +431,6 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
     from optout_guard.annotate import write_thumbnail
     from optout_guard.errors import ImageRejected
     from optout_guard.media.photos import load_image
-    from optout_guard.types import Candidate, Decision, FaceMatch, ReasonCode
 
     def draw(row: dict[str, Any], out: Path) -> bool:
         if row.get("kind") == "clip":  # the clip's contact sheet, from the stored tracks' best frames
@@ -446,7 +440,7 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
             from optout_guard.video import stored_contact_sheet
 
             try:
-                sheet = stored_contact_sheet(row["fs_path"], [f for f in row["faces"] if "track" in f])
+                sheet = stored_contact_sheet(row["fs_path"], [f for f in stored_faces.decode(row["faces"]) if f.track])
             except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
                 return False
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -458,11 +452,7 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
             image = load_image(row["fs_path"], settings)
         except ImageRejected:
             return False
-        matches = []
-        for stored, face in zip(row["faces"], faces_from_stored(row["faces"]), strict=True):
-            who = (Candidate(stored["student_id"], stored["distance"] or 0.0),) if stored.get("student_id") else ()
-            code = ReasonCode(stored.get("code", "not_judged"))
-            matches.append(FaceMatch(face, Decision(stored["decision"]), who, stored.get("reason") or "", code))
+        matches = [f.match() for f in stored_faces.decode(row["faces"])]
         try:
             write_thumbnail(image, matches, out)
             write_thumbnail(image, matches, large_of(out), width=1600, labels=True)  # what the thumbnail links to

@@ -23,7 +23,6 @@ from optout_guard.audit.listing import display_path
 from optout_guard.config import Settings
 from optout_guard.fsutil import open_private_db
 from optout_guard.scope import named_scopes, scope_for_library_path
-from optout_guard.types import Box, Face, ScanResult
 
 SCHEMA_VERSION = 1
 UPSERT = """
@@ -84,61 +83,6 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("ALTER TABLE files ADD COLUMN kind TEXT NOT NULL DEFAULT 'photo'")  # 'photo' or 'clip'
 
     return db
-
-
-def faces_json(result: ScanResult) -> str:
-    """Geometry and decisions only: boxes, landmarks, page, decision, student id, distance. For a
-    clip, per track also its times and the geometry of the sightings it was decided from."""
-    tracks = result.clip.tracks if result.clip is not None else None
-    return json.dumps(
-        [
-            ({
-                "clip_size": list(result.size) if result.size else None,
-                "track": {
-                    "first": t.first, "last": t.last, "best_time": t.best_time, "seen": t.seen, "judged": t.judged,
-                    "stream": t.stream,
-                    "best": [
-                        {"time": when, "box": [f.box.x, f.box.y, f.box.w, f.box.h],
-                         "landmarks": np.asarray(f.landmarks, float).round(2).tolist()}
-                        for when, f in t.best
-                    ],
-                },
-            } if tracks is not None and (t := tracks[i]) else {}) | {
-                "box": [m.face.box.x, m.face.box.y, m.face.box.w, m.face.box.h],
-                "landmarks": np.asarray(m.face.landmarks, float).round(2).tolist(),
-                "page": m.face.page,
-                "score": round(m.face.score, 3),
-                "upright": m.face.upright,
-                "tilt": round(m.face.tilt, 1),  # a turned face is turned upright again on re-check
-                "decision": m.decision.value,
-                "student_id": m.student_id,
-                "distance": None if m.distance is None else round(m.distance, 4),
-                "reason": m.reason,
-                "code": m.code.value,
-                "judged": bool(m.candidates),  # False: too small/blurred, never embedded
-            } | ({"consenting": m.consenting} if m.consenting else {})
-            for i, m in enumerate(result.faces)
-        ]
-    )  # fmt: skip
-
-
-def faces_from_json(text: str | None) -> list[Face]:
-    return faces_from_stored(json.loads(text or "[]"))
-
-
-def faces_from_stored(stored: list[dict[str, Any]]) -> list[Face]:
-    """The faces of a row's decoded ``faces`` JSON, as a check reads them."""
-    return [
-        Face(
-            Box(*f["box"]),
-            f.get("score", 1.0),
-            np.asarray(f["landmarks"], np.float32),
-            f.get("page", 0),
-            f.get("upright", True),
-            f.get("tilt", 0.0),  # rows stored before it was kept: 0 (such a face stays "turned", review)
-        )
-        for f in stored
-    ]
 
 
 # ---- the opt-in embedding cache ----------------------------------------------------------------------
