@@ -11,7 +11,7 @@ import pytest
 
 LIGHT = ["types", "errors", "config", "fsutil", "optout_list", "matching", "index", "review", "activity_log", "report",
          "calibration", "picture_day", "users", "desk", "cohort", "scope", "folders", "pool", "models",
-         "audit.listing", "audit.plan", "audit.state"]  # fmt: skip
+         "audit.listing", "audit.plan", "audit.state", "consent", "stored_faces"]  # fmt: skip
 HEAVY = ("cv2", "dlib", "scipy", "flask", "onnxruntime", "onnx", "av", "distributed")
 
 
@@ -44,3 +44,36 @@ def test_light_commands_load_no_model_runtime(command, tmp_path):
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = printed.rsplit("LOADED=", 1)[1].strip()
     assert loaded in ("", "numpy") if command == ["people"] else loaded == "", f"{command} loads {loaded}"
+
+
+def test_no_import_circles_but_the_one_left_on_purpose():
+    """Issue 29: no module imports one that imports it back — also not inside a function (a "lazy"
+    circle is still a circle). Imports only for type checking do not count. The one left: the
+    models module builds the ResNet, whose graph cache lives in models (``onnx_session``)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "src" / "optout_guard"
+    modules = {
+        ("optout_guard." + ".".join(p.relative_to(root).with_suffix("").parts)).replace(".__init__", ""): p
+        for p in root.rglob("*.py")
+    }
+
+    def imported(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                       for n in ast.walk(node)}  # fmt: skip
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("optout_guard"):
+                found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("optout_guard")}
+        return found & set(modules)
+
+    graph = {name: imported(path) - {name} for name, path in modules.items()}
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if a in graph[b]})
+    assert circles == [("optout_guard.models", "optout_guard.resnet")]
+

@@ -34,7 +34,7 @@ from optout_guard.scope import Scope
 from optout_guard.types import ScanResult, Verdict
 
 if TYPE_CHECKING:
-    from optout_guard.audit.run import Checked
+    from optout_guard.audit.task import Checked
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
     """Runs on a worker: check a batch with the worker's Guard (loaded once by GuardPlugin)."""
     from distributed import get_worker
 
-    from optout_guard.audit.run import _audit_task
+    from optout_guard.audit.task import audit_task
 
     plugin = get_worker().plugins[PLUGIN]
     guard = getattr(plugin, "guard", None)  # a GuardPlugin (set up when the worker started)
@@ -108,7 +108,7 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
             why = "checked by a worker holding another opt-out list; check it again"
             out.append((task, (ScanResult(path, Verdict.REVIEW, (why,), retry=True), None)))
             continue
-        out.append((task, _audit_task(guard, path, kind, faces, keep, scope)))
+        out.append((task, audit_task(guard, path, kind, faces, keep, scope)))
     return out
 
 

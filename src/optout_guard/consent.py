@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optout_guard.optout_list import ConsentRow, OptOutList
-from optout_guard.types import Decision, FaceMatch, ReasonCode
+from optout_guard.types import ConsentRecord, Decision, FaceMatch, ReasonCode, Recognised
 
 if TYPE_CHECKING:  # the index imports this module; models load only when photos are embedded
     from optout_guard.config import Settings
@@ -40,26 +40,6 @@ if TYPE_CHECKING:  # the index imports this module; models load only when photos
 # Review reasons a consenting match may clear: the face resembles an opted-out student, nothing else.
 CLEARABLE = frozenset({ReasonCode.LOOKALIKE, ReasonCode.SIBLINGS, ReasonCode.CONTESTED})
 SOURCES = ("sis", "by hand")
-
-
-@dataclass(frozen=True)
-class ConsentRecord:
-    """Why a student is on the Include list (never anything about their face)."""
-
-    student_id: str
-    source: str  # "sis": the export's consent column; "by hand": `optout-guard include add`
-    consent_date: str  # YYYY-MM-DD the family consented (the export's date column, or as given), "" unknown
-    recorded_at: str  # ISO-8601 UTC: when optout-guard recorded it
-    recorded_by: str = ""  # the account or OS user, for consent handled by hand
-
-
-@dataclass(frozen=True)
-class Recognised:
-    """A face's nearest consenting student and its nearest opted-out student (raw distances)."""
-
-    student_id: str
-    distance: float
-    nearest_opted_out: float  # inf when no opted-out student was searched
 
 
 def clear_consenting(match: FaceMatch, recognised: Recognised | None, block: float, margin: float) -> FaceMatch:

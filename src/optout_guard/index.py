@@ -24,11 +24,10 @@ import numpy as np
 
 from optout_guard.cohort import CohortCalibration
 from optout_guard.config import Settings
-from optout_guard.consent import ConsentRecord, Recognised
 from optout_guard.errors import ConfigError, IndexUnusable
 from optout_guard.fsutil import atomic_write, exclusive, private_dir, remove_stale_temps, utc_now
 from optout_guard.matching import mean_templates, pairwise_distances, rank_candidates, student_distances
-from optout_guard.types import EMBEDDING_DIM, Candidate, Limits
+from optout_guard.types import EMBEDDING_DIM, Candidate, ConsentRecord, Limits, Recognised
 
 FORMAT_VERSION = 1
 

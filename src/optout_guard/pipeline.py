@@ -455,7 +455,7 @@ def _check_in_processes(
     scope: Scope,
 ) -> Iterator[ScanResult | Skipped]:
     jobs = ((item, (item, annotate_dir, redact, scope) if isinstance(item, Path) else None) for item in items)
-    for item, result in run_in_workers(settings, workers, jobs, _check_photo):
+    for item, result in run_in_workers(settings, workers, jobs, _check_photo, Guard):
         if result is not None:
             yield result
         elif isinstance(item, UnreadableFolder):

@@ -23,14 +23,12 @@ if TYPE_CHECKING:
 _worker_guard: Guard | None = None
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, make_guard: Callable[[Settings], Guard]) -> None:
     global _worker_guard
     import cv2
 
-    from optout_guard.pipeline import Guard  # here: the pipeline imports this module
-
     cv2.setNumThreads(1)  # one process per core: no thread pools fighting inside each
-    _worker_guard = Guard(settings)
+    _worker_guard = make_guard(settings)
 
 
 def _call_in_worker(fn: Callable[..., R], args: tuple) -> R:
@@ -39,12 +37,17 @@ def _call_in_worker(fn: Callable[..., R], args: tuple) -> R:
 
 
 def run_in_workers(
-    settings: Settings, workers: int, jobs: Iterable[tuple[Any, tuple | None]], fn: Callable[..., R]
+    settings: Settings,
+    workers: int,
+    jobs: Iterable[tuple[Any, tuple | None]],
+    fn: Callable[..., R],
+    make_guard: Callable[[Settings], Guard],
 ) -> Iterator[tuple[Any, R | ScanResult | None]]:
     """Run ``fn(guard, *args)`` for each ``(key, args)`` job in ``workers`` processes, each holding
-    its own Guard (models loaded once per worker). Yields ``(key, result)`` in job order; a job with
-    ``args`` None is passed through with result None. ``args[0]`` is the photo's path: if the worker
-    dies on it, that photo becomes *review*, never *allow*."""
+    its own Guard made by ``make_guard(settings)`` (models loaded once per worker; the caller passes
+    ``pipeline.Guard``, so this module never imports the pipeline that imports it). Yields ``(key,
+    result)`` in job order; a job with ``args`` None is passed through with result None. ``args[0]``
+    is the photo's path: if the worker dies on it, that photo becomes *review*, never *allow*."""
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -56,7 +59,7 @@ def run_in_workers(
     context = multiprocessing.get_context("spawn")  # fork after BLAS threads started can deadlock
     pending: deque[tuple[Any, tuple | None, Any]] = deque()
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(settings, make_guard)) as pool:
 
             def drain(limit: int) -> Iterator[tuple[Any, R | ScanResult | None]]:
                 while len(pending) > limit:

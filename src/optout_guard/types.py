@@ -285,3 +285,23 @@ class Settler(Protocol):
     def settle_file(self, result: ScanResult) -> ScanResult: ...
 
     def decided_since(self, when: str) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """Why a student is on the Include list (never anything about their face)."""
+
+    student_id: str
+    source: str  # "sis": the export's consent column; "by hand": `optout-guard include add`
+    consent_date: str  # YYYY-MM-DD the family consented (the export's date column, or as given), "" unknown
+    recorded_at: str  # ISO-8601 UTC: when optout-guard recorded it
+    recorded_by: str = ""  # the account or OS user, for consent handled by hand
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """A face's nearest consenting student and its nearest opted-out student (raw distances)."""
+
+    student_id: str
+    distance: float
+    nearest_opted_out: float  # inf when no opted-out student was searched

@@ -33,6 +33,7 @@ from optout_guard.audit.state import (
     delete_cache,
     state_path,
 )
+from optout_guard.audit.task import Checked, as_checked, audit_task
 from optout_guard.config import Settings
 from optout_guard.errors import AuditBusy, ConfigError, LibraryLooksUnmounted, OptoutGuardError
 from optout_guard.events import decide_across
@@ -41,7 +42,7 @@ from optout_guard.matching import cleared_but_close
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope, named_scopes, resolve_scope, scope_for_library_path
-from optout_guard.types import Decision, Face, ReasonCode, ScanResult, Verdict
+from optout_guard.types import Decision, ReasonCode, ScanResult, Verdict
 
 __all__ = ["AuditBusy", "AuditSummary", "LibraryLooksUnmounted", "run_audit"]
 _COMMIT_EVERY = 2.0  # seconds between commits while results stream in
@@ -76,56 +77,6 @@ class AuditSummary:
 _now = utc_now
 
 
-def _stat_now(name: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(name)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-# ---- the work done in (worker) processes ---------------------------------------------------------
-# A result, and its faces' embeddings when the opt-in cache wants them (kept apart: results never
-# carry vectors).
-Checked = tuple[ScanResult, FaceVectors | None]
-
-
-def _audit_task(
-    guard: Guard, path: str, kind: str, faces: str | None, keep: bool, scope: Scope = WHOLE_DISTRICT
-) -> Checked:
-    """One photo, where it is checked (this process, a pool worker or a cluster worker). A file that
-    changed while it was read is checked once more here, so the coordinator never stats the share."""
-
-    def check(known: list[Face] | None) -> Checked:
-        if keep:
-            return guard.check_keeping_embeddings(path, known, scope)
-        return (guard.check(path, scope=scope) if known is None else guard.recheck(path, known, scope)), None
-
-    stored = stored_faces.decode(faces) if kind == "recheck" else []
-    if stored_faces.is_clip(stored):
-        from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
-
-        checked: Checked = (recheck_clip(guard, path, stored, scope), None)
-    else:
-        checked = check([s.face for s in stored] if kind == "recheck" else None)
-    identity = checked[0].identity
-    if identity is not None and _stat_now(path) not in (identity, None):
-        # Recorded with the stat of the bytes read the second time; if it changed again, the next
-        # run sees a new size or time and checks it again.
-        checked = check(None)
-    return checked
-
-
-def as_checked(outcome: Checked | ScanResult | None, path: str) -> Checked:
-    """What a worker returned; a worker that died returned a ScanResult (review) of its own."""
-    if isinstance(outcome, tuple):
-        return outcome
-    if outcome is None:  # never expected: said, and fail closed
-        why = "no result came back from the checking process; check it again"
-        return ScanResult(path, Verdict.REVIEW, (why,), retry=True), None
-    return outcome, None
-
-
 def _results(
     guard: Guard,
     tasks: Iterable[tuple[str, str, str | None]],
@@ -141,10 +92,10 @@ def _results(
     resolved = ((k, p, f if f is not None or k != "recheck" else faces_of(p)) for k, p, f in tasks)
     if workers <= 1 or count < 8:
         for kind, path, faces in resolved:
-            yield (kind, path, faces), _audit_task(guard, path, kind, faces, keep, scope_of(path))
+            yield (kind, path, faces), audit_task(guard, path, kind, faces, keep, scope_of(path))
         return
     jobs = (((kind, path, faces), (path, kind, faces, keep, scope_of(path))) for kind, path, faces in resolved)
-    for task, outcome in run_in_workers(guard.settings, workers, jobs, _audit_task):
+    for task, outcome in run_in_workers(guard.settings, workers, jobs, audit_task, Guard):
         yield task, as_checked(outcome, task[1])
 
 
