@@ -131,3 +131,36 @@ def test_the_marked_copy_of_a_face_blocked_by_its_event_is_drawn_red_not_amber(t
     red, amber = COLOURS[Decision.BLOCK], COLOURS[Decision.REVIEW]
     assert share_of(amber, alone["annotated"]) > 0.001 and share_of(red, alone["annotated"]) < 0.0002
     assert share_of(red, joint["annotated"]) > 0.001 and share_of(amber, joint["annotated"]) < 0.0002
+
+
+@pytest.mark.data
+def test_photos_dropped_together_in_the_check_folder_are_one_event(tmp_path, data_dir):
+    """The two photos of FG-NET child 10, dropped together: filed first as review each, then moved
+    to blocked/ with a note saying why and a red marked-up copy. One photo dropped alone stays in review/."""
+    from optout_guard.config import load_settings
+    from optout_guard.pipeline import Guard
+    from optout_guard.watch import CheckFolder
+
+    ws = tmp_path / "ws"
+    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
+        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
+        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    assert CliRunner().invoke(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    guard = Guard(load_settings(ws, environ={}))
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    alone.mkdir()
+    together.mkdir()
+    shutil.copy(FGNET / "010A07a.JPG", alone / "010A07a.JPG")
+    for photo in ("010A07a", "010A07b"):
+        shutil.copy(FGNET / f"{photo}.JPG", together / f"{photo}.JPG")
+    assert CheckFolder(alone, guard, settle=0.1, arrival_grace=0.0).run_once() == 1
+    assert (alone / "review" / "010A07a.JPG").is_file()
+    assert CheckFolder(together, guard, settle=0.1, arrival_grace=0.0).run_once() == 2
+    for photo in ("010A07a", "010A07b"):
+        assert (together / "blocked" / f"{photo}.JPG").is_file() and not (together / "review" / f"{photo}.JPG").exists()
+        note = (together / "blocked" / f"{photo}.JPG.txt").read_text()
+        assert "BLOCK" in note and "together with the same child in 1 other photo of this drop" in note
+        assert (together / "blocked" / f"{photo}.JPG.marked.jpg").is_file()
+    assert not any((together / "review").iterdir())  # nothing left behind
+    staging = together / ".optout-guard-staging"
+    assert not [p for p in staging.rglob("*.jpg")]  # no copy left in staging

@@ -2,8 +2,8 @@
 
 A child photographed a year after their picture day is often only *held* ("resembles student S"):
 one photo's embedding is noisy. Several photos of the same event (what one `check` of a folder or a
-batch covers; in the audit, the photos of one folder taken the same day) give several looks at the
-same child; their embeddings averaged are much closer to
+batch covers; in the audit, the photos of one folder taken the same day; in the check folder, one
+drop) give several looks at the same child; their embeddings averaged are much closer to
 the child's own references than to anybody else's (measured on children_dev, docs/accuracy.md:
 two appearances averaged, one reference photo: 61% within the pooled block distance where single
 photos block 40%; two photos of other children averaged: 0 of 2,400 pairs that close).

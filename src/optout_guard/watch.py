@@ -162,6 +162,7 @@ class CheckFolder:
         self._out_dirs = {v: self.folder / name for v, name in OUTPUT_DIRS.items()}
         # Marked-up copies are drawn here first, then moved beside the photo they belong to.
         self.staging = self.folder / ".optout-guard-staging"
+        self._burst: list[tuple[Path, ScanResult]] = []  # photos filed by the current process_ready: one drop
         self.claimed = self.staging / "claimed"  # originals being checked (moved out of the inbox first)
 
     # ---- finding candidates -------------------------------------------------------------------
@@ -271,6 +272,7 @@ class CheckFolder:
         index cannot be read — a new key, say —, a model file gone) stops the watch with a note in
         the folder: retrying every photo every few seconds would only fill the log."""
         done = 0
+        self._burst = []  # (where it was filed, its result) of this drop
         for path in self._ready():
             try:
                 if self._process(path):
@@ -285,7 +287,76 @@ class CheckFolder:
                     seen.failures += 1
                     seen.retry_after = self.clock() + min(300.0, 5.0 * 2**seen.failures)
                 log.exception("could not file %s (%s: %s); will retry", path, type(exc).__name__, exc)
+        if len(self._burst) > 1:
+            try:
+                self._decide_burst(self._burst)
+            except (IndexUnusable, ModelUnavailable, ConfigError):
+                raise
+            except Exception:  # every photo is filed already, with its own verdict: nothing is lost
+                log.exception("deciding once per child across the photos dropped together failed")
         return done
+
+    def _decide_burst(self, filed: list[tuple[Path, ScanResult]]) -> None:
+        """The photos filed from one drop (checked together) are one event, per sub-folder (scope):
+        a face held for a student is blocked when the same child's faces in the drop's other photos,
+        pooled, match that student (``events.decide_across``: escalation only). Such a photo moves
+        from review/ to blocked/ with a new note and marked-up copy."""
+        if not self.guard.settings.recognition:
+            return
+        from optout_guard.events import decide_across
+
+        for members in self._events(filed):
+            if len(members) < 2:
+                continue
+            scope = self.scope_of(Path(members[0][1].path).relative_to(self.folder))
+            # Read from where they are now; their copies were filed with them (nothing is drawn in staging).
+            results = [dataclasses.replace(r, path=str(t), annotated_path=None, redacted_path=None) for t, r in members]
+            together = decide_across(self.guard, results, scope, "drop")
+            for (target, original), alone, joint in zip(members, results, together, strict=True):
+                if joint is alone or joint.verdict is not Verdict.BLOCK:
+                    continue
+                with self.filing():
+                    moved = self._file_again(target, joint, marked=bool(original.annotated_path))
+                log.info("%s: BLOCK with the same child in other photos of this drop (now %s)", target.name, moved)
+                if self.activity is not None:
+                    from optout_guard.activity_log import photo_details
+
+                    self.activity.record("watch-event", previous=Verdict.REVIEW.value, **photo_details(joint))
+                self.stats.processed[Verdict.REVIEW.value] -= 1
+                self.stats.processed[Verdict.BLOCK.value] += 1
+
+    def _events(self, filed: list[tuple[Path, ScanResult]]) -> list[list[tuple[Path, ScanResult]]]:
+        """The drop's photos that hold or block a face, per sub-folder scope."""
+        groups: dict[str, list[tuple[Path, ScanResult]]] = {}
+        for target, result in filed:
+            held = result.clip is None and any(m.candidates and m.decision is not Decision.CLEAR for m in result.faces)
+            if held and target.is_file():
+                scope = self.scope_of(Path(result.path).relative_to(self.folder))
+                groups.setdefault(scope.name, []).append((target, result))
+        return list(groups.values())
+
+    def _file_again(self, path: Path, result: ScanResult, marked: bool) -> Path:
+        """Move a photo filed in review/ to the folder of its new verdict (an event's block), with a
+        marked-up copy drawn again and a new note; the copy fit to post (every face not clear was
+        already blurred) moves with it. Under the filing lock."""
+        from optout_guard import annotate
+        from optout_guard.media.photos import load_image
+
+        home = self._out_dirs[Verdict.REVIEW].resolve()
+        path = path.resolve()
+        image = load_image(path, self.guard.settings)
+        if image.sha256 != result.sha256:
+            return path  # changed since it was filed: it keeps its own verdict
+        self.staging.mkdir(parents=True, exist_ok=True)
+        copy = annotate.write_marked_copy(image, list(result.faces), self.staging) if marked else None
+        postable = path.with_name(f"{path.name}.postable.jpg")
+        moved = dataclasses.replace(result, annotated_path=str(copy) if copy else None,
+                                    redacted_path=str(postable) if postable.is_file() else None)  # fmt: skip
+        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".txt")]
+        target = self._file(path, moved, home)
+        for leftover in old:
+            leftover.unlink(missing_ok=True)
+        return target
 
     def _process(self, path: Path) -> bool:
         kind = sniff(path)
@@ -323,7 +394,8 @@ class CheckFolder:
                     seen.retry_after = self.clock() + max(self.settle, 1.0)
                     return False
             with self.filing():
-                self._file(claimed, result, origin=path)
+                filed = self._file(claimed, result, origin=path)
+            self._burst.append((filed, result))
         except BaseException:
             self._unclaim(claimed, path)  # the original goes back to the inbox, to be checked again
             raise
