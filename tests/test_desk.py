@@ -831,8 +831,9 @@ def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path,
             browser, page = desk_page(p, chromium_exe, server)
             page.wait_for_selector("#bulk:not([hidden])")
             page.click("#bulk summary")
-            for box in page.query_selector_all("#bulk-list input"):
-                box.check()
+            page.check("#bulk-all")  # "tick every photo shown": one click, after looking at each
+            boxes = page.query_selector_all("#bulk-list input")
+            assert len(boxes) == len(photo_cards) and all(box.is_checked() for box in boxes)
             TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(TEST_OUTPUT / "bulk-photo-cards.png"))
             page.click("#bulk-none")

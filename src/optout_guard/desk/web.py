@@ -24,7 +24,7 @@ from optout_guard.errors import (
     OptoutGuardError,
 )
 from optout_guard.fsutil import atomic_write
-from optout_guard.review import BLURRED, NONE, UNNAMED
+from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED
 
 HERE = Path(__file__).parent
 
@@ -229,6 +229,8 @@ def create_app(desk: Desk) -> Any:
                 c["group"] = [g for g in c["group"] if (o := desk.book.card(g["id"])) and desk.card_within(o, mine)]
         return jsonify(
             cards=cards,
+            # Every waiting photo card (not only those among the first 30): answered together on the page.
+            photo_cards=[desk.card_json(c, names) for c in served if c.face == PHOTO][:200],
             # A school's account counts its school's cards only.
             open=desk.book.open_count() if not mine else sum(desk.card_within(c, mine) for c in desk.book.queue(100_000)),
             held_back=desk.book.open_count() - len(served) if len(served) < 300 and not mine and not filtered else 0,

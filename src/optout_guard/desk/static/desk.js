@@ -65,12 +65,12 @@ async function loadQueue() {
     ? `Looking for photos to review in the check folder and the audit: ${imp.done} of ${imp.total} looked at, ${imp.added} face(s) added…`
     : "";
   if (!same) showCard(); // never reset what the reviewer is doing (e.g. R ticked) on a timed refresh
-  renderBulk();
+  renderBulk(data.photo_cards || []);
 }
 
 // ---- several photo cards at once (issue 27: most cards are photo cards) -------------------------
-function renderBulk() {
-  const photos = cards.filter((c) => c.kind === "photo" && !c.undecodable);
+function renderBulk(waiting) {
+  const photos = waiting.filter((c) => c.kind === "photo" && !c.undecodable);
   $("bulk").hidden = photos.length < 2;
   $("bulk-count").textContent = String(photos.length);
   const ticked = new Set([...document.querySelectorAll("#bulk-list input:checked")].map((i) => Number(i.value)));
@@ -81,6 +81,10 @@ function renderBulk() {
     el("span", {}, el("input", { type: "checkbox", value: String(c.id), checked: ticked.has(c.id) }), ` ${c.photo_name} · ${c.reason}`),
     el("a", { href: c.photo_url, target: "_blank", rel: "noopener", textContent: "open full size" }))));
 }
+
+$("bulk-all").addEventListener("change", () => {
+  for (const box of document.querySelectorAll("#bulk-list input")) box.checked = $("bulk-all").checked;
+});
 
 $("bulk-none").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll("#bulk-list input:checked")].map((i) => Number(i.value));
@@ -93,6 +97,7 @@ $("bulk-none").addEventListener("click", async () => {
     $("undo").disabled = false;
     say(`Settled ${data.settled} photo cards: no opted-out student in them.`);
     $("bulk-list").replaceChildren();
+    $("bulk-all").checked = false;
     await loadQueue();
   } catch (error) { say(error.message, true); } finally { busy = false; }
 });
