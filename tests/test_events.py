@@ -16,6 +16,16 @@ from optout_guard.events import LINK, _complete_linkage
 FGNET = DATA / "children_dev" / "fgnet" / "images"
 
 
+def enrolled_children(tmp_path):
+    """A workspace with six FG-NET children enrolled, child 10 from the photo at 9 (one reference)."""
+    ws = tmp_path / "ws"
+    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
+        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
+        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    assert CliRunner().invoke(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    return ws
+
+
 def test_groups_are_one_face_per_photo_and_every_pair_close():
     rng = np.random.default_rng(0)
     child = rng.normal(size=128)
@@ -36,12 +46,8 @@ def test_a_child_held_in_two_photos_of_one_check_is_blocked_once_seen_together(t
     """FG-NET child 10, enrolled from the photo at 9; two photos at 7 (one event). Each alone is only
     held (0.41 from the reference); checked together their pooled embedding is 0.35 from it: blocked,
     and the reason says why. Checked one at a time nothing changes (no event)."""
-    ws = tmp_path / "ws"
-    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
-        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
-        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    ws = enrolled_children(tmp_path)
     run = CliRunner().invoke
-    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
     event = tmp_path / "field-day"
     event.mkdir()
     for photo in ("010A07a", "010A07b"):
@@ -64,12 +70,8 @@ def test_the_audit_decides_once_per_child_across_a_folder_of_one_day(tmp_path, d
     import datetime as dt
     import os
 
-    ws = tmp_path / "ws"
-    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
-        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
-        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    ws = enrolled_children(tmp_path)
     run = CliRunner().invoke
-    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
     library = tmp_path / "library"
     (library / "2026-10 field day").mkdir(parents=True)
     (library / "2026-10 concert").mkdir()
@@ -107,12 +109,8 @@ def test_the_marked_copy_of_a_face_blocked_by_its_event_is_drawn_red_not_amber(t
     from optout_guard.annotate import COLOURS
     from optout_guard.types import Decision
 
-    ws = tmp_path / "ws"
-    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
-        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
-        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
+    ws = enrolled_children(tmp_path)
     run = CliRunner().invoke
-    assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
     event = tmp_path / "field-day"
     event.mkdir()
     for photo in ("010A07a", "010A07b"):
@@ -141,11 +139,7 @@ def test_photos_dropped_together_in_the_check_folder_are_one_event(tmp_path, dat
     from optout_guard.pipeline import Guard
     from optout_guard.watch import CheckFolder
 
-    ws = tmp_path / "ws"
-    for photo in ("010A09", "002A20", "022A25", "027A22", "052A13", "074A06"):
-        (ws / "enrollments" / f"c{photo[:3]}").mkdir(parents=True)
-        shutil.copy(FGNET / f"{photo}.JPG", ws / "enrollments" / f"c{photo[:3]}" / f"{photo}.JPG")
-    assert CliRunner().invoke(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
+    ws = enrolled_children(tmp_path)
     guard = Guard(load_settings(ws, environ={}))
     alone, together = tmp_path / "alone", tmp_path / "together"
     alone.mkdir()
