@@ -158,3 +158,21 @@ def test_photos_dropped_together_in_the_check_folder_are_one_event(tmp_path, dat
     assert not any((together / "review").iterdir())  # nothing left behind
     staging = together / ".optout-guard-staging"
     assert not [p for p in staging.rglob("*.jpg")]  # no copy left in staging
+
+
+@pytest.mark.data
+def test_a_drop_with_a_photo_blocked_alone_still_moves_the_held_ones(tmp_path, data_dir):
+    """A photo that blocks on its own stays in blocked/ (it is not filed again); the held photos of
+    the same child in the drop still move there."""
+    from optout_guard.config import load_settings
+    from optout_guard.pipeline import Guard
+    from optout_guard.watch import CheckFolder
+
+    ws = enrolled_children(tmp_path)
+    inbox = tmp_path / "drop"
+    inbox.mkdir()
+    for photo in ("010A09", "010A07a", "010A07b"):  # the reference photo itself blocks alone
+        shutil.copy(FGNET / f"{photo}.JPG", inbox / f"{photo}.JPG")
+    assert CheckFolder(inbox, Guard(load_settings(ws, environ={})), settle=0.1, arrival_grace=0.0).run_once() == 3
+    assert sorted(p.name for p in (inbox / "blocked").glob("*.JPG")) == ["010A07a.JPG", "010A07b.JPG", "010A09.JPG"]
+    assert "of this drop" not in (inbox / "blocked" / "010A09.JPG.txt").read_text()

@@ -290,7 +290,8 @@ class CheckFolder:
         if len(self._burst) > 1:
             try:
                 self._decide_burst(self._burst)
-            except (IndexUnusable, ModelUnavailable, ConfigError):
+            except (IndexUnusable, ModelUnavailable, ConfigError) as exc:
+                self.stopped(str(exc))
                 raise
             except Exception:  # every photo is filed already, with its own verdict: nothing is lost
                 log.exception("deciding once per child across the photos dropped together failed")
@@ -313,8 +314,8 @@ class CheckFolder:
             results = [dataclasses.replace(r, path=str(t), annotated_path=None, redacted_path=None) for t, r in members]
             together = decide_across(self.guard, results, scope, "drop")
             for (target, original), alone, joint in zip(members, results, together, strict=True):
-                if joint is alone or joint.verdict is not Verdict.BLOCK:
-                    continue
+                if joint is alone or joint.verdict is not Verdict.BLOCK or original.verdict is not Verdict.REVIEW:
+                    continue  # only a photo filed in review/ moves (one blocked already stays where it is)
                 with self.filing():
                     moved = self._file_again(target, joint, marked=bool(original.annotated_path))
                 log.info("%s: BLOCK with the same child in other photos of this drop (now %s)", target.name, moved)
