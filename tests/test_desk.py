@@ -917,6 +917,16 @@ def test_a_school_account_in_a_real_browser_sees_its_schools_cards_and_filters_t
                         "document.querySelector('#candidates li:first-child button')?.dataset.student === 'colin'")
                     page.select_option("#filter-school", "Lincoln Elementary")  # colin is not Lincoln's
                     page.wait_for_selector("#empty:not([hidden])")
+                    # The audit report links a group to the queue filtered to its folder: the page starts filtered.
+                    from urllib.parse import urlencode
+
+                    uploads = str(Path(desk.book.queue()[0].photo_path).parent)
+                    page.goto(server.url + "/?" + urlencode({"source": "desk", "folder": uploads}))
+                    page.wait_for_selector("#card:not([hidden])")
+                    assert page.input_value("#filter-folder") == uploads and page.is_visible("#filter-folder")
+                    assert page.input_value("#filter-source") == "desk"
+                    page.goto(server.url + "/?" + urlencode({"folder": str(tmp_path / "another-folder")}))
+                    page.wait_for_selector("#empty:not([hidden])")
                 browser.close()
     finally:
         server.close()

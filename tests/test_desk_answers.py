@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -384,4 +385,11 @@ def test_an_account_limited_to_a_school_sees_and_answers_that_schools_cards_only
         assert officer.get("/api/queue?school=Lincoln Elementary").get_json()["cards"] == []
         assert [c["id"] for c in officer.get("/api/queue?q=colin").get_json()["cards"]] == [colin.id]
         assert officer.get("/api/queue?source=audit").get_json()["cards"] == []
+        # The audit report's link to one group: the photos in a folder and below it.
+        uploads = Path(colin.photo_path).parent
+
+        def in_folder(folder: Path) -> list[int]:
+            return [c["id"] for c in officer.get("/api/queue", query_string={"folder": str(folder)}).get_json()["cards"]]
+
+        assert in_folder(uploads) == in_folder(uploads.parent) == [colin.id] and in_folder(tmp_path / "elsewhere") == []
         assert officer.get(f"/face/{colin.id}.jpg").status_code == 200

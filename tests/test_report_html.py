@@ -72,3 +72,61 @@ def test_photos_to_review_are_grouped_by_cause_and_folder_with_a_thumbnail_budge
     assert "<b>60</b> · faces too small to check · in 2026/field-day" in flat
     assert "<b>12</b> · resembles student S2; a person should look · in 2025/concert" in flat
     assert "… and 20 more in this group" in flat
+
+
+def test_a_large_audit_is_paged_each_group_links_to_the_desk_and_old_pictures_are_removed(tmp_path, monkeypatch):
+    """Issue 27, item 11 at a district's scale: blocked photos first and paged; every group of photos
+    to review in a table with its own pages (every photo of it listed) and a link to the review desk's
+    queue filtered to its folder; a thumbnail no longer shown (the photo since allowed) is deleted."""
+    import re
+    from urllib.parse import parse_qs, urlparse
+
+    from optout_guard import report
+
+    monkeypatch.setattr(report, "PER_PAGE", 5)
+    library = str(tmp_path / "lib")
+
+    def row(path: str, verdict: str, reason: str) -> dict:
+        return {"path": f"{library}/{path}", "fs_path": f"{library}/{path}", "verdict": verdict, "reasons": [reason],
+                "faces": [], "checked_at": "2026-12-03T01:00:00+00:00", "changed_run": 1, "sha256": "ab" * 32,
+                "scope": "", "kind": "photo"}  # fmt: skip
+
+    def thumbnail(r, out) -> bool:
+        out.write_bytes(b"\xff\xd8")
+        return True
+
+    blocked = [row(f"2026/game/b{i:02}.jpg", "block", "matches student S1") for i in range(12)]
+    held = [row(f"2026/f{g}/p{i:02}.jpg", "review", "faces too small to check") for g in range(7) for i in range(g + 1)]
+    out = tmp_path / "report"
+    empty = {"changed": [], "changed_count": 0, "deleted": []}
+    summary = {"run_id": 1, "totals": {"block": 12, "review": len(held)}}
+    index = report.write_audit_report(out, library, summary, blocked + held, empty, thumbnail,
+                                      desk_address="http://desk.school.lan:8765/").read_text(encoding="utf-8")  # fmt: skip
+    flat = " ".join(index.split())
+    # 5 blocked cards on the first page, and the cards of the groups in the first page of the table (7+6+5+4+3).
+    assert "The first 5 of 12" in flat and index.count('<article class="card">') == 5 + 25
+    assert re.findall(r'href="pages/(blocked-\d\.html)"', index) == ["blocked-1.html", "blocked-2.html", "blocked-3.html"]
+    listed = "".join((out / "pages" / f"blocked-{n}.html").read_text(encoding="utf-8") for n in (1, 2, 3))
+    assert all(f"b{i:02}.jpg" in listed for i in range(12)) and listed.count('<article class="card">') == 12
+    # Seven groups: five rows in the first table page, the rest on pages/groups-2.html; each row links
+    # to its pages and to the desk, filtered to the group's folder.
+    desk_links = re.findall(r'href="(http://desk\.school\.lan:8765/\?[^"]+)"', index)
+    folders = {parse_qs(urlparse(link.replace("&amp;", "&")).query)["folder"][0] for link in desk_links}
+    assert {f"{library}/2026/f{g}" for g in range(2, 7)} <= folders
+    assert all(parse_qs(urlparse(link.replace("&amp;", "&")).query)["source"] == ["audit"] for link in desk_links)
+    assert (out / "pages" / "groups-2.html").exists() and "2026/f0" in (out / "pages" / "groups-2.html").read_text()
+    biggest = re.search(r'<b>7</b></td><td>faces too small to check</td><td><code>2026/f6</code></td>\s*<td><a href="pages/'
+                        r'(review-[0-9a-f]+-1\.html)"', index)  # fmt: skip
+    assert biggest, "the largest group is the table's first row, with a link to its photos"
+    pages = [out / "pages" / biggest.group(1), out / "pages" / biggest.group(1).replace("-1.html", "-2.html")]
+    group_text = "".join(p.read_text(encoding="utf-8") for p in pages)
+    assert all(f"f6/p{i:02}.jpg" in group_text for i in range(7)) and 'src="../thumbs/' in group_text
+    assert 'href="../index.html"' in group_text
+    # A second run: the blocked photos were taken down (deleted), one group settled. Their thumbnails
+    # and pages go; nothing of them is left in the report's folder.
+    before = {p.name for p in (out / "thumbs").iterdir()}
+    report.write_audit_report(out, library, {"run_id": 2, "totals": {"review": 1}}, held[:1], empty, thumbnail)
+    after = {p.name for p in (out / "thumbs").iterdir()}
+    assert len(before) == 12 + sum(min(g + 1, report.GROUP_THUMBNAILS) for g in range(7)) and len(after) == 1
+    assert len(list((out / "pages").iterdir())) == 1  # the one group's one page
+    assert not (out / "pages" / "blocked-1.html").exists()

@@ -1217,7 +1217,8 @@ def audit(
                 book.close()
         clips = library_rows(settings, library, ("block", "review", "allow"), kind="clip")
         page = write_audit_report(
-            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions, clips=clips
+            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions, clips=clips,
+            desk_address=settings.desk_address,
         )
         out.print(f"Report: {page}")
     if totals.get("block"):

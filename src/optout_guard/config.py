@@ -140,6 +140,9 @@ class Settings:
     # a clip is checked (a longer clip is checked up to this and is review: "only the first N min").
     clip_frames_per_second: float = 3.0
     max_clip_seconds: int = 600
+    # Where the review desk answers (optout-guard serve): the audit report links each group of photos
+    # to review to the desk's queue filtered to its folder. Set it to the address staff open with --lan.
+    desk_address: str = "http://127.0.0.1:8765/"
     workspace: Path = Path(".")
     enrollments_dir: Path | None = None
     index_path: Path | None = None
@@ -220,6 +223,8 @@ class Settings:
                 f"unidentifiable_below_px ({self.unidentifiable_below_px}) must not be larger than min_face_px "
                 f"({self.min_face_px}): faces in between would be neither checked nor held"
             )
+        if not self.desk_address.startswith(("http://", "https://")):
+            raise ConfigError(f"desk_address must be a web address (http://… or https://…), not {self.desk_address!r}")
         if self.max_image_pixels < self.max_working_pixels:
             raise ConfigError("max_image_pixels must be >= max_working_pixels")
         return self

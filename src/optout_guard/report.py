@@ -139,7 +139,9 @@ def _local(timestamp: str | None) -> str:
 
 
 GROUP_THUMBNAILS = 8  # thumbnails drawn per group of photos to review (cause × folder)
-GROUP_CARDS = 40  # cards shown per group; the rest are counted, and listed in audit.csv
+GROUP_CARDS = 40  # cards shown per group on the first page; the group's own pages list every one
+GROUPS_OPEN = 20  # groups shown with their cards on the first page; every group is in the table of groups
+PER_PAGE = 100  # cards (or groups) per page: a library of a million photos is many small pages, not one huge one
 
 
 def _cause(reasons: list[str]) -> str:
@@ -151,12 +153,29 @@ def _cause(reasons: list[str]) -> str:
     return re.sub(r"\s+", " ", re.sub(r"\b\d+(\.\d+)?\b", "", plain)).strip(" ;,") or first
 
 
+def _folder(path: str, library: str) -> str:
+    return (os.path.dirname(os.path.relpath(path, library)) if library else os.path.dirname(path)) or "."
+
+
 def _review_groups(rows: list[dict[str, Any]], library: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        folder = os.path.dirname(os.path.relpath(r["path"], library)) if library else os.path.dirname(r["path"])
-        groups.setdefault((_cause(r["reasons"]), folder or "."), []).append(r)
+        groups.setdefault((_cause(r["reasons"]), _folder(r["path"], library)), []).append(r)
     return groups
+
+
+def _pages(items: list[Any], stem: str) -> list[tuple[str, list[Any]]]:
+    """``items`` cut into pages of PER_PAGE: (file name under pages/, items). The first page of a
+    list lives on index.html when ``stem`` is empty."""
+    chunks = [items[i : i + PER_PAGE] for i in range(0, len(items), PER_PAGE)] or [[]]
+    return [(f"{stem}-{n}.html", chunk) for n, chunk in enumerate(chunks, 1)]
+
+
+def desk_link(desk_address: str, folder: str) -> str:
+    """The review desk's queue filtered to one audited folder's photos (docs/review-desk.md)."""
+    from urllib.parse import urlencode
+
+    return desk_address.rstrip("/") + "/?" + urlencode({"source": "audit", "folder": folder})
 
 
 def write_audit_report(
@@ -169,9 +188,11 @@ def write_audit_report(
     max_thumbnails: int = 2000,
     decisions: list[dict[str, Any]] | None = None,
     clips: list[dict[str, Any]] | None = None,
+    desk_address: str = "http://127.0.0.1:8765/",
 ) -> Path:
-    """Write index.html (self-contained but for thumbnails in ./thumbs), audit.csv and audit.json.
-    ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo; returns False if it cannot."""
+    """Write index.html (self-contained but for thumbnails in ./thumbs and further pages in ./pages),
+    audit.csv and audit.json. ``thumbnail(row, path)`` draws a marked-up thumbnail of a row's photo;
+    returns False if it cannot. ``desk_address``: where the review desk answers, for links to its queue."""
     import csv
     import io
 
@@ -180,19 +201,22 @@ def write_audit_report(
     # previous good report, never an empty one.
     out_dir = private_dir(Path(out_dir))
     private_dir(out_dir / "thumbs")
+    private_dir(out_dir / "pages")
     # At a district's scale (issue 27: 1,601 photos to review drew 1,698 thumbnails on one page):
     # every blocked photo gets its thumbnail (up to the budget); photos to review are grouped by
     # cause and folder, with counts, and only the first GROUP_THUMBNAILS of each group get one.
     groups = _review_groups([r for r in rows if r["verdict"] == "review"], library)
-    pictured = {id(r) for rs in groups.values() for r in rs[:GROUP_THUMBNAILS]}
-    drawn = 0
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    pictured = {id(r) for _, rs in ordered for r in rs[:GROUP_THUMBNAILS]}
+    drawn: set[str] = set()
     for row in rows:
         row["thumbnail"] = None
         if row["verdict"] == "review" and id(row) not in pictured:
             continue
         name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
-        if drawn < max_thumbnails and thumbnail(row, out_dir / name):
-            row["thumbnail"], drawn = name, drawn + 1
+        if len(drawn) < max_thumbnails and thumbnail(row, out_dir / name):
+            row["thumbnail"] = name
+            drawn |= {name, name[: -len(".jpg")] + ".large.jpg"}
 
     def card(r: dict[str, Any]) -> dict[str, Any]:
         large = r["thumbnail"][: -len(".jpg")] + ".large.jpg" if r["thumbnail"] else None
@@ -205,6 +229,38 @@ def write_audit_report(
             "checked": _local(r["checked_at"]),
         }
 
+    templates = _templates()
+    written: set[str] = set()
+
+    def list_pages(title: str, what: str, items: list[Any], stem: str, verdict: str, note: str = "") -> list[str]:
+        """Write ``items`` on pages/<stem>-N.html; returns the pages' names (for the links)."""
+        pages = _pages(items, stem)
+        names = [name for name, _ in pages]
+        for n, (name, chunk) in enumerate(pages):
+            atomic_write(out_dir / "pages" / name, templates.get_template("audit_list.html").render(
+                title=title, what=what, items=chunk, verdict=verdict, note=note, library=library, run_id=summary.get("run_id"),
+                number=n + 1, names=names, first=n * PER_PAGE + 1, total=len(items),
+            ))  # fmt: skip
+            written.add(name)
+        return names
+
+    blocked = [card(r) for r in rows if r["verdict"] == "block"]
+    blocked_pages = list_pages("Blocked photos", "photos", blocked, "blocked", "block") if len(blocked) > PER_PAGE else []
+    held_groups = []
+    for i, ((cause, folder), rs) in enumerate(ordered):
+        absolute = os.path.join(library, folder) if library and folder != "." else (library or folder)
+        stem = f"review-{hashlib.sha256(f'{cause}|{folder}'.encode()).hexdigest()[:12]}"
+        # The group's own pages list every photo in it (text; pictured where the budget drew one).
+        pages = list_pages(f"To review: {cause}", "photos", [card(r) for r in rs], stem, "review", note=f"in {folder}")
+        held_groups.append({
+            "cause": cause, "folder": folder, "count": len(rs), "pages": pages, "desk": desk_link(desk_address, absolute),
+            "cards": [card(r) for r in rs[:GROUP_CARDS]] if i < GROUPS_OPEN else [], "more": max(0, len(rs) - GROUP_CARDS),
+        })  # fmt: skip
+    group_pages = (
+        list_pages("Photos to review, by cause and folder", "groups", held_groups, "groups", "review")
+        if len(held_groups) > PER_PAGE else []
+    )  # fmt: skip
+
     # Only the changes that matter to a reader: a photo newly blocked or held, or cleared (a new photo
     # that is simply allowed is not news); grouped by folder, in path order; long lists are folded.
     mattering = [c for c in changes["changed"] if c["verdict"] in ("block", "review") or c["before"] in ("block", "review")]
@@ -216,11 +272,12 @@ def write_audit_report(
             folders.append((here, []))
         folders[-1][1].append(_place(c["path"], library) | {"before": c["before"], "verdict": c["verdict"]})
     totals = summary.get("totals", {})
-    page = _templates().get_template("audit_report.html").render(
+    page = templates.get_template("audit_report.html").render(
         library=library,
         run_id=summary.get("run_id"),
         now=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
         version=__version__,
+        desk=desk_address,
         totals={v: totals.get(v, 0) for v in ("block", "review", "allow")},
         run={
             "checked": summary.get("checked", 0),
@@ -233,13 +290,12 @@ def write_audit_report(
             "cleared_by_consenting": summary.get("cleared_by_consenting", 0),
             "event_blocks": summary.get("event_blocks", 0),
         },
-        blocked=[card(r) for r in rows if r["verdict"] == "block"],
-        held=[card(r) for r in rows if r["verdict"] == "review"],
-        held_groups=[
-            {"cause": cause, "folder": folder, "count": len(rs), "cards": [card(r) for r in rs[:GROUP_CARDS]],
-             "more": max(0, len(rs) - GROUP_CARDS)}
-            for (cause, folder), rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        ],
+        blocked=blocked[:PER_PAGE],
+        blocked_count=len(blocked),
+        blocked_pages=blocked_pages,
+        held_groups=held_groups[:PER_PAGE],
+        group_count=len(held_groups),
+        group_pages=group_pages,
         clips=[_place(c["path"], library) | {"verdict": c["verdict"], "reasons": c["reasons"]} for c in clips or []],
         changes={"folders": folders, "count": changes.get("changed_count", len(mattering)), "listed": len(listed)},
         deleted=[_place(p, library) for p in changes["deleted"][:500]],
@@ -248,6 +304,12 @@ def write_audit_report(
         decisions=_decision_groups(decisions or [], {r.get("sha256"): r["path"] for r in rows}),
     )
     atomic_write(out_dir / "index.html", page)
+    # Thumbnails and pages kept for what this report shows: a photo since allowed, moved or deleted
+    # leaves no picture of a child behind in the report's folder.
+    for folder, keep in (("thumbs", {n.removeprefix("thumbs/") for n in drawn}), ("pages", written)):
+        for old in (out_dir / folder).iterdir():
+            if old.is_file() and old.name not in keep:
+                old.unlink(missing_ok=True)
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -211,14 +211,17 @@ def create_app(desk: Desk) -> Any:
         mine = reach()
         served = [c for c in desk.book.queue(300) if desk.allowed(c.photo_path) is not None and desk.card_within(c, mine)]
         # Filters: a school (district accounts), where the photo came from, a file name or student id.
-        school, source, text = (request.args.get(k, "").strip() for k in ("school", "source", "q"))
-        filtered = bool(school or source or text)
+        school, source, text, folder = (request.args.get(k, "").strip() for k in ("school", "source", "q", "folder"))
+        filtered = bool(school or source or text or folder)
         if school:
             from optout_guard.optout_list import school_key
 
             served = [c for c in served if desk.card_within(c, (school_key(school),))]
         if source:
             served = [c for c in served if c.source == source]
+        if folder:  # the audit report links each group of photos to review here: a folder and what lies under it
+            within = Path(folder)
+            served = [c for c in served if within == Path(c.photo_path).parent or within in Path(c.photo_path).parents]
         if text:
             needle = text.casefold()
             served = [c for c in served if needle in Path(c.photo_path).name.casefold()

@@ -35,9 +35,23 @@ function say(text, error = false) {
 }
 
 // ---- review queue -------------------------------------------------------------------------------
+const FILTERS = [["q", "filter-q"], ["school", "filter-school"], ["source", "filter-source"], ["folder", "filter-folder"]];
+
+// The audit report links a group of photos to review here as ?source=audit&folder=…: start filtered.
+function filtersFromAddress() {
+  const given = new URLSearchParams(window.location.search);
+  for (const [key, id] of FILTERS) {
+    const value = given.get(key);
+    if (!value || !$(id)) continue;
+    if ($(id).tagName === "SELECT" && ![...$(id).options].some((o) => o.value === value)) $(id).add(new Option(value, value));
+    $(id).value = value;
+  }
+  if ($("filter-folder") && $("filter-folder").value) $("filter-folder-label").hidden = false;
+}
+
 function queueFilters() {
   const query = new URLSearchParams();
-  for (const [key, id] of [["q", "filter-q"], ["school", "filter-school"], ["source", "filter-source"]]) {
+  for (const [key, id] of FILTERS) {
     const value = $(id) ? $(id).value.trim() : "";
     if (value) query.set(key, value);
   }
@@ -367,12 +381,14 @@ async function loadScopes() {
     const data = await api("/api/scopes");
     for (const name of data.scopes) {
       $("scope").append(el("option", { value: name, textContent: name }));
-      $("filter-school").append(el("option", { value: name, textContent: name }));
+      if (![...$("filter-school").options].some((o) => o.value === name)) {
+        $("filter-school").append(el("option", { value: name, textContent: name }));
+      }
     }
   } catch (error) { /* the picker stays "the whole district" */ }
 }
 loadScopes();
-for (const id of ["filter-q", "filter-school", "filter-source"]) {
+for (const id of ["filter-q", "filter-school", "filter-source", "filter-folder"]) {
   $(id).addEventListener("change", () => loadQueue().catch((error) => say(error.message, true)));
 }
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); loadQueue().catch((error) => say(error.message, true)); });
@@ -520,4 +536,5 @@ for (const tab of document.querySelectorAll(".tab")) {
   });
 }
 
+filtersFromAddress();
 loadQueue().catch((error) => say(error.message, true));
