@@ -79,6 +79,17 @@ def test_the_desk_lists_every_photo_of_a_student_in_the_browser(tmp_path, data_d
             TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(TEST_OUTPUT / "student-photos.png"))
             assert HUGO.name in text and "confirmed as this student by officer" in text, text
+            # The student's own page: every photo, pictured (the marked-up copy), with where and how.
+            page.click("text=Open the page of hugo")
+            page.wait_for_selector("#student-title")
+            assert page.inner_text("#student-count") == "1 photo(s)."
+            body = page.inner_text("main")
+            assert HUGO.name in body and "confirmed as this student by officer" in body and "check folder" in body
+            page.wait_for_function("[...document.images].every((i) => i.complete && i.naturalWidth > 100)")
+            assert page.eval_on_selector_all("img", "is => is.length") == 1
+            page.screenshot(path=str(TEST_OUTPUT / "student-page.png"))
+            page.goto(server.url + "/students/nobody")
+            assert "No photo of nobody" in page.inner_text("#student-none")
             browser.close()
     finally:
         server.close()

@@ -315,6 +315,27 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
         cards = client.get("/api/queue").get_json()["cards"]
         assert cards[0]["candidates"][0]["name"] == "Hugo Chávez"
 
+    # A link from the audit report (a filtered queue) or to a student's page survives the sign-in;
+    # "next" only ever leads to a page of this desk.
+    with app.test_client() as client:
+        asked = client.get("/?source=audit&folder=/srv/lib/2026")
+        assert asked.status_code == 302 and "next=" in asked.headers["Location"]
+        page = client.get(asked.headers["Location"]).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        next_page = re.search(r'name="next" value="([^"]*)"', page).group(1).replace("&amp;", "&")
+        assert next_page == "/?source=audit&folder=/srv/lib/2026"
+        done = client.post("/login", data={"user": "officer", "password": "staple gun orange tree", "csrf_token": token,
+                                           "next": next_page})  # fmt: skip
+        assert done.status_code == 302 and done.headers["Location"].endswith("/?source=audit&folder=/srv/lib/2026")
+    for elsewhere in ("//evil.example/", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        with app.test_client() as client:
+            page = client.get("/login").get_data(as_text=True)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            done = client.post("/login", data={"user": "officer", "password": "staple gun orange tree", "csrf_token": token,
+                                               "next": elsewhere})  # fmt: skip
+            assert done.status_code == 302 and "evil" not in done.headers["Location"], elsewhere
+            assert done.headers["Location"].rstrip("/").endswith("desk.school.lan") or done.headers["Location"] == "/"
+
     # Sessions live on the server: a copy of the cookie stops working at logout, and at a password change.
     with app.test_client() as client:
         login(client, "teacher", "correct horse battery")

@@ -358,9 +358,14 @@ def test_an_account_limited_to_a_school_sees_and_answers_that_schools_cards_only
         headers = {"X-CSRFToken": _token(lincoln)}
         assert [c["id"] for c in lincoln.get("/api/queue").get_json()["cards"]] == [hugo.id]
         for url in (f"/face/{colin.id}.jpg", f"/photo/{colin.sha256}/original.jpg", "/reference/colin/0.jpg",
-                    "/api/students/colin/photos"):  # fmt: skip
+                    "/api/students/colin/photos", "/students/colin", "/students/colin/photo/0.jpg"):  # fmt: skip
             assert lincoln.get(url).status_code == 404, url
         assert lincoln.get(f"/face/{hugo.id}.jpg").status_code == 200
+        own = lincoln.get("/students/hugo").get_data(as_text=True)  # the page of one of Lincoln's students
+        shown = own.count('<article class="student-photo">')
+        assert shown >= 1 and "photo checked on the page" in own and "Hugo" in own and HUGO.name not in own
+        assert all(lincoln.get(f"/students/hugo/photo/{n}.jpg").mimetype == "image/jpeg" for n in range(shown))
+        assert lincoln.get(f"/students/hugo/photo/{shown}.jpg").status_code == 404
         refused = lincoln.post(f"/api/cards/{colin.id}/decide", json={"answer": "none", "confirm": True}, headers=headers)
         assert refused.status_code == 404 and desk.book.is_open(colin.id)
         assert lincoln.get("/api/scopes").get_json()["scopes"] == ["Lincoln Elementary School"]

@@ -106,7 +106,8 @@ def create_app(desk: Desk) -> Any:
         if options.lan and request.endpoint not in ("desk.login", "desk.static_file") and current_user() is None:
             if request.path.startswith("/api/"):
                 abort(401)
-            return redirect(url_for("desk.login"))
+            # Back to the page asked for after sign-in (the audit report's link to a filtered queue, a student's page).
+            return redirect(url_for("desk.login", next=request.full_path.rstrip("?")))
         return None
 
     @app.after_request
@@ -134,7 +135,8 @@ def create_app(desk: Desk) -> Any:
         lan = "1" if options.lan else "0"
         # "A family opted out today" only for accounts that may use it (they learned it after filling it in).
         may_add = not options.lan or may_see_names()
-        html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error, may_add=may_add)
+        html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error, may_add=may_add,
+                               next=_local_target(request.values.get("next", "")))  # fmt: skip
         return Response(html, status, mimetype="text/html")
 
     @bp.get("/")
@@ -159,7 +161,7 @@ def create_app(desk: Desk) -> Any:
                 sid = secrets.token_urlsafe(24)
                 live[sid] = (name, users.epoch(name) or "")
                 session["sid"] = sid
-                return redirect(url_for("desk.index"))
+                return redirect(_local_target(request.form.get("next", "")) or url_for("desk.index"))
             failures.failure(name, client)
             time.sleep(0.5)  # slows down guessing
             return page("login.html", error="Wrong name or password.", status=401)
@@ -177,16 +179,51 @@ def create_app(desk: Desk) -> Any:
             abort(404)
         return send_file(HERE / "static" / name, max_age=0)
 
-    @bp.get("/api/students/<student_id>/photos")
-    def api_student_photos(student_id: str) -> Any:
-        """Every photo of one student the desk's sources know (appearances.py): what a privacy
-        officer takes down when a family opts out mid-year."""
+    def appearances_or_404(student_id: str) -> list[Any]:
+        """Every photo of one student the desk's sources know (appearances.py), if this account may see them."""
         from optout_guard.appearances import appearances
         from optout_guard.optout_list import is_valid_student_id
 
         if not is_valid_student_id(student_id) or not desk.student_within(student_id, reach()):
             abort(404)
-        found = appearances(desk.settings, student_id, options.check_folders)
+        return appearances(desk.settings, student_id, options.check_folders)
+
+    @bp.get("/students/<student_id>")
+    def student_page(student_id: str) -> Response:
+        """A page per student: every photo and clip where they were blocked, held or confirmed, newest
+        first, pictured where the desk serves the photo (what to take down when a family opts out)."""
+        found = appearances_or_404(student_id)
+        rows = [{
+            "n": n, "when": (a.when or "").replace("T", " ")[:16], "source": a.source, "verdict": a.verdict, "how": a.how,
+            "name": Path(a.path).name if a.source != "desk" else "photo checked on the page",
+            "path": a.path if desk.allowed(a.path) is not None else "",
+            "pictured": desk.allowed(a.marked or a.path) is not None,
+            "distance": None if a.distance is None else f"{a.distance:.2f}",
+        } for n, a in enumerate(found)]  # fmt: skip
+        name = desk.candidate_json(student_id, 0.0, may_see_names()).get("name")
+        html = render_template("student.html", student_id=student_id, name=name, rows=rows, user=current_user() or "",
+                               lan="1" if options.lan else "0", csrf=generate_csrf())  # fmt: skip
+        return Response(html, mimetype="text/html")
+
+    @bp.get("/students/<student_id>/photo/<int:n>.jpg")
+    def student_photo(student_id: str, n: int) -> Any:
+        """The n-th photo of the student's page: its marked-up copy where one is kept, else the photo."""
+        found = appearances_or_404(student_id)
+        if not 0 <= n < len(found):
+            abort(404)
+        path = desk.allowed(found[n].marked or found[n].path)
+        if path is None:
+            abort(404)
+        try:
+            return Response(desk.thumbnail(path, 1600), mimetype="image/jpeg")
+        except (ImageRejected, OSError):
+            abort(404)
+
+    @bp.get("/api/students/<student_id>/photos")
+    def api_student_photos(student_id: str) -> Any:
+        """Every photo of one student the desk's sources know (appearances.py): what a privacy
+        officer takes down when a family opts out mid-year."""
+        found = appearances_or_404(student_id)
         rows = []
         for a in found:
             row = a.as_json()
@@ -499,6 +536,13 @@ class SignInThrottle:
     def success(self, name: str, client: str) -> None:
         for key in self._keys(name, client):
             self.state.pop(key, None)
+
+
+def _local_target(target: str) -> str:
+    """A page of this desk to return to after sign-in, or "": never another site ("//evil", "https://…")."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n\\"):
+        return ""
+    return target
 
 
 def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

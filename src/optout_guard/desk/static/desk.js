@@ -302,10 +302,11 @@ $("student-search").addEventListener("submit", async (event) => {
   const list = $("student-photos");
   try {
     const data = await api(`/api/students/${encodeURIComponent(id)}/photos`);
+    const page = el("li", {}, el("a", { href: `/students/${encodeURIComponent(id)}`, textContent: `Open the page of ${id}, with the photos` }));
     list.replaceChildren(...(data.photos.length ? data.photos.map((p) => el("li", {
       textContent: `${(p.when || "").replace("T", " ").slice(0, 16)} · ${p.name} (${p.source}) · ${p.verdict.toUpperCase()} · ${p.how}`,
       title: p.path,
-    })) : [el("li", { textContent: `No photo of ${id} is known to have been blocked, held or confirmed.` })]));
+    })) : [el("li", { textContent: `No photo of ${id} is known to have been blocked, held or confirmed.` })]), page);
   } catch (error) { list.replaceChildren(el("li", { textContent: error.message })); }
 });
 
