@@ -106,7 +106,7 @@ from optout_guard.audit.plan import plan_run
 from optout_guard.audit.state import connect
 def listed():
     for i in range({rows}):
-        yield Listed(f"/srv/library/School {{i % 20:02d}}/{{2020 + i % 5}}/event {{i // 5000:04d}}/IMG_{{i:08d}}.jpg".encode(), 2_500_000 + i, 1_700_000_000_000_000_000, "image")
+        yield Listed(f"/srv/library/School {{i % 20:02d}}/{{2020 + i % 5}}/event {{i // 5000:04d}}/IMG_{{i:08d}}.jpg".encode(), 2_500_000 + i, 1_700_000_000_000_000_000, "photo")
 with tempfile.TemporaryDirectory() as tmp:
     db = connect(Path(tmp) / "state.sqlite")
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -20,6 +20,7 @@ from optout_guard.audit.plan import plan_run, todo_pages
 from optout_guard.audit.state import UPSERT, connect
 from optout_guard.errors import LibraryLooksUnmounted
 from optout_guard.fsutil import sha256_with_identity
+from optout_guard.types import MediaKind
 
 GALLERY = "g1"
 
@@ -176,7 +177,7 @@ def test_listing_in_threads_finds_what_one_thread_finds(tmp_path):
     threaded = sorted((x.path, x.size, x.mtime_ns, x.kind) for x in list_library(lib, many, threads=6))
     assert single == threaded and len(single) == len(names) + 1
     assert sorted(one.links) == sorted(many.links) == [str(lib / "a" / "link.jpg"), str(lib / "linkdir")]
-    assert all(kind == "image" for *_, kind in single)
+    assert all(kind is MediaKind.PHOTO for *_, kind in single)
 
 
 def test_listing_threads_stop_when_the_audit_stops_early(tmp_path):
@@ -203,7 +204,7 @@ def test_the_listing_is_not_held_in_memory(tmp_path, db):
             if i % 1000 == 0:
                 stored = db.execute("SELECT COUNT(*) FROM walk").fetchone()[0]
                 behind.append(i - stored)
-            yield Listed(f"/nowhere/{i:06d}.jpg".encode(), 10, 1, "image")
+            yield Listed(f"/nowhere/{i:06d}.jpg".encode(), 10, 1, MediaKind.PHOTO)
 
     plan = plan_run(db, 1, listing(), lambda _n: GALLERY, set())
     assert plan.seen == plan.todo == 30_000

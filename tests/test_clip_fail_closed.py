@@ -21,7 +21,7 @@ from optout_guard.config import load_settings
 from optout_guard.media.clip import probe
 from optout_guard.media.photos import sniff
 from optout_guard.pipeline import Guard, Redaction
-from optout_guard.types import Decision, Verdict
+from optout_guard.types import Decision, MediaKind, Verdict
 
 runner = CliRunner()
 COLIN = LFW / "Colin_Powell" / "Colin_Powell_0004.jpg"  # not one of the enrolled photos
@@ -159,7 +159,7 @@ def test_a_student_only_in_the_last_moment_is_looked_at(colin_ws, tmp_path):
 def test_a_still_photo_named_mp4_is_checked_as_a_photo(colin_ws, tmp_path):
     named = tmp_path / "IMG_0042.mp4"
     shutil.copy(LFW / "Colin_Powell" / "Colin_Powell_0005.jpg", named)
-    assert sniff(named) == "image"
+    assert sniff(named) is MediaKind.PHOTO
     result = Guard(colin_ws).check(named)
     assert result.verdict is Verdict.BLOCK and result.clip is None
     assert result.reasons[0] == "this file is a still photo named .mp4; it was checked as a photo"

@@ -60,7 +60,7 @@ def collect_photos(paths: Iterable[Path | str], exclude: Iterable[Path] = ()) ->
                 if name.startswith("."):
                     continue
                 file = here / name
-                if sniff(file) != "other":  # images, and files that cannot be read: check() reports those
+                if sniff(file).checked:  # photos, clips, and files that cannot be read: check() reports those
                     yield file
                 else:
                     yield Skipped(str(file), NOT_CHECKED)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optout_guard import annotate, postable
+from optout_guard import annotate, postable, stored_faces
 from optout_guard.config import Settings
 from optout_guard.consent import CLEARABLE, clear_consenting
 from optout_guard.detection import ModelDetector
@@ -25,11 +25,12 @@ from optout_guard.folders import Skipped, UnreadableFolder, collect_photos, unre
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
-from optout_guard.media.clip import CLIP_EXTENSIONS
-from optout_guard.media.photos import load_image, sniff
+from optout_guard.media.handlers import handler_for, handler_of
+from optout_guard.media.photos import load_image
 from optout_guard.models import Models, embedding_fingerprint, get_models, models_needed
 from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
+from optout_guard.stored_faces import StoredFace
 from optout_guard.types import (
     Candidate,
     Decision,
@@ -38,6 +39,7 @@ from optout_guard.types import (
     Face,
     FaceMatch,
     LoadedImage,
+    MediaKind,
     ReasonCode,
     ScanResult,
     Settler,
@@ -194,30 +196,28 @@ class Guard:
         annotate_dir: Path | None = None,
         redact: Redaction | None = None,
         scope: Scope = WHOLE_DISTRICT,
+        kind: MediaKind | None = None,
     ) -> ScanResult:
         """Check one photo (or video clip) against the students of ``scope``. Never raises for a bad
-        file: the problem becomes a *review* reason."""
-        kind = sniff(path)
-        if kind == "clip":
-            from optout_guard.video import check_clip  # PyAV is loaded only when a clip comes
-
-            result = check_clip(self, path, annotate_dir, redact, scope)
-        else:
-            result, _ = self._check(path, annotate_dir, None, False, redact, scope)
-            suffix = Path(path).suffix.lower()
-            if kind == "image" and suffix in CLIP_EXTENSIONS:
-                said = f"this file is a still photo named {suffix}; it was checked as a photo"
-                result = dataclasses.replace(result, reasons=(said, *result.reasons))
-        return _scoped(result, scope)
+        file: the problem becomes a *review* reason. ``kind``: what the caller's ``sniff`` found
+        already (else it is sniffed here); the kind's handler does the work (``media.handlers``)."""
+        handler = handler_for(kind) if kind is not None else handler_of(path)
+        return _scoped(handler.check(self, path, annotate_dir, redact, scope), scope)
 
     def recheck(self, path: Path | str, faces: list[Face], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
         """Decide again, against the current gallery, on faces found earlier in this photo (their
-        boxes and landmarks): the faces are re-embedded, detection is not run again. A clip is
-        checked again whole (its tracks are not stored)."""
-        if sniff(path) == "clip":
-            return self.check(path, scope=scope)
-        result, _ = self._check(path, None, faces, False, None, scope)
+        boxes and landmarks): the faces are re-embedded, detection is not run again."""
+        result, _ = self.check_photo(path, None, faces, False, None, scope)
         return _scoped(result, scope)
+
+    def recheck_stored(
+        self, path: Path | str, stored: list[StoredFace], scope: Scope = WHOLE_DISTRICT, keep: bool = False
+    ) -> tuple[ScanResult, FaceVectors | None]:
+        """The audit's re-decision of a file from what it stored (``stored_faces``): the stored kind's
+        handler decides how (a photo's faces re-embedded, a clip's tracks' frames decoded)."""
+        handler = handler_for(MediaKind.CLIP if stored_faces.is_clip(stored) else MediaKind.PHOTO)
+        result, vectors = handler.recheck(self, path, stored, scope, keep)
+        return _scoped(result, scope), vectors
 
     def check_keeping_embeddings(
         self, path: Path | str, faces: list[Face] | None = None, scope: Scope = WHOLE_DISTRICT
@@ -225,9 +225,10 @@ class Guard:
         """:meth:`check` (or :meth:`recheck` when ``faces`` are given), and every face's embedding
         for the audit's opt-in cache — mirror-averaged, since a later gallery may bring any face near
         somebody — kept apart from the result, which never carries vectors. None for a clip."""
-        if sniff(path) == "clip":
-            return self.check(path, scope=scope), None
-        result, vectors = self._check(path, None, faces, True, None, scope)
+        if faces is not None:
+            result, vectors = self.check_photo(path, None, faces, True, None, scope)
+            return _scoped(result, scope), vectors
+        result, vectors = handler_of(path).first_check(self, path, scope, keep=True)
         return _scoped(result, scope), vectors
 
     def decide(
@@ -259,7 +260,7 @@ class Guard:
         matches, verdict, reasons = self.settler.settle(sha256, postable.clear_own_blur(own, matches), notes)
         return matches, verdict, (*reasons, own.describe())
 
-    def _check(
+    def check_photo(
         self,
         path: Path | str,
         annotate_dir: Path | None,
@@ -268,6 +269,8 @@ class Guard:
         redact: Redaction | None,
         scope: Scope = WHOLE_DISTRICT,
     ) -> tuple[ScanResult, FaceVectors | None]:
+        """A photo's check (``media.handlers.PhotoHandler``): load → detect (or ``known_faces``) →
+        embed → decide → copies; with ``keep_embeddings``, each face's embedding beside the result."""
         started = time.perf_counter()
         if self.settings.recognition:
             self.require_index()

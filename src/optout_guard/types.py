@@ -80,6 +80,20 @@ class Embeddings:
     mirrored: tuple[bool, ...] = ()  # per vector: already mirror-averaged
 
 
+class MediaKind(str, enum.Enum):
+    """What a file is, decided once (``media.photos.sniff``) and then handed on: each kind that is
+    checked has one handler (``media.handlers``)."""
+
+    PHOTO = "photo"  # an image extension or header (every page or frame of it is a photo)
+    CLIP = "clip"  # a video container FFmpeg can open with a picture in it
+    OTHER = "other"  # read, and neither: left alone (counted as not checked)
+    UNREADABLE = "unreadable"  # could not be read, so nobody knows what it is: checked, so it is review
+
+    @property
+    def checked(self) -> bool:
+        return self is not MediaKind.OTHER
+
+
 class Verdict(str, enum.Enum):
     """What one photo means."""
 

@@ -39,10 +39,11 @@ from typing import Any
 from optout_guard.config import settings_stamp
 from optout_guard.errors import AlreadyWatched, ConfigError, IndexUnusable, ModelUnavailable, OptoutGuardError
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
+from optout_guard.media.handlers import OUTPUT_SUFFIXES, PHOTOS, handler_for
 from optout_guard.media.photos import sniff
 from optout_guard.pipeline import Guard, Redaction
 from optout_guard.scope import WHOLE_DISTRICT, Scope, folder_scope
-from optout_guard.types import Box, Decision, ReasonCode, ScanResult, Verdict
+from optout_guard.types import Box, Decision, MediaKind, ReasonCode, ScanResult, Verdict
 
 log = logging.getLogger("optout_guard.watch")
 
@@ -350,18 +351,18 @@ class CheckFolder:
             return path  # changed since it was filed: it keeps its own verdict
         self.staging.mkdir(parents=True, exist_ok=True)
         copy = annotate.write_marked_copy(image, list(result.faces), self.staging) if marked else None
-        postable = path.with_name(f"{path.name}.postable.jpg")
+        postable = path.with_name(f"{path.name}{PHOTOS.postable_suffix}")  # events group photos only
         moved = dataclasses.replace(result, annotated_path=str(copy) if copy else None,
                                     redacted_path=str(postable) if postable.is_file() else None)  # fmt: skip
-        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".txt")]
+        old = [path.with_name(f"{path.name}{suffix}") for suffix in (PHOTOS.marked_suffix, ".txt")]
         target = self._file(path, moved, home)
         for leftover in old:
             leftover.unlink(missing_ok=True)
         return target
 
     def _process(self, path: Path) -> bool:
-        kind = sniff(path)
-        if kind == "other":
+        kind = sniff(path)  # decided once: the check is handed the kind
+        if not kind.checked:
             self._note_not_photo(path, "not a photo (left where it is)")
             with self._lock:
                 self._seen.pop(path, None)
@@ -380,7 +381,7 @@ class CheckFolder:
                 "It will be in allowed/, blocked/ or review/ with a note in a moment (a video clip takes longer: "
                 "about a quarter of its length).\n"), mode=0o644, prefix=".optout-guard-checking-")  # fmt: skip
         try:
-            result = self._check_claimed(claimed, path)
+            result = self._check_claimed(claimed, path, kind)
             seen = self._seen.get(path)
             if result.verdict is Verdict.REVIEW and seen is not None and _looks_unfinished(result):
                 try:
@@ -444,13 +445,13 @@ class CheckFolder:
             return WHOLE_DISTRICT
         return folder_scope(relative.parts[0], set(self.guard.index.protected_students()), self.guard.settings.workspace)
 
-    def _check_claimed(self, claimed: Path, origin: Path) -> ScanResult:
+    def _check_claimed(self, claimed: Path, origin: Path, kind: MediaKind) -> ScanResult:
         """Check the claimed file; if its bytes are not the ones checked afterwards (a writer still had
         it open), check again — at most three times, then it is review."""
         redaction = Redaction(self.staging) if self.redact else None
         scope = self.scope_of(origin.relative_to(self.folder))
         for _ in range(3):
-            result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction, scope=scope)
+            result = self.guard.check(claimed, annotate_dir=self.staging, redact=redaction, scope=scope, kind=kind)
             result = dataclasses.replace(result, path=str(origin))
             try:
                 now = sha256_file(claimed)
@@ -508,7 +509,7 @@ class CheckFolder:
     def _refile(self, path: Path) -> tuple[Verdict, Path] | None:
         path = Path(path).resolve()
         home = next((v for v, d in self._out_dirs.items() if path.is_relative_to(d.resolve())), None)
-        if home is None or not path.is_file() or path.name.endswith((".marked.jpg", ".postable.jpg", ".postable.mp4")):
+        if home is None or not path.is_file() or path.name.endswith(OUTPUT_SUFFIXES):
             return None
         self.staging.mkdir(parents=True, exist_ok=True)
         redaction = Redaction(self.staging) if self.redact else None
@@ -520,7 +521,7 @@ class CheckFolder:
                     Path(staged).unlink(missing_ok=True)
             return home, path
         base = self._out_dirs[home].resolve()
-        old = [path.with_name(f"{path.name}{suffix}") for suffix in (".marked.jpg", ".postable.jpg", ".postable.mp4", ".txt")]
+        old = [path.with_name(f"{path.name}{suffix}") for suffix in (*OUTPUT_SUFFIXES, ".txt")]
         target = self._file(path, result, base)
         for leftover in old:
             leftover.unlink(missing_ok=True)
@@ -543,11 +544,11 @@ class CheckFolder:
         target = _free_name(out_dir, origin.name)
         marked_name = ""
         if result.annotated_path:
-            marked_name = f"{target.name}.marked.jpg"  # full name: face.heic and face.bmp differ
+            marked_name = f"{target.name}{handler_for(result.kind).marked_suffix}"  # full name: face.heic and face.bmp differ
             os.replace(result.annotated_path, out_dir / marked_name)
         postable = ""
         if result.redacted_path:
-            postable = f"{target.name}.postable{Path(result.redacted_path).suffix}"  # .jpg, or .mp4 for a clip
+            postable = f"{target.name}{handler_for(result.kind).postable_suffix}"  # .jpg, or .mp4 for a clip
             os.replace(result.redacted_path, out_dir / postable)
         atomic_write(out_dir / f"{target.name}.txt", _note(target.name, result, marked_name, postable), mode=0o644)
         os.replace(path, target)  # last: until here the original is untouched (in the inbox or staging)

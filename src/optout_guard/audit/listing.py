@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optout_guard.types import MediaKind
+
 # Folders that hold no photos of people but system clutter (Windows, macOS, Synology, Samba).
 SYSTEM_DIRS = {"$RECYCLE.BIN", "System Volume Information", "@eaDir", "#recycle", "lost+found", "#snapshot", ".Trash"}
 LISTING_THREADS = 4  # top-level folders listed at once (measured: scripts/benchmark_coordinator.py)
@@ -34,7 +36,7 @@ class Listed:
     path: bytes
     size: int
     mtime_ns: int
-    kind: str  # images.sniff: "image", "clip", "other" or "unreadable"
+    kind: MediaKind  # media.photos.sniff
 
 
 @dataclass
@@ -91,7 +93,7 @@ def _read_folder(folder: bytes, passed: Passed) -> tuple[list[bytes], list[Liste
         except OSError:
             continue  # gone between the directory read and the stat: it is not in the library now
         dot = name.rfind(b".")
-        kind = "image" if dot > 0 and name[dot:].lower() in _image_suffixes() else sniff(os.fsdecode(entry.path))
+        kind = MediaKind.PHOTO if dot > 0 and name[dot:].lower() in _image_suffixes() else sniff(os.fsdecode(entry.path))
         files.append(Listed(entry.path, st.st_size, st.st_mtime_ns, kind))
     return folders, files
 

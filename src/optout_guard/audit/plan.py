@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from optout_guard.audit.listing import Listed, display_path
 from optout_guard.errors import LibraryLooksUnmounted
 from optout_guard.fsutil import sha256_with_identity
+from optout_guard.types import MediaKind
 
 # A run that finds more than this share of the library's photos gone (and at least MIN_GONE of
 # them), or all of them, stops without recording anything: a share that did not mount looks
@@ -96,11 +97,12 @@ def plan_run(
     for chunk in _chunks(listing, _INSERT_BATCH):
         rows = []
         for item in chunk:
-            if item.kind not in ("image", "clip", "unreadable"):  # "unreadable": checked, so it is review
+            media = MediaKind(item.kind)
+            if not media.checked:  # an unreadable file is checked, so it is review
                 plan.not_images += 1
                 continue
-            plan.clips += item.kind == "clip"
-            rows.append((item.path, item.size, item.mtime_ns, "clip" if item.kind == "clip" else "photo",
+            plan.clips += media is MediaKind.CLIP
+            rows.append((item.path, item.size, item.mtime_ns, "clip" if media is MediaKind.CLIP else "photo",
                          gallery_of(os.fsdecode(item.path))))  # fmt: skip
         db.executemany("INSERT OR IGNORE INTO walk VALUES (?, ?, ?, ?, ?)", rows)
     plan.seen = db.execute("SELECT COUNT(*) FROM walk").fetchone()[0]

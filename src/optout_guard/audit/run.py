@@ -384,16 +384,18 @@ def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], boo
     from optout_guard.media.photos import load_image
 
     def draw(row: dict[str, Any], out: Path) -> bool:
-        if row.get("kind") == "clip":  # the clip's contact sheet, from the stored tracks' best frames
+        from optout_guard.media.handlers import handler_for
+
+        handler = handler_for(row.get("kind") or "photo")  # the kind the audit stored for the file
+        try:  # a clip's contact sheet, from the stored tracks' best frames (None for a photo)
+            sheet = handler.stored_picture(row["fs_path"], stored_faces.decode(row["faces"]), settings)
+        except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
+            return False
+        if sheet is not None:
             from PIL import Image
 
             from optout_guard.annotate import save_jpeg
-            from optout_guard.video import stored_contact_sheet
 
-            try:
-                sheet = stored_contact_sheet(row["fs_path"], [f for f in stored_faces.decode(row["faces"]) if f.track])
-            except Exception:  # noqa: BLE001 - no thumbnail is shown; the row still says why
-                return False
             out.parent.mkdir(parents=True, exist_ok=True)
             save_jpeg(sheet, large_of(out), mode=0o600)
             sheet.thumbnail((360, 720), Image.Resampling.LANCZOS)

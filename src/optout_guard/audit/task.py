@@ -8,7 +8,7 @@ import os
 from optout_guard import stored_faces
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.scope import WHOLE_DISTRICT, Scope
-from optout_guard.types import Face, ScanResult, Verdict
+from optout_guard.types import ScanResult, Verdict
 
 
 def stat_now(name: str) -> tuple[int, int] | None:
@@ -31,23 +31,16 @@ def audit_task(
     """One photo, where it is checked (this process, a pool worker or a cluster worker). A file that
     changed while it was read is checked once more here, so the coordinator never stats the share."""
 
-    def check(known: list[Face] | None) -> Checked:
-        if keep:
-            return guard.check_keeping_embeddings(path, known, scope)
-        return (guard.check(path, scope=scope) if known is None else guard.recheck(path, known, scope)), None
+    def first_check() -> Checked:
+        return guard.check_keeping_embeddings(path, None, scope) if keep else (guard.check(path, scope=scope), None)
 
-    stored = stored_faces.decode(faces) if kind == "recheck" else []
-    if stored_faces.is_clip(stored):
-        from optout_guard.video import recheck_clip  # a clip: its tracks' frames only, not a full decode
-
-        checked: Checked = (recheck_clip(guard, path, stored, scope), None)
-    else:
-        checked = check([s.face for s in stored] if kind == "recheck" else None)
+    # A re-check: the stored kind's handler decides again from what was stored (media.handlers).
+    checked = guard.recheck_stored(path, stored_faces.decode(faces), scope, keep) if kind == "recheck" else first_check()
     identity = checked[0].identity
     if identity is not None and stat_now(path) not in (identity, None):
         # Recorded with the stat of the bytes read the second time; if it changed again, the next
         # run sees a new size or time and checks it again.
-        checked = check(None)
+        checked = first_check()
     return checked
 
 

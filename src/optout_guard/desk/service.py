@@ -421,16 +421,9 @@ class Desk:
         return _jpeg(crop)
 
     def thumbnail(self, path: Path, size: int) -> bytes:
-        from PIL import Image
+        from optout_guard.media.handlers import handler_of
 
-        from optout_guard.media.photos import load_image, sniff
-
-        if sniff(path) == "clip":  # a clip without its contact sheet: its first frame
-            from optout_guard.media.clip import frame_at
-
-            picture = Image.fromarray(frame_at(path, 0.0))
-        else:
-            picture = Image.fromarray(load_image(path, self.settings).pages[0])
+        picture = handler_of(path).picture(path, self.settings)  # a clip without its contact sheet: its first frame
         picture.thumbnail((size, size))
         return _jpeg(picture)
 

@@ -23,7 +23,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from optout_guard.config import Settings
 from optout_guard.errors import ImageRejected
 from optout_guard.fsutil import FileChangedError, read_with_identity
-from optout_guard.types import LoadedImage, ReasonCode
+from optout_guard.types import LoadedImage, MediaKind, ReasonCode
 
 # EXIF orientation tag value -> the transposes that undo it (what ImageOps.exif_transpose does, but
 # applied to every frame of a multi-frame file, not only the first).
@@ -359,53 +359,53 @@ IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .jpe .jfif .png .webp .gif .tif .tiff .
 
 def looks_like_image(path: Path | str) -> bool:
     """Cheap test used when walking folders: an image extension, or an image header."""
-    return sniff(path) == "image"
+    return sniff(path) is MediaKind.PHOTO
 
 
-def sniff(path: Path | str) -> str:
-    """What a file found in a folder is: "image" (an image extension or header), "clip" (a video
-    container, by its header or a video extension), "other" (a file that was read and is neither:
-    left alone), or "unreadable" (it could not be read, so nobody knows: it must be checked, which
-    makes it *review*, whatever its name)."""
+def sniff(path: Path | str) -> MediaKind:
+    """What a file found in a folder is (``MediaKind``): a photo (an image extension or header), a
+    clip (a video container, by its header or a video extension), other (a file that was read and is
+    neither: left alone), or unreadable (it could not be read, so nobody knows: it must be checked,
+    which makes it *review*, whatever its name). Decided here, once; callers hand the kind on."""
     from optout_guard.media.clip import CLIP_EXTENSIONS, has_video, looks_like_clip
 
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
-        return "image"  # not even opened (a walk of millions of files); a clip named .jpg is review
+        return MediaKind.PHOTO  # not even opened (a walk of millions of files); a clip named .jpg is review
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            return "other"  # never open a pipe or device just to sniff it
+            return MediaKind.OTHER  # never open a pipe or device just to sniff it
         with open(path, "rb") as fh:
             head = fh.read(400)
     except OSError:
-        return "unreadable"
+        return MediaKind.UNREADABLE
     if looks_like_clip(head, suffix):
-        return "clip"  # whatever its name (or none)
+        return MediaKind.CLIP  # whatever its name (or none)
     if not head:
-        return "other"  # an empty file with a non-image name: nothing in it to post
+        return MediaKind.OTHER  # an empty file with a non-image name: nothing in it to post
     image = _opens_as_image(path)
-    if image != "other":
+    if image is not MediaKind.OTHER:
         return image  # a still photo named .mp4 is checked as the photo it is
     if suffix in CLIP_EXTENSIONS:
-        return "clip"  # named as a clip but not recognised: checked as one (a damaged clip is review)
+        return MediaKind.CLIP  # named as a clip but not recognised: checked as one (a damaged clip is review)
     # Whatever FFmpeg plays with a picture in it is a clip (FLV, Ogg/Theora, a song's cover art…).
-    return "clip" if has_video(path) else "other"
+    return MediaKind.CLIP if has_video(path) else MediaKind.OTHER
 
 
-def _opens_as_image(path: Path | str) -> str:
-    """"image" when Pillow recognises the file, "unreadable" when reading it failed, else "other"."""
+def _opens_as_image(path: Path | str) -> MediaKind:
+    """PHOTO when Pillow recognises the file, UNREADABLE when reading it failed, else OTHER."""
     _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path):
-                return "image"
+                return MediaKind.PHOTO
     except Image.DecompressionBombError:
-        return "image"  # an image, and a hostile one: load_image will refuse it with a reason
+        return MediaKind.PHOTO  # an image, and a hostile one: load_image will refuse it with a reason
     except OSError as exc:
-        return "other" if isinstance(exc, UnidentifiedImageError) else "unreadable"
+        return MediaKind.OTHER if isinstance(exc, UnidentifiedImageError) else MediaKind.UNREADABLE
     except Exception:  # noqa: BLE001 - anything else unreadable as an image is "not an image" here
-        return "other"
+        return MediaKind.OTHER
 
 
 _EXIF_IFD = 0x8769
