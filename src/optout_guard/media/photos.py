@@ -141,7 +141,8 @@ def _heif_thumbnails(data: bytes) -> list[Image.Image]:
     found: list[Image.Image] = []
     try:
         primary = pillow_heif.open_heif(io.BytesIO(data))[0]
-        for i in range(len(primary.info.get("thumbnails", []))):
+        listed = primary.info.get("thumbnails")
+        for i in range(len(listed) if isinstance(listed, list) else 0):
             t = primary.get_thumbnail(i)
             found.append(Image.frombytes(t.mode, t.size, t.data, "raw", t.mode, t.stride).convert("RGB"))
     except Exception:  # noqa: BLE001 - no readable HEIF thumbnail
