@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,3 +213,28 @@ def det_plot(result: Calibration, path: Any, settings: Settings) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def calibrate_workspace(settings: Settings, out_dir: Path | None = None) -> tuple[Calibration, dict[str, Any], Any, list[Path]]:
+    """``optout-guard calibrate``: the thresholds measured on the workspace's own gallery; its summary
+    (with the cohort in use, if any); and, with ``out_dir``, calibration.json and det.png written
+    there. Returns (result, summary, cohort or None, files written)."""
+    import json
+
+    from optout_guard.fsutil import atomic_write
+    from optout_guard.index import open_index
+
+    index = open_index(settings)
+    result = calibrate(index, settings)
+    summary = result.summary()
+    cohort = index.cohort if settings.cohort else None
+    if cohort is not None:
+        summary["cohort"] = {k: v for k, v in cohort.as_json().items() if k != "penalties"}
+    written: list[Path] = []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_dir / "calibration.json", json.dumps(summary, indent=2), mode=0o644)
+        written.append(out_dir / "calibration.json")
+        if det_plot(result, out_dir / "det.png", settings):
+            written.append(out_dir / "det.png")
+    return result, summary, cohort, written

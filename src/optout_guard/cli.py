@@ -13,12 +13,13 @@ Exit codes (also in docs/command-line.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -30,7 +31,6 @@ from rich.table import Table
 from optout_guard import __version__
 from optout_guard.config import Settings, load_settings
 from optout_guard.errors import OptoutGuardError
-from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.types import ScanResult, Verdict
 
 EXIT_ALLOW, EXIT_BLOCK, EXIT_USAGE, EXIT_REVIEW = 0, 1, 2, 3
@@ -226,54 +226,37 @@ def check(
     )
     # The models load while the rest starts (imports, the index, the photos); require_models waits.
     get_models().load_in_background(models_needed(settings.detector, settings.recognition))
-    from optout_guard.activity_log import ActivityLog, photo_details
-    from optout_guard.folders import Skipped, collect_photos
-    from optout_guard.pipeline import Guard, Redaction
-    from optout_guard.report import batch_document
+    from optout_guard.batch import check_paths
+    from optout_guard.pipeline import Guard
 
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:  # a mistyped path is a usage error, not a photo to review
         err.print(f"[bold red]error:[/] no such file or folder: {escape(', '.join(missing))}")
         raise typer.Exit(EXIT_USAGE)
-    guard = Guard(settings)
-    chosen = WHOLE_DISTRICT
     if settings.recognition:
-        guard.require_index()  # a missing or foreign index: say so before any photo
         _warn_interrupted_enrollment(settings)
-        chosen = _scope(settings, guard.index, scope, grade)
-    results: list[ScanResult] = []
-    skipped: list[tuple[str, str]] = []
-    items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
-    guard.require_models()  # a broken install is exit 2 before any photo
-    redaction = Redaction(redact) if redact is not None else None
-    photos = sum(isinstance(i, Path) for i in items)
-    with _progress("photos") as progress:
-        task = progress.add_task("Checking", total=len(items))
-        for item in guard.check_items(items, annotate, workers=settings.worker_count(photos), redact=redaction, scope=chosen):
-            if isinstance(item, Skipped):
-                skipped.append((item.path, item.reason))
-            else:
-                results.append(item)
-            progress.advance(task)
+    with _progress("photos") as bar:
+        task = bar.add_task("Checking", total=None)
+        run = check_paths(Guard(settings), paths, annotate, redact, scope, grade,
+                          lambda n: bar.update(task, total=n) if n >= 0 else bar.advance(task))  # fmt: skip
+    _print_check(run, settings, annotate, redact, as_json)
+    code = exit_code(run.results)
+    raise typer.Exit(EXIT_REVIEW if run.skipped and code == EXIT_ALLOW else code)  # a file not checked is never "allow"
 
-    if settings.recognition and len(results) > 1:
-        from optout_guard.events import decide_across
 
-        # The photos of one check are one event: a child held in several of them is decided once.
-        results = decide_across(guard, results, chosen)
-    ActivityLog(settings).record("check", photos=[photo_details(r) for r in results])
+def _print_check(run: Any, settings: Settings, annotate: Path | None, redact: Path | None, as_json: bool) -> None:
+    from optout_guard.report import batch_document  # run: batch.CheckRun
+
     if as_json:
-        sys.stdout.write(json.dumps(batch_document(results, skipped, settings), indent=2) + "\n")
+        sys.stdout.write(json.dumps(batch_document(run.results, run.skipped, settings), indent=2) + "\n")
     else:
-        _print_table(results, skipped, annotate)
-        if not chosen.is_district:
-            out.print(f"Checked against {escape(chosen.describe())}, not the whole district.")
+        _print_table(run.results, run.skipped, annotate)
+        if not run.scope.is_district:
+            out.print(f"Checked against {escape(run.scope.describe())}, not the whole district.")
         if redact is not None:
             out.print("Copies fit to post blur every face that is not clearly fine (blocked and under review).")
-    if not results and not skipped:
+    if not run.results and not run.skipped:
         err.print("[yellow]No photos found in the given paths.[/]")
-    code = exit_code(results)
-    raise typer.Exit(EXIT_REVIEW if skipped and code == EXIT_ALLOW else code)  # a file not checked is never "allow"
 
 
 def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], annotate: Path | None) -> None:
@@ -309,27 +292,7 @@ def _print_table(results: list[ScanResult], skipped: list[tuple[str, str]], anno
                 out.print(f"  {label} copy of {escape(Path(r.path).name)}: {escape(copy)}")
 
 
-def _scope(settings: Settings, index, name: str | None, grade: str | None) -> Scope:  # noqa: ANN001 - FaceIndex
-    """The scope named on the command line (exit 2 when unknown or naming nobody enrolled)."""
-    from optout_guard.optout_list import load_list
-    from optout_guard.scope import named_scopes, resolve_scope
-
-    return resolve_scope(
-        name, grade, set(index.protected_students()), load_list(settings.workspace), named_scopes(settings.workspace)
-    )
-
-
 # ---- gallery -------------------------------------------------------------------------------
-def _open_index(settings: Settings, rebuild: bool = False):  # noqa: ANN202 - FaceIndex
-    from optout_guard.index import FaceIndex, open_index
-    from optout_guard.models import embedding_fingerprint
-
-    fingerprint = embedding_fingerprint()
-    if rebuild or not settings.index_file.exists():
-        return FaceIndex(fingerprint)
-    return open_index(settings)
-
-
 @app.command()
 @_user_errors
 def enroll(
@@ -355,104 +318,50 @@ def enroll(
     ] = None,
 ) -> None:
     """Build or update the face index from reference photos. Exit 3 if any student is not protected."""
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.enroll import calibrate_with_cohort, enroll_folder
-    from optout_guard.index import edit_index, enrollment_in_progress
-    from optout_guard.models import get_models
-    from optout_guard.optout_list import load_list
+    from optout_guard.enroll import enroll_workspace
 
     settings = _settings(ctx)
-    root = directory or settings.enrollments
-    optouts = load_list(settings.workspace)
-    cohort_photos: list[Path] = []
-    if cohort is not None:
-        from optout_guard.picture_day import PHOTO_SUFFIXES
-
-        if not cohort.is_dir():
-            err.print(f"[bold red]error:[/] the cohort folder {escape(str(cohort))} does not exist; give a folder of photos")
-            raise typer.Exit(EXIT_USAGE)
-        cohort_photos = sorted(
-            p for p in cohort.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")
-        )
-    cohort_report = None
-    # The marker outlives the save: a kill before the index is saved leaves it, and check/people warn.
-    with enrollment_in_progress(settings), edit_index(settings, rebuild) as index:
-        with _progress("photos") as progress:
-            task = progress.add_task("Enrolling", total=None)
-            report = enroll_folder(
-                root,
-                index,
-                settings,
-                get_models(),
-                progress=lambda _p: progress.advance(task),
-                optouts=optouts.ids() if optouts is not None else None,
-            )
-            if cohort is not None:
-                cohort_report = calibrate_with_cohort(
-                    cohort_photos,
-                    index,
-                    settings,
-                    get_models(),
-                    f"{cohort.name} ({len(cohort_photos)} photos)",
-                    progress=lambda _p: progress.advance(task),
-                )
-    ActivityLog(settings).record(
-        "enroll",
-        students=report.students,
-        added={s: sum(1 for sid, _ in report.added if sid == s) for s in sorted({sid for sid, _ in report.added})},
-        rejected=len(report.rejected),
-        removed=len(report.removed),
-        removed_by_list=report.removed_by_list,
-        not_protected=report.not_protected,
-    )
+    with _progress("photos") as bar:
+        task = bar.add_task("Enrolling", total=None)
+        report, cohort_report = enroll_workspace(settings, directory, rebuild, cohort, progress=lambda _p: bar.advance(task))
     if as_json:
-        doc = {
-            "schema_version": 1,
-            "index": str(settings.index_file),
-            "students": report.students,
-            "added": [{"student_id": s, "photo": p} for s, p in report.added],
-            "unchanged": report.unchanged,
-            "removed": [{"student_id": s, "photo": p} for s, p in report.removed],
-            "rejected": [{"student_id": s, "photo": p, "reason": r} for s, p, r in report.rejected],
-            "notes": [{"student_id": s, "photo": p, "note": n} for s, p, n in report.notes],
-            "skipped_folders": [{"folder": f, "reason": r} for f, r in report.skipped_folders],
-            "not_protected": report.not_protected,
-            "removed_by_list": report.removed_by_list,
-        }
-        if cohort_report is not None:
-            doc["cohort"] = cohort_report.as_json()
+        doc = report.as_json(settings.index_file) | ({"cohort": cohort_report.as_json()} if cohort_report is not None else {})
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        out.print(
-            f"Index {settings.index_file}: {report.students} students; {len(report.added)} photos added, "
-            f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.rejected)} rejected."
-        )
-        for s, p, r in report.rejected:
-            out.print(f"  [yellow]rejected[/] {escape(s)}: {escape(p)}: {escape(r)}")
-        for s, p, n in report.notes:
-            out.print(f"  note {escape(s)}: {escape(p)}: {escape(n)}")
-        for f, r in report.skipped_folders:
-            out.print(f"  [yellow]skipped folder[/] {escape(f)}: {escape(r)}")
-        if report.not_protected:
-            out.print(
-                "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
-                + ", ".join(report.not_protected)
-            )
-        if cohort_report is not None:
-            _print_cohort(cohort_report)
+        _print_enrollment(report, cohort_report, settings)
     if report.removed_by_list:
         # Only after an interrupted sync or a hand-edited list: never quietly (exit 3 below).
         err.print(
             f"[bold red]REMOVED from the index[/] because the saved opt-out list no longer names them: "
             f"{escape(', '.join(report.removed_by_list))}. If that is wrong, run optout-guard sync with the current export."
         )
-    if report.uncovered and not as_json:
+    raise typer.Exit(EXIT_REVIEW if report.weak else EXIT_ALLOW)
+
+
+def _print_enrollment(report: Any, cohort_report: Any, settings: Settings) -> None:  # enroll.EnrollReport
+    out.print(
+        f"Index {settings.index_file}: {report.students} students; {len(report.added)} photos added, "
+        f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.rejected)} rejected."
+    )
+    for s, p, r in report.rejected:
+        out.print(f"  [yellow]rejected[/] {escape(s)}: {escape(p)}: {escape(r)}")
+    for s, p, n in report.notes:
+        out.print(f"  note {escape(s)}: {escape(p)}: {escape(n)}")
+    for f, r in report.skipped_folders:
+        out.print(f"  [yellow]skipped folder[/] {escape(f)}: {escape(r)}")
+    if report.not_protected:
+        out.print(
+            "[bold red]NOT PROTECTED[/] (no usable reference photo, photos of them will not be blocked): "
+            + ", ".join(report.not_protected)
+        )
+    if cohort_report is not None:
+        _print_cohort(cohort_report)
+    if report.uncovered:
         err.print(
             f"[bold red]NOT PROTECTED: {len(report.uncovered)} folder(s) in enrollments/ are not on the opt-out list[/] "
             f"({escape(', '.join(report.uncovered))}): if the family opted out, run optout-guard add ID PHOTO…; "
             "otherwise delete the folder."
         )
-    raise typer.Exit(EXIT_REVIEW if report.not_protected or report.removed_by_list or report.uncovered else EXIT_ALLOW)
 
 
 @app.command()
@@ -475,41 +384,26 @@ def add(
     SIS export lists the student, or until optout-guard remove. Exit 3 if no photo was usable."""
     import getpass
 
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.index import edit_index, enrollment_in_progress
+    from optout_guard.errors import NeedsConfirmation
     from optout_guard.models import get_models
-    from optout_guard.optout_list import Student, is_valid_student_id, load_list
-    from optout_guard.sync import add_student, addition_problem
+    from optout_guard.optout_list import Student
+    from optout_guard.sync import protect_student
 
-    settings = _settings(ctx)
-    if not is_valid_student_id(student_id):
-        err.print(f"[bold red]error:[/] {escape(repr(student_id))} is not a valid student id (letters, digits, . _ -)")
-        raise typer.Exit(EXIT_USAGE)
-    missing = [str(p) for p in photos if not p.is_file()]
-    if missing:
-        err.print(f"[bold red]error:[/] no such photo: {escape(', '.join(missing))}")
-        raise typer.Exit(EXIT_USAGE)
     student = Student(student_id, first or "", last or "", grade or "", school or "")
-    if not force and (problem := addition_problem(settings, student_id, list(photos), get_models())):
-        err.print(f"[bold red]error:[/] {escape(problem)}; nothing was changed. If it is right, add again with --force.")
-        raise typer.Exit(EXIT_USAGE)
-    with enrollment_in_progress(settings), edit_index(settings) as index:
-        report = add_student(student, list(photos), index, settings, get_models(), getpass.getuser())
-        templates = sum(1 for t in index.templates if t.student_id == student_id)
-    ActivityLog(settings).record("add", student_id=student_id, photos=len(photos), templates=templates)
-    for s_id, photo, why in report.rejected:
-        if s_id == student_id:
-            out.print(f"  [yellow]photo not usable[/] {escape(photo)}: {escape(why)}")
-    if templates:
-        out.print(f"[green]{escape(student_id)} is protected now[/] ({templates} reference photo(s)); recorded as a local "
-                  "addition to the opt-out list, kept until the SIS export lists them"
-                  + (" (no list imported yet: the first sync takes them in)." if load_list(settings.workspace) is None
-                     else "."))  # fmt: skip
-        raise typer.Exit(EXIT_ALLOW)
-    err.print(
-        f"[bold red]{escape(student_id)} is NOT PROTECTED:[/] none of the photos could be used; add a clear, recent portrait."
-    )
-    raise typer.Exit(EXIT_REVIEW)
+    try:
+        done = protect_student(_settings(ctx), student, list(photos), get_models(), getpass.getuser(), force)
+    except NeedsConfirmation as exc:
+        raise OptoutGuardError(f"{exc}. If it is right, add again with --force.") from None
+    for photo, why in done.rejected:
+        out.print(f"  [yellow]photo not usable[/] {escape(photo)}: {escape(why)}")
+    if not done.templates:
+        err.print(f"[bold red]{escape(student_id)} is NOT PROTECTED:[/] none of the photos could be used; "
+                  "add a clear, recent portrait.")  # fmt: skip
+        raise typer.Exit(EXIT_REVIEW)
+    out.print(f"[green]{escape(student_id)} is protected now[/] ({done.templates} reference photo(s)); recorded as a local "
+              "addition to the opt-out list, kept until the SIS export lists them"
+              + ("." if done.list_imported else " (no list imported yet: the first sync takes them in)."))  # fmt: skip
+    raise typer.Exit(EXIT_ALLOW)
 
 
 @app.command()
@@ -532,59 +426,23 @@ def people(
     if photos or student_id:
         _student_photos(_settings(ctx), student_id, list(check_folder or []), as_json)
         return
-    from optout_guard.index import open_index
-    from optout_guard.optout_list import load_list
-    from optout_guard.sync import STALE_DAYS, gallery_status, protection_source
+    from optout_guard.roster import roster
 
     settings = _settings(ctx)
-    index = open_index(settings)
-    optouts = load_list(settings.workspace)
     _warn_interrupted_enrollment(settings)
-    rows = []
-    for status in gallery_status(index, index.student_ids()):
-        listed = optouts.students.get(status.student_id) if optouts is not None else None
-        penalty = index.penalty_for(status.student_id, settings)
-        limits = index.limits_for(status.student_id, settings)
-        rows.append(
-            {
-                "student_id": status.student_id,
-                "school": listed.school if listed else None,
-                "grade": listed.grade if listed else None,
-                "section": listed.section if listed else None,
-                "reference_photos": status.reference_photos,
-                "rejected_photos": sum(1 for r in index.rejections if r.student_id == status.student_id),
-                # Which photos the quality gate refused, and why (a person can then give a better one).
-                "rejected": [
-                    {"photo": Path(r.photo).name, "reason": r.reason}
-                    for r in index.rejections
-                    if r.student_id == status.student_id
-                ],
-                "newest_photo": status.newest_photo or None,
-                "protected": status.protected,
-                "stale": status.stale,
-                "advice": status.advice,  # the one thing that helps most when protection is weak
-                "protection_from": protection_source(status.student_id, optouts),
-                # None: no cohort covered this student (enrolled after it, or none): penalty 0
-                "hub_penalty": None if penalty is None else round(penalty, 4),
-                "thresholds": {"block": limits.block, "review": limits.review, "source": limits.source},
-            }
-        )
+    found = roster(settings)
     if as_json:
-        consenting = {"students": len(index.consent), "templates": len(index.consenting_templates),
-                      "in_use": settings.consent_matching}  # fmt: skip
-        doc = {"schema_version": 2, "stale_after_days": STALE_DAYS, "students": rows, "consenting": consenting}
-        c = index.cohort if settings.cohort else None
-        if c is not None and c.catch_source:  # what the thresholds in use catch, and hold (issue 26 §2)
-            doc["estimate"] = {"source": c.catch_source, "caught": c.catch, "blocked": c.blocked,
-                               "other_children_held": c.held_after, "in_words": c.in_plain_words()}  # fmt: skip
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return
+        sys.stdout.write(json.dumps(found.as_json(), indent=2) + "\n")
+    else:
+        _print_roster(found, settings)
+
+
+def _print_roster(found: Any, settings: Settings) -> None:  # found: roster.Roster
     table = Table()
     columns = ("Student", "School, grade, section", "Reference photos", "Rejected", "Newest photo", "Status")
     for col in (*columns, "On the list through", "Cohort"):
         table.add_column(col)
-    for row in rows:
-        r: dict[str, Any] = row  # one student's row (the JSON above), for the table
+    for r in found.rows:
         if not r["protected"]:
             state = "[bold red]NOT PROTECTED[/]"
         elif r["stale"]:
@@ -593,7 +451,7 @@ def people(
             state = "[yellow]protected by one photo only[/]"
         else:
             state = "[green]protected[/]"
-        if index.cohort is None or not settings.cohort:
+        if found.cohort is None:
             cohort = "-"
         elif r["hub_penalty"] is None:
             cohort = "[yellow]not in the last cohort (penalty 0)[/]"
@@ -602,31 +460,21 @@ def people(
         grade = f"grade {r['grade']}" if r["grade"] else ""
         where = ", ".join(x for x in (r["school"], grade, r["section"]) if x)
         refused = "; ".join(f"{x['photo']}: {x['reason']}" for x in r["rejected"])
-        table.add_row(
-            escape(str(r["student_id"])),
-            escape(where or "-"),
-            str(r["reference_photos"]),
-            escape(refused or "0"),
-            str(r["newest_photo"] or "-"),
-            state,
-            escape(str(r["protection_from"])),
-            cohort,
-        )
+        table.add_row(escape(str(r["student_id"])), escape(where or "-"), str(r["reference_photos"]), escape(refused or "0"),
+                      str(r["newest_photo"] or "-"), state, escape(str(r["protection_from"])), cohort)  # fmt: skip
     out.print(table)
-    weak = [r for r in rows if r["advice"]]
-    if weak:
-        out.print(f"[yellow]{len(weak)} student(s) with weak protection:[/]")
-        for r in weak[:30]:
+    if found.weak:
+        out.print(f"[yellow]{len(found.weak)} student(s) with weak protection:[/]")
+        for r in found.weak[:30]:
             out.print(f"  {escape(str(r['student_id']))}: {escape(str(r['advice']))}")
-    if index.consent:
-        templates = len(index.consenting_templates)
-        dates = sorted(c.consent_date for c in index.consent.values() if c.consent_date)
+    if found.consenting["students"]:
+        dates = found.consent_dates
         span = f", consent dated {dates[0]} to {dates[-1]}" if dates else ""
         state = "" if settings.consent_matching else " [yellow](consent_matching is off: not used; optout-guard include purge)[/]"
-        out.print(f"Consenting students (Include list): {len(index.consent)}, {templates} template(s){span}{state}. "
-                  "optout-guard include list shows them.")  # fmt: skip
-    if index.cohort is not None and settings.cohort:
-        c = index.cohort
+        out.print(f"Consenting students (Include list): {found.consenting['students']}, {found.consenting['templates']} "
+                  f"template(s){span}{state}. optout-guard include list shows them.")  # fmt: skip
+    if found.cohort is not None:
+        c = found.cohort
         out.print(
             f"Cohort: {escape(c.source)}, {c.faces} faces, {c.made_at[:10]}; thresholds per number of reference photos: "
             + "; ".join(f"{g}: block {b}, review {r}" for g, (b, r) in c.thresholds.items())
@@ -669,44 +517,20 @@ def remove(
     ] = False,
 ) -> None:
     """Remove a student's face templates from the index (and, if asked, their reference photos)."""
-    import shutil
-
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.index import edit_index
-    from optout_guard.optout_list import drop_pending, is_valid_student_id, load_list, save_list
+    from optout_guard.roster import remove_student
 
     settings = _settings(ctx)
-    if not is_valid_student_id(student_id):
-        err.print(f"[bold red]error:[/] {escape(repr(student_id))} is not a valid student id")
-        raise typer.Exit(EXIT_USAGE)
-    folder = settings.enrollments / student_id
-    photos_deleted = False
-    with edit_index(settings) as index:
-        known = student_id in index.students
-        # Photos first, then the index, then the log: a kill at any point leaves no template that an
-        # enroll would bring back from photos still on disk, and the log never claims what did not happen.
-        if delete_photos and folder.is_dir():
-            shutil.rmtree(folder)
-            photos_deleted = True
-        optouts = load_list(settings.workspace)
-        if optouts is not None and optouts.students.pop(student_id, None) is not None:
-            optouts.copied.pop(student_id, None)
-            save_list(optouts, settings.workspace)  # the list before the index, as in a sync
-        drop_pending(student_id, settings.workspace)  # an `add` before any list: forgotten too
-        removed = index.remove_student(student_id)
-    ActivityLog(settings).record("remove", student_id=student_id, templates_deleted=removed, photos_deleted=photos_deleted)
-    if not known:
+    done = remove_student(settings, student_id, delete_photos)
+    if not done.known:
         err.print(f"[yellow]{escape(student_id)} was not in the index; nothing removed.[/]")
     else:
-        out.print(f"Removed {student_id}: {removed} face template(s) deleted from {settings.index_file}.")
-    if photos_deleted:
-        out.print(f"Deleted reference photos in {folder}.")
-    elif folder.is_dir():
-        out.print(
-            f"Their reference photos are still in {folder}: delete that folder (or use --delete-photos), "
-            "or the next enroll will add them again."
-        )
-    raise typer.Exit(EXIT_ALLOW if known else EXIT_NOT_FOUND)
+        out.print(f"Removed {student_id}: {done.templates_deleted} face template(s) deleted from {settings.index_file}.")
+    if done.photos_deleted:
+        out.print(f"Deleted reference photos in {settings.enrollments / student_id}.")
+    elif done.photos_left is not None:
+        out.print(f"Their reference photos are still in {done.photos_left}: delete that folder (or use --delete-photos), "
+                  "or the next enroll will add them again.")  # fmt: skip
+    raise typer.Exit(EXIT_ALLOW if done.known else EXIT_NOT_FOUND)
 
 
 # ---- district sync -------------------------------------------------------------------------------
@@ -766,13 +590,9 @@ def sync(
     not protected or a photo is held for confirmation; 2 when the list is unusable (nothing changed)."""
     import datetime as dt
 
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.index import edit_index, enrollment_in_progress
-    from optout_guard.models import get_models
-    from optout_guard.optout_list import parse_list
+    from optout_guard.optout_list import parse_list, sis_map
     from optout_guard.picture_day import read_confirmed
-    from optout_guard.sync import apply_sync, plan_sync
-    from optout_guard.sync import dry_run as plan_report
+    from optout_guard.sync import consent_column_for, previous_delivery, run_sync
 
     settings = _settings(ctx)
     if picture_day is not None:
@@ -781,90 +601,21 @@ def sync(
         except ValueError:
             err.print(f"[bold red]error:[/] --picture-day must be a date like 2026-09-15, not {picture_day!r}")
             raise typer.Exit(EXIT_USAGE) from None
-    from optout_guard.optout_list import sis_map
-
-    district = sis_map(settings.workspace)
-    consent_column = consent_column or district.consent_column or None
-    if consent_column and not settings.consent_matching:
-        err.print(
-            "[bold red]error:[/] a consent column was given but consent matching is off, so nothing about consenting "
-            "students is read or kept. Turn it on in config.toml (consent_matching = true; read docs/privacy.md first), "
-            "or leave out --consent-column / [sis] consent_column."
-        )
-        raise typer.Exit(EXIT_USAGE)
     optouts = parse_list(optout_list, list_format, id_column, flag_column, "release" if release_flag else "optout",
-                         district, consent_column)  # fmt: skip
-    confirmed = read_confirmed(confirm, optouts) if confirm is not None else None
-    previous = _previous_delivery(settings, previous_photos, remember=not dry_run)
-    if dry_run:
-        index = _open_index(settings)
-        plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day, previous)
-        report = plan_report(plan, index)
-    else:
-        plan = plan_sync(optouts, list(photos or []), _open_index(settings), settings, confirmed, picture_day, previous)
-        if plan.removals_need_confirmation and confirm_removals != len(plan.removed_students):
-            # A partial or filtered export looks exactly like this: nothing is changed without a person.
-            err.print(
-                f"[bold red]This export would remove {len(plan.removed_students)} students[/] from the opt-out list "
-                f"(templates deleted, their photos no longer blocked): {escape(', '.join(plan.removed_students))}."
-            )
-            err.print(
-                "Nothing was changed. An export of one school or grade, or a cut-off file, looks like this. If these "
-                f"families really withdrew their opt-out, run the same command with --confirm-removals "
-                f"{len(plan.removed_students)}."
-            )
-            raise typer.Exit(EXIT_USAGE)
-        with enrollment_in_progress(settings), edit_index(settings) as index:
-            plan = plan_sync(optouts, list(photos or []), index, settings, confirmed, picture_day, previous)  # under the lock
-            with _progress("photos") as progress:
-                task = progress.add_task("Enrolling", total=None)
-                report = apply_sync(plan, index, settings, get_models(), progress=lambda _p: progress.advance(task))
-        ActivityLog(settings).record(
-            "sync",
-            students_on_list=len(optouts.students),
-            students_added=len(plan.added_students),
-            students_removed=plan.removed_students,
-            export_sha256=optouts.export_sha256,
-            photos_copied=len(plan.new_photos),
-            held=len(plan.held),
-            not_protected=report.not_protected,
-        )
-        if report.consent is not None and (report.consent.plan.new or report.consent.plan.removed):
-            c = report.consent
-            ActivityLog(settings).record(
-                "consent sync", recorded=c.plan.new, deleted=c.plan.removed, templates_deleted=c.templates_deleted,
-                templates_added=c.templates_added, export_sha256=optouts.export_sha256,
-            )  # fmt: skip
+                         sis_map(settings.workspace), consent_column_for(settings, consent_column))  # fmt: skip
+    with _progress("photos") as bar:
+        task = bar.add_task("Enrolling", total=None)
+        report = run_sync(
+            settings, optouts, list(photos or []), read_confirmed(confirm, optouts) if confirm is not None else None,
+            picture_day, previous_delivery(settings, previous_photos, remember=not dry_run), dry_run, confirm_removals,
+            progress=lambda _p: bar.advance(task),
+        )  # fmt: skip
     if as_json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:
         _print_sync(report)
-    needs_a_person = report.not_protected or plan.held or report.no_usable_new_photo
+    needs_a_person = report.not_protected or report.plan.held or report.no_usable_new_photo
     raise typer.Exit(EXIT_REVIEW if needs_a_person else EXIT_ALLOW)
-
-
-PREVIOUS_DELIVERY = "previous-delivery.txt"
-
-
-def _previous_delivery(settings: Settings, given: Path | None, remember: bool) -> Path | None:
-    """Last year's picture-day folder: as given (and remembered: a path, nothing copied), else the
-    one remembered from an earlier sync while it is still there."""
-    from optout_guard.fsutil import atomic_write, private_dir
-
-    note = settings.state_dir / PREVIOUS_DELIVERY
-    if given is not None:
-        if not given.is_dir():
-            err.print(f"[bold red]error:[/] --previous-photos {escape(str(given))} is not a folder")
-            raise typer.Exit(EXIT_USAGE)
-        if remember:
-            private_dir(settings.state_dir)
-            atomic_write(note, str(given.resolve()) + "\n")
-        return given
-    try:
-        remembered = Path(note.read_text(encoding="utf-8").strip())
-    except OSError:
-        return None
-    return remembered if remembered.is_dir() else None
 
 
 def _print_sync(report) -> None:  # noqa: ANN001 - SyncReport
@@ -1033,44 +784,21 @@ def watch(
     import signal
     import threading
 
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.pipeline import Guard
-    from optout_guard.watch import CheckFolder, SettingsChanged, folder_lock
+    from optout_guard.watch import SettingsChanged, watch_folder
 
-    if not folder.is_dir():
-        err.print(f"[bold red]error:[/] {escape(str(folder))} is not a folder; create it or give the right path")
-        raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = _settings(ctx, recognition=False if no_recognition else None)
-    guard = Guard(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemd's stop: finish the photo in hand, then exit
     try:
-        guard.require_models()  # a broken install: refuse to start (never file everything into review/)
-        if settings.recognition:
-            guard.require_index()  # refuse to start without a usable index (nothing would ever be blocked)
-    except OptoutGuardError as exc:  # said in the folder too: staff see why nothing is filed
-        CheckFolder(folder, guard).stopped(str(exc))
-        raise
-    lock = folder_lock(folder)
-    try:
-        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
-        if once:
-            checker.run_once()
-        else:
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
-                checker.run_forever(polling=polling, rescan_every=rescan, stop=stop)
-            except KeyboardInterrupt:
-                pass
-            except SettingsChanged as exc:  # exit 2: systemd (Restart=on-failure) starts it with the new ones
-                err.print(f"[yellow]{escape(str(exc))}[/]")
-                raise typer.Exit(EXIT_USAGE) from None
-    finally:
-        lock.release()
-    counts = checker.stats.processed
-    filed = sum(counts.values())
-    out.print(f"Filed {filed} photos: {counts['block']} blocked, {counts['review']} to review, {counts['allow']} allowed.")
-    raise typer.Exit(EXIT_REVIEW if checker.stats.errors else EXIT_ALLOW)
+        stats = watch_folder(_settings(ctx, recognition=False if no_recognition else None), folder, once=once, polling=polling,
+                             rescan_every=rescan, settle=settle, recursive=recursive, redact=redact, stop=stop)  # fmt: skip
+    except SettingsChanged as exc:  # exit 2: systemd (Restart=on-failure) starts it with the new ones
+        err.print(f"[yellow]{escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_USAGE) from None
+    counts = stats.processed
+    out.print(f"Filed {sum(counts.values())} photos: {counts['block']} blocked, {counts['review']} to review, "
+              f"{counts['allow']} allowed.")  # fmt: skip
+    raise typer.Exit(EXIT_REVIEW if stats.errors else EXIT_ALLOW)
 
 
 # ---- library audit -------------------------------------------------------------------------------
@@ -1111,18 +839,34 @@ def audit(
 ) -> None:
     """Audit a photo library incrementally (only new, changed or affected photos are checked).
     Exit 1 if any photo in the library is blocked, 3 if any needs review, 0 otherwise."""
-    import time
-
-    from optout_guard.activity_log import ActivityLog
-    from optout_guard.audit import changes_since_last_audit, library_rows, report_thumbnail, run_audit
+    from optout_guard.audit import record_run, run_audit, write_report
 
     settings = _settings(ctx, workers=workers)
     if not settings.recognition:
         err.print("[bold red]error:[/] the audit searches for enrolled students; it does not run in detection-only mode")
         raise typer.Exit(EXIT_USAGE)
+    with _audit_progress() as progress:
+        summary = run_audit(
+            library, settings, workers=settings.processes, progress=progress, embedding_cache=embedding_cache,
+            accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
+        )  # fmt: skip
+    record_run(settings, summary, embedding_cache, cluster)
+    _print_audit(summary)
+    if report is not None:
+        out.print(f"Report: {write_report(settings, summary, report)}")
+    totals = summary.totals
+    if totals.get("block"):
+        raise typer.Exit(EXIT_BLOCK)
+    # A file that could not be looked at is never "all allowed" (a document may hold photos).
+    raise typer.Exit(EXIT_REVIEW if totals.get("review") or summary.not_images else EXIT_ALLOW)
+
+
+@contextlib.contextmanager
+def _audit_progress() -> Iterator[Callable[[int, int], None]]:
+    """The audit's progress: a bar on a terminal; otherwise a log line every 10 s (a service's log)."""
+    import time
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    log = logging.getLogger("optout_guard.audit")
-    count = settings.processes
     if err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -1133,45 +877,31 @@ def audit(
             task = bar.add_task("audit", total=None, rate="")
             started = time.monotonic()
 
-            def progress(done: int, total: int) -> None:
+            def on_bar(done: int, total: int) -> None:
                 rate = done / max(1e-6, time.monotonic() - started)
                 bar.update(task, completed=done, total=total, rate=f"{rate:.1f} photos/s")
 
-            summary = run_audit(
-                library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
-                accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
-            )  # fmt: skip
-    else:
-        state = {"last": time.monotonic(), "first": 0.0}
+            yield on_bar
+        return
+    log = logging.getLogger("optout_guard.audit")
+    state = {"last": time.monotonic(), "first": 0.0}
 
-        def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done == 1:
-                state["first"] = now  # the rate counts from the first result, not from start-up
-            if now - state["last"] >= 10 or done == total:
-                if done < 2 or now - state["first"] < 1.0:
-                    log.info("audit: %d of %d photos checked (starting)", done, total)
-                else:
-                    log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, (done - 1) / (now - state["first"]))
-                state["last"] = now
+    def in_log(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 1:
+            state["first"] = now  # the rate counts from the first result, not from start-up
+        if now - state["last"] >= 10 or done == total:
+            if done < 2 or now - state["first"] < 1.0:
+                log.info("audit: %d of %d photos checked (starting)", done, total)
+            else:
+                log.info("audit: %d of %d photos checked (%.1f photos/s)", done, total, (done - 1) / (now - state["first"]))
+            state["last"] = now
 
-        summary = run_audit(
-            library, settings, workers=count, progress=progress, embedding_cache=embedding_cache,
-            accept_deletions=accept_deletions, recheck_all=recheck_all, cluster=cluster,
-        )  # fmt: skip
+    yield in_log
+
+
+def _print_audit(summary: Any) -> None:  # audit.AuditSummary
     totals = summary.totals
-    ActivityLog(settings).record(
-        "audit",
-        checked=summary.checked,
-        rechecked=summary.rechecked,
-        unchanged=summary.unchanged,
-        moved=summary.moved,
-        deleted=summary.deleted_count,
-        verdicts_changed=summary.changed_count,
-        totals=totals,
-        embedding_cache=embedding_cache,
-        cluster=cluster or "",
-    )
     out.print(
         f"Audit of {summary.library}: {summary.seen} photos — {summary.checked} checked, {summary.rechecked} re-checked "
         f"against the changed opt-out list, {summary.unchanged} unchanged, {summary.moved} moved, "
@@ -1200,31 +930,6 @@ def audit(
     if summary.cleared_by_consenting:
         out.print(f"{summary.cleared_by_consenting} faces checked in this run were cleared by recognising a consenting "
                   "student (the review desk lists them; a reviewer may hold one).")  # fmt: skip
-    if report is not None:
-        from optout_guard.report import write_audit_report
-
-        rows = library_rows(settings, library)
-        changes = changes_since_last_audit(settings, library)
-        record = {k: v for k, v in summary.__dict__.items() if k != "changed"}
-        decisions = []
-        from optout_guard.review import ReviewBook, book_path
-
-        if book_path(settings).exists():  # what reviewers decided lately, per reviewer, in the report
-            book = ReviewBook.open(settings)
-            try:
-                decisions = book.decisions(500)
-            finally:
-                book.close()
-        clips = library_rows(settings, library, ("block", "review", "allow"), kind="clip")
-        page = write_audit_report(
-            report, str(summary.library), record, rows, changes, report_thumbnail(settings), decisions=decisions, clips=clips,
-            desk_address=settings.desk_address,
-        )
-        out.print(f"Report: {page}")
-    if totals.get("block"):
-        raise typer.Exit(EXIT_BLOCK)
-    # A file that could not be looked at is never "all allowed" (a document may hold photos).
-    raise typer.Exit(EXIT_REVIEW if totals.get("review") or summary.not_images else EXIT_ALLOW)
 
 
 def _on_cluster(summary) -> str:  # noqa: ANN001 - AuditSummary
@@ -1315,13 +1020,16 @@ def calibrate(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write calibration.json and det.png here.")] = None,
 ) -> None:
     """Measure the thresholds on your own gallery (students with several reference photos)."""
-    from optout_guard.calibration import calibrate as run_calibration
-    from optout_guard.calibration import det_plot
-    from optout_guard.index import open_index
+    from optout_guard.calibration import calibrate_workspace
 
-    settings = _settings(ctx)
-    result = run_calibration(open_index(settings), settings)
-    summary = result.summary()
+    result, summary, cohort, written = calibrate_workspace(_settings(ctx), out_dir)
+    _print_calibration(result, summary, cohort)
+    if out_dir is not None:
+        plot = "" if len(written) > 1 else " (no plot: matplotlib missing)"
+        out.print("Written: " + ", ".join(str(w) for w in written) + plot)
+
+
+def _print_calibration(result: Any, summary: dict[str, Any], cohort: Any) -> None:  # calibration.Calibration
     out.print(
         f"{result.students} students, {result.multi_photo_students} with 2 or more reference photos: "
         f"{result.probes} photos used as probes."
@@ -1340,30 +1048,18 @@ def calibrate(
                 f"  at {name} = {row['threshold']}: {share} of enrolled photos missed (neither blocked nor held), "
                 f"{alerted} of other students' photos held for review or blocked"
             )
-    index = open_index(settings)
-    if index.cohort is not None and settings.cohort:
-        c = index.cohort
-        limits = "; ".join(f"{g} reference photo(s): block {b}, review {r}" for g, (b, r) in c.thresholds.items())
+    if cohort is not None:
+        limits = "; ".join(f"{g} reference photo(s): block {b}, review {r}" for g, (b, r) in cohort.thresholds.items())
         out.print(
-            f"Thresholds in use from the cohort ({escape(c.source)}, {c.faces} faces, {c.made_at[:10]}): {limits}. "
-            f"{c.held_share:.0%} of the cohort came within review of somebody before (target {c.review_share:.0%})."
+            f"Thresholds in use from the cohort ({escape(cohort.source)}, {cohort.faces} faces, {cohort.made_at[:10]}): "
+            f"{limits}. {cohort.held_share:.0%} of the cohort came within review of somebody before "
+            f"(target {cohort.review_share:.0%})."
         )
-        summary["cohort"] = {k: v for k, v in c.as_json().items() if k != "penalties"}
     else:
         out.print("No cohort calibration in the index: every face is judged with the settings' thresholds.")
     if result.suggested:
         out.print(
             "Suggested by the rule (" + summary["rule"] + "): " + ", ".join(f"{k} = {v}" for k, v in result.suggested.items())
-        )
-    if out_dir is not None:
-        from optout_guard.fsutil import atomic_write
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / "calibration.json", json.dumps(summary, indent=2), mode=0o644)
-        plotted = det_plot(result, out_dir / "det.png", settings)
-        out.print(
-            f"Written: {out_dir / 'calibration.json'}"
-            + (f", {out_dir / 'det.png'}" if plotted else " (no plot: matplotlib missing)")
         )
 
 

@@ -58,6 +58,66 @@ class EnrollReport:
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (student id, photo, what was done)
 
 
+    def as_json(self, index_file: Path) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "index": str(index_file),
+            "students": self.students,
+            "added": [{"student_id": s, "photo": p} for s, p in self.added],
+            "unchanged": self.unchanged,
+            "removed": [{"student_id": s, "photo": p} for s, p in self.removed],
+            "rejected": [{"student_id": s, "photo": p, "reason": r} for s, p, r in self.rejected],
+            "notes": [{"student_id": s, "photo": p, "note": n} for s, p, n in self.notes],
+            "skipped_folders": [{"folder": f, "reason": r} for f, r in self.skipped_folders],
+            "not_protected": self.not_protected,
+            "removed_by_list": self.removed_by_list,
+        }
+
+    @property
+    def weak(self) -> bool:
+        """Someone is not protected: no usable photo, removed by the list, or a folder no list covers."""
+        return bool(self.not_protected or self.removed_by_list or self.uncovered)
+
+
+def enroll_workspace(
+    settings: Settings,
+    folder: Path | None = None,
+    rebuild: bool = False,
+    cohort: Path | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> tuple[EnrollReport, Any]:
+    """``optout-guard enroll``: the enrollment folder (default: the workspace's) into the index,
+    under the index lock and the "enrollment in progress" marker (a kill before the save leaves it,
+    and check/people warn), then the cohort's calibration if ``cohort`` names a folder of photos of
+    children who did not opt out; logged. Returns the report and the cohort's report (or None)."""
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.index import edit_index, enrollment_in_progress
+    from optout_guard.models import get_models
+    from optout_guard.optout_list import load_list
+    from optout_guard.picture_day import PHOTO_SUFFIXES
+
+    optouts = load_list(settings.workspace)
+    cohort_photos: list[Path] = []
+    if cohort is not None:
+        if not cohort.is_dir():
+            raise EnrollmentError(f"the cohort folder {cohort} does not exist; give a folder of photos")
+        cohort_photos = sorted(
+            p for p in cohort.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".")
+        )
+    cohort_report = None
+    with enrollment_in_progress(settings), edit_index(settings, rebuild) as index:
+        report = enroll_folder(folder or settings.enrollments, index, settings, get_models(), progress=progress,
+                               optouts=optouts.ids() if optouts is not None else None)  # fmt: skip
+        if cohort is not None:
+            cohort_report = calibrate_with_cohort(cohort_photos, index, settings, get_models(),
+                                                  f"{cohort.name} ({len(cohort_photos)} photos)", progress=progress)  # fmt: skip
+    added = {s: sum(1 for sid, _ in report.added if sid == s) for s in sorted({sid for sid, _ in report.added})}
+    ActivityLog(settings).record("enroll", students=report.students, added=added, rejected=len(report.rejected),
+                                 removed=len(report.removed), removed_by_list=report.removed_by_list,
+                                 not_protected=report.not_protected)  # fmt: skip
+    return report, cohort_report
+
+
 def _photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".txt")
 

@@ -517,10 +517,13 @@ def index_key(settings: Settings) -> bytes | None:
     return key
 
 
-def open_index(settings: Settings) -> FaceIndex:
-    """The workspace's index, decrypted when a key is configured."""
+def open_index(settings: Settings, missing_ok: bool = False) -> FaceIndex:
+    """The workspace's index, decrypted when a key is configured; with ``missing_ok``, an empty one
+    when there is none yet (a first sync's plan)."""
     from optout_guard.models import embedding_fingerprint
 
+    if missing_ok and not settings.index_file.exists():
+        return FaceIndex(embedding_fingerprint())
     return FaceIndex.load(settings.index_file, embedding_fingerprint(), index_key(settings))
 
 

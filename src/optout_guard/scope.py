@@ -212,13 +212,19 @@ def scope_json(scope: Scope) -> dict[str, Any]:
     return {"name": scope.name, "students": None if scope.students is None else len(scope.students)}
 
 
+def workspace_scope(workspace: Path, name: str | None, grade: str | None, enrolled: set[str]) -> Scope:
+    """The scope a user named, against the workspace's saved list and config.toml's [scopes], read
+    now (a sync or an edit counts at once). Raises ConfigError as :func:`resolve_scope` does."""
+    from optout_guard.optout_list import load_list
+
+    return resolve_scope(name, grade, enrolled, load_list(workspace), named_scopes(workspace))
+
+
 def folder_scope(name: str, enrolled: set[str], workspace: Path) -> Scope:
     """The scope of a check-folder sub-folder (``Photo check/Lincoln Elementary/``): the school or
     named scope it is called after; any other folder name is checked district-wide (more students,
     never fewer). The list and config.toml are read each time: a sync or an edit counts at once."""
-    from optout_guard.optout_list import load_list
-
     try:
-        return resolve_scope(name, None, enrolled, load_list(workspace), named_scopes(workspace))
+        return workspace_scope(workspace, name, None, enrolled)
     except ConfigError:
         return WHOLE_DISTRICT

@@ -394,6 +394,133 @@ def add_student(
     return enroll_folder(settings.enrollments, index, settings, models, optouts=optouts.ids() if optouts is not None else None)
 
 
+@dataclass(frozen=True)
+class Addition:
+    """What protecting one student now did (``optout-guard add``, the desk's "a family opted out today")."""
+
+    student_id: str
+    templates: int  # reference photos in use for them now (0: NOT protected)
+    rejected: list[tuple[str, str]]  # (photo, why it could not be used)
+    list_imported: bool  # False: no list yet, the first sync takes them in
+
+
+def protect_student(
+    settings: Settings, student: Student, photos: list[Path], models: Models, user: str, force: bool = False,
+    reviewer: str | None = None, lock: Any = None,
+) -> Addition:
+    """Protect one student now, the one way both the command line and the desk do it: a valid id, the
+    checks that catch a wrong id or photo (refused unless ``force``), the photos enrolled under the
+    index lock and the enrollment marker (and ``lock``, the desk's own), the addition logged."""
+    import contextlib
+
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.errors import NeedsConfirmation
+    from optout_guard.index import edit_index, enrollment_in_progress
+    from optout_guard.optout_list import is_valid_student_id
+
+    sid = student.student_id
+    if not is_valid_student_id(sid):
+        raise OptoutGuardError(f"{sid!r} is not a valid student id (letters, digits, . _ -)")
+    if not photos:
+        raise OptoutGuardError("add at least one photo of the student")
+    missing = [str(p) for p in photos if not Path(p).is_file()]
+    if missing:
+        raise OptoutGuardError(f"no such photo: {', '.join(missing)}")
+    if not force and (problem := addition_problem(settings, sid, photos, models)):
+        raise NeedsConfirmation(f"{problem}; nothing was changed")
+    with lock or contextlib.nullcontext(), enrollment_in_progress(settings), edit_index(settings) as index:
+        report = add_student(student, photos, index, settings, models, user)
+        templates = sum(1 for t in index.templates if t.student_id == sid)
+    extra = {"reviewer": reviewer} if reviewer else {}
+    ActivityLog(settings).record("add", student_id=sid, photos=len(photos), templates=templates, **extra)
+    rejected = [(photo, why) for s_id, photo, why in report.rejected if s_id == sid]
+    return Addition(sid, templates, rejected, load_list(settings.workspace) is not None)
+
+
+PREVIOUS_DELIVERY = "previous-delivery.txt"
+
+
+def previous_delivery(settings: Settings, given: Path | None, remember: bool) -> Path | None:
+    """Last year's picture-day folder: as given (and remembered: a path, nothing copied), else the
+    one remembered from an earlier sync while it is still there."""
+    from optout_guard.errors import ConfigError
+
+    note = settings.state_dir / PREVIOUS_DELIVERY
+    if given is not None:
+        if not given.is_dir():
+            raise ConfigError(f"--previous-photos {given} is not a folder")
+        if remember:
+            private_dir(settings.state_dir)
+            atomic_write(note, str(given.resolve()) + "\n")
+        return given
+    try:
+        remembered = Path(note.read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
+    return remembered if remembered.is_dir() else None
+
+
+def consent_column_for(settings: Settings, given: str | None) -> str | None:
+    """The export's consent column (given, or ``[sis] consent_column``); refused while consent
+    matching is off, so that nothing about consenting students is read or kept."""
+    from optout_guard.errors import ConfigError
+    from optout_guard.optout_list import sis_map
+
+    column = given or sis_map(settings.workspace).consent_column or None
+    if column and not settings.consent_matching:
+        raise ConfigError(
+            "a consent column was given but consent matching is off, so nothing about consenting students is read or "
+            "kept. Turn it on in config.toml (consent_matching = true; read docs/privacy.md first), or leave out "
+            "--consent-column / [sis] consent_column."
+        )
+    return column
+
+
+def run_sync(
+    settings: Settings,
+    optouts: OptOutList,
+    deliveries: list[Path],
+    confirmed: dict[str, str] | None = None,
+    picture_day: str | None = None,
+    previous: Path | None = None,
+    dry_run: bool = False,
+    confirm_removals: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SyncReport:
+    """``optout-guard sync``: plan, and unless ``dry_run``, apply under the index lock and the
+    enrollment marker, then log. Removing students needs ``confirm_removals`` equal to their number
+    when the plan says so (a partial or filtered export looks exactly like that): NeedsConfirmation."""
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.errors import NeedsConfirmation
+    from optout_guard.index import edit_index, enrollment_in_progress, open_index
+    from optout_guard.models import get_models
+
+    index = open_index(settings, missing_ok=True)
+    plan = plan_sync(optouts, deliveries, index, settings, confirmed, picture_day, previous)
+    if dry_run:
+        return dry_run_report(plan, index)
+    if plan.removals_need_confirmation and confirm_removals != len(plan.removed_students):
+        n = len(plan.removed_students)
+        raise NeedsConfirmation(
+            f"This export would remove {n} students from the opt-out list (templates deleted, their photos no longer "
+            f"blocked): {', '.join(plan.removed_students)}. Nothing was changed. An export of one school or grade, or a "
+            f"cut-off file, looks like this. If these families really withdrew their opt-out, run the same command "
+            f"with --confirm-removals {n}."
+        )
+    with enrollment_in_progress(settings), edit_index(settings) as locked:
+        plan = plan_sync(optouts, deliveries, locked, settings, confirmed, picture_day, previous)  # under the lock
+        report = apply_sync(plan, locked, settings, get_models(), progress=progress)
+    log = ActivityLog(settings)
+    log.record("sync", students_on_list=len(optouts.students), students_added=len(plan.added_students),
+               students_removed=plan.removed_students, export_sha256=optouts.export_sha256,
+               photos_copied=len(plan.new_photos), held=len(plan.held), not_protected=report.not_protected)  # fmt: skip
+    if report.consent is not None and (report.consent.plan.new or report.consent.plan.removed):
+        c = report.consent
+        log.record("consent sync", recorded=c.plan.new, deleted=c.plan.removed, templates_deleted=c.templates_deleted,
+                   templates_added=c.templates_added, export_sha256=optouts.export_sha256)  # fmt: skip
+    return report
+
+
 def protection_source(student_id: str, optouts: OptOutList | None) -> str:
     """Where a student's protection comes from, for ``people``."""
     if optouts is None:
@@ -434,6 +561,6 @@ def unreadable_school_or_grade(optouts: OptOutList) -> list[str]:
     return sorted(s.student_id for s in optouts.students.values() if not s.school or (s.grade and not readable(s.grade)))
 
 
-def dry_run(plan: SyncPlan, index: FaceIndex) -> SyncReport:
+def dry_run_report(plan: SyncPlan, index: FaceIndex) -> SyncReport:
     """The plan as a report; the status is the gallery as it is now, before the sync."""
     return SyncReport(plan, False, None, gallery_status(index, sorted(plan.optouts.ids())))

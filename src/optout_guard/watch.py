@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optout_guard.config import settings_stamp
+from optout_guard.config import Settings, settings_stamp
 from optout_guard.errors import AlreadyWatched, ConfigError, IndexUnusable, ModelUnavailable, OptoutGuardError
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
 from optout_guard.media.handlers import OUTPUT_SUFFIXES, PHOTOS, handler_for
@@ -630,6 +630,48 @@ class CheckFolder:
 
 class SettingsChanged(OptoutGuardError):
     """config.toml or the index key changed under a running watch (exit 2: the service restarts it)."""
+
+
+def watch_folder(
+    settings: Settings,
+    folder: Path,
+    *,
+    once: bool = False,
+    polling: bool = False,
+    rescan_every: float = 60.0,
+    settle: float = 2.0,
+    recursive: bool = False,
+    redact: bool = False,
+    stop: threading.Event | None = None,
+) -> WatchStats:
+    """``optout-guard watch``: refuse to start with a broken install or an unusable index (and say
+    so in the folder, where staff look), take the folder's lock (a second watch is refused), then
+    check what is there (``once``) or keep watching until ``stop`` or Ctrl+C. SettingsChanged is
+    raised when config.toml or the key changes (the service restarts with the new ones)."""
+    from optout_guard.activity_log import ActivityLog
+    from optout_guard.errors import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; create it or give the right path")
+    guard = Guard(settings)
+    try:
+        guard.require_models()  # a broken install: refuse to start (never file everything into review/)
+        if settings.recognition:
+            guard.require_index()  # refuse to start without a usable index (nothing would ever be blocked)
+    except OptoutGuardError as exc:  # said in the folder too: staff see why nothing is filed
+        CheckFolder(folder, guard).stopped(str(exc))
+        raise
+    lock = folder_lock(folder)
+    try:
+        checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
+        if once:
+            checker.run_once()
+        else:
+            with contextlib.suppress(KeyboardInterrupt):
+                checker.run_forever(polling=polling, rescan_every=rescan_every, stop=stop)
+    finally:
+        lock.release()
+    return checker.stats
 
 
 def folder_lock(folder: Path):  # noqa: ANN201 - filelock.FileLock

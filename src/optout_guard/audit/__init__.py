@@ -19,9 +19,9 @@ from optout_guard.audit.state import (
 from optout_guard.errors import AuditBusy, LibraryLooksUnmounted
 
 if TYPE_CHECKING:
-    from optout_guard.audit.run import AuditSummary, large_of, report_thumbnail, run_audit
+    from optout_guard.audit.run import AuditSummary, large_of, record_run, report_thumbnail, run_audit, write_report
 
-_RUN = {"AuditSummary", "large_of", "report_thumbnail", "run_audit"}
+_RUN = {"AuditSummary", "large_of", "record_run", "report_thumbnail", "run_audit", "write_report"}
 
 
 def __getattr__(name: str) -> Any:
@@ -47,8 +47,10 @@ __all__ = [
     "large_of",
     "library_rows",
     "list_library",
+    "record_run",
     "report_thumbnail",
     "review_paths",
     "run_audit",
     "state_path",
+    "write_report",
 ]

@@ -377,6 +377,41 @@ def event_of(name: str, scope: Scope) -> tuple[str, str, str]:
     return str(Path(name).parent), photo_date(name), "" if scope.is_district else scope.name
 
 
+def write_report(settings: Settings, summary: AuditSummary, out_dir: Path) -> Path:
+    """The run's report for people (index.html, pages), spreadsheets (audit.csv) and scripts
+    (audit.json), from the library's state after ``summary``'s run and the reviewers' latest decisions."""
+    from optout_guard.audit.state import changes_since_last_audit, library_rows
+    from optout_guard.report import write_audit_report
+    from optout_guard.review import ReviewBook, book_path
+
+    decisions: list[dict[str, Any]] = []
+    if book_path(settings).exists():  # what reviewers decided lately, per reviewer, in the report
+        book = ReviewBook.open(settings)
+        try:
+            decisions = book.decisions(500)
+        finally:
+            book.close()
+    record = {k: v for k, v in summary.__dict__.items() if k != "changed"}
+    library = Path(summary.library)
+    return write_audit_report(
+        out_dir, str(summary.library), record, library_rows(settings, library), changes_since_last_audit(settings, library),
+        report_thumbnail(settings), decisions=decisions,
+        clips=library_rows(settings, library, ("block", "review", "allow"), kind="clip"),
+        desk_address=settings.desk_address,
+    )  # fmt: skip
+
+
+def record_run(settings: Settings, summary: AuditSummary, embedding_cache: bool, cluster: str | None) -> None:
+    """The run in the activity log (counts only: no path, no face)."""
+    from optout_guard.activity_log import ActivityLog
+
+    ActivityLog(settings).record(
+        "audit", checked=summary.checked, rechecked=summary.rechecked, unchanged=summary.unchanged, moved=summary.moved,
+        deleted=summary.deleted_count, verdicts_changed=summary.changed_count, totals=summary.totals,
+        embedding_cache=embedding_cache, cluster=cluster or "",
+    )  # fmt: skip
+
+
 def report_thumbnail(settings: Settings) -> Callable[[dict[str, Any], Path], bool]:
     """Draws a report row's photo with its stored faces marked (False when it cannot be read)."""
     from optout_guard.annotate import write_thumbnail

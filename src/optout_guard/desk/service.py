@@ -172,16 +172,9 @@ class Desk:
         import hashlib
 
         from optout_guard.activity_log import ActivityLog, photo_details
-        from optout_guard.optout_list import load_list
-        from optout_guard.scope import named_scopes, resolve_scope
+        from optout_guard.scope import workspace_scope
 
-        scope = resolve_scope(
-            scope_name or None,
-            None,
-            set(self.guard.index.protected_students()),
-            load_list(self.settings.workspace),
-            named_scopes(self.settings.workspace),
-        )
+        scope = workspace_scope(self.settings.workspace, scope_name or None, None, set(self.guard.index.protected_students()))
 
         digest = hashlib.sha256(data).hexdigest()
         suffix = Path(name).suffix.lower()[:6] if Path(name).suffix.isascii() else ""
@@ -205,16 +198,10 @@ class Desk:
         """A family opted out today: protect the student now (as ``optout-guard add``)."""
         import tempfile
 
-        from optout_guard.activity_log import ActivityLog
-        from optout_guard.index import edit_index, enrollment_in_progress
         from optout_guard.optout_list import Student
-        from optout_guard.sync import add_student, addition_problem
+        from optout_guard.sync import protect_student
 
         student_id = fields.get("student_id", "").strip()
-        if not is_valid_student_id(student_id):
-            raise ValueError(f"{student_id!r} is not a valid student id (letters, digits, . _ -)")
-        if not photos:
-            raise ValueError("add at least one photo of the student")
         student = Student(student_id, *(fields.get(k, "").strip() for k in ("first", "last", "grade", "school")))
         # Private folder (children's photos); index.sweep_leftovers removes one a kill left behind.
         with tempfile.TemporaryDirectory(prefix="desk-add-", dir=self.state) as tmp:
@@ -224,16 +211,11 @@ class Desk:
                 path = Path(tmp) / f"photo-{i + 1}{suffix}"  # the upload's own name is not kept
                 atomic_write(path, data)
                 paths.append(path)
-            # The same checks as `optout-guard add` (an id like another's, a photo unlike theirs).
-            problem = addition_problem(self.settings, student_id, paths, self.guard.models)
-            if problem and fields.get("force") != "yes":
-                raise ValueError(f"{problem}; nothing was changed")
-            with self.lock, enrollment_in_progress(self.settings), edit_index(self.settings) as index:
-                report = add_student(student, paths, index, self.settings, self.guard.models, user)
-                templates = sum(1 for t in index.templates if t.student_id == student_id)
-        ActivityLog(self.settings).record("add", student_id=student_id, photos=len(photos), templates=templates, reviewer=user)
-        rejected = [why for sid, _photo, why in report.rejected if sid == student_id]
-        return {"student_id": student_id, "protected": templates > 0, "reference_photos": templates, "rejected": rejected}
+            # The one way to protect a student now, as `optout-guard add` (the same checks and log).
+            done = protect_student(self.settings, student, paths, self.guard.models, user, fields.get("force") == "yes",
+                                   reviewer=user, lock=self.lock)  # fmt: skip
+        return {"student_id": student_id, "protected": done.templates > 0, "reference_photos": done.templates,
+                "rejected": [why for _photo, why in done.rejected]}
 
     def prune_uploads(self, incoming: int = 0) -> int:
         """Keep the page's uploads within their age and size budget: older than ``upload_days`` go,

@@ -1,0 +1,64 @@
+"""One check of several photos and folders, as ``optout-guard check`` and scripts run it: collect
+the files → check each (in worker processes for a large batch) → decide each child once across the
+check (its photos are one event) → record it in the activity log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from optout_guard.pipeline import Guard, Redaction
+from optout_guard.scope import WHOLE_DISTRICT, Scope
+from optout_guard.types import ScanResult
+
+
+@dataclass
+class CheckRun:
+    results: list[ScanResult]
+    skipped: list[tuple[str, str]]  # (path, why): files that are neither photos nor clips, not checked
+    scope: Scope
+
+
+def check_paths(
+    guard: Guard,
+    paths: list[Path],
+    annotate: Path | None = None,
+    redact: Path | None = None,
+    scope: str | None = None,
+    grade: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CheckRun:
+    """Check ``paths`` against the students of the scope named (``scope``/``grade``; None = the
+    district). ``progress(total)`` is called once with the number of items, then ``progress(-1)``
+    after each. A missing index, an unknown scope or a broken install raise before any photo."""
+    from optout_guard.activity_log import ActivityLog, photo_details
+    from optout_guard.folders import Skipped, collect_photos
+    from optout_guard.scope import workspace_scope
+
+    settings = guard.settings
+    chosen = WHOLE_DISTRICT
+    if settings.recognition:
+        guard.require_index()  # a missing or foreign index: said before any photo
+        chosen = workspace_scope(settings.workspace, scope, grade, set(guard.index.protected_students()))
+    items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
+    guard.require_models()  # a broken install is exit 2 before any photo
+    photos = sum(isinstance(i, Path) for i in items)
+    if progress:
+        progress(len(items))
+    results: list[ScanResult] = []
+    skipped: list[tuple[str, str]] = []
+    redaction = Redaction(redact) if redact is not None else None
+    for item in guard.check_items(items, annotate, workers=settings.worker_count(photos), redact=redaction, scope=chosen):
+        if isinstance(item, Skipped):
+            skipped.append((item.path, item.reason))
+        else:
+            results.append(item)
+        if progress:
+            progress(-1)
+    if settings.recognition and len(results) > 1:
+        from optout_guard.events import decide_across
+
+        results = decide_across(guard, results, chosen)  # a child held in several photos is decided once
+    ActivityLog(settings).record("check", photos=[photo_details(r) for r in results])
+    return CheckRun(results, skipped, chosen)
