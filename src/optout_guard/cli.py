@@ -1184,22 +1184,13 @@ def users_add(
     ] = None,
 ) -> None:
     """Add an account (or set a new password). The password is asked for, or read from OPTOUT_GUARD_PASSWORD."""
-    import os
-
-    from optout_guard.optout_list import load_list, school_key
-    from optout_guard.users import UserStore
+    from optout_guard.users import UserStore, listed_schools
 
     settings = _settings(ctx)
-    listed = load_list(settings.workspace)
-    known = {school_key(s.school): s.school for s in (listed.students.values() if listed else []) if s.school}
-    unknown = [s for s in schools or [] if school_key(s) not in known]
-    if unknown:
-        err.print(f"[bold red]error:[/] no student on the opt-out list is at {escape(', '.join(unknown))}. Known schools: "
-                  f"{escape(', '.join(sorted(known.values())) or 'none (import a list with sync first)')}")  # fmt: skip
-        raise typer.Exit(EXIT_USAGE)
+    limited = listed_schools(settings.workspace, schools or [])
     password = os.environ.get("OPTOUT_GUARD_PASSWORD") or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    UserStore(settings.state_dir).add(name, password, names, tuple(schools or ()))
-    where = f" (only {', '.join(schools)})" if schools else ""
+    UserStore(settings.state_dir).add(name, password, names, limited)
+    where = f" (only {', '.join(limited)})" if limited else ""
     out.print(f"Account {name} saved{' (may see names)' if names else ''}{escape(where)}.")
 
 
@@ -1408,10 +1399,17 @@ def demo(
     ] = None,
 ) -> None:
     """Enroll one person from a sample portrait and check three photos, end to end, offline."""
-    from optout_guard.demo import DEMO_STUDENT, run_demo
+    from optout_guard.demo import run_demo
 
     err.print("Building the demo workspace and loading the face models…")
-    run = run_demo(directory)
+    _print_demo(run_demo(directory))
+
+
+def _print_demo(run: Any) -> None:  # demo.DemoRun
+    import shutil
+
+    from optout_guard.demo import DEMO_STUDENT
+
     out.print(f"Workspace: {run.workspace}")
     out.print(f"Enrolled student {DEMO_STUDENT} (Grace Hopper) from {len(run.enroll.added)} reference photo(s).")
     _print_table(run.results, [], run.annotated)  # names each marked-up copy once
@@ -1421,8 +1419,6 @@ def demo(
         raise typer.Exit(EXIT_DEMO_FAILED)
     out.print("[green]Demo OK:[/] the enrolled person was blocked, the other photos were allowed.")
     # The command as it can be typed here: ./run-demo's optout-guard is in .venv/bin, not on the PATH.
-    import shutil
-
     command = "optout-guard" if shutil.which("optout-guard") else str(Path(sys.argv[0]).resolve())
     out.print(f"Try it yourself: {command} --workspace {run.workspace} check {run.workspace / 'photos'}")
 

@@ -84,3 +84,18 @@ class UserStore:
             check_password_hash("scrypt:32768:8:1$x$" + "0" * 128, password)  # same time for unknown names
             return False
         return check_password_hash(entry["hash"], password)
+
+
+def listed_schools(workspace: Path, schools: list[str]) -> tuple[str, ...]:
+    """The schools an account is limited to, each checked against the saved opt-out list (a typo
+    would give an account that sees nothing, or a school nobody meant). Raises ConfigError."""
+    from optout_guard.errors import ConfigError
+    from optout_guard.optout_list import load_list, school_key
+
+    listed = load_list(workspace)
+    known = {school_key(s.school): s.school for s in (listed.students.values() if listed else []) if s.school}
+    unknown = [s for s in schools if school_key(s) not in known]
+    if unknown:
+        raise ConfigError(f"no student on the opt-out list is at {', '.join(unknown)}. Known schools: "
+                          f"{', '.join(sorted(known.values())) or 'none (import a list with sync first)'}")  # fmt: skip
+    return tuple(schools)
