@@ -232,6 +232,17 @@ class ReviewBook:
         rows = self.db.execute("SELECT face, id FROM faces WHERE sha256=? AND status IN ('open', 'skipped')", (sha256,))
         return dict(rows.fetchall())
 
+    def open_cards_in(self, folder: str, limit: int = 500) -> list[Card]:
+        """Open face cards of the photos directly in ``folder`` (one event's candidates), oldest first."""
+        pattern = folder.rstrip("/\\").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.execute(
+            self._CARD_SQL + " WHERE f.status IN ('open', 'skipped') AND f.face >= 0 AND p.path LIKE ? ESCAPE '\\' "
+            "ORDER BY f.id LIMIT ?",
+            (pattern, limit),
+        ).fetchall()
+        cards = [self._card(r) for r in rows]
+        return [c for c in cards if str(Path(c.photo_path).parent) == folder]
+
     def recognised(self, limit: int = 200) -> list[Card]:
         """Faces cleared by recognising a consenting student, newest first (a person may hold one)."""
         rows = self.db.execute(self._CARD_SQL + " WHERE f.status = 'recognised' ORDER BY f.id DESC LIMIT ?", (limit,))

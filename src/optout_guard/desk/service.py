@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.config import Settings, settings_stamp
+from optout_guard.desk.same_child import SameChild
 from optout_guard.errors import AlreadySettled, NeedsConfirmation, OptoutGuardError
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file
 from optout_guard.optout_list import is_valid_student_id
@@ -60,6 +61,7 @@ class Desk:
         self.guard.require_models()
         self.book = ReviewBook.open(settings)
         self.lock = threading.RLock()  # one check / one index change at a time
+        self.same = SameChild()  # the same child's faces in other photos of an event (embeddings in memory only)
         self.state = settings.state_dir
         self.uploads = self.state / UPLOADS
         self.marked = self.state / MARKED
@@ -443,6 +445,56 @@ class Desk:
         moved = self.refile(faces[-1])
         photo = self.book.photo(sha256) or {}
         return {"decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict"), "moved_to": moved}
+
+    def same_child_json(self, card: Card) -> list[dict[str, Any]]:
+        """The same child in other photos of the card's event (``same_child``), for the page."""
+        return [
+            {"id": c.id, "crop_url": f"/face/{c.id}.jpg", "photo_name": Path(c.photo_path).name,
+             "distance": round(next(x.distance for x in c.candidates if x.student_id == card.candidates[0].student_id), 3),
+             "others": [x.student_id for x in c.candidates if x.student_id not in {y.student_id for y in card.candidates[:3]}]}
+            for c in self.same.group(self, card)
+        ]  # fmt: skip
+
+    def decide_same_child(
+        self, card_id: int, answer: str, user: str, with_ids: list[int], confirmed: bool = False, ignored: bool = False,
+        add_reference: bool = False,
+    ) -> dict[str, Any]:
+        """One answer for a card and the same child's cards in other photos of its event (those the
+        page showed, ``with_ids``; each must still be one, found again now). "This student" or "an
+        opted-out student" settle them all; "none of these" only faces whose every candidate is on
+        the page (the card's), after one confirmation listing each face — a face that resembles
+        a student not shown needs its own card. Each face's answer is its own decision (undoable)."""
+        card = self.book.card(card_id)
+        if card is None:
+            raise KeyError(card_id)
+        group = {c.id: c for c in self.same.group(self, card)}
+        if any(i not in group for i in with_ids):
+            raise AlreadySettled(
+                "the faces shown as the same child are not all waiting any more (answered elsewhere, or the photo "
+                "changed): nothing was changed; reload the page"
+            )
+        members = [group[i] for i in with_ids]
+        if answer == NONE:
+            shown = {c.student_id for c in card.candidates[:3]}
+            if any(not {x.student_id for x in m.candidates} <= shown for m in members):
+                raise ValueError("a face in the group also resembles a student not shown here: answer it on its own card")
+            if not confirmed:
+                listed = "; ".join(f"{Path(m.photo_path).name}: {m.candidates[0].student_id} at {m.candidates[0].distance:.3f}"
+                                   for m in [card, *members])  # fmt: skip
+                raise NeedsConfirmation(
+                    f"Clear this face and the same child in {len(members)} other photo(s) as none of these students? "
+                    f"Each resembles an opted-out student: {listed}."
+                )
+        # The card's own face may become a reference (R); the others are answered only.
+        first = self.decide(card_id, answer, user, add_reference, confirmed=True, refile=False, ignored=ignored)
+        decisions = [first["decision"]]
+        for m in members:
+            decisions.append(self.decide(m.id, answer, user, add_reference=False, confirmed=True, refile=False,
+                                         ignored=ignored)["decision"])  # fmt: skip
+        moved = [x for c in (card, *members) if (x := self.refile(c))]
+        photo = self.book.photo(card.sha256) or {}
+        return {"decision": decisions[0], "decisions": decisions, "settled": len(decisions), "verdict": photo.get("verdict"),
+                "reference_added": first["reference_added"], "moved_to": moved[0] if moved else None}  # fmt: skip
 
     def decide_photos(self, card_ids: list[int], user: str) -> dict[str, Any]:
         """"No opted-out student in these photos" for several *photo* cards at once (faces too small,

@@ -264,6 +264,9 @@ def create_app(desk: Desk) -> Any:
             served = [c for c in served if needle in Path(c.photo_path).name.casefold()
                       or any(needle == s.casefold() for s in desk.resembles(c))]  # fmt: skip
         cards = [desk.card_json(c, names) for c in served[:30]]
+        if cards:  # the card on top: the same child in other photos of its event, answered with it
+            same = desk.same_child_json(served[0])
+            cards[0]["same_child"] = [m for m in same if (o := desk.book.card(m["id"])) and desk.card_within(o, mine)]
         if mine:  # the photo's other faces waiting for a person: only this school's
             for c in cards:
                 c["group"] = [g for g in c["group"] if (o := desk.book.card(g["id"])) and desk.card_within(o, mine)]
@@ -405,7 +408,17 @@ def create_app(desk: Desk) -> Any:
         if body.get("add_reference") and options.lan and not may_see_names():
             # A new reference photo changes who is protected: the same right as adding a student.
             return jsonify(error="this account may not add reference photos; ask the privacy officer"), 403
+        together = body.get("same_child") or []
+        if not isinstance(together, list) or not all(isinstance(i, int) for i in together):
+            return jsonify(error="same_child: the card ids of the same child the page showed, as a list of numbers"), 400
+        for i in together:
+            card_or_404(i)
         try:
+            if together:  # the same child in other photos of the event, answered with this card
+                return jsonify(desk.decide_same_child(
+                    card_id, answer, current_user() or "", together, bool(body.get("confirm")), ignored=ignored,
+                    add_reference=bool(body.get("add_reference")),
+                ))  # fmt: skip
             return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")),
                                        bool(body.get("confirm")), ignored=ignored))  # fmt: skip
         except NeedsConfirmation as exc:

@@ -153,6 +153,18 @@ function showCard() {
     : `${card.photo_name} (${card.source}) · face ${card.face_px} px wide` + (inClip ? ` · frame at ${clock(card.clip_time)}` : "");
   // A whole photo, or a frame of a clip, is no reference photo.
   document.querySelector(".add-ref").hidden = card.kind === "photo" || inClip;
+  // The same child in other photos of this event: answered with this card (each face ticked by default;
+  // a face that also resembles a student not shown here cannot be cleared with it, and says so).
+  const same = card.same_child || [];
+  $("same-child").hidden = !same.length;
+  $("same-count").textContent = String(same.length);
+  $("same-faces").replaceChildren(...same.map((m) => {
+    const box = el("input", { type: "checkbox", checked: true, className: "same-tick", title: "answer this face too" });
+    box.dataset.id = String(m.id);
+    const caption = el("figcaption", { textContent: `${m.photo_name} · ${m.distance.toFixed(3)}` });
+    if (m.others.length) caption.append(el("span", { className: "others", textContent: ` also resembles ${m.others.join(", ")}` }));
+    return el("figure", {}, el("label", {}, el("img", { src: m.crop_url, alt: "the same child in another photo" }), box, caption));
+  }));
   // A group photo: its other faces that need a person, beside this one; one key settles them all.
   const group = card.group || [];
   $("group").hidden = !group.length;
@@ -190,7 +202,10 @@ async function decide(answer, studentId) {
   if (!card) return;
   busy = true;
   try {
-    const body = { answer, student_id: studentId || null, add_reference: answer === "student" && $("add-ref").checked };
+    const together = answer === "skip" ? [] : [...document.querySelectorAll("#same-faces .same-tick")]
+      .filter((b) => b.checked).map((b) => Number(b.dataset.id));
+    const body = { answer, student_id: studentId || null, add_reference: answer === "student" && $("add-ref").checked,
+                   same_child: together };
     let data;
     try {
       data = await api(`/api/cards/${card.id}/decide`, body);
@@ -201,13 +216,14 @@ async function decide(answer, studentId) {
     }
     if (answer === "skip") say("Skipped: the card is at the back of the queue.");
     else {
-      lastDecisions = [data.decision];
+      lastDecisions = data.decisions ? data.decisions.slice() : [data.decision];
       $("undo").disabled = false;
       const what = { student: `student ${studentId}`, unnamed: "an opted-out student not shown", ignore: "not a student (ignored)",
                      blurred: "post the blurred copy (the original stays under review)" }[answer] || "none of them";
       const ref = data.reference_added ? "; the face was added as a reference" : "";
       const moved = data.moved_to ? `; the check folder moved it to ${data.moved_to}` : "";
-      say(`Settled as ${what}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
+      const also = data.settled > 1 ? ` (and the same child in ${data.settled - 1} other photo(s))` : "";
+      say(`Settled as ${what}${also}: the photo is now ${String(data.verdict).toUpperCase()}${ref}${moved}.`);
     }
     await loadQueue();
   } catch (error) {
