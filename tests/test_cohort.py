@@ -259,6 +259,9 @@ def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path,
     assert doc["cohort_photos"] == 50  # the four opted-out students' photos are not in the cohort …
     index = FaceIndex.load(ws / ".optout-guard" / "index.npz", index_fingerprint())
     assert {index.references(s) for s in people} == {1}  # … they protect them
+    # What the thresholds in use catch and hold, said by calibrate too (issue 26 §2), as by people and sync.
+    said = CliRunner().invoke(app, ["--workspace", str(ws), "calibrate"], catch_exceptions=False)
+    assert "would be caught" in " ".join(said.stdout.split()), said.stdout
 
 
 def test_the_catch_floor_holds_on_a_synthetic_set_and_penalties_respect_it():

@@ -1055,6 +1055,8 @@ def _print_calibration(result: Any, summary: dict[str, Any], cohort: Any) -> Non
             f"{limits}. {cohort.held_share:.0%} of the cohort came within review of somebody before "
             f"(target {cohort.review_share:.0%})."
         )
+        if cohort.in_plain_words():  # what those thresholds catch, and hold (issue 26 §2)
+            out.print(escape(cohort.in_plain_words()))
     else:
         out.print("No cohort calibration in the index: every face is judged with the settings' thresholds.")
     if result.suggested:
