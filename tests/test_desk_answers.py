@@ -210,7 +210,7 @@ def test_the_page_offers_only_what_the_account_may_do_and_takes_clips(tmp_path, 
 def test_wrong_passwords_elsewhere_do_not_lock_the_officer_out_and_only_a_trusted_proxy_names_clients():
     """Issue 27: the back-off per account name let anyone keep the privacy officer locked out, and
     behind a reverse proxy every client shared one address."""
-    from optout_guard.desk.web import SignInThrottle, _client_address
+    from optout_guard.desk.signin import SignInThrottle, client_address
 
     now = [0.0]
     throttle = SignInThrottle(clock=lambda: now[0])
@@ -220,10 +220,10 @@ def test_wrong_passwords_elsewhere_do_not_lock_the_officer_out_and_only_a_truste
     assert throttle.wait("officer", "10.0.0.12") == 0  # … the officer at her own desk does not
     assert throttle.wait("teacher", "10.0.0.66") > 0  # and the guessing machine is slowed for every account
     proxy = ("10.0.0.2",)
-    assert _client_address("10.0.0.2", "10.0.0.66, 10.0.0.2", proxy) == "10.0.0.66"
-    assert _client_address("10.0.0.2", "198.51.100.7, 10.0.0.66", proxy) == "10.0.0.66"  # the hop the proxy saw
-    assert _client_address("10.0.0.9", "10.0.0.12", proxy) == "10.0.0.9"  # a header from anyone else: ignored
-    assert _client_address("10.0.0.2", "", proxy) == "10.0.0.2"
+    assert client_address("10.0.0.2", "10.0.0.66, 10.0.0.2", proxy) == "10.0.0.66"
+    assert client_address("10.0.0.2", "198.51.100.7, 10.0.0.66", proxy) == "10.0.0.66"  # the hop the proxy saw
+    assert client_address("10.0.0.9", "10.0.0.12", proxy) == "10.0.0.9"  # a header from anyone else: ignored
+    assert client_address("10.0.0.2", "", proxy) == "10.0.0.2"
 
 
 def test_a_reference_is_recorded_before_it_is_written_so_a_kill_between_leaves_nothing_unrecorded(tmp_path, data_dir,
@@ -398,3 +398,27 @@ def test_an_account_limited_to_a_school_sees_and_answers_that_schools_cards_only
 
         assert in_folder(uploads) == in_folder(uploads.parent) == [colin.id] and in_folder(tmp_path / "elsewhere") == []
         assert officer.get(f"/face/{colin.id}.jpg").status_code == 200
+
+
+def test_domain_errors_map_to_one_status_each_on_every_route(tmp_path, data_dir):
+    """Issue 29 §5: one error handler maps the desk's domain errors — not KeyError / ValueError in
+    each route — to 404 (NotFound) and 409 (Refused, AlreadySettled, NeedsConfirmation with its question)."""
+    from optout_guard.errors import NotFound, Refused
+
+    assert issubclass(NotFound, KeyError) and issubclass(Refused, ValueError)  # old callers still catch them
+    settings = workspace(tmp_path / "ws")
+    desk = Desk(settings, DeskOptions())
+    desk.check_upload(HUGO.name, HUGO.read_bytes(), "a")
+    card = next(c for c in desk.book.queue() if c.candidates)
+    app = create_app(desk)
+    with app.test_client() as client:
+        headers = {"X-CSRFToken": _token(client)}
+        assert client.post("/api/decisions/99999/undo", headers=headers).status_code == 404
+        wrong = client.post(f"/api/cards/{card.id}/decide", json={"answer": "student", "student_id": "colin0"}, headers=headers)
+        assert wrong.status_code == 409 and "not one of this face's candidates" in wrong.get_json()["error"]
+        done = client.post(f"/api/cards/{card.id}/decide", json={"answer": "student", "student_id": "hugo"}, headers=headers)
+        decision = done.get_json()["decision"]
+        assert client.post(f"/api/decisions/{decision}/undo", headers=headers).status_code == 200
+        again = client.post(f"/api/decisions/{decision}/undo", headers=headers)
+        assert again.status_code == 409 and "already undone" in again.get_json()["error"]
+        assert client.post("/api/recognised/99999/hold", headers=headers).status_code == 404

@@ -20,7 +20,7 @@ from optout_guard.cohort import MAX_COHORT, MIN_COHORT, CohortCalibration, calib
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
-from optout_guard.errors import EnrollmentError, ImageRejected
+from optout_guard.errors import EnrollmentError, ImageRejected, Refused
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex, Rejection, Template, now_iso
 from optout_guard.media.photos import load_image, photo_date
@@ -390,7 +390,7 @@ def add_reference_face(
     as a dated reference photo of that student: a private crop of the face is kept in
     ``enrollments/<id>/`` (so every later ``enroll --rebuild`` and ``sync`` keeps it like any other
     reference photo) and its template added to the index. Validated before anything is written:
-    the same size rule as enrolled photos and the quality gate; ``ValueError`` says why not.
+    the same size rule as enrolled photos and the quality gate; ``Refused`` (a ValueError) says why not.
     Returns the crop's sha256 (the template's key)."""
     from optout_guard.annotate import face_crop, jpeg_bytes
     from optout_guard.embedding import embed_faces
@@ -398,12 +398,12 @@ def add_reference_face(
 
     need = settings.min_face_px * REFERENCE_MIN_FACE_FACTOR
     if face.box.w < need:
-        raise ValueError(f"this face is {face.box.w:.0f} px wide; a reference needs at least {need} px")
+        raise Refused(f"this face is {face.box.w:.0f} px wide; a reference needs at least {need} px")
     image = load_image(path, settings)
     embedded = embed_faces(image, [face], settings, models)
     if not len(embedded.vectors):
         reason = next(iter(embedded.unjudged.values()), None)
-        raise ValueError(reason.text if reason else "the face cannot be used as a reference")
+        raise Refused(reason.text if reason else "the face cannot be used as a reference")
     taken = photo_date(path)
     target = private_dir(settings.enrollments / student_id) / f"{taken}_{tag}.jpg"
     atomic_write(target, jpeg_bytes(face_crop(image.pages[face.page], face.box, image.scale, 0.5), quality=95))

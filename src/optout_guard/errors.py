@@ -81,6 +81,17 @@ class AlreadySettled(OptoutGuardError):
     first answer stands until somebody undoes it."""
 
 
+class NotFound(OptoutGuardError, KeyError):
+    """A card, decision or photo that does not exist (the desk answers 404; a KeyError for old callers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+class Refused(OptoutGuardError, ValueError):
+    """An answer refused as given (not a candidate, not a face, already undone…): the desk answers 409."""
+
+
 class ClipUnreadable(Exception):
     """A clip cannot be decoded (damaged, truncated, unsupported): the reason for a person. Not an
     OptoutGuardError: ``video`` turns it into the clip's *review*, it never reaches the CLI."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.errors import AlreadySettled
+from optout_guard.errors import AlreadySettled, NotFound, Refused
 from optout_guard.fsutil import open_private_db, utc_now
 from optout_guard.matching import photo_verdict
 from optout_guard.types import Box, Candidate, Decision, FaceMatch, ReasonCode, ScanResult, Settler, Verdict
@@ -253,7 +253,7 @@ class ReviewBook:
         and the photo is *review* again until it is answered. Returns the decision id (undoable)."""
         card = self.card(face_id)
         if card is None:
-            raise KeyError(face_id)
+            raise NotFound(face_id)
         now = _now()
         with self.db:
             updated = self.db.execute("UPDATE faces SET status='open' WHERE id=? AND status='recognised'", (face_id,))
@@ -286,11 +286,11 @@ class ReviewBook:
         """Settle a card: ``answer`` is a student id among its candidates, or NONE. Returns the decision id."""
         card = self.card(face_id)
         if card is None:
-            raise KeyError(face_id)
+            raise NotFound(face_id)
         if answer == BLURRED and card.face != PHOTO:
-            raise ValueError("only a whole photo's card can be answered 'post the blurred copy'")
+            raise Refused("only a whole photo's card can be answered 'post the blurred copy'")
         if answer not in (NONE, UNNAMED, BLURRED) and answer not in {c.student_id for c in card.candidates}:
-            raise ValueError(f"{answer} is not one of this face's candidates")
+            raise Refused(f"{answer} is not one of this face's candidates")
         now = _now()
         with self.db:
             # Only an open card takes an answer, checked in the same statement that settles it: a second
@@ -338,7 +338,7 @@ class ReviewBook:
     def decision_user(self, decision_id: int) -> str | None:
         row = self.db.execute("SELECT user FROM decisions WHERE id=?", (decision_id,)).fetchone()
         if row is None:
-            raise KeyError(decision_id)
+            raise NotFound(decision_id)
         return str(row[0])
 
     def skip(self, face_id: int) -> None:
@@ -363,10 +363,10 @@ class ReviewBook:
             "SELECT face_id, sha256, student_id, reference, undone_at, action FROM decisions WHERE id=?", (decision_id,)
         ).fetchone()
         if row is None:
-            raise KeyError(decision_id)
+            raise NotFound(decision_id)
         face_id, sha, student, reference, undone, action = row
         if undone:
-            raise ValueError("this decision was already undone")
+            raise Refused("this decision was already undone")
         now = _now()
         with self.db:
             self.db.execute("UPDATE decisions SET undone_at=?, undone_by=? WHERE id=?", (now, user, decision_id))

@@ -18,7 +18,8 @@ was told about. Pages load nothing from outside (no CDN, no fonts).
 """
 
 from optout_guard.desk.service import CROP_PX, MARKED, MAX_UPLOAD_BYTES, UPLOADS, Desk, DeskOptions
-from optout_guard.desk.web import SignInThrottle, create_app, require_accounts, serve
+from optout_guard.desk.signin import SignInThrottle, require_accounts
+from optout_guard.desk.web import create_app, serve
 from optout_guard.errors import NeedsConfirmation
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 
 from optout_guard.config import Settings, settings_stamp
 from optout_guard.desk.same_child import SameChild
-from optout_guard.errors import AlreadySettled, NeedsConfirmation, OptoutGuardError
+from optout_guard.errors import AlreadySettled, NeedsConfirmation, NotFound, OptoutGuardError, Refused
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file
 from optout_guard.optout_list import is_valid_student_id
 from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED, Card, ReviewBook
@@ -423,7 +423,7 @@ class Desk:
         open_cards = [self.book.card(cid) for cid in self.book.open_cards(sha256).values()]
         faces = [c for c in open_cards if c is not None and c.face != PHOTO and c.candidates]
         if not faces:
-            raise KeyError(sha256)
+            raise NotFound(sha256)
         if shown is not None and sorted(shown) != sorted(c.id for c in faces):
             raise AlreadySettled(
                 "the faces waiting in this photo are not the ones on your screen any more (answered or added "
@@ -466,7 +466,7 @@ class Desk:
         a student not shown needs its own card. Each face's answer is its own decision (undoable)."""
         card = self.book.card(card_id)
         if card is None:
-            raise KeyError(card_id)
+            raise NotFound(card_id)
         group = {c.id: c for c in self.same.group(self, card)}
         if any(i not in group for i in with_ids):
             raise AlreadySettled(
@@ -477,7 +477,7 @@ class Desk:
         if answer == NONE:
             shown = {c.student_id for c in card.candidates[:3]}
             if any(not {x.student_id for x in m.candidates} <= shown for m in members):
-                raise ValueError("a face in the group also resembles a student not shown here: answer it on its own card")
+                raise Refused("a face in the group also resembles a student not shown here: answer it on its own card")
             if not confirmed:
                 listed = "; ".join(f"{Path(m.photo_path).name}: {m.candidates[0].student_id} at {m.candidates[0].distance:.3f}"
                                    for m in [card, *members])  # fmt: skip
@@ -503,11 +503,11 @@ class Desk:
         in bulk: it needs its candidates' reference photos on screen, one card at a time."""
         cards = [self.book.card(i) for i in card_ids]
         if not cards or any(c is None for c in cards):
-            raise KeyError(card_ids)
+            raise NotFound(card_ids)
         for c in cards:
             assert c is not None
             if c.face != PHOTO or c.candidates:
-                raise ValueError("only photo cards are answered together; a face that resembles a student needs its own answer")
+                raise Refused("only photo cards are answered together; a face that resembles a student needs its own answer")
             if not self.book.is_open(c.id):
                 raise AlreadySettled(self.book.settled_message(c.id))
         decisions = [self.decide(c.id, NONE, user, add_reference=False, refile=False)["decision"] for c in cards if c]
@@ -531,18 +531,18 @@ class Desk:
 
         card = self.book.card(card_id)
         if card is None:
-            raise KeyError(card_id)
+            raise NotFound(card_id)
         # Validate the answer before anything changes: a refused answer must leave no trace (a face
         # saved under an id that is not a candidate would become another student's template).
         if answer == BLURRED and card.face != PHOTO:
-            raise ValueError("only a whole photo can be answered 'post the blurred copy'")
+            raise Refused("only a whole photo can be answered 'post the blurred copy'")
         if answer not in (NONE, UNNAMED, BLURRED):
             if not is_valid_student_id(answer) or answer not in {c.student_id for c in card.candidates}:
-                raise ValueError(f"{answer!r} is not one of this face's candidates")
+                raise Refused(f"{answer!r} is not one of this face's candidates")
         if card.face == PHOTO and add_reference:
-            raise ValueError("a whole photo cannot be a reference photo")
+            raise Refused("a whole photo cannot be a reference photo")
         if ignored and (answer != NONE or card.face == PHOTO):
-            raise ValueError("only a face is ignored (it is cleared as not a student)")
+            raise Refused("only a face is ignored (it is cleared as not a student)")
         if not self.book.is_open(card_id):  # before anything is written (a reference, a note)
             raise AlreadySettled(self.book.settled_message(card_id))
         if answer == NONE and not confirmed and card.candidates and card.candidates[0].distance <= self.settings.block_distance:
@@ -618,7 +618,7 @@ class Desk:
 
         card = self.book.card(face_id)
         if card is None:
-            raise KeyError(face_id)
+            raise NotFound(face_id)
         with self.lock:
             decision = self.book.hold_recognised(face_id, user)
         ActivityLog(self.settings).record("review-hold", reviewer=user, decision=decision, sha256=card.sha256, face=card.face)
@@ -648,14 +648,14 @@ class Desk:
         return f"desk-{card.sha256[:12]}-face{card.face}"
 
     def check_reference(self, card: Card) -> Path:
-        """The card's photo, if its face may become a reference photo (else ValueError / FileNotFoundError)."""
+        """The card's photo, if its face may become a reference photo (else Refused / FileNotFoundError)."""
         if card.time is not None:
-            raise ValueError("a frame of a video clip is not kept as a reference photo; add a portrait of the student instead")
+            raise Refused("a frame of a video clip is not kept as a reference photo; add a portrait of the student instead")
         path = self.allowed(card.photo_path)
         if path is None:
             raise FileNotFoundError(card.photo_path)
         if sha256_file(path) != card.sha256:
-            raise ValueError(
+            raise Refused(
                 f"{path.name} has changed since this card was made: it is not kept as a reference photo; "
                 "answer without adding it, and add a portrait of the student instead"
             )

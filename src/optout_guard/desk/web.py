@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from optout_guard.desk.service import MAX_UPLOAD_BYTES, REFERENCE_PX, Desk
+from optout_guard.desk.signin import SignInThrottle, client_address, lan_host_allowed, local_target, secret_key
 from optout_guard.errors import (
-    AlreadySettled,
     ConfigError,
     ImageRejected,
     IndexUnusable,
     ModelUnavailable,
     NeedsConfirmation,
+    NotFound,
     OptoutGuardError,
 )
-from optout_guard.fsutil import atomic_write
 from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED
 
 HERE = Path(__file__).parent
@@ -37,7 +37,7 @@ def create_app(desk: Desk) -> Any:
 
     app = Flask(__name__, static_folder=None)
     app.config.update(
-        SECRET_KEY=_secret_key(desk.state),
+        SECRET_KEY=secret_key(desk.state),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
@@ -101,7 +101,7 @@ def create_app(desk: Desk) -> Any:
         host = (request.host or "").rsplit(":", 1)[0].strip("[]")
         if not options.lan and host not in ("127.0.0.1", "localhost", "::1"):
             abort(403)
-        if options.lan and not _lan_host_allowed(host, options.allowed_hosts):
+        if options.lan and not lan_host_allowed(host, options.allowed_hosts):
             abort(403)  # a name we were not told about: DNS rebinding from a web page
         if options.lan and request.endpoint not in ("desk.login", "desk.static_file") and current_user() is None:
             if request.path.startswith("/api/"):
@@ -127,6 +127,20 @@ def create_app(desk: Desk) -> Any:
         # The index or a model cannot be used now (a new key, a file gone): say what, not a bare 500.
         return jsonify(error=f"the review desk cannot check anything now: {exc}", unavailable=True), 503
 
+    # Domain errors, one mapping for every route: what does not exist (or not for this account) is
+    # 404; an answer refused as given, already settled, or needing one more yes is 409.
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> Any:
+        return jsonify(error=str(exc)), 404
+
+    @app.errorhandler(NeedsConfirmation)
+    def needs_confirmation(exc: NeedsConfirmation) -> Any:
+        return jsonify(error=str(exc), confirm=str(exc)), 409
+
+    @app.errorhandler(OptoutGuardError)
+    def refused(exc: OptoutGuardError) -> Any:  # Refused, AlreadySettled, ImageRejected, …
+        return jsonify(error=str(exc)), 409
+
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> Any:
         return jsonify(error=f"refused: {exc.description} (reload the page)"), 400
@@ -136,7 +150,7 @@ def create_app(desk: Desk) -> Any:
         # "A family opted out today" only for accounts that may use it (they learned it after filling it in).
         may_add = not options.lan or may_see_names()
         html = render_template(name, csrf=generate_csrf(), user=current_user() or "", lan=lan, error=error, may_add=may_add,
-                               next=_local_target(request.values.get("next", "")))  # fmt: skip
+                               next=local_target(request.values.get("next", "")))  # fmt: skip
         return Response(html, status, mimetype="text/html")
 
     @bp.get("/")
@@ -149,7 +163,7 @@ def create_app(desk: Desk) -> Any:
             return redirect(url_for("desk.index"))
         if request.method == "POST":
             name, password = request.form.get("user", ""), request.form.get("password", "")
-            client = _client_address(request.remote_addr or "?", request.headers.get("X-Forwarded-For", ""),
+            client = client_address(request.remote_addr or "?", request.headers.get("X-Forwarded-For", ""),
                                      options.trusted_proxies)  # fmt: skip
             wait = failures.wait(name, client)
             if wait > 0:
@@ -161,7 +175,7 @@ def create_app(desk: Desk) -> Any:
                 sid = secrets.token_urlsafe(24)
                 live[sid] = (name, users.epoch(name) or "")
                 session["sid"] = sid
-                return redirect(_local_target(request.form.get("next", "")) or url_for("desk.index"))
+                return redirect(local_target(request.form.get("next", "")) or url_for("desk.index"))
             failures.failure(name, client)
             time.sleep(0.5)  # slows down guessing
             return page("login.html", error="Wrong name or password.", status=401)
@@ -289,12 +303,7 @@ def create_app(desk: Desk) -> Any:
             return jsonify(error="card_ids: the photo cards to answer, as a list of numbers"), 400
         for i in ids:
             card_or_404(i)
-        try:
-            return jsonify(desk.decide_photos(ids, current_user() or ""))
-        except KeyError:
-            abort(404)
-        except (ValueError, OptoutGuardError) as exc:
-            return jsonify(error=str(exc)), 409
+        return jsonify(desk.decide_photos(ids, current_user() or ""))
 
     @bp.post("/api/photos/<sha>/none")
     def api_photo_none(sha: str) -> Any:
@@ -306,14 +315,7 @@ def create_app(desk: Desk) -> Any:
         others = [c for i in desk.book.open_cards(sha).values() if (c := desk.book.card(i)) and not desk.card_within(c, reach())]
         if others:  # "none of these" would answer for another school's student too
             return jsonify(error="some faces of this photo are another school's to answer: answer yours one by one"), 403
-        try:
-            return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm")), shown))
-        except NeedsConfirmation as exc:
-            return jsonify(error=str(exc), confirm=str(exc)), 409
-        except AlreadySettled as exc:
-            return jsonify(error=str(exc)), 409
-        except KeyError:
-            abort(404)
+        return jsonify(desk.decide_photo(sha, current_user() or "", bool(body.get("confirm")), shown))
 
     @bp.get("/api/recognised")
     def api_recognised() -> Any:
@@ -323,12 +325,7 @@ def create_app(desk: Desk) -> Any:
     @bp.post("/api/recognised/<int:face_id>/hold")
     def api_hold(face_id: int) -> Any:
         card_or_404(face_id)
-        try:
-            return jsonify(desk.hold(face_id, current_user() or ""))
-        except KeyError:
-            abort(404)
-        except AlreadySettled as exc:
-            return jsonify(error=str(exc)), 409
+        return jsonify(desk.hold(face_id, current_user() or ""))
 
     @bp.post("/api/skipped/reopen")
     def api_reopen_skipped() -> Any:
@@ -421,12 +418,8 @@ def create_app(desk: Desk) -> Any:
                 ))  # fmt: skip
             return jsonify(desk.decide(card_id, answer, current_user() or "", bool(body.get("add_reference")),
                                        bool(body.get("confirm")), ignored=ignored))  # fmt: skip
-        except NeedsConfirmation as exc:
-            return jsonify(error=str(exc), confirm=str(exc)), 409
-        except KeyError:
-            abort(404)
-        except (ValueError, OptoutGuardError, ImageRejected, FileNotFoundError) as exc:
-            return jsonify(error=str(exc)), 409
+        except FileNotFoundError as exc:  # the photo is gone since its card was made
+            return jsonify(error=f"the photo is not there any more: {exc}"), 409
 
     @bp.post("/api/decisions/<int:decision_id>/undo")
     def api_undo(decision_id: int) -> Any:
@@ -434,15 +427,10 @@ def create_app(desk: Desk) -> Any:
         if row is None:
             abort(404)
         card_or_404(int(row[0]))
-        try:
-            # On the network, an account undoes its own decisions; others' only with the right to see names.
-            if options.lan and not may_see_names() and desk.book.decision_user(decision_id) != (current_user() or ""):
-                return jsonify(error="this account may undo only its own decisions"), 403
-            return jsonify(desk.undo(decision_id, current_user() or ""))
-        except KeyError:
-            abort(404)
-        except ValueError as exc:
-            return jsonify(error=str(exc)), 409
+        # On the network, an account undoes its own decisions; others' only with the right to see names.
+        if options.lan and not may_see_names() and desk.book.decision_user(decision_id) != (current_user() or ""):
+            return jsonify(error="this account may undo only its own decisions"), 403
+        return jsonify(desk.undo(decision_id, current_user() or ""))
 
     @bp.get("/face/<int:card_id>.jpg")
     def face(card_id: int) -> Any:
@@ -509,78 +497,6 @@ def create_app(desk: Desk) -> Any:
     return app
 
 
-def _client_address(remote: str, forwarded: str, trusted: tuple[str, ...]) -> str:
-    """The client's address: the connection's, or — when that is a configured proxy — the last
-    address in X-Forwarded-For that is not one of the proxies (a header from anyone else is ignored)."""
-    if remote not in trusted or not forwarded:
-        return remote
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    while hops and hops[-1] in trusted:
-        hops.pop()
-    return hops[-1] if hops else remote
-
-
-class SignInThrottle:
-    """Back-off after wrong passwords, per account *at an address* and per address: 5 free tries,
-    then a wait that doubles with every further failure (1 s, 2 s, 4 s … up to 15 minutes). Never per
-    account alone: anyone could then keep the privacy officer locked out from anywhere."""
-
-    FREE = 5
-    LONGEST = 900.0
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.state: dict[str, tuple[int, float]] = {}  # key -> (failures, not before)
-
-    @staticmethod
-    def _keys(name: str, client: str) -> tuple[str, str]:
-        return (f"ua:{name}\0{client}", f"a:{client}")
-
-    def wait(self, name: str, client: str) -> float:
-        now = self.clock()
-        return max(0.0, *(self.state.get(k, (0, 0.0))[1] - now for k in self._keys(name, client)))
-
-    def failure(self, name: str, client: str) -> None:
-        for key in self._keys(name, client):
-            count = self.state.get(key, (0, 0.0))[0] + 1
-            delay = 0.0 if count < self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE))
-            self.state[key] = (count, self.clock() + delay)
-
-    def success(self, name: str, client: str) -> None:
-        for key in self._keys(name, client):
-            self.state.pop(key, None)
-
-
-def _local_target(target: str) -> str:
-    """A page of this desk to return to after sign-in, or "": never another site ("//evil", "https://…")."""
-    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n\\"):
-        return ""
-    return target
-
-
-def _lan_host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """On the LAN the desk answers to an address typed as such, to this computer's own name, and to
-    the names given with --allowed-host (e.g. the district's HTTPS proxy): never to any other name."""
-    import ipaddress
-    import socket
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    names = {"localhost", socket.gethostname().lower(), *(h.lower() for h in allowed)}
-    return host.lower() in names
-
-
-def _secret_key(state: Path) -> bytes:
-    """A random key kept (0600) beside the index: sessions survive a restart of the desk."""
-    path = state / "desk-secret"
-    if not path.exists():
-        atomic_write(path, secrets.token_bytes(32))  # private from the start, never half-written
-    return path.read_bytes()
-
-
 def serve(desk: Desk, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the desk with waitress (a production WSGI server, pure Python) until interrupted."""
     from waitress.server import create_server
@@ -590,10 +506,3 @@ def serve(desk: Desk, on_ready: Callable[[str], None] | None = None) -> None:
     if on_ready:
         on_ready(f"http://{desk.options.host}:{server.effective_port}/")
     server.run()
-
-
-def require_accounts(desk_state: Path) -> None:
-    from optout_guard.users import UserStore
-
-    if not UserStore(desk_state).names():
-        raise OptoutGuardError("serving on the network needs accounts: add one with: optout-guard users add NAME")
