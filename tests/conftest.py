@@ -116,3 +116,24 @@ def chromium_exe() -> str:
 
 # Where browser tests leave their screenshots (gitignored).
 TEST_OUTPUT = Path(os.environ.get("OPTOUT_GUARD_TEST_OUTPUT", ROOT / "test-output"))
+
+
+# ---- the `models` marker: `pytest -m "not models"` runs the logic tests in seconds -------------------
+# A test that takes one of these fixtures uses the real models, the public photos or a browser.
+REAL_FIXTURES = {"data_dir", "samples", "models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("data"):
+            item.add_marker(pytest.mark.models)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The marker stays true: a run of the unmarked tests alone (``-m "not models"``) that loaded a
+    model fails, naming what was loaded (mark that test ``models``, or give it the fakes)."""
+    if session.config.getoption("markexpr", "") == "not models" and get_models()._cache:
+        session.config.get_terminal_writer().line(
+            f"models loaded by a test not marked `models`: {', '.join(sorted(get_models()._cache))}", red=True
+        )
+        session.exitstatus = 1

@@ -307,6 +307,7 @@ def test_the_desk_lists_faces_cleared_by_recognition_and_a_reviewer_can_hold_one
         desk.book.hold_recognised(listed[0]["id"], "officer")
 
 
+@pytest.mark.models  # real models, on made-up or package-shipped photos
 def test_the_audit_counts_faces_cleared_by_recognition_and_lists_their_photos_for_the_desk(tmp_path):
     from optout_guard.audit import review_paths
     from optout_guard.audit.run import run_audit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,6 +15,7 @@ from optout_guard.pipeline import Guard
 from optout_guard.types import Verdict
 
 
+@pytest.mark.models  # real models, on made-up or package-shipped photos
 def test_demo_gives_the_expected_verdicts(tmp_path):
     run = run_demo(tmp_path / "demo")
     assert run.unexpected() == []
@@ -25,6 +27,7 @@ def test_demo_gives_the_expected_verdicts(tmp_path):
     assert all(Path(r.annotated_path).is_file() for r in run.results)
 
 
+@pytest.mark.models  # real models, on made-up or package-shipped photos
 def test_demo_command_exit_code_and_output(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "d")], catch_exceptions=False)
     assert result.exit_code == 0, result.output

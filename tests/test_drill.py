@@ -5,9 +5,12 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "drill.py"
 
 
+@pytest.mark.models  # real models, on made-up or package-shipped photos
 def test_every_fault_drill_holds(tmp_path):
     drill = runpy.run_path(str(SCRIPT), run_name="drill")
     drills = drill["run_drills"](tmp_path)
