@@ -29,6 +29,7 @@ MAX_LOOKED_AT = 60  # cards of one event embedded for one group at most (each is
 class SameChild:
     def __init__(self) -> None:
         self._vectors: dict[int, np.ndarray | None] = {}  # card id -> its face's embedding (None: unusable)
+        self._days: dict[str, str] = {}  # photo path -> the day it was taken (a header read once, not every refresh)
         self._lock = threading.Lock()
 
     def group(self, desk: Desk, card: Card) -> list[Card]:
@@ -37,15 +38,14 @@ class SameChild:
         if card.face == PHOTO or card.time is not None or not card.candidates or card.source not in EVENT_SOURCES:
             return []
         from optout_guard.events import LINK
-        from optout_guard.media.photos import photo_date
 
         student = card.candidates[0].student_id
-        day = photo_date(card.photo_path)
+        day = self.day(card.photo_path)
         others = [
             c for c in desk.book.open_cards_in(str(Path(card.photo_path).parent))
             if c.id != card.id and c.sha256 != card.sha256 and c.face != PHOTO and c.time is None
             and c.source in EVENT_SOURCES and student in {x.student_id for x in c.candidates}
-            and desk.allowed(c.photo_path) is not None and photo_date(c.photo_path) == day
+            and desk.allowed(c.photo_path) is not None and self.day(c.photo_path) == day
         ][:MAX_LOOKED_AT]  # fmt: skip
         if not others:
             return []
@@ -65,6 +65,14 @@ class SameChild:
             if all(float(np.linalg.norm(vector - v)) <= LINK for _, v in members):
                 members.append((other, vector))
         return [m for m, _ in members[1:]]
+
+    def day(self, path: str) -> str:
+        """The day a photo was taken (its name, EXIF or file date: ``media.photos.photo_date``)."""
+        from optout_guard.media.photos import photo_date
+
+        if path not in self._days:
+            self._days[path] = photo_date(path)
+        return self._days[path]
 
     def vector(self, desk: Desk, card: Card) -> np.ndarray | None:
         """The card's face embedded again (as the check embedded it), if its photo is unchanged."""
