@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import LFW
+from optout_guard.batch import check_many
 from optout_guard.folders import Skipped, collect_photos
 from optout_guard.types import Decision, Verdict
 
@@ -173,7 +174,7 @@ def test_bad_files_in_a_batch_do_not_stop_the_rest(lfw_guard, data_dir, tmp_path
         locked = tmp_path / "locked.jpg"
         locked.write_bytes(good.read_bytes())
         locked.chmod(0)
-    results = [r for r in lfw_guard.check_many([tmp_path]) if not isinstance(r, Skipped)]
+    results = [r for r in check_many(lfw_guard, [tmp_path]) if not isinstance(r, Skipped)]
     by_name = {Path(r.path).name: r for r in results}
     assert by_name["z_good.jpg"].verdict is Verdict.BLOCK
     for name in ("zero.jpg", "half.jpg", "noise.jpg", "bomb.png", "gone.jpg") + (("locked.jpg",) if os.geteuid() != 0 else ()):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +20,12 @@ from optout_guard.consent import CLEARABLE, clear_consenting
 from optout_guard.detection import ModelDetector
 from optout_guard.embedding import ModelEmbedder, is_upright
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
-from optout_guard.folders import Skipped, UnreadableFolder, collect_photos, unreadable_folder
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.media.handlers import handler_for, handler_of
 from optout_guard.media.photos import load_image
 from optout_guard.models import Models, embedding_fingerprint, get_models, models_needed
-from optout_guard.pool import run_in_workers
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.stored_faces import StoredFace
 from optout_guard.types import (
@@ -410,58 +407,3 @@ class Guard:
             notes=image.notes,
             identity=image.identity,
         )
-
-    def check_many(
-        self,
-        paths: Iterable[Path | str],
-        annotate_dir: Path | None = None,
-        workers: int = 1,
-        redact: Redaction | None = None,
-        scope: Scope = WHOLE_DISTRICT,
-    ) -> Iterator[ScanResult | Skipped]:
-        """Check everything under ``paths``, in order. With ``workers`` > 1 photos are checked in
-        that many processes (each loads the models once); results still come back in order."""
-        exclude = [p for p in (annotate_dir, redact.folder if redact else None) if p is not None]
-        yield from self.check_items(collect_photos(paths, exclude=exclude), annotate_dir, workers, redact, scope)
-
-    def check_items(
-        self,
-        items: Iterable[Path | Skipped | UnreadableFolder],
-        annotate_dir: Path | None = None,
-        workers: int = 1,
-        redact: Redaction | None = None,
-        scope: Scope = WHOLE_DISTRICT,
-    ) -> Iterator[ScanResult | Skipped]:
-        """Check what :func:`collect_photos` found (see :meth:`check_many`)."""
-        if workers > 1:
-            yield from _check_in_processes(self.settings, items, annotate_dir, workers, redact, scope)
-            return
-        for item in items:
-            if isinstance(item, Skipped):
-                yield item
-            elif isinstance(item, UnreadableFolder):
-                yield unreadable_folder(item)
-            else:
-                yield self.check(item, annotate_dir, redact=redact, scope=scope)
-
-
-def _check_photo(guard: Guard, path: Path, annotate_dir: Path | None, redact: Redaction | None, scope: Scope) -> ScanResult:
-    return guard.check(path, annotate_dir, redact=redact, scope=scope)
-
-
-def _check_in_processes(
-    settings: Settings,
-    items: Iterable[Path | Skipped | UnreadableFolder],
-    annotate_dir: Path | None,
-    workers: int,
-    redact: Redaction | None,
-    scope: Scope,
-) -> Iterator[ScanResult | Skipped]:
-    jobs = ((item, (item, annotate_dir, redact, scope) if isinstance(item, Path) else None) for item in items)
-    for item, result in run_in_workers(settings, workers, jobs, _check_photo, Guard):
-        if result is not None:
-            yield result
-        elif isinstance(item, UnreadableFolder):
-            yield unreadable_folder(item)
-        else:
-            yield item
