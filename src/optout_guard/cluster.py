@@ -31,7 +31,7 @@ from distributed import WorkerPlugin
 from optout_guard.config import Settings
 from optout_guard.errors import ConfigError
 from optout_guard.scope import Scope
-from optout_guard.types import ScanResult, Verdict
+from optout_guard.types import ScanResult
 
 if TYPE_CHECKING:
     from optout_guard.audit.task import Checked
@@ -106,7 +106,7 @@ def check_batch(tasks: list[tuple[Task, bool, Scope]], gallery: str) -> list[tup
         kind, path, faces = task
         if guard is None or guard.index.gallery_fingerprint() != gallery:
             why = "checked by a worker holding another opt-out list; check it again"
-            out.append((task, (ScanResult(path, Verdict.REVIEW, (why,), retry=True), None)))
+            out.append((task, (ScanResult.fail_closed(path, why, retry=True), None)))
             continue
         out.append((task, audit_task(guard, path, kind, faces, keep, scope)))
     return out
@@ -198,7 +198,7 @@ class Cluster:
             except Exception as exc:
                 log.exception("a batch of %d photos could not be run on the cluster", len(items))
                 why = f"could not be checked on the cluster ({type(exc).__name__}); check it again"
-                results = [(t, (ScanResult(t[1], Verdict.REVIEW, (why,), retry=True), None)) for t, _, _ in items]
+                results = [(t, (ScanResult.fail_closed(t[1], why, retry=True), None)) for t, _, _ in items]
             for task, (result, vectors) in results:
                 yield task, (self._with_reviews(result), vectors)
             nxt = next(pending, None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optout_guard.media.photos import sniff
-from optout_guard.types import ScanResult, Verdict
+from optout_guard.types import ScanResult
 
 # A file that is neither a photo nor a clip anything here can decode: listed, never silently passed
 # over (a document may hold photos of students), and a run that has one says *review* (exit 3).
@@ -76,4 +76,4 @@ def unreadable_folder(item: UnreadableFolder) -> ScanResult:
             "a linked folder was not followed, so the photos in it were not checked: "
             f"check it directly (optout-guard check {item.path}/)"
         )
-    return ScanResult(item.path, Verdict.REVIEW, (why,))
+    return ScanResult.fail_closed(item.path, why)

@@ -276,21 +276,13 @@ class Guard:
         except ImageRejected as exc:
             seconds = time.perf_counter() - started
             problem = exc.code
-            result = ScanResult(str(path), Verdict.REVIEW, (exc.reason,), seconds=seconds, retry=exc.transient, problem=problem)
+            result = ScanResult.fail_closed(str(path), exc.reason, seconds=seconds, retry=exc.transient, problem=problem)
             return self._undecodable_answered(result), None
         if min(image.size) < self.settings.min_face_px:
             # Any face in so small a picture is too small to judge, and a person could still know it.
             reason = f"image too small to check ({image.size[0]}×{image.size[1]} px; a face needs {self.settings.min_face_px} px)"
-            small = ScanResult(
-                str(path),
-                Verdict.REVIEW,
-                (reason,),
-                sha256=image.sha256,
-                size=image.size,
-                identity=image.identity,
-                seconds=time.perf_counter() - started,
-            )
-            return small, None
+            known = {"sha256": image.sha256, "size": image.size, "identity": image.identity}
+            return ScanResult.fail_closed(str(path), reason, seconds=time.perf_counter() - started, **known), None
         try:
             faces = self.detector.detect(image, self.settings) if known_faces is None else known_faces
             # CenterFace finds faces lying on their side or upside down too (and says so). When most
@@ -329,17 +321,9 @@ class Guard:
             raise  # a broken install stops the run (exit 2); it is not a property of this photo
         except Exception as exc:  # fail closed: an unexpected error is a review
             log.exception("checking %s failed", path)  # the traceback goes to the log, the reason to the user
-            failed = ScanResult(
-                str(path),
-                Verdict.REVIEW,
-                (f"could not be checked ({type(exc).__name__}: {exc}); please report this",),
-                sha256=image.sha256,
-                size=image.size,
-                identity=image.identity,
-                seconds=time.perf_counter() - started,
-                retry=True,
-            )
-            return failed, None
+            why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
+            known = {"sha256": image.sha256, "size": image.size, "identity": image.identity}
+            return ScanResult.fail_closed(str(path), why, seconds=time.perf_counter() - started, retry=True, **known), None
         result = self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact)
         return result, (tuple(per_face) if keep_embeddings else None)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from optout_guard.config import Settings
-from optout_guard.types import ScanResult, Verdict
+from optout_guard.types import ScanResult
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")  # what the job function returns (a ScanResult; the audit's adds embeddings)
@@ -72,7 +72,7 @@ def run_in_workers(
                     except Exception as exc:
                         log.exception("a checking process failed on %s", args[0] if args else key)
                         why = f"could not be checked (the checking process stopped: {type(exc).__name__}); check it again"
-                        yield key, ScanResult(str(args[0]) if args else "?", Verdict.REVIEW, (why,), retry=True)
+                        yield key, ScanResult.fail_closed(str(args[0]) if args else "?", why, retry=True)
 
             for key, args in jobs:
                 pending.append((key, args, None if args is None else pool.submit(_call_in_worker, fn, args)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # numpy only in annotations: `--help`, `people` and `log` start without it
     import numpy as np
@@ -260,6 +260,12 @@ class ScanResult:
     problem: ReasonCode | None = None  # what is wrong with the file itself (empty, truncated, unreadable), if anything
     scope: str = ""  # the scope the photo was checked against ("" = the whole district)
     clip: ClipSummary | None = None  # set for video clips: ``faces`` are then one decision per track
+
+    @classmethod
+    def fail_closed(cls, path: str, why: str, **fields: Any) -> ScanResult:
+        """The one way a file that could not be checked comes back: *review*, with the reason in words
+        (never allow). ``fields``: what is known anyway (sha256, identity, retry, problem, seconds…)."""
+        return cls(str(path), Verdict.REVIEW, (why,), **fields)
 
     @property
     def kind(self) -> str:

@@ -184,15 +184,13 @@ def check_clip(
         sha, identity = sha256_with_identity(path)
     except OSError as exc:
         reason = f"cannot be read ({exc.strerror or exc}); check that the file is complete and readable"
-        return ScanResult(str(path), Verdict.REVIEW, (reason,), retry=True, problem=ReasonCode.UNREADABLE)
+        return ScanResult.fail_closed(str(path), reason, retry=True, problem=ReasonCode.UNREADABLE)
     ident = (identity.size, identity.mtime_ns)
     try:
         info = probe(path)
     except ClipUnreadable as exc:
-        return ScanResult(
-            str(path), Verdict.REVIEW, (f"video clip: {exc}; a person must watch it",), sha256=sha, identity=ident,
-            seconds=time.perf_counter() - started, problem=ReasonCode.CLIP_DAMAGED,
-        )  # fmt: skip
+        return ScanResult.fail_closed(str(path), f"video clip: {exc}; a person must watch it", sha256=sha, identity=ident,
+                                      seconds=time.perf_counter() - started, problem=ReasonCode.CLIP_DAMAGED)  # fmt: skip
     every = 1.0 / settings.clip_frames_per_second
     notes: list[str] = []
     broken: list[float] = []
@@ -228,8 +226,8 @@ def check_clip(
         except Exception as exc:  # fail closed: an unexpected error is a review, never an allow
             log.exception("checking the clip %s failed", path)
             why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
-            return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
-                              seconds=time.perf_counter() - started)  # fmt: skip
+            return ScanResult.fail_closed(str(path), why, sha256=sha, identity=ident, retry=True,
+                                          seconds=time.perf_counter() - started)  # fmt: skip
         for track in found:
             track.stream, track.streams = number, info.video_streams
         tracks += found
@@ -252,8 +250,8 @@ def check_clip(
     except Exception as exc:  # fail closed, as above
         log.exception("deciding the tracks of %s failed", path)
         why = f"could not be checked ({type(exc).__name__}: {exc}); please report this"
-        return ScanResult(str(path), Verdict.REVIEW, (why,), sha256=sha, identity=ident, retry=True,
-                          seconds=time.perf_counter() - started)  # fmt: skip
+        return ScanResult.fail_closed(str(path), why, sha256=sha, identity=ident, retry=True,
+                                      seconds=time.perf_counter() - started)  # fmt: skip
     own = postable.lookup(settings, sha)
     if own is not None:  # a blurred clip this tool wrote: the faces it blurred are its own doing
         matches = postable.clear_own_blur(own, matches, [(t.first, t.last) for t in tracks])

@@ -8,7 +8,7 @@ import os
 from optout_guard import stored_faces
 from optout_guard.pipeline import FaceVectors, Guard
 from optout_guard.scope import WHOLE_DISTRICT, Scope
-from optout_guard.types import ScanResult, Verdict
+from optout_guard.types import ScanResult
 
 
 def stat_now(name: str) -> tuple[int, int] | None:
@@ -50,5 +50,5 @@ def as_checked(outcome: Checked | ScanResult | None, path: str) -> Checked:
         return outcome
     if outcome is None:  # never expected: said, and fail closed
         why = "no result came back from the checking process; check it again"
-        return ScanResult(path, Verdict.REVIEW, (why,), retry=True), None
+        return ScanResult.fail_closed(path, why, retry=True), None
     return outcome, None
