@@ -48,8 +48,8 @@ def test_light_commands_load_no_model_runtime(command, tmp_path):
 
 def test_no_import_circles_but_the_one_left_on_purpose():
     """Issue 29: no module imports one that imports it back — also not inside a function (a "lazy"
-    circle is still a circle). Imports only for type checking do not count. The one left: the
-    models module builds the ResNet, whose graph cache lives in models (``onnx_session``)."""
+    circle is still a circle). Imports only for type checking do not count. (The last one, models ↔
+    resnet, went when the graph cache moved to ``onnx_graphs``.)"""
     import ast
     from pathlib import Path
 
@@ -75,5 +75,5 @@ def test_no_import_circles_but_the_one_left_on_purpose():
 
     graph = {name: imported(path) - {name} for name, path in modules.items()}
     circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if a in graph[b]})
-    assert circles == [("optout_guard.models", "optout_guard.resnet")]
+    assert circles == []
 

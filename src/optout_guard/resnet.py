@@ -303,7 +303,7 @@ class OnnxResNet:
     def __init__(self, weights: Path) -> None:
         import onnxruntime as ort
 
-        from optout_guard.models import onnx_session
+        from optout_guard.onnx_graphs import onnx_session
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # see models.CenterFaceNet
