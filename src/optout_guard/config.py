@@ -38,36 +38,6 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
-class DecodeLimits:
-    """What decoding reads: the pixel and page budgets against decompression bombs."""
-
-    max_image_pixels: int
-    max_working_pixels: int
-    max_pages: int
-
-
-@dataclass(frozen=True)
-class DetectionSettings:
-    """What detection reads."""
-
-    detector: str
-    threshold: float
-    min_face_px: int
-    try_rotations: bool
-
-
-@dataclass(frozen=True)
-class QualityGate:
-    """What the quality gate reads: which faces are judged, which are held and why."""
-
-    min_face_px: int
-    min_sharpness: float
-    judge_turned_faces: bool
-    hold_faces_cut_by_edge: bool
-    unidentifiable_below_px: int
-
-
-@dataclass(frozen=True)
 class Settings:
     # Distances between embeddings (smaller = closer), set by the rule in docs/accuracy.md "Thresholds" from
     # scripts/benchmark_accuracy.py (LFW, 1,000 people enrolled from 3 photos): review down to where
@@ -174,21 +144,6 @@ class Settings:
     def thresholds(self) -> Thresholds:
         reopen = max(self.reopen_distance, self.review_distance)  # never reopen less than review would hold
         return Thresholds(self.block_distance, self.review_distance, self.lookalike_margin, reopen)
-
-    @property
-    def decode(self) -> DecodeLimits:
-        return DecodeLimits(self.max_image_pixels, self.max_working_pixels, self.max_pages)
-
-    @property
-    def detection(self) -> DetectionSettings:
-        return DetectionSettings(self.detector, self.detection_threshold, self.detect_min_face_px, self.try_rotations)
-
-    @property
-    def quality(self) -> QualityGate:
-        return QualityGate(
-            self.min_face_px, self.min_sharpness, self.judge_turned_faces, self.hold_faces_cut_by_edge,
-            self.unidentifiable_below_px,
-        )  # fmt: skip
 
     @property
     def state_dir(self) -> Path:
