@@ -69,6 +69,11 @@ def test_photos_to_review_are_grouped_by_cause_and_folder_with_a_thumbnail_budge
     flat = " ".join(page.split())
     assert sum("blocked" in p for p in drawn) == 3  # every blocked photo pictured
     assert len(drawn) == 3 + 8 + 8  # 8 per review group
+    # The budget counts thumbnails (each has its large copy beside it): 10 means 10 photos pictured.
+    drawn.clear()
+    write_audit_report(tmp_path / "budget", library, summary, rows, {"changed": [], "changed_count": 0, "deleted": []},
+                       thumbnail, max_thumbnails=10)  # fmt: skip
+    assert len(drawn) == 10
     assert "<b>60</b> · faces too small to check · in 2026/field-day" in flat
     assert "<b>12</b> · resembles student S2; a person should look · in 2025/concert" in flat
     assert "… and 20 more in this group" in flat

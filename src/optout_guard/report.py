@@ -208,7 +208,7 @@ def write_audit_report(
     groups = _review_groups([r for r in rows if r["verdict"] == "review"], library)
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     pictured = {id(r) for _, rs in ordered for r in rs[:GROUP_THUMBNAILS]}
-    drawn: set[str] = set()
+    drawn: list[str] = []  # the thumbnails (each with its .large.jpg beside it)
     for row in rows:
         row["thumbnail"] = None
         if row["verdict"] == "review" and id(row) not in pictured:
@@ -216,7 +216,7 @@ def write_audit_report(
         name = f"thumbs/{hashlib.sha256(row['path'].encode()).hexdigest()[:16]}.jpg"
         if len(drawn) < max_thumbnails and thumbnail(row, out_dir / name):
             row["thumbnail"] = name
-            drawn |= {name, name[: -len(".jpg")] + ".large.jpg"}
+            drawn.append(name)
 
     def card(r: dict[str, Any]) -> dict[str, Any]:
         large = r["thumbnail"][: -len(".jpg")] + ".large.jpg" if r["thumbnail"] else None
@@ -306,7 +306,8 @@ def write_audit_report(
     atomic_write(out_dir / "index.html", page)
     # Thumbnails and pages kept for what this report shows: a photo since allowed, moved or deleted
     # leaves no picture of a child behind in the report's folder.
-    for folder, keep in (("thumbs", {n.removeprefix("thumbs/") for n in drawn}), ("pages", written)):
+    shown = {n.removeprefix("thumbs/") for name in drawn for n in (name, name[: -len(".jpg")] + ".large.jpg")}
+    for folder, keep in (("thumbs", shown), ("pages", written)):
         for old in (out_dir / folder).iterdir():
             if old.is_file() and old.name not in keep:
                 old.unlink(missing_ok=True)
