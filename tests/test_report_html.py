@@ -121,11 +121,20 @@ def test_a_large_audit_is_paged_each_group_links_to_the_desk_and_old_pictures_ar
     assert all(parse_qs(urlparse(link.replace("&amp;", "&")).query)["source"] == ["audit"] for link in desk_links)
     assert (out / "pages" / "groups-2.html").exists() and "2026/f0" in (out / "pages" / "groups-2.html").read_text()
     biggest = re.search(r'<b>7</b></td><td>faces too small to check</td><td><code>2026/f6</code></td>\s*<td><a href="pages/'
-                        r'(review-[0-9a-f]+-1\.html)"', index)  # fmt: skip
+                        r'(review-1\.html)#(g-[0-9a-f]+)"', index)  # fmt: skip
     assert biggest, "the largest group is the table's first row, with a link to its photos"
-    pages = [out / "pages" / biggest.group(1), out / "pages" / biggest.group(1).replace("-1.html", "-2.html")]
-    group_text = "".join(p.read_text(encoding="utf-8") for p in pages)
-    assert all(f"f6/p{i:02}.jpg" in group_text for i in range(7)) and 'src="../thumbs/' in group_text
+    # Every photo to review is on the review pages, 5 (PER_PAGE) cards a page: the 7 of 2026/f6 on
+    # pages 1 and 2 (its heading is the anchor linked to), the small groups sharing pages after it.
+    review = sorted((out / "pages").glob("review-*.html"))
+    cards_per_page = [p.read_text(encoding="utf-8").count('<article class="card">') for p in review]
+    assert max(cards_per_page) <= 5 and sum(cards_per_page) == len(held)
+    assert any(p.read_text(encoding="utf-8").count('<h2 id="g-') >= 2 for p in review)  # small groups share a page
+    first = (out / "pages" / "review-1.html").read_text(encoding="utf-8")
+    assert f'id="{biggest.group(2)}"' in first and first.count('<article class="card">') == 5
+    group_text = "".join(p.read_text(encoding="utf-8") for p in review)
+    assert all(f"f{g}/p{i:02}.jpg" in group_text for g in range(7) for i in range(g + 1)) and 'src="../thumbs/' in group_text
+    assert group_text.count('<article class="card">') == len(held)
+    assert "(part 2 of 2)" in group_text
     assert 'href="../index.html"' in group_text
     # A second run: the blocked photos were taken down (deleted), one group settled. Their thumbnails
     # and pages go; nothing of them is left in the report's folder.

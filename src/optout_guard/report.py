@@ -238,24 +238,43 @@ def write_audit_report(
         names = [name for name, _ in pages]
         for n, (name, chunk) in enumerate(pages):
             atomic_write(out_dir / "pages" / name, templates.get_template("audit_list.html").render(
-                title=title, what=what, items=chunk, verdict=verdict, note=note, library=library, run_id=summary.get("run_id"),
-                number=n + 1, names=names, first=n * PER_PAGE + 1, total=len(items),
+                title=title, what=what, items=chunk, sections=[], verdict=verdict, note=note, library=library,
+                run_id=summary.get("run_id"), number=n + 1, names=names, first=n * PER_PAGE + 1, total=len(items),
             ))  # fmt: skip
             written.add(name)
         return names
 
     blocked = [card(r) for r in rows if r["verdict"] == "block"]
     blocked_pages = list_pages("Blocked photos", "photos", blocked, "blocked", "block") if len(blocked) > PER_PAGE else []
+    # Every photo to review is listed on pages of about PER_PAGE cards: a large group has pages of
+    # its own, small groups share a page, each under its heading (the anchor the table links to).
+    # 130,000 photos to review in 20,000 groups make ~1,300 pages, not 20,000 files.
+    sections: list[list[dict[str, Any]]] = [[]]
     held_groups = []
     for i, ((cause, folder), rs) in enumerate(ordered):
         absolute = os.path.join(library, folder) if library and folder != "." else (library or folder)
-        stem = f"review-{hashlib.sha256(f'{cause}|{folder}'.encode()).hexdigest()[:12]}"
-        # The group's own pages list every photo in it (text; pictured where the budget drew one).
-        pages = list_pages(f"To review: {cause}", "photos", [card(r) for r in rs], stem, "review", note=f"in {folder}")
+        anchor = f"g-{hashlib.sha256(f'{cause}|{folder}'.encode()).hexdigest()[:12]}"
+        cards = [card(r) for r in rs]
+        parts = [cards[k : k + PER_PAGE] for k in range(0, len(cards), PER_PAGE)]
+        link = ""
+        for k, part in enumerate(parts):
+            if sections[-1] and sum(len(x["cards"]) for x in sections[-1]) + len(part) > PER_PAGE:
+                sections.append([])
+            here = anchor if k == 0 else f"{anchor}-{k + 1}"
+            sections[-1].append({"anchor": here, "cause": cause, "folder": folder, "count": len(rs), "part": k + 1,
+                                 "parts": len(parts), "cards": part, "desk": desk_link(desk_address, absolute)})  # fmt: skip
+            link = link or f"review-{len(sections)}.html#{here}"
         held_groups.append({
-            "cause": cause, "folder": folder, "count": len(rs), "pages": pages, "desk": desk_link(desk_address, absolute),
-            "cards": [card(r) for r in rs[:GROUP_CARDS]] if i < GROUPS_OPEN else [], "more": max(0, len(rs) - GROUP_CARDS),
+            "cause": cause, "folder": folder, "count": len(rs), "link": link, "desk": desk_link(desk_address, absolute),
+            "cards": cards[:GROUP_CARDS] if i < GROUPS_OPEN else [], "more": max(0, len(rs) - GROUP_CARDS),
         })  # fmt: skip
+    review_names = [f"review-{n}.html" for n in range(1, len(sections) + 1)] if held_groups else []
+    for n, (name, on_page) in enumerate(zip(review_names, sections, strict=False)):
+        atomic_write(out_dir / "pages" / name, templates.get_template("audit_list.html").render(
+            title="Photos to review", what="sections", items=[], sections=on_page, verdict="review", note="",
+            library=library, run_id=summary.get("run_id"), number=n + 1, names=review_names, first=0, total=0,
+        ))  # fmt: skip
+        written.add(name)
     group_pages = (
         list_pages("Photos to review, by cause and folder", "groups", held_groups, "groups", "review")
         if len(held_groups) > PER_PAGE else []
