@@ -86,7 +86,8 @@ class SameChild:
         if path is not None:
             face = Face(card.box, 1.0, np.asarray(card.landmarks, np.float32), card.page)
             try:
-                result, vectors = desk.guard.check_keeping_embeddings(path, [face])
+                with desk.lock:  # one check at a time in the desk, as its imports and the page's checks do
+                    result, vectors = desk.guard.check_keeping_embeddings(path, [face])
                 if vectors is not None and result.sha256 == card.sha256 and vectors[0] is not None:
                     vector = np.asarray(vectors[0], np.float32)
             except Exception:  # noqa: BLE001 - a photo that cannot be read now: the card stands alone
