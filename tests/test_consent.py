@@ -141,13 +141,19 @@ def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def test_withdrawal_deletes_the_template_and_nothing_of_it_is_left_in_the_workspace(tmp_path):
-    settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
-    carl = (np.random.default_rng(3).normal(size=DIM) / 11).astype(np.float32)
+def _index_with_a_consenting_template(seed: int, consent_date: str) -> tuple[FaceIndex, np.ndarray]:
+    """An index with opted-out anna and consenting carl (a random template): (index, carl's template)."""
+    carl = (np.random.default_rng(seed).normal(size=DIM) / 11).astype(np.float32)
     index = FaceIndex(embedding_fingerprint())
     index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT + 0.01)
-    index.record_consent(ConsentRecord("carl", "sis", "2026-09-01", ""))
+    index.record_consent(ConsentRecord("carl", "sis", consent_date, ""))
     index.add_consenting_template(Template("carl", "/pd/IMG_0042.JPG", "c" * 64, ""), carl)
+    return index, carl
+
+
+def test_withdrawal_deletes_the_template_and_nothing_of_it_is_left_in_the_workspace(tmp_path):
+    settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
+    index, carl = _index_with_a_consenting_template(seed=3, consent_date="2026-09-01")
     save_index(index, settings)
     assert settings.index_file.stat().st_mode & 0o777 == 0o600
     again = open_index(settings)
@@ -357,11 +363,7 @@ def test_consenting_templates_are_encrypted_with_the_index(tmp_path):
 
     key = new_key()
     settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
-    carl = (np.random.default_rng(5).normal(size=DIM) / 11).astype(np.float32)
-    index = FaceIndex(embedding_fingerprint())
-    index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT + 0.01)
-    index.record_consent(ConsentRecord("carl", "sis", "", ""))
-    index.add_consenting_template(Template("carl", "/pd/IMG_0042.JPG", "c" * 64, ""), carl)
+    index, carl = _index_with_a_consenting_template(seed=5, consent_date="")
     import os
     from unittest import mock
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,16 +43,22 @@ def test_groups_are_one_face_per_photo_and_every_pair_close():
 
 
 @pytest.mark.data
+def field_day(tmp_path: Path) -> Path:
+    """One event: FG-NET child 10's two photos at age 7 in one folder."""
+    event = tmp_path / "field-day"
+    event.mkdir()
+    for photo in ("010A07a", "010A07b"):
+        shutil.copy(FGNET / f"{photo}.JPG", event / f"{photo}.JPG")
+    return event
+
+
 def test_a_child_held_in_two_photos_of_one_check_is_blocked_once_seen_together(tmp_path, data_dir):
     """FG-NET child 10, enrolled from the photo at 9; two photos at 7 (one event). Each alone is only
     held (0.41 from the reference); checked together their pooled embedding is 0.35 from it: blocked,
     and the reason says why. Checked one at a time nothing changes (no event)."""
     ws = enrolled_children(tmp_path)
     run = CliRunner().invoke
-    event = tmp_path / "field-day"
-    event.mkdir()
-    for photo in ("010A07a", "010A07b"):
-        shutil.copy(FGNET / f"{photo}.JPG", event / f"{photo}.JPG")
+    event = field_day(tmp_path)
     alone = json.loads(run(app, ["--workspace", str(ws), "check", "--json", str(event / "010A07a.JPG")]).stdout)
     assert alone["photos"][0]["verdict"] == "review"
     together = run(app, ["--workspace", str(ws), "check", "--json", str(event)])
@@ -111,10 +118,7 @@ def test_the_marked_copy_of_a_face_blocked_by_its_event_is_drawn_red_not_amber(t
 
     ws = enrolled_children(tmp_path)
     run = CliRunner().invoke
-    event = tmp_path / "field-day"
-    event.mkdir()
-    for photo in ("010A07a", "010A07b"):
-        shutil.copy(FGNET / f"{photo}.JPG", event / f"{photo}.JPG")
+    event = field_day(tmp_path)
 
     def share_of(colour: tuple[int, int, int], path: str) -> float:
         pixels = np.asarray(Image.open(path).convert("RGB"), np.int16)
