@@ -143,6 +143,34 @@ def test_console_script_is_installed(demo_ws):
     assert json.loads(done.stdout)["photos"][0]["verdict"] == "block"
 
 
+def test_a_whole_command_check_ends_without_teardown_yet_loses_nothing(demo_ws, tmp_path):
+    """Issue 30: `check` leaves with os._exit once its work is done (skipping ~0.09 s of freeing
+    modules). Everything must still be there: the exit code, the whole JSON (several photos), the
+    marked-up copies, the activity log's entry (hash chain intact) — and an atexit handler still runs."""
+    exe = str(Path(sys.executable).with_name("optout-guard"))
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "from optout_guard.cli import run\n"
+        f"sys.argv = ['optout-guard', '--workspace', {str(demo_ws.workspace)!r}, 'check', '--json', '--annotate', "
+        f"{str(tmp_path / 'marked')!r}, {str(photos(demo_ws))!r}]\n"
+        "run()\n"
+        "print('run() returned: not the way a check ends')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr[-500:]
+    document = json.loads(done.stdout)  # the whole document, nothing after it
+    assert len(document["photos"]) == len(list(photos(demo_ws).iterdir())) >= 3
+    assert len(list((tmp_path / "marked").iterdir())) == len(document["photos"])
+    assert marker.read_text() == "yes"
+    shown = subprocess.run([exe, "--workspace", str(demo_ws.workspace), "log", "show", "--json"], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    last = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert last["action"] == "check" and len(last["details"]["photos"]) == len(document["photos"])
+    assert subprocess.run([exe, "--workspace", str(demo_ws.workspace), "log", "verify"], capture_output=True).returncode == 0
+
+
 def test_folders_are_checked_in_parallel_with_identical_results(demo_ws, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

@@ -115,6 +115,8 @@ class Models:
     def _load_quietly(self, name: str) -> None:
         with contextlib.suppress(Exception):  # raised again, with its message, by preload() or first use
             getattr(self, name)
+            if name == "landmarks":  # the index's fingerprint hashes this file too: here, not in the check's way
+                model_files_fingerprint()
 
     def preload(self, names: list[str]) -> None:
         """Load these models now (waiting for any being loaded in the background)."""
