@@ -17,10 +17,21 @@ in the book or the index, and a file is served only if it lies inside a folder t
 was told about. Pages load nothing from outside (no CDN, no fonts).
 """
 
+from typing import Any
+
 from optout_guard.desk.service import CROP_PX, MARKED, MAX_UPLOAD_BYTES, UPLOADS, Desk, DeskOptions
 from optout_guard.desk.signin import SignInThrottle, require_accounts
-from optout_guard.desk.web import create_app, serve
 from optout_guard.errors import NeedsConfirmation
+
+
+def __getattr__(name: str) -> Any:
+    # The web layer imports Flask at its top: only a desk that is served (or tested) loads it, not
+    # every command that reads the review book through this package.
+    if name in ("create_app", "serve"):
+        from optout_guard.desk import web
+
+        return getattr(web, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CROP_PX",
