@@ -666,7 +666,8 @@ def test_a_clip_track_is_one_card_with_its_best_frame_and_the_answer_counts(tmp_
     from optout_guard.types import Verdict
 
     settings = workspace(tmp_path / "ws")  # block 0.35, review 0.65: Hugo's photo 9 is review
-    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False)
+    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False,
+                     fps=15)  # fmt: skip
     desk = Desk(settings, DeskOptions())
     client = create_app(desk).test_client()
     token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
@@ -698,7 +699,8 @@ def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
     from clips import Appearance, make_clip
 
     settings = workspace(tmp_path / "ws")
-    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False)
+    clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False,
+                     fps=15)  # fmt: skip
     server = Server(Desk(settings, DeskOptions(port=0)))
     try:
         with sync_playwright() as p:
