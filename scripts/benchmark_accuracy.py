@@ -38,8 +38,9 @@ from optout_guard.calibration import FPIR_TARGET as BLOCK_FPIR
 from optout_guard.calibration import rule_thresholds, threshold_at_fpir
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
-from optout_guard.embedding import embed_chips, face_chips, is_upright, sharpness
+from optout_guard.embedding import embed_chips, is_upright, sharpness
 from optout_guard.errors import ImageRejected
+from optout_guard.face_models import DlibAligner, ResNetEncoder
 from optout_guard.matching import blocks_alone, mean_templates, pairwise_distances, student_distances
 from optout_guard.media.photos import load_image
 from optout_guard.models import get_models, model_files_fingerprint
@@ -98,7 +99,7 @@ def embed_photo(path: str) -> tuple[str, np.ndarray, np.ndarray]:
         faces = [Face(Box(*box), 0.0, _landmarks(pixels, box, models))]
         status = "fallback-centre"
     face = _central(faces, image.size)
-    chip = face_chips(pixels, [face], image.scale, models)[0]
+    chip = DlibAligner().chips(pixels, [face], image.scale)[0]
     if status == "ok":
         if not is_upright(face):
             status = "gated: turned"
@@ -106,7 +107,7 @@ def embed_photo(path: str) -> tuple[str, np.ndarray, np.ndarray]:
             status = "gated: too small"
         elif sharpness(chip) < settings.min_sharpness:
             status = "gated: blurred"
-    vectors = embed_chips([chip, np.ascontiguousarray(chip[:, ::-1])], models)
+    vectors = embed_chips([chip, np.ascontiguousarray(chip[:, ::-1])], ResNetEncoder(models))
     return status, vectors[0], vectors[1]
 
 
@@ -127,8 +128,8 @@ def embed_photo_plain(path: str) -> tuple[str, np.ndarray, np.ndarray]:
     from optout_guard.detection import _landmarks
 
     face = Face(Box(*box), 1.0, _landmarks(pixels, box, models))
-    chip = face_chips(pixels, [face], 1.0, models)[0]
-    vectors = embed_chips([chip, np.ascontiguousarray(chip[:, ::-1])], models)
+    chip = DlibAligner().chips(pixels, [face], 1.0)[0]
+    vectors = embed_chips([chip, np.ascontiguousarray(chip[:, ::-1])], ResNetEncoder(models))
     return "ok", vectors[0], vectors[1]
 
 

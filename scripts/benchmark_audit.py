@@ -30,8 +30,9 @@ from pathlib import Path
 from optout_guard.audit import run_audit, state_path
 from optout_guard.config import load_settings
 from optout_guard.enroll import enroll_folder
+from optout_guard.face_models import get_face_models
 from optout_guard.index import FaceIndex
-from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.models import embedding_fingerprint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LFW = DATA / "lfw_deepfunneled_color250" / "lfw"
@@ -71,7 +72,7 @@ def workspace(root: Path, people: list[str]) -> Path:
         if settings.index_file.exists()
         else FaceIndex(embedding_fingerprint())
     )
-    enroll_folder(settings.enrollments, index, settings, get_models())
+    enroll_folder(settings.enrollments, index, settings, get_face_models())
     index.save(settings.index_file)
     return root
 

@@ -40,6 +40,7 @@ def embed_all(cache: Path) -> tuple[list[dict], np.ndarray]:
         return json.loads(str(doc["meta"])), doc["vectors"]
     from optout_guard.config import Settings
     from optout_guard.enroll import reference_embedding
+    from optout_guard.face_models import model_bundle
     from optout_guard.models import get_models
 
     settings, models = Settings(), get_models()
@@ -50,7 +51,7 @@ def embed_all(cache: Path) -> tuple[list[dict], np.ndarray]:
     items += [("utk", f"u{i}", int(p.name.split("_")[0]), p) for i, p in enumerate(sorted((DATA / "utkface_5_12").glob("*.jpg")))]
     started = time.perf_counter()
     for n, (source, person, age, path) in enumerate(items):
-        vector = reference_embedding(path, settings, models)
+        vector = reference_embedding(path, settings, model_bundle(models))
         if not isinstance(vector, str):
             meta.append({"source": source, "person": person, "age": age})
             vectors.append(vector)

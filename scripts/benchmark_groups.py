@@ -31,6 +31,7 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.enroll import reference_embedding
+from optout_guard.face_models import model_bundle
 from optout_guard.index import FaceIndex, Template
 from optout_guard.matching import decide_faces
 from optout_guard.media.photos import load_image
@@ -119,7 +120,7 @@ def main() -> None:
     index = FaceIndex(embedding_fingerprint())
     for name in enrolled_names:
         for ref in people[name][:2]:
-            vec = reference_embedding(ref, base, models)
+            vec = reference_embedding(ref, base, model_bundle(models))
             if not isinstance(vec, str):
                 index.add(Template(name, str(ref), "0" * 64, "2026-01-01T00:00:00+00:00"), vec)
     enrolled_names = index.protected_students()
@@ -185,7 +186,7 @@ def main() -> None:
                 continue
             # End to end with the shipped settings, and with the size gate off.
             for gate_label, gate in (("", settings), ("_any_size", replace(settings, min_face_px=8, min_sharpness=0.0))):
-                embedded = embed_faces(img, faces, gate, models)
+                embedded = embed_faces(img, faces, gate, model_bundle(models))
                 found = index.search(embedded.vectors)
                 decisions = {i: (Decision.REVIEW, None) for i in embedded.unjudged}
                 judged = decide_faces([faces[i] for i in embedded.judged], found, gate.thresholds)  # the product's rule, per photo

@@ -212,7 +212,7 @@ def breakdown(workspace: Path, photo: Path) -> dict[str, dict[str, float]]:
             centerface, _ = _median_seconds(lambda: detection._centerface(image.pages[0], settings, models))
             landmarks, _ = _median_seconds(lambda: [detection._landmarks(image.pages[0], b, models) for b in boxes])
             faces = detection.detect_faces(image, settings, models)
-            embed, _ = _median_seconds(lambda: embed_faces(image, faces, settings, models, mirror=False))
+            embed, _ = _median_seconds(lambda: embed_faces(image, faces, settings, guard.face_models, mirror=False))
             whole, result = _median_seconds(lambda: guard.check(photo))
         finally:
             photos._strict_jpeg = strict_jpeg

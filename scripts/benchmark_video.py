@@ -184,7 +184,7 @@ def _photo_like(guard: Guard, image: LoadedImage):
     from optout_guard.embedding import embed_faces
 
     faces = detect_faces(image, guard.settings, guard.models)
-    embedded = embed_faces(image, faces, guard.settings, guard.models)
+    embedded = embed_faces(image, faces, guard.settings, guard.face_models)
     per_face = [None] * len(faces)
     for row, i in enumerate(embedded.judged):
         per_face[i] = embedded.vectors[row]

@@ -23,8 +23,9 @@ from optout_guard.config import load_settings
 from optout_guard.demo import build_workspace, sample_images
 from optout_guard.desk import Desk, DeskOptions, create_app
 from optout_guard.enroll import enroll_folder
+from optout_guard.face_models import get_face_models
 from optout_guard.index import FaceIndex
-from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.models import embedding_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def main() -> None:
     (root / "config.toml").write_text("block_distance = 0.1\nreview_distance = 0.6\n")
     settings = load_settings(root, environ={})
     index = FaceIndex(embedding_fingerprint())
-    enroll_folder(settings.enrollments, index, settings, get_models())
+    enroll_folder(settings.enrollments, index, settings, get_face_models())
     index.save(settings.index_file)
     check_folder = root / "Photo check"
     (check_folder / "review").mkdir(parents=True)

@@ -21,6 +21,7 @@ from optout_guard.config import load_settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import is_upright, partly_visible
 from optout_guard.errors import ImageRejected
+from optout_guard.face_models import model_bundle
 from optout_guard.media.photos import load_image
 from optout_guard.models import get_models
 
@@ -47,7 +48,7 @@ def cut_series(people_count: int, settings, models) -> None:
     for person in people:
         photos = sorted(person.glob("*.jpg"))
         for photo in photos[:2]:
-            vector = reference_embedding(photo, settings, models)
+            vector = reference_embedding(photo, settings, model_bundle(models))
             if not isinstance(vector, str):
                 index.add(Template(person.name, str(photo), str(photo), "", ""), vector)
         probes.append((person.name, photos[2]))
@@ -77,7 +78,7 @@ def cut_series(people_count: int, settings, models) -> None:
                     continue
                 rule, embedding.partly_visible = embedding.partly_visible, lambda *_a: False
                 try:
-                    embedded = embedding.embed_faces(image, [face], settings, models)
+                    embedded = embedding.embed_faces(image, [face], settings, model_bundle(models))
                 finally:
                     embedding.partly_visible = rule
                 row["faces"] += 1

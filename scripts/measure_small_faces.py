@@ -33,6 +33,7 @@ from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.enroll import reference_embedding
+from optout_guard.face_models import model_bundle
 from optout_guard.index import FaceIndex, Template
 from optout_guard.models import embedding_fingerprint, get_models
 
@@ -62,7 +63,7 @@ def main() -> None:
     index = FaceIndex(embedding_fingerprint())
     for name in enrolled:
         for ref in people[name][:2]:
-            vec = reference_embedding(ref, shipped, models)
+            vec = reference_embedding(ref, shipped, model_bundle(models))
             if not isinstance(vec, str):
                 index.add(Template(name, str(ref), "0" * 64, ""), vec)
     enrolled_set = set(index.protected_students())
@@ -94,8 +95,8 @@ def main() -> None:
             img = loaded(image, label)
             # Look for faces as small as these (the shipped detector looks down to 32 px).
             faces = detect_faces(img, replace(ungated, detect_min_face_px=min(32, size)), models)
-            embedded = embed_faces(img, faces, ungated, models)
-            gated = embed_faces(img, faces, shipped, models).unjudged  # what the product holds today
+            embedded = embed_faces(img, faces, ungated, model_bundle(models))
+            gated = embed_faces(img, faces, shipped, model_bundle(models)).unjudged  # what the product holds today
             found = index.search(embedded.vectors, k=3)
             vec_of = dict(zip(embedded.judged, found, strict=True))
             for identity, box in truth:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from optout_guard.config import load_settings
 from optout_guard.enroll import reference_embedding
+from optout_guard.face_models import model_bundle
 from optout_guard.index import FaceIndex, Template
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard
@@ -51,7 +52,7 @@ def main() -> int:
         index = FaceIndex(embedding_fingerprint())
         for person in enrolled:
             for photo in sorted(person.glob("*.jpg"))[:2]:
-                vector = reference_embedding(photo, settings, models)
+                vector = reference_embedding(photo, settings, model_bundle(models))
                 if not isinstance(vector, str):
                     index.add(Template(person.name, str(photo), str(photo), "", ""), vector)
         guard = Guard(settings, index=index)

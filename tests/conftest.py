@@ -18,6 +18,7 @@ import pytest
 from optout_guard.config import Settings, load_settings
 from optout_guard.demo import DEMO_STUDENT, build_workspace, sample_images
 from optout_guard.enroll import enroll_folder
+from optout_guard.face_models import get_face_models
 from optout_guard.index import FaceIndex, save_index
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard
@@ -46,6 +47,12 @@ def models():
     return get_models()
 
 
+@pytest.fixture(scope="session")
+def face_models():
+    """The real detector, aligner and encoder behind the seam (``types.FaceModels``)."""
+    return get_face_models()
+
+
 def make_workspace(root: Path, students: dict[str, list[Path]], environ: dict[str, str] | None = None) -> Settings:
     """A workspace whose enrollments/<id>/ hold copies of the given photos, enrolled and saved.
     ``environ``: settings from these variables too (an OPTOUT_GUARD_INDEX_KEY there: the index is
@@ -57,7 +64,7 @@ def make_workspace(root: Path, students: dict[str, list[Path]], environ: dict[st
             shutil.copy(photo, folder / photo.name)
     settings = load_settings(root, environ=environ or {})
     index = FaceIndex(embedding_fingerprint())
-    enroll_folder(settings.enrollments, index, settings, get_models())
+    enroll_folder(settings.enrollments, index, settings, get_face_models())
     save_index(index, settings)
     return settings
 
@@ -69,7 +76,7 @@ def demo_ws(tmp_path_factory) -> Settings:
     build_workspace(root)
     settings = load_settings(root, environ={})
     index = FaceIndex(embedding_fingerprint())
-    report = enroll_folder(settings.enrollments, index, settings, get_models())
+    report = enroll_folder(settings.enrollments, index, settings, get_face_models())
     assert report.added and not report.not_protected, report
     index.save(settings.index_file)
     return settings
@@ -120,7 +127,7 @@ TEST_OUTPUT = Path(os.environ.get("OPTOUT_GUARD_TEST_OUTPUT", ROOT / "test-outpu
 
 # ---- the `models` marker: `pytest -m "not models"` runs the logic tests in seconds -------------------
 # A test that takes one of these fixtures uses the real models, the public photos or a browser.
-REAL_FIXTURES = {"data_dir", "samples", "models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe"}
+REAL_FIXTURES = {"data_dir", "samples", "models", "face_models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,6 +1,7 @@
-"""Stand-ins for the models (``types.Detector`` and ``types.Embedder``): the pipeline's logic —
-search, decisions, verdicts, fail-closed handling, settlers, scopes — tested in milliseconds, on
-photos the test makes, with faces and embeddings the test chooses."""
+"""Stand-ins for the models behind ``types.FaceModels`` (detector, aligner, encoder): the pipeline's
+logic — the quality gate, search, decisions, verdicts, fail-closed handling, settlers, scopes —
+tested in milliseconds, on photos the test makes, with faces and embeddings the test chooses. The
+quality gate and the mirror average are the product's own code (``embedding``), not faked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 from optout_guard.config import Settings
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, Template
-from optout_guard.types import Box, Embeddings, Face, LoadedImage, ReasonCode, Unjudged
+from optout_guard.types import Box, Face, FaceModels, LoadedImage
 
 DIM = 128
 
@@ -59,29 +60,52 @@ class FakeDetector:
             raise self.fail
         return list(self.faces.get(image.sha256 or "", []))
 
+    def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
+        return np.zeros((0, 4), np.float32)
+
+
+CHIP = 150
+_KEY_COLUMNS = (0, 1, CHIP - 2, CHIP - 1)  # where a chip carries its face's key (read the same mirrored)
+
+
+class FakeAligner:
+    """A face's chip: sharp noise (the real gate measures it) that carries the face's box's left edge
+    in its first row, where a mirrored chip carries it too; its second row says if it was mirrored."""
+
+    def chips(self, pixels: np.ndarray, faces: list[Face], scale: float) -> list[np.ndarray]:
+        made = []
+        for f in faces:
+            chip = np.random.default_rng(int(f.box.x * 1000)).integers(0, 256, (CHIP, CHIP, 3), dtype=np.uint8)
+            key = np.frombuffer(np.float32(f.box.x).tobytes(), np.uint8)
+            chip[0, 0, :], chip[0, 1, 0] = key[:3], key[3]
+            chip[0, CHIP - 1, :], chip[0, CHIP - 2, 0] = key[:3], key[3]
+            chip[1, 0, :], chip[1, CHIP - 1, :] = 0, 255
+            made.append(chip)
+        return made
+
 
 @dataclass
-class FakeEmbedder:
-    """A face's embedding is the vector the test gave its box's left edge; faces narrower than
-    ``settings.min_face_px`` are too small to judge, as with the real quality gate."""
+class FakeEncoder:
+    """A chip's embedding is the vector the test gave its face's left edge (``vectors``); counts the
+    mirrored chips it was given (the product mirrors only faces near somebody enrolled)."""
 
     vectors: dict[float, np.ndarray] = field(default_factory=dict)
-    mirrored_rows: list[int] = field(default_factory=list)
+    mirrored: int = 0
 
-    def embed(self, image: LoadedImage, faces: list[Face], settings: Settings, mirror: bool) -> Embeddings:
-        judged, unjudged, rows = [], {}, []
-        for i, f in enumerate(faces):
-            if f.box.w < settings.min_face_px:
-                unjudged[i] = Unjudged(ReasonCode.TOO_SMALL, f"face too small to check ({f.box.w:.0f} px)")
-                continue
-            judged.append(i)
-            rows.append(self.vectors[f.box.x])
-        vectors = np.stack(rows) if rows else np.zeros((0, DIM), np.float32)
-        return Embeddings(vectors, tuple(judged), unjudged, (), (mirror,) * len(judged))
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        rows = []
+        for chip in chips:
+            if chip[1, 0, 0] == 255:
+                self.mirrored += 1
+            key = float(np.frombuffer(bytes([*chip[0, 0, :], chip[0, 1, 0]]), np.float32)[0])
+            rows.append(self.vectors[key])
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, DIM), np.float32)
 
-    def mirror(self, embedded: Embeddings, rows: list[int]) -> Embeddings:
-        self.mirrored_rows.extend(rows)
-        return Embeddings(embedded.vectors, embedded.judged, embedded.unjudged, (), (True,) * len(embedded.judged))
+
+def fake_models() -> tuple[FakeDetector, FakeEncoder, FaceModels]:
+    """The fakes behind the seam: the detector and the encoder the test fills, and the bundle."""
+    detector, encoder = FakeDetector(), FakeEncoder()
+    return detector, encoder, FaceModels(detector, FakeAligner(), encoder)
 
 
 def gallery(students: dict[str, np.ndarray], fingerprint: str = "fake-model") -> FaceIndex:

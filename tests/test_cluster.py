@@ -24,8 +24,9 @@ from optout_guard.audit import library_rows, run_audit
 from optout_guard.cli import app
 from optout_guard.config import load_settings
 from optout_guard.enroll import enroll_folder
+from optout_guard.face_models import get_face_models
 from optout_guard.index import FaceIndex, new_key, save_index
-from optout_guard.models import embedding_fingerprint, get_models
+from optout_guard.models import embedding_fingerprint
 from optout_guard.pipeline import Guard
 
 pytest.importorskip("distributed")
@@ -102,7 +103,7 @@ def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(enc
     for ws in (encrypted_ws, here):
         shutil.copytree(LFW / "Tony_Blair", ws.enrollments / "tony", ignore=lambda _d, names: sorted(names)[3:])
         index = FaceIndex.load(ws.index_file, embedding_fingerprint(), bytes_key(key))
-        enroll_folder(ws.enrollments, index, ws, get_models())
+        enroll_folder(ws.enrollments, index, ws, get_face_models())
         save_index(index, ws)
     again = run_audit(lib, encrypted_ws, cluster="local:2")
     assert again.rechecked > 0 and again.checked == 0

@@ -102,13 +102,13 @@ def _id_delivery(root: Path, photos: dict[str, Path]) -> Path:
     return root
 
 
-def _cohort_people(models, count: int, skip: set[str]) -> list[Path]:
+def _cohort_people(face_models, count: int, skip: set[str]) -> list[Path]:
     """One usable photo each of ``count`` LFW people (spread over the alphabet)."""
     names = sorted(p.name for p in LFW.iterdir() if p.is_dir() and p.name not in skip)
     found = []
     for name in names[:: max(1, len(names) // (count * 2))]:
         photo = LFW / name / f"{name}_0001.jpg"
-        if photo.is_file() and not isinstance(reference_embedding(photo, Settings(), models), str):
+        if photo.is_file() and not isinstance(reference_embedding(photo, Settings(), face_models), str):
             found.append(photo)
         if len(found) == count:
             break
@@ -117,9 +117,9 @@ def _cohort_people(models, count: int, skip: set[str]) -> list[Path]:
 
 
 @pytest.mark.data
-def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_path, data_dir, models):
+def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_path, data_dir, face_models):
     people = {"colin": "Colin_Powell", "hugo": "Hugo_Chavez", "tony": "Tony_Blair", "gw": "George_W_Bush"}
-    both = _cohort_people(models, 100, set(people.values()))
+    both = _cohort_people(face_models, 100, set(people.values()))
     cohort, cohort_b = both[:50], both[50:]
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -151,7 +151,7 @@ def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_p
     assert face["student_id"] == "colin" and face["thresholds"]["source"] == "cohort, 2 reference photos"
     # Nothing of the cohort was written: no photo copied, no embedding or name in any file.
     assert sorted(p.name for p in (ws / "enrollments").iterdir()) == sorted(people)
-    vectors = [reference_embedding(p, Settings(), models) for p in both]
+    vectors = [reference_embedding(p, Settings(), face_models) for p in both]
     needles = [np.asarray(v, np.float32).tobytes()[:16] for v in vectors if not isinstance(v, str)]
     needles += [np.asarray(v, np.float64).tobytes()[:16] for v in vectors if not isinstance(v, str)]
     for path in (p for p in ws.rglob("*") if p.is_file()):
@@ -160,7 +160,7 @@ def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_p
         assert b"C007" not in data and b"C049.jpg" not in data, f"a cohort photo is named in {path}"
     # Another cohort gives other numbers (penalties are stamped with the cohort that made them).
     other = _id_delivery(
-        tmp_path / "other", {f"D{i:03d}": p for i, p in enumerate(_cohort_people(models, 60, set(people.values())))}
+        tmp_path / "other", {f"D{i:03d}": p for i, p in enumerate(_cohort_people(face_models, 60, set(people.values())))}
     )
     again = run(app, ["--workspace", str(ws), "enroll", "--cohort", str(other), "--json"], catch_exceptions=False)
     assert again.exit_code == 0, again.output
@@ -214,7 +214,7 @@ def test_review_never_narrows_below_what_a_students_own_photos_need():
 
 
 @pytest.mark.data
-def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, models):
+def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, face_models):
     """`enroll --cohort DIR` with photos of enrolled students among the "children not on the list":
     refused whole, thresholds unchanged, and the output says what to check."""
     people = {"colin": "Colin_Powell", "gw": "George_W_Bush"}
@@ -225,7 +225,7 @@ def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, m
             shutil.copy(LFW / name / f"{name}_{i:04d}.jpg", ws / "enrollments" / sid / f"{i}.jpg")
     run = CliRunner().invoke
     assert run(app, ["--workspace", str(ws), "enroll"]).exit_code == 0
-    strangers = {f"D{i:03d}": p for i, p in enumerate(_cohort_people(models, 45, set(people.values())))}
+    strangers = {f"D{i:03d}": p for i, p in enumerate(_cohort_people(face_models, 45, set(people.values())))}
     own = {f"X{i:03d}": LFW / name / f"{name}_{n:04d}.jpg" for i, (name, n) in
            enumerate((name, n) for name in people.values() for n in range(3, 9))}  # fmt: skip
     cohort = _id_delivery(tmp_path / "cohort", strangers | own)
@@ -239,14 +239,14 @@ def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, m
 
 
 @pytest.mark.data
-def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, models):
+def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, face_models):
     """The list says 0101; the photographer's spreadsheet (Excel) says 101. Those photos are the
     opted-out students' own, never "children not on the list"."""
     people = {"0101": "Colin_Powell", "0102": "Hugo_Chavez", "0103": "Tony_Blair", "0104": "George_W_Bush"}
     ws = tmp_path / "ws"
     ws.mkdir()
     (tmp_path / "list.txt").write_text("\n".join(people) + "\n")
-    cohort = _cohort_people(models, 50, set(people.values()))
+    cohort = _cohort_people(face_models, 50, set(people.values()))
     delivery = _id_delivery(
         tmp_path / "PD", {sid.lstrip("0"): LFW / n / f"{n}_0002.jpg" for sid, n in people.items()}
         | {f"C{i:03d}": p for i, p in enumerate(cohort)},

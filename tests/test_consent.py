@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fakes import DIM, FakeDetector, FakeEmbedder, face, gallery, photo
+from fakes import DIM, face, fake_models, gallery, photo
 from optout_guard.cli import app
 from optout_guard.config import load_settings
 from optout_guard.consent import ConsentRecord, Recognised, clear_consenting
@@ -80,20 +80,20 @@ def test_the_margin_is_inclusive_at_its_edge_and_exclusive_below():
 @pytest.fixture
 def world(tmp_path):
     settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
-    detector, embedder = FakeDetector(), FakeEmbedder()
+    detector, encoder, bundle = fake_models()
     index = with_carl(gallery({"anna": OPTED_OUT}))
-    guard = Guard(settings, index=index, settler=NoDecisions(), detector=detector, embedder=embedder)
-    return settings, guard, detector, embedder
+    guard = Guard(settings, index=index, settler=NoDecisions(), face_models=bundle)
+    return settings, guard, detector, encoder
 
 
 def test_a_face_held_for_resembling_an_opted_out_child_is_cleared_when_recognised_as_a_consenting_one(world, tmp_path):
-    settings, guard, detector, embedder = world
+    settings, guard, detector, encoder = world
     assert settings.consent_matching and settings.consent_margin == 0.09
     path = photo(tmp_path / "class.png", (1, 2, 3))
     # 1: resembles anna (0.46, review) and is carl (0.30): cleared. 2: anna 0.46, carl 0.40: anna is not
     # 0.09 further, stays review. 3: anna 0.30 (blocks alone) although carl is closer still: stays blocked.
     detector.place(path, face(10.0), face(200.0), face(400.0))
-    embedder.vectors.update({10.0: between(0.46, 0.30), 200.0: between(0.46, 0.40), 400.0: between(0.30, 0.55)})
+    encoder.vectors.update({10.0: between(0.46, 0.30), 200.0: between(0.46, 0.40), 400.0: between(0.30, 0.55)})
     result = guard.check(path)
     assert [m.decision for m in result.faces] == [Decision.CLEAR, Decision.REVIEW, Decision.BLOCK]
     assert result.faces[0].code is ReasonCode.CONSENTING
@@ -105,13 +105,13 @@ def test_a_face_held_for_resembling_an_opted_out_child_is_cleared_when_recognise
 
 
 def test_with_consent_matching_off_the_same_faces_are_decided_as_before(world, tmp_path):
-    _settings, _guard, detector, embedder = world
+    _settings, _guard, detector, encoder = world
     off = load_settings(tmp_path / "ws2", environ={})
     assert off.consent_matching is False  # off by default
-    guard = Guard(off, index=with_carl(gallery({"anna": OPTED_OUT})), settler=NoDecisions(), detector=detector, embedder=embedder)
+    guard = Guard(off, index=with_carl(gallery({"anna": OPTED_OUT})), settler=NoDecisions(), face_models=_guard.face_models)
     path = photo(tmp_path / "one.png", (4, 5, 6))
     detector.place(path, face(10.0))
-    embedder.vectors[10.0] = between(0.46, 0.30)
+    encoder.vectors[10.0] = between(0.46, 0.30)
     result = guard.check(path)
     assert result.verdict is Verdict.REVIEW and result.faces[0].code is ReasonCode.LOOKALIKE
 
@@ -178,7 +178,7 @@ def test_turned_off_the_next_change_of_the_gallery_deletes_them_and_a_check_neve
     index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT)
     save_index(index, on)
     off = load_settings(ws, environ={})
-    guard = Guard(off, settler=NoDecisions(), detector=FakeDetector(), embedder=FakeEmbedder())
+    guard = Guard(off, settler=NoDecisions(), face_models=fake_models()[2])
     assert guard.index.consenting_templates == []  # never used from the moment it is off
     assert open_index(off).consenting_templates  # (still in the file until the gallery changes)
     with edit_index(off):
@@ -279,11 +279,11 @@ def test_the_desk_lists_faces_cleared_by_recognition_and_a_reviewer_can_hold_one
     (ws / "config.toml").write_text((ws / "config.toml").read_text() + "consent_matching = true\n")
     settings = load_settings(ws, environ={})
     desk = Desk(settings, DeskOptions())
-    detector, embedder = FakeDetector(), FakeEmbedder()  # the desk's own checks, on faces this test places
-    desk.guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), detector=detector, embedder=embedder)
+    detector, encoder, bundle = fake_models()  # the desk's own checks, on faces this test places
+    desk.guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), face_models=bundle)
     team = photo(tmp_path / "team.png", (7, 8, 9))
     detector.place(team, face(10.0))
-    embedder.vectors[10.0] = between(0.46, 0.30)  # resembles anna, recognised as carl
+    encoder.vectors[10.0] = between(0.46, 0.30)  # resembles anna, recognised as carl
     assert desk.check_upload(team.name, team.read_bytes(), "officer")["verdict"] == "allow"
     assert desk.book.queue() == []  # not asked by itself …
     app = create_app(desk)
@@ -323,13 +323,13 @@ def test_the_audit_counts_faces_cleared_by_recognition_and_lists_their_photos_fo
     index = with_carl(FaceIndex(embedding_fingerprint()))
     index.add(Template("anna", "/refs/anna.jpg", "a" * 64, ""), OPTED_OUT)
     save_index(index, settings)
-    detector, embedder = FakeDetector(), FakeEmbedder()
-    guard = Guard(settings, settler=NoDecisions(), detector=detector, embedder=embedder)
+    detector, encoder, bundle = fake_models()
+    guard = Guard(settings, settler=NoDecisions(), face_models=bundle)
     library = tmp_path / "library"
     team, nobody = photo(library / "team.png", (1, 1, 1)), photo(library / "nobody.png", (2, 2, 2))
     detector.place(team, face(10.0))
     detector.place(nobody, face(20.0))
-    embedder.vectors.update({10.0: between(0.46, 0.30), 20.0: between(0.9, 0.9)})
+    encoder.vectors.update({10.0: between(0.46, 0.30), 20.0: between(0.9, 0.9)})
     summary = run_audit(library, settings, guard=guard)
     assert summary.cleared_by_consenting == 1 and summary.totals.get("allow") == 2
     assert review_paths(settings, library) == [team]  # the desk imports it to list the face; not the other
@@ -343,15 +343,14 @@ def test_the_check_folders_note_says_who_was_recognised_and_the_desk_finds_the_p
     from optout_guard.watch import CheckFolder
 
     settings = load_settings(tmp_path / "ws", environ={"OPTOUT_GUARD_CONSENT_MATCHING": "true"})
-    detector, embedder = FakeDetector(), FakeEmbedder()
-    guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), settler=NoDecisions(), detector=detector,
-                  embedder=embedder)  # fmt: skip
+    detector, encoder, bundle = fake_models()
+    guard = Guard(settings, index=with_carl(gallery({"anna": OPTED_OUT})), settler=NoDecisions(), face_models=bundle)  # fmt: skip
     inbox = tmp_path / "Check photos"
     team = photo(inbox / "team.png", (3, 3, 3))
     old = time.time() - 60
     os.utime(team, (old, old))
     detector.place(team, face(10.0))
-    embedder.vectors[10.0] = between(0.46, 0.30)
+    encoder.vectors[10.0] = between(0.46, 0.30)
     assert CheckFolder(inbox, guard, settle=0.1, arrival_grace=0.0).run_once() == 1
     note = (inbox / "allowed" / "team.png.txt").read_text()
     assert "recognised as consenting student carl" in note

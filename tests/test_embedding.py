@@ -8,8 +8,9 @@ import pytest
 from conftest import LFW
 from optout_guard.config import Settings
 from optout_guard.detection import detect_faces
-from optout_guard.embedding import embed_chips, face_chips
+from optout_guard.embedding import embed_chips
 from optout_guard.errors import ModelUnavailable
+from optout_guard.face_models import DlibAligner, ResNetEncoder
 from optout_guard.media.photos import load_image
 from optout_guard.resnet import DlibResNet
 
@@ -20,7 +21,7 @@ def chips_of(paths, models):
     for path in paths:
         image = load_image(path, settings)
         faces = detect_faces(image, settings, models)
-        chips += face_chips(image.pages[0], faces, image.scale, models)
+        chips += DlibAligner().chips(image.pages[0], faces, image.scale)
     return chips
 
 
@@ -31,7 +32,7 @@ def dlib_reference(chips, models) -> np.ndarray:
 def test_matches_dlib_on_package_portraits(samples, models):
     chips = chips_of([samples["grace_hopper"], samples["astronaut"]], models)
     assert len(chips) == 2
-    ours = embed_chips(chips, models)
+    ours = embed_chips(chips, ResNetEncoder(models))
     assert ours.shape == (2, 128) and ours.dtype == np.float32
     assert np.abs(ours - dlib_reference(chips, models)).max() < 1e-3
 
@@ -42,7 +43,7 @@ def test_matches_dlib_on_real_faces_in_batches(data_dir, models):
     chips = chips_of(paths, models)
     assert len(chips) >= 7
     chips = chips * 3  # more than one batch of 16
-    ours = embed_chips(chips, models)
+    ours = embed_chips(chips, ResNetEncoder(models))
     assert np.abs(ours - dlib_reference(chips, models)).max() < 1e-3
 
 

@@ -24,7 +24,7 @@ TWO_ALIKE = ("2 faces found and none is clearly the portrait (centred, and large
              "must show the student")
 
 
-def test_quality_gate_rejects_no_face_and_two_faces(tmp_path, samples, models):
+def test_quality_gate_rejects_no_face_and_two_faces(tmp_path, samples, face_models):
     root = tmp_path / "enrollments"
     (root / "s-good").mkdir(parents=True)
     (root / "s-bad").mkdir()
@@ -36,7 +36,7 @@ def test_quality_gate_rejects_no_face_and_two_faces(tmp_path, samples, models):
     settings = load_settings(tmp_path, environ={})
     index = FaceIndex(embedding_fingerprint())
 
-    report = enroll_folder(root, index, settings, models)
+    report = enroll_folder(root, index, settings, face_models)
 
     assert report.added == [("s-good", str(root / "s-good" / "2025.jpg"))]
     reasons = {(sid, p.split("/")[-1]): why for sid, p, why in report.rejected}
@@ -50,17 +50,17 @@ def test_quality_gate_rejects_no_face_and_two_faces(tmp_path, samples, models):
     assert len(index) == 1
 
 
-def test_small_reference_face_is_rejected(tmp_path, samples, models):
+def test_small_reference_face_is_rejected(tmp_path, samples, face_models):
     root = tmp_path / "enrollments"
     (root / "s1").mkdir(parents=True)
     Image.open(samples["grace_hopper"]).convert("RGB").resize((120, 141)).save(root / "s1" / "thumb.jpg")
     index = FaceIndex(embedding_fingerprint())
-    report = enroll_folder(root, index, load_settings(tmp_path, environ={}), models)
+    report = enroll_folder(root, index, load_settings(tmp_path, environ={}), face_models)
     assert len(report.rejected) == 1 and report.rejected[0][2].startswith("face too small for a reference")
     assert report.not_protected == ["s1"]
 
 
-def test_rerun_embeds_only_what_changed(tmp_path, samples, models):
+def test_rerun_embeds_only_what_changed(tmp_path, samples, face_models):
     root = tmp_path / "enrollments"
     (root / "s1").mkdir(parents=True)
     (root / "s2").mkdir()
@@ -68,18 +68,18 @@ def test_rerun_embeds_only_what_changed(tmp_path, samples, models):
     shutil.copy(samples["astronaut"], root / "s2" / "a.png")
     settings = load_settings(tmp_path, environ={})
     index = FaceIndex(embedding_fingerprint())
-    first = enroll_folder(root, index, settings, models)
+    first = enroll_folder(root, index, settings, face_models)
     assert len(first.added) == 2
     index.save(settings.index_file)
 
     index = FaceIndex.load(settings.index_file, embedding_fingerprint())
-    second = enroll_folder(root, index, settings, models)
+    second = enroll_folder(root, index, settings, face_models)
     assert (second.added, second.unchanged, second.removed) == ([], 2, [])
 
     # A new photo is embedded; a deleted one's template goes; a changed one is re-embedded.
     Image.open(samples["grace_hopper"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "s1" / "b.jpg")
     (root / "s2" / "a.png").unlink()
-    third = enroll_folder(root, index, settings, models)
+    third = enroll_folder(root, index, settings, face_models)
     assert third.added == [("s1", str(root / "s1" / "b.jpg"))]
     assert third.removed == [("s2", str(root / "s2" / "a.png"))]
     assert third.not_protected == ["s2"]
@@ -94,7 +94,7 @@ def test_a_portrait_with_a_smaller_face_behind_is_used_and_said(tmp_path, data_d
 
     from optout_guard.config import Settings
     from optout_guard.enroll import reference_embedding
-    from optout_guard.models import get_models
+    from optout_guard.face_models import get_face_models
 
     colin = Image.open(LFW / "Colin_Powell" / "Colin_Powell_0001.jpg").convert("RGB")
     behind = Image.open(LFW / "Tony_Blair" / "Tony_Blair_0001.jpg").convert("RGB").crop((50, 40, 200, 210))
@@ -104,12 +104,12 @@ def test_a_portrait_with_a_smaller_face_behind_is_used_and_said(tmp_path, data_d
     path = tmp_path / "picture-day.jpg"
     portrait.save(path, quality=92)
     notes: list[str] = []
-    vector = reference_embedding(path, Settings(), get_models(), notes)
+    vector = reference_embedding(path, Settings(), get_face_models(), notes)
     assert not isinstance(vector, str), vector
     assert notes and "centred portrait face was used" in notes[0]
     twins = Image.new("RGB", (500, 250), (120, 120, 130))
     twins.paste(colin.resize((250, 250)), (0, 0))
     twins.paste(Image.open(LFW / "Tony_Blair" / "Tony_Blair_0001.jpg").convert("RGB"), (250, 0))
     twins.save(tmp_path / "two.jpg", quality=92)
-    refused = reference_embedding(tmp_path / "two.jpg", Settings(), get_models())
+    refused = reference_embedding(tmp_path / "two.jpg", Settings(), get_face_models())
     assert isinstance(refused, str) and "none is clearly the portrait" in refused

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakes import FakeDetector, FakeEmbedder, at_distance, face, gallery, photo, unit
+from fakes import at_distance, face, fake_models, gallery, photo, unit
 from optout_guard import stored_faces
 from optout_guard.config import load_settings
 from optout_guard.media import handlers, photos
@@ -21,13 +21,13 @@ ANNA = unit(RNG)[0]
 @pytest.fixture
 def world(tmp_path):
     settings = load_settings(tmp_path / "ws", environ={})
-    detector, embedder = FakeDetector(), FakeEmbedder()
-    guard = Guard(settings, index=gallery({"anna": ANNA}), settler=NoDecisions(), detector=detector, embedder=embedder)
-    return settings, guard, detector, embedder
+    detector, encoder, bundle = fake_models()
+    guard = Guard(settings, index=gallery({"anna": ANNA}), settler=NoDecisions(), face_models=bundle)
+    return settings, guard, detector, encoder
 
 
 def test_every_kind_has_its_handler_and_the_unknown_fail_closed(tmp_path, world):
-    _settings, guard, _detector, _embedder = world
+    _settings, guard, _detector, _encoder = world
     assert handlers.handler_for(MediaKind.CLIP) is handlers.CLIPS and handlers.handler_for("clip") is handlers.CLIPS
     assert handlers.handler_for("photo") is handlers.PHOTOS
     for kind in (MediaKind.UNREADABLE, MediaKind.OTHER):
@@ -45,10 +45,10 @@ def test_every_kind_has_its_handler_and_the_unknown_fail_closed(tmp_path, world)
 
 
 def test_a_photo_named_like_a_clip_is_checked_as_a_photo_and_says_so(tmp_path, world):
-    _settings, guard, detector, embedder = world
+    _settings, guard, detector, encoder = world
     named = photo(tmp_path / "p.png", (1, 2, 3)).rename(tmp_path / "party.mp4")
     detector.place(named, face(10.0))
-    embedder.vectors[10.0] = at_distance(ANNA, 0.2, RNG)
+    encoder.vectors[10.0] = at_distance(ANNA, 0.2, RNG)
     assert photos.sniff(named) is MediaKind.PHOTO
     result = guard.check(named)
     assert result.verdict is Verdict.BLOCK and result.reasons[0].startswith("this file is a still photo named .mp4")
@@ -57,11 +57,11 @@ def test_a_photo_named_like_a_clip_is_checked_as_a_photo_and_says_so(tmp_path, w
 def test_the_check_folder_sniffs_a_file_once_and_hands_the_kind_on(tmp_path, world, monkeypatch):
     from optout_guard import watch
 
-    _settings, guard, detector, embedder = world
+    _settings, guard, detector, encoder = world
     folder = tmp_path / "check"
     dropped = photo(folder / "game.png", (4, 5, 6))
     detector.place(dropped, face(20.0))
-    embedder.vectors[20.0] = at_distance(ANNA, 0.9, RNG)
+    encoder.vectors[20.0] = at_distance(ANNA, 0.9, RNG)
     sniffed: list[str] = []
     real = photos.sniff
 
@@ -81,7 +81,7 @@ def test_the_check_folder_sniffs_a_file_once_and_hands_the_kind_on(tmp_path, wor
 def test_the_audit_recheck_goes_to_the_stored_kinds_handler(tmp_path, world, monkeypatch):
     """A stored clip's re-check decodes only its tracks' frames (the clip handler); a stored photo's
     faces are embedded again without detection (the photo handler)."""
-    _settings, guard, _detector, _embedder = world
+    _settings, guard, _detector, _encoder = world
     calls: list[str] = []
     monkeypatch.setattr(handlers.ClipHandler, "recheck", lambda self, *a, **k: (calls.append("clip"), (None, None))[1])
     monkeypatch.setattr(handlers.PhotoHandler, "recheck", lambda self, *a, **k: (calls.append("photo"), (None, None))[1])

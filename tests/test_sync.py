@@ -198,7 +198,7 @@ def test_photo_date_from_name_then_file(tmp_path):
 
 
 # ---- the yearly workflow on real photos ----------------------------------------------------------
-def lfw_people(count: int, usable: int, models) -> list[str]:
+def lfw_people(count: int, usable: int, face_models) -> list[str]:
     """``count`` LFW people with 3+ photos, spread over the alphabet; the first ``usable`` of them
     have photos 1–3 that pass the reference quality gate (LFW photos often show other people too)."""
     people = sorted(p.name for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)
@@ -206,7 +206,7 @@ def lfw_people(count: int, usable: int, models) -> list[str]:
     good = [
         p
         for p in spread
-        if all(not isinstance(reference_embedding(LFW / p / f"{p}_{n:04d}.jpg", Settings(), models), str) for n in (1, 2, 3))
+        if all(not isinstance(reference_embedding(LFW / p / f"{p}_{n:04d}.jpg", Settings(), face_models), str) for n in (1, 2, 3))
     ]
     assert len(good) >= usable
     chosen = good[:usable]
@@ -231,8 +231,8 @@ def run(ws: Path, *args: str):
 
 
 @pytest.mark.data
-def test_yearly_sync_end_to_end(tmp_path, data_dir, models):
-    people = lfw_people(24, 16, models)
+def test_yearly_sync_end_to_end(tmp_path, data_dir, face_models):
+    people = lfw_people(24, 16, face_models)
     opted, _others = people[:16], people[16:]
     no_photo_ids = ["900001", "900002"]
     rows = [

@@ -411,13 +411,13 @@ def add(
     import getpass
 
     from optout_guard.errors import NeedsConfirmation
-    from optout_guard.models import get_models
+    from optout_guard.face_models import get_face_models
     from optout_guard.optout_list import Student
     from optout_guard.sync import protect_student
 
     student = Student(student_id, first or "", last or "", grade or "", school or "")
     try:
-        done = protect_student(_settings(ctx), student, list(photos), get_models(), getpass.getuser(), force)
+        done = protect_student(_settings(ctx), student, list(photos), get_face_models(), getpass.getuser(), force)
     except NeedsConfirmation as exc:
         raise OptoutGuardError(f"{exc}. If it is right, add again with --force.") from None
     for photo, why in done.rejected:
@@ -1284,8 +1284,8 @@ def include_add(
 
     from optout_guard.activity_log import ActivityLog
     from optout_guard.consent import record_by_hand
+    from optout_guard.face_models import get_face_models
     from optout_guard.index import edit_index
-    from optout_guard.models import get_models
     from optout_guard.optout_list import is_valid_student_id
 
     settings = _settings(ctx)
@@ -1304,7 +1304,7 @@ def include_add(
         raise typer.Exit(EXIT_USAGE)
     user = getpass.getuser()
     with edit_index(settings) as index:
-        refused = record_by_hand(index, student_id, when, user, list(photos or []), settings, get_models())
+        refused = record_by_hand(index, student_id, when, user, list(photos or []), settings, get_face_models())
         templates = index.consenting_references(student_id)
     ActivityLog(settings).record("include add", student_id=student_id, consent_date=when, by=user, templates=templates)
     for photo, why in refused:

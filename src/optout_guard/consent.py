@@ -35,7 +35,7 @@ from optout_guard.types import ConsentRecord, Decision, FaceMatch, ReasonCode, R
 if TYPE_CHECKING:  # the index imports this module; models load only when photos are embedded
     from optout_guard.config import Settings
     from optout_guard.index import FaceIndex
-    from optout_guard.models import Models
+    from optout_guard.types import FaceModels
 
 # Review reasons a consenting match may clear: the face resembles an opted-out student, nothing else.
 CLEARABLE = frozenset({ReasonCode.LOOKALIKE, ReasonCode.SIBLINGS, ReasonCode.CONTESTED})
@@ -138,7 +138,11 @@ def plan_consent(
 
 
 def apply_consent(
-    plan: ConsentPlan, index: FaceIndex, settings: Settings, models: Models, progress: Callable[[str], None] | None = None
+    plan: ConsentPlan,
+    index: FaceIndex,
+    settings: Settings,
+    face_models: FaceModels,
+    progress: Callable[[str], None] | None = None,
 ) -> ConsentReport:
     """Record, withdraw and embed as planned (the caller holds the index lock and saves)."""
     from optout_guard.enroll import reference_embedding
@@ -158,7 +162,7 @@ def apply_consent(
         sha = sha256_file(photo)
         if any(t.student_id == sid and t.sha256 == sha for t in index.consenting_templates):
             continue
-        vector = reference_embedding(photo, settings, models)
+        vector = reference_embedding(photo, settings, face_models)
         if progress is not None:
             progress(str(photo))
         if isinstance(vector, str):
@@ -174,7 +178,13 @@ def apply_consent(
 
 # ---- consent handled by hand (a paper form): `optout-guard include add/remove` ------------------
 def record_by_hand(
-    index: FaceIndex, student_id: str, consent_date: str, user: str, photos: list[Path], settings: Settings, models: Models
+    index: FaceIndex,
+    student_id: str,
+    consent_date: str,
+    user: str,
+    photos: list[Path],
+    settings: Settings,
+    face_models: FaceModels,
 ) -> list[tuple[str, str]]:
     """Record a family's written consent and embed the given photos of the child (more come from
     later syncs' deliveries). Returns (photo, why) for photos that could not be used. Raises
@@ -188,7 +198,7 @@ def record_by_hand(
     index.record_consent(ConsentRecord(student_id, "by hand", consent_date, now, user))
     refused: list[tuple[str, str]] = []
     for photo in photos:
-        vector = reference_embedding(photo, settings, models)
+        vector = reference_embedding(photo, settings, face_models)
         if isinstance(vector, str):
             refused.append((str(photo), vector))
             continue

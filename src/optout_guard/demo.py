@@ -91,9 +91,9 @@ def run_demo(workspace: Path | None = None) -> DemoRun:
     settings = load_settings(workspace, environ={})
     models = get_models()
     index = FaceIndex(embedding_fingerprint())
-    report = enroll_folder(settings.enrollments, index, settings, models)
-    save_index(index, settings)
     guard = Guard(settings, models)
+    report = enroll_folder(settings.enrollments, index, settings, guard.face_models)
+    save_index(index, settings)
     annotated = workspace / "checked"
     results = [guard.check(photo, annotated) for photo in photos]
     return DemoRun(workspace, annotated, report, results)

@@ -233,13 +233,3 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
                 )
             )
     return faces
-
-
-class ModelDetector:
-    """The product's detector (``types.Detector``): the configured detector and dlib's landmarks."""
-
-    def __init__(self, models: Models) -> None:
-        self.models = models
-
-    def detect(self, image: LoadedImage, settings: Settings) -> list[Face]:
-        return detect_faces(image, settings, self.models)

@@ -1,7 +1,11 @@
-"""Faces in, 128-d embeddings out (dlib's ResNet on the full-resolution pixels). No I/O.
+"""Which faces may be embedded, and how a face's embedding is made (the product's judgement, the
+same for the real models and for fakes; the models themselves are behind ``types.FaceModels``,
+``face_models``). No I/O.
 
-Faces too small or too blurred for the embedding to be trusted are not embedded: they come back
-with a reason instead, and the photo goes to review.
+Faces too small, too blurred, turned or cut by the edge for the embedding to be trusted are not
+embedded: they come back with a reason instead, and the photo goes to review. The others are
+aligned (the aligner), embedded (the encoder) and, for the product's recipe, averaged with their
+mirror image.
 """
 
 from __future__ import annotations
@@ -10,11 +14,8 @@ import cv2
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.models import Models
-from optout_guard.types import EMBEDDING_DIM, Embeddings, Face, LoadedImage, ReasonCode, Unjudged
+from optout_guard.types import EMBEDDING_DIM, Embeddings, Encoder, Face, FaceModels, LoadedImage, ReasonCode, Unjudged
 
-CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
-CHIP_PADDING = 0.25
 EMBED_BATCH = 16  # faces per forward pass: bounded working memory, most of the batching gain
 
 
@@ -49,65 +50,50 @@ def sharpness(chip: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def face_chips(pixels: np.ndarray, faces: list[Face], scale: float, models: Models) -> list[np.ndarray]:
-    """Aligned 150×150 chips for faces on one page (``scale``: original px per decoded px)."""
-    import dlib
-
-    shapes = dlib.full_object_detections()
-    for face in faces:
-        box = face.box.scaled(1.0 / scale)
-        rect = dlib.rectangle(round(box.x), round(box.y), round(box.right - 1), round(box.bottom - 1))
-        points = dlib.points()
-        for px, py in face.landmarks / np.float32(scale):
-            points.append(dlib.point(round(float(px)), round(float(py))))
-        shapes.append(dlib.full_object_detection(rect, points))
-    return list(dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING))
-
-
-def embed_chips(chips: list[np.ndarray], models: Models) -> np.ndarray:
+def embed_chips(chips: list[np.ndarray], encoder: Encoder) -> np.ndarray:
     """(N, 128) float32 embeddings of aligned chips, in batches (bounded memory for crowd photos)."""
     if not chips:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
     stacked = np.stack(chips)
-    parts = [models.resnet(stacked[i : i + EMBED_BATCH]) for i in range(0, len(stacked), EMBED_BATCH)]
+    parts = [encoder.encode(stacked[i : i + EMBED_BATCH]) for i in range(0, len(stacked), EMBED_BATCH)]
     return np.concatenate(parts).astype(np.float32).reshape(-1, EMBEDDING_DIM)
 
 
-def _average_with_mirror(plain: np.ndarray, chips: list[np.ndarray], models: Models) -> np.ndarray:
-    mirrored = embed_chips([np.ascontiguousarray(c[:, ::-1]) for c in chips], models)
+def _average_with_mirror(plain: np.ndarray, chips: list[np.ndarray], encoder: Encoder) -> np.ndarray:
+    mirrored = embed_chips([np.ascontiguousarray(c[:, ::-1]) for c in chips], encoder)
     mean = plain + mirrored
     mean *= np.linalg.norm(plain, axis=1, keepdims=True) / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
     return mean.astype(np.float32)
 
 
-def embed_mirror_averaged(chips: list[np.ndarray], models: Models) -> np.ndarray:
+def embed_mirror_averaged(chips: list[np.ndarray], encoder: Encoder) -> np.ndarray:
     """The product's embedding (``models.EMBEDDING_RECIPE``): the mean of the embeddings of each chip
     and of its mirror image, scaled back to the first one's length. A face is the same person
     mirrored, so the average cancels some of one pose's and one lighting's noise."""
     if not chips:
         return np.zeros((0, EMBEDDING_DIM), np.float32)
-    return _average_with_mirror(embed_chips(chips, models), chips, models)
+    return _average_with_mirror(embed_chips(chips, encoder), chips, encoder)
 
 
-def mirror_some(embedded: Embeddings, rows: list[int], models: Models) -> Embeddings:
+def mirror_some(embedded: Embeddings, rows: list[int], encoder: Encoder) -> Embeddings:
     """Mirror-average the vectors in ``rows`` of an ``embed_faces(..., mirror=False)`` result."""
     rows = [r for r in rows if not embedded.mirrored[r]]
     if not rows:
         return embedded
     vectors = embedded.vectors.copy()
-    vectors[rows] = _average_with_mirror(vectors[rows], [embedded.chips[r] for r in rows], models)
+    vectors[rows] = _average_with_mirror(vectors[rows], [embedded.chips[r] for r in rows], encoder)
     mirrored = list(embedded.mirrored)
     for r in rows:
         mirrored[r] = True
     return Embeddings(vectors, embedded.judged, embedded.unjudged, embedded.chips, tuple(mirrored))
 
 
-def turned_face_chip(pixels: np.ndarray, face: Face, scale: float, settings: Settings, models: Models) -> np.ndarray | None:
+def turned_face_chip(
+    pixels: np.ndarray, face: Face, scale: float, settings: Settings, face_models: FaceModels
+) -> np.ndarray | None:
     """The aligned chip of a face lying on its side or upside down: its region is cut out, turned by
     the face's tilt (either way, since the sign depends on the eye order), and the face is found
     again there; it counts only if it is found upright near the middle. None when that fails."""
-    from optout_guard.detection import detect_faces
-
     box = face.box.scaled(1.0 / scale)
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     side = int(1.8 * max(box.w, box.h)) + 2
@@ -123,11 +109,11 @@ def turned_face_chip(pixels: np.ndarray, face: Face, scale: float, settings: Set
         matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
         rotated = np.ascontiguousarray(cv2.warpAffine(crop, matrix, (side, side)))
         view = LoadedImage("", "", "", (side, side), (rotated,))
-        centred = [f for f in detect_faces(view, settings, models) if _near_middle(f, side)]
+        centred = [f for f in face_models.detector.detect(view, settings) if _near_middle(f, side)]
         found = [f for f in centred if is_upright(f)]
         if found:
             best = max(found, key=lambda f: f.box.w * f.box.h)
-            return face_chips(rotated, [best], 1.0, models)[0]
+            return face_models.aligner.chips(rotated, [best], 1.0)[0]
     return None
 
 
@@ -141,20 +127,22 @@ def _page_size(image: LoadedImage, page: int) -> tuple[float, float]:
     return width * image.scale, height * image.scale
 
 
-def embed_faces(image: LoadedImage, faces: list[Face], settings: Settings, models: Models, mirror: bool = True) -> Embeddings:
+def embed_faces(
+    image: LoadedImage, faces: list[Face], settings: Settings, face_models: FaceModels, mirror: bool = True
+) -> Embeddings:
     """Embed every face that can be judged; say why for the others.
 
     ``mirror=False`` leaves the (second) mirrored pass for later (:func:`mirror_some`): the check
     needs it only for faces that come near an enrolled student, most faces in a crowd do not."""
-    chips, chip_owner, unjudged = judgeable_chips(image, faces, settings, models)
+    chips, chip_owner, unjudged = judgeable_chips(image, faces, settings, face_models)
     if mirror:
-        vectors = embed_mirror_averaged(chips, models)
+        vectors = embed_mirror_averaged(chips, face_models.encoder)
         return Embeddings(vectors, tuple(chip_owner), unjudged, (), (True,) * len(chips))
-    return Embeddings(embed_chips(chips, models), tuple(chip_owner), unjudged, tuple(chips), (False,) * len(chips))
+    return Embeddings(embed_chips(chips, face_models.encoder), tuple(chip_owner), unjudged, tuple(chips), (False,) * len(chips))
 
 
 def judgeable_chips(
-    image: LoadedImage, faces: list[Face], settings: Settings, models: Models
+    image: LoadedImage, faces: list[Face], settings: Settings, face_models: FaceModels
 ) -> tuple[list[np.ndarray], list[int], dict[int, Unjudged]]:
     """The quality gate without the embedder: the aligned chips of the faces that can be judged
     (``chips[k]`` is ``faces[owner[k]]``) and why the others cannot. A clip gates every face it
@@ -194,9 +182,9 @@ def judgeable_chips(
         on_page = [i for i in candidates if faces[i].page == page_index]
         if not on_page and not any(faces[i].page == page_index for i in turned):
             continue
-        page_chips = face_chips(pixels, [faces[i] for i in on_page], image.scale, models) if on_page else []
+        page_chips = face_models.aligner.chips(pixels, [faces[i] for i in on_page], image.scale) if on_page else []
         for i in (i for i in turned if faces[i].page == page_index):
-            chip = turned_face_chip(pixels, faces[i], image.scale, settings, models)
+            chip = turned_face_chip(pixels, faces[i], image.scale, settings, face_models)
             if chip is None:
                 unjudged[i] = Unjudged(ReasonCode.TURNED, TURNED)
             else:
@@ -211,16 +199,3 @@ def judgeable_chips(
                 chips.append(chip)
                 chip_owner.append(i)
     return chips, chip_owner, unjudged
-
-
-class ModelEmbedder:
-    """The product's embedder (``types.Embedder``): the quality gate, dlib's ResNet, mirroring."""
-
-    def __init__(self, models: Models) -> None:
-        self.models = models
-
-    def embed(self, image: LoadedImage, faces: list[Face], settings: Settings, mirror: bool) -> Embeddings:
-        return embed_faces(image, faces, settings, self.models, mirror=mirror)
-
-    def mirror(self, embedded: Embeddings, rows: list[int]) -> Embeddings:
-        return mirror_some(embedded, rows, self.models)

@@ -18,15 +18,13 @@ import numpy as np
 
 from optout_guard.cohort import MAX_COHORT, MIN_COHORT, CohortCalibration, calibrate_cohort, cohort_digest, too_many_suspects
 from optout_guard.config import Settings
-from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_faces
 from optout_guard.errors import EnrollmentError, ImageRejected, Refused
 from optout_guard.fsutil import atomic_write, private_dir, sha256_file, utc_now
 from optout_guard.index import FaceIndex, Rejection, Template, now_iso
 from optout_guard.media.photos import load_image, photo_date
-from optout_guard.models import Models
 from optout_guard.optout_list import is_valid_student_id
-from optout_guard.types import Face
+from optout_guard.types import Face, FaceModels
 
 # A reference photo's face must be at least this wide (original px) — twice the size needed to
 # check a face, so templates are taken from good pixels.
@@ -91,8 +89,8 @@ def enroll_workspace(
     and check/people warn), then the cohort's calibration if ``cohort`` names a folder of photos of
     children who did not opt out; logged. Returns the report and the cohort's report (or None)."""
     from optout_guard.activity_log import ActivityLog
+    from optout_guard.face_models import get_face_models
     from optout_guard.index import edit_index, enrollment_in_progress
-    from optout_guard.models import get_models
     from optout_guard.optout_list import load_list
     from optout_guard.picture_day import PHOTO_SUFFIXES
 
@@ -106,10 +104,10 @@ def enroll_workspace(
         )
     cohort_report = None
     with enrollment_in_progress(settings), edit_index(settings, rebuild) as index:
-        report = enroll_folder(folder or settings.enrollments, index, settings, get_models(), progress=progress,
+        report = enroll_folder(folder or settings.enrollments, index, settings, get_face_models(), progress=progress,
                                optouts=optouts.ids() if optouts is not None else None)  # fmt: skip
         if cohort is not None:
-            cohort_report = calibrate_with_cohort(cohort_photos, index, settings, get_models(),
+            cohort_report = calibrate_with_cohort(cohort_photos, index, settings, get_face_models(),
                                                   f"{cohort.name} ({len(cohort_photos)} photos)", progress=progress)  # fmt: skip
     added = {s: sum(1 for sid, _ in report.added if sid == s) for s in sorted({sid for sid, _ in report.added})}
     ActivityLog(settings).record("enroll", students=report.students, added=added, rejected=len(report.rejected),
@@ -123,7 +121,7 @@ def _photos(folder: Path) -> list[Path]:
 
 
 def reference_embedding(
-    path: Path, settings: Settings, models: Models, notes: list[str] | None = None
+    path: Path, settings: Settings, face_models: FaceModels, notes: list[str] | None = None
 ) -> np.ndarray | str:
     """The embedding of a reference photo's single face, or the reason it cannot be used.
     ``notes``: told when other faces in the photo were left aside (the portrait was clear)."""
@@ -131,7 +129,7 @@ def reference_embedding(
         image = load_image(path, settings)
     except ImageRejected as exc:
         return exc.reason
-    faces = sorted(detect_faces(image, settings, models), key=lambda f: f.box.w, reverse=True)
+    faces = sorted(face_models.detector.detect(image, settings), key=lambda f: f.box.w, reverse=True)
     if not faces:
         return "no face found"
     if len(faces) > 1:
@@ -148,7 +146,7 @@ def reference_embedding(
     wide = faces[0].box.w / image.scale
     if wide < need:
         return f"face too small for a reference ({wide:.0f} px wide; at least {need} px needed)"
-    embedded = embed_faces(image, faces, settings, models)
+    embedded = embed_faces(image, faces, settings, face_models)
     if embedded.unjudged:
         return next(iter(embedded.unjudged.values())).text
     return embedded.vectors[0]
@@ -158,7 +156,7 @@ def enroll_folder(
     root: Path,
     index: FaceIndex,
     settings: Settings,
-    models: Models,
+    face_models: FaceModels,
     progress: Callable[[str], None] | None = None,
     optouts: set[str] | None = None,
 ) -> EnrollReport:
@@ -211,7 +209,7 @@ def enroll_folder(
                 report.rejected.append((student_id, key, earlier.reason))
                 continue
             said: list[str] = []
-            result = reference_embedding(photo, settings, models, said)
+            result = reference_embedding(photo, settings, face_models, said)
             if isinstance(result, str):
                 index.reject(Rejection(student_id, key, digest, result))
                 report.rejected.append((student_id, key, result))
@@ -282,7 +280,7 @@ def calibrate_with_cohort(
     photos: list[Path],
     index: FaceIndex,
     settings: Settings,
-    models: Models,
+    face_models: FaceModels,
     source: str,
     progress: Callable[[str], None] | None = None,
     pairs: list[tuple[Path, Path]] | None = None,
@@ -311,7 +309,7 @@ def calibrate_with_cohort(
             continue
         if digest in references:  # an enrolled student's own reference photo is not "another child"
             continue
-        found = reference_embedding(photo, settings, models)
+        found = reference_embedding(photo, settings, face_models)
         if not isinstance(found, str):
             vectors.append(found)
             hashes.append(digest)
@@ -326,7 +324,7 @@ def calibrate_with_cohort(
     for t in index.templates:
         counts[t.student_id] = counts.get(t.student_id, 0) + 1
     cohort = np.stack(vectors)
-    distances = _pair_distances(pairs or [], settings, models, references, progress)
+    distances = _pair_distances(pairs or [], settings, face_models, references, progress)
     report.pairs = len(distances)
     try:
         calibration = calibrate_cohort(
@@ -363,7 +361,7 @@ def calibrate_with_cohort(
 def _pair_distances(
     pairs: list[tuple[Path, Path]],
     settings: Settings,
-    models: Models,
+    face_models: FaceModels,
     references: set[str],
     progress: Callable[[str], None] | None,
 ) -> list[float]:
@@ -377,14 +375,14 @@ def _pair_distances(
                 continue  # an enrolled student's reference photo
         except OSError:
             continue
-        first, second = reference_embedding(before, settings, models), reference_embedding(after, settings, models)
+        first, second = reference_embedding(before, settings, face_models), reference_embedding(after, settings, face_models)
         if isinstance(first, np.ndarray) and isinstance(second, np.ndarray):
             distances.append(float(np.linalg.norm(first - second)))
     return distances
 
 
 def add_reference_face(
-    settings: Settings, models: Models, path: Path, face: Face, student_id: str, tag: str
+    settings: Settings, face_models: FaceModels, path: Path, face: Face, student_id: str, tag: str
 ) -> str:
     """A face found in a checked photo (``path``), confirmed by a reviewer as ``student_id``, added
     as a dated reference photo of that student: a private crop of the face is kept in
@@ -400,7 +398,7 @@ def add_reference_face(
     if face.box.w < need:
         raise Refused(f"this face is {face.box.w:.0f} px wide; a reference needs at least {need} px")
     image = load_image(path, settings)
-    embedded = embed_faces(image, [face], settings, models)
+    embedded = embed_faces(image, [face], settings, face_models)
     if not len(embedded.vectors):
         reason = next(iter(embedded.unjudged.values()), None)
         raise Refused(reason.text if reason else "the face cannot be used as a reference")

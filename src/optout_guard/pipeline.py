@@ -17,9 +17,9 @@ import numpy as np
 from optout_guard import annotate, postable, stored_faces
 from optout_guard.config import Settings
 from optout_guard.consent import CLEARABLE, clear_consenting
-from optout_guard.detection import ModelDetector
-from optout_guard.embedding import ModelEmbedder, is_upright
+from optout_guard.embedding import embed_faces, is_upright, mirror_some
 from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
+from optout_guard.face_models import model_bundle
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
@@ -31,10 +31,9 @@ from optout_guard.stored_faces import StoredFace
 from optout_guard.types import (
     Candidate,
     Decision,
-    Detector,
-    Embedder,
     Face,
     FaceMatch,
+    FaceModels,
     LoadedImage,
     MediaKind,
     ReasonCode,
@@ -98,17 +97,15 @@ class Guard:
         models: Models | None = None,
         index: FaceIndex | None = None,
         settler: Settler | None = None,
-        detector: Detector | None = None,
-        embedder: Embedder | None = None,
+        face_models: FaceModels | None = None,
     ) -> None:
         """``settler``: what people decided, applied to every result; by default this workspace's
         review book (``review.WorkspaceDecisions``); ``NoDecisions()`` on a cluster worker (the
-        coordinator applies them). ``detector`` and ``embedder``: the models' by default (tests pass
-        fakes: ``tests/fakes.py``)."""
+        coordinator applies them). ``face_models``: the detector, aligner and encoder; the loaded
+        models' by default (tests pass fakes: ``tests/fakes.py``)."""
         self.settings = settings
         self.models = models or get_models()
-        self.detector: Detector = detector or ModelDetector(self.models)
-        self.embedder: Embedder = embedder or ModelEmbedder(self.models)
+        self.face_models: FaceModels = face_models or model_bundle(self.models)
         self._index = index
         self._index_stamp: tuple[int, int] | None = None
         self._settler = settler
@@ -284,7 +281,7 @@ class Guard:
             known = {"sha256": image.sha256, "size": image.size, "identity": image.identity}
             return ScanResult.fail_closed(str(path), reason, seconds=time.perf_counter() - started, **known), None
         try:
-            faces = self.detector.detect(image, self.settings) if known_faces is None else known_faces
+            faces = self.face_models.detector.detect(image, self.settings) if known_faces is None else known_faces
             # CenterFace finds faces lying on their side or upside down too (and says so). When most
             # faces are turned, the photo itself is: search it turned. (A few odd faces in an upright
             # crowd stay "turned" reviews; turning every crowd photo cost ~35% more time.)
@@ -297,7 +294,7 @@ class Guard:
                 return self._finish(path, image, matches, verdict, reasons, started, annotate_dir, redact), None
             # Embeddings kept for the audit's cache are all mirror-averaged: a later gallery may
             # bring any face near somebody, and the cache has no pixels to mirror then.
-            embedded = self.embedder.embed(image, faces, self.settings, mirror=keep_embeddings)
+            embedded = embed_faces(image, faces, self.settings, self.face_models, mirror=keep_embeddings)
             found = self.index.search(embedded.vectors, settings=self.settings, only=scope.students)  # the one search
             if len(embedded.vectors) and not keep_embeddings:
                 # The mirrored pass only for faces near somebody enrolled: far faces are clear either
@@ -306,7 +303,7 @@ class Guard:
                 limits = self.settings.thresholds
                 near = [r for r, f in enumerate(found) if f and f[0].distance <= limits_of(f[0], limits).review + MIRROR_MARGIN]
                 if near:
-                    embedded = self.embedder.mirror(embedded, near)
+                    embedded = mirror_some(embedded, near, self.face_models.encoder)
                     again = self.index.search(embedded.vectors[near], settings=self.settings, only=scope.students)
                     for row, candidates in zip(near, again, strict=True):
                         found[row] = candidates
@@ -348,7 +345,7 @@ class Guard:
                 size=(image.size[1], image.size[0]),
                 notes=(*image.notes, SIDEWAYS),
             )
-            found = self.detector.detect(turned, self.settings)
+            found = self.face_models.detector.detect(turned, self.settings)
             upright = sum(map(is_upright, found))
             if upright > best_upright:
                 best, best_faces, best_upright = turned, found, upright

@@ -26,7 +26,7 @@ from optout_guard.picture_day import DeliveryPhoto, Held, match_delivery, same_c
 
 if TYPE_CHECKING:  # enrolling needs OpenCV and dlib: `people` reads this module's status without them
     from optout_guard.enroll import CohortReport, EnrollReport
-    from optout_guard.models import Models
+    from optout_guard.types import FaceModels
 
 STALE_DAYS = 365  # children change fast: a reference photo older than a year is flagged
 HELD_FILE = "photos-to-confirm.csv"
@@ -289,7 +289,7 @@ def apply_sync(
     plan: SyncPlan,
     index: FaceIndex,
     settings: Settings,
-    models: Models,
+    face_models: FaceModels,
     progress: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """Apply a plan made by :func:`plan_sync` to ``index`` (the caller saves it, under the index lock,
@@ -305,7 +305,7 @@ def apply_sync(
     settings.enrollments.mkdir(parents=True, exist_ok=True)
     save_list(plan.optouts, settings.workspace)
     (settings.workspace / PENDING_FILE).unlink(missing_ok=True)  # now on the list (as local additions)
-    report = enroll_folder(settings.enrollments, index, settings, models, progress, optouts=plan.optouts.ids())
+    report = enroll_folder(settings.enrollments, index, settings, face_models, progress, optouts=plan.optouts.ids())
     report.removed_by_list = []  # removals are this sync's own plan, not a surprise
     copied_before = plan.previous.copied if plan.previous is not None else {}
     for student_id in plan.removed_students:  # the photos sync copied go with their templates
@@ -326,15 +326,15 @@ def apply_sync(
     if plan.cohort_photos:
         when = f"picture day {plan.picture_day}" if plan.picture_day else "picture day"
         cohort = calibrate_with_cohort(
-            plan.cohort_photos, index, settings, models, f"{when} ({len(plan.cohort_photos)} photos)", progress,
+            plan.cohort_photos, index, settings, face_models, f"{when} ({len(plan.cohort_photos)} photos)", progress,
             pairs=plan.previous_pairs,
         )  # fmt: skip
-    consent = apply_consent(plan.consent, index, settings, models, progress) if plan.consent is not None else None
+    consent = apply_consent(plan.consent, index, settings, face_models, progress) if plan.consent is not None else None
     status = gallery_status(index, sorted(plan.optouts.ids()))
     return SyncReport(plan, True, report, status, held_file, cohort, consent)
 
 
-def addition_problem(settings: Settings, student_id: str, photos: list[Path], models: Models) -> str | None:
+def addition_problem(settings: Settings, student_id: str, photos: list[Path], face_models: FaceModels) -> str | None:
     """Why adding these photos under ``student_id`` is probably a mistake, or None: an id that is
     another protected student's mistyped (101 beside 0101, s0102 beside 0102), or a photo unlike
     the student's other reference photos (another child's face under their id). Checked before
@@ -356,7 +356,7 @@ def addition_problem(settings: Settings, student_id: str, photos: list[Path], mo
     if index is None or student_id not in index.student_ids():
         return None
     for photo in photos:
-        vector = reference_embedding(photo, settings, models)
+        vector = reference_embedding(photo, settings, face_models)
         if isinstance(vector, str):
             continue  # an unusable photo is said by the addition itself
         found = index.search(np.asarray(vector)[None, :], only=frozenset({student_id}))[0]
@@ -368,7 +368,7 @@ def addition_problem(settings: Settings, student_id: str, photos: list[Path], mo
 
 
 def add_student(
-    student: Student, photos: list[Path], index: FaceIndex, settings: Settings, models: Models, user: str
+    student: Student, photos: list[Path], index: FaceIndex, settings: Settings, face_models: FaceModels, user: str
 ) -> EnrollReport:
     """Protect one student now (an opt-out form handed in mid-year): copy the photos into
     ``enrollments/<id>/`` (dated, private), record the student on the saved opt-out list as a local
@@ -391,7 +391,8 @@ def add_student(
         save_list(optouts, settings.workspace)
     else:  # no list imported yet: kept aside, and the first sync takes the student in as a local addition
         save_pending(dataclasses.replace(student, source="local", added_at=utc_now(), added_by=user), settings.workspace)
-    return enroll_folder(settings.enrollments, index, settings, models, optouts=optouts.ids() if optouts is not None else None)
+    known = optouts.ids() if optouts is not None else None
+    return enroll_folder(settings.enrollments, index, settings, face_models, optouts=known)
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,7 @@ class Addition:
 
 
 def protect_student(
-    settings: Settings, student: Student, photos: list[Path], models: Models, user: str, force: bool = False,
+    settings: Settings, student: Student, photos: list[Path], face_models: FaceModels, user: str, force: bool = False,
     reviewer: str | None = None, lock: Any = None,
 ) -> Addition:
     """Protect one student now, the one way both the command line and the desk do it: a valid id, the
@@ -426,10 +427,10 @@ def protect_student(
     missing = [str(p) for p in photos if not Path(p).is_file()]
     if missing:
         raise OptoutGuardError(f"no such photo: {', '.join(missing)}")
-    if not force and (problem := addition_problem(settings, sid, photos, models)):
+    if not force and (problem := addition_problem(settings, sid, photos, face_models)):
         raise NeedsConfirmation(f"{problem}; nothing was changed")
     with lock or contextlib.nullcontext(), enrollment_in_progress(settings), edit_index(settings) as index:
-        report = add_student(student, photos, index, settings, models, user)
+        report = add_student(student, photos, index, settings, face_models, user)
         templates = sum(1 for t in index.templates if t.student_id == sid)
     extra = {"reviewer": reviewer} if reviewer else {}
     ActivityLog(settings).record("add", student_id=sid, photos=len(photos), templates=templates, **extra)
@@ -492,8 +493,8 @@ def run_sync(
     when the plan says so (a partial or filtered export looks exactly like that): NeedsConfirmation."""
     from optout_guard.activity_log import ActivityLog
     from optout_guard.errors import NeedsConfirmation
+    from optout_guard.face_models import get_face_models
     from optout_guard.index import edit_index, enrollment_in_progress, open_index
-    from optout_guard.models import get_models
 
     index = open_index(settings, missing_ok=True)
     plan = plan_sync(optouts, deliveries, index, settings, confirmed, picture_day, previous)
@@ -509,7 +510,7 @@ def run_sync(
         )
     with enrollment_in_progress(settings), edit_index(settings) as locked:
         plan = plan_sync(optouts, deliveries, locked, settings, confirmed, picture_day, previous)  # under the lock
-        report = apply_sync(plan, locked, settings, get_models(), progress=progress)
+        report = apply_sync(plan, locked, settings, get_face_models(), progress=progress)
     log = ActivityLog(settings)
     log.record("sync", students_on_list=len(optouts.students), students_added=len(plan.added_students),
                students_removed=plan.removed_students, export_sha256=optouts.export_sha256,

@@ -278,19 +278,39 @@ class ScanResult:
 
 
 class Detector(Protocol):
-    """Faces in a decoded photo (``detection.ModelDetector``: CenterFace and dlib's landmarks)."""
+    """Faces in a decoded photo (``face_models.ModelDetector``: CenterFace and dlib's landmarks)."""
 
     def detect(self, image: LoadedImage, settings: Settings) -> list[Face]: ...
 
-
-class Embedder(Protocol):
-    """Faces to embeddings (``embedding.ModelEmbedder``: the quality gate and dlib's ResNet)."""
-
-    def embed(self, image: LoadedImage, faces: list[Face], settings: Settings, mirror: bool) -> Embeddings: ...
-
-    def mirror(self, embedded: Embeddings, rows: list[int]) -> Embeddings:
-        """The vectors in ``rows`` of an ``embed(..., mirror=False)`` result, mirror-averaged."""
+    def quick_boxes(self, pixels: Any, threshold: float) -> Any:
+        """(N, 4) boxes (x, y, w, h) in ``pixels``' pixels from one cheap pass at the picture's own
+        size, no landmarks: the clip scout's look at the frames between samples."""
         ...
+
+
+class Aligner(Protocol):
+    """Faces of one page to aligned chips, one per face (``face_models.DlibAligner``: dlib's 150×150
+    chips on the 5 landmarks). ``scale``: original pixels per pixel of ``pixels``."""
+
+    def chips(self, pixels: Any, faces: list[Face], scale: float) -> list[Any]: ...
+
+
+class Encoder(Protocol):
+    """A batch of aligned chips (N, H, W, 3) to (N, 128) embeddings (``face_models.ResNetEncoder``)."""
+
+    def encode(self, chips: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FaceModels:
+    """The three models a check uses, behind one seam: the pipeline, clips, enrollment, the sync,
+    the cohort, the desk and the cluster take this bundle (``face_models.model_bundle`` for the
+    real models; tests pass fakes, ``tests/fakes.py``). The quality gate between aligner and
+    encoder is the product's own code (``embedding``), the same with either."""
+
+    detector: Detector
+    aligner: Aligner
+    encoder: Encoder
 
 
 class Settler(Protocol):

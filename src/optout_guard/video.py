@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from optout_guard import annotate, postable
-from optout_guard.detection import detect_faces
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
@@ -323,12 +322,10 @@ def check_clip(
 def _scout(guard: Guard, live: list[_Track]) -> Scout:
     """Looks at a small frame between samples: sample it when it shows a face that is not where a
     live track's face last was (a face no sample saw)."""
-    from optout_guard.detection import quick_boxes
-
     asked: list[tuple[float, Box]] = []  # where a scouted face made a sample (once a second at most)
 
     def wants(pixels: np.ndarray, scale: float, t: float) -> bool:
-        boxes = quick_boxes(pixels, guard.settings.detection_threshold, guard.models)
+        boxes = guard.face_models.detector.quick_boxes(pixels, guard.settings.detection_threshold)
         asked[:] = [(when, b) for when, b in asked if t - when <= LINK_GAP]
         for x, y, w, h in boxes * scale:
             box = Box(float(x), float(y), float(w), float(h))
@@ -343,12 +340,12 @@ def _scout(guard: Guard, live: list[_Track]) -> Scout:
 
 def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guard, sha: str) -> None:
     """Find the faces of one sampled frame, gate them, and add them to their tracks."""
-    settings, models = guard.settings, guard.models
+    settings, face_models = guard.settings, guard.face_models
     height, width = frame.pixels.shape[:2]
     image = LoadedImage("", sha, "clip", (round(width * frame.scale), round(height * frame.scale)), (frame.pixels,), frame.scale)
-    faces = detect_faces(image, settings, models)
+    faces = face_models.detector.detect(image, settings)
     if settings.recognition:
-        chips, owners, unjudged = judgeable_chips(image, faces, settings, models)
+        chips, owners, unjudged = judgeable_chips(image, faces, settings, face_models)
     else:
         chips, owners = [], []
         only = Unjudged(ReasonCode.DETECTION_ONLY, "found (detection-only mode: no recognition)")
@@ -370,7 +367,6 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[StoredFace], scope
     """Decide a clip's tracks again against today's gallery from what the audit kept (geometry
     only: each track's best sightings' times, boxes and landmarks): only those frames are decoded.
     Tracks nobody could judge keep their reason; anything unexpected falls back to a full check."""
-    from optout_guard.embedding import face_chips
     from optout_guard.media.clip import frame_at
 
     started = time.perf_counter()
@@ -395,8 +391,8 @@ def recheck_clip(guard: Guard, path: Path | str, stored: list[StoredFace], scope
                     frames[number, when] = frame_at(path, when, WORKING_SIDE, number)
                 pixels = frames[number, when]
                 # Boxes are stored in the clip's upright original pixels; the frame is at working size.
-                chips.append(face_chips(pixels, [face], _working_scale(pixels, entry.clip_size), guard.models)[0])
-            vectors = embed_mirror_averaged(chips, guard.models)
+                chips.append(guard.face_models.aligner.chips(pixels, [face], _working_scale(pixels, entry.clip_size))[0])
+            vectors = embed_mirror_averaged(chips, guard.face_models.encoder)
             match = _fused_decision(vectors, sightings[0][1], guard, scope)
             if match.decision is not Decision.CLEAR:
                 match = dataclasses.replace(match, reason=f"{match.reason} — at {_span(track.first, track.last)}")
@@ -439,7 +435,7 @@ def _decide(track: _Track, guard: Guard, scope: Scope) -> FaceMatch:
         text = track.texts.get(code, "face could not be judged")
         return FaceMatch(face, unjudged_decision(Unjudged(code, text)), (), f"{text} (at {span})", code)
     best = track.best[:BEST_FRAMES]
-    vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.models)
+    vectors = embed_mirror_averaged([s.chip for s in best if s.chip is not None], guard.face_models.encoder)
     match = _fused_decision(vectors, best[0].face, guard, scope)
     if match.decision is Decision.CLEAR:
         return match
@@ -543,7 +539,7 @@ class _Redaction:
                                                         interpolation=cv2.INTER_AREA)  # fmt: skip
         size = (round(width * pixel_scale), round(height * pixel_scale))
         image = LoadedImage("", "", "clip", size, (small,), scale * pixel_scale)
-        return [f.box for f in detect_faces(image, self.guard.settings, self.guard.models)]
+        return [f.box for f in self.guard.face_models.detector.detect(image, self.guard.settings)]
 
     def _fine(self, box: Box, t: float) -> bool:
         def on(track: _Track) -> bool:

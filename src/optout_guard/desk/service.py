@@ -89,7 +89,7 @@ class Desk:
             return False
         with self.lock:
             self.settings = load_settings(self.settings.workspace)
-            self.guard = Guard(self.settings, models=self.guard.models)  # the models stay loaded
+            self.guard = Guard(self.settings, models=self.guard.models, face_models=self.guard.face_models)  # models stay loaded
             self._stamp = settings_stamp(self.settings)
         return True
 
@@ -214,7 +214,7 @@ class Desk:
                 atomic_write(path, data)
                 paths.append(path)
             # The one way to protect a student now, as `optout-guard add` (the same checks and log).
-            done = protect_student(self.settings, student, paths, self.guard.models, user, fields.get("force") == "yes",
+            done = protect_student(self.settings, student, paths, self.guard.face_models, user, fields.get("force") == "yes",
                                    reviewer=user, lock=self.lock)  # fmt: skip
         return {"student_id": student_id, "protected": done.templates > 0, "reference_photos": done.templates,
                 "rejected": [why for _photo, why in done.rejected]}
@@ -671,7 +671,7 @@ class Desk:
         path = self.check_reference(card)
         face = Face(card.box, 1.0, card.landmarks, card.page, True)
         tag = self.reference_tag(card)
-        return add_reference_face(self.settings, self.guard.models, path, face, student_id, tag)
+        return add_reference_face(self.settings, self.guard.face_models, path, face, student_id, tag)
 
     def undo(self, decision_id: int, user: str) -> dict[str, Any]:
         from optout_guard.activity_log import ActivityLog
