@@ -160,3 +160,21 @@ def test_the_index_is_searched_once_for_a_photo_of_strangers(world, tmp_path):
     detector.place(near, face(1.0), face(101.0))
     encoder.vectors[1.0] = at_distance(ANNA, 0.3, RNG)
     assert guard.check(near).verdict is Verdict.BLOCK and calls == [2, 1]
+
+
+def test_a_copy_that_cannot_be_written_never_leaves_a_photo_allowed(world, tmp_path):
+    """One rule for every copy (matching.copy_failed): the marked-up copy of an allowed photo that
+    cannot be written makes the photo review, and says why; a blocked photo stays blocked."""
+    _settings, guard, detector, encoder = world
+    clear = photo(tmp_path / "clear.png", (9, 9, 9))
+    detector.place(clear, face(10.0))
+    encoder.vectors[10.0] = at_distance(ANNA, 0.95, RNG)
+    assert guard.check(clear).verdict is Verdict.ALLOW
+    not_a_folder = tmp_path / "marked"
+    not_a_folder.write_text("a file where the folder for copies should be")
+    result = guard.check(clear, annotate_dir=not_a_folder)
+    assert result.verdict is Verdict.REVIEW and any(r.startswith("a copy could not be written") for r in result.reasons)
+    close = photo(tmp_path / "close.png", (8, 8, 8))
+    detector.place(close, face(20.0))
+    encoder.vectors[20.0] = at_distance(ANNA, 0.2, RNG)
+    assert guard.check(close, annotate_dir=not_a_folder).verdict is Verdict.BLOCK

@@ -168,6 +168,13 @@ def _once_each(reasons: list[str]) -> list[str]:
     return [r if n == 1 else f"{r} ({n} faces)" for r, n in counts.items()]
 
 
+def copy_failed(verdict: Verdict, reasons: tuple[str, ...], why: str) -> tuple[Verdict, tuple[str, ...]]:
+    """A copy asked for (marked-up, fit to post, a clip's contact sheet or blurred clip) that could
+    not be written, or leaked a face: said, and never leaves the file *allow* (whoever asked for
+    the copy would otherwise post the original, or a copy that does not exist)."""
+    return (Verdict.REVIEW if verdict is Verdict.ALLOW else verdict), (*reasons, why)
+
+
 def photo_verdict(matches: list[FaceMatch], notes: tuple[str, ...] = ()) -> tuple[Verdict, tuple[str, ...]]:
     """The photo's verdict: block if any face blocks; review if any face or note needs a person."""
     reasons: list[str] = []

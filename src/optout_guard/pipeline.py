@@ -22,7 +22,7 @@ from optout_guard.errors import ImageRejected, IndexUnusable, ModelUnavailable
 from optout_guard.face_models import model_bundle
 from optout_guard.fsutil import sha256_file
 from optout_guard.index import FaceIndex, index_key
-from optout_guard.matching import decide_faces, limits_of, photo_verdict, unjudged_decision
+from optout_guard.matching import copy_failed, decide_faces, limits_of, photo_verdict, unjudged_decision
 from optout_guard.media.handlers import handler_for, handler_of
 from optout_guard.media.photos import load_image
 from optout_guard.models import Models, embedding_fingerprint, get_models, models_needed
@@ -371,9 +371,7 @@ class Guard:
             except OSError as exc:  # the copy stands; re-checked, it is judged like any photo
                 log.warning("could not record the copy fit to post %s: %s", copies.postable, exc)
         if copies.failure is not None:
-            reasons = (*reasons, copies.failure)
-            if verdict is Verdict.ALLOW:
-                verdict = Verdict.REVIEW
+            verdict, reasons = copy_failed(verdict, reasons, copies.failure)
         return ScanResult(
             path=str(path),
             verdict=verdict,

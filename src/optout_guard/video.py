@@ -29,7 +29,7 @@ from optout_guard import annotate, postable
 from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
-from optout_guard.matching import unjudged_decision
+from optout_guard.matching import copy_failed, unjudged_decision
 from optout_guard.media.clip import Decoded, Frame, Scout, format_time, probe, sample_frames, write_blurred_copy
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.stored_faces import StoredFace
@@ -292,14 +292,10 @@ def check_clip(
         elif redact is not None:
             reasons = (*reasons, "no blurred copy: the clip could not be decoded to the end")
     except CopyLeaks as exc:  # the copy was read back and a face could still be seen: none is kept
-        reasons = (*reasons, str(exc))
-        if verdict is Verdict.ALLOW:
-            verdict = Verdict.REVIEW
+        verdict, reasons = copy_failed(verdict, reasons, str(exc))
     except Exception as exc:  # a copy that fails is said, never an allow
         log.exception("writing a copy of %s failed", path)
-        reasons = (*reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
-        if verdict is Verdict.ALLOW:
-            verdict = Verdict.REVIEW
+        verdict, reasons = copy_failed(verdict, reasons, f"a copy could not be written ({type(exc).__name__}: {exc})")
     problem = ReasonCode.CLIP_DAMAGED if broken or not frames else ReasonCode.CLIP_TOO_LONG if stopped_at_limit else None
     return ScanResult(
         path=str(path),
