@@ -1,4 +1,5 @@
-"""The check folder, on real photos: complete files only, exactly once, crash-safe, one watcher."""
+"""The check folder: complete files only, exactly once, crash-safe, one watcher (real photos; the
+filing of a burst on fake models)."""
 
 from __future__ import annotations
 
@@ -120,19 +121,44 @@ def test_a_file_copied_slowly_is_read_only_when_complete(running, tmp_path):
     assert checker.stats.processed["block"] == 1 and checker.stats.processed["review"] == 0
 
 
-def test_a_burst_of_200_photos_is_filed_exactly_once(running, tmp_path):
+def test_a_burst_of_200_photos_is_filed_exactly_once(tmp_path):
+    """The filing's bookkeeping, on fake models (issue 29 §3: milliseconds a photo, no model loaded):
+    200 made-up photos dropped at once, one face each; those placed near an enrolled student block."""
+    import numpy as np
+
+    from fakes import at_distance, face, fake_models, gallery, photo, unit
+    from optout_guard.config import load_settings
+
+    rng = np.random.default_rng(200)
+    anna = unit(rng)[0]
+    detector, encoder, bundle = fake_models()
+    guard = Guard(load_settings(tmp_path / "ws", environ={}), index=gallery({"anna": anna}), face_models=bundle)
+    staged = tmp_path / "made"
+    sources = []
+    for i in range(200):
+        made = photo(staged / f"photo-{i:03d}.png", (i % 250, i // 250, 7))
+        detector.place(made, face(100.0 + i))
+        encoder.vectors[100.0 + i] = at_distance(anna, 0.2 if i % 10 == 0 else 0.95, rng)
+        sources.append(made)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    running(inbox, settle=0.3)
-    sources = lfw_photos(200)
-    for p in sources:
-        shutil.copy(p, inbox / p.name)
-    # A photo leaves the inbox when its check starts (it is checked in private staging), and
-    # appears in its verdict folder when the check ends: wait for all 200 to be filed.
-    assert wait_until(lambda: not photos_in(inbox) and sum(len(v) for v in originals(inbox).values()) >= 200, 240)
+    checker = CheckFolder(inbox, guard, settle=0.3, arrival_grace=5.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=checker.run_forever, kwargs={"stop": stop, "rescan_every": 2.0}, daemon=True)
+    thread.start()
+    try:
+        for p in sources:
+            shutil.copy(p, inbox / p.name)
+        # A photo leaves the inbox when its check starts (it is checked in private staging), and
+        # appears in its verdict folder when the check ends: wait for all 200 to be filed.
+        assert wait_until(lambda: not photos_in(inbox) and sum(len(v) for v in originals(inbox).values()) >= 200, 240)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
     filed = originals(inbox)
     names = [n for v in filed.values() for n in v]
     assert sorted(names) == sorted(p.name for p in sources)  # 200 in, 200 filed, no duplicates
+    assert (len(filed["blocked"]), len(filed["allowed"]), filed["review"]) == (20, 180, [])
     notes = [p for v in ("allowed", "blocked", "review") for p in (inbox / v).glob("*.txt")]
     assert len(notes) == 200
 
