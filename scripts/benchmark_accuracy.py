@@ -471,7 +471,7 @@ def main() -> None:
 
     # The check mirrors only faces whose plain embedding comes within review + MIRROR_MARGIN of
     # somebody (pipeline.Guard); the table above mirrors every probe. Same split, both ways:
-    from optout_guard.pipeline import MIRROR_MARGIN
+    from optout_guard.photo import MIRROR_MARGIN
 
     g_rows, g_owner = [], []
     for pi, n in enumerate(enrolled):

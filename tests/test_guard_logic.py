@@ -58,7 +58,7 @@ def test_a_face_too_small_to_judge_is_review_never_allow(world, tmp_path):
 def test_a_crash_inside_the_check_is_review_with_its_traceback_logged(world, tmp_path, caplog):
     _settings, guard, detector, _encoder = world
     detector.fail = RuntimeError("detector exploded")
-    with caplog.at_level(logging.ERROR, logger="optout_guard.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="optout_guard.photo"):
         result = guard.check(photo(tmp_path / "any.png", (9, 9, 9)))
     assert result.verdict is Verdict.REVIEW and result.retry
     assert "could not be checked (RuntimeError: detector exploded)" in result.reasons[0]

@@ -67,8 +67,9 @@ class PhotoHandler:
         self, guard: Guard, path: Path | str, annotate_dir: Path | None, redact: Redaction | None, scope: Scope
     ) -> ScanResult:
         from optout_guard.media.clip import CLIP_EXTENSIONS
+        from optout_guard.photo import check_photo
 
-        result, _ = guard.check_photo(path, annotate_dir, None, False, redact, scope)
+        result, _ = check_photo(guard, path, annotate_dir, None, False, redact, scope)
         suffix = Path(path).suffix.lower()
         if self.kind is MediaKind.PHOTO and suffix in CLIP_EXTENSIONS:
             said = f"this file is a still photo named {suffix}; it was checked as a photo"
@@ -78,11 +79,15 @@ class PhotoHandler:
     def recheck(
         self, guard: Guard, path: Path | str, stored: list[StoredFace], scope: Scope, keep: bool
     ) -> tuple[ScanResult, FaceVectors | None]:
-        return guard.check_photo(path, None, [s.face for s in stored], keep, None, scope)
+        from optout_guard.photo import check_photo
+
+        return check_photo(guard, path, None, [s.face for s in stored], keep, None, scope)
 
     def first_check(self, guard: Guard, path: Path | str, scope: Scope, keep: bool) -> tuple[ScanResult, FaceVectors | None]:
         if keep:
-            return guard.check_photo(path, None, None, True, None, scope)
+            from optout_guard.photo import check_photo
+
+            return check_photo(guard, path, None, None, True, None, scope)
         return self.check(guard, path, None, None, scope), None
 
     def picture(self, path: Path | str, settings: Settings) -> Image.Image:
