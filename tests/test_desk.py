@@ -9,6 +9,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -762,8 +764,16 @@ def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, d
 
     settings, folder, library = sources(tmp_path, in_review=[HUGO], in_library=[COLIN])
     CliRunner().invoke(app_cli(), ["--workspace", str(settings.workspace), "audit", str(library)])
+    # A sync killed half-way (issue 29 §6: the job record): it never finished, its process is gone.
+    killed = (f"import os\nfrom optout_guard import jobs\nfrom optout_guard.config import load_settings\n"
+              f"jobs.start(load_settings({str(settings.workspace)!r}, environ={{}}), 'sync', 'the opt-out list')\nos._exit(9)\n")
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == 9
     shutil.copy(COLIN, folder / "waiting-1.jpg")
     shutil.copy(BLAIR, folder / "waiting-2.jpg")
+    from optout_guard.status import status
+
+    audits = [j for j in status(settings, [folder], [library])["jobs"] if j["kind"] == "audit"]
+    assert [(j["state"], j["summary"]["checked"], j["summary"]["block"]) for j in audits] == [("finished", 1, 1)]
     server = Server(Desk(settings, DeskOptions(port=0, check_folders=[folder], audit_libraries=[library])))
     try:
         with sync_playwright() as p:
@@ -775,6 +785,8 @@ def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, d
             page.screenshot(path=str(TEST_OUTPUT / "status-page.png"))
             assert "watcher NOT running" in text and "2 file(s) waiting in the inbox" in text
             assert "Face index readable: 2 students protected" in text and "Audit of" in text and "1 blocked" in text
+            assert " ".join(text.split()).count(f"Audit of {library.resolve()}:") == 1  # its job's run is not said twice
+            assert "Sync of the opt-out list: last run STOPPED without finishing" in text  # the job record
             lock = folder_lock(folder)  # a watcher now holds the folder
             try:
                 page.click("#tab-queue")

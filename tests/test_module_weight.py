@@ -11,7 +11,7 @@ import pytest
 
 LIGHT = ["types", "errors", "config", "fsutil", "optout_list", "matching", "index", "review", "activity_log", "report",
          "calibration", "picture_day", "users", "desk", "cohort", "scope", "folders", "pool", "models",
-         "audit.listing", "audit.plan", "audit.state", "consent", "stored_faces"]  # fmt: skip
+         "audit.listing", "audit.plan", "audit.state", "consent", "stored_faces", "jobs", "status"]  # fmt: skip
 HEAVY = ("cv2", "dlib", "scipy", "flask", "onnxruntime", "onnx", "av", "distributed")
 
 

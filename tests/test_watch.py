@@ -221,10 +221,17 @@ def test_killed_mid_burst_then_restarted_files_each_photo_once(lfw_ws, tmp_path)
         os.killpg(proc.pid, signal.SIGKILL)  # no clean-up of any kind
         proc.wait()
     assert len(photos_in(inbox)) < 60
+    from optout_guard import jobs
+
+    killed = jobs.latest(lfw_ws)[0]  # the job record (issue 29 §6): the killed watcher never finished
+    assert (killed.kind, killed.target, killed.state()) == ("watch", str(inbox), "stopped")
+    filed_before = sum(len(v) for v in originals(inbox).values())
     done = subprocess.run([*args, "--once"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     names = [n for v in originals(inbox).values() for n in v]
     assert sorted(names) == sorted(p.name for p in sources) and not photos_in(inbox)
+    again = jobs.latest(lfw_ws)[0]  # the run that finished the job: every photo not filed before
+    assert again.state() == "finished" and 60 - filed_before <= again.done <= 60, (filed_before, again)
 
 
 def test_a_second_watch_on_the_same_folder_is_refused(lfw_ws, tmp_path):

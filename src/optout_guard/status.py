@@ -3,8 +3,10 @@
 For the one IT person: is each check folder's watcher alive (its OS lock is held), when did it
 last file a photo, how many files wait in its inbox and for how long, did it stop and why; when
 did each audit last run and with what result; can the face index be read, and how many students
-does it protect; when was the opt-out list last synced. Everything is read from what is on disk
-now (locks, files, the audit's state), so the page is true even when a service is down.
+does it protect; when was the opt-out list last synced; and the last run of every job (an audit in
+progress with how far it got, a sync, a watcher, the desk's imports; one that stopped half-way).
+Everything is read from what is on disk now (locks, files, the audit's state, the job record), so
+the page is true even when a service is down.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def check_folder_status(folder: Path) -> dict[str, Any]:
 def audit_status(settings: Settings, library: Path) -> dict[str, Any]:
     from optout_guard.audit.state import state_path
 
-    path = state_path(settings, Path(library).resolve())
+    library = Path(library).resolve()
+    path = state_path(settings, library)
     out: dict[str, Any] = {"library": str(library), "last_started": None, "last_finished": None, "totals": None}
     if not path.exists():
         return out
@@ -109,9 +112,14 @@ def list_status(settings: Settings) -> dict[str, Any]:
 
 
 def status(settings: Settings, check_folders: list[Path], libraries: list[Path]) -> dict[str, Any]:
+    from optout_guard import jobs
+
     return {
         "index": index_status(settings),
         "opt_out_list": list_status(settings),
         "check_folders": [check_folder_status(f) for f in check_folders],
         "audits": [audit_status(settings, lib) for lib in libraries],
+        # The last run of every job this workspace ran (audits, watchers, syncs, the desk's imports),
+        # running, finished, failed or stopped half-way (jobs.py).
+        "jobs": [run.as_json() for run in jobs.latest(settings)],
     }

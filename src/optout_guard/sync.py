@@ -491,6 +491,7 @@ def run_sync(
     """``optout-guard sync``: plan, and unless ``dry_run``, apply under the index lock and the
     enrollment marker, then log. Removing students needs ``confirm_removals`` equal to their number
     when the plan says so (a partial or filtered export looks exactly like that): NeedsConfirmation."""
+    from optout_guard import jobs
     from optout_guard.activity_log import ActivityLog
     from optout_guard.errors import NeedsConfirmation
     from optout_guard.face_models import get_face_models
@@ -508,9 +509,13 @@ def run_sync(
             f"cut-off file, looks like this. If these families really withdrew their opt-out, run the same command "
             f"with --confirm-removals {n}."
         )
-    with enrollment_in_progress(settings), edit_index(settings) as locked:
-        plan = plan_sync(optouts, deliveries, locked, settings, confirmed, picture_day, previous)  # under the lock
-        report = apply_sync(plan, locked, settings, get_face_models(), progress=progress)
+    with jobs.track(settings, "sync", "the opt-out list") as job:  # counts only, for the desk's status page
+        with enrollment_in_progress(settings), edit_index(settings) as locked:
+            plan = plan_sync(optouts, deliveries, locked, settings, confirmed, picture_day, previous)  # under the lock
+            report = apply_sync(plan, locked, settings, get_face_models(), progress=progress)
+        job.finish(True, {"students_on_list": len(optouts.students), "added": len(plan.added_students),
+                          "removed": len(plan.removed_students), "photos_copied": len(plan.new_photos),
+                          "held": len(plan.held), "not_protected": len(report.not_protected)})  # fmt: skip
     log = ActivityLog(settings)
     log.record("sync", students_on_list=len(optouts.students), students_added=len(plan.added_students),
                students_removed=plan.removed_students, export_sha256=optouts.export_sha256,

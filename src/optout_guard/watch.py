@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optout_guard import jobs
 from optout_guard.config import Settings, settings_stamp
 from optout_guard.errors import AlreadyWatched, ConfigError, IndexUnusable, ModelUnavailable, OptoutGuardError
 from optout_guard.fsutil import atomic_write, hide, remove_stale_temps, sha256_file
@@ -579,7 +580,15 @@ class CheckFolder:
                 time.sleep(0.1)
         return done
 
-    def run_forever(self, polling: bool = False, rescan_every: float = 60.0, stop: threading.Event | None = None) -> None:
+    def run_forever(
+        self,
+        polling: bool = False,
+        rescan_every: float = 60.0,
+        stop: threading.Event | None = None,
+        tick: Callable[[], None] | None = None,
+    ) -> None:
+        """Watch until ``stop`` (or Ctrl+C). ``tick``: called every loop, a few times a second (the
+        job record's heartbeat)."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
@@ -622,6 +631,8 @@ class CheckFolder:
                 if self.clock() >= next_rescan:
                     self.rescan()
                     next_rescan = self.clock() + rescan_every
+                if tick is not None:
+                    tick()
                 stop.wait(0.25)
         finally:
             observer.stop()
@@ -664,11 +675,21 @@ def watch_folder(
     lock = folder_lock(folder)
     try:
         checker = CheckFolder(folder, guard, settle=settle, recursive=recursive, activity=ActivityLog(settings), redact=redact)
-        if once:
-            checker.run_once()
-        else:
-            with contextlib.suppress(KeyboardInterrupt):
-                checker.run_forever(polling=polling, rescan_every=rescan_every, stop=stop)
+        with jobs.track(settings, "watch", str(folder)) as job:  # what the desk's status page shows
+
+            def filed() -> int:
+                return sum(checker.stats.processed.values())
+
+            def tick() -> None:
+                job.progress(filed())
+                job.beat()
+
+            if once:
+                checker.run_once()
+            else:
+                with contextlib.suppress(KeyboardInterrupt):
+                    checker.run_forever(polling=polling, rescan_every=rescan_every, stop=stop, tick=tick)
+            job.finish(True, {**checker.stats.processed, "errors": checker.stats.errors}, done=filed())
     finally:
         lock.release()
     return checker.stats

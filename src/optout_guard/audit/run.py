@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optout_guard import stored_faces
+from optout_guard import jobs, stored_faces
 from optout_guard.audit.listing import Passed, display_path, list_library
 from optout_guard.audit.plan import plan_run, todo_pages
 from optout_guard.audit.state import (
@@ -203,9 +203,17 @@ def run_audit(
         if cluster:
             engine = _cluster_engine()(cluster, settings, guard)  # Dask is imported only here
             logging.getLogger(__name__).info("audit on the Dask cluster %s: %d workers", cluster, engine.workers)
-        summary = _audit(
-            library, settings, guard, scopes, connect(path), workers, progress, cache, accept_deletions, recheck_all, engine
-        )
+        with jobs.track(settings, "audit", str(library)) as job:  # what the desk's status page shows
+
+            def report(done: int, total: int) -> None:
+                job.progress(done, total)
+                if progress is not None:
+                    progress(done, total)
+
+            summary = _audit(
+                library, settings, guard, scopes, connect(path), workers, report, cache, accept_deletions, recheck_all, engine
+            )
+            job.finish(True, {"checked": summary.checked, "seen": summary.seen, **summary.totals}, done=summary.checked)
         if engine is not None:
             summary.cluster_workers = engine.workers
         return summary

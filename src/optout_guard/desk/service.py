@@ -302,8 +302,12 @@ class Desk:
             self.importing.update(running=True, done=0, total=0, added=0)
 
         def work() -> None:
+            from optout_guard import jobs
+
             try:
-                self.import_sources(budget_seconds=None)
+                with jobs.track(self.settings, "desk import", "check folders and audits") as job:
+                    added = self.import_sources(budget_seconds=None)
+                    job.finish(True, {"added": added}, done=added)
             except Exception:
                 log.exception("importing review photos failed")
             finally:

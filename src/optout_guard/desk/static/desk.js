@@ -490,6 +490,24 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "never";
 }
 
+const JOB_NAMES = { audit: "Audit of", watch: "Check folder watcher of", sync: "Sync of", "desk import": "Import from" };
+
+function jobLine(j, line) {
+  const name = `${JOB_NAMES[j.kind] || j.kind} ${j.target}`;
+  const sum = j.summary || {};
+  const counts = j.kind === "audit" && "checked" in sum
+    ? `${sum.checked} checked: ${sum.block || 0} blocked, ${sum.review || 0} to review, ${sum.allow || 0} allowed`
+    : Object.entries(sum).filter(([k]) => k !== "error").map(([k, v]) => `${k.replaceAll("_", " ")} ${v}`).join(", ");
+  if (j.state === "running") {
+    const far = j.total ? `${j.done} of ${j.total} done` : `${j.done} done`;
+    return line(true, `${name}: running since ${when(j.started)}, ${far} (last heard from ${when(j.updated)}).`);
+  }
+  if (j.state === "finished") return line(true, `${name}: last run finished ${when(j.finished)}${counts ? ` (${counts})` : ""}.`);
+  if (j.state === "failed") return line(false, `${name}: last run FAILED ${when(j.finished)}: ${(j.summary || {}).error || "see the log"}.`);
+  return line(false, `${name}: last run STOPPED without finishing (started ${when(j.started)}, last heard from ${when(j.updated)}; ` +
+    `its process is gone): run it again.`);
+}
+
 async function loadStatus() {
   const list = $("status-list");
   const line = (ok, text) => el("li", { className: ok ? "ok" : "bad", textContent: (ok ? "✓ " : "✗ ") + text });
@@ -512,6 +530,11 @@ async function loadStatus() {
       items.push(line(Boolean(a.last_finished), `Audit of ${a.library}: last finished ${when(a.last_finished)}${totals}.`));
     }
     if (!s.check_folders.length && !s.audits.length) items.push(line(true, "No check folder or audit given to this desk (serve --check-folder, --audit)."));
+    const listed = new Set(s.audits.map((a) => a.library));
+    for (const j of s.jobs || []) {
+      if (j.kind === "audit" && j.state === "finished" && listed.has(j.target)) continue;  // said above
+      items.push(jobLine(j, line));
+    }
     list.replaceChildren(...items);
   } catch (error) { list.replaceChildren(line(false, error.message)); }
 }
