@@ -240,15 +240,15 @@ def test_opt_in_embedding_cache_gives_the_same_verdicts_and_is_removed_when_off(
     make_workspace(plain.workspace, colin)
     make_workspace(cached.workspace, colin)
     without = run_audit(library, plain)
-    from optout_guard import pipeline
+    from optout_guard import photo
 
     loads = []
-    real_load = pipeline.load_image
-    pipeline.load_image = lambda *a, **k: loads.append(a) or real_load(*a, **k)
+    real_load = photo.load_image
+    photo.load_image = lambda *a, **k: loads.append(a) or real_load(*a, **k)
     try:
         with_cache = run_audit(library, cached, embedding_cache=True)
     finally:
-        pipeline.load_image = real_load
+        photo.load_image = real_load
     assert without.rechecked == with_cache.rechecked == 15
     assert loads == []  # decided from the cache: not one photo was opened again
     assert verdicts(plain, library) == verdicts(cached, library)
