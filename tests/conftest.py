@@ -23,6 +23,11 @@ from optout_guard.index import FaceIndex, save_index
 from optout_guard.models import embedding_fingerprint, get_models
 from optout_guard.pipeline import Guard
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One of several test processes (./run-tests): each runs its models on one core, as the
+    # product's own worker processes do (pool.py), instead of all of them fighting for every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("OPTOUT_GUARD_TEST_DATA", ROOT.parent / "shared" / "data"))
 LFW = DATA / "lfw_deepfunneled_color250" / "lfw"
@@ -136,11 +141,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.models)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The marker stays true: a run of the unmarked tests alone (``-m "not models"``) that loaded a
-    model fails, naming what was loaded (mark that test ``models``, or give it the fakes)."""
-    if session.config.getoption("markexpr", "") == "not models" and get_models()._cache:
-        session.config.get_terminal_writer().line(
-            f"models loaded by a test not marked `models`: {', '.join(sorted(get_models()._cache))}", red=True
-        )
-        session.exitstatus = 1
+@pytest.fixture(autouse=True)
+def _unmarked_tests_load_no_model(request: pytest.FixtureRequest):
+    """The marker stays true: in a run of the unmarked tests alone (``-m "not models"``), a test
+    that loads a model fails, naming what it loaded (mark it ``models``, or give it the fakes).
+    Checked per test, so it holds in each process of a parallel run too."""
+    if request.config.getoption("markexpr", "") != "not models":
+        yield
+        return
+    before = set(get_models()._cache)
+    yield
+    loaded = set(get_models()._cache) - before
+    if loaded:
+        pytest.fail(f"models loaded by a test not marked `models`: {', '.join(sorted(loaded))}")
