@@ -164,7 +164,10 @@ def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_pa
             "article.result", "els => els.map(e => [e.querySelector('h2').textContent, e.dataset.verdict])"
         )
         assert dict(verdicts) == {COLIN.name: "block", HUGO.name: "review"}
-        assert page.eval_on_selector_all("article.result img", "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
+        # Every picture of the results loads (given time: the suite runs in two processes).
+        page.wait_for_function(
+            "[...document.querySelectorAll('article.result img')].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+        )
 
         # 2. The review card: the face beside hugo's reference photos; settle it with the keyboard.
         page.click("#tab-queue")

@@ -1446,8 +1446,11 @@ def _print_demo(run: Any) -> None:  # demo.DemoRun
         err.print("[bold red]The demo did not give the expected verdicts:[/] " + "; ".join(problems))
         raise typer.Exit(EXIT_DEMO_FAILED)
     out.print("[green]Demo OK:[/] the enrolled person was blocked, the other photos were allowed.")
-    # The command as it can be typed here: ./run-demo's optout-guard is in .venv/bin, not on the PATH.
-    command = "optout-guard" if shutil.which("optout-guard") else str(Path(sys.argv[0]).resolve())
+    # The command as it can be typed here: ./run-demo's optout-guard is in .venv/bin, not on the PATH
+    # (beside this Python; sys.argv[0] is not always the program: `python -c`, a test runner).
+    beside = Path(sys.executable).with_name("optout-guard")
+    command = str(beside) if beside.is_file() else str(Path(sys.argv[0]).resolve())
+    command = "optout-guard" if shutil.which("optout-guard") else command
     out.print(f"Try it yourself: {command} --workspace {run.workspace} check {run.workspace / 'photos'}")
 
 
