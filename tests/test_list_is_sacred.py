@@ -241,3 +241,23 @@ def test_what_a_killed_write_left_is_swept_by_the_next_command(tmp_path, samples
     assert result.exit_code == 0, result.output
     assert not photo_tmp.exists() and not list_tmp.exists() and not upload.exists()
     assert (ws / "enrollments" / "S1" / "a.jpg").is_file()  # the real photo stays
+
+
+def test_a_damaged_model_found_while_a_photo_is_checked_is_still_a_setup_error(demo_ws, monkeypatch):
+    """Issue 30: a one-photo check starts on the photo while the embedder still loads. A model
+    file that turns out damaged then is exit 2 all the same — never a printed *review*."""
+    import optout_guard.models as models
+    import optout_guard.pipeline as pipeline
+    import optout_guard.resnet as resnet
+
+    class Damaged:
+        def __init__(self, path: Path) -> None:
+            raise RuntimeError(f"{path}: unexpected end of file")
+
+    monkeypatch.setattr(resnet, "OnnxResNet", Damaged)
+    monkeypatch.setattr(models, "get_models", lambda: models.Models({}))
+    monkeypatch.setattr(pipeline, "get_models", lambda: models.Models({}))
+    result = runner.invoke(app, ["--workspace", str(demo_ws.workspace), "check", "--json",
+                                 str(demo_ws.workspace / "photos" / "assembly.jpg")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "could not be loaded" in " ".join(result.output.split()) and '"verdict"' not in result.output

@@ -33,7 +33,8 @@ def check_paths(
 ) -> CheckRun:
     """Check ``paths`` against the students of the scope named (``scope``/``grade``; None = the
     district). ``progress(total)`` is called once with the number of items, then ``progress(-1)``
-    after each. A missing index, an unknown scope or a broken install raise before any photo."""
+    after each. A missing index or an unknown scope raise before any photo; a broken install before
+    any result is returned."""
     from optout_guard.activity_log import ActivityLog, photo_details
     from optout_guard.scope import workspace_scope
 
@@ -43,20 +44,26 @@ def check_paths(
         guard.require_index()  # a missing or foreign index: said before any photo
         chosen = workspace_scope(settings.workspace, scope, grade, set(guard.index.protected_students()))
     items = list(collect_photos(paths, exclude=[p for p in (annotate, redact) if p is not None]))
-    guard.require_models()  # a broken install is exit 2 before any photo
     photos = sum(isinstance(i, Path) for i in items)
+    workers = settings.worker_count(photos)
+    if workers > 1:
+        guard.require_models()  # a broken install is exit 2 before any worker starts
     if progress:
         progress(len(items))
     results: list[ScanResult] = []
     skipped: list[tuple[str, str]] = []
     redaction = Redaction(redact) if redact is not None else None
-    for item in check_items(guard, items, annotate, workers=settings.worker_count(photos), redact=redaction, scope=chosen):
+    for item in check_items(guard, items, annotate, workers=workers, redact=redaction, scope=chosen):
         if isinstance(item, Skipped):
             skipped.append((item.path, item.reason))
         else:
             results.append(item)
         if progress:
             progress(-1)
+    # In one process, the first photo is decoded and searched for faces while the embedder still
+    # loads (issue 30). A broken install is exit 2 all the same, before anything is printed or
+    # logged: a model that failed to load (a photo it was needed for became a review) raises here.
+    guard.require_models()
     if settings.recognition and len(results) > 1:
         from optout_guard.events import decide_across
 
