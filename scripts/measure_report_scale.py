@@ -8,8 +8,8 @@ and the number and largest size of the other pages.
 
 from __future__ import annotations
 
+import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +32,9 @@ def row(path: str, verdict: str, reason: str) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="a new folder for the report (about 130 MB)")
+    args = parser.parse_args()
     rng = random.Random(1)
     rows = [row(f"s{i % 20}/f{i % 4000}/b{i}.jpg", "block", "matches student S1") for i in range(20_000)]
     rows += [row(f"s{i % 20}/f{i % 4000}/r{i}.jpg", "review", rng.choice(CAUSES)) for i in range(130_000)]
@@ -42,7 +45,7 @@ def main() -> None:
         out.write_bytes(b"\xff\xd8")
         return True
 
-    out = Path(sys.argv[1])
+    out = args.out
     started = time.perf_counter()
     write_audit_report(out, LIBRARY, {"run_id": 1, "totals": {"block": 20_000, "review": 130_000}}, rows,
                        {"changed": [], "changed_count": 0, "deleted": []}, thumbnail)  # fmt: skip
