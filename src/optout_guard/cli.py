@@ -43,7 +43,7 @@ def _conventional_help() -> None:
     """Help in the conventions of well-made Click/Unix tools: ``PATHS...`` (not Typer's
     ``{PATHS}...``), ``--annotate PATH`` (not ``<path>``). Typer has no public hook for this;
     ``tests/test_help.py`` fails if a Typer upgrade changes what is patched here. Typer is kept at
-    0.27–0.28 (pyproject.toml): 0.29 imports pydantic on every command line, ~0.06 s of each start
+    0.27–0.28 (pyproject.toml): 0.29 imports pydantic on every command line, ~0.05 s of each start
     (issue 30)."""
     import typer.core as tc
 
