@@ -92,3 +92,35 @@ def test_a_record_that_cannot_be_written_never_stops_the_job(tmp_path):
     with jobs.track(settings, "sync", "the opt-out list") as job:
         job.progress(1, 2)
     assert jobs.latest(settings) == []
+
+
+def test_the_status_command_lists_what_needs_a_look_and_says_so_in_its_exit_code(tmp_path):
+    """`optout-guard status` (the desk's Status tab on the command line, for monitoring): the check
+    folders and libraries come from the job record when none is given; exit 3 when anything needs a
+    look, and --json lists those lines."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from optout_guard.cli import app
+
+    killed = (
+        "import os\n"
+        "from optout_guard import jobs\n"
+        "from optout_guard.config import load_settings\n"
+        f"jobs.start(load_settings({str(tmp_path)!r}, environ={{}}), 'audit', '/srv/library')\n"
+        "os._exit(9)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == 9
+    settings = load_settings(tmp_path, environ={})
+    with jobs.track(settings, "sync", "the opt-out list") as job:
+        job.finish(True, {"added": 2})
+    shown = CliRunner().invoke(app, ["--workspace", str(tmp_path), "status"], terminal_width=200)
+    text = " ".join(shown.output.split())
+    assert shown.exit_code == 3, shown.output
+    assert "✗ Face index cannot be read" in text and "✓ Sync of the opt-out list: last run finished" in text
+    assert "✗ Audit of /srv/library: last finished never" in text  # the library, found in the job record
+    assert "✗ Audit of /srv/library: last run STOPPED without finishing" in text
+    doc = json.loads(CliRunner().invoke(app, ["--workspace", str(tmp_path), "status", "--json"]).stdout)
+    assert [j["state"] for j in doc["jobs"]] == ["finished", "stopped"]
+    assert any(line.startswith("Audit of /srv/library: last run STOPPED") for line in doc["needs_a_look"])

@@ -25,10 +25,10 @@ def test_light_modules_import_no_heavy_library(module):
     assert loaded == "", f"optout_guard.{module} imports {loaded}"
 
 
-@pytest.mark.parametrize("command", [["--help"], ["people"], ["log"]])
+@pytest.mark.parametrize("command", [["--help"], ["people"], ["log"], ["status"]])
 def test_light_commands_load_no_model_runtime(command, tmp_path):
-    """`--help`, `people` and `log` start without OpenCV, Pillow, onnxruntime or dlib (issue 30);
-    `people` reads the index, a numpy archive, so numpy is the one library it loads."""
+    """`--help`, `people`, `log` and `status` start without OpenCV, Pillow, onnxruntime or dlib
+    (issue 30); `people` and `status` read the index, a numpy archive: numpy is the one they load."""
     from optout_guard.config import load_settings
     from optout_guard.index import FaceIndex, save_index
     from optout_guard.models import embedding_fingerprint
@@ -43,7 +43,7 @@ def test_light_commands_load_no_model_runtime(command, tmp_path):
     )
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = printed.rsplit("LOADED=", 1)[1].strip()
-    assert loaded in ("", "numpy") if command == ["people"] else loaded == "", f"{command} loads {loaded}"
+    assert loaded in ("", "numpy") if command in (["people"], ["status"]) else loaded == "", f"{command} loads {loaded}"
 
 
 def test_no_import_circles_but_the_one_left_on_purpose():

@@ -1038,6 +1038,38 @@ def _short(value: Any) -> str:
     return text[:16] + "…" if len(text) > 24 and all(c in "0123456789abcdef" for c in text) else text
 
 
+# ---- status ---------------------------------------------------------------------------------------
+@app.command("status")
+@_user_errors
+def status_command(
+    ctx: typer.Context,
+    check_folder: Annotated[
+        Optional[list[Path]],
+        typer.Option("--check-folder", help="A check folder to look at (repeatable) [default: those watched from here]."),
+    ] = None,
+    audit: Annotated[
+        Optional[list[Path]],
+        typer.Option("--audit", help="A photo library to look at (repeatable) [default: those audited from here]."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (for monitoring scripts).")] = False,
+) -> None:
+    """Is everything running? The index, the opt-out list, the check folders' watchers, the audits
+    and the last run of every job, as the review desk's Status tab shows them. Exit code 0 when all
+    is well, 3 when something needs a look."""
+    from optout_guard.status import places_from_jobs, status, status_lines
+
+    settings = _settings(ctx)
+    folders, libraries = places_from_jobs(settings)
+    doc = status(settings, check_folder or folders, audit or libraries)
+    lines = status_lines(doc)
+    if as_json:
+        sys.stdout.write(json.dumps(doc | {"needs_a_look": [text for ok, text in lines if not ok]}, indent=2) + "\n")
+    else:
+        for ok, text in lines:
+            out.print(("[green]✓[/] " if ok else "[bold red]✗[/] ") + escape(text))
+    raise typer.Exit(EXIT_ALLOW if all(ok for ok, _ in lines) else EXIT_REVIEW)
+
+
 # ---- calibration ---------------------------------------------------------------------------------
 @app.command()
 @_user_errors

@@ -123,3 +123,59 @@ def status(settings: Settings, check_folders: list[Path], libraries: list[Path])
         # running, finished, failed or stopped half-way (jobs.py).
         "jobs": [run.as_json() for run in jobs.latest(settings)],
     }
+
+
+_JOB_NAMES = {"audit": "Audit of", "watch": "Check folder watcher of", "sync": "Sync of", "desk import": "Import from"}
+
+
+def places_from_jobs(settings: Settings) -> tuple[list[Path], list[Path]]:
+    """The check folders and libraries this workspace's watchers and audits ran on (the job
+    record): what `optout-guard status` looks at when it is given none."""
+    from optout_guard import jobs
+
+    runs = jobs.latest(settings)
+    return [Path(r.target) for r in runs if r.kind == "watch"], [Path(r.target) for r in runs if r.kind == "audit"]
+
+
+def status_lines(doc: dict[str, Any]) -> list[tuple[bool, str]]:
+    """The status as lines a person reads, each well (True) or needing a look (False) — what the
+    desk's Status tab shows, for the command line and monitoring scripts."""
+    lines: list[tuple[bool, str]] = []
+    index = doc["index"]
+    if index["readable"]:
+        missing = f", {index['not_protected']} NOT protected" if index["not_protected"] else ""
+        lines.append((not index["not_protected"], f"Face index readable: {index['students']} students protected{missing}."))
+    else:
+        lines.append((False, f"Face index cannot be read: {index['problem']}"))
+    listed = doc["opt_out_list"]
+    if listed.get("problem"):
+        lines.append((False, f"The saved opt-out list cannot be read: {listed['problem']}"))
+    elif listed.get("synced"):
+        lines.append((True, f"Opt-out list last synced {listed['synced']} ({listed['students']} students)."))
+    else:
+        lines.append((False, "No opt-out list synced yet (optout-guard sync)."))
+    for f in doc["check_folders"]:
+        waiting = f" {f['waiting']} file(s) waiting since {f['oldest_waiting_since']}." if f["waiting"] else " Inbox empty."
+        stopped = f" It stopped: {f['stopped_because']}" if f["stopped_because"] else ""
+        running = "running" if f["watcher_running"] else "NOT running"
+        text = f"Check folder {f['folder']}: watcher {running}; last photo filed {f['last_filed'] or 'never'}."
+        lines.append((f["watcher_running"] and not f["stopped_because"], text + waiting + stopped))
+    for a in doc["audits"]:
+        totals = a.get("totals") or {}
+        said = f": {totals.get('block', 0)} blocked, {totals.get('review', 0)} to review, {totals.get('allow', 0)} allowed"
+        said = said if totals else ""
+        lines.append((bool(a["last_finished"]), f"Audit of {a['library']}: last finished {a['last_finished'] or 'never'}{said}."))
+    for j in doc["jobs"]:
+        name = f"{_JOB_NAMES.get(j['kind'], j['kind'])} {j['target']}"
+        if j["state"] == "running":
+            far = f"{j['done']} of {j['total']}" if j["total"] else str(j["done"])
+            lines.append((True, f"{name}: running since {j['started']}, {far} done (last heard from {j['updated']})."))
+        elif j["state"] == "finished":
+            counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in j["summary"].items())
+            lines.append((True, f"{name}: last run finished {j['finished']}" + (f" ({counts})." if counts else ".")))
+        elif j["state"] == "failed":
+            lines.append((False, f"{name}: last run FAILED {j['finished']}: {j['summary'].get('error', 'see the log')}."))
+        else:
+            lines.append((False, f"{name}: last run STOPPED without finishing (started {j['started']}, last heard from "
+                                 f"{j['updated']}; its process is gone): run it again."))  # fmt: skip
+    return lines
