@@ -42,16 +42,15 @@ def test_joined_transport_stream_parts_are_both_checked(colin_ws, tmp_path):
     second = make_clip(tmp_path / "b.ts", [Appearance(COLIN, 1.0, 3.0, x=0.3)], seconds=4, size=(640, 360), container="mpegts")
     joined = tmp_path / "joined.ts"
     joined.write_bytes(first.read_bytes() + second.read_bytes())
-    result = Guard(colin_ws).check(joined)
+    result = Guard(colin_ws).check(joined, redact=Redaction(tmp_path / "post"))
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
     assert result.clip is not None and result.clip.duration == pytest.approx(8.0, abs=0.3)
     assert result.clip.checked_seconds > 7.0
     colin = [t for t, m in zip(result.clip.tracks, result.faces, strict=True) if m.decision is Decision.BLOCK]
     assert colin and 4.9 <= colin[0].first <= 5.5  # at 0:05 of the joined clip (1 s into the second part)
     # The blurred copy of the joined clip hides Colin in the second part, and plays 8 s.
-    copy = Guard(colin_ws).check(joined, redact=Redaction(tmp_path / "post"))
-    assert copy.redacted_path and probe(copy.redacted_path).duration == pytest.approx(8.0, abs=0.3)
-    assert "colin" not in Guard(colin_ws).check(copy.redacted_path).blocked_students
+    assert result.redacted_path and probe(result.redacted_path).duration == pytest.approx(8.0, abs=0.3)
+    assert "colin" not in Guard(colin_ws).check(result.redacted_path).blocked_students
 
 
 def test_every_video_stream_is_checked(colin_ws, tmp_path):
@@ -63,11 +62,10 @@ def test_every_video_stream_is_checked(colin_ws, tmp_path):
         seconds=4,
     )
     assert probe(clip).video_streams == 2 and probe(clip).shown_stream == 1
-    result = Guard(colin_ws).check(clip)
-    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
-    assert any("colin" in r and "video stream 2 of 2" in r for r in result.reasons), result.reasons
-    # The copy fit to post is of the stream players show, with the student blurred.
     redacted = Guard(colin_ws).check(clip, redact=Redaction(tmp_path / "post"))
+    assert redacted.verdict is Verdict.BLOCK and redacted.blocked_students == ("colin",), redacted.reasons
+    assert any("colin" in r and "video stream 2 of 2" in r for r in redacted.reasons), redacted.reasons
+    # The copy fit to post is of the stream players show, with the student blurred.
     assert redacted.redacted_path and probe(redacted.redacted_path).video_streams == 1
     assert "colin" not in Guard(colin_ws).check(redacted.redacted_path).blocked_students
 

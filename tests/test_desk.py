@@ -672,7 +672,7 @@ def test_a_clip_track_is_one_card_with_its_best_frame_and_the_answer_counts(tmp_
 
     settings = workspace(tmp_path / "ws")  # block 0.35, review 0.65: Hugo's photo 9 is review
     clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False,
-                     fps=15)  # fmt: skip
+                     fps=15, size=(640, 360))  # fmt: skip
     desk = Desk(settings, DeskOptions())
     client = create_app(desk).test_client()
     token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
@@ -705,7 +705,7 @@ def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
 
     settings = workspace(tmp_path / "ws")
     clip = make_clip(tmp_path / "concert.mp4", [Appearance(HUGO, 1.0, 4.0, x=0.3, x_end=0.4, width=260)], seconds=5, audio=False,
-                     fps=15)  # fmt: skip
+                     fps=15, size=(640, 360))  # fmt: skip
     server = Server(Desk(settings, DeskOptions(port=0)))
     try:
         with sync_playwright() as p:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from optout_guard.errors import ModelUnavailable
-from optout_guard.onnx_graphs import file_sha256, onnx_session
+from optout_guard.onnx_graphs import file_sha256, onnx_session, session_options
 
 EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -167,12 +167,7 @@ class CenterFaceNet:
     OUTPUTS = ("537", "538", "539", "540")  # heat map, log sizes, offsets, 5 landmarks
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # A pool worker gets OMP_NUM_THREADS=1 (one process per core); alone, every core (0).
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
+        options = session_options()
         options.log_severity_level = 3  # not the warnings about the exporter's unused constants
         self.session = onnx_session("centerface", path, lambda: self.free_input_size(path), options)
         self.input = self.session.get_inputs()[0].name

@@ -13,7 +13,6 @@ the known architecture, or :class:`ModelUnavailable` is raised.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,13 +300,9 @@ class OnnxResNet:
     0.44 s on 2 cores; scripts/benchmark_speed.py)."""
 
     def __init__(self, weights: Path) -> None:
-        import onnxruntime as ort
+        from optout_guard.onnx_graphs import onnx_session, session_options
 
-        from optout_guard.onnx_graphs import onnx_session
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # see models.CenterFaceNet
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options()
         # Built from the parsed weights (dropped once in the graph), or the same graph from the cache.
         self.session = onnx_session("dlib-resnet", weights, lambda: to_onnx(DlibResNet(weights)), options)
 
