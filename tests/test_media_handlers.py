@@ -97,3 +97,24 @@ def test_the_audit_recheck_goes_to_the_stored_kinds_handler(tmp_path, world, mon
     assert stored_faces.is_clip([track])
     guard.recheck_stored(tmp_path / "a.mp4", [track])
     assert calls == ["photo", "clip"]
+
+
+@pytest.mark.parametrize("pixel_format", ["yuv420p", "yuvj420p", "yuv444p", "nv12", "rgb24", "yuv420p10le"])
+def test_a_scene_thumbnail_is_the_grey_picture_whatever_the_pixel_format(pixel_format):
+    """Scene cuts are found on 64x36 grey thumbnails: read from the luma plane where the format
+    has one (TV range stretched to 0-255, as FFmpeg's grey is), through the scaler otherwise.
+    Either way it is what ``reformat(format="gray")`` gives, within a grey level or two."""
+    import av
+
+    from optout_guard.media.clip import Scaler, thumbnail
+
+    rng = np.random.default_rng(7)
+    picture = np.zeros((360, 640, 3), np.uint8)
+    picture[:] = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None]  # the whole grey range
+    picture[100:260, 200:440] = rng.integers(0, 256, (160, 240, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format=pixel_format)
+    expected = frame.reformat(width=64, height=36, format="gray").to_ndarray().astype(np.float32)
+    got = thumbnail(frame, Scaler())
+    assert got.shape == (36, 64) and got.dtype == np.float32
+    assert float(np.mean(np.abs(got - expected))) < 2.0
+    assert got.min() < 20 and got.max() > 235  # black stays black, white stays white
