@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -544,11 +545,13 @@ class _Redaction:
 
         return any(on(c) for c in self.clear) and not any(on(h) for h in self.hidden)
 
-    def boxes(self, t: float, pixels: np.ndarray) -> list[Box]:
+    def boxes(self, t: float, picture: Callable[[], np.ndarray]) -> list[Box]:
+        """The boxes to blur at ``t``; ``picture()``: the upright frame (asked for only where
+        faces are searched)."""
         held = [b for b in (tr.box_at(t) for tr in self.hidden) if b is not None]
         if not self.watched(t):
             return held
-        return held + [b for b in self._faces(pixels) if not self._fine(b, t)]
+        return held + [b for b in self._faces(picture()) if not self._fine(b, t)]
 
     def leaks(self, t: float, pixels: np.ndarray, pixel_scale: float) -> list[Box]:
         """Faces still to be seen in the copy where a face that is not clear was: none, or no copy.
@@ -564,7 +567,7 @@ def write_redacted_clip(
     read back at its full frame rate where those faces were, and if a face can still be found
     there, the copy is deleted and :class:`CopyLeaks` says when (no copy rather than one that shows
     a student)."""
-    from optout_guard.media.clip import sample_frames
+    from optout_guard.media.clip import frames_where
 
     redaction = _Redaction(tracks, matches, stream, guard)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -574,11 +577,13 @@ def write_redacted_clip(
     if not redaction.ranges:
         return target
     end = max(b for _, b in redaction.ranges)
-    for frame in sample_frames(target, 0.0, REDACT_SIDE, end + 1.0):  # every frame (every = 0)
-        found = redaction.leaks(frame.time, frame.pixels, frame.scale) if redaction.watched(frame.time) else []
-        if found:
-            target.unlink(missing_ok=True)
-            raise CopyLeaks(frame.time)
+    try:  # every frame of the copy where a face that is not clear was
+        for frame in frames_where(target, redaction.watched, REDACT_SIDE, end + 1.0):
+            if redaction.leaks(frame.time, frame.pixels, frame.scale):
+                raise CopyLeaks(frame.time)
+    except BaseException:  # a leak, or a copy that cannot be read back: no copy is left
+        target.unlink(missing_ok=True)
+        raise
     regions = [
         postable.Blurred(_span_box(t), t.first - REDACT_MARGIN, t.last + REDACT_MARGIN) for t in redaction.hidden if t.boxes
     ]

@@ -326,6 +326,29 @@ def sample_frames(
             yield Frame(n, t, pixels, scale)
 
 
+def frames_where(path: Path | str, wanted: Callable[[float], bool], max_side: int, until: float) -> Iterator[Frame]:
+    """Every frame of the first video stream shown at a time ``wanted`` says yes to, up to ``until``
+    seconds, upright at most ``max_side`` px: the read-back of a copy (only those frames are scaled
+    and converted). A frame that cannot be decoded is ClipUnreadable, never the end of the check."""
+    import av
+
+    with _open(path) as container:
+        stream = _video_stream(container, 0)
+        stream.thread_type = "AUTO"
+        clock, scaler, rotation = Clock(stream), Scaler(), None
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                t = clock(frame.pts)
+                if t > until:
+                    return
+                if wanted(t):
+                    rotation = _rotation(stream, frame) if rotation is None else rotation
+                    pixels, scale = _working(frame, max_side, rotation, scaler)
+                    yield Frame(index, t, pixels, scale)
+        except (av.error.FFmpegError, ValueError, MemoryError) as exc:
+            raise ClipUnreadable(f"the clip cannot be decoded after {format_time(clock.last or 0.0)} ({_why(exc)})") from None
+
+
 def frame_at(path: Path | str, seconds: float, max_side: int | None = None, stream_number: int = 0) -> np.ndarray:
     """The upright RGB frame of video stream ``stream_number`` shown at ``seconds`` (a player's
     time, as :func:`sample_frames` counts it) — full size, or at most ``max_side`` on the long side
@@ -372,7 +395,11 @@ def format_time(seconds: float) -> str:
 
 
 # ---- the blurred copy ------------------------------------------------------------------------------
-BoxesAt = Callable[[float, np.ndarray], list]  # (seconds, upright frame) -> the boxes (types.Box, its pixels) to blur
+# (seconds, the upright frame when asked for) -> the boxes (types.Box, in its pixels) to blur
+BoxesAt = Callable[[float, Callable[[], np.ndarray]], list]
+# x264's fastest preset: a 1080p frame in ~5 ms instead of veryfast's ~12 (the copy is about twice
+# as large as veryfast's at the same quality setting; platforms re-encode what is uploaded anyway).
+COPY_PRESET = "ultrafast"
 
 
 def write_blurred_copy(
@@ -383,11 +410,13 @@ def write_blurred_copy(
     stream_number: int = 0,
 ) -> None:
     """Re-encode video stream ``stream_number`` of ``source`` to ``target`` (MP4, H.264) with
-    ``blur(pixels, boxes_at(t, pixels))`` applied to every upright frame (``t`` counted as
-    :func:`sample_frames` counts it); audio packets copied unchanged; no metadata (GPS lives in
-    MOV/MP4 atoms). Written to a temp name and renamed: a half-written copy is never left under the
-    real name."""
+    ``blur(pixels, boxes_at(t, picture))`` applied to every upright frame (``t`` counted as
+    :func:`sample_frames` counts it; ``picture()`` gives the frame's upright RGB pixels, made only
+    when asked for); a frame with nothing to blur goes to the encoder as it was decoded. Audio
+    packets copied unchanged; no metadata (GPS lives in MOV/MP4 atoms). Written to a temp name and
+    renamed: a half-written copy is never left under the real name."""
     import av
+    from av.video.frame import PictureType
 
     target = Path(target)
     tmp = target.with_name(f".tmp-{target.name}")
@@ -403,7 +432,7 @@ def write_blurred_copy(
             encoder = out.add_stream("libx264", rate=rate)
             encoder.width, encoder.height = info.width // 2 * 2, info.height // 2 * 2
             encoder.pix_fmt = "yuv420p"
-            encoder.options = {"crf": "20", "preset": "veryfast"}
+            encoder.options = {"crf": "20", "preset": COPY_PRESET}
             audio_out = out.add_stream_from_template(audio) if audio is not None else None
             clock = Clock(video)
             audio_clock = _PacketClock()
@@ -422,11 +451,19 @@ def write_blurred_copy(
                     if rotation is None:
                         rotation = _rotation(video, frame)
                     t = clock(frame.pts)
-                    pixels = _upright(frame.to_ndarray(format="rgb24"), rotation)
-                    pixels = blur(pixels, boxes_at(t, pixels))[: encoder.height, : encoder.width]
-                    if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
-                        pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
-                    new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                    picture = _Picture(frame, rotation)
+                    boxes = boxes_at(t, picture)
+                    # TV-range 4:2:0 of the copy's size, upright: the copy's own format (its RGB frames
+                    # are converted to that).
+                    shape = (frame.format.name, frame.width, frame.height, frame.color_range == _FULL_RANGE)
+                    if not boxes and not rotation and shape == (encoder.pix_fmt, encoder.width, encoder.height, False):
+                        new = frame  # nothing to blur: no trip through RGB (~5 ms of a 1080p frame)
+                        new.pict_type = PictureType.NONE  # the encoder chooses (a decoder's B would be forced)
+                    else:
+                        pixels = blur(picture(), boxes)[: encoder.height, : encoder.width]
+                        if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
+                            pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
+                        new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
                     new.pts = max(written + 1, round(t / clock.base))
                     written = new.pts
                     new.time_base = video.time_base
@@ -439,6 +476,20 @@ def write_blurred_copy(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _Picture:
+    """A decoded frame's upright RGB pixels, made on the first call (a frame nobody looks at and
+    nothing is blurred in never leaves the decoder's own format)."""
+
+    def __init__(self, frame, rotation: int) -> None:  # noqa: ANN001 - av.VideoFrame
+        self.frame, self.rotation = frame, rotation
+        self.pixels: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self.pixels is None:
+            self.pixels = _upright(self.frame.to_ndarray(format="rgb24"), self.rotation)
+        return self.pixels
 
 
 class _PacketClock:
