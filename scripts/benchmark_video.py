@@ -8,7 +8,11 @@ for the right student, *caught* when block or review. False blocks: clips of peo
 Speed: one 60 s 1080p30 clip with three people, checked as shipped (and with the blurred copy),
 against checking every frame as a photo (measured on 60 frames, extrapolated to 1,800).
 
-    .venv/bin/python scripts/benchmark_video.py [--people 3] [--out bench-out/video]
+Then the blurred copy as a whole command (`optout-guard check --redact`) on a 6 s 1080p clip, and
+deface on the same clip when --deface names its command (deface is not a dependency: install it
+apart, e.g. `python -m venv /tmp/dfv && /tmp/dfv/bin/pip install deface onnxruntime`).
+
+    .venv/bin/python scripts/benchmark_video.py [--people 3] [--out bench-out/video] [--deface /tmp/dfv/bin/deface]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +46,13 @@ def photo(person: str, n: int) -> Path:
     return LFW / person / f"{person}_{n:04d}.jpg"
 
 
+def _seconds(command: list[str]) -> float:
+    """Wall time of a whole command (start-up included); its exit code is the verdict, not a failure."""
+    t0 = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=False)
+    return round(time.perf_counter() - t0, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=3, help="enrolled people per (time, size) cell")
@@ -48,6 +60,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "video")
     parser.add_argument("--speed-only", action="store_true",
                         help="only the speed part, on a quiet machine; the other figures are kept from --out's video.json")
+    parser.add_argument("--deface", type=Path,
+                        help="deface's command (installed apart, e.g. in a throw-away venv): timed on the 6 s clip beside "
+                             "optout-guard check --redact")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     started = time.perf_counter()
@@ -172,6 +187,23 @@ def main() -> None:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         print(f"  speed: {json.dumps(results['speed'])}", flush=True)
+
+        # ---- the blurred copy as a whole command, beside deface (which blurs every face in every frame) ----
+        six = make_clip(
+            tmp / "six.mp4",
+            [Appearance(photo(strangers[0], 1), 0, 6, x=0.1, x_end=0.3, width=240),
+             Appearance(photo(strangers[1], 1), 0.5, 5, x=0.5, x_end=0.4, width=180),
+             Appearance(photo(who, 4), 2, 4, x=0.7, width=200)],
+            seconds=6, size=SIZE,
+        )  # fmt: skip
+        command = [str(Path(sys.executable).with_name("optout-guard")), "--workspace", str(ws.workspace), "check", str(six)]
+        ours = min(_seconds([*command, "--redact", str(tmp / f"six-post{n}")]) for n in range(2))
+        copy_figures = {"clip": "6 s, 1920x1080, 30 fps, H.264, 3 people (one enrolled, 2 s)", "optout_guard_check_redact_seconds": ours}
+        if args.deface:
+            deface = _seconds([str(args.deface), str(six), "-o", str(tmp / "six-deface.mp4")])
+            copy_figures |= {"deface_seconds": deface, "deface_over_ours": round(deface / ours, 2)}
+        results["copy_vs_deface"] = copy_figures
+        print(f"  blurred copy, whole command: {json.dumps(copy_figures)}", flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "video.json").write_text(json.dumps(results, indent=1))

@@ -187,6 +187,12 @@ def video(d: dict) -> list[str]:
         kept = sp["blurred_copy_verified_at_full_frame_rate"]
         rows.append(f"| the blurred copy, read back at its full frame rate where a face that is not clear was | "
                     f"{'kept: no such face found in any frame' if kept else 'not kept: a face was still found'} | | |")  # fmt: skip
+    if "copy_vs_deface" in d:
+        c = d["copy_vs_deface"]
+        beside = (f"; deface on the same clip: {c['deface_seconds']:.1f} s (**{c['deface_over_ours']:.1f}×** ours)"
+                  if "deface_seconds" in c else "")  # fmt: skip
+        rows.append(f"| the blurred copy as a whole command (`check --redact`, start-up included): {c['clip']} | "
+                    f"{c['optout_guard_check_redact_seconds']:.1f} s{beside} | | |")  # fmt: skip
     for seconds, c in d.get("short_appearances", {}).items():
         rows.append(f"| enrolled person on screen {seconds} s, between two samples (face 160 px) | caught {c['caught']}/{c['people']} | | |")
     return rows
