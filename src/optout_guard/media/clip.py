@@ -227,7 +227,7 @@ _FULL_RANGE = 2  # AVCOL_RANGE_JPEG: luma uses 0-255 (else 16-235, "TV range")
 
 def thumbnail(frame, scaler: Scaler) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame
     """A 64×36 grey thumbnail (0-255) of the frame, for finding scene cuts: averaged from the luma
-    plane as it is decoded (~0.4 ms for a 1080p frame; FFmpeg's scaler takes ~1.4 ms), other formats
+    plane as it is decoded (~0.4 ms for a 1080p frame; FFmpeg's scaler ~0.8-1.4 ms), other formats
     through the scaler. Both give what ``reformat(format="gray")`` gives within ~1 grey level."""
     name = frame.format.name
     if name not in _LUMA_FIRST:
@@ -244,8 +244,8 @@ def thumbnail(frame, scaler: Scaler) -> np.ndarray:  # noqa: ANN001 - av.VideoFr
 
 class Scaler:
     """Scales and converts a stream's frames, keeping FFmpeg's scaler between frames: the same pixels
-    as ``frame.reformat``, which builds a new scaler for every call (for a 1080p clip's 64-px scene
-    thumbnails that was most of their cost: 2.7 of ~3 ms a frame)."""
+    as ``frame.reformat``, which builds a new scaler for every call (a 1080p frame's 64-px grey
+    thumbnail: ~1.4 ms with a new scaler, ~0.8 ms with a kept one; measured on 1,800 frames)."""
 
     def __init__(self) -> None:
         from av.video.reformatter import VideoReformatter
