@@ -73,15 +73,17 @@ class FakeAligner:
     in its first row, where a mirrored chip carries it too; its second row says if it was mirrored."""
 
     def chips(self, pixels: np.ndarray, faces: list[Face], scale: float) -> list[np.ndarray]:
-        made = []
-        for f in faces:
-            chip = np.random.default_rng(int(f.box.x * 1000)).integers(0, 256, (CHIP, CHIP, 3), dtype=np.uint8)
-            key = np.frombuffer(np.float32(f.box.x).tobytes(), np.uint8)
-            chip[0, 0, :], chip[0, 1, 0] = key[:3], key[3]
-            chip[0, CHIP - 1, :], chip[0, CHIP - 2, 0] = key[:3], key[3]
-            chip[1, 0, :], chip[1, CHIP - 1, :] = 0, 255
-            made.append(chip)
-        return made
+        return [keyed_chip(f.box.x) for f in faces]
+
+
+def keyed_chip(key: float) -> np.ndarray:
+    """A sharp chip that carries ``key`` (what :class:`FakeEncoder` looks its vector up by)."""
+    chip = np.random.default_rng(int(key * 1000)).integers(0, 256, (CHIP, CHIP, 3), dtype=np.uint8)
+    code = np.frombuffer(np.float32(key).tobytes(), np.uint8)
+    chip[0, 0, :], chip[0, 1, 0] = code[:3], code[3]
+    chip[0, CHIP - 1, :], chip[0, CHIP - 2, 0] = code[:3], code[3]
+    chip[1, 0, :], chip[1, CHIP - 1, :] = 0, 255
+    return chip
 
 
 @dataclass
@@ -114,3 +116,79 @@ def gallery(students: dict[str, np.ndarray], fingerprint: str = "fake-model") ->
     for student_id, vector in students.items():
         index.add(Template(student_id, f"/refs/{student_id}.jpg", student_id.encode().hex().ljust(64, "0"), ""), vector)
     return index
+
+
+# ---- faces painted into a clip's frames ------------------------------------------------------------
+# The fakes above find a photo's faces by its sha256, the same for every frame of a clip. These find
+# "faces" in a frame's own pixels: squares of a marker colour and black (10 px cells), pasted into a
+# clip by tests/clips.py like a photo. A marker's key (its encoder vector's) is its number. The
+# product's blur averages a marker to neither colour, so a blurred marker is not found again.
+MARKERS = ((220, 40, 40), (40, 180, 60), (50, 70, 220))  # red, green, blue
+_CELL = 10
+
+
+def marker(path: Path, number: int, side: int = 200) -> Path:
+    """An image of marker ``number`` to paste into a clip (``clips.Appearance(marker(...), …)``)."""
+    y, x = np.indices((side, side))
+    on = ((y // _CELL + x // _CELL) % 2 == 0)[..., None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(on, np.array(MARKERS[number], np.uint8), np.uint8(0)).astype(np.uint8)).save(path)
+    return path
+
+
+def _markers(pixels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(marker number, box x, y, w, h in ``pixels``' pixels) of each marker in the frame (one a colour)."""
+    import cv2
+
+    found = []
+    for number, colour in enumerate(MARKERS):
+        centre = np.array(colour, np.int16)
+        mask = cv2.inRange(np.ascontiguousarray(pixels), np.clip(centre - 59, 0, 255), np.clip(centre + 59, 0, 255)) > 0
+        if mask.sum() < 30:
+            continue
+        ys, xs = np.nonzero(mask)
+        x0, x1 = np.percentile(xs, [0.5, 99.5])
+        y0, y1 = np.percentile(ys, [0.5, 99.5])
+        inside = mask[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1]
+        if x1 - x0 < 8 or y1 - y0 < 8 or inside.mean() < 0.2:
+            continue
+        found.append((number, np.array([x0, y0, x1 - x0 + 1, y1 - y0 + 1], np.float32)))
+    return found
+
+
+@dataclass
+class MarkerDetector:
+    """Finds the markers painted into a frame (or a photo) as faces."""
+
+    calls: int = 0
+
+    def detect(self, image: LoadedImage, settings: Settings) -> list[Face]:
+        self.calls += 1
+        faces = []
+        for page, pixels in enumerate(image.pages):
+            for _number, box in _markers(pixels):
+                x, y, w, h = (float(v) * image.scale for v in box)
+                faces.append(Face(Box(x, y, w, h), 0.99, np.zeros((5, 2), np.float32), page=page))
+        return faces
+
+    def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
+        return np.array([box for _, box in _markers(pixels)], np.float32).reshape(-1, 4)
+
+
+class MarkerAligner:
+    """A marker's chip carries the marker's number: the encoder gives it that number's vector."""
+
+    def chips(self, pixels: np.ndarray, faces: list[Face], scale: float) -> list[np.ndarray]:
+        made = []
+        for f in faces:
+            x0, y0 = int(f.box.x / scale), int(f.box.y / scale)
+            crop = pixels[y0 : y0 + max(1, int(f.box.h / scale)), x0 : x0 + max(1, int(f.box.w / scale))]
+            numbers = [n for n, _ in _markers(crop)]
+            made.append(keyed_chip(float(numbers[0]) if numbers else -1.0))
+        return made
+
+
+def marker_models(vectors: dict[int, np.ndarray]) -> tuple[MarkerDetector, FakeEncoder, FaceModels]:
+    """Models that see the markers of a clip: marker ``n`` embeds as ``vectors[n]``."""
+    detector, encoder = MarkerDetector(), FakeEncoder({float(n): v for n, v in vectors.items()})
+    return detector, encoder, FaceModels(detector, MarkerAligner(), encoder)

@@ -1,0 +1,149 @@
+"""A clip's logic on fake models (issue 29): joined segments, several video streams, the blurred
+copy and its read-back — the same code paths as tests/test_clip_fail_closed.py, with "faces" that
+are markers painted into the frames (tests/fakes.py), so no detector runs. The real-model goldens
+(a student's second in a 20 s clip, a moving student's copy, a 1080p copy) stay there."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clips import Appearance, make_clip, make_streams
+from fakes import gallery, marker, marker_models, unit
+from optout_guard.config import load_settings
+from optout_guard.media.clip import probe
+from optout_guard.pipeline import Guard, NoDecisions, Redaction
+from optout_guard.types import Decision, Verdict
+
+RNG = np.random.default_rng(25)
+ANNA, STRANGER = unit(RNG, 2)  # marker 0 is Anna (opted out), marker 1 somebody not enrolled
+
+
+@pytest.fixture
+def world(tmp_path):
+    settings = load_settings(tmp_path / "ws", environ={})
+    detector, _encoder, bundle = marker_models({0: ANNA, 1: STRANGER})
+    guard = Guard(settings, index=gallery({"anna": ANNA}), settler=NoDecisions(), face_models=bundle)
+    anna, stranger = marker(tmp_path / "m" / "anna.png", 0), marker(tmp_path / "m" / "stranger.png", 1)
+    return guard, detector, anna, stranger
+
+
+def test_the_markers_are_seen_blocked_and_blurred_away(world, tmp_path):
+    """The fakes themselves: a marker is a face, Anna's blocks, the stranger's is clear, and in the
+    blurred copy Anna's marker is gone and the stranger's is still there."""
+    guard, detector, anna, stranger = world
+    clip = make_clip(tmp_path / "c.mp4", [Appearance(anna, 0.5, 2.5, x=0.1, width=120),
+                                          Appearance(stranger, 0.2, 3.0, x=0.6, width=120)],
+                     seconds=3, size=(640, 360), audio=False, fps=15)  # fmt: skip
+    result = guard.check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert sorted(m.decision.value for m in result.faces) == ["block", "clear"]
+    assert detector.calls > 0 and result.redacted_path
+    again = guard.check(result.redacted_path)
+    assert again.verdict is Verdict.ALLOW and [m.decision for m in again.faces] == [Decision.CLEAR]
+
+
+def test_joined_transport_stream_parts_are_both_checked(world, tmp_path):
+    """`cat a.ts b.ts`: the second part's time stamps restart at 0. Every frame of it is looked at,
+    the clip is as long as it plays (8 s), the student is placed at 0:05, and the copy of the
+    joined clip plays 8 s with her blurred."""
+    guard, _detector, anna, stranger = world
+    first = make_clip(tmp_path / "a.ts", [Appearance(stranger, 0.5, 3.5, x=0.5, width=120)], seconds=4,
+                      size=(640, 360), container="mpegts", fps=15)  # fmt: skip
+    second = make_clip(tmp_path / "b.ts", [Appearance(anna, 1.0, 3.0, x=0.3, width=120)], seconds=4,
+                       size=(640, 360), container="mpegts", fps=15)  # fmt: skip
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    result = guard.check(joined, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert result.clip is not None and result.clip.duration == pytest.approx(8.0, abs=0.3)
+    assert result.clip.checked_seconds > 7.0
+    anna_track = [t for t, m in zip(result.clip.tracks, result.faces, strict=True) if m.decision is Decision.BLOCK]
+    assert anna_track and 4.9 <= anna_track[0].first <= 5.5
+    assert result.redacted_path and probe(result.redacted_path).duration == pytest.approx(8.0, abs=0.3)
+    assert "anna" not in guard.check(result.redacted_path).blocked_students
+
+
+def test_every_video_stream_is_checked(world, tmp_path):
+    """A background stream #1 and the student in stream #2 (the one players show): block, the
+    reason names the stream, and the copy is of the stream players show, with her blurred."""
+    guard, _detector, anna, stranger = world
+    clip = make_streams(
+        tmp_path / "two.mkv",
+        [([Appearance(stranger, 0.5, 3.5, x=0.5, width=120)], False), ([Appearance(anna, 0.5, 3.5, x=0.3, width=120)], True)],
+        seconds=4,
+    )
+    result = guard.check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert any("anna" in r and "video stream 2 of 2" in r for r in result.reasons), result.reasons
+    assert result.redacted_path and probe(result.redacted_path).video_streams == 1
+    assert "anna" not in guard.check(result.redacted_path).blocked_students
+
+
+@pytest.mark.parametrize("fault", ["the blur missed a face", "the copy cannot be read back"])
+def test_a_copy_that_still_shows_a_face_is_not_kept(world, tmp_path, monkeypatch, fault):
+    """The read-back is what decides: a copy whose blur missed a face (here the blur is switched
+    off), or one that cannot be read back to the end, is deleted and said."""
+    from optout_guard import annotate
+    from optout_guard.errors import ClipUnreadable
+    from optout_guard.media import clip as clip_module
+
+    guard, _detector, anna, _stranger = world
+    clip = make_clip(tmp_path / "c.mp4", [Appearance(anna, 0.5, 2.5, x=0.3, width=120)], seconds=3, size=(640, 360), fps=15)
+    if fault == "the blur missed a face":
+        monkeypatch.setattr(annotate, "blur_regions", lambda pixels, boxes: pixels)
+        said = "no blurred copy: a face that is not clearly fine could still be seen"
+    else:
+        real = clip_module.frames_where
+
+        def cut_short(path, wanted, max_side, until):
+            for n, frame in enumerate(real(path, wanted, max_side, until)):
+                if n == 5:
+                    raise ClipUnreadable("the clip cannot be decoded after 0:01 (Invalid data)")
+                yield frame
+
+        monkeypatch.setattr(clip_module, "frames_where", cut_short)
+        said = "a copy could not be written (ClipUnreadable"
+    result = guard.check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.redacted_path is None
+    assert any(said in r for r in result.reasons), result.reasons
+    assert not list((tmp_path / "post").glob("*.mp4"))
+
+
+def test_the_blurred_copy_of_a_clip_whose_first_packet_is_audio(world, tmp_path):
+    """Audio that starts before the picture (the first packet is audio): the copy is written."""
+    import av
+
+    guard, _detector, anna, _stranger = world
+    path = tmp_path / "audio_first.mp4"
+    face = np.asarray(Image.open(anna).convert("RGB").resize((170, 170)))
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=15)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        tone = out.add_stream("aac", rate=44100)
+        tone.layout = "mono"
+        for start in range(0, 44100 * 4, 1024):  # 4 s of sound first, from 0 s
+            t = (np.arange(start, start + 1024) / 44100.0).astype(np.float32)
+            af = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 440 * t))[None, :].astype(np.float32), format="fltp",
+                                            layout="mono")  # fmt: skip
+            af.sample_rate, af.pts = 44100, start
+            for packet in tone.encode(af):
+                out.mux(packet)
+        for n in range(45):  # the picture from 1 s to 4 s
+            frame = np.full((360, 640, 3), 90, np.uint8)
+            frame[60:230, 200:370] = face
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = n + 15, Fraction(1, 15)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for stream in (video, tone):
+            for packet in stream.encode():
+                out.mux(packet)
+    result = guard.check(path, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK, result.reasons
+    assert result.redacted_path and Path(result.redacted_path).is_file(), result.reasons
+    assert "anna" not in guard.check(result.redacted_path).blocked_students
