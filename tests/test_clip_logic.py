@@ -147,3 +147,17 @@ def test_the_blurred_copy_of_a_clip_whose_first_packet_is_audio(world, tmp_path)
     assert result.verdict is Verdict.BLOCK, result.reasons
     assert result.redacted_path and Path(result.redacted_path).is_file(), result.reasons
     assert "anna" not in guard.check(result.redacted_path).blocked_students
+
+
+def test_only_the_first_minutes_of_a_long_clip_are_checked(world, tmp_path):
+    """Over ``max_clip_seconds`` the rest is not looked at, and the clip is review, never allow."""
+    guard, _detector, _anna, stranger = world
+    clip = make_clip(tmp_path / "long.mp4", [Appearance(stranger, 0, 30, x=0.4, width=120)], seconds=30, size=(640, 360),
+                     audio=False, fps=15)  # fmt: skip
+    (tmp_path / "ws").mkdir(exist_ok=True)
+    (tmp_path / "ws" / "config.toml").write_text("max_clip_seconds = 10\n")
+    limited = Guard(load_settings(tmp_path / "ws", environ={}), index=gallery({"anna": ANNA}), settler=NoDecisions(),
+                    face_models=guard.face_models)  # fmt: skip
+    result = limited.check(clip)
+    assert result.verdict is Verdict.REVIEW and any("only the first" in r for r in result.reasons), result.reasons
+    assert result.clip is not None and result.clip.checked_seconds <= 10.5
