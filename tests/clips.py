@@ -137,3 +137,38 @@ def make_streams(path: Path, streams: list[tuple[list[Appearance], bool]], secon
             for packet in video.encode():
                 out.mux(packet)
     return path
+
+
+def make_swaying_clip(path: Path, mover: Path, still: Path, seconds: float = 4.0, fps: int = 30,
+                      size: tuple[int, int] = (640, 360)) -> Path:  # fmt: skip
+    """A face swaying fast across the frame, x = 0.39·w + 0.27·w·sin(2πt / 1.2 s) (faster than issue
+    25's case, so that it crosses most of a frame between two samples), and another standing still
+    at the right. Faces are ~13% of the frame's width (the middle of a 250 px LFW photo, or a marker)."""
+    import av
+
+    width, height = size
+    face_w, face_h = round(width * 0.133), round(height * 0.278)
+
+    def cut(photo: Path) -> np.ndarray:
+        return np.asarray(Image.open(photo).convert("RGB").crop((40, 30, 210, 230)).resize((face_w, face_h)))
+
+    moving, standing = cut(mover), cut(still)
+    top, still_top, still_left = round(height * 0.278), round(height * 0.583), width - face_w - round(width * 0.047)
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "20"}
+        for n in range(int(seconds * fps)):
+            t = n / fps
+            frame = np.zeros((height, width, 3), np.uint8)
+            frame[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
+            x = int(width * 0.39 + width * 0.27 * np.sin(2 * np.pi * t / 1.2))
+            frame[top : top + face_h, x : x + face_w] = moving
+            frame[still_top : still_top + face_h, still_left : still_left + face_w] = standing
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = n, Fraction(1, fps)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    return path

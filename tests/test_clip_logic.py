@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clips import Appearance, make_clip, make_streams
+from clips import Appearance, make_clip, make_streams, make_swaying_clip
 from fakes import gallery, marker, marker_models, unit
 from optout_guard.config import load_settings
 from optout_guard.media.clip import probe
@@ -82,6 +82,27 @@ def test_every_video_stream_is_checked(world, tmp_path):
     assert any("anna" in r and "video stream 2 of 2" in r for r in result.reasons), result.reasons
     assert result.redacted_path and probe(result.redacted_path).video_streams == 1
     assert "anna" not in guard.check(result.redacted_path).blocked_students
+
+
+def test_the_blurred_copy_hides_a_moving_student_in_every_frame(world, tmp_path):
+    """Issue 25, item 6: boxes known only at the samples let a swaying student show between them.
+    The copy is blurred from the faces of every frame and read back at the full frame rate: checked
+    again at 15 frames a second it blocks nobody, and no frame of it shows her marker; the stranger
+    standing still is left as he is."""
+    from fakes import _markers
+    from optout_guard.media.clip import sample_frames
+
+    guard, _detector, anna, stranger = world
+    clip = make_swaying_clip(tmp_path / "sway.mp4", anna, stranger, seconds=4.0)
+    result = guard.check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.redacted_path, result.reasons
+    (guard.settings.workspace / "config.toml").write_text("clip_frames_per_second = 15\n")
+    every_frame = Guard(load_settings(guard.settings.workspace, environ={}), index=guard.index, settler=NoDecisions(),
+                        face_models=guard.face_models).check(result.redacted_path)  # fmt: skip
+    assert "anna" not in every_frame.blocked_students and every_frame.clip.frames_examined >= 55
+    assert [m.decision for m in every_frame.faces] == [Decision.CLEAR]  # the stranger, unblurred
+    shown = [sorted(n for n, _ in _markers(frame.pixels)) for frame in sample_frames(result.redacted_path, 0, 640, 60.0)]
+    assert len(shown) == 120 and all(numbers == [1] for numbers in shown), shown  # every frame: the stranger only
 
 
 @pytest.mark.parametrize("fault", ["the blur missed a face", "the copy cannot be read back"])
@@ -161,3 +182,96 @@ def test_only_the_first_minutes_of_a_long_clip_are_checked(world, tmp_path):
     result = limited.check(clip)
     assert result.verdict is Verdict.REVIEW and any("only the first" in r for r in result.reasons), result.reasons
     assert result.clip is not None and result.clip.checked_seconds <= 10.5
+
+
+# ---- the blurred copy, the check folder and the audit, on markers (moved from tests/test_video.py) ----
+def _assembly(tmp_path: Path, anna: Path, stranger: Path) -> Path:
+    """8 s with sound: the stranger on screen 1-7 s, Anna for one second, 4-5 s, walking."""
+    (tmp_path / "clips").mkdir(exist_ok=True)
+    return make_clip(tmp_path / "clips" / "assembly.mp4", [Appearance(anna, 4.0, 5.0, x=0.2, x_end=0.32, width=120),
+                                                           Appearance(stranger, 1.0, 7.0, x=0.6, x_end=0.55, width=120)],
+                     seconds=8, size=(640, 360), fps=15)  # fmt: skip
+
+
+def test_the_blurred_copy_hides_the_student_keeps_audio_and_length(world, tmp_path):
+    guard, _detector, anna, stranger = world
+    clip = _assembly(tmp_path, anna, stranger)
+    result = guard.check(clip, redact=Redaction(tmp_path / "post"))
+    assert result.verdict is Verdict.BLOCK and result.redacted_path
+    copy = Path(result.redacted_path)
+    info = probe(copy)
+    assert info.has_audio and info.duration == pytest.approx(probe(clip).duration, abs=0.15)
+    again = guard.check(copy)
+    assert again.verdict is Verdict.ALLOW and "anna" not in again.blocked_students
+    assert [m.decision for m in again.faces] == [Decision.CLEAR]  # the stranger is still there
+    assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_check_folder_and_the_audit_take_clips(world, tmp_path):
+    import shutil
+
+    from optout_guard.audit import library_rows, report_thumbnail, run_audit
+    from optout_guard.watch import CheckFolder
+
+    guard, _detector, anna, stranger = world
+    clip = _assembly(tmp_path, anna, stranger)
+    folder = tmp_path / "Photo check"
+    folder.mkdir()
+    shutil.copy(clip, folder / "game.mp4")
+    CheckFolder(folder, guard, settle=0, redact=True).run_once()
+    filed = folder / "blocked" / "game.mp4"
+    assert filed.is_file() and (folder / "blocked" / "game.mp4.marked.jpg").is_file()
+    assert (folder / "blocked" / "game.mp4.postable.mp4").is_file()
+    note = (folder / "blocked" / "game.mp4.txt").read_text()
+    assert "anna" in note and "0:04" in note
+    assert "Do not post this clip" in note and "this photo" not in note  # a clip is called a clip
+    assert not (folder / "NOT CHECKED.txt").exists()
+
+    library = tmp_path / "library"
+    (library / "2026").mkdir(parents=True)
+    shutil.copy(clip, library / "2026" / "assembly.mp4")
+    shutil.copy(stranger, library / "2026" / "portrait.png")
+    settings = guard.settings
+    summary = run_audit(library, settings, guard=guard)
+    assert summary.clips == 1 and summary.checked == 2
+    clips = library_rows(settings, library, ("block", "review", "allow"), kind="clip")
+    assert [(Path(c["path"]).name, c["verdict"]) for c in clips] == [("assembly.mp4", "block")]
+    decoded = guard.face_models.detector.calls
+    assert run_audit(library, settings, guard=guard).unchanged == 2
+    assert guard.face_models.detector.calls == decoded  # incremental: unchanged clips are not looked at again
+    assert report_thumbnail(settings)(clips[0], tmp_path / "thumb.jpg")  # the report shows its contact sheet
+    assert (tmp_path / "thumb.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(world, tmp_path):
+    """The audit keeps a clip's geometry (each track's best sightings: time, box, landmarks — no
+    embedding); when the opt-out list changes, only those frames are decoded again."""
+    import json
+    import sqlite3
+
+    from optout_guard.audit import run_audit, state_path
+    from optout_guard.stored_faces import decode
+    from optout_guard.video import recheck_clip
+
+    guard, _detector, anna, stranger = world
+    library = tmp_path / "library"
+    library.mkdir()
+    _assembly(library.parent, anna, stranger).rename(library / "assembly.mp4")
+    assert run_audit(library, guard.settings, guard=guard).checked == 1
+    # The stranger (on screen 1-7 s) opts out too.
+    after = Guard(guard.settings, index=gallery({"anna": ANNA, "sam": STRANGER}), settler=NoDecisions(),
+                  face_models=guard.face_models)  # fmt: skip
+    summary = run_audit(library, guard.settings, guard=after)
+    assert summary.rechecked == 1 and summary.checked == 0
+    db = sqlite3.connect(state_path(guard.settings, library))
+    verdict, reasons, faces = db.execute("SELECT verdict, reasons, faces FROM files").fetchone()
+    db.close()
+    full = after.check(library / "assembly.mp4")
+    assert set(full.blocked_students) == {"anna", "sam"}, full.reasons
+    assert verdict == "block", reasons
+    assert all(s in reasons for s in ("anna", "sam"))
+    stored = json.loads(faces)
+    assert all("embedding" not in json.dumps(f) for f in stored) and all(f["track"]["best"] is not None for f in stored)
+    again = recheck_clip(after, library / "assembly.mp4", decode(stored))
+    assert set(again.blocked_students) == {"anna", "sam"}
+    assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip

@@ -14,7 +14,7 @@ from conftest import LFW, make_workspace
 from optout_guard.cli import app
 from optout_guard.media.clip import looks_like_clip, probe
 from optout_guard.media.photos import sniff
-from optout_guard.pipeline import Guard, Redaction
+from optout_guard.pipeline import Guard
 from optout_guard.types import Decision, Verdict
 
 runner = CliRunner()
@@ -77,18 +77,22 @@ def test_one_second_of_an_enrolled_student_blocks_with_its_time(colin_ws, one_se
 
 
 def test_a_clip_of_strangers_is_not_blocked(colin_ws, tmp_path):
-    clip = make_clip(tmp_path / "strangers.mov", [Appearance(HUGO, 0.5, 6, x=0.1), Appearance(TONY, 1, 7, x=0.6)], seconds=8,
-                     container="mov")  # fmt: skip
+    clip = make_clip(tmp_path / "strangers.mov", [Appearance(HUGO, 0.5, 4, x=0.1, width=110), Appearance(TONY, 1, 5, x=0.6, width=110)],
+                     seconds=5, size=(640, 360), container="mov")  # fmt: skip
     result = Guard(colin_ws).check(clip)
     assert result.clip is not None and result.verdict is not Verdict.BLOCK
     assert len(result.faces) >= 2 and not any(m.decision is Decision.BLOCK for m in result.faces)
 
 
 def test_a_phone_clip_stored_on_its_side_is_turned_upright(colin_ws, tmp_path):
-    clip = make_clip(tmp_path / "phone.mp4", [Appearance(COLIN, 1, 4, x=0.3, width=260)], seconds=5, rotation=90)
-    assert probe(clip).rotation == 90 and (probe(clip).width, probe(clip).height) == (1280, 720)
+    clip = make_clip(tmp_path / "phone.mp4", [Appearance(COLIN, 1, 2.5, x=0.3, width=130)], seconds=3, size=(640, 360), rotation=90)
+    assert probe(clip).rotation == 90 and (probe(clip).width, probe(clip).height) == (640, 360)
     result = Guard(colin_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",)
+    # Found where a player shows him (pasted at 192, 90 in the upright 640x360 picture, 130 px wide),
+    # not where the stored picture has him (the detector finds a face on its side too).
+    box = next(m.face.box for m in result.faces if m.decision is Decision.BLOCK)
+    assert 150 < box.x + box.w / 2 < 360 and 60 < box.y + box.h / 2 < 260 and box.w < box.h * 1.3, box
 
 
 def test_a_truncated_clip_is_review_never_allow(colin_ws, one_second, tmp_path):
@@ -104,97 +108,22 @@ def test_a_truncated_clip_is_review_never_allow(colin_ws, one_second, tmp_path):
     assert Guard(colin_ws).check(garbage).verdict is Verdict.REVIEW
 
 
-def test_the_blurred_copy_hides_the_student_keeps_audio_and_length(colin_ws, one_second, tmp_path):
-    guard = Guard(colin_ws)
-    result = guard.check(one_second, redact=Redaction(tmp_path / "post"))
-    assert result.verdict is Verdict.BLOCK and result.redacted_path
-    copy = Path(result.redacted_path)
-    info = probe(copy)
-    assert info.has_audio and info.duration == pytest.approx(probe(one_second).duration, abs=0.15)
-    again = guard.check(copy)
-    assert again.verdict is not Verdict.BLOCK and "colin" not in again.blocked_students
-    assert copy.stat().st_mode & 0o777 == 0o600
-
-
-def test_the_check_folder_and_the_audit_take_clips(colin_ws, one_second, tmp_path):
-    from optout_guard.audit import library_rows, run_audit
-    from optout_guard.watch import CheckFolder
-
-    folder = tmp_path / "Photo check"
-    folder.mkdir()
-    shutil.copy(one_second, folder / "game.mp4")
-    checker = CheckFolder(folder, Guard(colin_ws), settle=0, redact=True)
-    checker.run_once()
-    filed = folder / "blocked" / "game.mp4"
-    assert filed.is_file() and (folder / "blocked" / "game.mp4.marked.jpg").is_file()
-    assert (folder / "blocked" / "game.mp4.postable.mp4").is_file()
-    note = (folder / "blocked" / "game.mp4.txt").read_text()
-    assert "colin" in note and "0:08" in note
-    assert "Do not post this clip" in note and "this photo" not in note  # a clip is called a clip
-    assert not (folder / "NOT CHECKED.txt").exists()
-
-    library = tmp_path / "library"
-    (library / "2026").mkdir(parents=True)
-    shutil.copy(one_second, library / "2026" / "assembly.mp4")
-    shutil.copy(HUGO, library / "2026" / "portrait.jpg")
-    summary = run_audit(library, colin_ws)
-    assert summary.clips == 1 and summary.checked == 2
-    clips = library_rows(colin_ws, library, ("block", "review", "allow"), kind="clip")
-    assert [(Path(c["path"]).name, c["verdict"]) for c in clips] == [("assembly.mp4", "block")]
-    assert run_audit(library, colin_ws).unchanged == 2  # incremental: unchanged clips are not decoded again
-    from optout_guard.audit import report_thumbnail
-
-    assert report_thumbnail(colin_ws)(clips[0], tmp_path / "thumb.jpg")  # the report shows its contact sheet
-    assert (tmp_path / "thumb.jpg").read_bytes()[:2] == b"\xff\xd8"
+# The blurred copy's sound, length and permissions, the check folder and the audit taking clips, and
+# the audit re-deciding a clip from its stored tracks: on fake models in tests/test_clip_logic.py.
+# The real models' blurred copy: tests/test_clip_fail_closed.py (1080p).
 
 
 def test_a_clip_made_from_package_portraits_blocks(demo_ws, demo_student, samples, tmp_path):
     """Without ../shared/data: Grace Hopper (enrolled in the demo) walks through a clip."""
     clip = make_clip(
         tmp_path / "hopper.mp4",
-        [Appearance(samples["grace_hopper"], 3, 5, x=0.1, x_end=0.3, width=260, crop=None),
-         Appearance(samples["astronaut"], 0, 8, x=0.6, width=300, crop=(100, 0, 400, 300))],
-        seconds=8, audio=False,
+        [Appearance(samples["grace_hopper"], 3, 5, x=0.1, x_end=0.3, width=130, crop=None),
+         Appearance(samples["astronaut"], 0, 6, x=0.6, width=150, crop=(100, 0, 400, 300))],
+        seconds=6, size=(640, 360), audio=False,
     )  # fmt: skip
     result = Guard(demo_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == (demo_student,)
     assert any("0:03" in r for r in result.reasons)
-
-
-def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(colin_ws, one_second, tmp_path):
-    """The audit keeps a clip's geometry (each track's best sightings: time, box, landmarks — no
-    embedding); when the opt-out list changes, only those frames are decoded again."""
-    import sqlite3
-
-    from optout_guard.audit import run_audit, state_path
-    from optout_guard.config import load_settings
-    from optout_guard.video import recheck_clip
-
-    root = tmp_path / "ws"
-    shutil.copytree(colin_ws.workspace, root)
-    ws = load_settings(root, environ={})
-    library = tmp_path / "library"
-    library.mkdir()
-    shutil.copy(one_second, library / "assembly.mp4")
-    assert run_audit(library, ws).checked == 1
-    # Hugo (the stranger on screen 2-15 s) opts out: enrolled from three other photos.
-    make_workspace(root, {"hugo": [LFW / "Hugo_Chavez" / f"Hugo_Chavez_{i:04d}.jpg" for i in (3, 4, 5)]})
-    summary = run_audit(library, ws)
-    assert summary.rechecked == 1 and summary.checked == 0
-    db = sqlite3.connect(state_path(ws, library))
-    verdict, reasons, faces = db.execute("SELECT verdict, reasons, faces FROM files").fetchone()
-    db.close()
-    full = Guard(ws).check(library / "assembly.mp4")
-    assert set(full.blocked_students) == {"colin", "hugo"}, full.reasons
-    assert verdict == "block", reasons
-    assert all(s in reasons for s in ("colin", "hugo"))
-    stored = json.loads(faces)
-    assert all("embedding" not in json.dumps(f) for f in stored) and all(f["track"]["best"] is not None for f in stored)
-    from optout_guard.stored_faces import decode
-
-    again = recheck_clip(Guard(ws), library / "assembly.mp4", decode(stored))
-    assert set(again.blocked_students) == {"colin", "hugo"}
-    assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip
 
 
 def test_an_unexpected_error_inside_a_clip_is_review_not_a_crash(colin_ws, one_second, monkeypatch):

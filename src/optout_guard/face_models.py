@@ -68,6 +68,11 @@ def model_bundle(models: Models) -> FaceModels:
     return FaceModels(ModelDetector(models), DlibAligner(), ResNetEncoder(models))
 
 
+def uses_loaded_models(bundle: FaceModels) -> bool:
+    """Whether ``bundle`` runs the real models (tests pass fakes, which load nothing)."""
+    return isinstance(bundle.detector, ModelDetector) or isinstance(bundle.encoder, ResNetEncoder)
+
+
 @functools.lru_cache(maxsize=1)
 def get_face_models() -> FaceModels:
     """The process-wide bundle over :func:`models.get_models`."""

@@ -18,7 +18,7 @@ from optout_guard import postable, stored_faces
 from optout_guard.config import Settings
 from optout_guard.consent import CLEARABLE, clear_consenting
 from optout_guard.errors import IndexUnusable, ModelUnavailable
-from optout_guard.face_models import model_bundle
+from optout_guard.face_models import model_bundle, uses_loaded_models
 from optout_guard.index import FaceIndex, index_key
 from optout_guard.matching import decide_faces, photo_verdict, unjudged_decision
 from optout_guard.media.handlers import handler_for, handler_of
@@ -95,6 +95,8 @@ class Guard:
     def require_models(self) -> None:
         """Load every model this run needs now, before any photo: a broken install is a set-up
         error (exit 2, "re-install"), never a run of photos all sent to review."""
+        if not uses_loaded_models(self.face_models):
+            return  # fakes (tests/fakes.py): nothing to load
         try:
             self.models.preload(models_needed(self.settings.detector, self.settings.recognition))
         except ModelUnavailable:
