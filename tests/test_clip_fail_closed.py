@@ -117,7 +117,7 @@ def test_files_that_are_neither_photo_nor_clip_are_not_checked_and_said(colin_ws
 
 def test_a_student_only_in_the_last_moment_is_looked_at(colin_ws, tmp_path):
     """On screen for the last 0.3 s only, between the fixed samples: the last frame is always examined."""
-    clip = make_clip(tmp_path / "end.mp4", [Appearance(COLIN, 4.7, 5.0, x=0.3, width=220)], seconds=5, size=(640, 360))
+    clip = make_clip(tmp_path / "end.mp4", [Appearance(COLIN, 2.7, 3.0, x=0.3, width=220)], seconds=3, size=(640, 360))
     result = Guard(colin_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons
 
@@ -144,7 +144,7 @@ def test_a_still_photo_named_mp4_is_checked_as_a_photo(colin_ws, tmp_path):
 def test_a_student_on_screen_between_two_samples_is_looked_at(colin_ws, tmp_path, start, end):
     """Issue 25, item 5: three samples a second miss a face on screen for 0.22 s between two of
     them (a child running through the frame). The scout finds it and it is sampled."""
-    clip = make_clip(tmp_path / "dash.mp4", [Appearance(COLIN, start, end, x=0.3, width=220)], seconds=4, size=(1280, 720),
+    clip = make_clip(tmp_path / "dash.mp4", [Appearance(COLIN, start, end, x=0.3, width=110)], seconds=3, size=(640, 360),
                      audio=False)  # fmt: skip
     result = Guard(colin_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",), result.reasons

@@ -122,10 +122,8 @@ def test_cluster_mode_refuses_an_unencrypted_index(tmp_path, data_dir):
 
 
 def test_every_photo_exactly_once_after_a_worker_is_killed(encrypted_ws, tmp_path, monkeypatch):
-    """The fault drill: a worker SIGKILLed at five different moments of an audit (a fresh audit each
+    """The fault drill: a worker SIGKILLed early, halfway and late in an audit (a fresh audit each
     time): every photo ends up in the state exactly once, with the local audit's verdict."""
-    import random
-
     import optout_guard.cluster as cluster
 
     monkeypatch.setattr(cluster, "BATCH", 2)  # many small tasks, so that a kill lands mid-audit
@@ -134,7 +132,7 @@ def test_every_photo_exactly_once_after_a_worker_is_killed(encrypted_ws, tmp_pat
     run_audit(lib, here, workers=1)
     expected = rows(here, lib)
     real_results = cluster.Cluster.results
-    moments = random.Random(17).sample(range(2, 30), 5)
+    moments = (3, 16, 29)  # results seen when the kill lands (of 40; batches of 2); each a fresh cluster
     for n, moment in enumerate(moments):
         killed: list[int] = []
 

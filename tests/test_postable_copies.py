@@ -84,7 +84,7 @@ def test_a_face_left_in_the_copy_is_judged_with_todays_list(colin_ws, tmp_path):
 
 def test_the_blurred_clip_checks_without_holding_its_own_blur(colin_ws, tmp_path):
     clip = make_clip(tmp_path / "c.mp4", [Appearance(COLIN, 0.5, 2.5, x=0.3), Appearance(HUGO, 0.2, 3.0, x=0.65)],
-                     seconds=3, size=(640, 360), audio=False)  # fmt: skip
+                     seconds=3, size=(640, 360), fps=15, audio=False)  # fmt: skip
     first = Guard(colin_ws).check(clip, redact=Redaction(tmp_path / "post"))
     assert first.verdict is Verdict.BLOCK and first.redacted_path, first.reasons
     again = Guard(colin_ws).check(first.redacted_path)
