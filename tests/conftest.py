@@ -126,13 +126,29 @@ def chromium_exe() -> str:
     pytest.skip("no chromium installed (apt-get install chromium)")
 
 
+@pytest.fixture(scope="session")
+def chromium(chromium_exe: str):
+    """One headless Chromium for the test process (launching one for each test cost ~1 s); a test
+    opens its own context (``chromium.new_context()``: its own cookies and storage) and closes it."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(
+        executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    )
+    yield browser
+    browser.close()
+    playwright.stop()
+
+
 # Where browser tests leave their screenshots (gitignored).
 TEST_OUTPUT = Path(os.environ.get("OPTOUT_GUARD_TEST_OUTPUT", ROOT / "test-output"))
 
 
 # ---- the `models` marker: `pytest -m "not models"` runs the logic tests in seconds -------------------
 # A test that takes one of these fixtures uses the real models, the public photos or a browser.
-REAL_FIXTURES = {"data_dir", "samples", "models", "face_models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe"}
+REAL_FIXTURES = {"data_dir", "samples", "models", "face_models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe",
+                 "chromium"}  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -126,112 +126,107 @@ def templates_of(settings, student: str) -> int:
     return sum(1 for t in index.templates if t.student_id == student)
 
 
-def test_check_and_settle_reviews_in_a_real_browser(server, chromium_exe, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_check_and_settle_reviews_in_a_real_browser(server, chromium, tmp_path):
     settings = server.desk.settings
     requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        # bypass_csp: Playwright's own wait_for_function evaluates strings, which the desk's CSP forbids.
-        page = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True).new_page()
+    # bypass_csp: Playwright's own wait_for_function evaluates strings, which the desk's CSP forbids.
+    context = chromium.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)  # closed below
+    page = context.new_page()
 
-        def only_local(route) -> None:  # the network is blocked: anything not local fails
-            requests.append(route.request.url)
-            if route.request.url.startswith(server.url):
-                route.continue_()
-            else:
-                route.abort()
+    def only_local(route) -> None:  # the network is blocked: anything not local fails
+        requests.append(route.request.url)
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            route.abort()
 
-        page.route("**/*", only_local)
-        started = time.perf_counter()
-        page.goto(server.url + "/")
-        page.wait_for_load_state("networkidle")
-        load_seconds = time.perf_counter() - started
-        assert page.is_visible("#empty")  # nothing to review yet
+    page.route("**/*", only_local)
+    started = time.perf_counter()
+    page.goto(server.url + "/")
+    page.wait_for_load_state("networkidle")
+    load_seconds = time.perf_counter() - started
+    assert page.is_visible("#empty")  # nothing to review yet
 
-        # 1. Check photos: drop two photos on the page.
-        page.click("#tab-check")
-        # The drop area works from the keyboard: focus it and press Enter to choose photos.
-        page.wait_for_selector("#drop", state="visible")
-        with page.expect_file_chooser() as chooser:
-            page.press("#drop", "Enter")
-        chooser.value.set_files([str(COLIN), str(HUGO)])
-        page.wait_for_selector("article.result >> nth=1", timeout=60_000)
-        verdicts = page.eval_on_selector_all(
-            "article.result", "els => els.map(e => [e.querySelector('h2').textContent, e.dataset.verdict])"
-        )
-        assert dict(verdicts) == {COLIN.name: "block", HUGO.name: "review"}
-        # Every picture of the results loads (given time: the suite runs in two processes).
-        page.wait_for_function(
-            "[...document.querySelectorAll('article.result img')].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
-        )
+    # 1. Check photos: drop two photos on the page.
+    page.click("#tab-check")
+    # The drop area works from the keyboard: focus it and press Enter to choose photos.
+    page.wait_for_selector("#drop", state="visible")
+    with page.expect_file_chooser() as chooser:
+        page.press("#drop", "Enter")
+    chooser.value.set_files([str(COLIN), str(HUGO)])
+    page.wait_for_selector("article.result >> nth=1", timeout=60_000)
+    verdicts = page.eval_on_selector_all(
+        "article.result", "els => els.map(e => [e.querySelector('h2').textContent, e.dataset.verdict])"
+    )
+    assert dict(verdicts) == {COLIN.name: "block", HUGO.name: "review"}
+    # Every picture of the results loads (given time: the suite runs in two processes).
+    page.wait_for_function(
+        "[...document.querySelectorAll('article.result img')].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+    )
 
-        # 2. The review card: the face beside hugo's reference photos; settle it with the keyboard.
-        page.click("#tab-queue")
-        page.wait_for_selector("#card:not([hidden])")
-        assert page.inner_text("#open-count") == "1"
-        assert page.get_attribute("#candidates li:first-child button", "data-student") == "hugo"
-        page.wait_for_function("[...document.images].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)")
-        assert page.eval_on_selector_all("#candidates li:first-child .refs img", "imgs => imgs.length") == 2
-        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(TEST_OUTPUT / "review-queue.png"))
-        assert templates_of(settings, "hugo") == 4
-        decide_started = time.perf_counter()
-        page.keyboard.press("r")  # keep this face as a new reference
-        page.keyboard.press("1")  # this is student hugo
-        page.wait_for_selector("#message:has-text('Settled as student hugo')")
-        assert "BLOCK" in page.inner_text("#message") and "added as a reference" in page.inner_text("#message")
-        assert templates_of(settings, "hugo") == 5
-        trail = [json.loads(line) for line in log_path(settings).read_text().splitlines()]
-        decision = next(e for e in trail if e["action"] == "review-decision")
-        assert decision["details"]["student_id"] == "hugo" and decision["details"]["reference_added"] is True
-        assert len(decision["details"]["sha256"]) == 64 and decision["details"]["reviewer"].endswith("@local")
+    # 2. The review card: the face beside hugo's reference photos; settle it with the keyboard.
+    page.click("#tab-queue")
+    page.wait_for_selector("#card:not([hidden])")
+    assert page.inner_text("#open-count") == "1"
+    assert page.get_attribute("#candidates li:first-child button", "data-student") == "hugo"
+    page.wait_for_function("[...document.images].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)")
+    assert page.eval_on_selector_all("#candidates li:first-child .refs img", "imgs => imgs.length") == 2
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(TEST_OUTPUT / "review-queue.png"))
+    assert templates_of(settings, "hugo") == 4
+    decide_started = time.perf_counter()
+    page.keyboard.press("r")  # keep this face as a new reference
+    page.keyboard.press("1")  # this is student hugo
+    page.wait_for_selector("#message:has-text('Settled as student hugo')")
+    assert "BLOCK" in page.inner_text("#message") and "added as a reference" in page.inner_text("#message")
+    assert templates_of(settings, "hugo") == 5
+    trail = [json.loads(line) for line in log_path(settings).read_text().splitlines()]
+    decision = next(e for e in trail if e["action"] == "review-decision")
+    assert decision["details"]["student_id"] == "hugo" and decision["details"]["reference_added"] is True
+    assert len(decision["details"]["sha256"]) == 64 and decision["details"]["reviewer"].endswith("@local")
 
-        # 3. A photo of a stranger: two faces, each "none of them"; the photo becomes allow.
-        page.click("#tab-check")
-        page.set_input_files("#files", [str(BLAIR)])
-        page.wait_for_selector(f"article.result:has(h2:text('{BLAIR.name}'))")
-        page.click("#tab-queue")
-        page.wait_for_function("document.getElementById('open-count').textContent === '2'")
-        page.keyboard.press("n")
-        page.wait_for_function("document.getElementById('open-count').textContent === '1'")
-        # Blair's second face is cut by the photo's edge: one card for the whole photo, and a key
-        # that does nothing there says why.
-        page.wait_for_selector("#card-title:has-text('Photo to settle')")
-        page.keyboard.press("1")
-        page.wait_for_selector("#message:has-text('whole photo')")
-        page.screenshot(path=str(TEST_OUTPUT / "photo-card.png"))
-        page.keyboard.press("n")
-        page.wait_for_selector("#message:has-text('ALLOW')")
-        cards_per_minute = 3 / ((time.perf_counter() - decide_started) / 60)
-        page.wait_for_selector("#empty", state="visible")
-        # The same photo again is not asked again: cleared by its content hash.
-        page.click("#tab-check")
-        page.set_input_files("#files", [str(BLAIR)])
-        page.wait_for_function(
-            f"[...document.querySelectorAll('article.result h2')].filter(h => h.textContent === '{BLAIR.name}').length === 2"
-        )
-        assert page.eval_on_selector("article.result", "e => e.dataset.verdict") == "allow"
-        assert server.desk.book.open_count() == 0
+    # 3. A photo of a stranger: two faces, each "none of them"; the photo becomes allow.
+    page.click("#tab-check")
+    page.set_input_files("#files", [str(BLAIR)])
+    page.wait_for_selector(f"article.result:has(h2:text('{BLAIR.name}'))")
+    page.click("#tab-queue")
+    page.wait_for_function("document.getElementById('open-count').textContent === '2'")
+    page.keyboard.press("n")
+    page.wait_for_function("document.getElementById('open-count').textContent === '1'")
+    # Blair's second face is cut by the photo's edge: one card for the whole photo, and a key
+    # that does nothing there says why.
+    page.wait_for_selector("#card-title:has-text('Photo to settle')")
+    page.keyboard.press("1")
+    page.wait_for_selector("#message:has-text('whole photo')")
+    page.screenshot(path=str(TEST_OUTPUT / "photo-card.png"))
+    page.keyboard.press("n")
+    page.wait_for_selector("#message:has-text('ALLOW')")
+    cards_per_minute = 3 / ((time.perf_counter() - decide_started) / 60)
+    page.wait_for_selector("#empty", state="visible")
+    # The same photo again is not asked again: cleared by its content hash.
+    page.click("#tab-check")
+    page.set_input_files("#files", [str(BLAIR)])
+    page.wait_for_function(
+        f"[...document.querySelectorAll('article.result h2')].filter(h => h.textContent === '{BLAIR.name}').length === 2"
+    )
+    assert page.eval_on_selector("article.result", "e => e.dataset.verdict") == "allow"
+    assert server.desk.book.open_count() == 0
 
-        # 4. Undo the last decision: its card is back, the photo is review again.
-        page.click("#tab-queue")
-        page.keyboard.press("u")
-        page.wait_for_selector("#message:has-text('Undone')")
-        page.wait_for_selector("#card:not([hidden])")
-        assert page.inner_text("#open-count") == "1"
-        assert page.locator("#trail li.undone").count() == 1
-        blair_review = guard_verdict(settings, BLAIR)
+    # 4. Undo the last decision: its card is back, the photo is review again.
+    page.click("#tab-queue")
+    page.keyboard.press("u")
+    page.wait_for_selector("#message:has-text('Undone')")
+    page.wait_for_selector("#card:not([hidden])")
+    assert page.inner_text("#open-count") == "1"
+    assert page.locator("#trail li.undone").count() == 1
+    blair_review = guard_verdict(settings, BLAIR)
 
-        # 5. "An opted-out student, not one of those shown" (B): the photo is blocked, no student named.
-        page.keyboard.press("b")
-        page.wait_for_selector("#message:has-text('an opted-out student not shown')")
-        assert "BLOCK" in page.inner_text("#message")
-        page.wait_for_selector("#empty", state="visible")
-        browser.close()
+    # 5. "An opted-out student, not one of those shown" (B): the photo is blocked, no student named.
+    page.keyboard.press("b")
+    page.wait_for_selector("#message:has-text('an opted-out student not shown')")
+    assert "BLOCK" in page.inner_text("#message")
+    page.wait_for_selector("#empty", state="visible")
+    context.close()
 
     assert requests and all(u.startswith(server.url) for u in requests), [u for u in requests if not u.startswith(server.url)]
     print(f"\nreview desk: page loaded in {load_seconds:.2f} s; {cards_per_minute:.0f} cards/minute driven by the test")
@@ -564,14 +559,13 @@ def group_photo(tmp_path: Path) -> Path:
     return path
 
 
-def desk_page(p, chromium_exe: str, server: Server):
-    """A headless Chromium on the desk's first page: (browser, page)."""
-    browser = p.chromium.launch(
-        executable_path=chromium_exe, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    )
-    page = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True).new_page()
+def desk_page(chromium, server: Server):
+    """A page on the desk's first page, in a new context (its own cookies) of the test process's
+    headless Chromium (conftest's ``chromium``): (context, page). Close the context when done."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
     page.goto(server.url + "/")
-    return browser, page
+    return context, page
 
 
 def drop_on_check_page(page, path: Path) -> None:
@@ -581,49 +575,47 @@ def drop_on_check_page(page, path: Path) -> None:
     page.wait_for_selector("article.result", timeout=60_000)
 
 
-def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir, chromium_exe):
+def test_a_group_photo_is_settled_together_in_a_real_browser(tmp_path, data_dir, chromium):
     """Issue 16: the faces of one photo that need a person are shown together and settled with one
     key. Measured here: the cards and key presses needed, one per face before, now."""
-    from playwright.sync_api import sync_playwright
 
     settings = workspace(tmp_path / "ws")
     (settings.workspace / "config.toml").write_text("block_distance = 0.2\nreview_distance = 0.55\n")
     server = Server(Desk(load_settings(settings.workspace, environ={}), DeskOptions(port=0)))
     photo = group_photo(tmp_path)
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            drop_on_check_page(page, photo)
-            cards_now = server.desk.book.open_count()
-            held_faces = sum(1 for m in Guard(server.desk.settings).check(photo).faces if m.decision.value == "review")
-            page.click("#tab-queue")
-            page.wait_for_selector("#group:not([hidden])")
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "group-card.png"))
-            grouped = int(page.inner_text("#group-total"))
-            presses = 0
-            # (The mechanics only: these faces *are* enrolled students' photos; a reviewer would say so.)
-            # None of these: every resemblance face of the photo at once, after one confirmation that
-            # lists each of them with its closest student (issue 27).
-            asked: list[str] = []
-            page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
-            page.keyboard.press("a")
+        context, page = desk_page(chromium, server)
+        drop_on_check_page(page, photo)
+        cards_now = server.desk.book.open_count()
+        held_faces = sum(1 for m in Guard(server.desk.settings).check(photo).faces if m.decision.value == "review")
+        page.click("#tab-queue")
+        page.wait_for_selector("#group:not([hidden])")
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "group-card.png"))
+        grouped = int(page.inner_text("#group-total"))
+        presses = 0
+        # (The mechanics only: these faces *are* enrolled students' photos; a reviewer would say so.)
+        # None of these: every resemblance face of the photo at once, after one confirmation that
+        # lists each of them with its closest student (issue 27).
+        asked: list[str] = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+        page.keyboard.press("a")
+        presses += 1
+        page.wait_for_selector("#message:has-text('Settled')")
+        # U after A reopens every face A cleared (issue 27: only the last one came back), then A again.
+        page.keyboard.press("u")
+        page.wait_for_selector("#message:has-text('Undone: all')")
+        assert server.desk.book.open_count() == cards_now
+        page.once("dialog", lambda d: d.accept())
+        page.wait_for_selector("#group:not([hidden])")
+        page.keyboard.press("a")
+        page.wait_for_selector("#message:has-text('Settled')")
+        if server.desk.book.open_count():  # the photo card (faces too small / blurred), if any
+            page.wait_for_selector("#card-title:has-text('Photo to settle')")
+            page.keyboard.press("n")
             presses += 1
-            page.wait_for_selector("#message:has-text('Settled')")
-            # U after A reopens every face A cleared (issue 27: only the last one came back), then A again.
-            page.keyboard.press("u")
-            page.wait_for_selector("#message:has-text('Undone: all')")
-            assert server.desk.book.open_count() == cards_now
-            page.once("dialog", lambda d: d.accept())
-            page.wait_for_selector("#group:not([hidden])")
-            page.keyboard.press("a")
-            page.wait_for_selector("#message:has-text('Settled')")
-            if server.desk.book.open_count():  # the photo card (faces too small / blurred), if any
-                page.wait_for_selector("#card-title:has-text('Photo to settle')")
-                page.keyboard.press("n")
-                presses += 1
-            page.wait_for_function("document.getElementById('open-count').textContent === '0'")
-            browser.close()
+        page.wait_for_function("document.getElementById('open-count').textContent === '0'")
+        context.close()
     finally:
         server.close()
     assert server.desk.book.open_count() == 0 and grouped >= 5
@@ -696,10 +688,9 @@ def test_a_clip_track_is_one_card_with_its_best_frame_and_the_answer_counts(tmp_
     assert Guard(settings).check(clip).verdict is Verdict.ALLOW  # the reviewer's answer applies to the clip
 
 
-def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
+def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium):
     """Issue 14: a clip dropped on the check page; its track waits as one card (its best frame,
     titled as a person in a clip, the time shown) and N settles it."""
-    from playwright.sync_api import sync_playwright
 
     from clips import Appearance, make_clip
 
@@ -708,19 +699,18 @@ def test_a_clip_card_in_a_real_browser(tmp_path, data_dir, chromium_exe):
                      fps=10, size=(480, 270))  # fmt: skip
     server = Server(Desk(settings, DeskOptions(port=0)))
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            drop_on_check_page(page, clip)
-            page.click("#tab-queue")
-            page.wait_for_selector("#card-title:has-text('Person in a video clip')")
-            assert "frame at 0:0" in page.inner_text("#source")
-            assert page.evaluate("document.getElementById('crop').naturalWidth") > 0  # the frame's face loaded
-            assert not page.is_visible("label.add-ref")  # a frame of a clip is no reference photo
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "clip-card.png"))
-            page.keyboard.press("n")
-            page.wait_for_function("document.getElementById('open-count').textContent === '0'")
-            browser.close()
+        context, page = desk_page(chromium, server)
+        drop_on_check_page(page, clip)
+        page.click("#tab-queue")
+        page.wait_for_selector("#card-title:has-text('Person in a video clip')")
+        assert "frame at 0:0" in page.inner_text("#source")
+        assert page.evaluate("document.getElementById('crop').naturalWidth") > 0  # the frame's face loaded
+        assert not page.is_visible("label.add-ref")  # a frame of a clip is no reference photo
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "clip-card.png"))
+        page.keyboard.press("n")
+        page.wait_for_function("document.getElementById('open-count').textContent === '0'")
+        context.close()
     finally:
         server.close()
     assert server.desk.book.open_count() == 0
@@ -757,10 +747,9 @@ def test_a_photo_card_may_approve_the_blurred_copy_and_an_undecodable_file_has_a
     assert answered.verdict.value == "allow" and "who opened it" in answered.reasons[-1]
 
 
-def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, data_dir, chromium_exe):
+def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, data_dir, chromium):
     """Issue 27: is the watcher alive, how many files wait and since when, the last audit, is the
     index readable — in the browser, with a watcher that is not running and two photos waiting."""
-    from playwright.sync_api import sync_playwright
     from typer.testing import CliRunner
 
     from optout_guard.watch import folder_lock
@@ -779,25 +768,24 @@ def test_the_status_page_shows_a_stopped_watcher_and_a_waiting_inbox(tmp_path, d
     assert [(j["state"], j["summary"]["checked"], j["summary"]["block"]) for j in audits] == [("finished", 1, 1)]
     server = Server(Desk(settings, DeskOptions(port=0, check_folders=[folder], audit_libraries=[library])))
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
+        context, page = desk_page(chromium, server)
+        page.click("#tab-status")
+        page.wait_for_selector("#status-list li")
+        text = page.inner_text("#status-list")
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "status-page.png"))
+        assert "watcher NOT running" in text and "2 file(s) waiting in the inbox" in text
+        assert "Face index readable: 2 students protected" in text and "Audit of" in text and "1 blocked" in text
+        assert " ".join(text.split()).count(f"Audit of {library.resolve()}:") == 1  # its job's run is not said twice
+        assert "Sync of the opt-out list: last run STOPPED without finishing" in text  # the job record
+        lock = folder_lock(folder)  # a watcher now holds the folder
+        try:
+            page.click("#tab-queue")
             page.click("#tab-status")
-            page.wait_for_selector("#status-list li")
-            text = page.inner_text("#status-list")
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "status-page.png"))
-            assert "watcher NOT running" in text and "2 file(s) waiting in the inbox" in text
-            assert "Face index readable: 2 students protected" in text and "Audit of" in text and "1 blocked" in text
-            assert " ".join(text.split()).count(f"Audit of {library.resolve()}:") == 1  # its job's run is not said twice
-            assert "Sync of the opt-out list: last run STOPPED without finishing" in text  # the job record
-            lock = folder_lock(folder)  # a watcher now holds the folder
-            try:
-                page.click("#tab-queue")
-                page.click("#tab-status")
-                page.wait_for_function("document.getElementById('status-list').innerText.includes('watcher running')")
-            finally:
-                lock.release()
-            browser.close()
+            page.wait_for_function("document.getElementById('status-list').innerText.includes('watcher running')")
+        finally:
+            lock.release()
+        context.close()
     finally:
         server.close()
 
@@ -808,47 +796,44 @@ def app_cli():
     return app
 
 
-def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_hand(tmp_path, data_dir, chromium_exe):
+def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_hand(tmp_path, data_dir, chromium):
     """Issue 27, item 10: presses of 1 while an answer was being saved did nothing and said nothing,
     and the first card changed between loads during an import."""
-    from playwright.sync_api import sync_playwright
 
     settings = workspace(tmp_path / "ws")
     server = Server(Desk(settings, DeskOptions(port=0)))
     server.desk.check_upload(HUGO.name, HUGO.read_bytes(), "t")  # one card to answer
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            page.wait_for_selector("#card:not([hidden])")
-            title = page.inner_text("#photo-name") if page.query_selector("#photo-name") else ""
-            shown = page.evaluate("shownId")
-            # Another photo arrives (an import, another reviewer's page): the card on screen stays.
-            server.desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "t")
-            page.evaluate("loadQueue()")
-            assert page.evaluate("shownId") == shown and page.evaluate("cards[0].id") == shown, title
-            # An answer that takes a while to save (the server is slow, not the browser): a second
-            # key press says so instead of nothing.
-            real_decide = server.desk.decide
+        context, page = desk_page(chromium, server)
+        page.wait_for_selector("#card:not([hidden])")
+        title = page.inner_text("#photo-name") if page.query_selector("#photo-name") else ""
+        shown = page.evaluate("shownId")
+        # Another photo arrives (an import, another reviewer's page): the card on screen stays.
+        server.desk.check_upload(BLAIR.name, BLAIR.read_bytes(), "t")
+        page.evaluate("loadQueue()")
+        assert page.evaluate("shownId") == shown and page.evaluate("cards[0].id") == shown, title
+        # An answer that takes a while to save (the server is slow, not the browser): a second
+        # key press says so instead of nothing.
+        real_decide = server.desk.decide
 
-            def slow_decide(*args, **kwargs):
-                time.sleep(3.0)
-                return real_decide(*args, **kwargs)
+        def slow_decide(*args, **kwargs):
+            time.sleep(1.0)  # long enough for the second press to land while it saves
+            return real_decide(*args, **kwargs)
 
-            server.desk.decide = slow_decide  # type: ignore[method-assign]
-            page.keyboard.press("1")
-            page.keyboard.press("1")
-            page.wait_for_selector("#message:has-text('Still saving your last answer')")
-            page.wait_for_selector("#message:has-text('student hugo')", timeout=30_000)
-            browser.close()
+        server.desk.decide = slow_decide  # type: ignore[method-assign]
+        page.keyboard.press("1")
+        page.keyboard.press("1")
+        page.wait_for_selector("#message:has-text('Still saving your last answer')")
+        page.wait_for_selector("#message:has-text('student hugo')", timeout=30_000)
+        context.close()
     finally:
         server.close()
 
 
-def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path, data_dir, chromium_exe):
+def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path, data_dir, chromium):
     """Issue 27, item 2: 40 of the first 46 cards of a walk were photo cards (faces too small, cut
     off, turned, blurred), answered one by one. They are answered together, each photo shown large
     first; a face card (a face that resembles a student) is refused in bulk, also through the API."""
-    from playwright.sync_api import sync_playwright
 
     from optout_guard.review import PHOTO
 
@@ -865,57 +850,53 @@ def test_several_photo_cards_are_answered_at_once_and_face_cards_never(tmp_path,
         server.desk.decide_photos([photo_cards[0].id, face_card.id], "t")
     before = server.desk.book.open_count()
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            page.wait_for_selector("#bulk:not([hidden])")
-            page.click("#bulk summary")
-            page.check("#bulk-all")  # "tick every photo shown": one click, after looking at each
-            boxes = page.query_selector_all("#bulk-list input")
-            assert len(boxes) == len(photo_cards) and all(box.is_checked() for box in boxes)
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "bulk-photo-cards.png"))
-            page.click("#bulk-none")
-            page.wait_for_selector("#message:has-text('Settled')")
-            browser.close()
+        context, page = desk_page(chromium, server)
+        page.wait_for_selector("#bulk:not([hidden])")
+        page.click("#bulk summary")
+        page.check("#bulk-all")  # "tick every photo shown": one click, after looking at each
+        boxes = page.query_selector_all("#bulk-list input")
+        assert len(boxes) == len(photo_cards) and all(box.is_checked() for box in boxes)
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "bulk-photo-cards.png"))
+        page.click("#bulk-none")
+        page.wait_for_selector("#message:has-text('Settled')")
+        context.close()
     finally:
         server.close()
     assert server.desk.book.open_count() == before - len(photo_cards)
     assert server.desk.book.is_open(face_card.id)  # the face card still waits for its own answer
 
 
-def test_a_photo_card_can_be_seen_large_from_the_keyboard(tmp_path, data_dir, chromium_exe):
+def test_a_photo_card_can_be_seen_large_from_the_keyboard(tmp_path, data_dir, chromium):
     """Issue 27, item 4: a photo card's photo was ~300 px wide (faces of ~15 px): Z (or Enter on the
     picture) shows it at its own size; Esc closes it; the answer keys still work."""
-    from playwright.sync_api import sync_playwright
 
     settings = workspace(tmp_path / "ws")
     server = Server(Desk(settings, DeskOptions(port=0)))
     crowd = data_dir / "ultralight_crowd_imgs" / "imgs" / "1.jpg"
     server.desk.check_upload("crowd.jpg", crowd.read_bytes(), "t")
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            page.wait_for_selector("#card-title:has-text('Photo to settle')")
-            small = page.evaluate("document.getElementById('crop').getBoundingClientRect().width")
-            page.keyboard.press("z")
-            page.wait_for_selector("#zoom:not([hidden])")
-            page.wait_for_function("document.getElementById('zoom-img').naturalWidth > 0")
-            large = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "photo-card-zoom.png"))
-            assert large > 2 * small, (small, large)
-            page.keyboard.press("Escape")
-            page.wait_for_selector("#zoom", state="hidden")
-            browser.close()
+        context, page = desk_page(chromium, server)
+        page.wait_for_selector("#card-title:has-text('Photo to settle')")
+        small = page.evaluate("document.getElementById('crop').getBoundingClientRect().width")
+        page.keyboard.press("z")
+        page.wait_for_selector("#zoom:not([hidden])")
+        page.wait_for_function("document.getElementById('zoom-img').naturalWidth > 0")
+        large = page.evaluate("document.getElementById('zoom-img').getBoundingClientRect().width")
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "photo-card-zoom.png"))
+        assert large > 2 * small, (small, large)
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#zoom", state="hidden")
+        context.close()
     finally:
         server.close()
 
 
-def test_a_school_account_in_a_real_browser_sees_its_schools_cards_and_filters_the_queue(tmp_path, data_dir, chromium_exe):
+def test_a_school_account_in_a_real_browser_sees_its_schools_cards_and_filters_the_queue(tmp_path, data_dir, chromium):
     """Issue 27 §7 in the browser: signed in as Lincoln's account, only Lincoln's card is in the queue
     and the filters; the district's officer finds Washington's card by student id (the API refusals
     are tested in test_desk_answers.py)."""
-    from playwright.sync_api import sync_playwright
 
     from optout_guard.optout_list import OptOutList, Student, save_list
     from optout_guard.users import UserStore
@@ -932,39 +913,38 @@ def test_a_school_account_in_a_real_browser_sees_its_schools_cards_and_filters_t
         desk.check_upload(photo.name, photo.read_bytes(), "officer")
     server = Server(desk)
     try:
-        with sync_playwright() as p:
-            for account, password, expected in (("lincoln", "correct horse battery", "hugo"),
-                                                ("officer", "staple gun orange tree", None)):  # fmt: skip
-                browser, page = desk_page(p, chromium_exe, server)
-                page.fill("input[name=user]", account)
-                page.fill("input[name=password]", password)
-                page.click("button[type=submit]")
-                page.wait_for_selector("#card:not([hidden])")
-                if expected:
-                    assert page.inner_text("#open-count") == "1"
-                    assert page.get_attribute("#candidates li:first-child button", "data-student") == expected
-                    options = page.eval_on_selector_all("#filter-school option", "os => os.map(o => o.value)")
-                    assert options == ["", "Lincoln Elementary"]  # no other school to pick
-                    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(TEST_OUTPUT / "school-account-queue.png"))
-                else:
-                    assert page.inner_text("#open-count") == "2"
-                    page.fill("#filter-q", "colin")
-                    page.press("#filter-q", "Enter")
-                    page.wait_for_function(
-                        "document.querySelector('#candidates li:first-child button')?.dataset.student === 'colin'")
-                    page.select_option("#filter-school", "Lincoln Elementary")  # colin is not Lincoln's
-                    page.wait_for_selector("#empty:not([hidden])")
-                    # The audit report links a group to the queue filtered to its folder: the page starts filtered.
-                    from urllib.parse import urlencode
+        for account, password, expected in (("lincoln", "correct horse battery", "hugo"),
+                                            ("officer", "staple gun orange tree", None)):  # fmt: skip
+            context, page = desk_page(chromium, server)
+            page.fill("input[name=user]", account)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#card:not([hidden])")
+            if expected:
+                assert page.inner_text("#open-count") == "1"
+                assert page.get_attribute("#candidates li:first-child button", "data-student") == expected
+                options = page.eval_on_selector_all("#filter-school option", "os => os.map(o => o.value)")
+                assert options == ["", "Lincoln Elementary"]  # no other school to pick
+                TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(TEST_OUTPUT / "school-account-queue.png"))
+            else:
+                assert page.inner_text("#open-count") == "2"
+                page.fill("#filter-q", "colin")
+                page.press("#filter-q", "Enter")
+                page.wait_for_function(
+                    "document.querySelector('#candidates li:first-child button')?.dataset.student === 'colin'")
+                page.select_option("#filter-school", "Lincoln Elementary")  # colin is not Lincoln's
+                page.wait_for_selector("#empty:not([hidden])")
+                # The audit report links a group to the queue filtered to its folder: the page starts filtered.
+                from urllib.parse import urlencode
 
-                    uploads = str(Path(desk.book.queue()[0].photo_path).parent)
-                    page.goto(server.url + "/?" + urlencode({"source": "desk", "folder": uploads}))
-                    page.wait_for_selector("#card:not([hidden])")
-                    assert page.input_value("#filter-folder") == uploads and page.is_visible("#filter-folder")
-                    assert page.input_value("#filter-source") == "desk"
-                    page.goto(server.url + "/?" + urlencode({"folder": str(tmp_path / "another-folder")}))
-                    page.wait_for_selector("#empty:not([hidden])")
-                browser.close()
+                uploads = str(Path(desk.book.queue()[0].photo_path).parent)
+                page.goto(server.url + "/?" + urlencode({"source": "desk", "folder": uploads}))
+                page.wait_for_selector("#card:not([hidden])")
+                assert page.input_value("#filter-folder") == uploads and page.is_visible("#filter-folder")
+                assert page.input_value("#filter-source") == "desk"
+                page.goto(server.url + "/?" + urlencode({"folder": str(tmp_path / "another-folder")}))
+                page.wait_for_selector("#empty:not([hidden])")
+            context.close()
     finally:
         server.close()

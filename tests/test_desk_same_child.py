@@ -76,23 +76,20 @@ def test_the_same_child_in_other_photos_of_the_event_is_answered_with_the_card(t
         assert all((folder / "allowed" / p.name).is_file() for p in EVENT)
 
 
-def test_the_same_child_is_shown_and_answered_once_in_a_real_browser(tmp_path, data_dir, chromium_exe):
-    from playwright.sync_api import sync_playwright
-
+def test_the_same_child_is_shown_and_answered_once_in_a_real_browser(tmp_path, data_dir, chromium):
     desk, folder = event_desk(tmp_path, port=0)
     server = Server(desk)
     try:
-        with sync_playwright() as p:
-            browser, page = desk_page(p, chromium_exe, server)
-            page.wait_for_selector("#same-child:not([hidden])")
-            assert page.inner_text("#same-count") == "2"
-            assert page.eval_on_selector_all("#same-faces .same-tick", "bs => bs.filter((b) => b.checked).length") == 2
-            page.wait_for_function("[...document.querySelectorAll('#same-faces img')].every((i) => i.complete && i.naturalWidth)")
-            TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(TEST_OUTPUT / "same-child.png"))
-            page.keyboard.press("1")  # the first candidate: hugo
-            page.wait_for_selector("#message:has-text('and the same child in 2 other photo(s)')")
-            browser.close()
+        context, page = desk_page(chromium, server)
+        page.wait_for_selector("#same-child:not([hidden])")
+        assert page.inner_text("#same-count") == "2"
+        assert page.eval_on_selector_all("#same-faces .same-tick", "bs => bs.filter((b) => b.checked).length") == 2
+        page.wait_for_function("[...document.querySelectorAll('#same-faces img')].every((i) => i.complete && i.naturalWidth)")
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "same-child.png"))
+        page.keyboard.press("1")  # the first candidate: hugo
+        page.wait_for_selector("#message:has-text('and the same child in 2 other photo(s)')")
+        context.close()
     finally:
         server.close()
     assert all((folder / "blocked" / p.name).is_file() for p in EVENT)

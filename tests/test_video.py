@@ -77,7 +77,8 @@ def test_one_second_of_an_enrolled_student_blocks_with_its_time(colin_ws, one_se
 
 
 def test_a_clip_of_strangers_is_not_blocked(colin_ws, tmp_path):
-    clip = make_clip(tmp_path / "strangers.mov", [Appearance(HUGO, 0.5, 4, x=0.1, width=110), Appearance(TONY, 1, 5, x=0.6, width=110)],
+    clip = make_clip(tmp_path / "strangers.mov", [Appearance(HUGO, 0.5, 4, x=0.1, width=110),
+                                                  Appearance(TONY, 1, 5, x=0.6, width=110)],
                      seconds=5, size=(640, 360), container="mov")  # fmt: skip
     result = Guard(colin_ws).check(clip)
     assert result.clip is not None and result.verdict is not Verdict.BLOCK
@@ -85,7 +86,8 @@ def test_a_clip_of_strangers_is_not_blocked(colin_ws, tmp_path):
 
 
 def test_a_phone_clip_stored_on_its_side_is_turned_upright(colin_ws, tmp_path):
-    clip = make_clip(tmp_path / "phone.mp4", [Appearance(COLIN, 1, 2.5, x=0.3, width=130)], seconds=3, size=(640, 360), rotation=90)
+    clip = make_clip(tmp_path / "phone.mp4", [Appearance(COLIN, 1, 2.5, x=0.3, width=130)], seconds=3, size=(640, 360),
+                     rotation=90)  # fmt: skip
     assert probe(clip).rotation == 90 and (probe(clip).width, probe(clip).height) == (640, 360)
     result = Guard(colin_ws).check(clip)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("colin",)

@@ -126,13 +126,13 @@ def _mtime(path: Path) -> str:
 
 def appearances(settings: Settings, student_id: str, check_folders: list[Path] | None = None) -> list[Appearance]:
     """Every photo and clip where ``student_id`` was blocked, held or confirmed, newest first."""
-    found = _audits(settings, student_id) + _review_book(settings, student_id)
+    # One line per photo and place. What a person answered on the desk says the most about a photo,
+    # so the review book's line wins over the audit's or the check folder's for the same file, even
+    # when the filing's note was written after the answer (a refile on a busy machine).
+    found = _review_book(settings, student_id) + _audits(settings, student_id)
     for folder in check_folders or []:
         found += _check_folder(Path(folder), student_id)
-    seen: set[tuple[str, str]] = set()
-    unique = []
-    for a in sorted(found, key=lambda a: a.when, reverse=True):
-        if (a.path, a.source) not in seen:
-            seen.add((a.path, a.source))
-            unique.append(a)
-    return unique
+    kept: dict[tuple[str, str], Appearance] = {}
+    for a in found:
+        kept.setdefault((a.path, a.source), a)
+    return sorted(kept.values(), key=lambda a: a.when, reverse=True)
