@@ -280,10 +280,14 @@ def test_refuses_traversal_missing_csrf_and_foreign_hosts(server):
     assert status == 403
 
 
-def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
+def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir, monkeypatch):
     import re
 
+    from optout_guard.desk import web
     from optout_guard.optout_list import OptOutList, Student, save_list
+
+    paused: list[float] = []  # each wrong password's pause, recorded instead of slept (0.5 s each)
+    monkeypatch.setattr(web, "pause", paused.append)
 
     settings = workspace(tmp_path / "ws")
     save_list(
@@ -354,8 +358,10 @@ def test_lan_mode_needs_a_login_and_names_need_permission(tmp_path, data_dir):
 
     # Guessing is slowed down: after 5 wrong passwords, even the right one must wait.
     with app.test_client() as client:
+        paused.clear()
         for _ in range(5):
             assert login(client, "officer", "not the password").status_code == 401
+        assert paused == [web.WRONG_PASSWORD_PAUSE] * 5 and web.WRONG_PASSWORD_PAUSE >= 0.5
         assert login(client, "officer", "not the password").status_code == 429
         assert login(client, "officer", "staple gun orange tree").status_code == 429
 

@@ -48,6 +48,10 @@ from optout_guard.review import BLURRED, NONE, PHOTO, UNNAMED
 from optout_guard.users import UserStore
 
 HERE = Path(__file__).parent
+# After a wrong password the answer waits this long (seconds), which slows down guessing; with the
+# throttle (signin.SignInThrottle), a guesser is refused outright after a few. ``pause``: how.
+WRONG_PASSWORD_PAUSE = 0.5
+pause: Callable[[float], None] = time.sleep
 bp = Blueprint("desk", __name__, template_folder="templates")  # pages autoescaped by Jinja2
 
 
@@ -134,14 +138,12 @@ def photo_or_404(sha: str) -> None:
 
 
 @bp.before_app_request
-
 def follow_settings() -> None:
     desk = _desk()
     desk.follow_settings()  # config.toml or the key edited: the next check uses them (two stats)
 
 
 @bp.before_app_request
-
 def guard_request() -> Any:
     options = _desk().options
     # Only the address we serve on (a web page elsewhere cannot rebind a name to 127.0.0.1).
@@ -159,7 +161,6 @@ def guard_request() -> Any:
 
 
 @bp.after_app_request
-
 def headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
@@ -172,9 +173,7 @@ def headers(response: Response) -> Response:
 
 
 @bp.app_errorhandler(IndexUnusable)
-
 @bp.app_errorhandler(ModelUnavailable)
-
 def unusable(exc: OptoutGuardError) -> Any:
     # The index or a model cannot be used now (a new key, a file gone): say what, not a bare 500.
     return jsonify(error=f"the review desk cannot check anything now: {exc}", unavailable=True), 503
@@ -184,25 +183,21 @@ def unusable(exc: OptoutGuardError) -> Any:
 # 404; an answer refused as given, already settled, or needing one more yes is 409.
 
 @bp.app_errorhandler(NotFound)
-
 def not_found(exc: NotFound) -> Any:
     return jsonify(error=str(exc)), 404
 
 
 @bp.app_errorhandler(NeedsConfirmation)
-
 def needs_confirmation(exc: NeedsConfirmation) -> Any:
     return jsonify(error=str(exc), confirm=str(exc)), 409
 
 
 @bp.app_errorhandler(OptoutGuardError)
-
 def refused(exc: OptoutGuardError) -> Any:  # Refused, AlreadySettled, ImageRejected, …
     return jsonify(error=str(exc)), 409
 
 
 @bp.app_errorhandler(CSRFError)
-
 def csrf_error(exc: CSRFError) -> Any:
     return jsonify(error=f"refused: {exc.description} (reload the page)"), 400
 
@@ -218,13 +213,11 @@ def page(name: str, error: str = "", status: int = 200) -> Response:
 
 
 @bp.get("/")
-
 def index() -> Response:
     return page("index.html")
 
 
 @bp.route("/login", methods=["GET", "POST"])
-
 def login() -> Any:
     options = _desk().options
     users = _here().users
@@ -248,13 +241,12 @@ def login() -> Any:
             session["sid"] = sid
             return redirect(local_target(request.form.get("next", "")) or url_for("desk.index"))
         failures.failure(name, client)
-        time.sleep(0.5)  # slows down guessing
+        pause(WRONG_PASSWORD_PAUSE)  # slows down guessing
         return page("login.html", error="Wrong name or password.", status=401)
     return page("login.html")
 
 
 @bp.post("/logout")
-
 def logout() -> Any:
     options = _desk().options
     live = _here().live
@@ -264,7 +256,6 @@ def logout() -> Any:
 
 
 @bp.get("/static/<name>")
-
 def static_file(name: str) -> Any:
     if name not in ("desk.js", "desk.css"):
         abort(404)
@@ -284,7 +275,6 @@ def appearances_or_404(student_id: str) -> list[Any]:
 
 
 @bp.get("/students/<student_id>")
-
 def student_page(student_id: str) -> Response:
     """A page per student: every photo and clip where they were blocked, held or confirmed, newest
     first, pictured where the desk serves the photo (what to take down when a family opts out)."""
@@ -305,7 +295,6 @@ def student_page(student_id: str) -> Response:
 
 
 @bp.get("/students/<student_id>/photo/<int:n>.jpg")
-
 def student_photo(student_id: str, n: int) -> Any:
     """The n-th photo of the student's page: its marked-up copy where one is kept, else the photo."""
     desk = _desk()
@@ -322,7 +311,6 @@ def student_photo(student_id: str, n: int) -> Any:
 
 
 @bp.get("/api/students/<student_id>/photos")
-
 def api_student_photos(student_id: str) -> Any:
     """Every photo of one student the desk's sources know (appearances.py): what a privacy
     officer takes down when a family opts out mid-year."""
@@ -339,7 +327,6 @@ def api_student_photos(student_id: str) -> Any:
 
 
 @bp.get("/api/status")
-
 def api_status() -> Any:
     desk = _desk()
     options = desk.options
@@ -349,7 +336,6 @@ def api_status() -> Any:
 
 
 @bp.get("/api/queue")
-
 def api_queue() -> Any:
     desk = _desk()
     names = may_see_names()
@@ -395,7 +381,6 @@ def api_queue() -> Any:
 
 
 @bp.post("/api/photos/none")
-
 def api_photos_none() -> Any:
     desk = _desk()
     ids = (request.get_json(silent=True) or {}).get("card_ids")
@@ -407,7 +392,6 @@ def api_photos_none() -> Any:
 
 
 @bp.post("/api/photos/<sha>/none")
-
 def api_photo_none(sha: str) -> Any:
     desk = _desk()
     body = request.get_json(silent=True) or {}
@@ -422,7 +406,6 @@ def api_photo_none(sha: str) -> Any:
 
 
 @bp.get("/api/recognised")
-
 def api_recognised() -> Any:
     desk = _desk()
     mine = reach()
@@ -430,7 +413,6 @@ def api_recognised() -> Any:
 
 
 @bp.post("/api/recognised/<int:face_id>/hold")
-
 def api_hold(face_id: int) -> Any:
     desk = _desk()
     card_or_404(face_id)
@@ -438,21 +420,18 @@ def api_hold(face_id: int) -> Any:
 
 
 @bp.post("/api/skipped/reopen")
-
 def api_reopen_skipped() -> Any:
     desk = _desk()
     return jsonify(reopened=desk.book.reopen_skipped())
 
 
 @bp.post("/api/refresh")
-
 def api_refresh() -> Any:
     desk = _desk()
     return jsonify(started=desk.start_import(), importing=desk.importing)
 
 
 @bp.post("/api/check")
-
 def api_check() -> Any:
     desk = _desk()
     files = request.files.getlist("photos")
@@ -484,7 +463,6 @@ def api_check() -> Any:
 
 
 @bp.get("/api/scopes")
-
 def api_scopes() -> Any:
     desk = _desk()
     from optout_guard.optout_list import school_key
@@ -494,7 +472,6 @@ def api_scopes() -> Any:
 
 
 @bp.post("/api/students")
-
 def api_add_student() -> Any:
     desk = _desk()
     options = desk.options
@@ -514,7 +491,6 @@ def api_add_student() -> Any:
 
 
 @bp.post("/api/cards/<int:card_id>/decide")
-
 def api_decide(card_id: int) -> Any:
     desk = _desk()
     options = desk.options
@@ -552,7 +528,6 @@ def api_decide(card_id: int) -> Any:
 
 
 @bp.post("/api/decisions/<int:decision_id>/undo")
-
 def api_undo(decision_id: int) -> Any:
     desk = _desk()
     options = desk.options
@@ -567,7 +542,6 @@ def api_undo(decision_id: int) -> Any:
 
 
 @bp.get("/face/<int:card_id>.jpg")
-
 def face(card_id: int) -> Any:
     desk = _desk()
     card = card_or_404(card_id)
@@ -578,7 +552,6 @@ def face(card_id: int) -> Any:
 
 
 @bp.get("/photo/<sha>/<kind>.jpg")
-
 def photo(sha: str, kind: str) -> Any:
     desk = _desk()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or kind not in ("marked", "original"):
@@ -599,7 +572,6 @@ def photo(sha: str, kind: str) -> Any:
 
 
 @bp.get("/clip/<sha>")
-
 def clip(sha: str) -> Any:
     """A clip the desk asks about, for the browser to play (range requests: seeking works)."""
     desk = _desk()
@@ -615,7 +587,6 @@ def clip(sha: str) -> Any:
 
 
 @bp.get("/postable/<sha>")
-
 def postable(sha: str) -> Any:
     desk = _desk()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
@@ -628,7 +599,6 @@ def postable(sha: str) -> Any:
 
 
 @bp.get("/reference/<student_id>/<int:n>.jpg")
-
 def reference(student_id: str, n: int) -> Any:
     desk = _desk()
     if not desk.student_within(student_id, reach()):
