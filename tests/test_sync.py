@@ -203,13 +203,14 @@ def lfw_people(count: int, usable: int, face_models) -> list[str]:
     have photos 1–3 that pass the reference quality gate (LFW photos often show other people too)."""
     people = sorted(p.name for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)
     spread = people[:: max(1, len(people) // (count * 3))]
-    good = [
-        p
-        for p in spread
-        if all(not isinstance(reference_embedding(LFW / p / f"{p}_{n:04d}.jpg", Settings(), face_models), str) for n in (1, 2, 3))
-    ]
-    assert len(good) >= usable
-    chosen = good[:usable]
+    chosen: list[str] = []
+    for p in spread:  # in order, until enough are found (each photo embedded at most once)
+        photos = [LFW / p / f"{p}_{n:04d}.jpg" for n in (1, 2, 3)]
+        if all(not isinstance(reference_embedding(photo, Settings(), face_models), str) for photo in photos):
+            chosen.append(p)
+            if len(chosen) == usable:
+                break
+    assert len(chosen) == usable
     return chosen + [p for p in spread if p not in chosen][: count - usable]
 
 
