@@ -114,11 +114,11 @@ def test_a_partial_export_removes_nobody_without_confirmation(tmp_path, samples)
     assert len(entry["details"]["export_sha256"]) == 64
 
 
-def test_an_unmounted_library_keeps_its_results(demo_ws, tmp_path):
+def test_an_unmounted_library_keeps_its_results(demo_ws, tmp_path, samples):
     library = tmp_path / "share"
     library.mkdir()
-    for i in range(12):
-        shutil.copy(demo_ws.workspace / "photos" / "assembly.jpg", library / f"p{i}.jpg")
+    for i in range(12):  # the enrolled portrait itself: one small photo that blocks
+        shutil.copy(samples["grace_hopper"], library / f"p{i}.jpg")
     assert run_audit(library, demo_ws, workers=1).totals["block"] == 12
     moved = tmp_path / "elsewhere"
     library.rename(moved)
