@@ -94,7 +94,7 @@ def test_any_playable_format_is_a_clip(colin_ws, tmp_path, name, container, code
     a folder check looks at them, and the student is blocked."""
     folder = tmp_path / "folder"
     folder.mkdir()
-    make_clip(folder / name, [Appearance(COLIN, 0.5, 2.5, x=0.3)], seconds=3, size=(640, 360), container=container,
+    make_clip(folder / name, [Appearance(COLIN, 0.5, 2.5, x=0.3)], seconds=3, size=(640, 360), fps=15, container=container,
               codec=codec, audio=False)  # fmt: skip
     assert sniff(folder / name) == "clip"
     result = runner.invoke(app, ["--workspace", str(colin_ws.workspace), "check", "--json", str(folder)])
