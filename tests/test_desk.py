@@ -821,15 +821,17 @@ def test_keys_are_never_ignored_silently_and_the_card_stays_under_the_reviewers_
         # An answer that takes a while to save (the server is slow, not the browser): a second
         # key press says so instead of nothing.
         real_decide = server.desk.decide
+        saved = threading.Event()  # the answer is held until the second press has been answered
 
         def slow_decide(*args, **kwargs):
-            time.sleep(1.0)  # long enough for the second press to land while it saves
+            saved.wait(60)
             return real_decide(*args, **kwargs)
 
         server.desk.decide = slow_decide  # type: ignore[method-assign]
         page.keyboard.press("1")
         page.keyboard.press("1")
         page.wait_for_selector("#message:has-text('Still saving your last answer')")
+        saved.set()
         page.wait_for_selector("#message:has-text('student hugo')", timeout=30_000)
         context.close()
     finally:
