@@ -15,7 +15,9 @@ function el(tag, props = {}, ...children) {
 }
 
 async function api(path, body) {
-  const options = { method: body === undefined ? "GET" : "POST", headers: { "X-CSRFToken": csrf } };
+  // no-store: the answers are never cached, and Chromium makes a second GET of a URL wait (up to
+  // 20 s) for one still on its way, so an answer's refresh waited for a slow timed refresh.
+  const options = { method: body === undefined ? "GET" : "POST", headers: { "X-CSRFToken": csrf }, cache: "no-store" };
   if (body instanceof FormData) options.body = body;
   else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
   const response = await fetch(path, options);
@@ -58,8 +60,14 @@ function queueFilters() {
   return query.toString() ? `?${query}` : "";
 }
 
+let queueAsked = 0; // how many times the queue was asked for: only the latest answer is shown
+
 async function loadQueue() {
+  const asked = ++queueAsked;
   const data = await api("/api/queue" + queueFilters());
+  // A timed refresh that left before an answer and came back after the answer's own refresh is
+  // stale: shown, it brought the answered card back (or said it was "answered elsewhere").
+  if (asked !== queueAsked) return;
   // The card on screen stays on screen while it is open, whatever else a refresh or an import
   // brings (the queue's order may change under it); one answered elsewhere is said, not swapped silently.
   const onScreen = data.cards.find((c) => c.id === shownId);
