@@ -220,6 +220,7 @@ def test_check_starts_loading_its_models_while_the_command_line_is_parsed(monkey
     assert asked == [["centerface", "landmarks", "resnet"], ["centerface", "landmarks"], ["hog", "landmarks", "resnet"]]
 
 
+@pytest.mark.models  # the real models load in the command's own process
 def test_a_check_that_ends_early_exits_with_its_own_code_not_an_abort(tmp_path):
     """The models start loading as `check` starts (issue 30); a check that ends at once (a mistyped
     path, no index) must still exit 2 — not be aborted (134) by tearing the interpreter down under a

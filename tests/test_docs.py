@@ -122,6 +122,7 @@ def test_every_page_is_reachable_from_the_readme():
         assert f"docs/{page.name}" in readme, f"docs/{page.name} is not linked from the README"
 
 
+@pytest.mark.models  # the demo's real check, in a subprocess
 def test_the_install_page_check_runs(tmp_path):
     """docs/install.md's "Check that it works" command, exactly as written but for the folder."""
     text = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
@@ -171,6 +172,7 @@ def test_the_readmes_headline_figures_are_the_benchmarks():
     assert all(text in row for text in expected), (row, expected)
 
 
+@pytest.mark.models  # the demo's real check, in a subprocess
 def test_the_json_example_is_what_check_json_prints(tmp_path):
     """docs/command-line.md shows a `check --json` document of the demo's assembly photo: every
     key it shows exists in the real document, with the same values (distances to 0.002)."""
