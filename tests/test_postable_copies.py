@@ -83,10 +83,12 @@ def test_a_face_left_in_the_copy_is_judged_with_todays_list(colin_ws, tmp_path):
 
 
 def test_the_blurred_clip_checks_without_holding_its_own_blur(colin_ws, tmp_path):
-    clip = make_clip(tmp_path / "c.mp4", [Appearance(COLIN, 0.5, 2.5, x=0.3), Appearance(HUGO, 0.2, 3.0, x=0.65)],
-                     seconds=3, size=(640, 360), fps=15, audio=False)  # fmt: skip
+    clip = make_clip(tmp_path / "c.mp4", [Appearance(COLIN, 0.5, 2.5, x=0.3, width=150),
+                                          Appearance(HUGO, 0.2, 3.0, x=0.65, width=150)],
+                     seconds=3, size=(480, 270), fps=15, audio=False)  # fmt: skip
     first = Guard(colin_ws).check(clip, redact=Redaction(tmp_path / "post"))
     assert first.verdict is Verdict.BLOCK and first.redacted_path, first.reasons
     again = Guard(colin_ws).check(first.redacted_path)
     assert again.verdict is not Verdict.BLOCK
     assert not [m for m in again.faces if m.decision is Decision.REVIEW and not m.candidates], again.reasons
+    assert any(r.startswith("this is the copy fit to post that optout-guard made on") and "c.mp4" in r for r in again.reasons)
