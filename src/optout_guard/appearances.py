@@ -129,10 +129,13 @@ def appearances(settings: Settings, student_id: str, check_folders: list[Path] |
     # One line per photo and place. What a person answered on the desk says the most about a photo,
     # so the review book's line wins over the audit's or the check folder's for the same file, even
     # when the filing's note was written after the answer (a refile on a busy machine).
-    found = _review_book(settings, student_id) + _audits(settings, student_id)
+    # (Within each, the newest line of a file wins, as before.)
+    others = _audits(settings, student_id)
     for folder in check_folders or []:
-        found += _check_folder(Path(folder), student_id)
+        others += _check_folder(Path(folder), student_id)
+    newest_first = sorted(_review_book(settings, student_id), key=lambda a: a.when, reverse=True)
+    newest_first += sorted(others, key=lambda a: a.when, reverse=True)
     kept: dict[tuple[str, str], Appearance] = {}
-    for a in found:
+    for a in newest_first:
         kept.setdefault((a.path, a.source), a)
     return sorted(kept.values(), key=lambda a: a.when, reverse=True)
