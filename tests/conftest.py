@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from memo_models import memo_face_models
 from optout_guard.config import Settings, load_settings
 from optout_guard.demo import DEMO_STUDENT, build_workspace, sample_images
 from optout_guard.enroll import enroll_folder
@@ -58,6 +59,16 @@ def face_models():
     return get_face_models()
 
 
+@pytest.fixture
+def memo_models(monkeypatch):
+    """The real models behind a memo (``memo_models.py``), also for what the command line enrolls
+    and syncs in this process: for tests that embed the same photos again and again."""
+    import optout_guard.face_models
+
+    monkeypatch.setattr(optout_guard.face_models, "get_face_models", memo_face_models)
+    return memo_face_models()
+
+
 def make_workspace(root: Path, students: dict[str, list[Path]], environ: dict[str, str] | None = None) -> Settings:
     """A workspace whose enrollments/<id>/ hold copies of the given photos, enrolled and saved.
     ``environ``: settings from these variables too (an OPTOUT_GUARD_INDEX_KEY there: the index is
@@ -69,7 +80,7 @@ def make_workspace(root: Path, students: dict[str, list[Path]], environ: dict[st
             shutil.copy(photo, folder / photo.name)
     settings = load_settings(root, environ=environ or {})
     index = FaceIndex(embedding_fingerprint())
-    enroll_folder(settings.enrollments, index, settings, get_face_models())
+    enroll_folder(settings.enrollments, index, settings, memo_face_models())  # the same photos in many tests
     save_index(index, settings)
     return settings
 
@@ -148,7 +159,7 @@ TEST_OUTPUT = Path(os.environ.get("OPTOUT_GUARD_TEST_OUTPUT", ROOT / "test-outpu
 # ---- the `models` marker: `pytest -m "not models"` runs the logic tests in seconds -------------------
 # A test that takes one of these fixtures uses the real models, the public photos or a browser.
 REAL_FIXTURES = {"data_dir", "samples", "models", "face_models", "demo_ws", "demo_student", "lfw_ws", "lfw_guard", "chromium_exe",
-                 "chromium"}  # fmt: skip
+                 "chromium", "memo_models"}  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

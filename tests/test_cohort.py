@@ -102,13 +102,8 @@ def _id_delivery(root: Path, photos: dict[str, Path]) -> Path:
     return root
 
 
-_EMBEDDED: dict[Path, object] = {}  # photo -> its reference embedding (or why none), computed once
-
-
 def _embedding(photo: Path, face_models):
-    if photo not in _EMBEDDED:
-        _EMBEDDED[photo] = reference_embedding(photo, Settings(), face_models)
-    return _EMBEDDED[photo]
+    return reference_embedding(photo, Settings(), face_models)
 
 
 def _cohort_people(face_models, count: int, skip: set[str]) -> list[Path]:
@@ -127,7 +122,8 @@ def _cohort_people(face_models, count: int, skip: set[str]) -> list[Path]:
 
 
 @pytest.mark.data
-def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_path, data_dir, face_models):
+def test_sync_uses_the_cohort_in_memory_only_and_judges_by_reference_count(tmp_path, data_dir, memo_models):
+    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     people = {"colin": "Colin_Powell", "hugo": "Hugo_Chavez", "tony": "Tony_Blair", "gw": "George_W_Bush"}
     both = _cohort_people(face_models, 100, set(people.values()))
     cohort, cohort_b = both[:50], both[50:]
@@ -223,7 +219,8 @@ def test_review_never_narrows_below_what_a_students_own_photos_need():
 
 
 @pytest.mark.data
-def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, face_models):
+def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, memo_models):
+    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     """`enroll --cohort DIR` with photos of enrolled students among the "children not on the list":
     refused whole, thresholds unchanged, and the output says what to check."""
     people = {"colin": "Colin_Powell", "gw": "George_W_Bush"}
@@ -248,7 +245,8 @@ def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, f
 
 
 @pytest.mark.data
-def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, face_models):
+def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, memo_models):
+    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     """The list says 0101; the photographer's spreadsheet (Excel) says 101. Those photos are the
     opted-out students' own, never "children not on the list"."""
     people = {"0101": "Colin_Powell", "0102": "Hugo_Chavez", "0103": "Tony_Blair", "0104": "George_W_Bush"}

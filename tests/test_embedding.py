@@ -146,3 +146,30 @@ def test_a_cache_that_cannot_be_written_costs_only_the_build(samples, models, tm
     chips = np.stack(chips_of([samples["grace_hopper"]], models))
     net = OnnxResNet(model_path(EMBEDDER_FILE))
     assert np.abs(net(chips) - DlibResNet(model_path(EMBEDDER_FILE))(chips)).max() < 1e-5
+
+
+def test_the_tests_memo_of_the_models_keys_on_all_that_detection_reads(samples):
+    """``tests/memo_models.py`` (many tests enroll the same photos) keys a detection on the pixels,
+    their scale and the settings ``detection.py`` reads: if it read another, a test could be
+    handed another test's faces. And what it hands back is what the models give."""
+    import ast
+    import inspect
+
+    import optout_guard.detection as detection
+    from memo_models import MemoDetector, MemoEncoder
+    from optout_guard.face_models import get_face_models
+    from optout_guard.models import get_models
+
+    tree = ast.parse(inspect.getsource(detection))
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", "") == "settings"}
+    assert read == {"detector", "detection_threshold", "detect_min_face_px"}
+    image = load_image(samples["grace_hopper"], Settings())
+    real, detector, encoder = get_face_models(), MemoDetector(get_models()), MemoEncoder(get_models())
+    for settings in (Settings(), Settings(detection_threshold=0.9), Settings(detect_min_face_px=60), Settings()):
+        want = real.detector.detect(image, settings)
+        got = detector.detect(image, settings)
+        assert [(f.box, f.score) for f in got] == [(f.box, f.score) for f in want]
+        if want:
+            chips = np.stack(real.aligner.chips(image.pages[0], want, image.scale))
+            assert np.array_equal(encoder.encode(chips), real.encoder.encode(chips))
+    assert len(detector.memo) == 3 and len(encoder.memo) >= 1  # each setting a detection of its own

@@ -232,7 +232,8 @@ def run(ws: Path, *args: str):
 
 
 @pytest.mark.data
-def test_yearly_sync_end_to_end(tmp_path, data_dir, face_models):
+def test_yearly_sync_end_to_end(tmp_path, data_dir, memo_models):
+    face_models = memo_models  # the real models; each photo embedded once per process
     people = lfw_people(24, 16, face_models)
     opted, _others = people[:16], people[16:]
     no_photo_ids = ["900001", "900002"]
