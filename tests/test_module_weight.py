@@ -11,7 +11,7 @@ import pytest
 
 LIGHT = ["types", "errors", "config", "fsutil", "optout_list", "matching", "index", "review", "activity_log", "report",
          "calibration", "picture_day", "users", "desk", "cohort", "scope", "folders", "pool", "models",
-         "audit.listing", "audit.plan", "audit.state", "consent", "stored_faces", "jobs", "status"]  # fmt: skip
+         "audit.listing", "audit.plan", "audit.state", "consent", "stored_faces", "jobs", "status", "start"]  # fmt: skip
 HEAVY = ("cv2", "dlib", "scipy", "flask", "onnxruntime", "onnx", "av", "distributed")
 
 
@@ -37,8 +37,8 @@ def test_light_commands_load_no_model_runtime(command, tmp_path):
     code = (
         "import sys\n"
         f"sys.argv = ['optout-guard', '--workspace', {str(tmp_path)!r}, *{command!r}]\n"
-        "from optout_guard.cli import app\n"
-        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "from optout_guard.start import run\n"  # the program, as installed
+        "try:\n    run()\nexcept SystemExit:\n    pass\n"
         f"print('LOADED=' + ','.join(m for m in {(*HEAVY, 'PIL', 'numpy')!r} if m in sys.modules))\n"
     )
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1509,23 +1509,6 @@ def hoist_workspace(args: list[str]) -> list[str]:
     return head + rest
 
 
-def _warm_up(args: list[str]) -> bool:
-    """`check` spends its first ~0.05 s parsing the command line and importing its libraries: its
-    models start loading meanwhile, in threads (issue 30). Only the command line is read here; a model
-    that config.toml turns out not to need is loaded for nothing, never used (check asks for the ones
-    it needs). True for a `check` (it ends without teardown)."""
-    rest = list(args)
-    while rest[:1] and rest[0].startswith("-"):  # the program's own options: -w WS, --workspace WS
-        rest = rest[2:] if rest[0] in ("-w", "--workspace") else rest[1:]
-    if not rest or rest[0] != "check" or "--help" in args:
-        return False
-    from optout_guard.models import get_models, models_needed
-
-    detector = args[args.index("--detector") + 1] if "--detector" in args[:-1] else "centerface"
-    get_models().load_in_background(models_needed(detector, "--no-recognition" not in args))
-    return True
-
-
 def _exit_without_teardown(code: int) -> None:
     """End a finished `check` the way Python would, minus freeing every module and model one by one
     (~0.09 s of a one-photo check, issue 30; mypy ends the same way): wait for threads still running
@@ -1547,9 +1530,10 @@ def _exit_without_teardown(code: int) -> None:
     os._exit(code)
 
 
-def run() -> None:
+def run(fast_exit: bool = False) -> None:
+    """The command line (the ``optout-guard`` program is ``start.run``, which starts a check's models
+    loading first). ``fast_exit``: a finished command leaves without teardown (a `check`)."""
     sys.argv[1:] = hoist_workspace(sys.argv[1:])
-    fast_exit = _warm_up(sys.argv[1:])
     try:
         app()
     except SystemExit as exc:

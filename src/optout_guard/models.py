@@ -94,6 +94,7 @@ class Models:
     _cache: dict[str, Any]
     # The desk serves requests in threads: one lock per model, so a model is never loaded twice.
     _locks: dict[str, threading.Lock] = field(default_factory=lambda: {k: threading.Lock() for k in _MODEL_KEYS})
+    _started: set[str] = field(default_factory=set)  # loads started in the background
 
     def _get(self, key: str, loader: Any) -> Any:
         if key not in self._cache:
@@ -110,6 +111,9 @@ class Models:
         # Not daemon threads: a command that ends early (a mistyped path, no index) waits for a load
         # under way instead of tearing the interpreter down under onnxruntime (that aborted, exit 134).
         for name in names:
+            if name in self._started:  # already loaded or loading (the program's start asked first)
+                continue
+            self._started.add(name)
             threading.Thread(target=self._load_quietly, args=(name,), name=f"load-{name}", daemon=False).start()
 
     def _load_quietly(self, name: str) -> None:
