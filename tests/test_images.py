@@ -102,6 +102,29 @@ def test_heic_is_read(tmp_path):
     assert loaded.format == "HEIF" and loaded.size == (120, 80)
 
 
+def test_heif_support_is_loaded_only_for_heif_files(tmp_path):
+    """Issue 30: pillow_heif (~0.015 s of a one-photo check) is imported only for a HEIF file; in a
+    fresh process, where nothing registered it before, a JPEG leaves it unloaded and a HEIC, named
+    .jpg as a phone export may be, is still read (and still recognised as a photo)."""
+    import subprocess
+    import sys
+
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    heic = save(tmp_path, "IMG_0001.jpg", Image.fromarray(gradient()), format="HEIF", quality=95)
+    jpeg = save(tmp_path, "plain.jpg", Image.fromarray(gradient()), quality=95)
+    code = (
+        "import sys\n"
+        "from optout_guard.config import Settings\n"
+        "from optout_guard.media.photos import load_image, looks_like_image\n"
+        f"load_image({jpeg!r}, Settings()); print('pillow_heif' in sys.modules)\n"
+        f"print(looks_like_image({heic!r}), load_image({heic!r}, Settings()).format, 'pillow_heif' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "HEIF", "True"]
+
+
 def test_large_jpeg_is_decoded_reduced(tmp_path):
     big = Image.fromarray(np.tile(gradient(), (10, 10, 1)))  # 1200 × 800
     path = save(tmp_path, "big.jpg", big, quality=80)

@@ -42,6 +42,12 @@ MAX_FILE_BYTES = 1_000_000_000
 _heif_registered = False
 
 
+def _is_heif(head: bytes) -> bool:
+    """HEIC/HEIF (an ISO media file: its first box is ``ftyp``). Only then is pillow_heif imported
+    (~0.015 s of a one-photo check otherwise, issue 30)."""
+    return head[4:8] == b"ftyp"
+
+
 def _register_heif() -> None:
     global _heif_registered
     if not _heif_registered:
@@ -235,7 +241,8 @@ def load_image(path: Path | str, settings: Settings) -> LoadedImage:
     sha256 = hashlib.sha256(data).hexdigest()
     decoded = _strict_jpeg(name, data, settings.max_working_pixels) if data[:2] == b"\xff\xd8" else None
 
-    _register_heif()
+    if _is_heif(data):
+        _register_heif()
     # Our own pixel limit below replaces Pillow's warning; a truncated file must fail, never pad.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     # Pillow refuses images over twice this with its own bomb error: put that line past ours, so the
@@ -395,8 +402,10 @@ def sniff(path: Path | str) -> MediaKind:
 
 def _opens_as_image(path: Path | str) -> MediaKind:
     """PHOTO when Pillow recognises the file, UNREADABLE when reading it failed, else OTHER."""
-    _register_heif()
     try:
+        with open(path, "rb") as fh:
+            if _is_heif(fh.read(12)):
+                _register_heif()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path):
@@ -428,7 +437,9 @@ def photo_date(path: Path | str) -> str:
         except ValueError:
             pass
     try:
-        _register_heif()
+        with open(path, "rb") as fh:
+            if _is_heif(fh.read(12)):
+                _register_heif()
         with Image.open(path) as im:
             exif = im.getexif()
             raw = exif.get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
