@@ -17,10 +17,21 @@ from typing import Any
 
 from optout_guard.fsutil import PRIVATE_FILE, atomic_write, private_dir, sha256_file
 
+_hashes: dict[Path, str] = {}
+_hash_locks: dict[Path, threading.Lock] = {}
+_hash_locks_guard = threading.Lock()
 
-@functools.cache
+
 def file_sha256(path: Path) -> str:
-    return sha256_file(path)
+    """A model file's sha256, computed once per process: the ResNet's weights key its graph (loading
+    thread) and the index's fingerprint (another thread); the second waits for the first's result
+    instead of hashing the 21 MB again at the same time (issue 30)."""
+    with _hash_locks_guard:
+        lock = _hash_locks.setdefault(path, threading.Lock())
+    with lock:
+        if path not in _hashes:
+            _hashes[path] = sha256_file(path)
+        return _hashes[path]
 
 
 # ---- the graphs onnxruntime runs, kept between processes ------------------------------------------
