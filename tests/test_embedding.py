@@ -173,3 +173,33 @@ def test_the_tests_memo_of_the_models_keys_on_all_that_detection_reads(samples):
             chips = np.stack(real.aligner.chips(image.pages[0], want, image.scale))
             assert np.array_equal(encoder.encode(chips), real.encoder.encode(chips))
     assert len(detector.memo) == 3 and len(encoder.memo) >= 1  # each setting a detection of its own
+
+
+def test_a_model_file_is_hashed_once_even_when_two_threads_ask_at_once(tmp_path, monkeypatch):
+    """Issue 30: the ResNet's weights key its graph (one loading thread) and the index's fingerprint
+    (another): the second waits for the first's hash instead of reading the 21 MB again."""
+    import threading
+    import time
+
+    from optout_guard import onnx_graphs
+
+    weights = tmp_path / "weights.dat"
+    weights.write_bytes(b"w" * 1000)
+    hashed: list[object] = []
+    release = threading.Event()
+
+    def slow_hash(path):
+        hashed.append(path)
+        release.wait(5)
+        return "digest"
+
+    monkeypatch.setattr(onnx_graphs, "sha256_file", slow_hash)
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(onnx_graphs.file_sha256(weights))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)  # both threads are asking now
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert hashed == [weights] and got == ["digest", "digest"]
