@@ -46,7 +46,7 @@ def test_light_commands_load_no_model_runtime(command, tmp_path):
     assert loaded in ("", "numpy") if command in (["people"], ["status"]) else loaded == "", f"{command} loads {loaded}"
 
 
-def test_no_import_circles_but_the_one_left_on_purpose():
+def test_no_import_circles():
     """Issue 29: no module imports one that imports it back — also not inside a function (a "lazy"
     circle is still a circle). Imports only for type checking do not count. (The last one, models ↔
     resnet, went when the graph cache moved to ``onnx_graphs``.)"""
