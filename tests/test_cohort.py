@@ -220,9 +220,9 @@ def test_review_never_narrows_below_what_a_students_own_photos_need():
 
 @pytest.mark.data
 def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, memo_models):
-    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     """`enroll --cohort DIR` with photos of enrolled students among the "children not on the list":
     refused whole, thresholds unchanged, and the output says what to check."""
+    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     people = {"colin": "Colin_Powell", "gw": "George_W_Bush"}
     ws = tmp_path / "ws"
     for sid, name in people.items():
@@ -246,9 +246,9 @@ def test_a_cohort_with_enrolled_students_photos_is_refused(tmp_path, data_dir, m
 
 @pytest.mark.data
 def test_a_delivery_whose_ids_lost_their_leading_zeros_loosens_nothing(tmp_path, data_dir, memo_models):
-    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     """The list says 0101; the photographer's spreadsheet (Excel) says 101. Those photos are the
     opted-out students' own, never "children not on the list"."""
+    face_models = memo_models  # the real models; the cohort photos are embedded once per process
     people = {"0101": "Colin_Powell", "0102": "Hugo_Chavez", "0103": "Tony_Blair", "0104": "George_W_Bush"}
     ws = tmp_path / "ws"
     ws.mkdir()
