@@ -82,7 +82,7 @@ def twin(settings, tmp_path: Path, name: str):
     return load_settings(root, environ=os.environ)
 
 
-def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(encrypted_ws, tmp_path, key):
+def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(encrypted_ws, tmp_path, key, monkeypatch):
     lib = library(tmp_path / "lib")
     here = twin(encrypted_ws, tmp_path, "local")
     run_audit(lib, here, workers=1)
@@ -96,8 +96,15 @@ def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(enc
     for path in (p for p in work.rglob("*") if p.is_file()) if work.exists() else []:
         data = path.read_bytes()
         assert index_bytes[64:128] not in data and b"embeddings.npy" not in data, path
-    # An unchanged library: nothing goes to the cluster at all.
-    assert run_audit(lib, encrypted_ws, cluster="local:1").unchanged == 24  # (one worker is enough from here)
+    # An unchanged library: nothing goes to the cluster at all, and no local worker is even started
+    # (each would load the models for nothing).
+    import distributed
+
+    started: list[int] = []
+    real_local_cluster = distributed.LocalCluster
+    monkeypatch.setattr(distributed, "LocalCluster", lambda *a, **kw: started.append(1) or real_local_cluster(*a, **kw))
+    unchanged = run_audit(lib, encrypted_ws, cluster="local:1")  # (one worker is enough from here)
+    assert unchanged.unchanged == 24 and unchanged.cluster_workers == 0 and not started
     # The opt-out list changes (Tony Blair opts out): the photos with faces are re-decided from their
     # stored faces, on the cluster and locally alike.
     for ws in (encrypted_ws, here):
@@ -106,7 +113,7 @@ def test_a_local_cluster_gives_the_local_verdicts_and_keeps_no_index_on_disk(enc
         enroll_folder(ws.enrollments, index, ws, get_face_models())
         save_index(index, ws)
     again = run_audit(lib, encrypted_ws, cluster="local:1")
-    assert again.rechecked > 0 and again.checked == 0
+    assert again.rechecked > 0 and again.checked == 0 and again.cluster_workers == 1 and started == [1]
     assert run_audit(lib, here, workers=1).rechecked == again.rechecked
     assert rows(encrypted_ws, lib) == rows(here, lib)
     assert any("tony" in " ".join(r) for _, r in rows(here, lib).values())

@@ -117,7 +117,7 @@ class Cluster:
 
     def __init__(self, spec: str, settings: Settings, guard: Any) -> None:
         import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         # Every file Dask writes stays in the workspace's private folder (it defaulted to
         # $TMPDIR/dask-scratch-space), and its INFO lines (and a dashboard address that serves an
@@ -127,20 +127,24 @@ class Cluster:
         for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
                      "distributed.core", "distributed.http.proxy"):  # fmt: skip
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.local = None
+        self.spec = spec
+        self.local: Any = None
+        self.client: Any = None
+        self._local_workers = 0
         key = require_key(settings)
         del key  # only checked: workers decrypt with their own copy
+        blob = settings.index_file.read_bytes()  # ciphertext, exactly as stored
+        from optout_guard.models import embedding_fingerprint
+
+        self._plugin = GuardPlugin(settings, blob, embedding_fingerprint())
+        self._settings = settings
         if spec.startswith("local:"):
             try:
-                n = int(spec.split(":", 1)[1])
+                self._local_workers = int(spec.split(":", 1)[1])
             except ValueError:
                 raise ConfigError(f"--cluster {spec!r}: use local:N with N workers, or tls://HOST:PORT") from None
-            self.local = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                worker_dashboard_address="127.0.0.1:0", local_directory=str(settings.state_dir / "dask-workers"),
-                silence_logs=40,
-            )  # fmt: skip
-            self.client = Client(self.local)
+            # Started by the first photo that needs checking: an audit of an unchanged library (most
+            # nights) starts no worker processes, each of which would load the models for nothing.
         elif spec.startswith(("tls://", "tcp://")):
             security = _security(settings) if spec.startswith("tls://") else None
             host = spec.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
@@ -148,18 +152,38 @@ class Cluster:
                 raise ConfigError(
                     "--cluster over plain tcp:// is for this machine only; across machines use tls:// (docs/cluster.md)"
                 )
+            # A cluster someone runs is reached at once: a wrong address or certificate is said
+            # before the library is listed, not after.
             self.client = Client(spec, security=security, timeout=30)
+            self._ready()
         else:
             raise ConfigError(f"--cluster {spec!r}: use local:N, or tls://HOST:PORT of your optout-guard scheduler")
-        blob = settings.index_file.read_bytes()  # ciphertext, exactly as stored
-        from optout_guard.models import embedding_fingerprint
-
-        self.client.register_plugin(GuardPlugin(settings, blob, embedding_fingerprint()), name=PLUGIN)
         self.gallery = guard.index.gallery_fingerprint()
         self.coordinator = guard
 
+    def _start(self) -> None:
+        """Start the local cluster (local:N), once."""
+        if self.client is not None:
+            return
+        from distributed import Client, LocalCluster
+
+        self.local = LocalCluster(
+            n_workers=self._local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
+            local_directory=str(self._settings.state_dir / "dask-workers"), silence_logs=40,
+        )  # fmt: skip
+        self.client = Client(self.local)
+        self._ready()
+
+    def _ready(self) -> None:
+        self.client.register_plugin(self._plugin, name=PLUGIN)
+        log.info("audit on the Dask cluster %s: %d workers", self.spec, self.workers)
+
     @property
     def workers(self) -> int:
+        """Workers of the cluster (0: a local cluster not started, nothing having needed it)."""
+        if self.client is None:
+            return 0
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
     def results(
@@ -186,6 +210,11 @@ class Cluster:
                        for k, p, f in chunk]  # fmt: skip
 
         pending = batches()
+        first = next(pending, None)
+        if first is None:
+            return  # nothing to check: a local cluster is not even started
+        pending = itertools.chain([first], pending)
+        self._start()
         in_flight = max(2, 4 * max(1, self.workers))
         futures = {}
         for items in (b for _, b in zip(range(in_flight), pending, strict=False)):
@@ -216,7 +245,8 @@ class Cluster:
 
     def close(self) -> None:
         try:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
             if self.local is not None:
                 self.local.close()
         finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -202,7 +201,6 @@ def run_audit(
         scopes = LibraryScopes(library, settings, guard, gallery)
         if cluster:
             engine = _cluster_engine()(cluster, settings, guard)  # Dask is imported only here
-            logging.getLogger(__name__).info("audit on the Dask cluster %s: %d workers", cluster, engine.workers)
         with jobs.track(settings, "audit", str(library)) as job:  # what the desk's status page shows
 
             def report(done: int, total: int) -> None:
