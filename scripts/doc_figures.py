@@ -113,6 +113,10 @@ def speed(d: dict) -> list[str]:
         f"| the same, with the runtimes of before (OpenCV DNN, numpy ResNet, Pillow) | {stages(b['before'])} | — |",
         f"| the same photo, whole command (start-up and model loading included) | {c['faces_found']} faces, {c['seconds']:.2f} s "
         f"| {pc['faces_found']} faces, {pc['recognise_seconds']:.2f} s ({pc['recognise_seconds'] / c['seconds']:.1f}× longer) |",
+    ] + ([
+        f"| the same, side by side: {sbs['runs']} runs each, alternating (median) | {sbs['ours_median']:.2f} s | "
+        f"{sbs['peer_median']:.2f} s (**{sbs['ratio_median']:.2f}×** longer; {sbs['ratio_min']:.2f}–{sbs['ratio_max']:.2f}× run by run) |",
+    ] if (sbs := d.get("crowd12_side_by_side")) else []) + [
         f"| 4000×3000 grid of dlib's annotated photos ({g['faces_truth']} faces of 37–109 px), whole command | "
         f"{g['faces_found']} found, {g['seconds']:.2f} s: {g['seconds'] / g['faces_found'] * 1000:.0f} ms per face found | "
         f"{pg['faces_found']} found, {pg['recognise_seconds']:.2f} s: {pg['recognise_seconds'] / pg['faces_found'] * 1000:.0f} ms per face found |",
