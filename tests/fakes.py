@@ -63,6 +63,9 @@ class FakeDetector:
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return np.zeros((0, 4), np.float32)
 
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+        return None  # a whole look (the faces are the photo's, not places in it)
+
 
 CHIP = 150
 _KEY_COLUMNS = (0, 1, CHIP - 2, CHIP - 1)  # where a chip carries its face's key (read the same mirrored)
@@ -160,7 +163,8 @@ def _markers(pixels: np.ndarray) -> list[tuple[int, np.ndarray]]:
 class MarkerDetector:
     """Finds the markers painted into a frame (or a photo) as faces."""
 
-    calls: int = 0
+    calls: int = 0  # whole looks
+    part_looks: int = 0
 
     def detect(self, image: LoadedImage, settings: Settings) -> list[Face]:
         self.calls += 1
@@ -173,6 +177,21 @@ class MarkerDetector:
 
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return np.array([box for _, box in _markers(pixels)], np.float32).reshape(-1, 4)
+
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+        """The markers inside the regions, as the real detector's parts look: a marker cut by a
+        region's edge asks for a whole look (None)."""
+        self.part_looks += 1
+        inside, every = [], self.detect(image, settings)
+        self.calls -= 1  # counted as a part look, not a whole one
+        for face in every:
+            b = face.box.scaled(1.0 / image.scale)
+            overlapping = [r for r in regions if b.x < r.right and r.x < b.right and b.y < r.bottom and r.y < b.bottom]
+            if any(b.x >= r.x and b.y >= r.y and b.right <= r.right and b.bottom <= r.bottom for r in overlapping):
+                inside.append(face)
+            elif overlapping:
+                return None
+        return inside
 
 
 class MarkerAligner:

@@ -275,3 +275,106 @@ def test_after_a_list_change_the_audit_re_decides_a_clip_from_its_stored_tracks(
     again = recheck_clip(after, library / "assembly.mp4", decode(stored))
     assert set(again.blocked_students) == {"anna", "sam"}
     assert again.clip.frames_examined <= 3 * len(stored) < full.clip.frames_examined  # a few frames, not the clip
+
+
+# ---- looking at what changed (issue 25's speed) -------------------------------------------------
+
+
+def _yuv(rgb: np.ndarray):
+    import av
+
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+
+
+def test_the_change_map_sees_a_face_come_into_view_and_not_encoding_noise(tmp_path):
+    from optout_guard.media.clip import ChangeMap, Scaler
+
+    rng = np.random.default_rng(3)
+    still = np.repeat(np.linspace(40, 200, 640, dtype=np.uint8)[None, :, None], 360, axis=0).repeat(3, axis=2)
+    changes, scaler = ChangeMap(), Scaler()
+    changes.update(_yuv(still), 0, 1280, scaler)
+    assert changes.changed().all()  # never looked at: everything is to be looked at
+    changes.looked(changes.changed())
+    noisy = np.clip(still.astype(np.int16) + rng.integers(-6, 7, still.shape), 0, 255).astype(np.uint8)
+    changes.update(_yuv(noisy), 0, 1280, scaler)
+    assert not changes.changed().any()  # grain, not a change
+    face = noisy.copy()
+    face[100:160, 300:350] = np.asarray(Image.open(marker(tmp_path / "m.png", 0)).convert("RGB").resize((50, 60)))
+    changes.update(_yuv(face), 0, 1280, scaler)
+    rows, cols = np.nonzero(changes.changed())
+    cw, ch = changes.cell
+    assert rows.size and rows.min() * ch >= 90 and (rows.max() + 1) * ch <= 170
+    assert cols.min() * cw >= 290 and (cols.max() + 1) * cw <= 360
+    changes.looked(changes.changed())
+    assert not changes.changed().any()
+    # A clip stored on its side: the grid is of the upright picture.
+    turned = ChangeMap()
+    turned.update(_yuv(np.ascontiguousarray(np.rot90(face, -1))), 90, 1280, scaler)
+    assert turned.now is not None and turned.now.shape == changes.now.shape
+
+
+def test_a_still_scene_is_looked_at_in_parts_and_nobody_is_lost(world, tmp_path):
+    """On a still picture only what changed and where faces are is looked at: most samples look at
+    parts. Anna, on screen 0.2 s between two samples where nothing moved before, is found; the
+    stranger, standing still the whole clip, stays one track to its end (so the copy blurs him)."""
+    guard, detector, anna, stranger = world
+    clip = make_clip(tmp_path / "still.mp4", [Appearance(stranger, 0.0, 6.0, x=0.6, width=100),
+                                              Appearance(anna, 3.05, 3.25, x=0.1, width=100)],
+                     seconds=6, size=(1280, 720), audio=False, fps=30)  # fmt: skip
+    result = guard.check(clip)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert detector.part_looks > 2 * detector.calls > 0, (detector.part_looks, detector.calls)
+    assert result.clip is not None
+    held = [t for t, m in zip(result.clip.tracks, result.faces, strict=True) if m.decision is Decision.CLEAR]
+    assert len(held) == 1 and held[0].first < 0.1 and held[0].last > 5.8
+
+
+def test_a_moving_camera_is_looked_at_whole(world, tmp_path):
+    """A hand-held camera moves the whole picture every frame: nothing is skipped, every sample is
+    a whole look, and a student who passes by is found."""
+    import av
+
+    guard, detector, anna, _stranger = world
+    rng = np.random.default_rng(7)
+    grey = rng.integers(60, 160, (42, 72), dtype=np.uint8)  # a grey scene (the markers are coloured)
+    scenery = np.repeat(np.asarray(Image.fromarray(grey).resize((720, 420), Image.BILINEAR))[:, :, None], 3, axis=2)
+    face = np.asarray(Image.open(anna).convert("RGB").resize((80, 100)))
+    path = tmp_path / "handheld.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "23"}
+        for n in range(120):
+            dx, dy = int(20 + 15 * np.sin(n / 4)), int(20 + 12 * np.cos(n / 5))  # the camera shakes
+            frame = np.ascontiguousarray(scenery[dy : dy + 360, dx : dx + 640])
+            if 60 <= n < 75:
+                frame[100:200, 300:380] = face
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = n, Fraction(1, 30)
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    result = guard.check(path)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert result.clip is not None and detector.calls >= result.clip.frames_examined - 1
+    assert detector.part_looks <= 2, detector.part_looks
+
+
+def test_a_face_the_change_map_cannot_see_is_still_looked_for_every_few_seconds(world, tmp_path, monkeypatch):
+    """The change map's threshold is a bet (a face coming into view in a dark hall changes little):
+    a sample looks at the whole frame at least every WHOLE_EVERY seconds whatever changed. With a
+    change map blind to everything, Anna (on screen from 1 s) is still found, at the next whole look."""
+    import optout_guard.video as video
+    from optout_guard.media.clip import ChangeMap
+
+    guard, _detector, anna, stranger = world
+    monkeypatch.setattr(video, "ChangeMap", lambda: ChangeMap(levels=1000.0))
+    clip = make_clip(tmp_path / "faint.mp4", [Appearance(stranger, 0.0, 8.0, x=0.6, width=100),
+                                              Appearance(anna, 1.0, 8.0, x=0.1, width=100)],
+                     seconds=8, size=(1280, 720), audio=False, fps=15)  # fmt: skip
+    result = guard.check(clip)
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert result.clip is not None
+    found = [t for t, m in zip(result.clip.tracks, result.faces, strict=True) if m.decision is Decision.BLOCK]
+    assert video.WHOLE_EVERY - 0.1 <= found[0].first <= video.WHOLE_EVERY + 0.5, found[0].first

@@ -203,3 +203,37 @@ def test_a_model_file_is_hashed_once_even_when_two_threads_ask_at_once(tmp_path,
     for thread in threads:
         thread.join(5)
     assert hashed == [weights] and got == ["digest", "digest"]
+
+
+def test_a_part_look_finds_a_face_as_a_whole_look_does(samples, models):
+    """A clip's sample looks only at what changed and around known faces (``detect_faces_in``): each
+    part at the whole frame's scale, so a face gets about the box and landmarks a whole look gives it. A
+    part that cuts a face asks for a whole look (None); a part with no face finds none."""
+    from optout_guard.detection import detect_faces_in
+    from optout_guard.types import Box, LoadedImage
+
+    settings = Settings()
+    frame = np.full((720, 1280, 3), 90, np.uint8)  # a working-size clip frame
+    for name, x in (("grace_hopper", 100), ("astronaut", 800)):
+        photo = load_image(samples[name], settings).pages[0]
+        side = 300 / max(photo.shape[:2])
+        import cv2
+
+        small = cv2.resize(photo, (round(photo.shape[1] * side), round(photo.shape[0] * side)), interpolation=cv2.INTER_AREA)
+        frame[200 : 200 + small.shape[0], x : x + small.shape[1]] = small
+    image = LoadedImage("", "0" * 64, "clip", (1920, 1080), (frame,), 1.5)
+    whole = detect_faces(image, settings, models)
+    assert len(whole) == 2
+    parts = [Box(f.box.x / 1.5 - 60, f.box.y / 1.5 - 60, f.box.w / 1.5 + 120, f.box.h / 1.5 + 120) for f in whole]
+    found = detect_faces_in(image, parts, settings, models)
+    assert found is not None and len(found) == 2
+    for a, b in zip(sorted(whole, key=lambda f: f.box.x), sorted(found, key=lambda f: f.box.x), strict=True):
+        # CenterFace's box moves a little with what else it sees (as from one frame to the next).
+        size = max(a.box.w, a.box.h)
+        assert max(abs(a.box.x - b.box.x), abs(a.box.y - b.box.y), abs(a.box.w - b.box.w), abs(a.box.h - b.box.h)) < 0.12 * size
+        assert float(np.abs(a.landmarks - b.landmarks).max()) < 0.06 * size
+        assert a.box.iou(b.box) > 0.8
+    first = sorted(whole, key=lambda f: f.box.x)[0].box.scaled(1 / 1.5)
+    cut = Box(first.x + first.w / 2, first.y - 40, first.w + 80, first.h + 80)  # the face's right half
+    assert detect_faces_in(image, [cut], settings, models) is None
+    assert detect_faces_in(image, [Box(500, 20, 200, 150)], settings, models) == []

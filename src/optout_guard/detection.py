@@ -173,6 +173,11 @@ def _centerface(pixels: np.ndarray, settings: Settings, models: Models) -> tuple
         big = boxes[:, 2] * scale >= whole_min  # the tiles find the smaller ones more reliably
         found_boxes.append(boxes[big])
         found_scores.append(scores[big])
+    return _merged(found_boxes, found_scores, threshold)
+
+
+def _merged(found_boxes: list[np.ndarray], found_scores: list[np.ndarray], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The passes' raw boxes, overlaps suppressed, in dlib's box convention (see ``_centerface``)."""
     boxes = np.concatenate(found_boxes) if found_boxes else np.zeros((0, 4))
     info = np.concatenate(found_scores) if found_scores else np.zeros((0, 3), np.float32)
     if len(boxes) == 0:
@@ -212,24 +217,83 @@ def _landmarks(pixels: np.ndarray, box: np.ndarray, models: Models) -> np.ndarra
     return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], np.float32)
 
 
+def _centerface_in(
+    pixels: np.ndarray, regions: Sequence[Box], settings: Settings, models: Models
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_centerface`` on parts of a picture only, each at the scale the whole picture is examined
+    at (the same network input per pixel, so a face gets the box it would get in a whole pass).
+    None when that would not be the same look: a picture larger than one tile, or a face cut by a
+    region's inner edge (only part of it inside: the caller looks at the whole picture instead)."""
+    height, width = pixels.shape[:2]
+    scale = working_scale(height, width, settings, _CENTERFACE_MIN_PX)
+    if width * scale > _TILE or height * scale > _TILE:
+        return None
+    threshold, margin = settings.detection_threshold, 2.0 / scale
+    found_boxes: list[np.ndarray] = []
+    found_scores: list[np.ndarray] = []
+    for region in regions:
+        # Whole network cells (32 input px) of picture, so nothing is stretched to fit.
+        cell = 32.0 / scale
+        w = min(width, math.ceil(max(region.w, 1.0) / cell) * cell)
+        h = min(height, math.ceil(max(region.h, 1.0) / cell) * cell)
+        x0 = int(max(0.0, min(region.x, width - w)))
+        y0 = int(max(0.0, min(region.y, height - h)))
+        x1, y1 = min(width, x0 + math.ceil(w)), min(height, y0 + math.ceil(h))
+        crop = pixels[y0:y1, x0:x1]
+        in_w = max(32, round((x1 - x0) * scale / 32) * 32)
+        in_h = max(32, round((y1 - y0) * scale / 32) * 32)
+        boxes, scores = _centerface_pass(crop, in_w, in_h, threshold, models)
+        inner = np.zeros(len(boxes), bool)
+        if x0 > 0:
+            inner |= boxes[:, 0] <= margin
+        if y0 > 0:
+            inner |= boxes[:, 1] <= margin
+        if x1 < width:
+            inner |= boxes[:, 0] + boxes[:, 2] >= (x1 - x0) - margin
+        if y1 < height:
+            inner |= boxes[:, 1] + boxes[:, 3] >= (y1 - y0) - margin
+        if inner.any():
+            return None
+        found_boxes.append(boxes + np.array([x0, y0, 0, 0]))
+        found_scores.append(scores)
+    return _merged(found_boxes, found_scores, threshold)
+
+
+def _faces(pixels: np.ndarray, boxes: np.ndarray, info: np.ndarray, scale: float, page: int, models: Models) -> list[Face]:
+    """Faces of one page from a detector's boxes, largest first, with dlib's landmarks."""
+    faces: list[Face] = []
+    order: Sequence[int] = np.argsort(-(boxes[:, 2] * boxes[:, 3])).tolist() if len(boxes) else []
+    for i in order:
+        points = _landmarks(pixels, boxes[i], models)
+        x, y, w, h = (float(v) * scale for v in boxes[i])
+        faces.append(
+            Face(
+                box=Box(x, y, w, h),
+                score=float(info[i, 0]),
+                landmarks=points * np.float32(scale),
+                page=page,
+                upright=bool(info[i, 1]),
+                tilt=float(info[i, 2]),
+            )
+        )
+    return faces
+
+
 def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list[Face]:
     """Every face on every page of the image, largest first within a page."""
     detector = _centerface if settings.detector == "centerface" else _hog
     faces: list[Face] = []
     for page_index, pixels in enumerate(image.pages):
         boxes, info = detector(pixels, settings, models)
-        order: Sequence[int] = np.argsort(-(boxes[:, 2] * boxes[:, 3])).tolist() if len(boxes) else []
-        for i in order:
-            points = _landmarks(pixels, boxes[i], models)
-            x, y, w, h = (float(v) * image.scale for v in boxes[i])
-            faces.append(
-                Face(
-                    box=Box(x, y, w, h),
-                    score=float(info[i, 0]),
-                    landmarks=points * np.float32(image.scale),
-                    page=page_index,
-                    upright=bool(info[i, 1]),
-                    tilt=float(info[i, 2]),
-                )
-            )
+        faces += _faces(pixels, boxes, info, image.scale, page_index, models)
     return faces
+
+
+def detect_faces_in(image: LoadedImage, regions: Sequence[Box], settings: Settings, models: Models) -> list[Face] | None:
+    """The faces within ``regions`` (boxes in the page's pixels) of a one-page image, found as a
+    whole-page look would find them; None when a whole look is needed (see ``_centerface_in``;
+    the HOG detector always looks at the whole page)."""
+    if settings.detector != "centerface" or len(image.pages) != 1:
+        return None
+    found = _centerface_in(image.pages[0], regions, settings, models)
+    return None if found is None else _faces(image.pages[0], *found, image.scale, 0, models)

@@ -15,9 +15,9 @@ import functools
 import numpy as np
 
 from optout_guard.config import Settings
-from optout_guard.detection import detect_faces, quick_boxes
+from optout_guard.detection import detect_faces, detect_faces_in, quick_boxes
 from optout_guard.models import Models, get_models
-from optout_guard.types import EMBEDDING_DIM, Face, FaceModels, LoadedImage
+from optout_guard.types import EMBEDDING_DIM, Box, Face, FaceModels, LoadedImage
 
 CHIP_SIZE = 150  # dlib's ResNet input: a 150×150 chip aligned on the 5 landmarks
 CHIP_PADDING = 0.25
@@ -34,6 +34,9 @@ class ModelDetector:
 
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return quick_boxes(pixels, threshold, self.models)
+
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+        return detect_faces_in(image, regions, settings, self.models)
 
 
 class DlibAligner:

@@ -287,6 +287,12 @@ class Detector(Protocol):
         size, no landmarks: the clip scout's look at the frames between samples."""
         ...
 
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+        """The faces ``detect`` would find within ``regions`` (boxes in the page's pixels) of a
+        one-page image, looking at those parts only; None when only a whole look can say (a face
+        cut by a region's edge, a detector that cannot look at parts)."""
+        ...
+
 
 class Aligner(Protocol):
     """Faces of one page to aligned chips, one per face (``face_models.DlibAligner``: dlib's 150×150

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,17 @@ from optout_guard.embedding import embed_mirror_averaged, judgeable_chips
 from optout_guard.errors import ClipUnreadable, ModelUnavailable
 from optout_guard.fsutil import sha256_with_identity
 from optout_guard.matching import copy_failed, unjudged_decision
-from optout_guard.media.clip import Decoded, Frame, Scout, format_time, probe, sample_frames, write_blurred_copy
+from optout_guard.media.clip import (
+    ChangeMap,
+    Decoded,
+    Frame,
+    Look,
+    Scout,
+    format_time,
+    probe,
+    sample_frames,
+    write_blurred_copy,
+)
 from optout_guard.scope import WHOLE_DISTRICT, Scope
 from optout_guard.stored_faces import StoredFace
 from optout_guard.types import (
@@ -60,6 +71,17 @@ KEEP_CHIPS = 6  # aligned faces kept per track while the clip streams by (bounde
 LINK_GAP = 1.0  # seconds a face may go unseen (turned away, covered) and still be the same track
 REDACT_HOLD = 0.5  # seconds a blurred box is held before a track's first and after its last sighting
 CROP_SIDE = 320  # contact-sheet tile
+# Looking at parts of a frame (see ``_parts``): a face's box grown by this share of its size on each
+# side is looked at again at every sample, found faces or not (a face that stands still changes
+# nothing); changed parts are grown by PART_PAD px plus this share of their size, so a face partly
+# in them is whole in the part (one that is not asks for a whole look).
+FACE_MARGIN = 0.5
+PART_GROW = 0.25
+PART_PAD = 16
+WHOLE_SHARE = 0.4  # parts covering more of the frame than this: one whole look instead
+# A sample looks at the whole frame at least this often, whatever changed: a face that came into
+# view too faintly for the change map (a dark hall) is looked for at least every WHOLE_EVERY s.
+WHOLE_EVERY = 5.0
 
 
 @dataclass
@@ -208,17 +230,19 @@ def check_clip(
             broken.append(at)
 
         live: list[_Track] = []
+        scene: list[_Track] = []  # the tracks since the last cut (where faces were)
         found: list[_Track] = []
         decoded = Decoded()
-        scout = _scout(guard, live) if settings.detector == "centerface" else None
+        changes = ChangeMap() if settings.detector == "centerface" else None
+        scout = _scout(guard, live, scene, changes) if changes is not None else None
         try:
             for frame in sample_frames(
                 path, every, WORKING_SIDE, settings.max_clip_seconds, on_error=on_error, stream_number=number,
-                decoded=decoded, scout=scout,
+                decoded=decoded, scout=scout, changes=changes,
             ):  # fmt: skip
                 frames += 1
                 checked_until = max(checked_until, frame.time)
-                _examine(frame, found, live, guard, sha)
+                _examine(frame, found, live, scene, changes, guard, sha)
         except ClipUnreadable as exc:
             notes.append(f"{where}video clip: {exc}")
         except ModelUnavailable:
@@ -316,31 +340,128 @@ def check_clip(
     )
 
 
-def _scout(guard: Guard, live: list[_Track]) -> Scout:
-    """Looks at a small frame between samples: sample it when it shows a face that is not where a
-    live track's face last was (a face no sample saw)."""
+def _parts(
+    blocks: np.ndarray, cell: tuple[float, float], size: tuple[int, int], faces: list[Box], skip: list[Box] | None = None
+) -> tuple[list[Box], np.ndarray] | None:
+    """Where to look in a working frame of ``size`` (w, h): the changed ``blocks`` of a
+    :class:`ChangeMap` (but those in ``skip``), and around ``faces`` (boxes in working px); as
+    rectangles, with the blocks they cover whole. None when they would cover over WHOLE_SHARE of
+    the frame: one whole look is then the cheaper (and a moving camera changes everything)."""
+    import cv2
+
+    width, height = size
+    cw, ch = cell
+    wanted = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8))  # a block's neighbours too
+    for box in skip or ():
+        wanted[_block_span(box, cell, blocks.shape)] = 0
+    for box in faces:
+        wanted[_block_span(_grown(box), cell, blocks.shape)] = 1
+    _, _, stats, _ = cv2.connectedComponentsWithStats(wanted, connectivity=8)
+    rects = []
+    for x, y, w, h, _area in stats[1:]:
+        grow = PART_PAD + PART_GROW * max(w * cw, h * ch)
+        x0, y0 = max(0.0, x * cw - grow), max(0.0, y * ch - grow)
+        rects.append(Box(x0, y0, min(float(width), (x + w) * cw + grow) - x0, min(float(height), (y + h) * ch + grow) - y0))
+    merged = True
+    while merged:  # parts that overlap are looked at as one (no face twice, no pass set up twice)
+        merged = False
+        for i, a in enumerate(rects):
+            for j in range(i + 1, len(rects)):
+                b = rects[j]
+                if a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom:
+                    rects[i], merged = _union(a, b), True
+                    del rects[j]
+                    break
+            if merged:
+                break
+    if sum(r.w * r.h for r in rects) > WHOLE_SHARE * width * height:
+        return None
+    covered = np.zeros_like(blocks)
+    for r in rects:  # blocks wholly inside a part (a block's grey is the mean of all its pixels)
+        covered[math.ceil(r.y / ch) : int(r.bottom // ch), math.ceil(r.x / cw) : int(r.right // cw)] = True
+    return rects, covered
+
+
+def _block_span(box: Box, cell: tuple[float, float], shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """The blocks of a change map's grid (cells of ``cell`` px) that ``box`` touches."""
+    (cw, ch), (rows, cols) = cell, shape[:2]
+    return (slice(max(0, int(box.y // ch)), min(rows, math.ceil(box.bottom / ch))),
+            slice(max(0, int(box.x // cw)), min(cols, math.ceil(box.right / cw))))  # fmt: skip
+
+
+def _grown(box: Box, share: float = FACE_MARGIN) -> Box:
+    grow = share * max(box.w, box.h)
+    return Box(box.x - grow, box.y - grow, box.w + 2 * grow, box.h + 2 * grow)
+
+
+def _scout(guard: Guard, live: list[_Track], scene: list[_Track], changes: ChangeMap) -> Scout:
+    """Looks at a frame between samples: sample it when it shows a face that is not where a live
+    track's face last was (a face no sample saw). Only what changed since it was last looked at,
+    away from the faces the next sample looks at anyway, is looked at, as a sample would (small
+    faces too); when much changed (a moving camera), the whole frame is looked at small instead."""
     asked: list[tuple[float, Box]] = []  # where a scouted face made a sample (once a second at most)
 
-    def wants(pixels: np.ndarray, scale: float, t: float) -> bool:
-        boxes = guard.face_models.detector.quick_boxes(pixels, guard.settings.detection_threshold)
+    def new_face(box: Box, t: float) -> bool:
+        near = [tr.boxes[-1][1] for tr in live if t - tr.last <= LINK_GAP] + [b for _, b in asked]
+        if any(b.iou(box) >= 0.2 or _close(b, box) for b in near):
+            return False
+        asked.append((t, box))
+        return True
+
+    def wants(look: Look) -> bool:
+        t = look.time
         asked[:] = [(when, b) for when, b in asked if t - when <= LINK_GAP]
-        for x, y, w, h in boxes * scale:
-            box = Box(float(x), float(y), float(w), float(h))
-            near = [tr.boxes[-1][1] for tr in live if t - tr.last <= LINK_GAP] + [b for _, b in asked]
-            if not any(b.iou(box) >= 0.2 or _close(b, box) for b in near):
-                asked.append((t, box))
-                return True
+        blocks = changes.changed()
+        if not blocks.any():
+            return False  # nothing changed since it was looked at: nothing new can be there
+        # Around the faces already found the next sample looks anyway (boxes in working px).
+        skip = [_grown(b.scaled(1.0 / look.scale)) for b in [tr.boxes[-1][1] for tr in scene] + [b for _, b in asked]]
+        plan = _parts(blocks, changes.cell, look.size, [], skip)
+        if plan is None:  # much changed: the whole frame, small (cheap), for a face not where faces are
+            pixels, scale = look.small()
+            boxes = guard.face_models.detector.quick_boxes(pixels, guard.settings.detection_threshold)
+            return any(new_face(Box(float(x), float(y), float(w), float(h)), t) for x, y, w, h in boxes * scale)
+        parts, covered = plan
+        if not parts:
+            return False  # what changed is where faces are: the next sample looks there
+        pixels, scale = look.whole()
+        image = LoadedImage("", "", "clip", (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale)), (pixels,), scale)
+        faces = guard.face_models.detector.detect_in(image, parts, guard.settings)
+        if faces is None:
+            return True  # a face cut by a part's edge: the sample looks at the whole frame
+        if [f for f in faces if new_face(f.box, t)]:  # (each new face is remembered as asked)
+            return True
+        if not faces:
+            changes.looked(covered)  # looked at as a sample would, and nothing there
         return False
 
     return wants
 
 
-def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guard, sha: str) -> None:
-    """Find the faces of one sampled frame, gate them, and add them to their tracks."""
+def _examine(
+    frame: Frame, tracks: list[_Track], live: list[_Track], scene: list[_Track], changes: ChangeMap | None, guard: Guard, sha: str
+) -> None:
+    """Find the faces of one sampled frame, gate them, and add them to their tracks. With a change
+    map, only the parts changed since they were last looked at, and around every face of the scene
+    so far, are looked at; or the whole frame when that is most of it."""
     settings, face_models = guard.settings, guard.face_models
     height, width = frame.pixels.shape[:2]
     image = LoadedImage("", sha, "clip", (round(width * frame.scale), round(height * frame.scale)), (frame.pixels,), frame.scale)
-    faces = face_models.detector.detect(image, settings)
+    if frame.cut:
+        scene.clear()
+    faces = None
+    covered: np.ndarray | None = None
+    if changes is not None and changes.now is not None and frame.time - changes.whole_at < WHOLE_EVERY:
+        plan = _parts(changes.changed(), changes.cell, (width, height), [t.boxes[-1][1].scaled(1.0 / frame.scale) for t in scene])
+        if plan is not None:
+            parts, covered = plan
+            faces = face_models.detector.detect_in(image, parts, settings) if parts else []
+    if faces is None:
+        faces = face_models.detector.detect(image, settings)
+        if changes is not None and changes.now is not None:
+            covered, changes.whole_at = np.ones_like(changes.now, bool), frame.time
+    if changes is not None and covered is not None:
+        changes.looked(covered)
     if settings.recognition:
         chips, owners, unjudged = judgeable_chips(image, faces, settings, face_models)
     else:
@@ -356,6 +477,7 @@ def _examine(frame: Frame, tracks: list[_Track], live: list[_Track], guard: Guar
             track = _Track()
             tracks.append(track)
             live.append(track)
+            scene.append(track)
         quality = face.box.w * face.score
         track.add(_Sighting(frame.time, face, chip_of.get(i), unjudged.get(i), quality), frame.pixels, frame.scale)
 
@@ -520,13 +642,16 @@ class _Redaction:
         self.ranges = [(t.first - REDACT_MARGIN, t.last + REDACT_MARGIN) for t in self.hidden]
         self.guard = guard
         self.frames_searched = 0
+        self.writing, self.reading = _Looks(), _Looks()  # the copy's frames as written, and read back
 
     def watched(self, t: float) -> bool:
         return any(a <= t <= b for a, b in self.ranges)
 
-    def _faces(self, pixels: np.ndarray, pixel_scale: float = 1.0) -> list[Box]:
+    def _faces(self, pixels: np.ndarray, looks: _Looks, pixel_scale: float = 1.0) -> list[Box]:
         """Faces in ``pixels`` (a frame at ``pixel_scale`` original pixels per pixel), in the
-        clip's original pixels — the boxes' convention everywhere."""
+        clip's original pixels — the boxes' convention everywhere. Only what changed since it was
+        last looked at is looked at (see :class:`ChangeMap`); faces found before where nothing
+        changed are where they were."""
         import cv2
 
         self.frames_searched += 1
@@ -536,7 +661,31 @@ class _Redaction:
                                                         interpolation=cv2.INTER_AREA)  # fmt: skip
         size = (round(width * pixel_scale), round(height * pixel_scale))
         image = LoadedImage("", "", "clip", size, (small,), scale * pixel_scale)
-        return [f.box for f in self.guard.face_models.detector.detect(image, self.guard.settings)]
+        changes, detector = looks.changes, self.guard.face_models.detector
+        changes.update_picture(small)
+        blocks = changes.changed()
+        # A known face where something changed is looked at whole (the change may be only its edge).
+        known = [b.scaled(1.0 / image.scale) for b in looks.known]
+        moved = [b for b in known if blocks[_block_span(_grown(b), changes.cell, blocks.shape)].any()]
+        plan = _parts(blocks, changes.cell, (small.shape[1], small.shape[0]), moved)
+        found = None
+        if plan is not None:
+            parts, covered = plan
+            if not parts:
+                return looks.known  # nothing changed: the same faces
+            found = detector.detect_in(image, parts, self.guard.settings)
+        if found is None:
+            looks.known = [f.box for f in detector.detect(image, self.guard.settings)]
+            changes.looked(np.ones_like(changes.changed()))
+            return looks.known
+
+        def outside(box: Box) -> bool:
+            b = box.scaled(1.0 / image.scale)
+            return not any(b.x < p.right and p.x < b.right and b.y < p.bottom and p.y < b.bottom for p in parts)
+
+        looks.known = [f.box for f in found] + [b for b in looks.known if outside(b)]
+        changes.looked(covered)
+        return looks.known
 
     def _fine(self, box: Box, t: float) -> bool:
         def on(track: _Track) -> bool:
@@ -551,12 +700,21 @@ class _Redaction:
         held = [b for b in (tr.box_at(t) for tr in self.hidden) if b is not None]
         if not self.watched(t):
             return held
-        return held + [b for b in self._faces(picture()) if not self._fine(b, t)]
+        return held + [b for b in self._faces(picture(), self.writing) if not self._fine(b, t)]
 
     def leaks(self, t: float, pixels: np.ndarray, pixel_scale: float) -> list[Box]:
         """Faces still to be seen in the copy where a face that is not clear was: none, or no copy.
         ``pixels``: the copy's frame at ``pixel_scale`` original pixels per pixel."""
-        return [b for b in self._faces(pixels, pixel_scale) if not self._fine(b, t)] if self.watched(t) else []
+        return [b for b in self._faces(pixels, self.reading, pixel_scale) if not self._fine(b, t)] if self.watched(t) else []
+
+
+@dataclass
+class _Looks:
+    """One pass over a clip's frames looking only at what changed: the change map, and the faces
+    (original px) found so far where nothing has changed since."""
+
+    changes: ChangeMap = field(default_factory=ChangeMap)
+    known: list[Box] = field(default_factory=list)
 
 
 def write_redacted_clip(

@@ -96,11 +96,99 @@ class Decoded:
     stopped_at_limit: bool = False  # frames were left after ``max_seconds``
 
 
-# Between the fixed samples, every SCOUT_EVERY-th frame is looked at small and cheaply (detection
-# only) for a face no sample saw: a child running through the picture, a pan across a team.
+# Between the fixed samples, every SCOUT_EVERY-th frame is looked at for a face no sample saw: a
+# child running through the picture, a pan across a team.
 SCOUT_EVERY = 3
 SCOUT_SIDE = 480
-Scout = Callable[[np.ndarray, float, float], bool]  # (small upright frame, original px per its px, seconds) -> sample it?
+
+
+class Look:
+    """A frame between samples, shown to the scout: its time, and the frame upright, made only if
+    asked for, small (SCOUT_SIDE) or at working size (kept: sampled, the frame is not made twice)."""
+
+    def __init__(self, frame, t: float, rotation: int, max_side: int, scalers: tuple[Scaler, Scaler]) -> None:  # noqa: ANN001
+        self.time = t
+        self._frame, self._rotation, self._max_side, self._scalers = frame, rotation, max_side, scalers
+        self.made: tuple[np.ndarray, float] | None = None
+        w, h = _working_size(frame, max_side)
+        self.scale = frame.width / w  # original px per working px
+        self.size = (h, w) if (rotation // 90) % 2 else (w, h)  # working size, upright
+
+    def small(self) -> tuple[np.ndarray, float]:
+        """The frame at most SCOUT_SIDE px on its long side, and original px per its px."""
+        return _working(self._frame, SCOUT_SIDE, self._rotation, self._scalers[0])
+
+    def whole(self) -> tuple[np.ndarray, float]:
+        """The frame at working size (as a sample is), and original px per its px."""
+        if self.made is None:
+            self.made = _working(self._frame, self._max_side, self._rotation, self._scalers[1])
+        return self.made
+
+
+Scout = Callable[[Look], bool]  # a frame between samples -> sample it?
+
+# A change of more than this many grey levels in the mean of an 8×8 block of working pixels is a
+# change: far above what encoding leaves on a still picture (a few levels), far below what a face
+# coming into view makes. A frame whose picture moves as a whole (a hand-held camera, a pan)
+# changes everywhere, and is looked at whole.
+CHANGE_LEVELS = 8.0
+CHANGE_CELL = 8  # working pixels per side of a block
+
+
+class ChangeMap:
+    """Where the picture has changed since a look that could find any face there last covered it.
+
+    A grey grid of the frame (one value per CHANGE_CELL² working pixels, averaged from the decoded
+    luma), compared with the grid as it was when each block was last looked at. A block that has
+    not changed cannot hold a face the last look did not find, so only changed blocks (and where
+    faces already are) need looking at again. A block never looked at counts as changed."""
+
+    def __init__(self, levels: float = CHANGE_LEVELS) -> None:
+        self.levels = levels
+        self.now: np.ndarray | None = None
+        self.seen: np.ndarray | None = None  # each block's grey as last looked at (inf: never)
+        self.cell = (float(CHANGE_CELL), float(CHANGE_CELL))  # working px per grid step (x, y)
+        self.whole_at = -math.inf  # when (seconds) a look last covered the whole picture
+
+    def update(self, frame, rotation: int, max_side: int, scaler: Scaler) -> None:  # noqa: ANN001 - av.VideoFrame
+        """Take ``frame`` as the picture now."""
+        import cv2
+
+        out_w, out_h = _working_size(frame, max_side)  # stored orientation
+        grid_w, grid_h = max(1, math.ceil(out_w / CHANGE_CELL)), max(1, math.ceil(out_h / CHANGE_CELL))
+        luma = _luma(frame)
+        if luma is None:
+            grid = scaler.scale(frame, grid_w, grid_h, "gray").astype(np.float32)
+        else:
+            grid = cv2.resize(luma, (grid_w, grid_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+        if (rotation // 90) % 2:
+            out_w, out_h = out_h, out_w
+        self._take(_upright(grid, rotation), out_w, out_h)
+
+    def update_picture(self, pixels: np.ndarray) -> None:
+        """Take an upright RGB picture (the frame as it is looked at) as the picture now."""
+        import cv2
+
+        height, width = pixels.shape[:2]
+        grey = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+        size = (max(1, math.ceil(width / CHANGE_CELL)), max(1, math.ceil(height / CHANGE_CELL)))
+        self._take(cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32), width, height)
+
+    def _take(self, grid: np.ndarray, width: int, height: int) -> None:
+        self.now = grid
+        self.cell = (width / grid.shape[1], height / grid.shape[0])
+        if self.seen is None or self.seen.shape != grid.shape:
+            self.seen = np.full(grid.shape, np.inf, np.float32)
+
+    def changed(self) -> np.ndarray:
+        """Blocks (grid rows × columns, bool) changed since they were last looked at."""
+        assert self.now is not None and self.seen is not None
+        return np.abs(self.now - self.seen) > self.levels
+
+    def looked(self, blocks: np.ndarray) -> None:
+        """A look that finds every face has covered these blocks of the picture now."""
+        assert self.now is not None and self.seen is not None
+        self.seen[blocks] = self.now[blocks]
 
 
 class Clock:
@@ -211,13 +299,18 @@ def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
 
 
-def _working(frame, max_side: int, rotation: int, scaler: Scaler | None = None) -> tuple[np.ndarray, float]:  # noqa: ANN001 - av.VideoFrame
-    """The frame upright at most ``max_side`` on the long side, and original pixels per working pixel."""
+def _working_size(frame, max_side: int) -> tuple[int, int]:  # noqa: ANN001 - av.VideoFrame
+    """Width and height (stored orientation) of the frame at most ``max_side`` on the long side."""
     w, h = frame.width, frame.height
     scale = max(1.0, max(w, h) / max_side)
-    out_w, out_h = int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
+    return int(round(w / scale / 2) * 2), int(round(h / scale / 2) * 2)
+
+
+def _working(frame, max_side: int, rotation: int, scaler: Scaler | None = None) -> tuple[np.ndarray, float]:  # noqa: ANN001 - av.VideoFrame
+    """The frame upright at most ``max_side`` on the long side, and original pixels per working pixel."""
+    out_w, out_h = _working_size(frame, max_side)
     scaled = (scaler or Scaler()).scale(frame, out_w, out_h, "rgb24")
-    return _upright(scaled, rotation), w / out_w
+    return _upright(scaled, rotation), frame.width / out_w
 
 
 # 8-bit formats whose first plane is the picture's luma, as decoders of phone and camera video output.
@@ -229,17 +322,23 @@ def thumbnail(frame, scaler: Scaler) -> np.ndarray:  # noqa: ANN001 - av.VideoFr
     """A 64×36 grey thumbnail (0-255) of the frame, for finding scene cuts: averaged from the luma
     plane as it is decoded (~0.4 ms for a 1080p frame; FFmpeg's scaler ~0.8-1.4 ms), other formats
     through the scaler. Both give what ``reformat(format="gray")`` gives within ~1 grey level."""
-    name = frame.format.name
-    if name not in _LUMA_FIRST:
+    luma = _luma(frame)
+    if luma is None:
         return scaler.scale(frame, 64, 36, "gray").astype(np.float32)
     import cv2
 
-    plane = frame.planes[0]
-    luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
     small = cv2.resize(luma, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
-    if name.startswith("yuvj") or frame.color_range == _FULL_RANGE:
+    if frame.format.name.startswith("yuvj") or frame.color_range == _FULL_RANGE:
         return small
     return np.clip((small - 16.0) * (255.0 / 219.0), 0.0, 255.0)
+
+
+def _luma(frame) -> np.ndarray | None:  # noqa: ANN001 - av.VideoFrame
+    """The decoded luma plane (stored orientation, no copy), or None for formats without one first."""
+    if frame.format.name not in _LUMA_FIRST:
+        return None
+    plane = frame.planes[0]
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
 
 
 class Scaler:
@@ -266,13 +365,15 @@ def sample_frames(
     stream_number: int = 0,
     decoded: Decoded | None = None,
     scout: Scout | None = None,
+    changes: ChangeMap | None = None,
 ) -> Iterator[Frame]:
     """Frames of video stream ``stream_number`` at a fixed rate (one per ``every`` seconds; 0: all), the
     first frame after each scene cut, and the last frame; upright, at most ``max_side`` pixels on the
     long side. Time is counted as a player counts it (:class:`Clock`: joined segments follow each
     other). Decoding stops at ``max_seconds`` (``decoded.stopped_at_limit`` says whether frames were
     left). ``scout``: between samples, every SCOUT_EVERY-th frame is shown to it small (SCOUT_SIDE
-    px); a frame it asks for (a face no sample saw) is sampled too. A decoding error ends the
+    px); a frame it asks for (a face no sample saw) is sampled too. ``changes``: brought up to date
+    with every frame sampled or scouted, before it is yielded or shown. A decoding error ends the
     stream: ``on_error(reason, seconds_decoded)`` is told (fail closed: the caller turns it into
     *review*)."""
     import av
@@ -288,7 +389,7 @@ def sample_frames(
         index = -1
         last_time = 0.0
         pending = None  # the last frame decoded, when it was not sampled: sampled at the end
-        thumbs, scouted, working = Scaler(), Scaler(), Scaler()  # one per output size (each keeps its own)
+        thumbs, scouted, working, grids = Scaler(), Scaler(), Scaler(), Scaler()  # one per output size (each keeps its own)
         try:
             for frame in container.decode(stream):
                 t = clock(frame.pts)
@@ -304,15 +405,16 @@ def sample_frames(
                 thumb = thumbnail(frame, thumbs)
                 cut = previous is not None and float(np.mean(np.abs(thumb - previous))) > cut_threshold
                 previous = thumb
-                wanted = False
-                if t + 1e-6 < next_time and not cut and scout is not None and index % SCOUT_EVERY == 0:
-                    small, small_scale = _working(frame, SCOUT_SIDE, rotation, scouted)
-                    wanted = scout(small, small_scale, t)
-                if t + 1e-6 < next_time and not cut and not wanted:
+                between = t + 1e-6 < next_time and not cut
+                scouting = between and scout is not None and index % SCOUT_EVERY == 0
+                if changes is not None and (scouting or not between):
+                    changes.update(frame, rotation, max_side, grids)
+                look = Look(frame, t, rotation, max_side, (scouted, working)) if scouting else None
+                if between and not (look is not None and scout is not None and scout(look)):
                     pending = (index, t, frame)
                     continue
                 pending = None
-                pixels, scale = _working(frame, max_side, rotation, working)
+                pixels, scale = look.whole() if look is not None else _working(frame, max_side, rotation, working)
                 yield Frame(index, t, pixels, scale, cut and t + 1e-6 < next_time)
                 if t + 1e-6 >= next_time and every > 0:  # every = 0: every frame
                     next_time = (math.floor(t / every) + 1) * every
@@ -322,6 +424,8 @@ def sample_frames(
             return
         if pending is not None and rotation is not None:  # a face only in the last moment is looked at too
             n, t, frame = pending
+            if changes is not None:
+                changes.update(frame, rotation, max_side, grids)
             pixels, scale = _working(frame, max_side, rotation, working)
             yield Frame(n, t, pixels, scale)
 
