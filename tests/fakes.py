@@ -63,7 +63,7 @@ class FakeDetector:
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return np.zeros((0, 4), np.float32)
 
-    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings, landmarks: bool = True) -> list[Face] | None:
         return None  # a whole look (the faces are the photo's, not places in it)
 
 
@@ -178,7 +178,7 @@ class MarkerDetector:
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return np.array([box for _, box in _markers(pixels)], np.float32).reshape(-1, 4)
 
-    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings, landmarks: bool = True) -> list[Face] | None:
         """The markers inside the regions, as the real detector's parts look: a marker cut by a
         region's edge asks for a whole look (None)."""
         self.part_looks += 1

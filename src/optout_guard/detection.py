@@ -240,8 +240,10 @@ def _centerface_in(
         y0 = int(max(0.0, min(region.y, height - h)))
         x1, y1 = min(width, x0 + math.ceil(w)), min(height, y0 + math.ceil(h))
         crop = pixels[y0:y1, x0:x1]
-        in_w = max(32, round((x1 - x0) * scale / 32) * 32)
-        in_h = max(32, round((y1 - y0) * scale / 32) * 32)
+        # (0.1: a part of whole cells is not rounded up by a pixel's fraction; one at the frame's
+        # edge is, as the whole pass rounds the frame up)
+        in_w = max(32, math.ceil((x1 - x0) * scale / 32 - 0.1) * 32)
+        in_h = max(32, math.ceil((y1 - y0) * scale / 32 - 0.1) * 32)
         boxes, scores = _centerface_pass(crop, in_w, in_h, threshold, models)
         inner = np.zeros(len(boxes), bool)
         if x0 > 0:
@@ -259,12 +261,15 @@ def _centerface_in(
     return _merged(found_boxes, found_scores, threshold)
 
 
-def _faces(pixels: np.ndarray, boxes: np.ndarray, info: np.ndarray, scale: float, page: int, models: Models) -> list[Face]:
-    """Faces of one page from a detector's boxes, largest first, with dlib's landmarks."""
+def _faces(
+    pixels: np.ndarray, boxes: np.ndarray, info: np.ndarray, scale: float, page: int, models: Models, landmarks: bool = True
+) -> list[Face]:
+    """Faces of one page from a detector's boxes, largest first, with dlib's landmarks (zeros if not
+    ``landmarks``)."""
     faces: list[Face] = []
     order: Sequence[int] = np.argsort(-(boxes[:, 2] * boxes[:, 3])).tolist() if len(boxes) else []
     for i in order:
-        points = _landmarks(pixels, boxes[i], models)
+        points = _landmarks(pixels, boxes[i], models) if landmarks else np.zeros((5, 2), np.float32)
         x, y, w, h = (float(v) * scale for v in boxes[i])
         faces.append(
             Face(
@@ -289,11 +294,13 @@ def detect_faces(image: LoadedImage, settings: Settings, models: Models) -> list
     return faces
 
 
-def detect_faces_in(image: LoadedImage, regions: Sequence[Box], settings: Settings, models: Models) -> list[Face] | None:
+def detect_faces_in(
+    image: LoadedImage, regions: Sequence[Box], settings: Settings, models: Models, landmarks: bool = True
+) -> list[Face] | None:
     """The faces within ``regions`` (boxes in the page's pixels) of a one-page image, found as a
     whole-page look would find them; None when a whole look is needed (see ``_centerface_in``;
     the HOG detector always looks at the whole page)."""
     if settings.detector != "centerface" or len(image.pages) != 1:
         return None
     found = _centerface_in(image.pages[0], regions, settings, models)
-    return None if found is None else _faces(image.pages[0], *found, image.scale, 0, models)
+    return None if found is None else _faces(image.pages[0], *found, image.scale, 0, models, landmarks)

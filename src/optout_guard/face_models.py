@@ -35,8 +35,8 @@ class ModelDetector:
     def quick_boxes(self, pixels: np.ndarray, threshold: float) -> np.ndarray:
         return quick_boxes(pixels, threshold, self.models)
 
-    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
-        return detect_faces_in(image, regions, settings, self.models)
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings, landmarks: bool = True) -> list[Face] | None:
+        return detect_faces_in(image, regions, settings, self.models, landmarks)
 
 
 class DlibAligner:

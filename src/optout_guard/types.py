@@ -287,10 +287,11 @@ class Detector(Protocol):
         size, no landmarks: the clip scout's look at the frames between samples."""
         ...
 
-    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings) -> list[Face] | None:
+    def detect_in(self, image: LoadedImage, regions: list[Box], settings: Settings, landmarks: bool = True) -> list[Face] | None:
         """The faces ``detect`` would find within ``regions`` (boxes in the page's pixels) of a
         one-page image, looking at those parts only; None when only a whole look can say (a face
-        cut by a region's edge, a detector that cannot look at parts)."""
+        cut by a region's edge, a detector that cannot look at parts). ``landmarks``: False when
+        only the boxes are wanted (blurring): the faces' landmarks are then zeros."""
         ...
 
 

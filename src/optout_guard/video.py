@@ -673,9 +673,11 @@ class _Redaction:
             parts, covered = plan
             if not parts:
                 return looks.known  # nothing changed: the same faces
-            found = detector.detect_in(image, parts, self.guard.settings)
-        if found is None:
-            looks.known = [f.box for f in detector.detect(image, self.guard.settings)]
+            found = detector.detect_in(image, parts, self.guard.settings, landmarks=False)
+        if found is None:  # the whole frame as one part (no landmarks: only boxes are blurred)
+            whole = [Box(0.0, 0.0, float(small.shape[1]), float(small.shape[0]))]
+            every = detector.detect_in(image, whole, self.guard.settings, landmarks=False)
+            looks.known = [f.box for f in (every if every is not None else detector.detect(image, self.guard.settings))]
             changes.looked(np.ones_like(changes.changed()))
             return looks.known
 
