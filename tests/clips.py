@@ -33,15 +33,22 @@ def make_clip(
     codec: str = "libx264",
     container: str = "mp4",
     cuts: tuple[float, ...] = (),
+    shake: int = 0,
 ) -> Path:
     """Write a clip: a grey-blue backdrop with a slow gradient, the given faces pasted while on
     screen, an audio tone. ``rotation``: the stored picture is turned and a display matrix says so
-    (as phones record portrait video)."""
+    (as phones record portrait video). ``shake``: filmed hand-held instead — the backdrop is a
+    textured scene that moves up to this many px every frame (the faces keep their places)."""
     import av
 
     width, height = size
     backdrop = np.zeros((height, width, 3), np.uint8)
     backdrop[:] = np.linspace(60, 140, width, dtype=np.uint8)[None, :, None]
+    scenery = None
+    if shake:
+        rng = np.random.default_rng(len(appearances))
+        coarse = rng.integers(40, 200, ((height + 4 * shake) // 24 + 1, (width + 4 * shake) // 24 + 1, 3), dtype=np.uint8)
+        scenery = np.asarray(Image.fromarray(coarse).resize((width + 4 * shake, height + 4 * shake), Image.BICUBIC))
     # After each cut, another scene: a differently coloured backdrop.
     scenes = [backdrop]
     for k in range(len(cuts)):
@@ -67,6 +74,10 @@ def make_clip(
         for n in range(int(seconds * fps)):
             t = n / fps
             frame = scenes[sum(1 for c in cuts if t >= c)].copy()
+            if scenery is not None:  # a hand-held camera: the scene wanders by a few px a frame
+                dx = round(2 * shake + shake * (np.sin(n / 3.0) + np.sin(n / 7.3)))
+                dy = round(2 * shake + shake * (np.cos(n / 4.1) + np.sin(n / 9.7)))
+                frame = scenery[dy : dy + height, dx : dx + width].copy()
             for a in appearances:
                 if a.start <= t < a.end:
                     share = (t - a.start) / max(a.end - a.start, 1e-6)

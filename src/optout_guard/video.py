@@ -432,7 +432,7 @@ def _scout(guard: Guard, live: list[_Track], scene: list[_Track], changes: Chang
         if [f for f in faces if new_face(f.box, t)]:  # (each new face is remembered as asked)
             return True
         if not faces:
-            changes.looked(covered)  # looked at as a sample would, and nothing there
+            changes.looked(covered, t)  # looked at as a sample would, and nothing there
         return False
 
     return wants
@@ -451,8 +451,9 @@ def _examine(
         scene.clear()
     faces = None
     covered: np.ndarray | None = None
-    if changes is not None and changes.now is not None and frame.time - changes.whole_at < WHOLE_EVERY:
-        plan = _parts(changes.changed(), changes.cell, (width, height), [t.boxes[-1][1].scaled(1.0 / frame.scale) for t in scene])
+    changed = changes.changed() if changes is not None and changes.now is not None else None
+    if changes is not None and changed is not None and frame.time - changes.whole_at < WHOLE_EVERY:
+        plan = _parts(changed, changes.cell, (width, height), [t.boxes[-1][1].scaled(1.0 / frame.scale) for t in scene])
         if plan is not None:
             parts, covered = plan
             faces = face_models.detector.detect_in(image, parts, settings) if parts else []
@@ -460,8 +461,6 @@ def _examine(
         faces = face_models.detector.detect(image, settings)
         if changes is not None and changes.now is not None:
             covered, changes.whole_at = np.ones_like(changes.now, bool), frame.time
-    if changes is not None and covered is not None:
-        changes.looked(covered)
     if settings.recognition:
         chips, owners, unjudged = judgeable_chips(image, faces, settings, face_models)
     else:
@@ -478,8 +477,18 @@ def _examine(
             tracks.append(track)
             live.append(track)
             scene.append(track)
+            if changes is not None and changed is not None:
+                # A new face where nothing changed was there at the last look of that place, which
+                # missed it (a face too faint for the change map, found by a whole look): it is
+                # taken to be on screen since then (the copy blurs it from then on).
+                where = _block_span(face.box.scaled(1.0 / frame.scale), changes.cell, changed.shape)
+                since = changes.unchanged_since(where, changed)
+                if since is not None and math.isfinite(since) and since < frame.time:
+                    track.boxes.append((since, face.box))
         quality = face.box.w * face.score
         track.add(_Sighting(frame.time, face, chip_of.get(i), unjudged.get(i), quality), frame.pixels, frame.scale)
+    if changes is not None and covered is not None:
+        changes.looked(covered, frame.time)
 
 
 def recheck_clip(guard: Guard, path: Path | str, stored: list[StoredFace], scope: Scope = WHOLE_DISTRICT) -> ScanResult:
@@ -647,11 +656,11 @@ class _Redaction:
     def watched(self, t: float) -> bool:
         return any(a <= t <= b for a, b in self.ranges)
 
-    def _faces(self, pixels: np.ndarray, looks: _Looks, pixel_scale: float = 1.0) -> list[Box]:
-        """Faces in ``pixels`` (a frame at ``pixel_scale`` original pixels per pixel), in the
-        clip's original pixels — the boxes' convention everywhere. Only what changed since it was
-        last looked at is looked at (see :class:`ChangeMap`); faces found before where nothing
-        changed are where they were."""
+    def _faces(self, pixels: np.ndarray, looks: _Looks, t: float, pixel_scale: float = 1.0) -> list[Box]:
+        """Faces in ``pixels`` (the frame at ``t``, at ``pixel_scale`` original pixels per pixel),
+        in the clip's original pixels — the boxes' convention everywhere. Only what changed since it
+        was last looked at is looked at (see :class:`ChangeMap`; the whole frame at least every
+        WHOLE_EVERY s); faces found before where nothing changed are where they were."""
         import cv2
 
         self.frames_searched += 1
@@ -667,7 +676,9 @@ class _Redaction:
         # A known face where something changed is looked at whole (the change may be only its edge).
         known = [b.scaled(1.0 / image.scale) for b in looks.known]
         moved = [b for b in known if blocks[_block_span(_grown(b), changes.cell, blocks.shape)].any()]
-        plan = _parts(blocks, changes.cell, (small.shape[1], small.shape[0]), moved)
+        plan = None
+        if t - changes.whole_at < WHOLE_EVERY:
+            plan = _parts(blocks, changes.cell, (small.shape[1], small.shape[0]), moved)
         found = None
         if plan is not None:
             parts, covered = plan
@@ -678,7 +689,8 @@ class _Redaction:
             whole = [Box(0.0, 0.0, float(small.shape[1]), float(small.shape[0]))]
             every = detector.detect_in(image, whole, self.guard.settings, landmarks=False)
             looks.known = [f.box for f in (every if every is not None else detector.detect(image, self.guard.settings))]
-            changes.looked(np.ones_like(changes.changed()))
+            changes.looked(np.ones_like(blocks), t)
+            changes.whole_at = t
             return looks.known
 
         def outside(box: Box) -> bool:
@@ -686,7 +698,7 @@ class _Redaction:
             return not any(b.x < p.right and p.x < b.right and b.y < p.bottom and p.y < b.bottom for p in parts)
 
         looks.known = [f.box for f in found] + [b for b in looks.known if outside(b)]
-        changes.looked(covered)
+        changes.looked(covered, t)
         return looks.known
 
     def _fine(self, box: Box, t: float) -> bool:
@@ -702,12 +714,12 @@ class _Redaction:
         held = [b for b in (tr.box_at(t) for tr in self.hidden) if b is not None]
         if not self.watched(t):
             return held
-        return held + [b for b in self._faces(picture(), self.writing) if not self._fine(b, t)]
+        return held + [b for b in self._faces(picture(), self.writing, t) if not self._fine(b, t)]
 
     def leaks(self, t: float, pixels: np.ndarray, pixel_scale: float) -> list[Box]:
         """Faces still to be seen in the copy where a face that is not clear was: none, or no copy.
         ``pixels``: the copy's frame at ``pixel_scale`` original pixels per pixel."""
-        return [b for b in self._faces(pixels, self.reading, pixel_scale) if not self._fine(b, t)] if self.watched(t) else []
+        return [b for b in self._faces(pixels, self.reading, t, pixel_scale) if not self._fine(b, t)] if self.watched(t) else []
 
 
 @dataclass
@@ -715,7 +727,7 @@ class _Looks:
     """One pass over a clip's frames looking only at what changed: the change map, and the faces
     (original px) found so far where nothing has changed since."""
 
-    changes: ChangeMap = field(default_factory=ChangeMap)
+    changes: ChangeMap = field(default_factory=lambda: ChangeMap())  # (looked up when made: tests replace it)
     known: list[Box] = field(default_factory=list)
 
 

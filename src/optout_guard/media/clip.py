@@ -147,6 +147,7 @@ class ChangeMap:
         self.levels = levels
         self.now: np.ndarray | None = None
         self.seen: np.ndarray | None = None  # each block's grey as last looked at (inf: never)
+        self.seen_at: np.ndarray | None = None  # and when (seconds; -inf: never)
         self.cell = (float(CHANGE_CELL), float(CHANGE_CELL))  # working px per grid step (x, y)
         self.whole_at = -math.inf  # when (seconds) a look last covered the whole picture
 
@@ -179,16 +180,26 @@ class ChangeMap:
         self.cell = (width / grid.shape[1], height / grid.shape[0])
         if self.seen is None or self.seen.shape != grid.shape:
             self.seen = np.full(grid.shape, np.inf, np.float32)
+            self.seen_at = np.full(grid.shape, -np.inf)
 
     def changed(self) -> np.ndarray:
         """Blocks (grid rows × columns, bool) changed since they were last looked at."""
         assert self.now is not None and self.seen is not None
         return np.abs(self.now - self.seen) > self.levels
 
-    def looked(self, blocks: np.ndarray) -> None:
-        """A look that finds every face has covered these blocks of the picture now."""
-        assert self.now is not None and self.seen is not None
+    def looked(self, blocks: np.ndarray, t: float) -> None:
+        """A look that finds every face has covered these blocks of the picture now (``t`` s)."""
+        assert self.now is not None and self.seen is not None and self.seen_at is not None
         self.seen[blocks] = self.now[blocks]
+        self.seen_at[blocks] = t
+
+    def unchanged_since(self, blocks: tuple[slice, slice], changed: np.ndarray) -> float | None:
+        """When these blocks were last looked at, if none of them has ``changed`` since: a face
+        found there now was there then (and that look missed it); None if one changed."""
+        assert self.seen_at is not None
+        if changed[blocks].any() or not changed[blocks].size:
+            return None
+        return float(self.seen_at[blocks].min())
 
 
 class Clock:
