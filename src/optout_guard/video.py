@@ -79,6 +79,7 @@ FACE_MARGIN = 0.5
 PART_GROW = 0.25
 PART_PAD = 16
 WHOLE_SHARE = 0.4  # parts covering more of the frame than this: one whole look instead
+COPY_FACE_MARGIN = 0.2  # the copy looks at every frame: a face moves little from one to the next
 # A sample looks at the whole frame at least this often, whatever changed: a face that came into
 # view too faintly for the change map (a dark hall) is looked for at least every WHOLE_EVERY s.
 WHOLE_EVERY = 5.0
@@ -341,7 +342,12 @@ def check_clip(
 
 
 def _parts(
-    blocks: np.ndarray, cell: tuple[float, float], size: tuple[int, int], faces: list[Box], skip: list[Box] | None = None
+    blocks: np.ndarray,
+    cell: tuple[float, float],
+    size: tuple[int, int],
+    faces: list[Box],
+    skip: list[Box] | None = None,
+    margin: float = FACE_MARGIN,
 ) -> tuple[list[Box], np.ndarray] | None:
     """Where to look in a working frame of ``size`` (w, h): the changed ``blocks`` of a
     :class:`ChangeMap` (but those in ``skip``), and around ``faces`` (boxes in working px); as
@@ -354,14 +360,16 @@ def _parts(
     wanted = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8))  # a block's neighbours too
     for box in skip or ():
         wanted[_block_span(box, cell, blocks.shape)] = 0
-    for box in faces:
-        wanted[_block_span(_grown(box), cell, blocks.shape)] = 1
     _, _, stats, _ = cv2.connectedComponentsWithStats(wanted, connectivity=8)
     rects = []
     for x, y, w, h, _area in stats[1:]:
         grow = PART_PAD + PART_GROW * max(w * cw, h * ch)
-        x0, y0 = max(0.0, x * cw - grow), max(0.0, y * ch - grow)
-        rects.append(Box(x0, y0, min(float(width), (x + w) * cw + grow) - x0, min(float(height), (y + h) * ch + grow) - y0))
+        rects.append(Box(x * cw - grow, y * ch - grow, w * cw + 2 * grow, h * ch + 2 * grow))
+    rects += [_grown(box, margin) for box in faces]  # (grown enough already)
+    for i, r in enumerate(rects):  # within the frame
+        x0, y0 = max(0.0, r.x), max(0.0, r.y)
+        rects[i] = Box(x0, y0, max(0.0, min(float(width), r.right) - x0), max(0.0, min(float(height), r.bottom) - y0))
+    rects = [r for r in rects if r.w > 0 and r.h > 0]
     merged = True
     while merged:  # parts that overlap are looked at as one (no face twice, no pass set up twice)
         merged = False
@@ -678,7 +686,7 @@ class _Redaction:
         moved = [b for b in known if blocks[_block_span(_grown(b), changes.cell, blocks.shape)].any()]
         plan = None
         if t - changes.whole_at < WHOLE_EVERY:
-            plan = _parts(blocks, changes.cell, (small.shape[1], small.shape[0]), moved)
+            plan = _parts(blocks, changes.cell, (small.shape[1], small.shape[0]), moved, margin=COPY_FACE_MARGIN)
         found = None
         if plan is not None:
             parts, covered = plan
