@@ -384,3 +384,53 @@ def test_a_face_the_change_map_cannot_see_is_still_looked_for_every_few_seconds(
     detector.calls = 0
     again = guard.check(result.redacted_path, redact=None)
     assert again.verdict is Verdict.ALLOW and len(again.faces) == 1, again.reasons  # the stranger; Anna never
+
+
+def test_the_copy_encoder_thread_says_its_error_and_is_always_joined():
+    """The blurred copy is encoded and written in a thread of its own: an error there (a full disk)
+    reaches the caller, who is never left waiting on a full queue; an error of the caller stops the
+    thread without flushing; either way the thread has ended when the copy's writing returns."""
+    import av
+
+    from optout_guard.media.clip import _Muxer
+
+    class Out:
+        def __init__(self, fail_at: int) -> None:
+            self.written, self.fail_at = 0, fail_at
+
+        def mux(self, packet) -> None:
+            if self.written == self.fail_at:
+                raise OSError(28, "No space left on device")
+            self.written += 1
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.flushed = False
+
+        def encode(self, frame=None):
+            if frame is None:
+                self.flushed = True
+                return ["last"]
+            return ["packet"]
+
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    muxer = _Muxer(Out(fail_at=3), Encoder())
+    with pytest.raises(OSError, match="No space left"):
+        with muxer:
+            for _ in range(100):  # far more than the queue holds
+                muxer.put(frame)
+    assert not muxer.thread.is_alive()
+
+    out, encoder = Out(fail_at=10_000), Encoder()
+    muxer = _Muxer(out, encoder)
+    with pytest.raises(RuntimeError, match="caller"):
+        with muxer:
+            muxer.put(frame)
+            raise RuntimeError("the caller failed")
+    assert not muxer.thread.is_alive() and not encoder.flushed
+
+    out, encoder = Out(fail_at=10_000), Encoder()
+    with _Muxer(out, encoder) as muxer:
+        for _ in range(20):
+            muxer.put(frame)
+    assert not muxer.thread.is_alive() and encoder.flushed and out.written == 21

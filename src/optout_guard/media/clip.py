@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -554,43 +556,96 @@ def write_blurred_copy(
             rotation = None
             written = -1
             streams = [video] + ([audio] if audio is not None else [])
-            for packet in src.demux(*streams):
-                if packet.stream is audio:
-                    if packet.dts is None or audio_out is None:
+            muxer = _Muxer(out, encoder)
+            with muxer:
+                for packet in src.demux(*streams):
+                    if packet.stream is audio:
+                        if packet.dts is None or audio_out is None:
+                            continue
+                        audio_clock.fix(packet)  # joined segments: audio time stamps restart too
+                        packet.stream = audio_out
+                        muxer.put(packet)
                         continue
-                    audio_clock.fix(packet)  # joined segments: audio time stamps restart too
-                    packet.stream = audio_out
-                    out.mux(packet)
-                    continue
-                for frame in packet.decode():
-                    if rotation is None:
-                        rotation = _rotation(video, frame)
-                    t = clock(frame.pts)
-                    picture = _Picture(frame, rotation)
-                    boxes = boxes_at(t, picture)
-                    # TV-range 4:2:0 of the copy's size, upright: the copy's own format (its RGB frames
-                    # are converted to that).
-                    shape = (frame.format.name, frame.width, frame.height, frame.color_range == _FULL_RANGE)
-                    if not boxes and not rotation and shape == (encoder.pix_fmt, encoder.width, encoder.height, False):
-                        new = frame  # nothing to blur: no trip through RGB (~5 ms of a 1080p frame)
-                        new.pict_type = PictureType.NONE  # the encoder chooses (a decoder's B would be forced)
-                    else:
-                        pixels = blur(picture(), boxes)[: encoder.height, : encoder.width]
-                        if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
-                            pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
-                        new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                    new.pts = max(written + 1, round(t / clock.base))
-                    written = new.pts
-                    new.time_base = video.time_base
-                    for out_packet in encoder.encode(new):
-                        out.mux(out_packet)
-            for out_packet in encoder.encode():
-                out.mux(out_packet)
+                    for frame in packet.decode():
+                        if rotation is None:
+                            rotation = _rotation(video, frame)
+                        t = clock(frame.pts)
+                        picture = _Picture(frame, rotation)
+                        boxes = boxes_at(t, picture)
+                        # TV-range 4:2:0 of the copy's size, upright: the copy's own format (its RGB frames
+                        # are converted to that).
+                        shape = (frame.format.name, frame.width, frame.height, frame.color_range == _FULL_RANGE)
+                        if not boxes and not rotation and shape == (encoder.pix_fmt, encoder.width, encoder.height, False):
+                            new = frame  # nothing to blur: no trip through RGB (~5 ms of a 1080p frame)
+                            new.pict_type = PictureType.NONE  # the encoder chooses (a decoder's B would be forced)
+                        else:
+                            pixels = blur(picture(), boxes)[: encoder.height, : encoder.width]
+                            if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
+                                pixels = np.asarray(Image.fromarray(pixels).resize((encoder.width, encoder.height)))
+                            new = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+                        new.pts = max(written + 1, round(t / clock.base))
+                        written = new.pts
+                        new.time_base = video.time_base
+                        muxer.put(new)
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class _Muxer:
+    """Encodes the copy's frames and writes its packets (audio as it comes) in a thread of its own,
+    in the order they are put: x264 runs while the next frames are decoded and searched (PyAV
+    lets go of the GIL while it encodes). On leaving, the encoder is flushed and the thread
+    joined; an error of the thread is raised there (an error of the caller's wins)."""
+
+    def __init__(self, out, encoder) -> None:  # noqa: ANN001 - av.OutputContainer, av.VideoStream
+        self.out, self.encoder = out, encoder
+        self.items: queue.Queue = queue.Queue(maxsize=8)  # a few 1080p frames at most in flight
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="clip-copy-encoder", daemon=True)
+
+    def __enter__(self) -> _Muxer:
+        self.thread.start()
+        return self
+
+    def put(self, item) -> None:  # noqa: ANN001 - av.VideoFrame or av.Packet
+        if self.error is not None:
+            raise self.error
+        self.items.put(item)
+
+    def _run(self) -> None:
+        import av
+
+        flush = False
+        while True:
+            item = self.items.get()
+            if item is None or isinstance(item, bool):
+                flush = bool(item)
+                break
+            if self.error is not None:
+                continue  # failed: drain what is put, so the caller never waits on a full queue
+            try:
+                if isinstance(item, av.VideoFrame):
+                    for packet in self.encoder.encode(item):
+                        self.out.mux(packet)
+                else:
+                    self.out.mux(item)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                self.error = exc
+        if flush and self.error is None:
+            try:
+                for packet in self.encoder.encode():
+                    self.out.mux(packet)
+            except BaseException as exc:  # noqa: BLE001
+                self.error = exc
+
+    def __exit__(self, kind, value, traceback) -> None:  # noqa: ANN001
+        self.items.put(kind is None)  # True: the end, flush; False: the caller failed, just stop
+        self.thread.join()
+        if kind is None and self.error is not None:
+            raise self.error
 
 
 class _Picture:
