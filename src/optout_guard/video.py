@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from optout_guard.media.clip import (
     Decoded,
     Frame,
     Look,
+    Picture,
     Scout,
     format_time,
     probe,
@@ -716,13 +716,14 @@ class _Redaction:
 
         return any(on(c) for c in self.clear) and not any(on(h) for h in self.hidden)
 
-    def boxes(self, t: float, picture: Callable[[], np.ndarray]) -> list[Box]:
-        """The boxes to blur at ``t``; ``picture()``: the upright frame (asked for only where
-        faces are searched)."""
+    def boxes(self, t: float, picture: Picture) -> list[Box]:
+        """The boxes to blur at ``t``; ``picture``: the upright frame (made only where faces are
+        searched, and at the size they are searched at)."""
         held = [b for b in (tr.box_at(t) for tr in self.hidden) if b is not None]
         if not self.watched(t):
             return held
-        return held + [b for b in self._faces(picture(), self.writing, t) if not self._fine(b, t)]
+        pixels, scale = picture.small(REDACT_SIDE)
+        return held + [b for b in self._faces(pixels, self.writing, t, scale) if not self._fine(b, t)]
 
     def leaks(self, t: float, pixels: np.ndarray, pixel_scale: float) -> list[Box]:
         """Faces still to be seen in the copy where a face that is not clear was: none, or no copy.

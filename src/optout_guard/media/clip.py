@@ -513,7 +513,7 @@ def format_time(seconds: float) -> str:
 
 # ---- the blurred copy ------------------------------------------------------------------------------
 # (seconds, the upright frame when asked for) -> the boxes (types.Box, in its pixels) to blur
-BoxesAt = Callable[[float, Callable[[], np.ndarray]], list]
+BoxesAt = Callable[[float, "Picture"], list]
 # x264's fastest preset: a 1080p frame in ~5 ms instead of veryfast's ~12 (the copy is about twice
 # as large as veryfast's at the same quality setting; platforms re-encode what is uploaded anyway).
 COPY_PRESET = "ultrafast"
@@ -528,8 +528,8 @@ def write_blurred_copy(
 ) -> None:
     """Re-encode video stream ``stream_number`` of ``source`` to ``target`` (MP4, H.264) with
     ``blur(pixels, boxes_at(t, picture))`` applied to every upright frame (``t`` counted as
-    :func:`sample_frames` counts it; ``picture()`` gives the frame's upright RGB pixels, made only
-    when asked for); a frame with nothing to blur goes to the encoder as it was decoded. Audio
+    :func:`sample_frames` counts it; ``picture`` (:class:`Picture`) gives the frame's upright RGB
+    pixels, whole or small, made only when asked for); a frame with nothing to blur goes to the encoder as it was decoded. Audio
     packets copied unchanged; no metadata (GPS lives in MOV/MP4 atoms). Written to a temp name and
     renamed: a half-written copy is never left under the real name."""
     import av
@@ -557,6 +557,7 @@ def write_blurred_copy(
             written = -1
             streams = [video] + ([audio] if audio is not None else [])
             muxer = _Muxer(out, encoder)
+            searched = Scaler()  # the frames the caller looks at, small
             with muxer:
                 for packet in src.demux(*streams):
                     if packet.stream is audio:
@@ -570,7 +571,7 @@ def write_blurred_copy(
                         if rotation is None:
                             rotation = _rotation(video, frame)
                         t = clock(frame.pts)
-                        picture = _Picture(frame, rotation)
+                        picture = Picture(frame, rotation, searched)
                         boxes = boxes_at(t, picture)
                         # TV-range 4:2:0 of the copy's size, upright: the copy's own format (its RGB frames
                         # are converted to that).
@@ -648,18 +649,22 @@ class _Muxer:
             raise self.error
 
 
-class _Picture:
+class Picture:
     """A decoded frame's upright RGB pixels, made on the first call (a frame nobody looks at and
-    nothing is blurred in never leaves the decoder's own format)."""
+    nothing is blurred in never leaves the decoder's own format); ``small(side)``: the frame at most
+    ``side`` px and original px per its px, scaled by FFmpeg from the decoded frame (not from RGB)."""
 
-    def __init__(self, frame, rotation: int) -> None:  # noqa: ANN001 - av.VideoFrame
-        self.frame, self.rotation = frame, rotation
+    def __init__(self, frame, rotation: int, scaler: Scaler | None = None) -> None:  # noqa: ANN001 - av.VideoFrame
+        self.frame, self.rotation, self.scaler = frame, rotation, scaler
         self.pixels: np.ndarray | None = None
 
     def __call__(self) -> np.ndarray:
         if self.pixels is None:
             self.pixels = _upright(self.frame.to_ndarray(format="rgb24"), self.rotation)
         return self.pixels
+
+    def small(self, side: int) -> tuple[np.ndarray, float]:
+        return _working(self.frame, side, self.rotation, self.scaler)
 
 
 class _PacketClock:
