@@ -67,15 +67,17 @@ def _processor() -> str:
 
 def session_options() -> Any:
     """How both networks run. A pool worker gets OMP_NUM_THREADS=1 (one process per core); alone, a
-    process uses every core (0). Worker threads spin briefly after each run before they sleep: the
-    next run starts without waking them, which matters for a clip's hundreds of small runs (a 1080p
-    60 s clip: 27.5 -> 23 s; CenterFace at 480x288: 14 -> 10 ms). What it costs an idle process
-    (a watch, the desk): ~0.04 s of CPU after each run, then nothing (measured)."""
+    process uses every core (0). Worker threads sleep as soon as a run ends, not spin: spinning
+    once paid for a clip's hundreds of back-to-back runs, but since a clip looks only at what
+    changed, the runs are fewer and the spinning threads take the cores from decoding, landmarks
+    and the copy's encoder (2 cores, alternating runs, 2026-12-03: a 60 s clip's check 6.8-7.3 ->
+    6.0-6.4 s; one photo in one process 68-72 -> 43-44 ms, as a whole command median 0.58 ->
+    0.52 s; a 26-face class photo and a hand-held clip the same within noise)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
