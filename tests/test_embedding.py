@@ -208,7 +208,8 @@ def test_a_model_file_is_hashed_once_even_when_two_threads_ask_at_once(tmp_path,
 def test_a_part_look_finds_a_face_as_a_whole_look_does(samples, models):
     """A clip's sample looks only at what changed and around known faces (``detect_faces_in``): each
     part at the whole frame's scale, so a face gets about the box and landmarks a whole look gives it. A
-    part that cuts a face asks for a whole look (None); a part with no face finds none."""
+    part that cuts a face is looked at again, grown around it; a part with no face finds none; a
+    picture larger than one tile is looked at whole (None)."""
     from optout_guard.detection import detect_faces_in
     from optout_guard.types import Box, LoadedImage
 
@@ -233,7 +234,11 @@ def test_a_part_look_finds_a_face_as_a_whole_look_does(samples, models):
         assert max(abs(a.box.x - b.box.x), abs(a.box.y - b.box.y), abs(a.box.w - b.box.w), abs(a.box.h - b.box.h)) < 0.12 * size
         assert float(np.abs(a.landmarks - b.landmarks).max()) < 0.06 * size
         assert a.box.iou(b.box) > 0.8
-    first = sorted(whole, key=lambda f: f.box.x)[0].box.scaled(1 / 1.5)
-    cut = Box(first.x + first.w / 2, first.y - 40, first.w + 80, first.h + 80)  # the face's right half
-    assert detect_faces_in(image, [cut], settings, models) is None
+    first = sorted(whole, key=lambda f: f.box.x)[0]
+    near = first.box.scaled(1 / 1.5)
+    cut = Box(near.x + near.w / 2, near.y - 40, near.w + 80, near.h + 80)  # the face's right half
+    again = detect_faces_in(image, [cut], settings, models)  # looked at again, grown around the face
+    assert again is not None and len(again) == 1 and again[0].box.iou(first.box) > 0.8
     assert detect_faces_in(image, [Box(500, 20, 200, 150)], settings, models) == []
+    large = LoadedImage("", "0" * 64, "photo", (4000, 3000), (np.zeros((3000, 4000, 3), np.uint8),), 1.0)
+    assert detect_faces_in(large, [Box(0, 0, 100, 100)], settings, models) is None  # more than a tile: whole

@@ -222,8 +222,9 @@ def _centerface_in(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``_centerface`` on parts of a picture only, each at the scale the whole picture is examined
     at (the same network input per pixel, so a face gets the box it would get in a whole pass).
-    None when that would not be the same look: a picture larger than one tile, or a face cut by a
-    region's inner edge (only part of it inside: the caller looks at the whole picture instead)."""
+    A face cut by a region's inner edge (only part of it inside) is looked for again in the region
+    grown around it; None when that would not be the same look: a picture larger than one tile, or
+    a face still cut (the caller looks at the whole picture instead)."""
     height, width = pixels.shape[:2]
     scale = working_scale(height, width, settings, _CENTERFACE_MIN_PX)
     if width * scale > _TILE or height * scale > _TILE:
@@ -231,7 +232,9 @@ def _centerface_in(
     threshold, margin = settings.detection_threshold, 2.0 / scale
     found_boxes: list[np.ndarray] = []
     found_scores: list[np.ndarray] = []
-    for region in regions:
+    pending = [(region, False) for region in regions]
+    while pending:
+        region, again = pending.pop()
         # Whole network cells (32 input px) of picture, so nothing is stretched to fit.
         cell = 32.0 / scale
         w = min(width, math.ceil(max(region.w, 1.0) / cell) * cell)
@@ -255,7 +258,16 @@ def _centerface_in(
         if y1 < height:
             inner |= boxes[:, 1] + boxes[:, 3] >= (y1 - y0) - margin
         if inner.any():
-            return None
+            if again:
+                return None
+            cut = boxes[inner] + np.array([x0, y0, 0, 0])
+            grow = cut[:, 2:].max(axis=1, keepdims=True) * 0.5
+            gx0, gy0 = min(x0, float((cut[:, 0:1] - grow).min())), min(y0, float((cut[:, 1:2] - grow).min()))
+            gx1 = max(x1, float((cut[:, 0:1] + cut[:, 2:3] + grow).max()))
+            gy1 = max(y1, float((cut[:, 1:2] + cut[:, 3:4] + grow).max()))
+            gx0, gy0 = max(0.0, gx0), max(0.0, gy0)
+            pending.append((Box(gx0, gy0, min(width, gx1) - gx0, min(height, gy1) - gy0), True))
+            continue
         found_boxes.append(boxes + np.array([x0, y0, 0, 0]))
         found_scores.append(scores)
     return _merged(found_boxes, found_scores, threshold)

@@ -436,7 +436,7 @@ def _scout(guard: Guard, live: list[_Track], scene: list[_Track], changes: Chang
         image = LoadedImage("", "", "clip", (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale)), (pixels,), scale)
         faces = guard.face_models.detector.detect_in(image, parts, guard.settings)
         if faces is None:
-            return True  # a face cut by a part's edge: the sample looks at the whole frame
+            return True  # a face still cut by a part grown around it: the sample looks at the whole frame
         if [f for f in faces if new_face(f.box, t)]:  # (each new face is remembered as asked)
             return True
         if not faces:
