@@ -371,7 +371,7 @@ def test_a_face_the_change_map_cannot_see_is_still_looked_for_every_few_seconds(
     from optout_guard.media.clip import ChangeMap
 
     guard, detector, anna, stranger = world
-    monkeypatch.setattr(video, "ChangeMap", lambda: ChangeMap(levels=1000.0))
+    monkeypatch.setattr(video, "ChangeMap", lambda: ChangeMap(levels=1000.0, least=1000.0))
     clip = make_clip(tmp_path / "faint.mp4", [Appearance(stranger, 0.0, 8.0, x=0.6, width=100),
                                               Appearance(anna, 1.0, 8.0, x=0.1, width=100)],
                      seconds=8, size=(1280, 720), audio=False, fps=15)  # fmt: skip

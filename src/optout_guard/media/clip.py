@@ -129,11 +129,17 @@ class Look:
 
 Scout = Callable[[Look], bool]  # a frame between samples -> sample it?
 
-# A change of more than this many grey levels in the mean of an 8×8 block of working pixels is a
-# change: far above what encoding leaves on a still picture (a few levels), far below what a face
-# coming into view makes. A frame whose picture moves as a whole (a hand-held camera, a pan)
-# changes everywhere, and is looked at whole.
+# A change of more than CHANGE_LEVELS grey levels in the mean of an 8×8 block of working pixels is
+# a change where the picture around it has contrast (its blocks span CHANGE_CONTRAST levels or
+# more): far above what encoding leaves on a still picture, far below what a face coming into view
+# makes. Where the picture is flat or dark the limit falls with its contrast, to CHANGE_MIN_LEVELS:
+# a face coming into view in a dark hall changes its place by only a few levels (measured: clips
+# darkened to 7% were missed with a flat 8-level limit and held for review by whole looks). A
+# frame whose picture moves as a whole (a hand-held camera, a pan) changes everywhere, and is
+# looked at whole.
 CHANGE_LEVELS = 8.0
+CHANGE_MIN_LEVELS = 2.0
+CHANGE_CONTRAST = 64.0
 CHANGE_CELL = 8  # working pixels per side of a block
 
 
@@ -145,8 +151,8 @@ class ChangeMap:
     not changed cannot hold a face the last look did not find, so only changed blocks (and where
     faces already are) need looking at again. A block never looked at counts as changed."""
 
-    def __init__(self, levels: float = CHANGE_LEVELS) -> None:
-        self.levels = levels
+    def __init__(self, levels: float = CHANGE_LEVELS, least: float = CHANGE_MIN_LEVELS) -> None:
+        self.levels, self.least = levels, least
         self.now: np.ndarray | None = None
         self.seen: np.ndarray | None = None  # each block's grey as last looked at (inf: never)
         self.seen_at: np.ndarray | None = None  # and when (seconds; -inf: never)
@@ -185,9 +191,15 @@ class ChangeMap:
             self.seen_at = np.full(grid.shape, -np.inf)
 
     def changed(self) -> np.ndarray:
-        """Blocks (grid rows × columns, bool) changed since they were last looked at."""
+        """Blocks (grid rows × columns, bool) changed since they were last looked at, each by the
+        limit its neighbourhood's contrast (the span of the 5×5 blocks around it) sets."""
+        import cv2
+
         assert self.now is not None and self.seen is not None
-        return np.abs(self.now - self.seen) > self.levels
+        around = np.ones((5, 5), np.uint8)
+        span = cv2.dilate(self.now, around) - cv2.erode(self.now, around)
+        limit = np.clip(self.levels * span / CHANGE_CONTRAST, self.least, self.levels)
+        return np.abs(self.now - self.seen) > limit
 
     def looked(self, blocks: np.ndarray, t: float) -> None:
         """A look that finds every face has covered these blocks of the picture now (``t`` s)."""
