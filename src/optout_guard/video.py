@@ -664,20 +664,16 @@ class _Redaction:
     def watched(self, t: float) -> bool:
         return any(a <= t <= b for a, b in self.ranges)
 
-    def _faces(self, pixels: np.ndarray, looks: _Looks, t: float, pixel_scale: float = 1.0) -> list[Box]:
-        """Faces in ``pixels`` (the frame at ``t``, at ``pixel_scale`` original pixels per pixel),
-        in the clip's original pixels — the boxes' convention everywhere. Only what changed since it
-        was last looked at is looked at (see :class:`ChangeMap`; the whole frame at least every
-        WHOLE_EVERY s); faces found before where nothing changed are where they were."""
-        import cv2
-
+    def _faces(self, small: np.ndarray, looks: _Looks, t: float, pixel_scale: float) -> list[Box]:
+        """Faces in ``small`` (the frame at ``t``, at most REDACT_SIDE px — both callers have FFmpeg
+        scale it so — at ``pixel_scale`` original pixels per pixel), in the clip's original pixels —
+        the boxes' convention everywhere. Only what changed since it was last looked at is looked at
+        (see :class:`ChangeMap`; the whole frame at least every WHOLE_EVERY s); faces found before
+        where nothing changed are where they were."""
         self.frames_searched += 1
-        height, width = pixels.shape[:2]
-        scale = max(1.0, max(width, height) / REDACT_SIDE)
-        small = pixels if scale == 1.0 else cv2.resize(pixels, (round(width / scale), round(height / scale)),
-                                                        interpolation=cv2.INTER_AREA)  # fmt: skip
+        height, width = small.shape[:2]
         size = (round(width * pixel_scale), round(height * pixel_scale))
-        image = LoadedImage("", "", "clip", size, (small,), scale * pixel_scale)
+        image = LoadedImage("", "", "clip", size, (small,), pixel_scale)
         changes, detector = looks.changes, self.guard.face_models.detector
         changes.update_picture(small)
         blocks = changes.changed()
