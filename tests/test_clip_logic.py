@@ -434,3 +434,35 @@ def test_the_copy_encoder_thread_says_its_error_and_is_always_joined():
         for _ in range(20):
             muxer.put(frame)
     assert not muxer.thread.is_alive() and encoder.flushed and out.written == 21
+
+
+def test_a_blurred_frame_is_blurred_in_the_copy_s_own_format_as_in_rgb():
+    """A frame to blur stays 4:2:0 (each plane blurred, the colour planes with the boxes halved):
+    the picture is the one the RGB route gives (blur in RGB, then converted for the encoder), the
+    face's place is a smooth mosaic, the rest is untouched, and the decoded frame is not written to
+    (the decoder may still predict from it)."""
+    import av
+
+    from optout_guard import annotate
+    from optout_guard.media.clip import _blurred_planes
+    from optout_guard.types import Box
+
+    rng = np.random.default_rng(7)
+    rgb = np.zeros((360, 640, 3), np.uint8)
+    rgb[:] = np.linspace(30, 220, 640, dtype=np.uint8)[None, :, None]
+    rgb[100:240, 300:420] = rng.integers(0, 256, (140, 120, 3), np.uint8)  # a busy "face"
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    before = frame.to_ndarray().copy()
+    box = Box(310.0, 120.0, 100.0, 100.0)
+
+    planes = _blurred_planes(frame, [box], annotate.blur_regions)
+    assert planes.format.name == "yuv420p" and (planes.width, planes.height) == (640, 360)
+    assert np.array_equal(frame.to_ndarray(), before)  # the decoded frame as it was
+    ours = planes.to_ndarray(format="rgb24").astype(int)
+    via_rgb = av.VideoFrame.from_ndarray(annotate.blur_regions(frame.to_ndarray(format="rgb24"), [box]), format="rgb24")
+    theirs = via_rgb.reformat(format="yuv420p").to_ndarray(format="rgb24").astype(int)
+    assert np.abs(ours - theirs).mean() < 2.0 and np.percentile(np.abs(ours - theirs), 99) <= 12
+    source = frame.to_ndarray(format="rgb24").astype(int)
+    face = (slice(130, 210), slice(320, 400))
+    assert ours[face].std() < source[face].std() / 4  # the noise is gone
+    assert np.array_equal(ours[:, :200], source[:, :200])  # far from the box nothing changed

