@@ -38,7 +38,7 @@ def make_clip(
     """Write a clip: a grey-blue backdrop with a slow gradient, the given faces pasted while on
     screen, an audio tone. ``rotation``: the stored picture is turned and a display matrix says so
     (as phones record portrait video). ``shake``: filmed hand-held instead — the backdrop is a
-    textured scene that moves up to this many px every frame (the faces keep their places)."""
+    textured scene that moves up to this many px every frame, the people in it with it."""
     import av
 
     width, height = size
@@ -74,6 +74,7 @@ def make_clip(
         for n in range(int(seconds * fps)):
             t = n / fps
             frame = scenes[sum(1 for c in cuts if t >= c)].copy()
+            dx = dy = 2 * shake
             if scenery is not None:  # a hand-held camera: the scene wanders by a few px a frame
                 dx = round(2 * shake + shake * (np.sin(n / 3.0) + np.sin(n / 7.3)))
                 dy = round(2 * shake + shake * (np.cos(n / 4.1) + np.sin(n / 9.7)))
@@ -83,7 +84,7 @@ def make_clip(
                     share = (t - a.start) / max(a.end - a.start, 1e-6)
                     x = a.x + ((a.x_end if a.x_end is not None else a.x) - a.x) * share
                     face = pasted[a].resize((a.width, round(a.width * pasted[a].height / pasted[a].width)))
-                    x0, y0 = int(x * width), int(a.y * height)
+                    x0, y0 = max(0, int(x * width) + 2 * shake - dx), max(0, int(a.y * height) + 2 * shake - dy)  # (in the scene)
                     region = frame[y0 : y0 + face.height, x0 : x0 + face.width]
                     region[:] = np.asarray(face)[: region.shape[0], : region.shape[1]]
             if rotation:

@@ -329,36 +329,124 @@ def test_a_still_scene_is_looked_at_in_parts_and_nobody_is_lost(world, tmp_path)
     assert len(held) == 1 and held[0].first < 0.1 and held[0].last > 5.8
 
 
-def test_a_moving_camera_is_looked_at_whole(world, tmp_path):
-    """A hand-held camera moves the whole picture every frame: nothing is skipped, every sample is
-    a whole look, and a student who passes by is found."""
+def _handheld(path: Path, face: np.ndarray, turn: float = 0.0) -> Path:
+    """A 4 s 640×360 clip of a grey scene filmed hand-held (it shifts by up to ~15 px a frame, and
+    with ``turn`` also turns by up to that many degrees), with ``face`` in the scene 2.0–2.5 s."""
     import av
+    import cv2
 
-    guard, detector, anna, _stranger = world
     rng = np.random.default_rng(7)
     grey = rng.integers(60, 160, (42, 72), dtype=np.uint8)  # a grey scene (the markers are coloured)
     scenery = np.repeat(np.asarray(Image.fromarray(grey).resize((720, 420), Image.BILINEAR))[:, :, None], 3, axis=2)
-    face = np.asarray(Image.open(anna).convert("RGB").resize((80, 100)))
-    path = tmp_path / "handheld.mp4"
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=30)
         video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
         video.options = {"preset": "ultrafast", "crf": "23"}
         for n in range(120):
-            dx, dy = int(20 + 15 * np.sin(n / 4)), int(20 + 12 * np.cos(n / 5))  # the camera shakes
-            frame = np.ascontiguousarray(scenery[dy : dy + 360, dx : dx + 640])
+            scene = scenery.copy()
             if 60 <= n < 75:
-                frame[100:200, 300:380] = face
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                scene[120:220, 320:400] = face  # someone in the scene
+            if turn:
+                spin = cv2.getRotationMatrix2D((360.0, 210.0), turn * np.sin(n / 3), 1.0)
+                scene = cv2.warpAffine(scene, spin, (720, 420), borderMode=cv2.BORDER_REFLECT)
+            dx, dy = int(20 + 15 * np.sin(n / 4)), int(20 + 12 * np.cos(n / 5))  # the camera shakes
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(scene[dy : dy + 360, dx : dx + 640]), format="rgb24")
             vf.pts, vf.time_base = n, Fraction(1, 30)
             for packet in video.encode(vf):
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-    result = guard.check(path)
+    return path
+
+
+def test_a_shaking_camera_is_followed_and_a_turning_one_looked_at_whole(world, tmp_path):
+    """A hand-held camera moves the whole picture every frame. A shaking one is followed: samples
+    look at what is new in the scene, in parts, and a student who passes by is found and blocked;
+    the blurred copy (which does not follow) hides her in every frame. A camera that also turns is
+    not followed (only shifts are): every sample is a whole look, and she is blocked as well."""
+    guard, detector, anna, _stranger = world
+    face = np.asarray(Image.open(anna).convert("RGB").resize((80, 100)))
+    shaking = _handheld(tmp_path / "shaking.mp4", face)
+    result = guard.check(shaking)
     assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
-    assert result.clip is not None and detector.calls >= result.clip.frames_examined - 1
-    assert detector.part_looks <= 2, detector.part_looks
+    assert result.clip is not None and detector.part_looks > 2 * detector.calls, (detector.part_looks, detector.calls)
+    followed = detector.part_looks
+    result = guard.check(shaking, redact=Redaction(tmp_path / "post"))
+    assert result.redacted_path, result.reasons  # written, and read back at every frame: no face left
+    every_frame = Guard(load_settings(guard.settings.workspace, environ={}), index=guard.index, settler=NoDecisions(),
+                        face_models=guard.face_models).check(result.redacted_path)  # fmt: skip
+    assert every_frame.verdict is Verdict.ALLOW and not every_frame.faces, every_frame.reasons
+
+    detector.calls = detector.part_looks = 0
+    result = guard.check(_handheld(tmp_path / "turning.mp4", face, turn=1.5))
+    assert result.verdict is Verdict.BLOCK and result.blocked_students == ("anna",), result.reasons
+    assert result.clip is not None and detector.calls >= result.clip.frames_examined - 1  # every sample whole
+    assert detector.part_looks <= followed / 5, (detector.part_looks, followed)
+
+
+def test_the_copy_s_search_finds_a_face_where_the_camera_moved_it(world):
+    """The blurred copy keeps a face's box where nothing changed, so its change maps must not follow
+    the camera: a face that moved with a shaking scene is looked for again, and found where it is."""
+    from optout_guard.video import _Looks, _Redaction
+
+    guard, _detector, anna, _stranger = world
+    rng = np.random.default_rng(9)
+    grey = np.asarray(Image.fromarray(rng.integers(60, 160, (40, 70), dtype=np.uint8)).resize((700, 400), Image.BILINEAR))
+    scene = np.repeat(grey[:, :, None], 3, axis=2).copy()
+    scene[120:220, 320:400] = np.asarray(Image.open(anna).convert("RGB").resize((80, 100)))
+    redaction, looks = _Redaction([], [], 0, guard), _Looks()
+    first = redaction._faces(np.ascontiguousarray(scene[20:380, 20:660]), looks, 0.0, 1.0)
+    assert len(first) == 1 and abs(first[0].x - 300) <= 3, first
+    moved = redaction._faces(np.ascontiguousarray(scene[32:392, 8:648]), looks, 0.1, 1.0)  # 12 px right, 12 up
+    assert len(moved) == 1 and abs(moved[0].x - 312) <= 3 and abs(moved[0].y - 88) <= 3, moved
+
+
+def test_the_change_map_follows_a_shifting_camera_and_still_sees_what_is_new():
+    """The scene shifted by a few pixels is no change when followed (and nearly all change when
+    not); what comes into view at the edge has never been looked at; a face that appears in the
+    shifted scene changes its blocks; a long pan moves the canvas and keeps it so."""
+    import cv2
+
+    from optout_guard.media.clip import ChangeMap, Scaler
+
+    rng = np.random.default_rng(5)
+    coarse = rng.integers(30, 220, (60, 100), dtype=np.uint8)
+    scenery = np.repeat(cv2.resize(coarse, (2400, 1440), interpolation=cv2.INTER_CUBIC)[:, :, None], 3, axis=2)
+
+    def view(x: int, y: int) -> np.ndarray:
+        return np.ascontiguousarray(scenery[y : y + 360, x : x + 640])
+
+    followed, still, scaler = ChangeMap(follow=True), ChangeMap(), Scaler()
+    for changes in (followed, still):
+        changes.update(_yuv(view(100, 100)), 0, 1280, scaler)
+        changes.looked(np.ones_like(changes.changed()), 0.0)
+        changes.update(_yuv(view(107, 95)), 0, 1280, scaler)  # the camera moved 7 px right, 5 up
+    assert still.changed().mean() > 0.5  # not followed: a change all over
+    moved = followed.changed()
+    assert followed.shifts == 1 and moved.mean() < 0.08, moved.mean()
+    rows, cols = np.nonzero(moved)
+    assert ((rows == 0) | (cols >= moved.shape[1] - 2)).all()  # only the strips that came into view
+    assert np.isinf(followed.seen[rows, cols]).all()  # never looked at
+    followed.looked(moved, 0.1)
+
+    face = view(110, 93)
+    face[150:230, 300:360] = np.asarray(Image.fromarray(np.full((80, 60, 3), (230, 40, 40), np.uint8)))
+    followed.update(_yuv(face), 0, 1280, scaler)
+    rows, cols = np.nonzero(followed.changed())
+    cw, ch = followed.cell
+    inner = (rows > 0) & (cols < moved.shape[1] - 2) & (rows < moved.shape[0] - 1)
+    assert inner.sum() >= 50 and rows[inner].min() * ch >= 140 and (rows[inner].max() + 1) * ch <= 240
+    assert cols[inner].min() * cw >= 290 and (cols[inner].max() + 1) * cw <= 370
+
+    pan = ChangeMap(follow=True)
+    for n in range(40):  # 30 px a step to the right: far past the canvas's margin
+        pan.update(_yuv(view(100 + 30 * n, 300)), 0, 1280, scaler)
+        changed = pan.changed()
+        if n:
+            assert pan.shifts == n and changed[:, : -5].mean() < 0.02, (n, changed[:, :-5].mean())
+            assert changed[:, -3:].all()  # the strip that came into view
+        pan.looked(changed, n / 10)
+    assert pan.canvas is not None and 0 <= pan.origin[0] <= pan.canvas.shape[1] - 320
 
 
 def test_a_face_the_change_map_cannot_see_is_still_looked_for_every_few_seconds(world, tmp_path, monkeypatch):
@@ -371,7 +459,7 @@ def test_a_face_the_change_map_cannot_see_is_still_looked_for_every_few_seconds(
     from optout_guard.media.clip import ChangeMap
 
     guard, detector, anna, stranger = world
-    monkeypatch.setattr(video, "ChangeMap", lambda: ChangeMap(levels=1000.0, least=1000.0))
+    monkeypatch.setattr(video, "ChangeMap", lambda **kw: ChangeMap(levels=1000.0, least=1000.0, **kw))
     clip = make_clip(tmp_path / "faint.mp4", [Appearance(stranger, 0.0, 8.0, x=0.6, width=100),
                                               Appearance(anna, 1.0, 8.0, x=0.1, width=100)],
                      seconds=8, size=(1280, 720), audio=False, fps=15)  # fmt: skip

@@ -79,6 +79,7 @@ FACE_MARGIN = 0.5
 PART_GROW = 0.25
 PART_PAD = 16
 WHOLE_SHARE = 0.4  # parts covering more of the frame than this: one whole look instead
+SPARSE, SPARSE_TILE = 4, 8  # a changed shape whose box is over 4× its blocks is looked at in 8×8-block pieces
 COPY_FACE_MARGIN = 0.2  # the copy looks at every frame: a face moves little from one to the next
 # A sample looks at the whole frame at least this often, whatever changed: a face that came into
 # view too faintly for the change map (a dark hall) is looked for at least every WHOLE_EVERY s.
@@ -234,7 +235,9 @@ def check_clip(
         scene: list[_Track] = []  # the tracks since the last cut (where faces were)
         found: list[_Track] = []
         decoded = Decoded()
-        changes = ChangeMap() if settings.detector == "centerface" else None
+        # The check follows a camera that shifts (its looks only ask what is new in the scene); the
+        # blurred copy does not: it keeps faces where they were in the frame while nothing changed.
+        changes = ChangeMap(follow=True) if settings.detector == "centerface" else None
         scout = _scout(guard, live, scene, changes) if changes is not None else None
         try:
             for frame in sample_frames(
@@ -360,24 +363,44 @@ def _parts(
     wanted = cv2.dilate(blocks.astype(np.uint8), np.ones((3, 3), np.uint8))  # a block's neighbours too
     for box in skip or ():
         wanted[_block_span(box, cell, blocks.shape)] = 0
-    _, _, stats, _ = cv2.connectedComponentsWithStats(wanted, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(wanted, connectivity=8)
+
+    def part(x: int, y: int, w: int, h: int) -> Box:  # blocks -> working px, grown around
+        # (a long thin strip — the edge a moving camera brings into view — grows by its width)
+        long, short = max(w * cw, h * ch), min(w * cw, h * ch)
+        grow = PART_PAD + PART_GROW * min(long, 3 * short)
+        return Box(x * cw - grow, y * ch - grow, w * cw + 2 * grow, h * ch + 2 * grow)
+
     rects = []
-    for x, y, w, h, _area in stats[1:]:
-        grow = PART_PAD + PART_GROW * max(w * cw, h * ch)
-        rects.append(Box(x * cw - grow, y * ch - grow, w * cw + 2 * grow, h * ch + 2 * grow))
+    for label, (x, y, w, h, area) in enumerate(stats[1:], start=1):
+        if w * h <= SPARSE * area:
+            rects.append(part(x, y, w, h))
+            continue
+        # A sparse shape (two edges a moving camera brings into view, joined at a corner: an L) is
+        # looked at piece by piece, SPARSE_TILE blocks square, not as the box around it.
+        mine = labels[y : y + h, x : x + w] == label
+        for ty in range(0, h, SPARSE_TILE):
+            for tx in range(0, w, SPARSE_TILE):
+                rows, cols = np.nonzero(mine[ty : ty + SPARSE_TILE, tx : tx + SPARSE_TILE])
+                if rows.size:
+                    top, left = y + ty + int(rows.min()), x + tx + int(cols.min())
+                    rects.append(part(left, top, int(cols.max() - cols.min()) + 1, int(rows.max() - rows.min()) + 1))
     rects += [_grown(box, margin) for box in faces]  # (grown enough already)
     for i, r in enumerate(rects):  # within the frame
         x0, y0 = max(0.0, r.x), max(0.0, r.y)
         rects[i] = Box(x0, y0, max(0.0, min(float(width), r.right) - x0), max(0.0, min(float(height), r.bottom) - y0))
     rects = [r for r in rects if r.w > 0 and r.h > 0]
     merged = True
-    while merged:  # parts that overlap are looked at as one (no face twice, no pass set up twice)
-        merged = False
+    while merged:  # parts that overlap are looked at as one, unless that one is larger than both
+        merged = False  # (the edges a moving camera brings into view, along two sides: an L)
         for i, a in enumerate(rects):
             for j in range(i + 1, len(rects)):
                 b = rects[j]
                 if a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom:
-                    rects[i], merged = _union(a, b), True
+                    union = _union(a, b)
+                    if union.w * union.h > a.w * a.h + b.w * b.h:
+                        continue  # (a face on both is found in each, once: the passes' boxes are merged)
+                    rects[i], merged = union, True
                     del rects[j]
                     break
             if merged:
