@@ -7,7 +7,7 @@ scene cut. A track counts as *blocked* when the clip's decision for that person'
 for the right student, *caught* when block or review. False blocks: clips of people never enrolled.
 Speed: one 60 s 1080p30 clip with three people, checked as shipped (and with the blurred copy),
 against checking every frame as a photo (measured on 60 frames, extrapolated to 1,800); and the
-same clip as if filmed hand-held (the scene moves every frame: nothing can be skipped).
+same clip as if filmed hand-held (the scene, and the people in it, shift every frame).
 
 Then the blurred copy as a whole command (`optout-guard check --redact`) on a 6 s 1080p clip, and
 deface on the same clip when --deface names its command (deface is not a dependency: install it
@@ -159,7 +159,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = guard.check(sixty)
         check_s = time.perf_counter() - t0
-        # The same clip filmed hand-held: the whole picture moves every frame, so every look is whole.
+        # The same clip filmed hand-held: the whole picture shifts every frame (the change map follows it).
         shaken = make_clip(tmp / "sixty-handheld.mp4", [Appearance(photo(strangers[0], 1), 0, 60, x=0.1, x_end=0.3, width=240),
                                                          Appearance(photo(strangers[1], 1), 5, 50, x=0.5, x_end=0.4, width=180),
                                                          Appearance(photo(who, 4), 30, 33, x=0.7, width=200)],

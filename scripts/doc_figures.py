@@ -188,7 +188,7 @@ def video(d: dict) -> list[str]:
         f"{sp['every_frame_as_a_photo_seconds_estimated']:.0f} s | | |",
     ]
     if "handheld_check_seconds" in sp:
-        rows.append(f"| the same clip filmed hand-held (the scene moves a few px every frame: every look is whole) | "
+        rows.append(f"| the same clip filmed hand-held (the scene, people in it, shifts a few px every frame: the change map follows it) | "
                     f"checked in {sp['handheld_check_seconds']:.1f} s, {sp['handheld_real_time_factor']:.1f}× faster than real "
                     f"time ({sp['handheld_verdict']}) | | |")  # fmt: skip
     if "blurred_copy_verified_at_full_frame_rate" in sp:
