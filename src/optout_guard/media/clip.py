@@ -181,7 +181,7 @@ class ChangeMap:
         self.looked_on: np.ndarray | None = None  # canvas pixels looked at (1) or not (0)
         self.looked_at: np.ndarray | None = None  # when (seconds; -inf: never)
         self.origin = np.zeros(2)  # where (x, y) on the canvas the picture's top left is
-        self.anchor: tuple[np.ndarray, np.ndarray] | None = None  # a picture (half size) and its origin
+        self.anchor: tuple[np.ndarray, np.ndarray] | None = None  # the picture shifts are measured from, and its origin
         self.shifts = 0  # frames in which a shift of the camera was followed
 
     def update(self, frame, rotation: int, max_side: int, scaler: Scaler) -> None:  # noqa: ANN001 - av.VideoFrame
@@ -217,15 +217,16 @@ class ChangeMap:
         self.cell = (width / cols, height / rows)
         first = self.fine is None or self.fine.shape != fine.shape
         self.fine = fine
-        if first or self.canvas is None:
-            margin = max(fine.shape) // 4  # room for the camera to wander before the canvas is moved
-            shape = (fine.shape[0] + 2 * margin, fine.shape[1] + 2 * margin)
-            self.canvas, self.looked_on = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-            self.looked_at = np.full(shape, -np.inf, np.float32)
-            self.origin = np.array([float(margin), float(margin)])
+        if first:
             self.seen = np.full((rows, cols), np.inf, np.float32)
             self._seen_at = np.full((rows, cols), -np.inf)
             self.anchor = None
+            if self.follow:  # (a map that does not follow needs no canvas)
+                margin = max(fine.shape) // 4  # room for the camera to wander before the canvas is moved
+                shape = (fine.shape[0] + 2 * margin, fine.shape[1] + 2 * margin)
+                self.canvas, self.looked_on = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+                self.looked_at = np.full(shape, -np.inf, np.float32)
+                self.origin = np.array([float(margin), float(margin)])
         if not self.follow:
             return
         if self.anchor is None or self.anchor[0].shape != fine.shape:
@@ -304,12 +305,12 @@ class ChangeMap:
         import cv2
 
         assert self.now is not None and self.seen is not None and self.fine is not None
-        assert self.canvas is not None and self.looked_on is not None and self.looked_at is not None
         self.seen[blocks] = self.now[blocks]
         if self._seen_at is not None:  # (else read off the canvas when asked, this look included)
             self._seen_at[blocks] = t
         if not blocks.any() or not self.follow:
-            return  # (a map that does not follow never reads the canvas)
+            return  # (a map that does not follow has no canvas)
+        assert self.canvas is not None and self.looked_on is not None and self.looked_at is not None
         height, width = self.fine.shape
         x, y = self.origin
         left, top = math.floor(x), math.floor(y)
