@@ -355,7 +355,7 @@ def _parts(
     """Where to look in a working frame of ``size`` (w, h): the changed ``blocks`` of a
     :class:`ChangeMap` (but those in ``skip``), and around ``faces`` (boxes in working px); as
     rectangles, with the blocks they cover whole. None when they would cover over WHOLE_SHARE of
-    the frame: one whole look is then the cheaper (and a moving camera changes everything)."""
+    the frame: one whole look is then the cheaper (a cut, a camera that turns: everything changed)."""
     import cv2
 
     width, height = size
