@@ -152,6 +152,10 @@ def _span(first: float, last: float, dash: str = "–") -> str:
     return f"{format_time(first)}{dash}{format_time(last)}" if last - first >= 1 else format_time(first)
 
 
+def _overlap(a: Box, b: Box) -> bool:
+    return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
+
+
 def _union(a: Box, b: Box) -> Box:
     x0, y0 = min(a.x, b.x), min(a.y, b.y)
     return Box(x0, y0, max(a.right, b.right) - x0, max(a.bottom, b.bottom) - y0)
@@ -396,7 +400,7 @@ def _parts(
         for i, a in enumerate(rects):
             for j in range(i + 1, len(rects)):
                 b = rects[j]
-                if a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom:
+                if _overlap(a, b):
                     union = _union(a, b)
                     if union.w * union.h > a.w * a.h + b.w * b.h:
                         continue  # (a face on both is found in each, once: the passes' boxes are merged)
@@ -720,11 +724,8 @@ class _Redaction:
             changes.whole_at = t
             return looks.known
 
-        def outside(box: Box) -> bool:
-            b = box.scaled(1.0 / image.scale)
-            return not any(b.x < p.right and p.x < b.right and b.y < p.bottom and p.y < b.bottom for p in parts)
-
-        looks.known = [f.box for f in found] + [b for b in looks.known if outside(b)]
+        kept = [b for b in looks.known if not any(_overlap(b.scaled(1.0 / image.scale), p) for p in parts)]
+        looks.known = [f.box for f in found] + kept  # (the parts' faces found again, the others kept)
         changes.looked(covered, t)
         return looks.known
 
